@@ -1,0 +1,53 @@
+"""`testbed` command line: each area registers its own subcommands; errors map to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import TestbedError
+
+# Each module exposes `register(subparsers)` adding its subcommands; a subcommand sets
+# `func(args) -> int` with `set_defaults`. Kept as names so `testbed --help` stays cheap.
+COMMAND_MODULES = (
+    "testbed.topology.commands",
+    "testbed.kernel.commands",
+    "testbed.image.commands",
+    "testbed.vm.commands",
+    "testbed.logs.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="testbed",
+        description="Emulated PCIe peer-to-peer DMA testbed: topologies, kernels, guest images, VMs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # area not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TestbedError as exc:
+        print(f"testbed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("testbed: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
