@@ -15,7 +15,7 @@ class Runtime:
     """
 
     accel: str  # "kvm" | "tcg"
-    kernel: Path
+    kernel: Path | None  # None: no -kernel (firmware-only runs such as the PCI tree check)
     disk: Path  # the per-VM qcow2 overlay, never the base image
     qmp_socket: Path
     console_log: Path

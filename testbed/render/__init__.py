@@ -1,0 +1,8 @@
+"""Rendering: topology + runtime → QEMU argv (a list, never a shell string)."""
+
+from .argv import hotplug_device, kernel_append, preview_runtime, render_argv
+from .qdev import BackingFile, DeviceSpec, backing_files
+from .runtime import Runtime
+
+__all__ = ["BackingFile", "DeviceSpec", "Runtime", "backing_files", "hotplug_device",
+           "kernel_append", "preview_runtime", "render_argv"]

@@ -1,0 +1,123 @@
+"""Topology + Runtime → the QEMU argv, through a dumb Jinja2 template (StrictUndefined)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from ..topology.layout import Layout, NodeKind, build_layout
+from ..topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, Topology
+from .qdev import DeviceSpec, backend_options, bridge_spec, disk_and_net, endpoint_spec, iommu_spec
+from .runtime import Runtime
+
+QEMU_BINARY = "qemu-system-x86_64"
+BASE_APPEND = ("root=/dev/vda", "rw", "console=ttyS0", "init=/sbin/testbed-init",
+               # a panic ends QEMU at once (-no-reboot) instead of hanging until a deadline
+               "panic=-1")
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("testbed.render", "templates"),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+    keep_trailing_newline=False,
+)
+
+
+def kernel_append(topo: Topology, runtime: Runtime) -> str:
+    args = list(BASE_APPEND)
+    if topo.iommu.type is IommuType.INTEL:
+        args.append("intel_iommu=on")
+    if topo.iommu.type is not IommuType.NONE:
+        # strict: unmaps are flushed at once, so a revoked mapping faults on the next DMA
+        args.append("iommu.passthrough=1" if topo.iommu.mode is IommuMode.PASSTHROUGH
+                    else "iommu.passthrough=0 iommu.strict=1")
+    args += topo.kernel_args
+    args += runtime.extra_append
+    return " ".join(args)
+
+
+def machine_option(topo: Topology, runtime: Runtime) -> str:
+    option = "q35"
+    if runtime.accel == "kvm" and topo.iommu.type in (IommuType.INTEL, IommuType.AMD):
+        # interrupt remapping under KVM needs the IOAPIC in QEMU
+        option += ",kernel-irqchip=split"
+    return option
+
+
+def accel_option(runtime: Runtime) -> str:
+    return "tcg,thread=multi" if runtime.accel == "tcg" else runtime.accel
+
+
+def global_options(topo: Topology) -> list[tuple[str, str]]:
+    if topo.hotplug is HotplugMode.NATIVE:
+        # q35 in QEMU 7.2 hot-plugs through ACPI by default; this hands slots to pciehp
+        return [("ICH9-LPC.acpi-pci-hotplug-with-bridge-support", "off")]
+    return []
+
+
+def device_specs(topo: Topology, layout: Layout) -> list[DeviceSpec]:
+    """Bridges and endpoints present at boot, parents first (QEMU needs a bus before its devices)."""
+    endpoints = {ep.id: ep for ep in topo.endpoints}
+    specs = []
+    for p in layout.in_order():
+        if not p.plugged:
+            continue
+        if p.kind is NodeKind.ENDPOINT:
+            specs.append(endpoint_spec(layout, endpoints[p.id]))
+        else:
+            specs.append(bridge_spec(topo, layout, p))
+    return specs
+
+
+def render_argv(topo: Topology, runtime: Runtime, qemu: str = QEMU_BINARY) -> list[str]:
+    layout = build_layout(topo)
+    backends, infra_devices = disk_and_net(runtime.disk, runtime.ssh_host_port)
+    devices = []
+    iommu = iommu_spec(topo)
+    if iommu is not None:
+        devices.append(iommu)  # before the devices it translates for
+    devices += device_specs(topo, layout) + infra_devices
+    context = {
+        "qemu": qemu,
+        "name": f"testbed-{topo.name}",
+        "machine": machine_option(topo, runtime),
+        "accel": accel_option(runtime),
+        "cpu": f"{topo.machine.cpu.model},vendor={topo.machine.cpu.vendor},family={topo.machine.cpu.family}",
+        "smp": str(topo.machine.cpus),
+        "memory": f"{topo.machine.memory // (1 << 20)}M",
+        "console_log": str(runtime.console_log),
+        "qmp_socket": str(runtime.qmp_socket),
+        "kernel": str(runtime.kernel) if runtime.kernel else "",
+        "append": kernel_append(topo, runtime),
+        "globals": global_options(topo),
+        "backends": backend_options(topo, runtime.backing_dir) + backends,
+        "devices": [d.option() for d in devices],
+        "paused": runtime.paused,
+    }
+    text = _env.get_template("qemu.argv.j2").render(**context)
+    argv = [line for line in text.split("\n") if line != ""]
+    return argv
+
+
+def hotplug_device(topo: Topology, endpoint_id: str) -> DeviceSpec:
+    """What `device_add` needs to plug an endpoint (declared `plugged: false`, or unplugged before)."""
+    layout = build_layout(topo)
+    return endpoint_spec(layout, topo.endpoint(endpoint_id))
+
+
+def preview_runtime(accel: str = "tcg", workdir: Path = Path("RUNDIR")) -> Runtime:
+    """Stand-in paths for `testbed render` and the golden files: the shape of a real launch."""
+    return Runtime(
+        accel=accel,
+        kernel=Path("BZIMAGE"),
+        disk=workdir / "disk.qcow2",
+        qmp_socket=workdir / "qmp.sock",
+        console_log=workdir / "console.log",
+        backing_dir=workdir / "backing",
+    )
+
+
+__all__ = ["EndpointKind", "hotplug_device", "kernel_append", "preview_runtime", "render_argv"]
