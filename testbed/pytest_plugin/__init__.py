@@ -1,0 +1,1 @@
+"""The testbed's pytest plugin: options, markers, VM fixtures, splat checks."""
