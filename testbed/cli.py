@@ -36,9 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Everything after the first `--` is a guest command (`testbed run TOPO -- CMD`), split off
+    before argparse, which mangles `--` inside subcommands."""
+    after: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, after = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    args.guest_command = after
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except TestbedError as exc:

@@ -1,0 +1,235 @@
+"""SSH into the guest with paramiko: retry until sshd answers, run commands with deadlines.
+
+Files move over plain exec channels (`cat`), so the guest image needs no sftp-server.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from ..errors import GuestError, InfraError
+
+USER = "root"
+HOST = "127.0.0.1"
+
+# paramiko's transport thread logs every failed banner read as an ERROR with a traceback;
+# while the guest boots those are expected, and the final failure is raised anyway.
+_QUIET = "testbed.ssh.transport"
+_quiet_log = logging.getLogger(_QUIET)
+_quiet_log.addHandler(logging.NullHandler())
+_quiet_log.propagate = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class _AcceptAnyHostKey(paramiko.MissingHostKeyPolicy):
+    """Each VM is a fresh throwaway on localhost; there is no host key to pin."""
+
+    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+        return None
+
+
+def _command_line(cmd: str | Sequence[str]) -> str:
+    return cmd if isinstance(cmd, str) else shlex.join(list(cmd))
+
+
+def ssh_client_argv(port: int, key: Path, user: str = USER, host: str = HOST,
+                    command: Sequence[str] = ()) -> list[str]:
+    """The system ssh client's command line for this VM (for humans: a real pty)."""
+    argv = [
+        "ssh", "-i", str(key), "-p", str(port),
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", f"{user}@{host}",
+    ]
+    if command:
+        argv += ["--", *command]
+    return argv
+
+
+# What "sshd is not up yet" looks like from the host side of slirp: the forward accepts the
+# TCP connection and then closes it, or sshd has not loaded its keys yet.
+_RETRYABLE = (
+    paramiko.ssh_exception.NoValidConnectionsError,
+    paramiko.SSHException,  # banner errors, "Error reading SSH protocol banner", auth
+    EOFError,
+    ConnectionError,
+    socket.timeout,
+    OSError,
+)
+
+
+class SSH:
+    def __init__(self, port: int, key: Path, user: str = USER, host: str = HOST,
+                 command_timeout: float = 60.0) -> None:
+        self.port = port
+        self.key = key
+        self.user = user
+        self.host = host
+        self.command_timeout = command_timeout
+        self._client: paramiko.SSHClient | None = None
+
+    # -- connection -----------------------------------------------------------------------
+
+    def connect_once(self, timeout: float) -> None:
+        client = paramiko.SSHClient()
+        client.set_log_channel(_QUIET)
+        client.set_missing_host_key_policy(_AcceptAnyHostKey())
+        try:
+            client.connect(
+                self.host, port=self.port, username=self.user, key_filename=str(self.key),
+                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                allow_agent=False, look_for_keys=False,
+            )
+        except BaseException:
+            client.close()
+            raise
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        self._client = client
+
+    def connect(self, timeout: float, attempt_timeout: float = 10.0, interval: float = 0.5,
+                check: Callable[[], None] | None = None) -> int:
+        """Retry until connected or `timeout`; `check()` runs between attempts and raises to
+        stop early (QEMU died, the kernel panicked). Returns the number of attempts.
+        Raises InfraError (with the last failure) at the deadline."""
+        if not Path(self.key).is_file():
+            raise InfraError(f"ssh key {self.key} does not exist")
+        end = time.monotonic() + timeout
+        attempts = 0
+        last: BaseException | None = None
+        while True:
+            if check is not None:
+                check()
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise InfraError(f"ssh {self.user}@{self.host}:{self.port}: not ready after "
+                                 f"{timeout:.0f}s and {attempts} attempts (last: "
+                                 f"{type(last).__name__}: {last})")
+            attempts += 1
+            try:
+                self.connect_once(max(1.0, min(attempt_timeout, remaining)))
+                return attempts
+            except paramiko.ssh_exception.BadAuthenticationType as exc:
+                raise InfraError(f"ssh {self.user}@{self.host}:{self.port}: {exc}") from None
+            except _RETRYABLE as exc:
+                last = exc
+            time.sleep(min(interval, max(0.0, end - time.monotonic())))
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        if self._client is None:
+            raise InfraError("ssh: not connected")
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _session(self) -> paramiko.Channel:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise InfraError(f"ssh connection to port {self.port} is closed")
+        return transport.open_session(timeout=30)
+
+    def run(self, cmd: str | Sequence[str], timeout: float | None = None, check: bool = False,
+            stdin: bytes | None = None) -> RunResult:
+        """Run `cmd` (a list is shell-quoted) under the guest's shell; wait at most `timeout`.
+
+        A command still running at the deadline is a GuestError (the thing under test hung).
+        """
+        line = _command_line(cmd)
+        timeout = self.command_timeout if timeout is None else timeout
+        chan = self._session()
+        out, err = bytearray(), bytearray()
+        try:
+            chan.exec_command(line)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            end = time.monotonic() + timeout
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    break
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    raise GuestError(f"guest command did not finish within {timeout:.0f}s: "
+                                     f"{line}\n--- output so far ---\n"
+                                     f"{_text(out)[-2000:]}{_text(err)[-2000:]}")
+                select.select([chan], [], [], min(remaining, 1.0))
+            status = chan.recv_exit_status()
+        finally:
+            chan.close()
+        result = RunResult(status, _text(out), _text(err))
+        if check and status != 0:
+            raise GuestError(f"guest command failed with status {status}: {line}\n"
+                             f"--- stderr ---\n{result.stderr[-4000:]}")
+        return result
+
+    def put(self, local: Path, remote: str, mode: int | None = None,
+            timeout: float | None = None) -> None:
+        data = Path(local).read_bytes()
+        line = f"cat > {shlex.quote(remote)}"
+        if mode is not None:
+            line += f" && chmod {mode:o} {shlex.quote(remote)}"
+        self.run(line, timeout=timeout, check=True, stdin=data)
+
+    def get(self, remote: str, local: Path, timeout: float | None = None) -> None:
+        chan = self._session()
+        timeout = self.command_timeout if timeout is None else timeout
+        chan.settimeout(timeout)
+        data = bytearray()
+        try:
+            chan.exec_command(f"cat {shlex.quote(remote)}")
+            chan.shutdown_write()
+            while True:
+                chunk = chan.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+            status = chan.recv_exit_status()
+            err = chan.recv_stderr(65536)
+        except socket.timeout:
+            raise GuestError(f"reading {remote} from the guest took over {timeout:.0f}s") \
+                from None
+        finally:
+            chan.close()
+        if status != 0:
+            raise GuestError(f"cannot read {remote} in the guest: {_text(err).strip()}")
+        Path(local).write_bytes(bytes(data))
+
+    def interactive_shell(self, command: Sequence[str] = ()) -> int:
+        """A real terminal for a human: the system ssh client with a pty. Its exit status."""
+        return subprocess.call(ssh_client_argv(self.port, self.key, self.user, self.host,
+                                               command))
+
+
+def _text(data: bytes | bytearray) -> str:
+    return bytes(data).decode("utf-8", errors="replace")

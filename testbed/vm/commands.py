@@ -1,0 +1,115 @@
+"""`testbed boot|run|ssh|accel`: launch a topology, use it, tear it down."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..guest.ssh import SSH, ssh_client_argv
+from .accel import ACCELS, resolve_accel
+
+
+def _progress(message: str) -> None:
+    print(f"testbed: {message}", file=sys.stderr, flush=True)
+
+
+def _launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("topology", metavar="TOPO", help="topology name (topologies/NAME.yaml) or path")
+    p.add_argument("--accel", choices=ACCELS, default=None,
+                   help="accelerator (default: $ACCEL, else auto: KVM if a probe guest runs)")
+    p.add_argument("--kernel-config", default="default", metavar="SET",
+                   help="kernel config set: default|debug (default: %(default)s)")
+    p.add_argument("--ksrc", type=Path, default=None, metavar="DIR", help="kernel source tree")
+    p.add_argument("--patches", type=Path, default=None, metavar="PATH",
+                   help="a patch, a directory of patches or a series file")
+    p.add_argument("--append", action="append", default=[], metavar="ARG",
+                   help="extra kernel command-line argument (repeatable)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    boot = sub.add_parser("boot", help="boot a topology and open a shell in the guest")
+    _launch_options(boot)
+    boot.add_argument("--dry-run", action="store_true",
+                      help="print the exact QEMU command and exit (builds kernel/image if needed)")
+    boot.add_argument("--paused", action="store_true",
+                      help="stop QEMU before the firmware runs (-S); resume with QMP cont")
+    boot.set_defaults(func=cmd_boot)
+
+    run = sub.add_parser("run", help="boot a topology, run a command in the guest, shut down")
+    _launch_options(run)
+    run.add_argument("--timeout", type=float, default=None,
+                     help="seconds the command may take (default: scaled for the accelerator)")
+    # the guest command after `--` reaches us as args.guest_command (split off in cli.main)
+    run.set_defaults(func=cmd_run)
+
+    ssh = sub.add_parser("ssh", help="attach to a running VM (started by boot or a test run)")
+    ssh.add_argument("name", nargs="?", metavar="NAME", help="VM name (default: the only one running)")
+    ssh.set_defaults(func=cmd_ssh)
+
+    accel = sub.add_parser("accel", help="which accelerator auto picks here, and why")
+    accel.add_argument("--accel", choices=ACCELS, default=None)
+    accel.set_defaults(func=cmd_accel)
+
+
+def _plan(args: argparse.Namespace, paused: bool = False):
+    from .launch import plan_launch  # pulls in kernel/image/render only when launching
+
+    return plan_launch(args.topology, accel=args.accel, kernel_config=args.kernel_config,
+                       ksrc=args.ksrc, patches=args.patches, extra_append=tuple(args.append),
+                       paused=paused, progress=_progress)
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    plan = _plan(args, paused=args.paused)
+    if args.dry_run:
+        print(shlex.join(plan.argv))
+        return 0
+    with plan.machine() as vm:
+        _progress(f"{vm.name}: QEMU pid {vm.process.pid}, QMP {plan.runtime.qmp_socket}, "
+                  f"console {vm.console_log}")
+        if args.paused:
+            _progress(f"paused before the firmware; resume with QMP cont on "
+                      f"{plan.runtime.qmp_socket}, then: testbed ssh {vm.name}")
+            _progress("press Enter to shut the VM down")
+            sys.stdin.readline()
+            return 0
+        _progress(f"waiting for SSH on port {vm.ssh_port} (up to {vm.timeouts.boot_to_ssh:.0f}s)")
+        ssh = vm.wait_ssh()
+        _progress(f"guest up in {vm.ssh_ready_seconds:.1f}s; from another terminal: "
+                  f"{shlex.join(ssh_client_argv(ssh.port, ssh.key))}  (or testbed ssh {vm.name})")
+        _progress("leaving this shell shuts the VM down")
+        ssh.interactive_shell()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd = list(getattr(args, "guest_command", []))
+    if not cmd:
+        raise ConfigError("testbed run: give the guest command after --, e.g. "
+                          "testbed run two-switch -- lspci -tv")
+    plan = _plan(args)
+    with plan.machine() as vm:
+        vm.wait_ssh()
+        _progress(f"guest up in {vm.ssh_ready_seconds:.1f}s; running: {shlex.join(cmd)}")
+        # one argument is taken as a shell line ("dmesg | grep p2p"), several as argv
+        result = vm.run(cmd[0] if len(cmd) == 1 else cmd, timeout=args.timeout)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.status
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    from .registry import find
+
+    name, cmd = args.name, list(getattr(args, "guest_command", []))
+    vm = find(name)
+    return SSH(vm.ssh_port, Path(vm.ssh_key)).interactive_shell(cmd)
+
+
+def cmd_accel(args: argparse.Namespace) -> int:
+    decision = resolve_accel(args.accel)
+    print(decision.reason)
+    return 0

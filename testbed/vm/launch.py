@@ -1,0 +1,73 @@
+"""From command-line choices to a ready-to-run Machine: kernel, image, overlay, argv."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..paths import results_root, runtime_dir
+from ..render.runtime import Runtime
+from . import registry
+from .accel import AccelDecision, resolve_accel
+from .machine import Machine
+from .timeouts import Timeouts
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    name: str
+    argv: list[str]
+    runtime: Runtime
+    ssh_key: Path
+    timeouts: Timeouts
+    accel: AccelDecision
+    run_dir: Path
+
+    def machine(self) -> Machine:
+        return Machine(self.argv, self.runtime, self.ssh_key, self.timeouts, self.name)
+
+
+def plan_launch(topology: str, accel: str | None = None, kernel_config: str = "default",
+                ksrc: Path | None = None, patches: Path | None = None,
+                extra_append: tuple[str, ...] = (), paused: bool = False,
+                progress: Progress = print, bzimage: Path | None = None) -> LaunchPlan:
+    """Ensure kernel and image (building them if the cache lacks them), make the per-VM
+    overlay and run directory, and render the QEMU argv. Starts nothing. A prebuilt `bzimage`
+    skips the kernel build (the user's own build, e.g. `--kernel arch/x86/boot/bzImage`)."""
+    # imported here: `testbed --help` must not pay for the whole stack
+    from ..image import ensure_image, make_overlay
+    from ..kernel import ensure_kernel
+    from ..render import backing_files, render_argv
+    from ..topology import load_topology
+
+    topo = load_topology(topology)
+    decision = resolve_accel(accel)
+    progress(f"accel: {decision.reason}")
+    if bzimage is None:
+        bzimage = ensure_kernel(kernel_config, ksrc=ksrc, patches=patches, progress=progress).bzimage
+    image = ensure_image(progress=progress)
+    name = registry.unique_name(topo.name)
+    run_dir = results_root() / "vm" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    disk = make_overlay(image, run_dir)
+    runtime = Runtime(
+        accel=decision.accel, kernel=bzimage, disk=disk,
+        qmp_socket=runtime_dir() / f"{name}.qmp", console_log=run_dir / "console.log",
+        backing_dir=run_dir / "backing", extra_append=extra_append, paused=paused,
+    )
+    make_backing_files(backing_files(topo, runtime.backing_dir))
+    return LaunchPlan(name, render_argv(topo, runtime), runtime, image.ssh_key,
+                      Timeouts.for_accel(decision.accel), decision, run_dir)
+
+
+def make_backing_files(files) -> None:  # noqa: ANN001 - list[render.BackingFile]
+    """Sparse files of the declared sizes behind NVMe namespaces and ivshmem BARs (zeroed:
+    the host-side byte checks compare against a known start)."""
+    for bf in files:
+        bf.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(bf.path, "wb") as f:
+            f.truncate(bf.size)

@@ -1,0 +1,164 @@
+"""One running VM: QEMU process + QMP + console log + SSH, torn down in stages on exit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import GuestError, InfraError
+from ..guest.ssh import SSH, RunResult
+from ..render.runtime import Runtime
+from . import console, registry
+from .process import QemuProcess, StopReport
+from .qmp import QMP
+from .timeouts import Timeouts
+from .usernet import host_port_for
+
+__all__ = ["Machine", "RunResult"]
+
+
+class Machine:
+    """
+    with Machine(argv, runtime, ssh_key, timeouts, name) as vm:
+        vm.wait_ssh().run("uname -r", check=True)
+        vm.qmp.command("device_del", id="nvme1"); vm.qmp.wait_event("DEVICE_DELETED", ...)
+
+    Artifacts sit next to the console log: qemu.log (QEMU's stderr), qmp-events.jsonl.
+    """
+
+    def __init__(self, argv: list[str], runtime: Runtime, ssh_key: Path, timeouts: Timeouts,
+                 name: str) -> None:
+        self.argv = list(argv)
+        self.runtime = runtime
+        self.ssh_key = ssh_key
+        self.timeouts = timeouts
+        self.name = name
+        self.console_log = runtime.console_log
+        self.artifacts_dir = runtime.console_log.parent
+        self.qemu_log = self.artifacts_dir / "qemu.log"
+        self.events_log = self.artifacts_dir / "qmp-events.jsonl"
+        self.process = QemuProcess(self.argv, self.qemu_log)
+        self.qmp = QMP(runtime.qmp_socket, self.events_log, timeouts.qmp_command, name,
+                       event_timeout=timeouts.event)
+        self.ssh_port: int | None = None
+        self._ssh: SSH | None = None
+        self._registered = False
+        self.stop_report: StopReport | None = None
+        self.started_at: float | None = None
+        self.ssh_ready_seconds: float | None = None  # launch → first SSH login
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> "Machine":
+        try:
+            self.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    def start(self) -> None:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime.qmp_socket.unlink(missing_ok=True)  # a stale socket from a dead run
+        self.started_at = time.monotonic()
+        self.process.start()
+        try:
+            self.qmp.connect(self.timeouts.qmp_connect, self.process.alive)
+        except InfraError as exc:
+            raise InfraError(f"{exc}\n{self._qemu_said()}") from None
+        self.ssh_port = self._read_ssh_port()
+        registry.register(registry.VmRecord(
+            name=self.name, pid=self.process.pid, ssh_port=self.ssh_port,
+            ssh_key=str(self.ssh_key), qmp_socket=str(self.runtime.qmp_socket),
+            console_log=str(self.console_log), started=time.time()))
+        self._registered = True
+
+    def _read_ssh_port(self) -> int:
+        if self.runtime.ssh_host_port:
+            return self.runtime.ssh_host_port
+        # hostfwd=tcp:127.0.0.1:0-:22 lets the kernel pick a free port (no collisions between
+        # parallel VMs); slirp shows the real one in `info usernet`, even while paused at -S.
+        return host_port_for(self.qmp.hmp("info usernet"), guest_port=22)
+
+    def shutdown(self) -> StopReport | None:
+        """Staged teardown: QMP quit → SIGTERM group → SIGKILL group. Idempotent."""
+        if self.stop_report is not None:
+            return self.stop_report
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+        quit_fn = None
+        if self.qmp.connected and self.process.alive():
+            quit_fn = lambda: self.qmp.command("quit", timeout=self.timeouts.quit)  # noqa: E731
+        self.stop_report = self.process.stop(quit_fn, self.timeouts.quit, self.timeouts.terminate,
+                                             self.timeouts.kill)
+        self.qmp.close()
+        if self._registered:
+            registry.unregister(self.name, self.process.pid)
+            self._registered = False
+        self.runtime.qmp_socket.unlink(missing_ok=True)
+        if self.stop_report.stage == "survived":
+            raise InfraError(f"QEMU pid {self.process.pid} survived SIGKILL (stuck in the "
+                             f"kernel?); console: {self.console_log}")
+        return self.stop_report
+
+    # -- guest ----------------------------------------------------------------------------
+
+    @property
+    def ssh(self) -> SSH:
+        if self._ssh is None:
+            raise InfraError(f"{self.name}: SSH not connected yet (call wait_ssh())")
+        return self._ssh
+
+    def wait_ssh(self, timeout: float | None = None) -> SSH:
+        """Log in over SSH, retrying until the guest's sshd answers or the deadline.
+
+        A kernel panic on the console or QEMU exiting ends the wait at once (GuestError /
+        InfraError); a plain timeout is an InfraError. Both show the console tail."""
+        if self._ssh is not None:
+            return self._ssh
+        if self.ssh_port is None:
+            raise InfraError(f"{self.name}: not started")
+        if self.runtime.paused:
+            self.qmp.command("cont")
+        timeout = self.timeouts.boot_to_ssh if timeout is None else timeout
+        ssh = SSH(self.ssh_port, self.ssh_key, command_timeout=self.timeouts.guest_command)
+        try:
+            ssh.connect(timeout, attempt_timeout=self.timeouts.ssh_attempt,
+                        interval=self.timeouts.ssh_retry_interval, check=self._check_alive)
+        except InfraError as exc:
+            self._check_alive()
+            panic = console.find_panic(console.read_text(self.console_log))
+            kind = GuestError if panic else InfraError
+            raise kind(f"{self.name}: {exc}\n{console.describe(self.console_log)}") from None
+        if self.started_at is not None:
+            self.ssh_ready_seconds = time.monotonic() - self.started_at
+        self._ssh = ssh
+        return ssh
+
+    def _check_alive(self) -> None:
+        """Raise if waiting longer is pointless: the kernel panicked or QEMU is gone."""
+        panic = console.find_panic(console.read_text(self.console_log))
+        if panic:
+            raise GuestError(f"{self.name}: guest kernel panicked: {panic.reason}\n"
+                             f"{console.describe(self.console_log)}")
+        code = self.process.poll()
+        if code is not None:
+            raise InfraError(f"{self.name}: QEMU exited with status {code} before SSH came "
+                             f"up\n{self._qemu_said()}\n{console.describe(self.console_log)}")
+
+    def run(self, cmd: str | list[str], timeout: float | None = None,
+            check: bool = False) -> RunResult:
+        return self.wait_ssh().run(cmd, timeout=timeout, check=check)
+
+    def console_tail(self, n: int = 40) -> str:
+        return console.tail(self.console_log, n)
+
+    def _qemu_said(self) -> str:
+        said = self.process.log_tail(20).strip()
+        return f"--- QEMU output ({self.qemu_log}) ---\n{said or '(nothing)'}"

@@ -1,0 +1,61 @@
+"""Every deadline the VM layer uses, in one place, scaled for the accelerator."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, fields, replace
+
+# TCG emulates every instruction: a boot that takes 10 s under KVM takes minutes here.
+TCG_FACTOR = 6.0
+SCALE_ENV = "TESTBED_TIMEOUT_SCALE"  # extra factor for slow CI runners
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. Host-side waits (QMP, teardown) do not depend on the guest's speed; guest-side
+    waits (boot, commands, events) do, so only those scale."""
+
+    qmp_connect: float = 10.0  # QEMU creates its socket before anything runs
+    qmp_command: float = 30.0
+    quit: float = 10.0  # QMP quit → process gone
+    terminate: float = 5.0  # SIGTERM → gone
+    kill: float = 5.0  # SIGKILL → gone (only a D-state QEMU survives this)
+    accel_probe: float = 5.0  # the probe guest needs milliseconds
+    ssh_attempt: float = 10.0  # one TCP connect + banner + auth
+    ssh_retry_interval: float = 0.5
+    # guest-paced
+    boot_to_ssh: float = 30.0
+    guest_command: float = 60.0
+    event: float = 30.0
+
+    GUEST_PACED = ("boot_to_ssh", "guest_command", "event", "ssh_attempt")
+
+    @classmethod
+    def for_accel(cls, accel: str, scale: float | None = None) -> "Timeouts":
+        """Defaults for `accel` ("kvm" | "tcg"), times `scale` or $TESTBED_TIMEOUT_SCALE."""
+        factor = TCG_FACTOR if accel == "tcg" else 1.0
+        if scale is None:
+            scale = float(os.environ.get(SCALE_ENV) or 1.0)
+        base = cls()
+        return base.scaled(factor * scale, guest_only=True) if factor * scale != 1.0 else base
+
+    def scaled(self, factor: float, guest_only: bool = False) -> "Timeouts":
+        names = self.GUEST_PACED if guest_only else tuple(
+            f.name for f in fields(self) if f.name != "ssh_retry_interval")
+        return replace(self, **{n: getattr(self, n) * factor for n in names})
+
+
+class Deadline:
+    """A point in monotonic time; `remaining()` never goes below zero."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self._end

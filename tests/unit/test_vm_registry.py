@@ -1,0 +1,51 @@
+import os
+
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.vm import registry
+from testbed.vm.registry import VmRecord
+
+
+@pytest.fixture(autouse=True)
+def private_runtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+
+
+def rec(name, pid=None, started=1.0):
+    return VmRecord(name=name, pid=pid or os.getpid(), ssh_port=2222, ssh_key="/k",
+                    qmp_socket="/q.sock", console_log="/c.log", started=started)
+
+
+def test_json_roundtrip():
+    r = rec("two-switch")
+    assert VmRecord.from_json(r.to_json()) == r
+
+
+def test_register_find_unregister():
+    registry.register(rec("a", started=2.0))
+    registry.register(rec("b", started=1.0))
+    assert [v.name for v in registry.running()] == ["b", "a"]
+    assert registry.find("a").ssh_port == 2222
+    with pytest.raises(ConfigError, match="several VMs"):
+        registry.find(None)
+    registry.unregister("b")
+    assert registry.find(None).name == "a"
+    registry.unregister("a", pid=os.getpid() + 1)  # not ours: kept
+    assert registry.find(None).name == "a"
+
+
+def test_dead_entries_are_pruned():
+    registry.register(rec("dead", pid=2**22 + 12345))
+    assert registry.running() == []
+    assert not (registry.registry_dir() / "dead.json").exists()
+
+
+def test_unique_name_and_validation():
+    registry.register(rec("topo"))
+    assert registry.unique_name("topo") == "topo-2"
+    assert registry.unique_name("other") == "other"
+    with pytest.raises(ConfigError):
+        registry.register(rec("../escape"))
+    with pytest.raises(ConfigError, match="no running VM"):
+        registry.find("nope")
