@@ -1,8 +1,25 @@
-"""Entry point registered in pyproject (`pytest11`): markers and options."""
+"""Entry point registered in pyproject (`pytest11`): options, markers, VM fixtures, splat checks.
+
+    pytest -m p2p                       the P2P suite on the topologies each test names
+    pytest -m hotunplug --kernel-config debug
+    pytest --topology two-switch-iommu  only tests that can run there, only there
+    pytest --kernel ~/linux/arch/x86/boot/bzImage   your own build (or a source tree)
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
+from pathlib import Path
+
 import pytest
+
+from ..errors import TestbedError
+from ..paths import results_root
+from . import artifacts, kernel_window
+from .guestvm import GuestVM
+from .pool import BootOptions, VmPool
 
 MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
@@ -10,9 +27,187 @@ MARKERS = {
     "vfio": "VFIO dma-buf export, iommufd import and revoke (boots VMs)",
     "slow": "long-running: cycles, soaks, debug kernels",
     "qemu": "starts real QEMU processes, no guest kernel needed",
+    "topology": "topology(*names, matrix=(...)): the topologies a VM test runs on "
+                "(matrix: the wider set `--matrix` uses)",
 }
+POOL_KEY = pytest.StashKey[VmPool]()
+RESULTS_KEY = pytest.StashKey[Path]()
+VM_KEY = pytest.StashKey[GuestVM]()
+WINDOW_KEY = pytest.StashKey[tuple]()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testbed", "p2p-testbed VM suites")
+    group.addoption("--topology", action="append", default=[], metavar="NAME",
+                    help="run VM tests only on this topology (repeatable)")
+    group.addoption("--kernel", type=Path, metavar="PATH",
+                    help="a bzImage to boot, or a kernel source tree to build (default: Debian 7.2)")
+    group.addoption("--kernel-config", choices=("default", "debug"), default="default",
+                    help="config set for kernels the testbed builds (debug: KASAN, lockdep, ...)")
+    group.addoption("--patches", type=Path, metavar="PATH", help="patch series for --kernel SRC")
+    group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
+    group.addoption("--keep-vm", action="store_true",
+                    help="leave shared VMs running at the end (ssh in with `testbed ssh`)")
+    group.addoption("--matrix", action="store_true",
+                    help="run each VM test on its whole matrix of topologies (nightly)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    run = time.strftime("%Y%m%d-%H%M%S")
+    config.stash[RESULTS_KEY] = results_root() / "pytest" / run
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "testbed_topology" not in metafunc.fixturenames:
+        return
+    mark = metafunc.definition.get_closest_marker("topology")
+    if mark is None:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: a VM test needs @pytest.mark.topology(...)")
+    names = list(mark.args)
+    if metafunc.config.getoption("matrix"):
+        names = list(dict.fromkeys(names + list(mark.kwargs.get("matrix", ()))))
+    chosen = metafunc.config.getoption("topology")
+    if chosen:
+        names = [n for n in names if n in chosen]
+    # session scope groups the tests by topology, so each VM boots once
+    metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def testbed_topology(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _require_qemu() -> str:
+    path = shutil.which("qemu-system-x86_64")
+    if path is None or shutil.which("qemu-img") is None:
+        message = "qemu-system-x86_64/qemu-img not installed (`make deps` installs them)"
+        if in_ci():
+            pytest.fail(message)  # under CI a suite that cannot run is a failure
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def require_qemu() -> str:
+    """The QEMU binary; skips locally without it, fails under CI=true."""
+    return _require_qemu()
+
+
+@pytest.fixture(scope="session")
+def testbed_pool(request: pytest.FixtureRequest):
+    _require_qemu()
+    config = request.config
+    kernel = config.getoption("kernel")
+    bzimage = kernel if kernel is not None and kernel.is_file() else None
+    ksrc = kernel if kernel is not None and kernel.is_dir() else None
+    accel = config.getoption("accel")
+    options = BootOptions(accel=None if accel == "auto" else accel,
+                          kernel_config=config.getoption("kernel_config"), bzimage=bzimage,
+                          ksrc=ksrc, patches=config.getoption("patches"))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"testbed: {line}")
+
+    pool = VmPool(options, progress)
+    config.stash[POOL_KEY] = pool
+    yield pool
+    if config.getoption("keep_vm"):
+        for vm in pool.shared.values():
+            progress(f"kept {vm.machine.name}: testbed ssh {vm.machine.name}")
+        return
+    pool.close()
+
+
+def _boot_or_fail(fn):
+    """A VM that cannot boot is an error of the run, never a silent skip."""
+    try:
+        return fn()
+    except TestbedError as exc:
+        pytest.fail(f"VM could not boot: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: str) -> GuestVM:
+    """The shared VM of this test's topology (booted once per session and topology)."""
+    guest = _boot_or_fail(lambda: testbed_pool.shared_vm(testbed_topology))
+    request.node.stash[VM_KEY] = guest
+    return guest
+
+
+@pytest.fixture
+def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: str):
+    """A VM of its own, for tests that destroy state (unplug, reset); shut down afterwards."""
+    guest = _boot_or_fail(lambda: testbed_pool.boot(testbed_topology))
+    request.node.stash[VM_KEY] = guest
+    yield guest
+    testbed_pool.release(guest)
+
+
+@pytest.fixture
+def kernel_messages() -> kernel_window.ExpectedMessages:
+    """Declare kernel messages the test provokes: `kernel_messages.expect(r"DMAR: .*fault")`."""
+    return kernel_window.ExpectedMessages()
+
+
+@pytest.fixture(autouse=True)
+def _kernel_window(request: pytest.FixtureRequest):
+    """Begin/end markers around every VM test; splats in between fail it."""
+    uses = [name for name in ("fresh_vm", "vm") if name in request.fixturenames]
+    if not uses:
+        yield
+        return
+    guest: GuestVM = request.getfixturevalue(uses[0])
+    expected: kernel_window.ExpectedMessages = request.getfixturevalue("kernel_messages")
+    first = kernel_window.begin(guest, request.node.nodeid)
+    yield
+    verdict = kernel_window.end(guest, request.node.nodeid, first, expected)
+    request.node.stash[WINDOW_KEY] = verdict.lines
+    problems = []
+    for splat in verdict.splats:
+        problems.append(f"kernel splat during the test: {splat.kind}: {splat.title} "
+                        f"({guest.machine.console_log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}")
+    for pattern in verdict.missing:
+        problems.append(f"expected kernel message did not appear: {pattern}")
+    if not verdict.complete:
+        problems.append(f"the end marker never reached the console ({guest.machine.console_log})")
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    guest = item.stash.get(VM_KEY, None)
+    if not report.failed or guest is None or report.when == "setup" and call.excinfo is None:
+        return
+    dest = artifacts.test_dir(item.config.stash[RESULTS_KEY], item.nodeid)
+    written = artifacts.collect(guest, dest, item.stash.get(WINDOW_KEY, None))
+    report.sections.append(("testbed artifacts", f"{dest}\n  " + "\n  ".join(written)))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    pool = config.stash.get(POOL_KEY, None)
+    if pool is None:
+        return
+    for name, seconds in pool.boot_seconds:
+        terminalreporter.write_line(f"testbed: booted {name} to SSH in {seconds:.1f}s")
+    for stray in pool.stray_splats:
+        terminalreporter.write_line(
+            f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: {stray.splat.title} "
+            f"({stray.console_log}:{stray.splat.first_line}-{stray.splat.last_line})", red=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    pool = session.config.stash.get(POOL_KEY, None)
+    if pool is not None and pool.stray_splats and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

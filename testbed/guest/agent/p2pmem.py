@@ -1,0 +1,192 @@
+"""P2P memory from an NVMe CMB, used as the buffer of O_DIRECT I/O by a peer.
+
+    python3 p2pmem.py state BDF
+    python3 p2pmem.py transfer '{"provider": BDF, "client": BDF, "direction": "to_p2pmem"|"from_p2pmem",
+                                 "size": N, "offset": N, "seed": N, "depth": N}'
+    python3 p2pmem.py cycles '{"provider": BDF, "client": BDF, "count": N, "size": N, "seed": N}'
+    python3 p2pmem.py hold '{"provider": BDF, "size": N, "seed": N}'   (mmap, fill, wait for stdin EOF, touch)
+
+`to_p2pmem`: the peer NVMe reads its namespace into the p2pmem buffer (its DMA writes the
+provider's BAR). `from_p2pmem`: the peer writes the buffer to its namespace (its DMA reads
+the BAR); the host then checks the namespace's backing file.
+"""
+
+import json
+import mmap
+import os
+import sys
+import threading
+
+from common import SYS_PCI, block_device, emit, error_of, read
+from pattern import first_mismatch, pattern, poison
+
+PAGE = 4096
+
+
+def state(bdf: str) -> dict:
+    base = os.path.join(SYS_PCI, bdf, "p2pmem")
+    return {"size": int(read(os.path.join(base, "size"), "0")),
+            "available": int(read(os.path.join(base, "available"), "0")),
+            "published": read(os.path.join(base, "published")) == "1"}
+
+
+def map_p2pmem(bdf: str, size: int) -> mmap.mmap:
+    fd = os.open(os.path.join(SYS_PCI, bdf, "p2pmem", "allocate"), os.O_RDWR)
+    try:
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+    finally:
+        os.close(fd)
+
+
+def _chunks(size: int, depth: int) -> list:
+    depth = max(1, min(depth, size // PAGE))
+    step = (size // depth) // PAGE * PAGE
+    out, start = [], 0
+    for i in range(depth):
+        end = size if i == depth - 1 else start + step
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _parallel_io(fd: int, buf: memoryview, offset: int, depth: int, write: bool) -> None:
+    """`depth` O_DIRECT I/Os in flight at once, each on its own slice of the buffer."""
+    errors = []
+
+    def one(start: int, end: int) -> None:
+        try:
+            view = buf[start:end]
+            done = os.pwritev(fd, [view], offset + start) if write else os.preadv(fd, [view], offset + start)
+            if done != end - start:
+                raise OSError(5, f"short {'write' if write else 'read'}: {done} of {end - start}")
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=c) for c in _chunks(len(buf), depth)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _ram_buffer(size: int) -> mmap.mmap:
+    return mmap.mmap(-1, size)  # page aligned, as O_DIRECT wants
+
+
+def transfer(args: dict) -> dict:
+    provider, client = args["provider"], args["client"]
+    size, offset, seed = args["size"], args.get("offset", 0), args["seed"]
+    depth = args.get("depth", 1)
+    direction = args["direction"]
+    data = pattern(seed, size)
+    device = block_device(client)
+    before = state(provider)
+    result = {"device": device, "available_before": before["available"]}
+    buf = map_p2pmem(provider, size)
+    fd = os.open(device, os.O_RDWR | os.O_DIRECT)
+    try:
+        view = memoryview(buf)
+        if direction == "to_p2pmem":
+            # the peer's namespace gets the pattern from RAM, the p2pmem buffer is poisoned,
+            # then the peer DMAs the pattern into the provider's BAR
+            ram = _ram_buffer(size)
+            ram[:] = data
+            _parallel_io(fd, memoryview(ram), offset, 1, write=True)
+            ram.close()
+            buf[:] = poison(size)
+            try:
+                _parallel_io(fd, view, offset, depth, write=False)
+            except OSError as exc:
+                return {**result, **error_of(exc)}
+            got = bytes(buf[:])
+            result.update(ok=True, mismatch=first_mismatch(got, data))
+        elif direction == "from_p2pmem":
+            # the p2pmem buffer holds the pattern; the peer's namespace is poisoned first,
+            # then the peer DMAs from the provider's BAR into its namespace
+            ram = _ram_buffer(size)
+            ram[:] = poison(size)
+            _parallel_io(fd, memoryview(ram), offset, 1, write=True)
+            buf[:] = data
+            try:
+                _parallel_io(fd, view, offset, depth, write=True)
+            except OSError as exc:
+                return {**result, **error_of(exc)}
+            # read back through RAM, bypassing the page cache
+            ram[:] = bytes(size)
+            _parallel_io(fd, memoryview(ram), offset, 1, write=False)
+            result.update(ok=True, mismatch=first_mismatch(bytes(ram[:]), data))
+            ram.close()
+        else:
+            raise SystemExit(f"unknown direction {direction}")
+        view.release()
+    finally:
+        os.close(fd)
+        buf.close()
+    result["available_after"] = state(provider)["available"]
+    return result
+
+
+def cycles(args: dict) -> dict:
+    """map / write by the peer from p2pmem / check / unmap, `count` times."""
+    provider, client, size, count = args["provider"], args["client"], args["size"], args["count"]
+    device = block_device(client)
+    baseline = state(provider)["available"]
+    fd = os.open(device, os.O_RDWR | os.O_DIRECT)
+    ram = _ram_buffer(size)
+    failures = []
+    try:
+        for i in range(count):
+            data = pattern(args["seed"] + i, size)
+            buf = map_p2pmem(provider, size)
+            buf[:] = data
+            view = memoryview(buf)
+            try:
+                _parallel_io(fd, view, 0, 1, write=True)
+            except OSError as exc:
+                failures.append({"cycle": i, **error_of(exc)})
+            view.release()
+            buf.close()
+            _parallel_io(fd, memoryview(ram), 0, 1, write=False)
+            if bytes(ram[:]) != data:
+                failures.append({"cycle": i, "mismatch": first_mismatch(bytes(ram[:]), data)})
+            if len(failures) > 5:
+                break
+    finally:
+        os.close(fd)
+        ram.close()
+    return {"ok": not failures, "failures": failures, "baseline": baseline,
+            "available_after": state(provider)["available"]}
+
+
+def hold(args: dict) -> None:
+    """Map and fill a buffer, report, wait for stdin to close, then touch it again."""
+    size = args["size"]
+    buf = map_p2pmem(args["provider"], size)
+    buf[:] = pattern(args["seed"], size)
+    emit({"mapped": True, "size": size})
+    sys.stdin.read()
+    try:
+        ok = bytes(buf[:16]) == pattern(args["seed"], 16)
+        emit({"touched": True, "intact": ok})
+    finally:
+        buf.close()
+
+
+def main() -> None:
+    command, arg = sys.argv[1], sys.argv[2]
+    if command == "state":
+        emit(state(arg))
+    elif command == "transfer":
+        emit(transfer(json.loads(arg)))
+    elif command == "cycles":
+        emit(cycles(json.loads(arg)))
+    elif command == "hold":
+        hold(json.loads(arg))
+    else:
+        sys.exit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Per-test console windows: begin/end markers in /dev/kmsg, splats between them fail the test.
+
+A test declares the kernel messages it provokes on purpose with the `kernel_messages` fixture;
+they must appear in its window, and a splat matching one of them is not held against it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..logs.splat import Splat, scan_lines, strip_prefix
+from ..logs.windows import marker
+
+CONSOLE_FLUSH_S = 10.0  # the end marker reaches the serial log a moment after the write
+
+
+@dataclass
+class ExpectedMessages:
+    """Kernel messages a test provokes on purpose (regexes on the console text)."""
+
+    patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+
+    def expect(self, regex: str, why: str = "") -> None:
+        self.patterns.append((re.compile(regex), why))
+
+    def excuses(self, splat: Splat) -> bool:
+        return any(p.search(splat.title) or p.search(splat.excerpt) for p, _ in self.patterns)
+
+
+@dataclass(frozen=True)
+class WindowVerdict:
+    splats: list[Splat]
+    missing: list[str]  # expected patterns that never appeared
+    lines: tuple[int, int]  # 1-based range of the window in the console log
+    complete: bool  # False: the end marker never reached the console
+
+
+def wait_for_line(path: Path, needle: str, after_line: int, timeout: float) -> int | None:
+    """1-based line number of the first line after `after_line` containing needle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text(errors="replace").splitlines()
+        for i in range(after_line, len(lines)):
+            if needle in lines[i]:
+                return i + 1
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+def begin(vm, test_id: str) -> int:  # noqa: ANN001 - GuestVM
+    """Write the begin marker and return its console line."""
+    text = marker("begin", test_id)
+    start = len(vm.machine.console_log.read_text(errors="replace").splitlines())
+    vm.kmsg(text)
+    line = wait_for_line(vm.machine.console_log, text, start, CONSOLE_FLUSH_S)
+    return line if line is not None else start + 1
+
+
+def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages) -> WindowVerdict:  # noqa: ANN001
+    text = marker("end", test_id)
+    complete = True
+    try:
+        vm.kmsg(text)
+        end_line = wait_for_line(vm.machine.console_log, text, begin_line, CONSOLE_FLUSH_S)
+    except Exception:  # noqa: BLE001 - the guest may be gone; judge what reached the console
+        end_line = None
+    lines = vm.machine.console_log.read_text(errors="replace").splitlines()
+    if end_line is None:
+        complete = False
+        end_line = len(lines)
+    window = lines[begin_line:end_line - 1] if complete else lines[begin_line:]
+    splats = [s for s in scan_lines(window, first_line=begin_line + 1) if not expected.excuses(s)]
+    texts = [strip_prefix(line) for line in window]
+    missing = [p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns
+               if not any(p.search(t) for t in texts)]
+    return WindowVerdict(splats, missing, (begin_line, end_line), complete)

@@ -1,0 +1,98 @@
+"""Booted VMs shared across tests: one per topology, rebooted only when a test dirtied it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..logs.splat import Splat, scan_lines
+from ..logs.windows import outside_windows
+from ..topology import load_topology
+from ..vm.launch import plan_launch
+from .guestvm import GuestVM
+
+MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM beside them
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    accel: str | None
+    kernel_config: str
+    bzimage: Path | None
+    ksrc: Path | None
+    patches: Path | None
+
+
+@dataclass(frozen=True)
+class StraySplat:
+    vm: str
+    console_log: Path
+    splat: Splat
+
+
+class VmPool:
+    def __init__(self, options: BootOptions, progress: Callable[[str], None]):
+        self.options = options
+        self.progress = progress
+        self.shared: OrderedDict[tuple, GuestVM] = OrderedDict()
+        self.stray_splats: list[StraySplat] = []
+        self.boot_seconds: list[tuple[str, float]] = []
+
+    def boot(self, topology: str, extra_append: tuple[str, ...] = ()) -> GuestVM:
+        o = self.options
+        topo = load_topology(topology)
+        plan = plan_launch(topology, accel=o.accel, kernel_config=o.kernel_config, ksrc=o.ksrc,
+                           patches=o.patches, extra_append=extra_append, progress=self.progress,
+                           bzimage=o.bzimage)
+        machine = plan.machine()
+        machine.__enter__()
+        try:
+            machine.wait_ssh()
+            vm = GuestVM(topo, plan, machine)
+            vm.install_agent()
+        except BaseException:
+            self.release(None, machine)
+            raise
+        self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
+        return vm
+
+    def shared_vm(self, topology: str, extra_append: tuple[str, ...] = ()) -> GuestVM:
+        key = (topology, extra_append)
+        vm = self.shared.get(key)
+        if vm is not None and (vm.dirty or not vm.machine.process.alive()):
+            self.release(self.shared.pop(key))
+            vm = None
+        if vm is None:
+            while len(self.shared) >= MAX_SHARED:
+                _, oldest = self.shared.popitem(last=False)
+                self.release(oldest)
+            vm = self.boot(topology, extra_append)
+            self.shared[key] = vm
+        self.shared.move_to_end(key)
+        return vm
+
+    def release(self, vm: GuestVM | None, machine=None) -> None:  # noqa: ANN001
+        """Shut down, then scan the console outside every test window: a splat there fails
+        the session (it happened during boot, between tests or at shutdown)."""
+        machine = machine or vm.machine
+        try:
+            machine.shutdown()
+        finally:
+            lines = _read_lines(machine.console_log)
+            for first, last in outside_windows(lines):
+                for splat in scan_lines(lines[first - 1:last], first_line=first):
+                    self.stray_splats.append(StraySplat(machine.name, machine.console_log, splat))
+
+    def close(self) -> None:
+        while self.shared:
+            _, vm = self.shared.popitem()
+            self.release(vm)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
