@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..topology.layout import DISK_SLOT, IOMMU_SLOT, NET_SLOT, Layout, NodeKind, Placement
+from ..topology.layout import DISK_SLOT, IOMMU_SLOT, NET_SLOT, RNG_SLOT, Layout, NodeKind, Placement
 from ..topology.model import ROOT_BUS, Endpoint, EndpointKind, IommuType, Topology
 from ..topology.units import MiB
 
@@ -145,5 +145,6 @@ def disk_and_net(disk: Path, ssh_host_port: int) -> tuple[list[tuple[str, str]],
                                       ("addr", f"{DISK_SLOT:#04x}.0"))),
         DeviceSpec("virtio-net-pci", (("id", "net0-dev"), ("netdev", "net0"), ("bus", ROOT_BUS),
                                       ("addr", f"{NET_SLOT:#04x}.0"))),
+        DeviceSpec("virtio-rng-pci", (("id", "rng0"), ("bus", ROOT_BUS), ("addr", f"{RNG_SLOT:#04x}.0"))),
     ]
     return backends, devices

@@ -73,7 +73,7 @@ def _check_buses(topo: Topology, problem) -> None:
                     ", ".join(root_buses))
         if rp.slot is not None and rp.bus == ROOT_BUS and rp.slot in ROOT_BUS_RESERVED:
             problem(("root_ports", i, "slot"), f"slot {rp.slot:#x} of pcie.0 is taken by the "
-                    f"{ROOT_BUS_RESERVED[rp.slot]}", "2 to 0x1c")
+                    f"{ROOT_BUS_RESERVED[rp.slot]}", "2 to 0x1b")
 
     # Who sits on each port: a switch or endpoints (one per function), never both.
     occupants: dict[str, list[tuple[str, int, tuple]]] = {}
@@ -102,7 +102,7 @@ def _check_buses(topo: Topology, problem) -> None:
                 problem(path + ("slot",), "a function other than 0 on a root bus needs an explicit slot")
             if ep.bus == ROOT_BUS and ep.slot in ROOT_BUS_RESERVED:
                 problem(path + ("slot",), f"slot {ep.slot:#x} of pcie.0 is taken by the "
-                        f"{ROOT_BUS_RESERVED[ep.slot]}", "2 to 0x1c")
+                        f"{ROOT_BUS_RESERVED[ep.slot]}", "2 to 0x1b")
             if ep.slot is not None:
                 key = (ep.bus, ep.slot, ep.function)
                 if key in root_slots:

@@ -211,3 +211,30 @@ def test_every_pair_is_listed():
     topo = load_topology("two-switch")
     pairs = [(v.provider, v.client) for v in verdicts(topo)]
     assert pairs == [("nvme0", "nvme0"), ("nvme0", "nvme1"), ("nvme0", "nvme2")]
+
+
+def test_expected_outcomes_per_topology():
+    from testbed.topology.outcome import Outcome, expected_outcome
+
+    def outcomes(name):
+        topo = load_topology(name)
+        return {(v.provider, v.client): expected_outcome(topo, v) for v in verdicts(topo)}
+
+    assert outcomes("two-switch") == {("nvme0", "nvme0"): Outcome.TRANSFERRED,
+                                      ("nvme0", "nvme1"): Outcome.TRANSFERRED,
+                                      ("nvme0", "nvme2"): Outcome.EINVAL}
+    assert outcomes("two-switch-iommu")[("nvme0", "nvme1")] is Outcome.DMA_FAULT
+    assert outcomes("two-switch-iommu-pt")[("nvme0", "nvme1")] is Outcome.TRANSFERRED
+    assert outcomes("amd-zen")[("nvme0", "nvme2")] is Outcome.TRANSFERRED
+    assert outcomes("single-switch")[("nvme0", "vblk0")] is Outcome.EREMOTEIO
+
+
+def test_observed_outcomes():
+    from testbed.topology.outcome import Outcome, observed_outcome
+
+    assert observed_outcome({"ok": True}, True, False) is Outcome.TRANSFERRED
+    assert observed_outcome({"ok": True}, False, True) is Outcome.DMA_FAULT
+    assert observed_outcome({"ok": True}, False, False) is Outcome.CORRUPTED
+    assert observed_outcome({"ok": False, "errno": 22}, False, False) is Outcome.EINVAL
+    assert observed_outcome({"ok": False, "errno": 121}, False, False) is Outcome.EREMOTEIO
+    assert observed_outcome({"ok": False, "errno": 5}, False, False) is Outcome.OTHER_ERROR

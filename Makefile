@@ -1,0 +1,63 @@
+# p2p-testbed front door. `make help` lists the targets; every target installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TB := $(VENV)/bin/testbed
+PYTEST := $(VENV)/bin/python -m pytest
+
+TOPO ?= two-switch
+ACCEL ?= auto
+CONFIG ?= default
+KSRC ?=
+PATCHES ?=
+PYTEST_ARGS ?=
+
+KERNEL_OPTS := --config-set $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+
+.PHONY: help deps venv kernel image boot run test unit vm nightly bench clean-results
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo
+	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug)"
+	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
+
+deps: ## install missing Debian packages (as root; otherwise print the command)
+	@scripts/install-deps
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	@touch $@
+
+venv: $(VENV)/.installed ## create the Python environment
+
+kernel: deps venv ## build (or reuse) the kernel: CONFIG=, KSRC=, PATCHES=
+	$(TB) kernel build $(KERNEL_OPTS)
+
+image: deps venv ## build (or reuse) the guest image
+	$(TB) image build
+
+boot: deps venv ## boot TOPO and open a shell in the guest; leaving it shuts the VM down
+	$(TB) boot $(TOPO) --accel $(ACCEL) $(KERNEL_OPTS)
+
+unit: venv ## unit tests only (no QEMU, seconds)
+	$(PYTEST) tests/unit -q $(PYTEST_ARGS)
+
+test: deps venv ## unit tests, the real-QEMU tree check and the VM suites (kernel + image built if missing)
+	$(TB) kernel build $(KERNEL_OPTS)
+	$(TB) image build
+	$(PYTEST) tests -q --accel $(ACCEL) --kernel-config $(CONFIG) --junitxml=results/junit.xml $(PYTEST_ARGS)
+
+nightly: deps venv ## the full matrix: every topology x IOMMU mode x kernel config
+	$(TB) kernel build --config-set default $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+	$(TB) kernel build --config-set debug $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+	$(TB) image build
+	$(PYTEST) tests -q --accel $(ACCEL) --matrix --junitxml=results/junit-nightly.xml $(PYTEST_ARGS)
+
+bench: deps venv ## print boot-to-SSH and suite timings (bench/boot)
+	$(VENV)/bin/python bench/boot
+
+clean-results: ## remove results/ (console logs, JUnit)
+	rm -rf results

@@ -1,0 +1,48 @@
+"""What a P2P transfer should look like from the guest, given the oracle's verdict.
+
+The kernel's map type is not directly observable; what the guest sees is: the I/O succeeds
+and the bytes arrive, it fails with -EINVAL (the kernel refused the mapping), it fails with
+-EREMOTEIO (the client's queue cannot do P2P), or it "succeeds" while the DMA faulted in
+the vIOMMU and no byte moved (QEMU's divergence from hardware, declared by the oracle).
+"""
+
+from __future__ import annotations
+
+import errno
+from enum import Enum
+
+from .model import EndpointKind, MapType, Topology
+from .oracle import Verdict
+
+
+class Outcome(str, Enum):
+    TRANSFERRED = "transferred"
+    EINVAL = "EINVAL"  # plus "cannot be used for peer-to-peer DMA" in dmesg
+    EREMOTEIO = "EREMOTEIO"
+    DMA_FAULT = "dma-fault"  # the command completed, the vIOMMU faulted, the data never moved
+    CORRUPTED = "corrupted"  # completed, no fault logged, wrong bytes: never expected
+    OTHER_ERROR = "other-error"
+
+
+def expected_outcome(topo: Topology, verdict: Verdict) -> Outcome:
+    if topo.endpoint(verdict.client).kind is EndpointKind.VIRTIO_BLK:
+        return Outcome.EREMOTEIO
+    if verdict.map_type is MapType.NOT_SUPPORTED:
+        return Outcome.EINVAL
+    if verdict.divergence:
+        return Outcome.DMA_FAULT
+    return Outcome.TRANSFERRED
+
+
+def observed_outcome(result: dict, bytes_ok: bool, fault_logged: bool) -> Outcome:
+    """From the guest helper's JSON, the byte checks (guest and host) and the fault log."""
+    if not result.get("ok"):
+        code = result.get("errno")
+        if code == errno.EINVAL:
+            return Outcome.EINVAL
+        if code == errno.EREMOTEIO:
+            return Outcome.EREMOTEIO
+        return Outcome.OTHER_ERROR
+    if bytes_ok:
+        return Outcome.TRANSFERRED
+    return Outcome.DMA_FAULT if fault_logged else Outcome.CORRUPTED
