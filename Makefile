@@ -12,7 +12,7 @@ KSRC ?=
 PATCHES ?=
 PYTEST_ARGS ?=
 
-KERNEL_OPTS := --config-set $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
 .PHONY: help deps venv kernel image boot run test unit vm nightly bench clean-results
 
@@ -50,13 +50,15 @@ test: deps venv ## unit tests, the real-QEMU tree check and the VM suites (kerne
 	$(TB) image build
 	$(PYTEST) tests -q --accel $(ACCEL) --kernel-config $(CONFIG) --junitxml=results/junit.xml $(PYTEST_ARGS)
 
-nightly: deps venv ## the full matrix: every topology x IOMMU mode x kernel config
-	$(TB) kernel build --config-set default $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
-	$(TB) kernel build --config-set debug $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x kernel config
 	$(TB) image build
-	$(PYTEST) tests -q --accel $(ACCEL) --matrix --junitxml=results/junit-nightly.xml $(PYTEST_ARGS)
+	status=0; for config in default debug; do \
+	  $(TB) kernel build --kernel-config $$config $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
+	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config \
+	    --junitxml=results/junit-nightly-$$config.xml $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
 
-bench: deps venv ## print boot-to-SSH and suite timings (bench/boot)
+bench: deps venv ## print boot, suite and rebuild timings (bench/)
 	$(VENV)/bin/python bench/boot
 
 clean-results: ## remove results/ (console logs, JUnit)

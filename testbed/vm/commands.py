@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..guest.ssh import SSH, ssh_client_argv
+from ..kernel.configsets import CONFIG_SETS
 from .accel import ACCELS, resolve_accel
 
 
@@ -20,8 +21,8 @@ def _launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", metavar="TOPO", help="topology name (topologies/NAME.yaml) or path")
     p.add_argument("--accel", choices=ACCELS, default=None,
                    help="accelerator (default: $ACCEL, else auto: KVM if a probe guest runs)")
-    p.add_argument("--kernel-config", default="default", metavar="SET",
-                   help="kernel config set: default|debug (default: %(default)s)")
+    p.add_argument("--kernel-config", default="default", choices=sorted(CONFIG_SETS),
+                   help="kernel config set (default: %(default)s)")
     p.add_argument("--ksrc", type=Path, default=None, metavar="DIR", help="kernel source tree")
     p.add_argument("--patches", type=Path, default=None, metavar="PATH",
                    help="a patch, a directory of patches or a series file")

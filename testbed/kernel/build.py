@@ -1,0 +1,185 @@
+"""ensure_kernel: source (+patches) + config set → a cached bzImage, built only when missing.
+
+Cache layout under cache_dir("kernel"):
+  <key>/                 artifacts: bzImage, .config, build.log, manifest.json
+  builds/<name>/         kbuild O= directories, one per (source tree, config set): incremental
+  trees/                 git worktrees (and copies) where patch series are applied
+  debian/                the private apt configuration and the extracted linux-source
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..hashing import hash_bytes, short
+from ..paths import cache_dir
+from . import kconfig, kconfig_deps, patches as patchmod, source as sourcemod
+from .artifact import KernelArtifact, artifact_in, load_cached, write_manifest
+from .cachekey import KeyInputs, compiler_version
+from .configsets import load_config_set
+from .kconfig import MergedConfig
+from .lock import locked
+from .make import jobs, make_argv, run_make
+
+Progress = Callable[[str], None]
+# LOCALVERSION set (empty) stops kbuild adding "+" for a git tree, keeping release names
+# predictable; a fixed build user/host keeps `uname -v` free of this machine's name
+_MAKE_VARS = ("LOCALVERSION=", "KBUILD_BUILD_USER=testbed", "KBUILD_BUILD_HOST=testbed")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What would be built: resolved inputs and their key, before anything is built."""
+
+    config_set: str
+    merged: MergedConfig
+    source: sourcemod.SourceTree
+    series: tuple[patchmod.Patch, ...]
+    inputs: KeyInputs
+
+    @property
+    def key(self) -> str:
+        return self.inputs.key()
+
+
+def kernel_root() -> Path:
+    return cache_dir("kernel")
+
+
+def plan(config_set: str = "default", ksrc: Path | None = None, patches: Path | None = None,
+         progress: Progress = print, fetch: bool = True) -> Plan | None:
+    """Resolve the inputs. Without `fetch`, a Debian source not fetched yet gives None."""
+    merged = load_config_set(config_set)  # bad fragments fail before any download
+    series = patchmod.discover(patches) if patches is not None else ()
+    root = kernel_root()
+    if ksrc is not None:
+        src = sourcemod.user_tree(ksrc, progress)
+    elif fetch:
+        src = sourcemod.debian_tree(root / "debian", progress=progress)
+    else:
+        pinned = sourcemod.pinned_debian_tree(root / "debian")
+        if pinned is None:
+            return None
+        src = pinned
+    inputs = KeyInputs(
+        source=src.identity,
+        patches=patchmod.series_hash(series) if series else "",
+        fragment=merged.render(),
+        compiler=compiler_version(),
+        config_set=config_set,
+    )
+    return Plan(config_set, merged, src, series, inputs)
+
+
+def find_cached(config_set: str = "default", ksrc: Path | None = None,
+                patches: Path | None = None) -> KernelArtifact | None:
+    """The cached kernel for these inputs, without building or touching the network."""
+    p = plan(config_set, ksrc, patches, progress=lambda _: None, fetch=False)
+    return load_cached(kernel_root(), p.key) if p else None
+
+
+def refresh_debian_source(progress: Progress = print) -> None:
+    """Look for a newer linux-source package (network); the next build uses it."""
+    sourcemod.debian_tree(kernel_root() / "debian", refresh=True, progress=progress)
+
+
+def _build_dir(root: Path, srctree: Path, config_set: str) -> Path:
+    # keyed by where the source lives, not its contents: edits rebuild incrementally
+    tag = short(hash_bytes(str(srctree).encode(), config_set.encode()))[:8]
+    return root / "builds" / f"{srctree.name}-{config_set}-{tag}"
+
+
+def configure(srctree: Path, builddir: Path, merged: MergedConfig, log: Path,
+              progress: Progress) -> Path:
+    """allnoconfig + fragment, olddefconfig, then check every requested option survived.
+    The result replaces .config only when it differs, so an unchanged config rebuilds nothing."""
+    fragment = builddir / "testbed-fragment.config"
+    fragment.write_text(merged.render())
+    candidate = builddir / "testbed-candidate.config"
+    env = {"KCONFIG_CONFIG": str(candidate)}
+    progress("kernel: configuring (allnoconfig + fragments, olddefconfig)")
+    run_make(make_argv(srctree, builddir, "allnoconfig", extra=(f"KCONFIG_ALLCONFIG={fragment}",)),
+             log, "make allnoconfig", progress, env)
+    run_make(make_argv(srctree, builddir, "olddefconfig"), log, "make olddefconfig", progress, env)
+    final = kconfig.parse_dotconfig(candidate.read_text())
+    dropped = kconfig.verify(merged, final)
+    if dropped:
+        lines = [f"  {m.describe()}\n    why: {kconfig_deps.hint(srctree, m.wanted.symbol, final)}"
+                 for m in dropped]
+        raise ConfigError(
+            f"{len(dropped)} requested kernel option(s) did not survive olddefconfig "
+            f"(generated config: {candidate}):\n" + "\n".join(lines)
+        )
+    dotconfig = builddir / ".config"
+    if dotconfig.is_file() and dotconfig.read_bytes() == candidate.read_bytes():
+        candidate.unlink()
+    else:
+        candidate.replace(dotconfig)
+    return dotconfig
+
+
+def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
+    started = time.monotonic()
+    if p.series:
+        progress(f"kernel: applying {len(p.series)} patch(es) in a worktree of {p.source.path}")
+        srctree = patchmod.apply_series(p.source, p.series, root / "trees")
+    else:
+        srctree = p.source.path
+    builddir = _build_dir(root, srctree, p.config_set)
+    builddir.mkdir(parents=True, exist_ok=True)
+    log = builddir / "build.log"
+    log.write_text(f"# testbed kernel build {p.key}: {p.source.identity}\n")
+    progress(f"kernel: building {p.config_set} in {builddir} (log: {log})")
+    dotconfig = configure(srctree, builddir, p.merged, log, progress)
+    n = jobs()
+    progress(f"kernel: make -j{n} bzImage")
+    run_make(make_argv(srctree, builddir, "bzImage", extra=(f"-j{n}", *_MAKE_VARS)),
+             log, "make bzImage", progress)
+    release = (builddir / "include" / "config" / "kernel.release").read_text().strip()
+
+    staging = root / f".{p.key}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    art = artifact_in(staging, p.key, release)
+    shutil.copy2(builddir / "arch" / "x86" / "boot" / "bzImage", art.bzimage)
+    shutil.copy2(dotconfig, art.config)
+    shutil.copy2(log, art.build_log)
+    seconds = round(time.monotonic() - started, 1)
+    write_manifest(staging, {
+        "key": p.key, "release": release, "config_set": p.config_set,
+        "inputs": asdict(p.inputs) | {"fragment": short(hash_bytes(p.inputs.fragment.encode()))},
+        "source_tree": str(p.source.path), "built_in": str(srctree), "build_dir": str(builddir),
+        "patches": [patch.name for patch in p.series], "build_seconds": seconds,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    final = root / p.key
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    progress(f"kernel: built {release} in {seconds:.0f}s")
+    return artifact_in(final, p.key, release)
+
+
+def ensure_kernel(config_set: str = "default", ksrc: Path | None = None,
+                  patches: Path | None = None,
+                  progress: Callable[[str], None] = print) -> KernelArtifact:
+    """The bzImage for these inputs: from the cache, or built (incrementally) and cached."""
+    p = plan(config_set, ksrc, patches, progress)
+    assert p is not None  # fetch=True always resolves a source
+    root = kernel_root()
+    progress(f"kernel: {config_set} set, {p.source.kind} source {p.source.path}"
+             + (f", {len(p.series)} patch(es)" if p.series else "") + f"; key {p.key}")
+    cached = load_cached(root, p.key)
+    if cached:
+        progress(f"kernel: cached {cached.release} ({p.key})")
+        return cached
+    with locked(root / ".lock", progress):
+        cached = load_cached(root, p.key)  # another process may have built it meanwhile
+        if cached:
+            return cached
+        return _build(p, root, progress)

@@ -1,0 +1,35 @@
+"""Named config sets: which fragments of kernel-configs/ are merged, in order (later wins)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..paths import KERNEL_CONFIGS_DIR, REPO_ROOT
+from .kconfig import MergedConfig, load_fragment, merge
+
+CONFIG_SETS: dict[str, tuple[str, ...]] = {
+    "default": ("base", "p2p"),
+    "debug": ("base", "p2p", "debug"),
+}
+
+
+def fragment_paths(config_set: str, configs_dir: Path = KERNEL_CONFIGS_DIR) -> tuple[Path, ...]:
+    try:
+        names = CONFIG_SETS[config_set]
+    except KeyError:
+        allowed = ", ".join(sorted(CONFIG_SETS))
+        raise ConfigError(f"unknown kernel config set {config_set!r}; allowed: {allowed}") from None
+    return tuple(configs_dir / f"{name}.config" for name in names)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))  # "kernel-configs/p2p.config:8" reads better
+    except ValueError:
+        return str(path)
+
+
+def load_config_set(config_set: str, configs_dir: Path = KERNEL_CONFIGS_DIR) -> MergedConfig:
+    paths = fragment_paths(config_set, configs_dir)
+    return merge([load_fragment(p, _display(p)) for p in paths])

@@ -1,0 +1,76 @@
+"""Which kernel tree to build and what identifies its contents (for the cache key)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, InfraError
+from ..hashing import hash_bytes, hash_files, hash_tree
+from . import debian
+from .lock import locked
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A kernel tree we only read: builds go to O=, patches to a worktree or a copy."""
+
+    path: Path
+    identity: str  # changes whenever the tree's contents do
+    kind: str  # "debian", "git" or "tree"
+    git_head: str | None = None  # the commit, for a git tree
+
+
+def git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True)
+    if check and proc.returncode != 0:
+        raise InfraError(f"git {' '.join(args)} in {tree} failed: "
+                         f"{proc.stderr.decode(errors='replace').strip()}")
+    return proc
+
+
+def is_git_toplevel(tree: Path) -> bool:
+    proc = git(tree, "rev-parse", "--show-toplevel", check=False)
+    return proc.returncode == 0 and Path(proc.stdout.decode().strip()).resolve() == tree.resolve()
+
+
+def git_identity(tree: Path) -> tuple[str, str]:
+    """(HEAD, identity): HEAD plus a hash of uncommitted changes and untracked files."""
+    head = git(tree, "rev-parse", "HEAD").stdout.decode().strip()
+    diff = git(tree, "diff", "HEAD", "--binary").stdout
+    untracked = git(tree, "ls-files", "-z", "--others", "--exclude-standard").stdout
+    names = [tree / n for n in untracked.decode(errors="surrogateescape").split("\0") if n]
+    extra = hash_files((p for p in names if p.is_file()), tree)
+    return head, f"git:{head}:diff={hash_bytes(diff)}:untracked={extra}"
+
+
+def user_tree(ksrc: Path, progress: Callable[[str], None] = print) -> SourceTree:
+    tree = ksrc.expanduser().resolve()
+    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+        raise ConfigError(f"--ksrc {ksrc}: not a kernel source tree (no Makefile and Kconfig)")
+    if (tree / ".config").exists() or (tree / "include" / "config").exists():
+        # kbuild refuses O= builds from a tree that was configured in place
+        raise ConfigError(f"--ksrc {ksrc} has been configured in-tree; out-of-tree builds need "
+                          f"a clean tree: run 'make mrproper' in it first")
+    if is_git_toplevel(tree):
+        head, identity = git_identity(tree)
+        return SourceTree(tree, identity, "git", head)
+    progress(f"kernel: {tree} is not a git tree; hashing its files")
+    return SourceTree(tree, f"tree:{hash_tree(tree)}", "tree")
+
+
+def debian_tree(root: Path, refresh: bool = False,
+                progress: Callable[[str], None] = print) -> SourceTree:
+    """The pinned Debian source (no network), fetching it when absent or asked to."""
+    with locked(root / ".lock", progress):
+        src = None if refresh else debian.pinned_source(root)
+        if src is None:
+            src = debian.fetch(root, progress)
+    return SourceTree(src.tree, src.identity, "debian")
+
+
+def pinned_debian_tree(root: Path) -> SourceTree | None:
+    src = debian.pinned_source(root)
+    return SourceTree(src.tree, src.identity, "debian") if src else None

@@ -1,0 +1,61 @@
+"""Per-test window judgement over a console log (the guest side replaced by a file writer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed.pytest_plugin.kernel_window import ExpectedMessages, begin, end
+
+LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
+
+
+class FakeMachine:
+    def __init__(self, log: Path):
+        self.console_log = log
+
+
+class FakeVM:
+    """kmsg() appends to the console the way the guest's /dev/kmsg write would."""
+
+    def __init__(self, log: Path, between: list[str]):
+        self.machine = FakeMachine(log)
+        self.between = between
+
+    def kmsg(self, line: str) -> None:
+        with open(self.machine.console_log, "a") as f:
+            if "begin" in line:
+                f.write(f"[ 1.0] {line}\n")
+            else:
+                f.writelines(self.between)
+                f.write(f"[ 9.0] {line}\n")
+
+
+def _judge(tmp_path, between: list[str], expected: ExpectedMessages | None = None):
+    log = tmp_path / "console.log"
+    log.write_text("[ 0.1] boot noise\n")
+    vm = FakeVM(log, between)
+    first = begin(vm, "tests/x.py::t")
+    return end(vm, "tests/x.py::t", first, expected or ExpectedMessages())
+
+
+def test_clean_window(tmp_path):
+    verdict = _judge(tmp_path, ["[ 2.0] nvme nvme0: 2/0/0 default/read/poll queues\n"])
+    assert verdict.splats == [] and verdict.missing == [] and verdict.complete
+    assert verdict.lines == (2, 4)
+
+
+def test_splat_in_window_is_reported_with_console_lines(tmp_path):
+    kasan = (LOGS / "kasan-uaf.log").read_text().splitlines(keepends=True)[2:28]
+    verdict = _judge(tmp_path, kasan)
+    (splat,) = verdict.splats
+    assert splat.kind == "kasan" and splat.first_line == 4
+
+
+def test_expected_message_must_appear_and_excuses_matching_splat(tmp_path):
+    expected = ExpectedMessages()
+    expected.expect(r"DMAR: \[DMA Write", "provoked fault")
+    expected.expect(r"refcount_t: underflow", "provoked on purpose")
+    refcount = (LOGS / "refcount.log").read_text().splitlines(keepends=True)
+    verdict = _judge(tmp_path, refcount, expected)
+    assert [s.kind for s in verdict.splats] == ["warning"]  # the WARN after it is not excused
+    assert verdict.missing == [r"DMAR: \[DMA Write (provoked fault)"]
