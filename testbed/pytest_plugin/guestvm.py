@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,66 @@ class GuestVM:
 
     def dmesg(self) -> str:
         return self.machine.run("dmesg", timeout=30).stdout
+
+
+@dataclass(frozen=True)
+class Background:
+    """A guest helper running in the background; its JSON lines land in `out`."""
+
+    vm: GuestVM
+    name: str
+
+    @property
+    def out(self) -> str:
+        return f"/run/testbed/{self.name}.out"
+
+    @property
+    def rc(self) -> str:
+        return f"/run/testbed/{self.name}.rc"
+
+    @property
+    def flag(self) -> str:
+        """The file the helper waits for (hold: go; stream: stop)."""
+        return f"/run/testbed/{self.name}.flag"
+
+    def lines(self) -> list[dict]:
+        text = self.vm.run(f"cat {self.out} 2>/dev/null").stdout
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"text": line})
+        return out
+
+    def signal(self) -> None:
+        self.vm.run(f"touch {self.flag}", check=True)
+
+    def wait_started(self, key: str, timeout: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines():
+                if key in line:
+                    return line
+            time.sleep(0.3)
+        raise GuestError(f"background helper {self.name} never reported {key!r}: {self.lines()}")
+
+    def wait_exit(self, timeout: float = 120.0) -> int:
+        """The helper's exit status as the shell saw it (128+N: killed by signal N)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.vm.run(f"cat {self.rc} 2>/dev/null")
+            if result.stdout.strip():
+                return int(result.stdout.strip())
+            time.sleep(0.3)
+        raise GuestError(f"background helper {self.name} did not exit within {timeout:.0f}s: {self.lines()}")
+
+
+def start_background(vm: GuestVM, name: str, module: str, command: str, args: dict) -> Background:
+    bg = Background(vm, name)
+    args = {**args, "go": bg.flag, "stop": bg.flag}
+    inner = (f"python3 {GUEST_AGENT_DIR}/{module}.py {command} {shlex.quote(json.dumps(args))} "
+             f"> {bg.out} 2>&1; echo $? > {bg.rc}")
+    vm.run(f"rm -f {bg.out} {bg.rc} {bg.flag}; nohup sh -c {shlex.quote(inner)} > /dev/null 2>&1 &",
+           check=True)
+    return bg

@@ -20,6 +20,7 @@ from ..paths import results_root
 from . import artifacts, kernel_window
 from .guestvm import GuestVM
 from .pool import BootOptions, VmPool
+from .report import VerdictTable
 
 MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
@@ -33,6 +34,7 @@ MARKERS = {
 POOL_KEY = pytest.StashKey[VmPool]()
 RESULTS_KEY = pytest.StashKey[Path]()
 VM_KEY = pytest.StashKey[GuestVM]()
+TABLE_KEY = pytest.StashKey[VerdictTable]()
 WINDOW_KEY = pytest.StashKey[tuple]()
 
 
@@ -152,6 +154,13 @@ def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topol
     testbed_pool.release(guest)
 
 
+@pytest.fixture(scope="session")
+def verdict_table(request: pytest.FixtureRequest) -> VerdictTable:
+    """Rows of (pair, expected, observed, reason), printed after the run and saved as TSV."""
+    table = request.config.stash.setdefault(TABLE_KEY, VerdictTable())
+    return table
+
+
 @pytest.fixture
 def kernel_messages() -> kernel_window.ExpectedMessages:
     """Declare kernel messages the test provokes: `kernel_messages.expect(r"DMAR: .*fault")`."""
@@ -196,6 +205,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    table = config.stash.get(TABLE_KEY, None)
+    if table is not None and table.rows:
+        path = config.stash[RESULTS_KEY] / "verdicts.tsv"
+        table.write_tsv(path)
+        terminalreporter.section("P2P verdicts")
+        for line in table.lines():
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"(also in {path})")
     pool = config.stash.get(POOL_KEY, None)
     if pool is None:
         return

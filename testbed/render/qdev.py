@@ -47,7 +47,10 @@ def backing_files(topo: Topology, backing_dir: Path) -> list[BackingFile]:
 
 
 def backend_options(topo: Topology, backing_dir: Path) -> list[tuple[str, str]]:
-    """-drive / -object options; present at boot even for endpoints plugged later."""
+    """-blockdev / -object options; present at boot even for endpoints plugged later.
+
+    -blockdev rather than -drive: QEMU deletes a -drive backend together with the device on
+    unplug, so a replug would find no drive; a -blockdev node outlives its device."""
     out = []
     for bf in backing_files(topo, backing_dir):
         ep = topo.endpoint(bf.endpoint)
@@ -55,7 +58,8 @@ def backend_options(topo: Topology, backing_dir: Path) -> list[tuple[str, str]]:
             out.append(("-object", f"memory-backend-file,id=mem-{ep.id},mem-path={_escape(str(bf.path))},"
                                    f"size={ep.size},share=on"))
         else:
-            out.append(("-drive", f"file={_escape(str(bf.path))},if=none,id=drv-{ep.id},format=raw"))
+            out.append(("-blockdev", f"driver=raw,node-name=drv-{ep.id},file.driver=file,"
+                                     f"file.filename={_escape(str(bf.path))}"))
     return out
 
 

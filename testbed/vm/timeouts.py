@@ -28,8 +28,10 @@ class Timeouts:
     boot_to_ssh: float = 30.0
     guest_command: float = 60.0
     event: float = 30.0
+    unplug: float = 15.0  # device_del → DEVICE_DELETED, on top of pciehp's fixed 5 s button wait
+    plug: float = 15.0  # device_add → the guest bound a driver to it
 
-    GUEST_PACED = ("boot_to_ssh", "guest_command", "event", "ssh_attempt")
+    GUEST_PACED = ("boot_to_ssh", "guest_command", "event", "ssh_attempt", "unplug", "plug")
 
     @classmethod
     def for_accel(cls, accel: str, scale: float | None = None) -> "Timeouts":

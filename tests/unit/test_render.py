@@ -105,7 +105,7 @@ def test_unplugged_endpoint_has_backend_but_no_device():
     topo = load_topology("root-ports")
     argv = render_argv(topo, preview_runtime())
     assert not any(d.startswith("nvme,id=nvme3,") for d in _option_values(argv, "-device"))
-    assert any("id=drv-nvme3" in d for d in _option_values(argv, "-drive"))
+    assert any("node-name=drv-nvme3" in d for d in _option_values(argv, "-blockdev"))
     spec = hotplug_device(topo, "nvme3")
     assert spec.qmp_args() == {"driver": "nvme", "id": "nvme3", "serial": "nvme3", "drive": "drv-nvme3",
                                "cmb_size_mb": "64", "bus": "rp4", "addr": "0x00.0"}

@@ -4,7 +4,11 @@
     python3 p2pmem.py transfer '{"provider": BDF, "client": BDF, "direction": "to_p2pmem"|"from_p2pmem",
                                  "size": N, "offset": N, "seed": N, "depth": N}'
     python3 p2pmem.py cycles '{"provider": BDF, "client": BDF, "count": N, "size": N, "seed": N}'
-    python3 p2pmem.py hold '{"provider": BDF, "size": N, "seed": N}'   (mmap, fill, wait for stdin EOF, touch)
+    python3 p2pmem.py ramwrite '{"client": BDF, "size": N, "offset": N, "seed": N}'   (no P2P)
+    python3 p2pmem.py hold '{"provider": BDF, "size": N, "seed": N, "go": PATH}'
+        mmap and fill, print {"mapped": ...}, wait until PATH exists, touch the buffer again
+    python3 p2pmem.py stream '{"provider": BDF, "client": BDF, "size": N, "seed": N, "stop": PATH}'
+        P2P writes from p2pmem to the client back to back until PATH exists or one fails
 
 `to_p2pmem`: the peer NVMe reads its namespace into the p2pmem buffer (its DMA writes the
 provider's BAR). `from_p2pmem`: the peer writes the buffer to its namespace (its DMA reads
@@ -16,6 +20,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 
 from common import SYS_PCI, block_device, emit, error_of, read
 from pattern import first_mismatch, pattern, poison
@@ -55,12 +60,13 @@ def _parallel_io(fd: int, buf: memoryview, offset: int, depth: int, write: bool)
 
     def one(start: int, end: int) -> None:
         try:
-            view = buf[start:end]
-            done = os.pwritev(fd, [view], offset + start) if write else os.preadv(fd, [view], offset + start)
+            # `with` releases the slice even on error: a live export would keep the mmap open
+            with buf[start:end] as view:
+                done = os.pwritev(fd, [view], offset + start) if write else os.preadv(fd, [view], offset + start)
             if done != end - start:
                 raise OSError(5, f"short {'write' if write else 'read'}: {done} of {end - start}")
         except OSError as exc:
-            errors.append(exc)
+            errors.append(OSError(exc.errno, exc.strerror))  # without the frame that held the view
 
     threads = [threading.Thread(target=one, args=c) for c in _chunks(len(buf), depth)]
     for t in threads:
@@ -86,8 +92,8 @@ def transfer(args: dict) -> dict:
     result = {"device": device, "available_before": before["available"]}
     buf = map_p2pmem(provider, size)
     fd = os.open(device, os.O_RDWR | os.O_DIRECT)
+    view = memoryview(buf)
     try:
-        view = memoryview(buf)
         if direction == "to_p2pmem":
             # the peer's namespace gets the pattern from RAM, the p2pmem buffer is poisoned,
             # then the peer DMAs the pattern into the provider's BAR
@@ -120,12 +126,29 @@ def transfer(args: dict) -> dict:
             ram.close()
         else:
             raise SystemExit(f"unknown direction {direction}")
-        view.release()
     finally:
+        view.release()
         os.close(fd)
         buf.close()
     result["available_after"] = state(provider)["available"]
     return result
+
+
+def ramwrite(args: dict) -> dict:
+    """Write the pattern of `seed` from ordinary RAM to the client's namespace (no P2P)."""
+    size = args["size"]
+    ram = _ram_buffer(size)
+    ram[:] = pattern(args["seed"], size)
+    fd = os.open(block_device(args["client"]), os.O_RDWR | os.O_DIRECT)
+    try:
+        with memoryview(ram) as view:
+            _parallel_io(fd, view, args.get("offset", 0), 1, write=True)
+    except OSError as exc:
+        return error_of(exc)
+    finally:
+        os.close(fd)
+        ram.close()
+    return {"ok": True}
 
 
 def cycles(args: dict) -> dict:
@@ -141,12 +164,11 @@ def cycles(args: dict) -> dict:
             data = pattern(args["seed"] + i, size)
             buf = map_p2pmem(provider, size)
             buf[:] = data
-            view = memoryview(buf)
             try:
-                _parallel_io(fd, view, 0, 1, write=True)
+                with memoryview(buf) as view:
+                    _parallel_io(fd, view, 0, 1, write=True)
             except OSError as exc:
                 failures.append({"cycle": i, **error_of(exc)})
-            view.release()
             buf.close()
             _parallel_io(fd, memoryview(ram), 0, 1, write=False)
             if bytes(ram[:]) != data:
@@ -160,18 +182,43 @@ def cycles(args: dict) -> dict:
             "available_after": state(provider)["available"]}
 
 
+def _wait_for(path: str) -> None:
+    while not os.path.exists(path):
+        time.sleep(0.05)
+
+
 def hold(args: dict) -> None:
-    """Map and fill a buffer, report, wait for stdin to close, then touch it again."""
+    """Map and fill a buffer, report, wait for the go file, then touch it again. If the
+    provider went away meanwhile the touch raises SIGBUS and the process dies of it."""
     size = args["size"]
     buf = map_p2pmem(args["provider"], size)
     buf[:] = pattern(args["seed"], size)
-    emit({"mapped": True, "size": size})
-    sys.stdin.read()
+    emit({"mapped": True, "size": size, "pid": os.getpid()})
+    _wait_for(args["go"])
+    intact = bytes(buf[:size]) == pattern(args["seed"], size)
+    emit({"touched": True, "intact": intact})
+    buf.close()
+
+
+def stream(args: dict) -> None:
+    """Back-to-back P2P writes with I/O in flight until told to stop or an I/O fails."""
+    provider, client, size = args["provider"], args["client"], args["size"]
+    fd = os.open(block_device(client), os.O_RDWR | os.O_DIRECT)
+    buf = map_p2pmem(provider, size)
+    buf[:] = pattern(args["seed"], size)
+    done, error = 0, None
+    emit({"started": True, "pid": os.getpid()})
     try:
-        ok = bytes(buf[:16]) == pattern(args["seed"], 16)
-        emit({"touched": True, "intact": ok})
+        with memoryview(buf) as view:
+            while not os.path.exists(args["stop"]):
+                _parallel_io(fd, view, 0, args.get("depth", 4), write=True)
+                done += 1
+    except OSError as exc:
+        error = error_of(exc)
     finally:
-        buf.close()
+        os.close(fd)
+    emit({"transfers": done, "error": error})
+    buf.close()
 
 
 def main() -> None:
@@ -182,8 +229,12 @@ def main() -> None:
         emit(transfer(json.loads(arg)))
     elif command == "cycles":
         emit(cycles(json.loads(arg)))
+    elif command == "ramwrite":
+        emit(ramwrite(json.loads(arg)))
     elif command == "hold":
         hold(json.loads(arg))
+    elif command == "stream":
+        stream(json.loads(arg))
     else:
         sys.exit(f"unknown command {command}")
 

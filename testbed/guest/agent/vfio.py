@@ -1,0 +1,394 @@
+"""VFIO dma-buf export of a BAR, iommufd import, and a peer's DMA into it (stdlib only).
+
+    python3 vfio.py bind '{"bdfs": [BDF, ...]}'          bind to vfio-pci, report the cdevs
+    python3 vfio.py serve '{"dir": PATH, "idle": S}'     a long-lived session (below)
+
+A session owns: the exporter's and the DMA engine's (edu) VFIO cdev fds, both bound to one
+iommufd, edu attached to one IOAS, a RAM buffer mapped in that IOAS at RAM_IOVA (the DMA
+source), and any dma-bufs exported from the exporter. `serve` reads commands from numbered
+files `DIR/cmd.N.json` (N = 1, 2, ...; the host writes each one atomically), runs them in
+order and writes `DIR/res.N.json` (atomically) plus one JSON line on stdout per command.
+Between commands it watches the exporter's REQ eventfd: when the kernel relays a device
+request (hot-unplug), the session records it and, if asked (`close_on_req`), closes the
+exporter's device fd at once so the unplug can finish. It exits on `quit` or after `idle`
+seconds without a command.
+
+Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"error"):
+    open      {"exporter": BDF, "dma": BDF, "req": bool, "close_on_req": bool}
+    export    {"ranges": [[off, len], ...], "region": 2, "flags": 0, "nr_ranges": N,
+               "feature_flags": F}            -> {"buf": K, "fd": FD}
+    probe     {}                              VFIO_DEVICE_FEATURE PROBE|GET of DMA_BUF
+    map_file  {"buf": K, "iova": X, "start": 0, "length": L}
+    unmap     {"iova": X, "length": L}
+    close_buf {"buf": K}
+    dma       {"iova": X, "size": N, "seed": S}   RAM (pattern) -> edu buffer -> iova
+    ram_loop  {"size": N, "seed": S}              RAM -> edu -> RAM, checked by the guest
+    command   {"set": bits, "clear": bits}        exporter's PCI_COMMAND via its config region
+    reset     {}                                  VFIO_DEVICE_RESET on the exporter
+    close_exporter {}                             close the exporter's device fd
+    status    {}                                  REQ events seen so far, fds still open
+    quit      {}
+"""
+
+import ctypes
+import errno
+import fcntl
+import json
+import mmap
+import os
+import select
+import struct
+import sys
+import time
+
+import vfio_uapi as U
+from common import SYS_PCI, emit, error_of, read
+from edu import BUFFER_SIZE, DmaTimeout, Edu
+from pattern import first_mismatch, pattern
+
+PAGE = 4096
+RAM_IOVA = 0x100000       # source buffer (and loop-back target) in the IOAS, below edu's 256 MiB
+RAM_SIZE = 2 * BUFFER_SIZE
+BIND_TIMEOUT_S = 10.0
+
+
+# -- binding ---------------------------------------------------------------------------------
+
+def _driver(bdf: str):
+    link = os.path.join(SYS_PCI, bdf, "driver")
+    return os.path.basename(os.readlink(link)) if os.path.exists(link) else None
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def bind_vfio(bdf: str) -> str:
+    """Bind bdf to vfio-pci (driver_override + drivers_probe); return its /dev/vfio/devices node."""
+    base = os.path.join(SYS_PCI, bdf)
+    if _driver(bdf) != "vfio-pci":
+        _write(os.path.join(base, "driver_override"), "vfio-pci")
+        if _driver(bdf) is not None:
+            _write(os.path.join(base, "driver", "unbind"), bdf)
+        _write("/sys/bus/pci/drivers_probe", bdf)
+    deadline = time.monotonic() + BIND_TIMEOUT_S
+    while True:
+        try:
+            names = [n for n in os.listdir(os.path.join(base, "vfio-dev")) if n.startswith("vfio")]
+        except FileNotFoundError:
+            names = []
+        if _driver(bdf) == "vfio-pci" and names and os.path.exists(f"/dev/vfio/devices/{names[0]}"):
+            return f"/dev/vfio/devices/{names[0]}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{bdf}: not bound to vfio-pci with a cdev after {BIND_TIMEOUT_S}s "
+                               f"(driver {_driver(bdf)}, vfio-dev {names})")
+        time.sleep(0.05)
+
+
+def bind(args: dict) -> dict:
+    return {"ok": True, "cdevs": {bdf: bind_vfio(bdf) for bdf in args["bdfs"]}}
+
+
+# -- objects ---------------------------------------------------------------------------------
+
+class Iommufd:
+    def __init__(self):
+        self.fd = os.open("/dev/iommu", os.O_RDWR | os.O_CLOEXEC)
+
+    def ioas_alloc(self) -> int:
+        arg = U.ioas_alloc()
+        fcntl.ioctl(self.fd, U.IOMMU_IOAS_ALLOC, arg)
+        return U.IOAS_ALLOC.unpack(arg)[2]
+
+    def map_user(self, ioas: int, va: int, length: int, iova: int) -> None:
+        flags = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE
+        fcntl.ioctl(self.fd, U.IOMMU_IOAS_MAP, U.ioas_map(ioas, va, length, iova, flags))
+
+    def map_file(self, ioas: int, fd: int, start: int, length: int, iova: int) -> int:
+        flags = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE
+        arg = U.ioas_map_file(ioas, fd, start, length, iova, flags)
+        fcntl.ioctl(self.fd, U.IOMMU_IOAS_MAP_FILE, arg)
+        return U.IOAS_MAP_FILE.unpack(arg)[6]
+
+    def unmap(self, ioas: int, iova: int, length: int) -> int:
+        arg = U.ioas_unmap(ioas, iova, length)
+        fcntl.ioctl(self.fd, U.IOMMU_IOAS_UNMAP, arg)
+        return U.IOAS_UNMAP.unpack(arg)[3]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Device:
+    def __init__(self, bdf: str):
+        self.bdf = bdf
+        self.cdev = bind_vfio(bdf)
+        self.fd = os.open(self.cdev, os.O_RDWR | os.O_CLOEXEC)
+        self.devid = None
+
+    def bind_iommufd(self, iommufd: int) -> int:
+        arg = U.bind_iommufd(iommufd)
+        fcntl.ioctl(self.fd, U.VFIO_DEVICE_BIND_IOMMUFD, arg)
+        self.devid = U.BIND_IOMMUFD.unpack(arg)[3]
+        return self.devid
+
+    def attach(self, pt_id: int) -> int:
+        arg = U.attach_iommufd_pt(pt_id)
+        fcntl.ioctl(self.fd, U.VFIO_DEVICE_ATTACH_IOMMUFD_PT, arg)
+        return U.ATTACH_IOMMUFD_PT.unpack(arg)[2]
+
+    def info(self) -> dict:
+        arg = U.device_info()
+        fcntl.ioctl(self.fd, U.VFIO_DEVICE_GET_INFO, arg)
+        _, flags, regions, irqs, _, _ = U.DEVICE_INFO.unpack(arg)
+        return {"flags": flags, "reset": bool(flags & U.VFIO_DEVICE_FLAGS_RESET),
+                "num_regions": regions, "num_irqs": irqs}
+
+    def region(self, index: int) -> dict:
+        arg = U.region_info(index)
+        fcntl.ioctl(self.fd, U.VFIO_DEVICE_GET_REGION_INFO, arg)
+        _, flags, _, _, size, offset = U.REGION_INFO.unpack(arg)
+        return {"flags": flags, "size": size, "offset": offset}
+
+    def config_read16(self, reg: int) -> int:
+        off = self.region(U.VFIO_PCI_CONFIG_REGION_INDEX)["offset"]
+        return struct.unpack("<H", os.pread(self.fd, 2, off + reg))[0]
+
+    def config_write16(self, reg: int, value: int) -> None:
+        off = self.region(U.VFIO_PCI_CONFIG_REGION_INDEX)["offset"]
+        if os.pwrite(self.fd, struct.pack("<H", value), off + reg) != 2:
+            raise OSError(errno.EIO, "short config write")
+
+    def export(self, ranges, **kw) -> int:
+        """VFIO_DEVICE_FEATURE GET|DMA_BUF: the ioctl's return value is the dma-buf fd."""
+        return fcntl.ioctl(self.fd, U.VFIO_DEVICE_FEATURE, U.feature_dma_buf(ranges, **kw))
+
+    def probe_dma_buf(self) -> int:
+        arg = bytearray(U.DEVICE_FEATURE.pack(U.DEVICE_FEATURE.size, U.VFIO_DEVICE_FEATURE_PROBE
+                                              | U.VFIO_DEVICE_FEATURE_GET | U.VFIO_DEVICE_FEATURE_DMA_BUF))
+        return fcntl.ioctl(self.fd, U.VFIO_DEVICE_FEATURE, arg)
+
+    def set_req_eventfd(self, efd: int) -> None:
+        fcntl.ioctl(self.fd, U.VFIO_DEVICE_SET_IRQS, U.irq_set_eventfd(U.VFIO_PCI_REQ_IRQ_INDEX, efd))
+
+    def reset(self) -> int:
+        return fcntl.ioctl(self.fd, U.VFIO_DEVICE_RESET, 0)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _address_of(buf: mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+# -- the session -----------------------------------------------------------------------------
+
+class Session:
+    def __init__(self):
+        self.exporter = self.dma = self.iommufd = None
+        self.edu = None
+        self.ioas = None
+        self.ram = None
+        self.bufs = {}  # K -> dma-buf fd
+        self.next_buf = 1
+        self.req_efd = None
+        self.close_on_req = False
+        self.events = []
+
+    # commands -----------------------------------------------------------------------------
+
+    def op_open(self, a: dict) -> dict:
+        self.exporter, self.dma = Device(a["exporter"]), Device(a["dma"])
+        self.iommufd = Iommufd()
+        devids = [self.exporter.bind_iommufd(self.iommufd.fd), self.dma.bind_iommufd(self.iommufd.fd)]
+        self.ioas = self.iommufd.ioas_alloc()
+        hwpt = self.dma.attach(self.ioas)
+        # the DMA source (first half) and the RAM loop-back target (second half)
+        self.ram = mmap.mmap(-1, RAM_SIZE)
+        self.ram[:] = bytes(RAM_SIZE)
+        self.iommufd.map_user(self.ioas, _address_of(self.ram), RAM_SIZE, RAM_IOVA)
+        cmd = self.dma.config_read16(U.PCI_COMMAND)
+        self.dma.config_write16(U.PCI_COMMAND, cmd | U.PCI_COMMAND_MEMORY | U.PCI_COMMAND_MASTER)
+        self.edu = Edu(self.dma.fd, self.dma.region(U.VFIO_PCI_BAR0_REGION_INDEX)["offset"])
+        if a.get("req"):
+            self.req_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self.exporter.set_req_eventfd(self.req_efd)
+            self.close_on_req = bool(a.get("close_on_req"))
+        return {"ok": True, "devids": devids, "ioas": self.ioas, "hwpt": hwpt,
+                "cdevs": [self.exporter.cdev, self.dma.cdev], "edu_id": hex(self.edu.ident()),
+                "exporter_info": self.exporter.info(),
+                "exporter_bars": {i: self.exporter.region(i)["size"] for i in range(6)},
+                "exporter_command": self.exporter.config_read16(U.PCI_COMMAND),
+                "reset_method": read(os.path.join(SYS_PCI, a["exporter"], "reset_method")),
+                "ram_iova": RAM_IOVA}
+
+    def op_probe(self, a: dict) -> dict:
+        return {"ok": True, "ret": self.exporter.probe_dma_buf()}
+
+    def op_export(self, a: dict) -> dict:
+        kw = {"region_index": a.get("region", U.VFIO_PCI_BAR2_REGION_INDEX), "flags": a.get("flags", 0),
+              "nr_ranges": a.get("nr_ranges")}
+        if "feature_flags" in a:
+            kw["feature_flags"] = a["feature_flags"]
+        fd = self.exporter.export([tuple(r) for r in a["ranges"]], **kw)
+        key = self.next_buf
+        self.next_buf += 1
+        self.bufs[key] = fd
+        return {"ok": True, "buf": key, "fd": fd, "size": os.fstat(fd).st_size}
+
+    def op_map_file(self, a: dict) -> dict:
+        iova = self.iommufd.map_file(self.ioas, self.bufs[a["buf"]], a.get("start", 0), a["length"], a["iova"])
+        return {"ok": True, "iova": iova}
+
+    def op_unmap(self, a: dict) -> dict:
+        return {"ok": True, "unmapped": self.iommufd.unmap(self.ioas, a["iova"], a["length"])}
+
+    def op_close_buf(self, a: dict) -> dict:
+        os.close(self.bufs.pop(a["buf"]))
+        return {"ok": True}
+
+    def op_dma(self, a: dict) -> dict:
+        """RAM (a fresh pattern) -> edu buffer -> a.iova: the device writes the peer BAR."""
+        size = a["size"]
+        self.ram[:size] = pattern(a["seed"], size)
+        try:
+            t_in = self.edu.from_bus(RAM_IOVA, size)
+            t_out = self.edu.to_bus(a["iova"], size)
+        except DmaTimeout as exc:
+            return {"ok": False, "timeout": str(exc)}
+        return {"ok": True, "seconds": [round(t_in, 3), round(t_out, 3)]}
+
+    def op_ram_loop(self, a: dict) -> dict:
+        """RAM -> edu -> RAM (second half of the buffer): edu and the IOAS work at all."""
+        size = a["size"]
+        self.ram[:size] = pattern(a["seed"], size)
+        self.ram[BUFFER_SIZE:BUFFER_SIZE + size] = bytes([0xA5]) * size
+        self.edu.from_bus(RAM_IOVA, size)
+        self.edu.to_bus(RAM_IOVA + BUFFER_SIZE, size)
+        got = bytes(self.ram[BUFFER_SIZE:BUFFER_SIZE + size])
+        return {"ok": True, "mismatch": first_mismatch(got, pattern(a["seed"], size))}
+
+    def op_command(self, a: dict) -> dict:
+        before = self.exporter.config_read16(U.PCI_COMMAND)
+        value = (before | a.get("set", 0)) & ~a.get("clear", 0)
+        self.exporter.config_write16(U.PCI_COMMAND, value)
+        return {"ok": True, "before": before, "after": self.exporter.config_read16(U.PCI_COMMAND)}
+
+    def op_reset(self, a: dict) -> dict:
+        ret = self.exporter.reset()
+        return {"ok": True, "ret": ret, "command_after": self.exporter.config_read16(U.PCI_COMMAND)}
+
+    def op_close_exporter(self, a: dict) -> dict:
+        self.exporter.close()
+        return {"ok": True}
+
+    def op_status(self, a: dict) -> dict:
+        return {"ok": True, "events": self.events, "exporter_open": bool(self.exporter and self.exporter.fd),
+                "bufs": sorted(self.bufs)}
+
+    # REQ --------------------------------------------------------------------------------
+
+    def poll_req(self, timeout: float) -> None:
+        if self.req_efd is None:
+            time.sleep(timeout)
+            return
+        ready, _, _ = select.select([self.req_efd], [], [], timeout)
+        if not ready:
+            return
+        try:
+            count = os.eventfd_read(self.req_efd)
+        except BlockingIOError:
+            return
+        event = {"event": "req", "count": count, "t": time.time()}
+        if self.close_on_req and self.exporter.fd is not None:
+            self.exporter.close()  # the unplug waits for this; it also revokes the dma-bufs
+            event["closed_exporter"] = True
+        self.events.append(event)
+        emit(event)
+
+    def close(self) -> None:
+        """Idempotent: dma-bufs, then the devices, then the iommufd."""
+        for fd in self.bufs.values():
+            os.close(fd)
+        self.bufs.clear()
+        for dev in (self.exporter, self.dma):
+            if dev is not None:
+                dev.close()
+        if self.iommufd is not None:
+            self.iommufd.close()
+            self.iommufd = None
+        if self.req_efd is not None:
+            os.close(self.req_efd)
+            self.req_efd = None
+        if self.ram is not None:
+            self.ram.close()
+            self.ram = None
+
+
+def _write_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.rename(tmp, path)
+
+
+def run_command(session: Session, cmd: dict) -> dict:
+    handler = getattr(session, "op_" + cmd.get("op", ""), None)
+    if handler is None:
+        return {"ok": False, "exception": f"unknown op {cmd.get('op')!r}"}
+    try:
+        return handler(cmd)
+    except OSError as exc:
+        return error_of(exc)
+    except Exception as exc:  # noqa: BLE001 - reported to the host, the session goes on
+        return {"ok": False, "exception": f"{type(exc).__name__}: {exc}"}
+
+
+def serve(args: dict) -> None:
+    d = args["dir"]
+    idle = args.get("idle", 900)
+    os.makedirs(d, exist_ok=True)
+    session = Session()
+    seq, last = 1, time.monotonic()
+    emit({"serving": True, "pid": os.getpid(), "dir": d})
+    try:
+        while True:
+            path = os.path.join(d, f"cmd.{seq}.json")
+            if not os.path.exists(path):
+                session.poll_req(0.02)
+                if time.monotonic() - last > idle:
+                    emit({"idle_exit": True, "seq": seq})
+                    break
+                continue
+            with open(path) as f:
+                cmd = json.load(f)
+            if cmd.get("op") == "quit":
+                session.close()  # before answering: the next session may open the devices at once
+                result = {"ok": True}
+            else:
+                result = run_command(session, cmd)
+            _write_atomic(os.path.join(d, f"res.{seq}.json"), result)
+            emit({"seq": seq, "op": cmd.get("op"), **result})
+            seq, last = seq + 1, time.monotonic()
+            if cmd.get("op") == "quit":
+                break
+    finally:
+        session.close()
+
+
+def main() -> None:
+    command, arg = sys.argv[1], json.loads(sys.argv[2])
+    if command == "bind":
+        emit(bind(arg))
+    elif command == "serve":
+        serve(arg)
+    else:
+        sys.exit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()

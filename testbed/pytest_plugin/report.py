@@ -1,0 +1,47 @@
+"""The verdict table: pair, expected, observed, reason — printed at the end and kept as TSV."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Row:
+    topology: str
+    provider: str
+    client: str
+    direction: str
+    map_type: str
+    expected: str
+    observed: str
+    reason: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.expected == self.observed
+
+
+@dataclass
+class VerdictTable:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, topology: str, verdict, expected, transfer) -> None:  # noqa: ANN001
+        self.rows.append(Row(topology, verdict.provider, verdict.client, transfer.direction,
+                             verdict.map_type.value, expected.value, transfer.outcome.value,
+                             verdict.divergence or verdict.reason))
+
+    def lines(self) -> list[str]:
+        out = [f"{'topology':20} {'pair':16} {'direction':12} {'map type':17} {'expected':12} observed"]
+        for r in self.rows:
+            mark = "" if r.agrees else "   <-- DISAGREES"
+            out.append(f"{r.topology:20} {r.provider + '->' + r.client:16} {r.direction:12} "
+                       f"{r.map_type:17} {r.expected:12} {r.observed}{mark}")
+        return out
+
+    def write_tsv(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = "topology\tprovider\tclient\tdirection\tmap_type\texpected\tobserved\treason\n"
+        path.write_text(header + "".join(
+            f"{r.topology}\t{r.provider}\t{r.client}\t{r.direction}\t{r.map_type}\t{r.expected}\t"
+            f"{r.observed}\t{r.reason}\n" for r in self.rows))

@@ -1,0 +1,79 @@
+"""device_del / device_add over QMP, each waited for on both sides with a deadline.
+
+An unplug is done when QEMU says DEVICE_DELETED *and* the guest no longer lists the function;
+one that does not finish is reported with the guest's view (slot status, dmesg tail), never a
+hang. Native pciehp waits 5 s after the attention button before it powers the slot off.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..errors import GuestError
+from ..render.qdev import DeviceSpec
+from .machine import Machine
+
+PCIEHP_BUTTON_WAIT_S = 5.0  # pciehp's fixed delay after an attention button press
+
+
+@dataclass(frozen=True)
+class UnplugResult:
+    device: str
+    seconds: float  # device_del → DEVICE_DELETED
+    event: dict
+
+
+def _guest_state(vm: Machine, port_bdf: str | None) -> str:
+    parts = []
+    try:
+        if port_bdf:
+            slot = vm.run(f"lspci -vvv -s {port_bdf} 2>/dev/null | grep -E 'Slt(Sta|Ctl)' -A1", timeout=30)
+            parts.append(f"slot of {port_bdf}:\n{slot.stdout.strip() or '(no slot capability)'}")
+        parts.append("dmesg tail:\n" + vm.run("dmesg | tail -25", timeout=30).stdout.rstrip())
+    except Exception as exc:  # noqa: BLE001 - the guest may be what is stuck
+        parts.append(f"(guest unreachable: {exc})")
+    return "\n".join(parts)
+
+
+def guest_has(vm: Machine, bdf: str) -> bool:
+    return vm.run(f"test -e /sys/bus/pci/devices/{bdf}", timeout=30).status == 0
+
+
+def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None,
+           timeout: float | None = None) -> UnplugResult:
+    """device_del, then DEVICE_DELETED within the deadline, then the function gone in the guest."""
+    timeout = (vm.timeouts.unplug if timeout is None else timeout) + PCIEHP_BUTTON_WAIT_S
+    start = time.monotonic()
+    vm.qmp.command("device_del", id=device)
+    try:
+        event = vm.qmp.wait_event("DEVICE_DELETED", {"device": device}, timeout=timeout)
+    except GuestError:
+        raise GuestError(f"device_del {device}: no DEVICE_DELETED within {timeout:.0f}s\n"
+                         f"{_guest_state(vm, port_bdf)}") from None
+    seconds = time.monotonic() - start
+    deadline = time.monotonic() + vm.timeouts.plug
+    while guest_has(vm, bdf):
+        if time.monotonic() > deadline:
+            raise GuestError(f"{device} deleted in QEMU but {bdf} still listed in the guest\n"
+                             f"{_guest_state(vm, port_bdf)}")
+        time.sleep(0.5)
+    return UnplugResult(device, seconds, event)
+
+
+def plug(vm: Machine, spec: DeviceSpec, bdf: str, driver: str | None,
+         timeout: float | None = None) -> float:
+    """device_add, then wait until the guest lists bdf (bound to `driver` if given)."""
+    timeout = vm.timeouts.plug if timeout is None else timeout
+    start = time.monotonic()
+    vm.qmp.command("device_add", **spec.qmp_args())
+    check = f"test -e /sys/bus/pci/devices/{bdf}"
+    if driver:
+        check = f"test \"$(basename \"$(readlink /sys/bus/pci/devices/{bdf}/driver)\")\" = {driver}"
+    while vm.run(check, timeout=30).status != 0:
+        if time.monotonic() - start > timeout:
+            raise GuestError(f"device_add {spec.qmp_args().get('id')}: {bdf} not "
+                             f"{'bound to ' + driver if driver else 'listed'} in the guest within "
+                             f"{timeout:.0f}s\n{_guest_state(vm, None)}")
+        time.sleep(0.5)
+    return time.monotonic() - start

@@ -1,0 +1,76 @@
+"""Driving one P2P transfer and judging it on both sides (guest CPU and host backing file)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from dataclasses import dataclass
+
+from testbed.guest.agent.pattern import first_mismatch, pattern
+from testbed.topology.outcome import Outcome, observed_outcome
+
+# A fresh seed for every transfer: the P2P pool hands the same CMB addresses out again, so a
+# repeated pattern could make a transfer that moved nothing look right.
+_seeds = itertools.count(random.SystemRandom().randrange(1 << 40))
+FAULT_RE = re.compile(r"DMAR: \[DMA (?:Read|Write)|virtio_iommu.*fault|AMD-Vi: .*(?:IO_PAGE_FAULT|Event logged)")
+REFUSED_TEXT = "cannot be used for peer-to-peer DMA"
+
+
+def fresh_seed() -> int:
+    return next(_seeds)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    direction: str
+    size: int
+    offset: int
+    seed: int
+    result: dict
+    guest_bytes_ok: bool
+    host_bytes_ok: bool | None  # None: nothing lands in a host file for this direction
+    fault_lines: tuple[str, ...]
+    refused_lines: tuple[str, ...]
+
+    @property
+    def outcome(self) -> Outcome:
+        bytes_ok = self.guest_bytes_ok and self.host_bytes_ok is not False
+        return observed_outcome(self.result, bytes_ok, bool(self.fault_lines))
+
+    def describe(self) -> str:
+        host = {None: "n/a", True: "match", False: "MISMATCH"}[self.host_bytes_ok]
+        extra = f" fault: {self.fault_lines[0]}" if self.fault_lines else ""
+        return (f"{self.direction} {self.size}B @{self.offset} seed {self.seed}: {self.outcome.value}"
+                f" (guest bytes {'match' if self.guest_bytes_ok else 'MISMATCH'}, host file {host},"
+                f" helper {self.result}){extra}")
+
+
+def _dmesg_lines(vm) -> list[str]:  # noqa: ANN001
+    return vm.dmesg().splitlines()
+
+
+def host_file_bytes(vm, endpoint: str, offset: int, size: int) -> bytes:  # noqa: ANN001
+    with open(vm.backing_file(endpoint), "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def transfer(vm, provider: str, client: str, direction: str, size: int, offset: int = 0,  # noqa: ANN001
+             depth: int = 1) -> Transfer:
+    """One O_DIRECT transfer between the client's namespace and the provider's p2pmem."""
+    seed = fresh_seed()
+    before = len(_dmesg_lines(vm))
+    result = vm.agent("p2pmem", "transfer", {
+        "provider": vm.bdf(provider), "client": vm.bdf(client), "direction": direction,
+        "size": size, "offset": offset, "seed": seed, "depth": depth})
+    new = _dmesg_lines(vm)[before:]
+    client_bus = vm.bdf(client)[5:]  # "04:00.0" as DMAR prints it
+    faults = tuple(l for l in new if FAULT_RE.search(l) and (client_bus in l or "virtio_iommu" in l))
+    refused = tuple(l for l in new if REFUSED_TEXT in l)
+    guest_ok = bool(result.get("ok")) and result.get("mismatch") == -1
+    host_ok = None
+    if result.get("ok") and direction == "from_p2pmem":
+        got = host_file_bytes(vm, client, offset, size)
+        host_ok = first_mismatch(got, pattern(seed, size)) == -1
+    return Transfer(direction, size, offset, seed, result, guest_ok, host_ok, faults, refused)
