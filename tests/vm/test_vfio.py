@@ -1,0 +1,381 @@
+"""VFIO dma-buf export of an ivshmem BAR, iommufd import, edu peer DMA into it, and revoke.
+
+The exporter is ivshmem-plain (`shm0`): its BAR2 is a host file, so the host sees exactly
+what a peer wrote. The importer is iommufd: the dma-buf is mapped with IOMMU_IOAS_MAP_FILE in
+the IOAS that `edu0` (a DMA engine driven from userspace through its VFIO BAR0) is attached
+to. Every DMA copies a fresh pattern RAM -> edu's buffer -> the IOVA of the BAR range, and
+the host compares the whole 1 MiB backing file: the pattern at the right offset, every other
+byte as before. A DMA that must not land leaves the file identical byte for byte and the
+guest logs the DMAR fault (declared with `kernel_messages.expect`).
+
+A guest session (`vfio.py serve`) keeps the fds open across host-side steps; the host sends it
+one command at a time (see `Guest`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import shlex
+import time
+
+import pytest
+
+from testbed.errors import GuestError
+from testbed.guest.agent.pattern import pattern
+from testbed.pytest_plugin.guestvm import start_background
+from testbed.vm import hotplug
+
+from .p2p_support import fresh_seed
+
+pytestmark = [pytest.mark.vfio, pytest.mark.topology("vfio-dmabuf")]
+
+KiB, MiB = 1 << 10, 1 << 20
+BAR2 = 2
+BAR_SIZE = 1 * MiB
+PEER_IOVA = 0x800000  # where dma-bufs are mapped (edu's dma_mask is 28 bits)
+
+
+class Guest:
+    """The host end of one `vfio.py serve` session: numbered command files, one answer each."""
+
+    _count = 0
+
+    def __init__(self, vm, exporter: str = "shm0", dma: str = "edu0", req: bool = False,
+                 close_on_req: bool = False):
+        Guest._count += 1
+        self.vm = vm
+        self.name = f"vfio{Guest._count}"
+        self.dir = f"/run/testbed/{self.name}.d"
+        self.seq = 0
+        self.closed = False
+        self.bg = start_background(vm, self.name, "vfio", "serve", {"dir": self.dir, "idle": 600})
+        self.bg.wait_started("serving", timeout=60)
+        self.opened = self.call("open", exporter=vm.bdf(exporter), dma=vm.bdf(dma), req=req,
+                                close_on_req=close_on_req)
+        assert self.opened["ok"], self.opened
+
+    def call(self, op: str, timeout: float = 30.0, **args) -> dict:
+        self.seq += 1
+        cmd, res = f"{self.dir}/cmd.{self.seq}", f"{self.dir}/res.{self.seq}.json"
+        body = json.dumps({"op": op, **args})
+        polls = int(timeout / 0.05)
+        script = (f"printf %s {shlex.quote(body)} > {cmd}.tmp && mv {cmd}.tmp {cmd}.json && "
+                  f"i=0; while [ ! -e {res} ] && [ $i -lt {polls} ]; do sleep 0.05; i=$((i+1)); done; "
+                  f"cat {res} 2>/dev/null")
+        out = self.vm.run(script, timeout=timeout + 30).stdout.strip()
+        if not out:
+            raise GuestError(f"vfio session {self.name}: no answer to {op} {args} within {timeout:.0f}s; "
+                             f"helper output: {self.bg.lines()}")
+        return json.loads(out)
+
+    def ok(self, op: str, **args) -> dict:
+        r = self.call(op, **args)
+        assert r.get("ok"), f"{op} {args}: {r}"
+        return r
+
+    def quit(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.call("quit")
+            self.bg.wait_exit(timeout=30)
+
+    def __enter__(self) -> "Guest":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.quit()
+        except Exception:  # noqa: BLE001 - do not mask the test's own failure
+            if exc[0] is None:
+                raise
+
+
+def bar_bytes(vm) -> bytes:
+    data = vm.backing_file("shm0").read_bytes()
+    assert len(data) == BAR_SIZE, f"backing file is {len(data)} bytes"
+    return data
+
+
+def fault_re(vm, iova: int) -> str:
+    """The intel-iommu line for an edu write to `iova` (drivers/iommu/intel/dmar.c)."""
+    return (rf"DMAR: \[DMA Write NO_PASID\] Request device \[{re.escape('0000:' + vm.bdf('edu0')[5:])}\] "
+            rf"fault addr {iova:#x}")
+
+
+def dma_lands(vm, g: Guest, iova: int, bar_offset: int, size: int) -> None:
+    """A fresh pattern DMAed to iova lands at bar_offset, and no other byte of the BAR changes."""
+    seed = fresh_seed()
+    before = bar_bytes(vm)
+    g.ok("dma", iova=iova, size=size, seed=seed)
+    after = bar_bytes(vm)
+    want = pattern(seed, size)
+    got = after[bar_offset:bar_offset + size]
+    assert got == want, f"{size} B to iova {iova:#x}: BAR bytes at {bar_offset:#x} are not the pattern"
+    outside = before[:bar_offset] + before[bar_offset + size:]
+    assert after[:bar_offset] + after[bar_offset + size:] == outside, \
+        f"bytes outside [{bar_offset:#x}, +{size}) changed"
+
+
+def dma_blocked(vm, g: Guest, iova: int, size: int = 256) -> None:
+    """The DMA completes on edu's side (it cannot tell), but not one BAR byte changes."""
+    before = bar_bytes(vm)
+    r = g.ok("dma", iova=iova, size=size, seed=fresh_seed())
+    assert bar_bytes(vm) == before, f"a DMA to revoked iova {iova:#x} changed the BAR ({r})"
+
+
+# -- data path ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def guest(vm):
+    with Guest(vm) as g:
+        yield g
+
+
+def test_session_opens(guest):
+    o = guest.opened
+    assert o["edu_id"] == "0x10000ed", o  # edu.c: `val = 0x010000edu` (the "u" is C's suffix)
+    assert o["exporter_bars"]["2"] == BAR_SIZE, o
+    assert o["exporter_command"] & 0x2, f"vfio-pci left MEMORY off: {o}"
+    loop = guest.ok("ram_loop", size=1000, seed=fresh_seed())
+    assert loop["mismatch"] == -1, f"edu RAM -> RAM through the IOAS failed: {loop}"
+
+
+# (export ranges of BAR2, map_file start/length, DMA offset into the mapping, DMA size)
+DATA_CASES = [
+    pytest.param((0, 4 * KiB), (0, 4 * KiB), 0, 1, id="first-page-1B"),
+    pytest.param((0, 4 * KiB), (0, 4 * KiB), 0, 4095, id="first-page-4095B"),
+    pytest.param((64 * KiB, 16 * KiB), (0, 16 * KiB), 4 * KiB + 100, 2048, id="mid-16K-unaligned"),
+    pytest.param((64 * KiB, 16 * KiB), (0, 16 * KiB), 8 * KiB - 1000, 3000, id="mid-16K-page-crossing"),
+    pytest.param((BAR_SIZE - 4 * KiB, 4 * KiB), (0, 4 * KiB), 4 * KiB - 777, 777, id="last-page-to-the-end"),
+    pytest.param((0, BAR_SIZE), (0, BAR_SIZE), 512 * KiB + 3, 4095, id="whole-bar"),
+    pytest.param((192 * KiB, 16 * KiB), (8 * KiB, 8 * KiB), 1 * KiB, 1500, id="map-file-start-8K"),
+]
+
+
+@pytest.mark.parametrize("export,window,offset,size", DATA_CASES)
+def test_peer_dma_into_exported_bar(vm, guest, export, window, offset, size):
+    """dma-buf of a BAR2 range -> IOMMU_IOAS_MAP_FILE -> edu writes it: bytes land exactly there."""
+    buf = guest.ok("export", ranges=[list(export)])
+    assert buf["size"] == export[1], f"dma-buf size {buf['size']} for a {export[1]} B range"
+    start, length = window
+    guest.ok("map_file", buf=buf["buf"], iova=PEER_IOVA, start=start, length=length)
+    dma_lands(vm, guest, PEER_IOVA + offset, export[0] + start + offset, size)
+    dma_lands(vm, guest, PEER_IOVA + offset, export[0] + start + offset, size)  # a second, fresh pattern
+    assert guest.ok("unmap", iova=PEER_IOVA, length=length)["unmapped"] == length
+    guest.ok("close_buf", buf=buf["buf"])
+
+
+def test_two_dma_bufs_mapped_at_once(vm, guest):
+    """Two exports of different ranges, mapped side by side: each IOVA reaches its own range."""
+    a = guest.ok("export", ranges=[[256 * KiB, 8 * KiB]])
+    b = guest.ok("export", ranges=[[512 * KiB, 8 * KiB]])
+    guest.ok("map_file", buf=a["buf"], iova=PEER_IOVA, length=8 * KiB)
+    guest.ok("map_file", buf=b["buf"], iova=PEER_IOVA + 64 * KiB, length=8 * KiB)
+    dma_lands(vm, guest, PEER_IOVA + 4 * KiB - 10, 260 * KiB - 10, 2000)
+    dma_lands(vm, guest, PEER_IOVA + 64 * KiB + 5, 512 * KiB + 5, 3333)
+    guest.ok("unmap", iova=PEER_IOVA, length=8 * KiB)
+    guest.ok("unmap", iova=PEER_IOVA + 64 * KiB, length=8 * KiB)
+
+
+# -- export errors ------------------------------------------------------------------------------
+
+U64_PAGE_BELOW_MAX = (1 << 64) - 4 * KiB
+# (export arguments, errno, the check in drivers/vfio/pci/vfio_pci_dmabuf.c that returns it, name)
+EXPORT_ERRORS = [
+    ({"ranges": [[2 * KiB, 4 * KiB]]}, errno.EINVAL,
+     "validate_dmabuf_input: !PAGE_ALIGNED(offset)", "unaligned-offset"),
+    ({"ranges": [[0, 6 * KiB]]}, errno.EINVAL,
+     "validate_dmabuf_input: !PAGE_ALIGNED(len)", "unaligned-length"),
+    ({"ranges": [[0, 0]]}, errno.EINVAL, "validate_dmabuf_input: !len", "zero-length"),
+    ({"ranges": [[BAR_SIZE - 4 * KiB, 8 * KiB]]}, errno.EINVAL,
+     "vfio_pci_core_fill_phys_vec: end > max_addr", "past-the-bar"),
+    ({"ranges": [[BAR_SIZE, 4 * KiB]]}, errno.EINVAL,
+     "vfio_pci_core_fill_phys_vec: end > max_addr", "starts-at-bar-end"),
+    ({"ranges": [[U64_PAGE_BELOW_MAX, 4 * KiB]]}, errno.EOVERFLOW,
+     "vfio_pci_core_fill_phys_vec: check_add_overflow(start, offset)", "offset-overflows"),
+    ({"ranges": [[0, 4 * KiB]], "flags": 1}, errno.EINVAL,
+     "vfio_pci_core_feature_dma_buf: get_dma_buf.flags", "nonzero-flags"),
+    ({"ranges": [], "nr_ranges": 0}, errno.EINVAL,
+     "vfio_pci_core_feature_dma_buf: !get_dma_buf.nr_ranges", "zero-ranges"),
+    ({"ranges": [[0, 4 * KiB]], "region": 1}, errno.ENODEV,
+     "ivshmem-plain has no BAR1: barmap[1] is ERR_PTR(-ENODEV)", "region-without-bar"),
+    ({"ranges": [[0, 4 * KiB]], "region": 0}, errno.EINVAL,
+     "BAR0 is 256 B: fill_phys_vec end > max_addr", "bar-smaller-than-page"),
+    ({"ranges": [[0, 4 * KiB]], "region": 6}, errno.ENODEV,
+     "region_index >= VFIO_PCI_ROM_REGION_INDEX", "rom-region"),
+    ({"ranges": [[0, 4 * KiB]], "region": 7}, errno.ENODEV,
+     "region_index >= VFIO_PCI_ROM_REGION_INDEX", "config-region"),
+    ({"ranges": [[0, 4 * KiB]], "feature_flags": (1 << 17) | 11}, errno.EINVAL,
+     "vfio_check_feature: SET is not supported", "feature-set"),
+]
+
+
+def test_export_rejects_bad_requests(guest):
+    """Every malformed VFIO_DEVICE_FEATURE(DMA_BUF) gets the kernel's exact errno (one session,
+    every case checked, all mismatches reported together)."""
+    wrong = []
+    for args, want, why, name in EXPORT_ERRORS:
+        r = guest.call("export", **args)
+        if r.get("ok") or r.get("errno") != want:
+            wrong.append(f"{name}: expected {errno.errorcode[want]} ({why}), got {r}")
+        if r.get("ok"):
+            guest.ok("close_buf", buf=r["buf"])
+    assert not wrong, "\n".join(wrong)
+
+
+def test_export_probe_and_multi_range(guest):
+    """PROBE|GET succeeds; a two-range dma-buf exports but iommufd refuses it (nr_ranges != 1)."""
+    assert guest.ok("probe")["ret"] == 0
+    two = guest.ok("export", ranges=[[0, 4 * KiB], [16 * KiB, 4 * KiB]])
+    assert two["size"] == 8 * KiB
+    r = guest.call("map_file", buf=two["buf"], iova=PEER_IOVA, length=8 * KiB)
+    assert r.get("errno") == errno.EOPNOTSUPP, \
+        f"vfio_pci_dma_buf_iommufd_map: nr_ranges != 1 gives EOPNOTSUPP, got {r}"
+
+
+# -- revoke ---------------------------------------------------------------------------------------
+
+REVOKE_RANGE = (128 * KiB, 8 * KiB)
+
+
+def _mapped(vm, g: Guest) -> int:
+    """Export REVOKE_RANGE, map it at PEER_IOVA, prove a DMA lands there; return the buf key."""
+    buf = g.ok("export", ranges=[list(REVOKE_RANGE)])["buf"]
+    g.ok("map_file", buf=buf, iova=PEER_IOVA, length=REVOKE_RANGE[1])
+    dma_lands(vm, g, PEER_IOVA + 100, REVOKE_RANGE[0] + 100, 3000)
+    return buf
+
+
+def _remap_lands(vm, g: Guest, old_buf: int) -> None:
+    """The revoked mapping can be unmapped; a new export mapped at the same IOVA works again."""
+    assert g.ok("unmap", iova=PEER_IOVA, length=REVOKE_RANGE[1])["unmapped"] == REVOKE_RANGE[1]
+    g.ok("close_buf", buf=old_buf)
+    buf = g.ok("export", ranges=[list(REVOKE_RANGE)])["buf"]
+    g.ok("map_file", buf=buf, iova=PEER_IOVA, length=REVOKE_RANGE[1])
+    dma_lands(vm, g, PEER_IOVA + 8 * KiB - 4000, REVOKE_RANGE[0] + 8 * KiB - 4000, 4000 - 1)
+
+
+def test_revoke_by_clearing_memory_enable(vm, kernel_messages):
+    """MEMORY off in the exporter's command register revokes; MEMORY on again does not restore
+    the iommufd mapping (iopt_revoke_notify zeroes it for good); unmap + new export works."""
+    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the revoked IOVA")
+    with Guest(vm) as g:
+        buf = _mapped(vm, g)
+        r = g.ok("command", clear=0x2)
+        assert not r["after"] & 0x2, r
+        dma_blocked(vm, g, PEER_IOVA)
+        # while MEMORY is off a new export is born revoked: iommufd cannot attach it
+        born_revoked = g.ok("export", ranges=[[0, 4 * KiB]])["buf"]
+        r = g.call("map_file", buf=born_revoked, iova=PEER_IOVA + 1 * MiB, length=4 * KiB)
+        assert r.get("errno") == errno.ENODEV, f"vfio_pci_dma_buf_attach: revoked -> ENODEV, got {r}"
+        g.ok("close_buf", buf=born_revoked)
+        g.ok("command", set=0x2)
+        dma_blocked(vm, g, PEER_IOVA)
+        _remap_lands(vm, g, buf)
+
+
+def test_revoke_by_closing_exporter_fd(vm, kernel_messages):
+    """Closing the exporter's device fd (vfio_pci_dma_buf_cleanup) revokes the mapping."""
+    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the revoked IOVA")
+    with Guest(vm) as g:
+        buf = _mapped(vm, g)
+        g.ok("close_exporter")
+        dma_blocked(vm, g, PEER_IOVA)
+        assert g.ok("unmap", iova=PEER_IOVA, length=REVOKE_RANGE[1])["unmapped"] == REVOKE_RANGE[1]
+        g.ok("close_buf", buf=buf)
+    with Guest(vm) as g:  # the device opens again and exports afresh
+        _mapped(vm, g)
+
+
+def test_revoke_by_device_reset(vm, kernel_messages):
+    """VFIO_DEVICE_RESET revokes: vfio_pci_ioctl_reset() calls vfio_pci_dma_buf_move(true) before
+    pci_try_reset_function(). ivshmem-plain has neither FLR nor a PM capability, but it sits
+    alone below its root port, so the kernel's reset method is "bus" (a secondary bus reset
+    through pciehp's reset_slot) and the reset succeeds. The command register is restored
+    afterwards, so vfio un-revokes the dma-buf (dma_buf_move(false)), yet the iommufd mapping
+    stays dead: iopt_revoke_notify() zeroed it for good."""
+    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the revoked IOVA")
+    with Guest(vm) as g:
+        assert g.opened["exporter_info"]["reset"], f"VFIO_DEVICE_FLAGS_RESET not set: {g.opened}"
+        assert g.opened["reset_method"] == "bus", g.opened
+        buf = _mapped(vm, g)
+        before = bar_bytes(vm)
+        r = g.ok("reset")
+        assert r["ret"] == 0 and r["command_after"] & 0x2, f"reset restores MEMORY: {r}"
+        assert bar_bytes(vm) == before, "a bus reset must not touch the host-backed BAR memory"
+        dma_blocked(vm, g, PEER_IOVA)
+        _remap_lands(vm, g, buf)
+
+
+# -- hot-unplug -----------------------------------------------------------------------------------
+
+
+def _require_native_pciehp(vm, port: str) -> None:
+    """Native hot-unplug needs pciehp bound to the exporter's root port. Linux takes the slot
+    from the firmware only if _OSC grants it, and it asks only when it can do ExtendedConfig,
+    which on x86 needs CONFIG_PCI_MMCONFIG: without it dmesg says "_OSC: not requesting OS
+    control; OS requires [ExtendedConfig ...]", pciehp never binds and device_del never
+    completes. Said up front instead of after a long unplug timeout."""
+    dmesg = vm.dmesg()
+    if re.search(rf"pcieport {re.escape(port)}: pciehp: Slot #\d+ AttnBtn", dmesg):
+        return
+    osc = [line.strip() for line in dmesg.splitlines() if "_OSC" in line]
+    pytest.fail(f"pciehp is not bound to {port}, so native device_del cannot complete (a kernel "
+                f"without CONFIG_PCI_MMCONFIG gets no _OSC hotplug control); dmesg: {osc}")
+
+
+@pytest.mark.hotunplug
+def test_unplug_exporter_while_imported(fresh_vm, kernel_messages):
+    """device_del of the exporter while its dma-buf is mapped: after pciehp's 5 s button wait the
+    kernel relays the request to the REQ eventfd, the session closes the device fd (revoking the
+    dma-buf), DEVICE_DELETED follows, and edu's next DMA to the IOVA faults."""
+    vm = fresh_vm
+    port = vm.layout[vm.layout["shm0"].upstream].bdf
+    _require_native_pciehp(vm, port)
+    kernel_messages.expect(r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user \(#0\)",
+                           "vfio_pci_core_request() with a REQ eventfd registered")
+    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the IOVA of the unplugged BAR")
+    with Guest(vm, req=True, close_on_req=True) as g:
+        buf = _mapped(vm, g)
+        before = bar_bytes(vm)
+        vm.dirty = True
+        result = hotplug.unplug(vm.machine, "shm0", vm.bdf("shm0"), port)
+        status = g.ok("status")
+        assert status["events"] and status["events"][0].get("closed_exporter"), status
+        assert not status["exporter_open"], status
+        assert result.seconds >= hotplug.PCIEHP_BUTTON_WAIT_S, result
+        dma_blocked(vm, g, PEER_IOVA)
+        assert bar_bytes(vm) == before
+        assert g.ok("unmap", iova=PEER_IOVA, length=REVOKE_RANGE[1])["unmapped"] == REVOKE_RANGE[1]
+        g.ok("close_buf", buf=buf)
+
+
+@pytest.mark.hotunplug
+def test_guest_remove_of_exporter_while_imported(fresh_vm, kernel_messages):
+    """The same REQ path driven from inside the guest (sysfs `remove`, no pciehp needed): the
+    removal blocks in vfio_unregister_group_dev() until the session, told through the REQ
+    eventfd, closes the device fd; that revokes the dma-buf and edu's next DMA faults."""
+    vm = fresh_vm
+    bdf = vm.bdf("shm0")
+    kernel_messages.expect(r"vfio-pci " + re.escape(bdf) + r": Relaying device request to user \(#0\)",
+                           "vfio_pci_core_request() with a REQ eventfd registered")
+    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the IOVA of the removed BAR")
+    with Guest(vm, req=True, close_on_req=True) as g:
+        buf = _mapped(vm, g)
+        before = bar_bytes(vm)
+        vm.dirty = True
+        start = time.monotonic()
+        r = vm.run(f"echo 1 > /sys/bus/pci/devices/{bdf}/remove", timeout=60)
+        assert r.status == 0, r.stderr
+        assert not hotplug.guest_has(vm.machine, bdf)
+        status = g.ok("status")
+        assert status["events"] and status["events"][0].get("closed_exporter"), status
+        assert not status["exporter_open"], status
+        dma_blocked(vm, g, PEER_IOVA)
+        assert bar_bytes(vm) == before
+        assert g.ok("unmap", iova=PEER_IOVA, length=REVOKE_RANGE[1])["unmapped"] == REVOKE_RANGE[1]
+        g.ok("close_buf", buf=buf)
+        assert time.monotonic() - start < 60
