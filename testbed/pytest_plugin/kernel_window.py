@@ -36,6 +36,19 @@ class WindowVerdict:
     missing: list[str]  # expected patterns that never appeared
     lines: tuple[int, int]  # 1-based range of the window in the console log
     complete: bool  # False: the end marker never reached the console
+    lockdep_lost: bool = False  # debug_locks went from 1 to 0 during the test
+
+
+def debug_locks(vm) -> int | None:  # noqa: ANN001
+    """lockdep's debug_locks (1 = still checking), or None on kernels without lockdep. Lockdep
+    turns itself off after its first report or when it runs out of entries, and from then on
+    reports nothing: a test after that point would pass blind."""
+    try:
+        out = vm.machine.run("grep -s debug_locks: /proc/lockdep_stats", timeout=30).stdout
+    except Exception:  # noqa: BLE001 - the guest may be gone; the window still gets judged
+        return None
+    words = out.split()
+    return int(words[-1]) if words and words[-1].isdigit() else None
 
 
 def wait_for_line(path: Path, needle: str, after_line: int, timeout: float) -> int | None:
@@ -60,7 +73,8 @@ def begin(vm, test_id: str) -> int:  # noqa: ANN001 - GuestVM
     return line if line is not None else start + 1
 
 
-def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages) -> WindowVerdict:  # noqa: ANN001
+def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages,  # noqa: ANN001
+        locks_before: int | None = None) -> WindowVerdict:
     text = marker("end", test_id)
     complete = True
     try:
@@ -77,4 +91,5 @@ def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages) -> Window
     texts = [strip_prefix(line) for line in window]
     missing = [p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns
                if not any(p.search(t) for t in texts)]
-    return WindowVerdict(splats, missing, (begin_line, end_line), complete)
+    lost = locks_before == 1 and debug_locks(vm) == 0
+    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost)

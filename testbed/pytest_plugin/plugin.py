@@ -176,9 +176,10 @@ def _kernel_window(request: pytest.FixtureRequest):
         return
     guest: GuestVM = request.getfixturevalue(uses[0])
     expected: kernel_window.ExpectedMessages = request.getfixturevalue("kernel_messages")
+    locks = kernel_window.debug_locks(guest)
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
-    verdict = kernel_window.end(guest, request.node.nodeid, first, expected)
+    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks)
     request.node.stash[WINDOW_KEY] = verdict.lines
     problems = []
     for splat in verdict.splats:
@@ -186,6 +187,9 @@ def _kernel_window(request: pytest.FixtureRequest):
                         f"({guest.machine.console_log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}")
     for pattern in verdict.missing:
         problems.append(f"expected kernel message did not appear: {pattern}")
+    if verdict.lockdep_lost:
+        problems.append("lockdep turned itself off during the test (debug_locks 1 -> 0): "
+                        "nothing after this point is lock-checked")
     if not verdict.complete:
         problems.append(f"the end marker never reached the console ({guest.machine.console_log})")
     if problems:

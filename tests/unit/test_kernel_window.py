@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.pytest_plugin.kernel_window import ExpectedMessages, begin, end
+from testbed.pytest_plugin.kernel_window import ExpectedMessages, begin, debug_locks, end
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
 
 
 class FakeMachine:
-    def __init__(self, log: Path):
+    def __init__(self, log: Path, locks: str = ""):
         self.console_log = log
+        self.locks = locks
+
+    def run(self, cmd, timeout=None):  # noqa: ANN001 - only the lockdep read
+        from testbed.guest.ssh import RunResult
+        return RunResult(0, self.locks, "")
 
 
 class FakeVM:
@@ -30,12 +35,23 @@ class FakeVM:
                 f.write(f"[ 9.0] {line}\n")
 
 
-def _judge(tmp_path, between: list[str], expected: ExpectedMessages | None = None):
+def _judge(tmp_path, between: list[str], expected: ExpectedMessages | None = None, locks_after: str = ""):
     log = tmp_path / "console.log"
     log.write_text("[ 0.1] boot noise\n")
     vm = FakeVM(log, between)
+    vm.machine.locks = " debug_locks:                             1\n" if locks_after else ""
+    before = debug_locks(vm)
     first = begin(vm, "tests/x.py::t")
-    return end(vm, "tests/x.py::t", first, expected or ExpectedMessages())
+    vm.machine.locks = locks_after
+    return end(vm, "tests/x.py::t", first, expected or ExpectedMessages(), before)
+
+
+def test_lockdep_switching_itself_off_is_noticed(tmp_path):
+    verdict = _judge(tmp_path, [], locks_after=" debug_locks:                             0\n")
+    assert verdict.lockdep_lost and verdict.splats == []
+    other = tmp_path / "still-on"
+    other.mkdir()
+    assert not _judge(other, [], locks_after=" debug_locks: 1\n").lockdep_lost
 
 
 def test_clean_window(tmp_path):

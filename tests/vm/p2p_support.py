@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import time
 from dataclasses import dataclass
 
 from testbed.guest.agent.pattern import first_mismatch, pattern
@@ -56,9 +57,26 @@ def host_file_bytes(vm, endpoint: str, offset: int, size: int) -> bytes:  # noqa
         return f.read(size)
 
 
+# The kernel rate-limits vIOMMU fault messages (dmar_fault(), viommu: 10 per 5 s). A
+# transfer expected to fault waits until the window of the previous one has passed, or its
+# fault would go unlogged and look like silent corruption.
+FAULT_LOG_WINDOW_S = 5.5
+_last_fault: dict[int, float] = {}
+
+
+def _await_fault_window(vm) -> None:  # noqa: ANN001
+    last = _last_fault.get(id(vm))
+    if last is not None:
+        wait = FAULT_LOG_WINDOW_S - (time.monotonic() - last)
+        if wait > 0:
+            time.sleep(wait)
+
+
 def transfer(vm, provider: str, client: str, direction: str, size: int, offset: int = 0,  # noqa: ANN001
-             depth: int = 1) -> Transfer:
+             depth: int = 1, expect_fault: bool = False) -> Transfer:
     """One O_DIRECT transfer between the client's namespace and the provider's p2pmem."""
+    if expect_fault:
+        _await_fault_window(vm)
     seed = fresh_seed()
     before = len(_dmesg_lines(vm))
     result = vm.agent("p2pmem", "transfer", {
@@ -68,6 +86,8 @@ def transfer(vm, provider: str, client: str, direction: str, size: int, offset: 
     client_bus = vm.bdf(client)[5:]  # "04:00.0" as DMAR prints it
     faults = tuple(l for l in new if FAULT_RE.search(l) and (client_bus in l or "virtio_iommu" in l))
     refused = tuple(l for l in new if REFUSED_TEXT in l)
+    if faults or expect_fault:
+        _last_fault[id(vm)] = time.monotonic()
     guest_ok = bool(result.get("ok")) and result.get("mismatch") == -1
     host_ok = None
     if result.get("ok") and direction == "from_p2pmem":

@@ -38,7 +38,8 @@ def test_every_pair_matches_the_oracle(vm, verdict_table):
     for v in _nvme_pairs(vm):
         expected = expected_outcome(vm.topology, v)
         for direction in ("to_p2pmem", "from_p2pmem"):
-            t = transfer(vm, v.provider, v.client, direction, size=64 * KiB, offset=128 * KiB, depth=2)
+            t = transfer(vm, v.provider, v.client, direction, size=64 * KiB, offset=128 * KiB, depth=2,
+                         expect_fault=expected is Outcome.DMA_FAULT)
             verdict_table.add(vm.topology.name, v, expected, t)
             if t.outcome is not expected:
                 wrong.append(f"{v.provider} -> {v.client} {direction}: expected {expected.value} "
@@ -73,7 +74,7 @@ def test_translating_viommu_bus_addr_faults(vm, kernel_messages):
     kernel_messages.expect(r"DMAR: \[DMA (Read|Write)|virtio_iommu", "the provoked vIOMMU fault")
     (v,) = [v for v in vm.verdicts() if (v.provider, v.client) == ("nvme0", "nvme1")]
     assert v.divergence, "the oracle must declare this divergence"
-    t = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=64 * KiB, offset=6 * MiB)
+    t = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=64 * KiB, offset=6 * MiB, expect_fault=True)
     assert t.result.get("ok"), f"the command should complete despite the fault: {t.describe()}"
     assert t.outcome is Outcome.DMA_FAULT, t.describe()
     assert t.host_bytes_ok is False
