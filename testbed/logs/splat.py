@@ -44,7 +44,8 @@ HEADERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compile(p)) for 
     ("list-corruption", r"^(?P<title>list_(?:add|del)(?:_rcu)? corruption.*)"),
     ("list-corruption", r"^(?P<title>.*list(?:_\w+)? corruption\..*)"),
     ("odebug", r"^ODEBUG: (?P<title>.+)"),
-    ("dma-api", r"^DMA-API: (?P<title>.+)"),
+    # "DMA-API: <driver> <device>: ..." is a report; the boot banner lines are not
+    ("dma-api", r"^DMA-API: (?P<title>(?!preallocated \d+ debug entries|debugging enabled by kernel config).+)"),
     ("kmemleak", r"^kmemleak: (?P<title>\d+ new suspected memory leaks.*)"),
     ("gpf", r"^(?:Oops: )?(?P<title>general protection fault.*)"),
     ("bug", r"^BUG: (?P<title>.+)"),

@@ -107,3 +107,29 @@ def test_scan_log_command_exit_codes(capsys, tmp_path):
     clean.write_text("[ 0.0] Linux version 7.2.13\n")
     assert main(["scan-log", str(clean)]) == 0
     assert main(["scan-log", str(tmp_path / "missing.log")]) == 2
+
+
+# Captured from this project's guests running the debug config (KASAN, lockdep, ODEBUG,
+# DEBUG_KOBJECT_RELEASE) through the hot-unplug suite: what they reported, and nothing else.
+REAL_FINDINGS = {
+    "debug-pciehp-unplug.log": [("lockdep", "possible circular locking dependency detected")],
+    "debug-acpi-replug-odebug.log": [
+        ("odebug", "free active (active state 0) object: 0000000017f3a167 object type: timer_list "
+                   "hint: kobject_delayed_cleanup+0x0/0x90"),
+        ("warning", "lib/debugobjects.c:629 at debug_print_object+0xdc/0x140"),
+        ("odebug", "free active (active state 0) object: 000000007fa92a7f object type: timer_list "
+                   "hint: kobject_delayed_cleanup+0x0/0x90"),
+        ("warning", "lib/debugobjects.c:629 at debug_print_object+0xdc/0x140"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FINDINGS))
+def test_real_debug_logs(name):
+    splats = scan_text((LOGS / "real" / name).read_text(errors="replace"))
+    assert [(s.kind, s.title) for s in splats] == REAL_FINDINGS[name]
+
+
+def test_dma_api_banner_is_not_a_splat():
+    text = "[ 0.5] DMA-API: preallocated 65536 debug entries\n[ 0.5] DMA-API: debugging enabled by kernel config\n"
+    assert scan_text(text) == []
