@@ -35,6 +35,7 @@ POOL_KEY = pytest.StashKey[VmPool]()
 RESULTS_KEY = pytest.StashKey[Path]()
 VM_KEY = pytest.StashKey[GuestVM]()
 TABLE_KEY = pytest.StashKey[VerdictTable]()
+NOT_HERE_KEY = pytest.StashKey[set]()
 WINDOW_KEY = pytest.StashKey[tuple]()
 
 
@@ -77,8 +78,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     chosen = metafunc.config.getoption("topology")
     if chosen:
         names = [n for n in names if n in chosen]
+        if not names:  # not a skip: this test does not apply to the chosen topologies
+            metafunc.config.stash.setdefault(NOT_HERE_KEY, set()).add(metafunc.definition.nodeid)
     # session scope groups the tests by topology, so each VM boots once
     metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    not_here = config.stash.get(NOT_HERE_KEY, set())
+    if not not_here:
+        return
+    keep = [i for i in items if i.nodeid.split("[")[0] not in not_here]
+    dropped = [i for i in items if i.nodeid.split("[")[0] in not_here]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
