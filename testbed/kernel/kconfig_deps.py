@@ -114,18 +114,24 @@ def _kconfig_files(srctree: Path) -> list[Path]:
     return sorted(p for p in srctree.rglob("Kconfig*") if p.is_file())
 
 
-def find_symbol(srctree: Path, symbol: str) -> list[SymbolInfo]:
-    """All definitions of `symbol` (a symbol may be defined in several places)."""
-    needle = re.compile(rf"^\s*(menu)?config\s+{re.escape(symbol)}\s*$", re.MULTILINE)
-    infos: list[SymbolInfo] = []
+def _kconfig_matching(srctree: Path, needle: re.Pattern[str]):
+    """(path, text) of every Kconfig file in which `needle` matches."""
     for path in _kconfig_files(srctree):
         try:
             text = path.read_text(errors="replace")
         except OSError:
             continue
         if needle.search(text):
-            rel = str(path.relative_to(srctree))
-            infos.extend(i for i in parse_kconfig(text, rel) if i.name == symbol)
+            yield path, text
+
+
+def find_symbol(srctree: Path, symbol: str) -> list[SymbolInfo]:
+    """All definitions of `symbol` (a symbol may be defined in several places)."""
+    needle = re.compile(rf"^\s*(menu)?config\s+{re.escape(symbol)}\s*$", re.MULTILINE)
+    infos: list[SymbolInfo] = []
+    for path, text in _kconfig_matching(srctree, needle):
+        rel = str(path.relative_to(srctree))
+        infos.extend(i for i in parse_kconfig(text, rel) if i.name == symbol)
     return infos
 
 
@@ -133,13 +139,7 @@ def selectors(srctree: Path, symbol: str) -> list[str]:
     """Symbols that `select` or `imply` this one (the way in for prompt-less options)."""
     needle = re.compile(rf"^\s*(select|imply)\s+{re.escape(symbol)}\b", re.MULTILINE)
     out: list[str] = []
-    for path in _kconfig_files(srctree):
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        if not needle.search(text):
-            continue
+    for _, text in _kconfig_matching(srctree, needle):
         owner: str | None = None
         for _, line in _logical_lines(text):
             entry = _ENTRY.match(line)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import json
 import threading
 import time
@@ -36,6 +37,17 @@ def matches(data: Mapping[str, Any], match: Mapping[str, Any] | None) -> bool:
         elif have != want:
             return False
     return True
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 class QMP:
@@ -100,6 +112,12 @@ class QMP:
         if not self._thread.is_alive():
             self._thread.start()
         deadline = Deadline(timeout)
+        # qemu.qmp logs each refused attempt as an ERROR; until QEMU has made its socket those
+        # are expected, and the final failure is raised below anyway
+        with _quiet("qemu.qmp"):
+            self._connect_loop(deadline, timeout, alive)
+
+    def _connect_loop(self, deadline: Deadline, timeout: float, alive: Callable[[], bool]) -> None:
         last: Exception | None = None
         while not deadline.expired:
             if not alive():
