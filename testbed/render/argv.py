@@ -7,7 +7,7 @@ from pathlib import Path
 import jinja2
 
 from ..topology.layout import Layout, NodeKind, build_layout
-from ..topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, Topology
+from ..topology.model import HotplugMode, IommuMode, IommuType, Topology
 from .qdev import DeviceSpec, backend_options, bridge_spec, disk_and_net, endpoint_spec, iommu_spec
 from .runtime import Runtime
 
@@ -120,4 +120,4 @@ def preview_runtime(accel: str = "tcg", workdir: Path = Path("RUNDIR")) -> Runti
     )
 
 
-__all__ = ["EndpointKind", "hotplug_device", "kernel_append", "preview_runtime", "render_argv"]
+__all__ = ["hotplug_device", "kernel_append", "preview_runtime", "render_argv"]
