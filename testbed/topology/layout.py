@@ -181,7 +181,6 @@ def build_layout(topo: Topology) -> Layout:
     endpoints = {ep.id: ep for ep in topo.endpoints}
     root_ports = {rp.id: rp for rp in topo.root_ports}
     switch_of_down = {d: sw for sw in topo.switches for d in sw.downstream}
-    switches = {sw.id: sw for sw in topo.switches}
     slot_numbers = _slot_numbers(items)
 
     placements: dict[str, Placement] = {}
@@ -203,7 +202,7 @@ def build_layout(topo: Topology) -> Layout:
             id=ident, kind=kind, device_id=device_id, qemu_bus=bus,
             host_bridge=host_bridge(bus) if kind is not NodeKind.HOST_BRIDGE else ident,
             upstream=None if on_root else bus,
-            bus_nr=bus_of_id.get(ident, _planned_bus(ident, bus, numbers, bus_start)),
+            bus_nr=bus_of_id.get(ident, _planned_bus(bus, numbers, bus_start)),
             slot=slots[ident], function=fn,
             secondary=sec[1] if sec else None, subordinate=sec[2] if sec else None,
             port_number=port_number,
@@ -211,11 +210,10 @@ def build_layout(topo: Topology) -> Layout:
             acs=kind is NodeKind.ROOT_PORT and root_ports[ident].acs,
             plugged=plugged,
         )
-    del switches
     return Layout(placements, ranges)
 
 
-def _planned_bus(ident: str, bus: str, numbers: dict, bus_start: dict) -> int:
+def _planned_bus(bus: str, numbers: dict, bus_start: dict) -> int:
     """Bus number for a device absent at boot: the secondary bus of its port."""
     if bus in bus_start:
         return bus_start[bus]

@@ -80,7 +80,7 @@ def load_topology(name_or_path: str | Path, text: str | None = None) -> Topology
 
 
 def _build(r: Reader, path: Path) -> Topology | None:
-    top = r.mapping((), TOP_KEYS, required=("description", "endpoints"))
+    r.mapping((), TOP_KEYS, required=("description", "endpoints"))
     if not isinstance(r.located.data, dict):
         return None
     name = r.string(("name",), default=path.stem)
@@ -92,7 +92,6 @@ def _build(r: Reader, path: Path) -> Topology | None:
         arg for i, _ in enumerate(r.sequence(("kernel_args",)))
         if (arg := r.string(("kernel_args", i), allowed="a kernel command-line argument")) is not None
     )
-    del top
     return Topology(
         name=name, description=description.strip(), source=path, machine=machine, iommu=iommu,
         hotplug=hotplug, kernel_args=kernel_args,

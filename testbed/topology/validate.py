@@ -10,6 +10,7 @@ from .model import ROOT_BUS, EndpointKind, HotplugMode, IommuMode, IommuType, To
 from .problems import Problem
 from .reader import Reader
 from .units import MiB, format_size, is_power_of_two
+from .yamlpos import format_path
 
 MIN_CMB = 2 * MiB  # the NVMe driver only publishes a CMB of at least 2 MiB as p2pmem
 MAX_BUS = 255
@@ -35,7 +36,6 @@ def validate(topo: Topology, r: Reader) -> list[Problem]:
 
 
 def _fmt(path: tuple) -> str:
-    from .yamlpos import format_path
     return format_path(path)
 
 

@@ -8,17 +8,16 @@ expected vendor:device ID and secondary bus number.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
 from testbed.render import Runtime, backing_files, render_argv
 from testbed.topology import build_layout, load_topology, shipped_names
 from testbed.topology.pcitree import compare_tree, flatten_query_pci
+from testbed.vm import Machine, Timeouts
+from testbed.vm.launch import make_backing_files
 
 pytestmark = pytest.mark.qemu
 DEADLINE_S = 60.0
@@ -26,27 +25,11 @@ DEADLINE_S = 60.0
 
 def _prepare(topo, tmp: Path) -> Runtime:
     backing = tmp / "backing"
-    backing.mkdir()
-    for bf in backing_files(topo, backing):
-        with open(bf.path, "wb") as f:
-            f.truncate(bf.size)
+    make_backing_files(backing_files(topo, backing))
     disk = tmp / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     return Runtime(accel="tcg", kernel=None, disk=disk, qmp_socket=tmp / "qmp.sock",
                    console_log=tmp / "console.log", backing_dir=backing, paused=True)
-
-
-def _connect(sock: Path, proc: subprocess.Popen) -> QEMUMonitorProtocol:
-    deadline = time.monotonic() + DEADLINE_S
-    while not sock.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"QEMU exited with {proc.returncode}: {proc.stderr.read().decode()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("QMP socket never appeared")
-        time.sleep(0.05)
-    qmp = QEMUMonitorProtocol(str(sock))
-    qmp.connect()
-    return qmp
 
 
 def _bridges_numbered(result: list[dict]) -> bool:
@@ -68,30 +51,17 @@ def test_qemu_builds_the_modeled_tree(name, tmp_path, require_qemu):
     layout = build_layout(topo)
     runtime = _prepare(topo, tmp_path)
     argv = render_argv(topo, runtime)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        qmp = _connect(runtime.qmp_socket, proc)
-        qtree = qmp.cmd("human-monitor-command", **{"command-line": "info qtree"})
+    with Machine(argv, runtime, tmp_path / "no-ssh-key", Timeouts.for_accel("tcg"), f"tree-{name}") as vm:
+        qtree = vm.qmp.hmp("info qtree")
         for p in layout.placements.values():
             present = f'id "{p.id}"' in qtree
             assert present == p.plugged, f"{p.id}: {'missing from' if p.plugged else 'unexpectedly in'} info qtree"
 
-        qmp.cmd("cont")
+        vm.qmp.command("cont")
         deadline = time.monotonic() + DEADLINE_S
         while True:
-            result = qmp.cmd("query-pci")
+            result = vm.qmp.command("query-pci")
             if _bridges_numbered(result) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert compare_tree(layout, flatten_query_pci(result)) == []
-        # QEMU may close the socket before the reply to quit is read
-        with contextlib.suppress(EOFError):
-            qmp.cmd("quit")
-        with contextlib.suppress(EOFError):
-            qmp.close()
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
