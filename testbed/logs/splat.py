@@ -57,6 +57,10 @@ HEADERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compile(p)) for 
 # after "BUG: kernel NULL pointer dereference", the panic after a fatal oops).
 CONTINUATIONS = {"oops", "gpf", "panic", "lockdep-off"}
 CONTINUATION_WINDOW = 40
+# Reports printed as the message of a WARN()/BUG(): the "WARNING: lib/debugobjects.c:..." or
+# "kernel BUG at lib/list_debug.c:..." line right after them is the same splat, not another.
+WARN_MESSAGES = {"odebug", "refcount", "dma-api", "list-corruption"}
+WARN_BODIES = {"warning", "kernel-bug"}
 FOLLOW_UP_LINES = 3
 END_RE = re.compile(r"^---\[ end (?:trace [0-9a-f]+|Kernel panic.*) \]---")
 FRAME_RE = re.compile(r"^={40,}$")
@@ -71,7 +75,8 @@ class Splat:
     title: str
     first_line: int  # 1-based, in the scanned file
     last_line: int
-    excerpt: str
+    excerpt: str  # the first EXCERPT_LINES lines, for reports
+    body: str = ""  # every line of it (up to MAX_LINES), for matching known splats
 
     def headline(self) -> str:
         return f"{self.kind}: {self.title} (lines {self.first_line}-{self.last_line})"
@@ -98,9 +103,9 @@ def scan_lines(lines: list[str], first_line: int = 1) -> list[Splat]:
         nonlocal current
         if current is not None:
             body = lines[current["start"]: last + 1]
-            excerpt = "\n".join(l.rstrip("\r\n") for l in body[:EXCERPT_LINES])
+            text = [line.rstrip("\r\n") for line in body]
             splats.append(Splat(current["kind"], current["title"], current["start"] + first_line,
-                                last + first_line, excerpt))
+                                last + first_line, "\n".join(text[:EXCERPT_LINES]), "\n".join(text)))
             current = None
 
     for i, raw in enumerate(lines):
@@ -113,6 +118,9 @@ def scan_lines(lines: list[str], first_line: int = 1) -> list[Splat]:
             kind, title = header
             if (current is not None and kind in CONTINUATIONS
                     and i - current["start"] <= CONTINUATION_WINDOW and kind != current["kind"]):
+                continue
+            if (current is not None and kind in WARN_BODIES and current["kind"] in WARN_MESSAGES
+                    and i - current["start"] <= FOLLOW_UP_LINES):
                 continue
             if current is None and kind in CONTINUATIONS and splats and \
                     i + first_line - splats[-1].last_line <= FOLLOW_UP_LINES and splats[-1].kind != kind:
