@@ -9,6 +9,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGIES_DIR = REPO_ROOT / "topologies"
 KERNEL_CONFIGS_DIR = REPO_ROOT / "kernel-configs"
 GUEST_IMAGES_DIR = REPO_ROOT / "guest-images"
+KNOWN_SPLATS_FILE = REPO_ROOT / "known-splats.yaml"
 
 
 def cache_root() -> Path:

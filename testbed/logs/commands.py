@@ -1,4 +1,8 @@
-"""`testbed scan-log FILE...`: the harness's splat detector over saved console logs."""
+"""`testbed scan-log FILE...`: the harness's splat detector over saved console logs.
+
+Splats the base kernel is known to print (known-splats.yaml, matched against the release in
+the log's boot banner) are marked `known` and do not set the exit status unless --strict.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,40 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from .splat import scan_text
+from ..paths import KNOWN_SPLATS_FILE
+from .known import find_known, kernel_release, load_known
+from .splat import scan_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scan-log", help="find kernel splats in saved console logs; exit 1 if any")
     p.add_argument("logs", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--excerpt", action="store_true", help="print each splat's excerpt too")
+    p.add_argument("--strict", action="store_true",
+                   help="known base-kernel splats (known-splats.yaml) count too")
+    p.add_argument("--known-splats", type=Path, default=KNOWN_SPLATS_FILE, metavar="FILE",
+                   help="the known-splats file (default: %(default)s)")
     p.set_defaults(func=_scan)
 
 
 def _scan(args: argparse.Namespace) -> int:
-    found = 0
+    known = load_known(args.known_splats)
+    found = failing = 0
     for path in args.logs:
         if not path.is_file():
             raise ConfigError(f"no such log file: {path}")
-        for splat in scan_text(path.read_text(errors="replace")):
+        lines = path.read_text(errors="replace").splitlines()
+        release = kernel_release(lines)
+        for splat in scan_lines(lines):
             found += 1
-            print(f"{path}:{splat.first_line}-{splat.last_line}: {splat.kind}: {splat.title}")
+            entry = find_known(splat, release, known)
+            failing += entry is None or args.strict
+            tag = f" [known: {entry.where}]" if entry else ""
+            print(f"{path}:{splat.first_line}-{splat.last_line}: {splat.kind}: {splat.title}{tag}")
             if args.excerpt:
                 print("    " + splat.excerpt.replace("\n", "\n    "))
     if not found:
         print(f"no splats in {len(args.logs)} log{'s' if len(args.logs) != 1 else ''}")
-    return 1 if found else 0
+    elif not failing:
+        print(f"all {found} splats are known in {args.known_splats.name} (--strict counts them)")
+    return 1 if failing else 0

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..logs.known import KnownSplat, find_known, kernel_release
 from ..logs.splat import Splat, scan_lines, strip_prefix
 from ..logs.windows import marker
 
@@ -32,11 +33,17 @@ class ExpectedMessages:
 
 @dataclass(frozen=True)
 class WindowVerdict:
-    splats: list[Splat]
+    splats: list[Splat]  # neither expected by the test nor known in the base kernel
     missing: list[str]  # expected patterns that never appeared
     lines: tuple[int, int]  # 1-based range of the window in the console log
     complete: bool  # False: the end marker never reached the console
     lockdep_lost: bool = False  # debug_locks went from 1 to 0 during the test
+    known: list[tuple[Splat, KnownSplat]] = field(default_factory=list)
+
+    @property
+    def lockdep_lost_to_known(self) -> bool:
+        """Lockdep went off, and a known lockdep report in the window is what turned it off."""
+        return self.lockdep_lost and any(k.kind == "lockdep" for _, k in self.known)
 
 
 def debug_locks(vm) -> int | None:  # noqa: ANN001
@@ -74,7 +81,7 @@ def begin(vm, test_id: str) -> int:  # noqa: ANN001 - GuestVM
 
 
 def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages,  # noqa: ANN001
-        locks_before: int | None = None) -> WindowVerdict:
+        locks_before: int | None = None, known: tuple[KnownSplat, ...] = ()) -> WindowVerdict:
     text = marker("end", test_id)
     complete = True
     try:
@@ -87,9 +94,18 @@ def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages,  # noqa: 
         complete = False
         end_line = len(lines)
     window = lines[begin_line:end_line - 1] if complete else lines[begin_line:]
-    splats = [s for s in scan_lines(window, first_line=begin_line + 1) if not expected.excuses(s)]
+    release = kernel_release(lines)
+    splats, known_seen = [], []
+    for splat in scan_lines(window, first_line=begin_line + 1):
+        if expected.excuses(splat):
+            continue
+        entry = find_known(splat, release, known)
+        if entry is None:
+            splats.append(splat)
+        else:
+            known_seen.append((splat, entry))
     texts = [strip_prefix(line) for line in window]
     missing = [p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns
                if not any(p.search(t) for t in texts)]
     lost = locks_before == 1 and debug_locks(vm) == 0
-    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost)
+    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen)

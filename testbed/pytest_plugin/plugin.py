@@ -4,6 +4,7 @@
     pytest -m hotunplug --kernel-config debug
     pytest --topology two-switch-iommu  only tests that can run there, only there
     pytest --kernel ~/linux/arch/x86/boot/bzImage   your own build (or a source tree)
+    pytest --strict-splats              splats of the base kernel (known-splats.yaml) fail too
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ..errors import TestbedError
-from ..paths import results_root
+from ..errors import ConfigError, TestbedError
+from ..logs.known import KnownSplat, load_known
+from ..paths import KNOWN_SPLATS_FILE, results_root
 from . import artifacts, kernel_window
 from .guestvm import GuestVM
 from .pool import BootOptions, VmPool
@@ -37,6 +39,8 @@ VM_KEY = pytest.StashKey[GuestVM]()
 TABLE_KEY = pytest.StashKey[VerdictTable]()
 NOT_HERE_KEY = pytest.StashKey[set]()
 WINDOW_KEY = pytest.StashKey[tuple]()
+KNOWN_KEY = pytest.StashKey[tuple]()  # the loaded known-splats entries
+KNOWN_SEEN_KEY = pytest.StashKey[list]()  # (where, splat, entry) met during the run
 
 
 def in_ci() -> bool:
@@ -57,6 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="leave shared VMs running at the end (ssh in with `testbed ssh`)")
     group.addoption("--matrix", action="store_true",
                     help="run each VM test on its whole matrix of topologies (nightly)")
+    group.addoption("--strict-splats", action="store_true",
+                    help="fail on splats the base kernel is known to print (known-splats.yaml) too")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,6 +70,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     run = time.strftime("%Y%m%d-%H%M%S")
     config.stash[RESULTS_KEY] = results_root() / "pytest" / run
+    try:
+        config.stash[KNOWN_KEY] = load_known(KNOWN_SPLATS_FILE)
+    except ConfigError as exc:  # a broken file is reported before anything boots
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[KNOWN_SEEN_KEY] = []
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -133,7 +144,7 @@ def testbed_pool(request: pytest.FixtureRequest):
         if reporter is not None:
             reporter.write_line(f"testbed: {line}")
 
-    pool = VmPool(options, progress)
+    pool = VmPool(options, progress, config.stash[KNOWN_KEY])
     config.stash[POOL_KEY] = pool
     yield pool
     if config.getoption("keep_vm"):
@@ -193,15 +204,24 @@ def _kernel_window(request: pytest.FixtureRequest):
     locks = kernel_window.debug_locks(guest)
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
-    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks)
+    strict = request.config.getoption("strict_splats")
+    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks,
+                                request.config.stash[KNOWN_KEY])
     request.node.stash[WINDOW_KEY] = verdict.lines
+    log = guest.machine.console_log
     problems = []
     for splat in verdict.splats:
         problems.append(f"kernel splat during the test: {splat.kind}: {splat.title} "
-                        f"({guest.machine.console_log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}")
+                        f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}")
+    for splat, entry in verdict.known:
+        request.config.stash[KNOWN_SEEN_KEY].append((request.node.nodeid, log, splat, entry))
+        if strict:
+            problems.append(f"known base-kernel splat during the test ({entry.where}; failing because "
+                            f"of --strict-splats): {splat.kind}: {splat.title} "
+                            f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}")
     for pattern in verdict.missing:
         problems.append(f"expected kernel message did not appear: {pattern}")
-    if verdict.lockdep_lost:
+    if verdict.lockdep_lost and (strict or not verdict.lockdep_lost_to_known):
         problems.append("lockdep turned itself off during the test (debug_locks 1 -> 0): "
                         "nothing after this point is lock-checked")
     if not verdict.complete:
@@ -236,13 +256,40 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     for name, seconds in pool.boot_seconds:
         terminalreporter.write_line(f"testbed: booted {name} to SSH in {seconds:.1f}s")
+    strict = config.getoption("strict_splats")
     for stray in pool.stray_splats:
-        terminalreporter.write_line(
-            f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: {stray.splat.title} "
-            f"({stray.console_log}:{stray.splat.first_line}-{stray.splat.last_line})", red=True)
+        where = f"({stray.console_log}:{stray.splat.first_line}-{stray.splat.last_line})"
+        if stray.known is not None and not strict:
+            config.stash[KNOWN_SEEN_KEY].append((f"outside any test in {stray.vm}", stray.console_log,
+                                                 stray.splat, stray.known))
+            continue
+        terminalreporter.write_line(f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: "
+                                    f"{stray.splat.title} {where}", red=True)
+    _known_summary(terminalreporter, config.stash.get(KNOWN_SEEN_KEY, []), strict)
+
+
+def _known_summary(terminalreporter, seen: list, strict: bool) -> None:  # noqa: ANN001
+    """Known base-kernel splats are never silent: each is listed with the entry that knows it."""
+    if not seen:
+        return
+    terminalreporter.section("known kernel splats (known-splats.yaml)")
+    entries: dict[str, KnownSplat] = {}
+    for where, log, splat, entry in seen:
+        entries[entry.where] = entry
+        terminalreporter.write_line(f"{where}: {splat.kind}: {splat.title} ({log}:{splat.first_line}) "
+                                    f"-> {entry.where}")
+    for name, entry in entries.items():
+        terminalreporter.write_line(f"{name}: {entry.why}")
+    if any(entry.kind == "lockdep" for entry in entries.values()):
+        terminalreporter.write_line("lockdep turns itself off after its first report: what ran after a "
+                                    "known lockdep splat in the same VM was not lock-checked")
+    terminalreporter.write_line("they failed the run (--strict-splats)" if strict else
+                                "they did not fail the run; --strict-splats makes them fail")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     pool = session.config.stash.get(POOL_KEY, None)
-    if pool is not None and pool.stray_splats and session.exitstatus == 0:
+    strict = session.config.getoption("strict_splats")
+    failing = [s for s in pool.stray_splats if s.known is None or strict] if pool is not None else []
+    if failing and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

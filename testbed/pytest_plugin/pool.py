@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..logs.known import KnownSplat, find_known, kernel_release
 from ..logs.splat import Splat, scan_lines
 from ..logs.windows import outside_windows
 from ..topology import load_topology
@@ -30,11 +31,14 @@ class StraySplat:
     vm: str
     console_log: Path
     splat: Splat
+    known: KnownSplat | None = None  # declared in known-splats.yaml: reported, not failed
 
 
 class VmPool:
-    def __init__(self, options: BootOptions, progress: Callable[[str], None]):
+    def __init__(self, options: BootOptions, progress: Callable[[str], None],
+                 known: tuple[KnownSplat, ...] = ()):
         self.options = options
+        self.known = known
         self.progress = progress
         self.shared: OrderedDict[tuple, GuestVM] = OrderedDict()
         self.stray_splats: list[StraySplat] = []
@@ -81,9 +85,11 @@ class VmPool:
             machine.shutdown()
         finally:
             lines = _read_lines(machine.console_log)
+            release = kernel_release(lines)
             for first, last in outside_windows(lines):
                 for splat in scan_lines(lines[first - 1:last], first_line=first):
-                    self.stray_splats.append(StraySplat(machine.name, machine.console_log, splat))
+                    self.stray_splats.append(StraySplat(machine.name, machine.console_log, splat,
+                                                        find_known(splat, release, self.known)))
 
     def close(self) -> None:
         while self.shared:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.logs.known import load_known
 from testbed.pytest_plugin.kernel_window import ExpectedMessages, begin, debug_locks, end
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
@@ -35,15 +36,16 @@ class FakeVM:
                 f.write(f"[ 9.0] {line}\n")
 
 
-def _judge(tmp_path, between: list[str], expected: ExpectedMessages | None = None, locks_after: str = ""):
+def _judge(tmp_path, between: list[str], expected: ExpectedMessages | None = None, locks_after: str = "",
+           known=(), release: str = "7.2.13-testbed"):  # noqa: ANN001
     log = tmp_path / "console.log"
-    log.write_text("[ 0.1] boot noise\n")
+    log.write_text(f"[ 0.0] Linux version {release} (gcc) #1 PREEMPT\n[ 0.1] boot noise\n")
     vm = FakeVM(log, between)
     vm.machine.locks = " debug_locks:                             1\n" if locks_after else ""
     before = debug_locks(vm)
     first = begin(vm, "tests/x.py::t")
     vm.machine.locks = locks_after
-    return end(vm, "tests/x.py::t", first, expected or ExpectedMessages(), before)
+    return end(vm, "tests/x.py::t", first, expected or ExpectedMessages(), before, tuple(known))
 
 
 def test_lockdep_switching_itself_off_is_noticed(tmp_path):
@@ -57,14 +59,14 @@ def test_lockdep_switching_itself_off_is_noticed(tmp_path):
 def test_clean_window(tmp_path):
     verdict = _judge(tmp_path, ["[ 2.0] nvme nvme0: 2/0/0 default/read/poll queues\n"])
     assert verdict.splats == [] and verdict.missing == [] and verdict.complete
-    assert verdict.lines == (2, 4)
+    assert verdict.lines == (3, 5)
 
 
 def test_splat_in_window_is_reported_with_console_lines(tmp_path):
     kasan = (LOGS / "kasan-uaf.log").read_text().splitlines(keepends=True)[2:28]
     verdict = _judge(tmp_path, kasan)
     (splat,) = verdict.splats
-    assert splat.kind == "kasan" and splat.first_line == 4
+    assert splat.kind == "kasan" and splat.first_line == 5
 
 
 def test_expected_message_must_appear_and_excuses_matching_splat(tmp_path):
@@ -73,5 +75,36 @@ def test_expected_message_must_appear_and_excuses_matching_splat(tmp_path):
     expected.expect(r"refcount_t: underflow", "provoked on purpose")
     refcount = (LOGS / "refcount.log").read_text().splitlines(keepends=True)
     verdict = _judge(tmp_path, refcount, expected)
-    assert [s.kind for s in verdict.splats] == ["warning"]  # the WARN after it is not excused
+    assert verdict.splats == []  # the WARN that prints the refcount report is part of it
     assert verdict.missing == [r"DMAR: \[DMA Write (provoked fault)"]
+
+
+REAL = LOGS.parent / "real"
+
+
+def _real_splat_lines(name: str, first: str) -> list[str]:
+    """The lines of the first splat in a real log whose text contains `first`."""
+    lines = (REAL / name).read_text(errors="replace").splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if first in line) - 1
+    return lines[start:start + 85]
+
+
+def test_known_base_kernel_splat_is_set_apart(tmp_path):
+    known = load_known()
+    odebug = _real_splat_lines("debug-acpi-replug-odebug.log", "ODEBUG: free active")
+    verdict = _judge(tmp_path, odebug, known=known)
+    assert verdict.splats == [] and [(s.kind, k.kind) for s, k in verdict.known] == [("odebug", "odebug")]
+    other = tmp_path / "other-release"
+    other.mkdir()
+    verdict = _judge(other, odebug, known=known, release="7.3.0-rc1")
+    assert [s.kind for s in verdict.splats] == ["odebug"] and verdict.known == []
+
+
+def test_lockdep_turned_off_by_a_known_report_is_told_apart(tmp_path):
+    lockdep = _real_splat_lines("debug-pciehp-unplug.log", "WARNING: possible circular locking")
+    verdict = _judge(tmp_path, lockdep, locks_after=" debug_locks: 0\n", known=load_known())
+    assert verdict.splats == [] and verdict.lockdep_lost and verdict.lockdep_lost_to_known
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    verdict = _judge(alone, [], locks_after=" debug_locks: 0\n", known=load_known())
+    assert verdict.lockdep_lost and not verdict.lockdep_lost_to_known

@@ -1,0 +1,79 @@
+"""known-splats.yaml: the shipped entries load and match what they claim, bad files say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed.logs import scan_text
+from testbed.logs.known import KnownSplatsError, find_known, kernel_release, load_known
+
+LOGS = Path(__file__).resolve().parent.parent / "logs"
+
+
+def test_shipped_entries_match_the_real_findings_they_cite():
+    known = load_known()
+    assert known, "known-splats.yaml has no entries"
+    for name in ("debug-pciehp-unplug.log", "debug-acpi-replug-odebug.log"):
+        text = (LOGS / "real" / name).read_text(errors="replace")
+        release = kernel_release(text.splitlines())
+        assert release == "7.2.13-testbed"
+        splats = scan_text(text)
+        assert splats and all(find_known(s, release, known) for s in splats), name
+
+
+@pytest.mark.parametrize("path", sorted((LOGS / "splats").glob("*.log")), ids=lambda p: p.name)
+def test_no_synthetic_splat_is_known(path):
+    # the corpus holds the kinds a patch could introduce: none may pass for a known one
+    known = load_known()
+    assert [s for s in scan_text(path.read_text()) if find_known(s, "7.2.13-testbed", known)] == []
+
+
+def test_known_needs_the_stack_and_the_release():
+    known = load_known()
+    (splat,) = [s for s in scan_text((LOGS / "real" / "debug-acpi-replug-odebug.log").read_text(
+        errors="replace"))][:1]
+    assert find_known(splat, "7.2.13-testbed", known) is not None
+    assert find_known(splat, None, known) is None  # no boot banner: cannot tell the kernel
+    assert find_known(splat, "7.3.0", known) is None
+    moved = splat.__class__(splat.kind, splat.title, 1, 2, "", splat.body.replace("bdev_free_inode", "x"))
+    assert find_known(moved, "7.2.13-testbed", known) is None
+
+
+def test_bad_file_reports_each_problem_with_its_line(tmp_path):
+    bad = tmp_path / "known.yaml"
+    bad.write_text(
+        "known:\n"
+        "  - kind: kasan\n"
+        "    title: '('\n"
+        "    kernel: 7\\.2\\.\n"
+        "    why: x\n"
+        "  - kind: nonsense\n"
+        "    title: t\n"
+        "    kernel: k\n"
+        "    colour: red\n"
+    )
+    with pytest.raises(KnownSplatsError) as err:
+        load_known(bad)
+    text = str(err.value)
+    assert f"{bad}:3: known[0].title: not a valid regex" in text
+    assert f"{bad}:6: known[1].kind: unknown splat kind 'nonsense'" in text
+    assert f"{bad}:9: known[1].colour: unknown key" in text
+    assert f"{bad}:6: known[1]: missing 'why'" in text
+
+
+def test_file_without_a_list(tmp_path):
+    bad = tmp_path / "known.yaml"
+    bad.write_text("entries: []\n")
+    with pytest.raises(KnownSplatsError, match="known: must be a list"):
+        load_known(bad)
+
+
+def test_scan_log_marks_known_splats(capsys):
+    from testbed.cli import main
+    log = str(LOGS / "real" / "debug-acpi-replug-odebug.log")
+    assert main(["scan-log", log]) == 0
+    out = capsys.readouterr().out
+    assert "[known: known-splats.yaml:" in out and "all 2 splats are known" in out
+    assert main(["scan-log", "--strict", log]) == 1
