@@ -28,6 +28,7 @@ _QUIET = "testbed.ssh.transport"
 _quiet_log = logging.getLogger(_QUIET)
 _quiet_log.addHandler(logging.NullHandler())
 _quiet_log.propagate = False
+_quiet_log.setLevel(logging.CRITICAL)  # pytest's capture handler would still record them
 
 
 @dataclass(frozen=True)
