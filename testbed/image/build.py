@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from ..cache.inventory import mark_used
 from ..debian_mirror import debian_mirror
 from ..errors import ConfigError, InfraError
 from ..hashing import short
@@ -88,6 +89,7 @@ def ensure_image_for(recipe: Recipe, progress: Progress = print) -> GuestImage:
     key = recipe_key(recipe)
     image = cached_image(recipe)
     if image is not None:
+        mark_used(image_dir(key))
         return image
     check_host()
     mirror = debian_mirror()

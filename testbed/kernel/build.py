@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..cache.inventory import mark_used
 from ..errors import ConfigError
 from ..hashing import hash_bytes, short
 from ..paths import cache_dir
@@ -177,6 +178,7 @@ def ensure_kernel(config_set: str = "default", ksrc: Path | None = None,
     cached = load_cached(root, p.key)
     if cached:
         progress(f"kernel: cached {cached.release} ({p.key})")
+        mark_used(root / p.key)
         return cached
     with locked(root / ".lock", progress):
         cached = load_cached(root, p.key)  # another process may have built it meanwhile

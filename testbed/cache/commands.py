@@ -1,0 +1,108 @@
+"""`testbed cache` lists the cache; `testbed cache prune` deletes what nothing uses any more."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+
+from ..errors import ConfigError
+from ..paths import cache_root
+from .inventory import Entry, image_entries, kernel_entries, prune_plan
+
+DAY = 86400.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="list the cache (kernels, builds, images) or prune it")
+    actions = p.add_subparsers(dest="cache_command", metavar="ACTION")
+    p.set_defaults(func=_list)
+    actions.add_parser("list", help="every entry with its size, last use and state").set_defaults(func=_list)
+    prune = actions.add_parser(
+        "prune", help="delete kernels and images unused for --older-than days (never the current "
+                      "ones) and the build dirs, worktrees and sources no kept kernel names")
+    prune.add_argument("--older-than", type=float, default=14.0, metavar="DAYS",
+                       help="age limit in days (default: %(default)s; 0 keeps only the current ones)")
+    prune.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
+    prune.set_defaults(func=_prune)
+
+
+def _current_kernels() -> set[str]:
+    from ..kernel.build import plan  # no network: fetch=False uses the source fetched last time
+    from ..kernel.configsets import CONFIG_SETS
+    keys = set()
+    for config_set in CONFIG_SETS:
+        p = plan(config_set, progress=lambda _: None, fetch=False)
+        if p is not None:
+            keys.add(p.key)
+    return keys
+
+
+def _current_images() -> set[str]:
+    from ..hashing import short
+    from ..image.recipe import load_recipe, recipe_key
+    return {short(recipe_key(load_recipe()))}
+
+
+def _current_source():  # noqa: ANN202 - Path | None
+    from ..kernel.build import kernel_root
+    from ..kernel.debian import pinned_source
+    src = pinned_source(kernel_root() / "debian")
+    return (src.tree,) if src else ()
+
+
+def _entries() -> list[Entry]:
+    root = cache_root()
+    return kernel_entries(root / "kernel", _current_kernels()) + image_entries(root / "image", _current_images())
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def _row(e: Entry, now: float, state: str) -> str:
+    age = (now - e.last_used) / DAY
+    return f"{e.kind:<14} {_size(e.size):>7} {age:6.1f}d  {state:<8} {e.label}\n{'':<15}{e.path}"
+
+
+def _list(args: argparse.Namespace) -> int:
+    now = time.time()
+    entries = _entries()
+    doomed = {e.path for e in prune_plan(entries, now, 14 * DAY, _current_source())}
+    print(f"cache: {cache_root()}")
+    print(f"{'kind':<14} {'size':>7} {'unused':>7}  {'state':<8} what")
+    for e in entries:
+        state = "current" if e.current else ("prunable" if e.path in doomed else "kept")
+        print(_row(e, now, state))
+    total = sum(e.size for e in entries)
+    freed = sum(e.size for e in entries if e.path in doomed)
+    print(f"total {_size(total)}; `testbed cache prune` would free {_size(freed)} (unused > 14 days)")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ..kernel.build import kernel_root
+    from ..kernel.lock import locked
+    from ..vm import registry
+    if args.older_than < 0:
+        raise ConfigError(f"--older-than {args.older_than}: must be 0 or more days")
+    vms = registry.running()
+    if vms and not args.dry_run:
+        # a running VM's overlay is backed by a cached image: never delete under it
+        raise ConfigError(f"{len(vms)} testbed VM(s) running ({', '.join(v.name for v in vms)}); "
+                          "stop them before pruning")
+    now = time.time()
+    with locked(kernel_root() / ".lock"):  # not while a kernel is being built
+        doomed = prune_plan(_entries(), now, args.older_than * DAY, _current_source())
+        for e in doomed:
+            print(f"{'would delete' if args.dry_run else 'deleting'} {e.kind} {_size(e.size)} {e.path}")
+            if not args.dry_run:
+                shutil.rmtree(e.path)
+    freed = sum(e.size for e in doomed)
+    print(f"{'would free' if args.dry_run else 'freed'} {_size(freed)} in {len(doomed)} entr"
+          f"{'y' if len(doomed) == 1 else 'ies'}")
+    return 0
