@@ -13,11 +13,13 @@ PATCHES ?=
 PYTEST_ARGS ?=
 
 KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+# the same kernel for the suites: pytest builds (or reuses) KSRC + PATCHES itself
+PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
-.PHONY: help deps venv kernel image boot run test unit vm nightly bench clean-results
+.PHONY: help deps venv kernel image boot run test unit vm nightly bench clean-results clean-cache
 
 help: ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo
 	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug)"
 	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
@@ -48,18 +50,22 @@ unit: venv ## unit tests only (no QEMU, seconds)
 test: deps venv ## unit tests, the real-QEMU tree check and the VM suites (kernel + image built if missing)
 	$(TB) kernel build $(KERNEL_OPTS)
 	$(TB) image build
-	$(PYTEST) tests -q --accel $(ACCEL) --kernel-config $(CONFIG) --junitxml=results/junit.xml $(PYTEST_ARGS)
+	$(PYTEST) tests -q --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) --junitxml=results/junit.xml $(PYTEST_ARGS)
 
 nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x kernel config
 	$(TB) image build
 	status=0; for config in default debug; do \
 	  $(TB) kernel build --kernel-config $$config $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
-	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config \
+	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config $(PYTEST_KERNEL) \
 	    --junitxml=results/junit-nightly-$$config.xml $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
-bench: deps venv ## print boot, suite and rebuild timings (bench/)
+bench: deps venv ## print boot and kernel rebuild timings (bench/boot, bench/rebuild; suites: bench/suites)
 	$(VENV)/bin/python bench/boot
+	$(VENV)/bin/python bench/rebuild
 
 clean-results: ## remove results/ (console logs, JUnit)
 	rm -rf results
+
+clean-cache: venv ## delete cached kernels/images unused for 14 days and builds nothing needs (`testbed cache`)
+	$(TB) cache prune
