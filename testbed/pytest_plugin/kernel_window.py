@@ -39,6 +39,7 @@ class WindowVerdict:
     complete: bool  # False: the end marker never reached the console
     lockdep_lost: bool = False  # debug_locks went from 1 to 0 during the test
     known: list[tuple[Splat, KnownSplat]] = field(default_factory=list)
+    lockdep_off_at_start: bool = False  # an earlier report in this VM had turned it off
 
     @property
     def lockdep_lost_to_known(self) -> bool:
@@ -108,4 +109,5 @@ def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages,  # noqa: 
     missing = [p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns
                if not any(p.search(t) for t in texts)]
     lost = locks_before == 1 and debug_locks(vm) == 0
-    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen)
+    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen,
+                         locks_before == 0)

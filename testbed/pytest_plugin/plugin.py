@@ -41,6 +41,7 @@ NOT_HERE_KEY = pytest.StashKey[set]()
 WINDOW_KEY = pytest.StashKey[tuple]()
 KNOWN_KEY = pytest.StashKey[tuple]()  # the loaded known-splats entries
 KNOWN_SEEN_KEY = pytest.StashKey[list]()  # (where, splat, entry) met during the run
+UNCHECKED_KEY = pytest.StashKey[list]()  # tests that began with lockdep already off
 
 
 def in_ci() -> bool:
@@ -75,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:  # a broken file is reported before anything boots
         raise pytest.UsageError(str(exc)) from None
     config.stash[KNOWN_SEEN_KEY] = []
+    config.stash[UNCHECKED_KEY] = []
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -224,6 +226,8 @@ def _kernel_window(request: pytest.FixtureRequest):
     if verdict.lockdep_lost and (strict or not verdict.lockdep_lost_to_known):
         problems.append("lockdep turned itself off during the test (debug_locks 1 -> 0): "
                         "nothing after this point is lock-checked")
+    if verdict.lockdep_off_at_start:
+        request.config.stash[UNCHECKED_KEY].append(request.node.nodeid)
     if not verdict.complete:
         problems.append(f"the end marker never reached the console ({guest.machine.console_log})")
     if problems:
@@ -266,6 +270,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: "
                                     f"{stray.splat.title} {where}", red=True)
     _known_summary(terminalreporter, config.stash.get(KNOWN_SEEN_KEY, []), strict)
+    unchecked = config.stash.get(UNCHECKED_KEY, [])
+    if unchecked:
+        terminalreporter.write_line(f"testbed: {len(unchecked)} test(s) began with lockdep already off "
+                                    "(an earlier report in the same VM), so were not lock-checked:", yellow=True)
+        for nodeid in unchecked:
+            terminalreporter.write_line(f"  {nodeid}")
 
 
 def _known_summary(terminalreporter, seen: list, strict: bool) -> None:  # noqa: ANN001

@@ -108,3 +108,15 @@ def test_lockdep_turned_off_by_a_known_report_is_told_apart(tmp_path):
     alone.mkdir()
     verdict = _judge(alone, [], locks_after=" debug_locks: 0\n", known=load_known())
     assert verdict.lockdep_lost and not verdict.lockdep_lost_to_known
+
+
+def test_a_test_that_begins_with_lockdep_off_is_marked(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text("[ 0.1] boot\n")
+    vm = FakeVM(log, [])
+    vm.machine.locks = " debug_locks: 0\n"
+    before = debug_locks(vm)
+    verdict = end(vm, "t", begin(vm, "t"), ExpectedMessages(), before)
+    assert verdict.lockdep_off_at_start and not verdict.lockdep_lost
+    (tmp_path / "on").mkdir()
+    assert not _judge(tmp_path / "on", [], locks_after=" debug_locks: 1\n").lockdep_off_at_start
