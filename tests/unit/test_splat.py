@@ -122,6 +122,11 @@ def test_scan_log_command_exit_codes(capsys, tmp_path):
 # DEBUG_KOBJECT_RELEASE) through the hot-unplug suite: what they reported, and nothing else.
 REAL_FINDINGS = {
     "debug-pciehp-unplug.log": [("lockdep", "possible circular locking dependency detected")],
+    "debug-pciehp-switch-unplug.log": [
+        ("lockdep", "possible circular locking dependency detected"),
+        ("odebug", "free active (active state 0) object: 00000000127b6a5d object type: timer_list "
+                   "hint: kobject_delayed_cleanup+0x0/0x90"),
+    ],
     "debug-acpi-replug-odebug.log": [
         ("odebug", "free active (active state 0) object: 0000000017f3a167 object type: timer_list "
                    "hint: kobject_delayed_cleanup+0x0/0x90"),
