@@ -269,7 +269,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             continue
         terminalreporter.write_line(f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: "
                                     f"{stray.splat.title} {where}", red=True)
-    _known_summary(terminalreporter, config.stash.get(KNOWN_SEEN_KEY, []), strict)
+    _known_summary(terminalreporter, config.stash.get(KNOWN_SEEN_KEY, []), strict,
+                   config.stash[RESULTS_KEY] / "known-splats.tsv")
     unchecked = config.stash.get(UNCHECKED_KEY, [])
     if unchecked:
         terminalreporter.write_line(f"testbed: {len(unchecked)} test(s) began with lockdep already off "
@@ -278,16 +279,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line(f"  {nodeid}")
 
 
-def _known_summary(terminalreporter, seen: list, strict: bool) -> None:  # noqa: ANN001
-    """Known base-kernel splats are never silent: each is listed with the entry that knows it."""
+def _known_summary(terminalreporter, seen: list, strict: bool, tsv: Path) -> None:  # noqa: ANN001
+    """Known base-kernel splats are never silent: each is listed with the entry that knows it
+    (on the terminal and in known-splats.tsv beside the verdicts, for CI logs that get cut)."""
     if not seen:
         return
     terminalreporter.section("known kernel splats (known-splats.yaml)")
     entries: dict[str, KnownSplat] = {}
+    rows = ["where\tkind\ttitle\tconsole\tentry"]
     for where, log, splat, entry in seen:
         entries[entry.where] = entry
         terminalreporter.write_line(f"{where}: {splat.kind}: {splat.title} ({log}:{splat.first_line}) "
                                     f"-> {entry.where}")
+        rows.append("\t".join((where, splat.kind, splat.title, f"{log}:{splat.first_line}", entry.where)))
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    tsv.write_text("\n".join(rows) + "\n")
+    terminalreporter.write_line(f"(also in {tsv})")
     for name, entry in entries.items():
         terminalreporter.write_line(f"{name}: {entry.why}")
     if any(entry.kind == "lockdep" for entry in entries.values()):

@@ -77,3 +77,30 @@ def test_scan_log_marks_known_splats(capsys):
     out = capsys.readouterr().out
     assert "[known: known-splats.yaml:" in out and "all 2 splats are known" in out
     assert main(["scan-log", "--strict", log]) == 1
+
+
+class _Reporter:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def section(self, title: str) -> None:
+        self.lines.append(f"== {title}")
+
+    def write_line(self, line: str, **_) -> None:  # noqa: ANN003
+        self.lines.append(line)
+
+
+def test_run_summary_lists_each_known_splat_and_writes_tsv(tmp_path):
+    from testbed.pytest_plugin.plugin import _known_summary
+    known = load_known()
+    log = LOGS / "real" / "debug-pciehp-switch-unplug.log"
+    seen = [("t::a", log, s, find_known(s, "7.2.13-testbed", known)) for s in scan_text(log.read_text())]
+    reporter, tsv = _Reporter(), tmp_path / "known-splats.tsv"
+    _known_summary(reporter, seen, strict=False, tsv=tsv)
+    text = "\n".join(reporter.lines)
+    assert "t::a: lockdep: possible circular locking dependency" in text and "lock-checked" in text
+    assert "--strict-splats makes them fail" in text
+    assert len(tsv.read_text().splitlines()) == 1 + len(seen)
+    empty = _Reporter()
+    _known_summary(empty, [], strict=False, tsv=tmp_path / "none.tsv")
+    assert empty.lines == [] and not (tmp_path / "none.tsv").exists()
