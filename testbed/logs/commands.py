@@ -16,7 +16,7 @@ from .splat import scan_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scan-log", help="find kernel splats in saved console logs; exit 1 if any")
+    p = sub.add_parser("scan-log", help="find kernel splats in saved console logs; exit 1 on any not in known-splats.yaml")
     p.add_argument("logs", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--excerpt", action="store_true", help="print each splat's excerpt too")
     p.add_argument("--strict", action="store_true",
