@@ -15,6 +15,9 @@ from ..render.qdev import DeviceSpec
 from .machine import Machine
 
 PCIEHP_BUTTON_WAIT_S = 5.0  # pciehp's fixed delay after an attention button press
+# Bound is not ready for drivers that finish probing asynchronously: nvme creates its I/O
+# queues (in the CMB, from p2pmem) in a reset work after probe returns.
+READY_CHECKS = {"nvme": "grep -qx live /sys/bus/pci/devices/{bdf}/nvme/nvme*/state"}
 
 
 @dataclass(frozen=True)
@@ -63,17 +66,27 @@ def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None,
 
 def plug(vm: Machine, spec: DeviceSpec, bdf: str, driver: str | None,
          timeout: float | None = None) -> float:
-    """device_add, then wait until the guest lists bdf (bound to `driver` if given)."""
-    timeout = vm.timeouts.plug if timeout is None else timeout
+    """device_add, then wait until the guest lists bdf (bound to `driver` and, where the driver
+    has a READY_CHECKS entry, done setting up)."""
     start = time.monotonic()
     vm.qmp.command("device_add", **spec.qmp_args())
+    wait_ready(vm, bdf, driver, timeout, f"device_add {spec.qmp_args().get('id')}")
+    return time.monotonic() - start
+
+
+def wait_ready(vm: Machine, bdf: str, driver: str | None, timeout: float | None = None,
+               what: str = "") -> None:
+    """Wait until the guest lists bdf, bound to `driver` and ready (READY_CHECKS) if given."""
+    timeout = vm.timeouts.plug if timeout is None else timeout
+    start = time.monotonic()
     check = f"test -e /sys/bus/pci/devices/{bdf}"
     if driver:
         check = f"test \"$(basename \"$(readlink /sys/bus/pci/devices/{bdf}/driver)\")\" = {driver}"
+        if driver in READY_CHECKS:
+            check += " && " + READY_CHECKS[driver].format(bdf=bdf)
     while vm.run(check, timeout=30).status != 0:
         if time.monotonic() - start > timeout:
-            raise GuestError(f"device_add {spec.qmp_args().get('id')}: {bdf} not "
-                             f"{'bound to ' + driver if driver else 'listed'} in the guest within "
-                             f"{timeout:.0f}s\n{_guest_state(vm, None)}")
+            raise GuestError(f"{what + ': ' if what else ''}{bdf} not "
+                             f"{'bound to ' + driver + ' and ready' if driver else 'listed'} in the guest "
+                             f"within {timeout:.0f}s\n{_guest_state(vm, None)}")
         time.sleep(0.5)
-    return time.monotonic() - start

@@ -177,6 +177,7 @@ def test_unplug_replug_cycles(fresh_vm):
         # check=True: a kmemleak that disabled itself refuses the write instead of passing blind
         vm.run(f"echo scan > {KMEMLEAK} && echo clear > {KMEMLEAK}", timeout=600, check=True)
     bdf = vm.bdf("nvme0")
+    hotplug.wait_ready(vm.machine, bdf, "nvme")  # its I/O queues take p2pmem from the CMB
     baseline = vm.agent("p2pmem", "state", bdf)["available"]
     landed = []
     for cycle in range(20):
