@@ -7,6 +7,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+from ..logs.known import RELEASE_RE
 from .guestvm import GuestVM
 
 EXCERPT_LINES = 200
@@ -24,8 +25,10 @@ def collect(vm: GuestVM, dest: Path, window: tuple[int, int] | None) -> list[str
     written = []
     lines = vm.machine.console_log.read_text(errors="replace").splitlines()
     first, last = window if window else (max(1, len(lines) - EXCERPT_LINES), len(lines))
-    (dest / "console-excerpt.log").write_text("\n".join(lines[first - 1:last]) + "\n")
-    written.append(f"console-excerpt.log (lines {first}-{last} of {vm.machine.console_log})")
+    # the boot banner first: `testbed scan-log` reads the kernel release from it (known splats)
+    banner = [line for line in lines[:200] if RELEASE_RE.search(line)][:1]
+    (dest / "console-excerpt.log").write_text("\n".join(banner + lines[first - 1:last]) + "\n")
+    written.append(f"console-excerpt.log (boot banner + lines {first}-{last} of {vm.machine.console_log})")
     (dest / "qemu-command.txt").write_text(shlex.join(vm.machine.argv) + "\n")
     written.append("qemu-command.txt")
     if vm.machine.events_log.exists():
