@@ -11,6 +11,7 @@ from ..paths import cache_root
 from .inventory import Entry, image_entries, kernel_entries, prune_plan
 
 DAY = 86400.0
+DEFAULT_DAYS = 14.0  # prune's default age limit; `testbed cache` marks against the same
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prune = actions.add_parser(
         "prune", help="delete kernels and images unused for --older-than days (never the current "
                       "ones) and the build dirs, worktrees and sources no kept kernel names")
-    prune.add_argument("--older-than", type=float, default=14.0, metavar="DAYS",
+    prune.add_argument("--older-than", type=float, default=DEFAULT_DAYS, metavar="DAYS",
                        help="age limit in days (default: %(default)s; 0 keeps only the current ones)")
     prune.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
     prune.set_defaults(func=_prune)
@@ -72,7 +73,7 @@ def _row(e: Entry, now: float, state: str) -> str:
 def _list(args: argparse.Namespace) -> int:
     now = time.time()
     entries = _entries()
-    doomed = {e.path for e in prune_plan(entries, now, 14 * DAY, _current_source())}
+    doomed = {e.path for e in prune_plan(entries, now, DEFAULT_DAYS * DAY, _current_source())}
     print(f"cache: {cache_root()}")
     print(f"{'kind':<14} {'size':>7} {'unused':>7}  {'state':<8} what")
     for e in entries:
@@ -80,7 +81,8 @@ def _list(args: argparse.Namespace) -> int:
         print(_row(e, now, state))
     total = sum(e.size for e in entries)
     freed = sum(e.size for e in entries if e.path in doomed)
-    print(f"total {_size(total)}; `testbed cache prune` would free {_size(freed)} (unused > 14 days)")
+    print(f"total {_size(total)}; `testbed cache prune` would free {_size(freed)} "
+          f"(unused > {DEFAULT_DAYS:g} days)")
     return 0
 
 

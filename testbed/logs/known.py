@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..paths import KNOWN_SPLATS_FILE
-from ..topology.problems import Problem, TopologyError
+from ..topology.problems import Problem, ProblemsError, TopologyError
 from ..topology.yamlpos import Located, format_path, load_located
 from .splat import HEADERS, Splat
 
@@ -26,11 +26,8 @@ FIELDS = {"kind", "title", "stack", "kernel", "why"}
 RELEASE_RE = re.compile(r"Linux version (\S+)")
 
 
-class KnownSplatsError(ConfigError):
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the known-splats "
-                         "file:\n" + "\n".join(f"  {p}" for p in problems))
+class KnownSplatsError(ProblemsError):
+    what = "the known-splats file"
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,17 @@ class Problem:
         return f"{text} (allowed: {self.allowed})" if self.allowed else text
 
 
-class TopologyError(ConfigError):
-    """A topology file is invalid; carries every problem found, in file order."""
+class ProblemsError(ConfigError):
+    """A file the user owns is invalid; carries every problem found, in file order."""
+
+    what = "the file"
 
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems, key=lambda p: (str(p.file), p.line, p.path))
         count = len(self.problems)
-        header = f"{count} problem{'s' if count != 1 else ''} in topology"
+        header = f"{count} problem{'s' if count != 1 else ''} in {self.what}"
         super().__init__(header + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class TopologyError(ProblemsError):
+    what = "topology"

@@ -20,7 +20,7 @@ def validate(topo: Topology, r: Reader) -> list[Problem]:
     found: list[Problem] = []
 
     def problem(path: tuple, message: str, allowed: str = "") -> None:
-        found.append(Problem(topo.source, r.line(path), _fmt(path), message, allowed))
+        found.append(Problem(topo.source, r.line(path), format_path(path), message, allowed))
 
     _check_ids(topo, r, problem)
     if found:
@@ -33,10 +33,6 @@ def validate(topo: Topology, r: Reader) -> list[Problem]:
     if not found:
         _check_bus_numbers(topo, problem)
     return found
-
-
-def _fmt(path: tuple) -> str:
-    return format_path(path)
 
 
 def _all_ids(topo: Topology) -> list[tuple[str, tuple]]:
