@@ -139,9 +139,10 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     progress(f"kernel: building {p.config_set} in {builddir} (log: {log})")
     dotconfig = configure(srctree, builddir, p.merged, log, progress)
     n = jobs()
-    progress(f"kernel: make -j{n} bzImage")
-    run_make(make_argv(srctree, builddir, "bzImage", extra=(f"-j{n}", *_MAKE_VARS)),
-             log, "make bzImage", progress)
+    # `modules` writes Module.symvers, which the probe module's build checks its symbols against
+    progress(f"kernel: make -j{n} bzImage modules")
+    run_make(make_argv(srctree, builddir, "bzImage", "modules", extra=(f"-j{n}", *_MAKE_VARS)),
+             log, "make bzImage modules", progress)
     release = (builddir / "include" / "config" / "kernel.release").read_text().strip()
 
     staging = root / f".{p.key}.partial"

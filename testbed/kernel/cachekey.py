@@ -9,7 +9,7 @@ from ..errors import InfraError
 from ..hashing import hash_bytes, short
 
 # Bump when the build recipe changes what identical inputs produce.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 
 @dataclass(frozen=True)

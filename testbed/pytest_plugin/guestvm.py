@@ -6,12 +6,14 @@ import json
 import shlex
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import GuestError
 from ..render import backing_files
 from ..topology import Layout, Topology, build_layout, verdicts
+from ..topology.model import EndpointKind
 from ..vm import Machine
 from ..vm.launch import LaunchPlan
 
@@ -66,6 +68,24 @@ class GuestVM:
             return json.loads(result.stdout)
         except json.JSONDecodeError:
             raise GuestError(f"guest helper {module} printed no JSON:\n{result.stdout[-2000:]}") from None
+
+    def edu_dma_bits(self) -> int:
+        """The narrowest dma_mask of the topology's edu devices, in bits (QEMU's default: 28)."""
+        masks = [ep.dma_mask for ep in self.topology.endpoints
+                 if ep.kind is EndpointKind.EDU and ep.dma_mask is not None]
+        return min(masks, default=(1 << 28) - 1).bit_length()
+
+    def load_probe(self, progress: Callable[[str], None] = lambda _: None) -> dict:
+        """Build (or reuse) the probe module for this VM's kernel and load it; idempotent."""
+        from ..probe import ensure_probe
+
+        module = ensure_probe(self.plan.runtime.kernel, progress)
+        dest = f"/run/testbed/{module.ko.name}"
+        self.machine.wait_ssh().put(module.ko, dest)
+        loaded = self.agent("probe", "load", {"ko": dest, "params": {"edu_dma_bits": self.edu_dma_bits()}})
+        if not loaded.get("ok"):
+            raise GuestError(f"loading {module.ko} failed: {loaded}")
+        return loaded
 
     def kmsg(self, line: str) -> None:
         self.machine.run(f"echo {shlex.quote(line)} > /dev/kmsg", check=True)

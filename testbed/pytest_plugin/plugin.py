@@ -19,6 +19,7 @@ import pytest
 from ..errors import ConfigError, TestbedError
 from ..logs.known import KnownSplat, load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
+from ..topology import load_topology
 from . import artifacts, kernel_window
 from .guestvm import GuestVM
 from .pool import BootOptions, VmPool
@@ -28,10 +29,13 @@ MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
     "hotunplug": "hot-unplug and replug of P2P providers and clients (boots VMs)",
     "vfio": "VFIO dma-buf export, iommufd import and revoke (boots VMs)",
+    "p2pdma_api": "the kernel-side probe module: map type census, dma-buf import, revoke, IOVA API "
+                  "(boots VMs)",
     "slow": "long-running: cycles, soaks, debug kernels",
     "qemu": "starts real QEMU processes, no guest kernel needed",
-    "topology": "topology(*names, matrix=(...)): the topologies a VM test runs on "
-                "(matrix: the wider set `--matrix` uses)",
+    "topology": "topology(*names, matrix=(...), any_topology=False, cases=None): the topologies a VM "
+                "test runs on (matrix: the wider set `--matrix` uses; any_topology: --topology may name "
+                "any topology or file; cases(topology) -> [(id, case)]: one item per case and topology)",
 }
 POOL_KEY = pytest.StashKey[VmPool]()
 RESULTS_KEY = pytest.StashKey[Path]()
@@ -89,10 +93,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.config.getoption("matrix"):
         names = list(dict.fromkeys(names + list(mark.kwargs.get("matrix", ()))))
     chosen = metafunc.config.getoption("topology")
-    if chosen:
+    if chosen and mark.kwargs.get("any_topology"):
+        names = list(chosen)  # a test for every topology runs on whatever the user names
+    elif chosen:
         names = [n for n in names if n in chosen]
         if not names:  # not a skip: this test does not apply to the chosen topologies
             metafunc.config.stash.setdefault(NOT_HERE_KEY, set()).add(metafunc.definition.nodeid)
+    cases = mark.kwargs.get("cases")
+    if cases is not None and "topology_case" in metafunc.fixturenames:
+        params = []
+        for name in names:
+            try:
+                topo = load_topology(name)
+            except ConfigError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            params += [pytest.param(name, case, id=f"{topo.name}-{case_id}") for case_id, case in cases(topo)]
+        # function scope: the case must not split the VM's session-scoped topology group
+        metafunc.parametrize(("testbed_topology", "topology_case"), params, indirect=["testbed_topology"],
+                             scope="function")
+        return
     # session scope groups the tests by topology, so each VM boots once
     metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
 

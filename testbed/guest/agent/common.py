@@ -21,6 +21,17 @@ def error_of(exc: OSError) -> dict:
             "message": exc.strerror}
 
 
+def driver(bdf: str):
+    """The name of the driver bound to bdf, or None."""
+    link = os.path.join(SYS_PCI, bdf, "driver")
+    return os.path.basename(os.readlink(link)) if os.path.exists(link) else None
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def read(path: str, default: str = "") -> str:
     try:
         with open(path) as f:

@@ -43,6 +43,7 @@ import time
 
 import vfio_uapi as U
 from common import SYS_PCI, emit, error_of, read
+from common import driver as _driver, write as _write
 from edu import BUFFER_SIZE, DmaTimeout, Edu
 from pattern import first_mismatch, pattern
 
@@ -54,14 +55,6 @@ BIND_TIMEOUT_S = 10.0
 
 # -- binding ---------------------------------------------------------------------------------
 
-def _driver(bdf: str):
-    link = os.path.join(SYS_PCI, bdf, "driver")
-    return os.path.basename(os.readlink(link)) if os.path.exists(link) else None
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def bind_vfio(bdf: str) -> str:
@@ -202,9 +195,24 @@ class Session:
     # commands -----------------------------------------------------------------------------
 
     def op_open(self, a: dict) -> dict:
-        self.exporter, self.dma = Device(a["exporter"]), Device(a["dma"])
+        """The exporter, bound to an iommufd; with "dma", edu too, attached to an IOAS that maps
+        a RAM buffer. Without it the session only exports (the probe module imports)."""
+        self.exporter = Device(a["exporter"])
         self.iommufd = Iommufd()
-        devids = [self.exporter.bind_iommufd(self.iommufd.fd), self.dma.bind_iommufd(self.iommufd.fd)]
+        devids = [self.exporter.bind_iommufd(self.iommufd.fd)]
+        if a.get("req"):
+            self.req_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self.exporter.set_req_eventfd(self.req_efd)
+            self.close_on_req = bool(a.get("close_on_req"))
+        opened = {"ok": True, "devids": devids, "cdevs": [self.exporter.cdev],
+                  "exporter_info": self.exporter.info(),
+                  "exporter_bars": {i: self.exporter.region(i)["size"] for i in range(6)},
+                  "exporter_command": self.exporter.config_read16(U.PCI_COMMAND),
+                  "reset_method": read(os.path.join(SYS_PCI, a["exporter"], "reset_method"))}
+        if not a.get("dma"):
+            return opened
+        self.dma = Device(a["dma"])
+        devids.append(self.dma.bind_iommufd(self.iommufd.fd))
         self.ioas = self.iommufd.ioas_alloc()
         hwpt = self.dma.attach(self.ioas)
         # the DMA source (first half) and the RAM loop-back target (second half)
@@ -214,17 +222,30 @@ class Session:
         cmd = self.dma.config_read16(U.PCI_COMMAND)
         self.dma.config_write16(U.PCI_COMMAND, cmd | U.PCI_COMMAND_MEMORY | U.PCI_COMMAND_MASTER)
         self.edu = Edu(self.dma.fd, self.dma.region(U.VFIO_PCI_BAR0_REGION_INDEX)["offset"])
-        if a.get("req"):
-            self.req_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self.exporter.set_req_eventfd(self.req_efd)
-            self.close_on_req = bool(a.get("close_on_req"))
-        return {"ok": True, "devids": devids, "ioas": self.ioas, "hwpt": hwpt,
-                "cdevs": [self.exporter.cdev, self.dma.cdev], "edu_id": hex(self.edu.ident()),
-                "exporter_info": self.exporter.info(),
-                "exporter_bars": {i: self.exporter.region(i)["size"] for i in range(6)},
-                "exporter_command": self.exporter.config_read16(U.PCI_COMMAND),
-                "reset_method": read(os.path.join(SYS_PCI, a["exporter"], "reset_method")),
+        opened["cdevs"].append(self.dma.cdev)
+        return {**opened, "ioas": self.ioas, "hwpt": hwpt, "edu_id": hex(self.edu.ident()),
                 "ram_iova": RAM_IOVA}
+
+    # the kernel-side probe imports a dma-buf of this session (probe.py, /dev/p2pdma_probe)
+
+    def op_probe_import(self, a: dict) -> dict:
+        import probe
+        return {"ok": True, **probe.import_once(self.bufs[a["buf"]], a["client"], a["provider"],
+                                                a.get("bar", 2), a.get("offset", 0), a["name"],
+                                                hold=a.get("hold", True))}
+
+    def op_probe_state(self, a: dict) -> dict:
+        import probe
+        import probe_uapi as P
+        request = {"state": P.P2PDMA_PROBE_STATE, "remap": P.P2PDMA_PROBE_REMAP,
+                   "release": P.P2PDMA_PROBE_RELEASE}[a.get("what", "state")]
+        return {"ok": True, **probe.state(request, a["id"], a.get("name", "state"))}
+
+    def op_probe_dma(self, a: dict) -> dict:
+        """The probe's own edu (not this session's) writes a fresh pattern to a.addr."""
+        import probe
+        error = probe.dma(a["client"], a["addr"], pattern(a["seed"], a["size"]), a.get("name", "dma"))
+        return {"ok": error == 0, "error": error}
 
     def op_probe(self, a: dict) -> dict:
         return {"ok": True, "ret": self.exporter.probe_dma_buf()}

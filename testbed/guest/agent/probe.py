@@ -1,0 +1,189 @@
+"""The kernel-side probe from the guest: load it, bind devices, run its ioctls (stdlib only).
+
+    python3 probe.py load   '{"ko": PATH, "params": {"edu_dma_bits": 64}}'
+    python3 probe.py bind   '{"bdf": BDF, "driver": "p2pdma_probe"|"vfio-pci"|null}'
+    python3 probe.py census '{}'
+    python3 probe.py branch '{"provider": BDF, "bar": 2, "clients": [BDF, ...]}'
+    python3 probe.py iova   '{"client": BDF, "provider": BDF, "bar": 2, "offset": O,
+                              "pattern": HEX, "after_unlink": HEX, "repeats": N}'
+
+Every command prints one JSON document; "ktap" holds the kernel log records the module wrote
+while it ran (read from /dev/kmsg after a seek to its end: no line counting, no ring wrap).
+Long-lived imports (held mappings, revoke) go through `vfio.py serve` (op probe_*).
+"""
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import sys
+import time
+
+import probe_uapi as P
+from common import SYS_PCI, emit, error_of
+from common import driver as _driver, write as _write
+
+DEVICE = "/dev/p2pdma_probe"
+BIND_TIMEOUT_S = 10.0
+
+
+class Kmsg:
+    """The kernel log from now on: open /dev/kmsg, seek to its end, read what follows."""
+
+    def __init__(self):
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def read(self) -> list:
+        lines = []
+        while True:
+            try:
+                record = os.read(self.fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten before we read it: say so
+                    lines.append("testbed: kernel log records lost (ring buffer wrapped)")
+                    continue
+                raise
+            head, _, text = record.partition(";")
+            lines.extend(text.rstrip("\n").split("\n")[:1])
+        os.close(self.fd)
+        return lines
+
+
+
+
+def bind_driver(bdf: str, driver) -> dict:
+    """Bind bdf to `driver` via driver_override (None: no driver at all)."""
+    before = _driver(bdf)
+    base = os.path.join(SYS_PCI, bdf)
+    if before == driver:
+        return {"ok": True, "before": before, "driver": driver}
+    _write(os.path.join(base, "driver_override"), driver or "\n")
+    if before is not None:
+        _write(os.path.join(base, "driver", "unbind"), bdf)
+    if driver is None:
+        return {"ok": True, "before": before, "driver": _driver(bdf)}
+    _write("/sys/bus/pci/drivers_probe", bdf)
+    deadline = time.monotonic() + BIND_TIMEOUT_S
+    while _driver(bdf) != driver:
+        if time.monotonic() > deadline:
+            return {"ok": False, "before": before, "driver": _driver(bdf),
+                    "error": f"{bdf} not bound to {driver} after {BIND_TIMEOUT_S}s"}
+        time.sleep(0.02)
+    if driver == "vfio-pci":  # its cdev appears a moment after the bind
+        while not any(n.startswith("vfio") for n in os.listdir(os.path.join(base, "vfio-dev"))):
+            time.sleep(0.02)
+    return {"ok": True, "before": before, "driver": driver}
+
+
+def load(args: dict) -> dict:
+    if os.path.exists(DEVICE):
+        return {"ok": True, "loaded": "already"}
+    params = " ".join(f"{k}={v}" for k, v in args.get("params", {}).items())
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(args["ko"], os.O_RDONLY | os.O_CLOEXEC)
+    kmsg = Kmsg()
+    try:
+        if libc.syscall(313, fd, params.encode(), 0) != 0:  # finit_module(2) on x86_64
+            err = ctypes.get_errno()
+            return {"ok": False, "errno": err, "error": errno.errorcode.get(err, str(err)),
+                    "log": kmsg.read()}
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + BIND_TIMEOUT_S
+    while not os.path.exists(DEVICE) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"ok": os.path.exists(DEVICE), "loaded": "now", "log": kmsg.read()}
+
+
+def ioctl(request: int, layout, values: tuple) -> tuple:
+    buf = bytearray(layout.pack(*values))
+    fd = os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, request, buf)
+    finally:
+        os.close(fd)
+    return layout.unpack(buf)
+
+
+def census(args: dict) -> dict:
+    kmsg = Kmsg()
+    pairs, observed = ioctl(P.P2PDMA_PROBE_CENSUS, P.CENSUS, (0, 0))
+    return {"ok": True, "pairs": pairs, "map_type_observed": bool(observed), "ktap": kmsg.read()}
+
+
+def import_once(fd: int, client: str, provider: str, bar: int, offset: int, name: str,
+                hold: bool = False) -> dict:
+    values = (fd, P.IMPORT_HOLD if hold else 0, client.encode(), provider.encode(), bar, 0, offset,
+              name.encode(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    out = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values)
+    return {"id": out[8], "attach_error": out[9], "map_error": out[10],
+            "map_type": P.MAP_TYPES.get(out[11], str(out[11])), "branch": P.BRANCHES[out[12]],
+            "nents": out[13], "dma_addr": out[14], "dma_len": out[15], "bus_addr": out[16],
+            "phys_addr": out[17], "iova_phys": out[18]}
+
+
+def state(request: int, import_id: int, name: str) -> dict:
+    out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, name.encode()))
+    return {"error": out[1], "mapped": bool(out[2]), "invalidations": out[3],
+            "invalidate_seq": out[4], "removed_seq": out[5], "dma_addr": out[6]}
+
+
+def dma(client: str, addr: int, data: bytes, name: str) -> int:
+    buf = ctypes.create_string_buffer(data, len(data))
+    out = ioctl(P.P2PDMA_PROBE_DMA, P.DMA, (client.encode(), addr, ctypes.addressof(buf), len(data),
+                                            0, name.encode()))
+    return out[4]
+
+
+def branch(args: dict) -> dict:
+    """Export a BAR range through VFIO and import it on behalf of each client in turn."""
+    import vfio  # the VFIO cdev/iommufd plumbing lives there
+
+    provider = args["provider"]
+    before = _driver(provider)
+    session = vfio.Session()
+    kmsg = Kmsg()
+    results = {}
+    try:
+        session.op_open({"exporter": provider})
+        length = args.get("length") or session.exporter.region(args["bar"])["size"]
+        buf = session.op_export({"ranges": [[0, length]], "region": args["bar"]})
+        for client in args["clients"]:
+            name = f"branch_{provider}_{client}"
+            try:
+                results[client] = import_once(session.bufs[buf["buf"]], client, provider,
+                                              args["bar"], 0, name)
+            except OSError as exc:
+                results[client] = error_of(exc)
+    finally:
+        session.close()
+        bind_driver(provider, before)  # the VM is shared: leave the provider as it was
+    return {"ok": True, "results": results, "ktap": kmsg.read()}
+
+
+def iova(args: dict) -> dict:
+    pattern = bytes.fromhex(args["pattern"])
+    after = bytes.fromhex(args["after_unlink"])
+    pbuf = ctypes.create_string_buffer(pattern, len(pattern))
+    abuf = ctypes.create_string_buffer(after, len(after))
+    kmsg = Kmsg()
+    out = ioctl(P.P2PDMA_PROBE_IOVA, P.IOVA,
+                (args["client"].encode(), args["provider"].encode(), args["bar"], len(pattern),
+                 args["offset"], ctypes.addressof(pbuf), ctypes.addressof(abuf), args["repeats"],
+                 0, 0, 0, 0))
+    return {"ok": True, "failed": out[8], "used_iova": bool(out[9]), "iova": out[11],
+            "ktap": kmsg.read()}
+
+
+COMMANDS = {"load": load, "census": census, "branch": branch, "iova": iova,
+            "bind": lambda a: bind_driver(a["bdf"], a.get("driver"))}
+
+if __name__ == "__main__":
+    try:
+        emit(COMMANDS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
+    except OSError as exc:
+        emit(error_of(exc))

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * p2pdma_probe: the ioctl interface of the testbed's kernel-side P2PDMA probe.
+ *
+ * Every ioctl prints one KTAP document to the kernel log; the out fields repeat what the
+ * document says, for the caller. Strings are NUL-terminated PCI names ("0000:03:00.0").
+ * The layout is mirrored by testbed/probe/uapi.py.
+ */
+#ifndef _P2PDMA_PROBE_H
+#define _P2PDMA_PROBE_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define P2PDMA_PROBE_NAME_LEN	16
+#define P2PDMA_PROBE_CASE_LEN	64
+
+/* What pci_p2pdma_map_type() or calc_map_type_and_dist() returned, as the kernel numbers it */
+#define P2PDMA_PROBE_MAP_UNOBSERVED	0xffffffffu
+
+/* How the exporter's map_dma_buf mapped the range for the client */
+enum p2pdma_probe_branch {
+	P2PDMA_PROBE_BRANCH_NONE = 0,	/* not mapped (refused, or not tried) */
+	P2PDMA_PROBE_BRANCH_BUS_ADDR,	/* pci_p2pdma_bus_addr_map(): the BAR's bus address */
+	P2PDMA_PROBE_BRANCH_IOVA,	/* dma_iova_link(): an IOVA mapped to the BAR */
+	P2PDMA_PROBE_BRANCH_PHYS,	/* dma_map_phys(), untranslated: the CPU address */
+	P2PDMA_PROBE_BRANCH_UNEXPLAINED, /* an address none of the above explains */
+};
+
+/* P2PDMA_PROBE_CENSUS: every (endpoint with an MMIO BAR, endpoint) pair */
+struct p2pdma_probe_census {
+	__u32 pairs;		/* out */
+	__u32 map_type_observed;	/* out: 1 if calc_map_type_and_dist() could be observed */
+};
+
+/* P2PDMA_PROBE_IMPORT: attach to a dma-buf on the client's behalf and map it */
+#define P2PDMA_PROBE_IMPORT_HOLD	0x1	/* keep the mapping (else unmap, detach) */
+
+struct p2pdma_probe_import {
+	__s32 fd;		/* in: the dma-buf */
+	__u32 flags;		/* in: P2PDMA_PROBE_IMPORT_* */
+	char client[P2PDMA_PROBE_NAME_LEN];	/* in: the importing device */
+	char provider[P2PDMA_PROBE_NAME_LEN];	/* in: the exporting device */
+	__u32 bar;		/* in: the exported BAR */
+	__u32 pad;
+	__u64 offset;		/* in: the exported range's offset in the BAR */
+	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
+	__u32 id;		/* out: handle of a held import */
+	__s32 attach_error;	/* out: 0 or -errno of dma_buf_dynamic_attach() */
+	__s32 map_error;	/* out: 0 or -errno of dma_buf_map_attachment() */
+	__u32 map_type;		/* out: what pci_p2pdma_map_type() returned */
+	__u32 branch;		/* out: enum p2pdma_probe_branch */
+	__u32 nents;		/* out */
+	__u64 dma_addr;		/* out: first DMA address */
+	__u64 dma_len;		/* out: total DMA length */
+	__u64 bus_addr;		/* out: the range's PCI bus address */
+	__u64 phys_addr;	/* out: the range's CPU physical address */
+	__u64 iova_phys;	/* out: what the client's IOMMU domain maps dma_addr to (0: none) */
+};
+
+/* P2PDMA_PROBE_STATE: where a held import stands (also P2PDMA_PROBE_REMAP, _RELEASE) */
+struct p2pdma_probe_state {
+	__u32 id;		/* in */
+	__s32 error;		/* out: REMAP: 0 or -errno of the new map */
+	__u32 mapped;		/* out */
+	__u32 invalidations;	/* out: calls of invalidate_mappings */
+	__u64 invalidate_seq;	/* out: event number of the first invalidate_mappings, 0: none */
+	__u64 removed_seq;	/* out: event number of the exporter's removal, 0: not removed */
+	__u64 dma_addr;		/* out: the address last mapped */
+	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
+};
+
+/* P2PDMA_PROBE_DMA: the probe's edu copies the pattern to addr (RAM -> edu -> addr) */
+struct p2pdma_probe_dma {
+	char client[P2PDMA_PROBE_NAME_LEN];	/* in: an edu bound to this module */
+	__u64 addr;		/* in: bus address/IOVA to write */
+	__u64 pattern;		/* in: user pointer to the bytes */
+	__u32 len;		/* in: 1..4095 (QEMU 7.2's edu aborts on 4096) */
+	__s32 error;		/* out */
+	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
+};
+
+/* P2PDMA_PROBE_IOVA: the two-step DMA API on an edu of this module, against a peer BAR */
+struct p2pdma_probe_iova {
+	char client[P2PDMA_PROBE_NAME_LEN];	/* in: an edu bound to this module */
+	char provider[P2PDMA_PROBE_NAME_LEN];	/* in: the peer whose BAR is linked */
+	__u32 bar;		/* in */
+	__u32 len;		/* in: bytes DMAed to the peer (the pattern) */
+	__u64 offset;		/* in: where in the BAR the link starts (page aligned) */
+	__u64 pattern;		/* in: user pointer to len bytes for the peer */
+	__u64 after_unlink;	/* in: user pointer to len bytes DMAed after unlink */
+	__u32 repeats;		/* in: failing links to unwind (leak check) */
+	__u32 failed;		/* out: cases not ok */
+	__u32 used_iova;	/* out: 1 if dma_iova_try_alloc() gave an IOVA */
+	__u32 pad;
+	__u64 iova;		/* out: the IOVA the peer's page was linked at */
+};
+
+#define P2PDMA_PROBE_IOC	0xb7
+#define P2PDMA_PROBE_CENSUS	_IOWR(P2PDMA_PROBE_IOC, 1, struct p2pdma_probe_census)
+#define P2PDMA_PROBE_IMPORT	_IOWR(P2PDMA_PROBE_IOC, 2, struct p2pdma_probe_import)
+#define P2PDMA_PROBE_STATE	_IOWR(P2PDMA_PROBE_IOC, 3, struct p2pdma_probe_state)
+#define P2PDMA_PROBE_REMAP	_IOWR(P2PDMA_PROBE_IOC, 4, struct p2pdma_probe_state)
+#define P2PDMA_PROBE_RELEASE	_IOWR(P2PDMA_PROBE_IOC, 5, struct p2pdma_probe_state)
+#define P2PDMA_PROBE_DMA	_IOWR(P2PDMA_PROBE_IOC, 6, struct p2pdma_probe_dma)
+#define P2PDMA_PROBE_IOVA	_IOWR(P2PDMA_PROBE_IOC, 7, struct p2pdma_probe_iova)
+
+#endif /* _P2PDMA_PROBE_H */

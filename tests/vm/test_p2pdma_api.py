@@ -1,0 +1,359 @@
+"""The kernel-side probe (testbed/probe/kmod): the kernel's own P2PDMA answers, seen at the source.
+
+census  every (endpoint with an MMIO BAR, endpoint) pair of the booted topology: the map type
+        calc_map_type_and_dist() returned (a kretprobe) and pci_p2pdma_distance_many()'s
+        answer, held against `testbed explain`. Any topology: `--topology FILE` runs it there.
+branch  every provider the harness can export through VFIO (ivshmem BAR2, edu BAR0) and every
+        other endpoint as the client: which branch the exporter's map_dma_buf took (bus address,
+        IOVA linked in the client's IOMMU domain, dma_map_phys(), refusal) on a real attachment.
+import  the probe as a dynamic, revocable peer2peer importer for edu (bound to the probe): map
+        the ivshmem dma-buf, let edu write the returned address, check the bytes on the host.
+revoke  clearing MEMORY, VFIO reset, closing the exporter's fd, device_del: invalidate_mappings
+        runs (before the exporter's removal), the probe unmaps, a new map fails, edu's DMA to
+        the old address does not land.
+iova    the two-step DMA API on edu: alloc, link RAM and the peer's MMIO, sync, translation,
+        DMA, unlink, destroy, a request beyond the mask declined, no IOVA leaked over repeats.
+
+Every probe ioctl prints one KTAP document; the case this test checks is found by name and its
+kernel log lines go into the failure message.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+import pytest
+
+from testbed.guest.agent.pattern import pattern
+from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
+from testbed.topology import build_layout, load_topology, shipped_names
+from testbed.topology.model import EndpointKind, IommuMode, IommuType, MapType, Topology
+from testbed.topology.oracle import Verdict, acs_redirect_ports, calc_map_type, _divergence
+from testbed.vm import hotplug
+
+from .p2p_support import FAULT_RE, REFUSED_TEXT, fresh_seed
+from .test_vfio import Guest, bar_bytes
+
+pytestmark = [pytest.mark.p2pdma_api]
+
+SHIPPED = tuple(shipped_names())
+# (kind, BAR) the harness can export through VFIO without taking a device from a kernel driver
+EXPORTABLE = {EndpointKind.IVSHMEM: 2, EndpointKind.EDU: 0}
+PCI_COMMAND_MEMORY = 0x2
+MiB = 1 << 20
+DMA_SIZE = 3000  # below edu's 4096-byte limit, crossing no page of interest
+DMA_OFFSET = 0x2345  # into the ivshmem BAR: not page aligned, not at the start
+IMPORT_TOPOLOGIES = ("p2pdma-switch", "p2pdma-switch-iommu", "p2pdma-thru-iommu",
+                     "p2pdma-thru-virtio-iommu", "p2pdma-host-bridges", "vfio-dmabuf")
+
+
+# -- what the kernel said ------------------------------------------------------------------------
+
+
+def _plugged(topo: Topology):
+    return [ep for ep in topo.endpoints if ep.plugged]
+
+
+def map_cases(topo: Topology) -> list[tuple[str, tuple[str, str]]]:
+    eps = _plugged(topo)  # every endpoint kind the testbed knows has an MMIO BAR
+    return [(f"map-{p.id}-{c.id}", (p.id, c.id)) for p in eps for c in eps]
+
+
+def branch_cases(topo: Topology) -> list[tuple[str, tuple[str, str]]]:
+    eps = _plugged(topo)
+    return [(f"branch-{p.id}-{c.id}", (p.id, c.id)) for p in eps if p.kind in EXPORTABLE
+            for c in eps if c.id != p.id]
+
+
+def census_cases(topo: Topology) -> list[tuple[str, tuple[str, str, str]]]:
+    """One case per pair and question, so JUnit names say which part failed."""
+    return ([(name, ("map", *pair)) for name, pair in map_cases(topo)]
+            + [(name, ("branch", *pair)) for name, pair in branch_cases(topo)])
+
+
+def oracle(vm, provider: str, client: str) -> Verdict:
+    topo = vm.topology
+    layout = build_layout(topo)
+    v = calc_map_type(topo, layout, provider, client, acs_redirect_ports(topo, layout))
+    return Verdict(**{**v.__dict__, "divergence": _divergence(topo, v)})
+
+
+def translated(topo: Topology) -> bool:
+    return topo.iommu.type is not IommuType.NONE and topo.iommu.mode is IommuMode.TRANSLATED
+
+
+def expected_branch(topo: Topology, verdict: Verdict) -> str:
+    """dma_buf_phys_vec_to_sgt() in Linux 7.2: refuse, bus address, or an IOVA when the client's
+    domain translates (dma_iova_try_alloc succeeds), else dma_map_phys()'s physical address."""
+    if verdict.map_type is MapType.NOT_SUPPORTED:
+        return "none"
+    if verdict.map_type is MapType.BUS_ADDR:
+        return "bus_addr"
+    return "iova" if translated(topo) else "phys"
+
+
+def find_case(reports: list[KtapReport], name: str) -> KtapCase | None:
+    for report in reports:
+        for _, case in report.walk():
+            if case.name == name:
+                return case
+    return None
+
+
+def diag(case: KtapCase, prefix: str) -> dict[str, str]:
+    """key=value pairs of the case's diagnostics that start with `prefix:`."""
+    out: dict[str, str] = {}
+    for line in case.diagnostics:
+        if line.startswith(prefix + ":"):
+            out.update(re.findall(r"(\w+)=(\S+)", line))
+    return out
+
+
+def case_log(case: KtapCase) -> str:
+    return "kernel log of the case:\n  " + "\n  ".join(case.log)
+
+
+def _run_once(probe_runs: dict, key: tuple, vm, fn):
+    full = (*key, vm.machine.name)
+    if full not in probe_runs:
+        vm.load_probe()
+        out = fn()
+        (vm.plan.run_dir / f"probe-{'-'.join(key)}.ktap").write_text("\n".join(out["ktap"]) + "\n")
+        probe_runs[full] = (out, parse_ktap(out["ktap"]))
+    return probe_runs[full]
+
+
+@pytest.fixture(scope="session")
+def probe_runs() -> dict:
+    """One census (and one branch run per provider) per booted VM, shared by its cases."""
+    return {}
+
+
+# -- census ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.topology(*SHIPPED, any_topology=True, cases=census_cases)
+def test_census(vm, topology_case, probe_runs):
+    """map-P-C: the kernel's map type and distance for the pair equal `testbed explain`'s.
+    branch-P-C: a real VFIO dma-buf attachment for C takes the branch that map type implies."""
+    part, provider, client = topology_case
+    if part == "branch":
+        check_branch(vm, provider, client, probe_runs)
+        return
+    out, reports = _run_once(probe_runs, ("census",), vm, lambda: vm.agent("probe", "census", {}))
+    assert out["map_type_observed"], "calc_map_type_and_dist() could not be probed in this kernel"
+    name = f"census_{vm.bdf(provider)}_{vm.bdf(client)}"
+    case = find_case(reports, name)
+    assert case is not None, f"the probe reported no case {name}; its KTAP: {vm.plan.run_dir}"
+    kernel = diag(case, "census")
+    verdict = oracle(vm, provider, client)
+    distance = verdict.distance if verdict.p2p_allowed else -1  # distance_many: -1 when refused
+    assert case.status is Status.PASS, f"the probe's own check failed\n{case_log(case)}"
+    assert (kernel.get("map_type"), int(kernel.get("distance", "-99"))) == (verdict.map_type.value, distance), (
+        f"{provider} -> {client}: kernel says {kernel.get('map_type')} distance {kernel.get('distance')}, "
+        f"testbed explain says {verdict.map_type.value} distance {distance}: {verdict.reason}\n{case_log(case)}")
+
+
+# -- branch (part of the census) ----------------------------------------------------------------------------------------
+
+
+def check_branch(vm, provider: str, client: str, probe_runs: dict) -> None:
+    bar = EXPORTABLE[vm.topology.endpoint(provider).kind]
+    clients = [vm.bdf(c) for p, c in (case for _, case in branch_cases(vm.topology)) if p == provider]
+    out, reports = _run_once(probe_runs, ("branch", provider), vm, lambda: vm.agent(
+        "probe", "branch", {"provider": vm.bdf(provider), "bar": bar, "clients": clients}, timeout=120))
+    result = out["results"].get(vm.bdf(client), {})
+    name = f"branch_{vm.bdf(provider)}_{vm.bdf(client)}"
+    case = find_case(reports, name)
+    assert case is not None, f"the probe reported no case {name}: {result}; its KTAP: {vm.plan.run_dir}"
+    verdict = oracle(vm, provider, client)
+    want = expected_branch(vm.topology, verdict)
+    assert case.status is Status.PASS, f"the probe found the mapping inconsistent: {result}\n{case_log(case)}"
+    assert result["attach_error"] == 0, f"a peer2peer, revocable importer was refused: {result}"
+    assert (result["map_type"], result["branch"]) == (verdict.map_type.value, want), (
+        f"{provider} -> {client}: map_dma_buf took {result['map_type']}/{result['branch']}, expected "
+        f"{verdict.map_type.value}/{want}: {verdict.reason}\n{case_log(case)}")
+    if want == "none":
+        assert result["map_error"] == -errno.EINVAL, result
+    else:
+        assert result["dma_len"] > 0 and result["nents"] >= 1, result
+
+
+# -- the importer's data path ------------------------------------------------------------------------
+
+
+class Importer:
+    """edu bound to the probe; ivshmem exported by a `vfio.py serve` session; the probe imports."""
+
+    def __init__(self, vm, req: bool = False, close_on_req: bool = False):
+        self.vm = vm
+        self.edu, self.shm = vm.bdf("edu0"), vm.bdf("shm0")
+        vm.load_probe()
+        bound = vm.agent("probe", "bind", {"bdf": self.edu, "driver": "p2pdma_probe"})
+        assert bound["ok"], bound
+        self.guest = Guest(vm, exporter="shm0", dma=None, req=req, close_on_req=close_on_req)
+        self.buf = self.guest.ok("export", ranges=[[0, MiB]])["buf"]
+        self.verdict = oracle(vm, "shm0", "edu0")
+        self.imp = self.guest.ok("probe_import", buf=self.buf, client=self.edu, provider=self.shm,
+                                 bar=2, offset=0, name="import_shm0_edu0", hold=True)
+
+    def dma(self, addr: int, name: str) -> tuple[bytes, bytes, bytes]:
+        """A fresh pattern from edu to addr: (pattern, BAR before, BAR after), read on the host."""
+        seed = fresh_seed()
+        before = bar_bytes(self.vm)
+        r = self.guest.call("probe_dma", client=self.edu, addr=addr, seed=seed, size=DMA_SIZE, name=name)
+        assert r.get("error") == 0, f"edu did not complete the DMA to {addr:#x}: {r}"
+        return pattern(seed, DMA_SIZE), before, bar_bytes(self.vm)
+
+    def state(self, what: str = "state") -> dict:
+        return self.guest.ok("probe_state", id=self.imp["id"], what=what, name=f"{what}_shm0_edu0")
+
+    def close(self) -> None:
+        if self.imp.get("id"):
+            self.state("release")
+        self.guest.quit()
+        self.vm.agent("probe", "bind", {"bdf": self.edu, "driver": None})
+
+
+def assert_lands(before: bytes, after: bytes, want: bytes, offset: int) -> None:
+    assert after[offset:offset + len(want)] == want, f"the pattern is not in the BAR at {offset:#x} (host file)"
+    assert after[:offset] + after[offset + len(want):] == before[:offset] + before[offset + len(want):], \
+        "bytes outside the DMA's range changed"
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=IMPORT_TOPOLOGIES)
+def test_import_dma(vm, kernel_messages):
+    """map_dma_buf for edu: the kernel's branch; edu's write to that address lands on the host (or,
+    where QEMU diverges or the kernel refuses, is asserted not to)."""
+    verdict = oracle(vm, "shm0", "edu0")
+    want = expected_branch(vm.topology, verdict)
+    if want == "none":
+        kernel_messages.expect(REFUSED_TEXT, "pci_p2pdma_map_type() refuses the pair")
+    if verdict.divergence:
+        kernel_messages.expect(FAULT_RE.pattern, "QEMU sends the bus-address DMA through the vIOMMU")
+    imp = Importer(vm)
+    try:
+        got = imp.imp
+        assert (got["map_type"], got["branch"]) == (verdict.map_type.value, want), (got, verdict.reason)
+        if want == "none":
+            assert got["map_error"] == -errno.EINVAL and not got["id"], got
+            return
+        assert got["dma_len"] == MiB, got
+        want_bytes, before, after = imp.dma(got["dma_addr"] + DMA_OFFSET, "import_dma")
+        if verdict.divergence:
+            assert after == before, f"declared divergence: the DMA to bus address {got['dma_addr']:#x} should fault"
+        else:
+            assert_lands(before, after, want_bytes, DMA_OFFSET)
+    finally:
+        imp.close()
+
+
+# -- revoke ----------------------------------------------------------------------------------------------
+
+
+def _revoked(vm, imp: Importer, kernel_messages) -> None:
+    st = imp.state()
+    assert st["invalidations"] >= 1 and st["invalidate_seq"] > 0, f"invalidate_mappings never ran: {st}"
+    assert not st["mapped"], f"the probe still holds a mapping after invalidate_mappings: {st}"
+    remap = imp.state("remap")
+    assert remap["error"] == -errno.ENODEV, f"a new map of the revoked dma-buf: {remap}"
+    want, before, after = imp.dma(imp.imp["dma_addr"] + DMA_OFFSET, "after_revoke")
+    assert after == before, "edu's DMA to the revoked address changed the BAR (host file)"
+
+
+REVOKES = {"memory": ("command", {"clear": PCI_COMMAND_MEMORY}), "close": ("close_exporter", {})}
+
+
+@pytest.mark.parametrize("how", list(REVOKES))
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",))
+def test_revoke(vm, how, kernel_messages):
+    """Each revoke reaches the probe's invalidate_mappings; the address stops working."""
+    kernel_messages.expect(FAULT_RE.pattern, "edu writes the revoked IOVA")
+    imp = Importer(vm)
+    try:
+        want, before, after = imp.dma(imp.imp["dma_addr"] + DMA_OFFSET, "before_revoke")
+        assert_lands(before, after, want, DMA_OFFSET)
+        op, args = REVOKES[how]
+        imp.guest.ok(op, **args)
+        _revoked(vm, imp, kernel_messages)
+    finally:
+        imp.close()
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",))
+def test_revoke_during_reset(vm):
+    """VFIO_DEVICE_RESET revokes for the reset and restores after it while MEMORY stays enabled
+    (vfio_pci_core_ioctl_reset: dma_buf_move(true), reset, dma_buf_move(false)): the probe sees
+    invalidate_mappings twice and drops its mapping; a new map works and edu's DMA lands again."""
+    imp = Importer(vm)
+    try:
+        imp.guest.ok("reset")
+        st = imp.state()
+        assert st["invalidations"] >= 2 and not st["mapped"], f"revoke + restore not seen: {st}"
+        remap = imp.state("remap")
+        assert remap["error"] == 0 and remap["mapped"], f"no new map after the reset: {remap}"
+        want, before, after = imp.dma(remap["dma_addr"] + DMA_OFFSET, "after_reset")
+        assert_lands(before, after, want, DMA_OFFSET)
+    finally:
+        imp.close()
+
+
+@pytest.mark.topology("p2pdma-thru-iommu")
+def test_revoke_by_unplug(fresh_vm, kernel_messages):
+    """device_del of the exporter while the probe holds a mapping: invalidate_mappings runs before
+    the exporter's device is deleted (event order recorded in the kernel), DEVICE_DELETED follows."""
+    vm = fresh_vm
+    port = vm.layout[vm.layout["shm0"].upstream].bdf
+    kernel_messages.expect(r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user",
+                           "vfio_pci_core_request() with a REQ eventfd registered")
+    kernel_messages.expect(FAULT_RE.pattern, "edu writes the IOVA of the unplugged BAR")
+    imp = Importer(vm, req=True, close_on_req=True)
+    try:
+        vm.dirty = True
+        hotplug.unplug(vm.machine, "shm0", vm.bdf("shm0"), port)
+        st = imp.state()
+        assert st["invalidate_seq"] > 0, f"invalidate_mappings never ran: {st}"
+        assert st["removed_seq"] > st["invalidate_seq"], \
+            f"the exporter was removed (event {st['removed_seq']}) before invalidate_mappings ({st})"
+        _revoked(vm, imp, kernel_messages)
+    finally:
+        imp.close()
+
+
+# -- the two-step DMA API ------------------------------------------------------------------------------
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu", "p2pdma-switch",
+                                                   "p2pdma-host-bridges"))
+def test_iova_api(vm, kernel_messages):
+    """dma_iova_try_alloc/link/sync/unlink/destroy on edu against the ivshmem BAR: every KTAP case
+    passes, the peer DMA through the IOVA lands on the host, the one after unlink does not."""
+    iommu = translated(vm.topology)
+    if iommu:
+        kernel_messages.expect(FAULT_RE.pattern, "edu writes the unlinked IOVA")
+    vm.load_probe()
+    edu, shm = vm.bdf("edu0"), vm.bdf("shm0")
+    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
+    seeds = fresh_seed(), fresh_seed()
+    linked, unlinked = pattern(seeds[0], DMA_SIZE), pattern(seeds[1], DMA_SIZE)
+    offset = 0x10000
+    before = bar_bytes(vm)
+    try:
+        out = vm.agent("probe", "iova", {"client": edu, "provider": shm, "bar": 2, "offset": offset,
+                                         "pattern": linked.hex(), "after_unlink": unlinked.hex(),
+                                         "repeats": 3000}, timeout=300)
+    finally:
+        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
+    reports = parse_ktap(out["ktap"])
+    assert reports, f"no KTAP from the iova ioctl: {out}"
+    cases = {case.name: case for _, case in reports[-1].walk()}
+    failed = [c for c in cases.values() if c.status is not Status.PASS and c.status is not Status.SKIP]
+    assert not failed, "\n\n".join(f"{c.name}: {c.status.value}\n{case_log(c)}" for c in failed)
+    assert out["used_iova"] == iommu, f"dma_iova_try_alloc used an IOVA: {out['used_iova']}, IOMMU: {iommu}"
+    after = bar_bytes(vm)
+    if iommu:
+        assert_lands(before, after, linked, offset)  # the one after unlink left no trace
+    else:
+        skipped = [c.name for c in cases.values() if c.status is Status.SKIP]
+        assert skipped and after == before, (skipped, "no IOVA, so no DMA was issued")
