@@ -31,6 +31,7 @@
 #include <linux/pci-p2pdma.h>
 #include <linux/ptrace.h>
 #include <linux/scatterlist.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 
@@ -727,7 +728,6 @@ static void iova_case(struct iova_suite *s, bool ok, const char *name, const cha
 }
 
 #define IOVA_CASES 11
-#define IOVA_MAX_BITS 57	/* no IOMMU here translates more: 5-level paging */
 #define LEAK_MASK_BITS 22	/* 4 MiB of IOVA: 1024 two-page cycles if nothing came back */
 
 static int probe_iova(struct p2pdma_probe_iova *arg)
@@ -777,11 +777,12 @@ static int probe_iova(struct p2pdma_probe_iova *arg)
 		domain ? "identity" : "none", arg->provider, arg->bar, &bar_phys);
 	pr_info("1..%u\n", IOVA_CASES);
 
-	/* 1: a request no IOVA space can satisfy is declined, without a splat */
-	ok = !dma_iova_try_alloc(&edu->pdev->dev, &big, 0,
-				 BIT_ULL(min(edu_dma_bits, IOVA_MAX_BITS)) + PAGE_SIZE);
-	if (!ok)
+	/* 1: a request the device's mask cannot hold is declined, without a splat */
+	ret = dma_set_mask(&edu->pdev->dev, DMA_BIT_MASK(32));
+	ok = !ret && !dma_iova_try_alloc(&edu->pdev->dev, &big, 0, SZ_4G + PAGE_SIZE);
+	if (!ret && !ok)
 		dma_iova_free(&edu->pdev->dev, &big);
+	dma_set_mask(&edu->pdev->dev, DMA_BIT_MASK(edu_dma_bits));
 	iova_case(&s, ok, "try_alloc_beyond_mask_declined", NULL);
 
 	/* 2: two pages of IOVA, or the documented decline without a translating domain */
