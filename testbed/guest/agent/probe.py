@@ -4,6 +4,7 @@
     python3 probe.py bind   '{"bdf": BDF, "driver": "p2pdma_probe"|"vfio-pci"|null}'
     python3 probe.py census '{}'
     python3 probe.py branch '{"provider": BDF, "bar": 2, "clients": [BDF, ...]}'
+    python3 probe.py dmaloop '{"client": BDF, "addr": X, "stop": PATH}'  (a DMA in use, background)
     python3 probe.py iova   '{"client": BDF, "provider": BDF, "bar": 2, "offset": O,
                               "pattern": HEX, "after_unlink": HEX, "repeats": N}'
 
@@ -179,7 +180,21 @@ def iova(args: dict) -> dict:
             "ktap": kmsg.read()}
 
 
-COMMANDS = {"load": load, "census": census, "branch": branch, "iova": iova,
+def dmaloop(args: dict) -> dict:
+    """edu writes `addr` again and again until the `stop` file appears: a mapping in use."""
+    import pattern as pat
+
+    count, errors, started = 0, {}, time.monotonic()
+    emit({"looping": True})
+    while not os.path.exists(args["stop"]) and time.monotonic() - started < args.get("limit", 120):
+        err = dma(args["client"], args["addr"], pat.pattern(count + 1, args.get("size", 256)), "dmaloop")
+        count += 1
+        if err:
+            errors[str(err)] = errors.get(str(err), 0) + 1
+    return {"ok": True, "dmas": count, "errors": errors, "seconds": round(time.monotonic() - started, 1)}
+
+
+COMMANDS = {"load": load, "dmaloop": dmaloop, "census": census, "branch": branch, "iova": iova,
             "bind": lambda a: bind_driver(a["bdf"], a.get("driver"))}
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ exporter's device fd at once so the unplug can finish. It exits on `quit` or aft
 seconds without a command.
 
 Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"error"):
-    open      {"exporter": BDF, "dma": BDF, "req": bool, "close_on_req": bool}
+    open      {"exporter": BDF, "dma": BDF or null, "req": bool, "close_on_req": bool}
     export    {"ranges": [[off, len], ...], "region": 2, "flags": 0, "nr_ranges": N,
                "feature_flags": F}            -> {"buf": K, "fd": FD}
     probe     {}                              VFIO_DEVICE_FEATURE PROBE|GET of DMA_BUF
     map_file  {"buf": K, "iova": X, "start": 0, "length": L}
     unmap     {"iova": X, "length": L}
+    mmap_buf  {"buf": K, "length": L}         CPU mmap of the dma-buf (errno when refused)
     close_buf {"buf": K}
     dma       {"iova": X, "size": N, "seed": S}   RAM (pattern) -> edu buffer -> iova
     ram_loop  {"size": N, "seed": S}              RAM -> edu -> RAM, checked by the guest
@@ -27,6 +28,10 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     reset     {}                                  VFIO_DEVICE_RESET on the exporter
     close_exporter {}                             close the exporter's device fd
     status    {}                                  REQ events seen so far, fds still open
+    probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
+                  "hold": bool}               the probe module imports the dma-buf for client
+    probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
+    probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}
 """
 
@@ -267,6 +272,18 @@ class Session:
 
     def op_unmap(self, a: dict) -> dict:
         return {"ok": True, "unmapped": self.iommufd.unmap(self.ioas, a["iova"], a["length"])}
+
+    def op_mmap_buf(self, a: dict) -> dict:
+        """A CPU mapping of the dma-buf: what an exporter without mmap support answers."""
+        fd = self.bufs[a["buf"]]
+        try:
+            # read-only: the fd is O_RDONLY, so a writable mapping would stop at the VFS (EACCES)
+            m = mmap.mmap(fd, a.get("length", PAGE), mmap.MAP_SHARED, mmap.PROT_READ)
+        except OSError as exc:
+            return {"ok": True, "mapped": False, "errno": exc.errno,
+                    "error": errno.errorcode.get(exc.errno, str(exc.errno))}
+        m.close()
+        return {"ok": True, "mapped": True}
 
     def op_close_buf(self, a: dict) -> dict:
         os.close(self.bufs.pop(a["buf"]))

@@ -728,7 +728,52 @@ static void iova_case(struct iova_suite *s, bool ok, const char *name, const cha
 }
 
 #define IOVA_CASES 11
+#define FALLBACK_CASES 5
 #define LEAK_MASK_BITS 22	/* 4 MiB of IOVA: 1024 two-page cycles if nothing came back */
+
+/*
+ * Without a translating domain dma_iova_try_alloc() declines, and callers fall back to
+ * dma_map_phys() (as dma_buf_phys_vec_to_sgt() does): RAM, then the peer's MMIO page.
+ */
+static void iova_fallback(struct iova_suite *s, struct probe_edu *edu,
+			  struct p2pdma_probe_iova *arg, u8 *ram, phys_addr_t ram_phys,
+			  phys_addr_t bar_phys)
+{
+	enum dma_data_direction dir = DMA_BIDIRECTIONAL;
+	struct device *dev = &edu->pdev->dev;
+	dma_addr_t ram_dma, mmio_dma;
+	bool ram_ok, mmio_ok, ok;
+	int ret, i;
+
+	ram_dma = dma_map_phys(dev, ram_phys, PAGE_SIZE, dir, 0);
+	ram_ok = !dma_mapping_error(dev, ram_dma);
+	pr_info("# fallback: dma_map_phys(ram %pa) = %pad\n", &ram_phys, &ram_dma);
+	iova_case(s, ram_ok, "fallback_map_ram", NULL);
+
+	ret = ram_ok ? edu_load(edu, arg->pattern, arg->len) : -EINVAL;
+	if (!ret)
+		ret = edu_write_to(edu, ram_dma, arg->len);
+	ok = !ret && !memcmp(ram, edu->ram, arg->len);
+	iova_case(s, ok, "fallback_dma_to_ram_lands", NULL);
+
+	mmio_dma = dma_map_phys(dev, bar_phys, PAGE_SIZE, dir, DMA_ATTR_MMIO);
+	mmio_ok = !dma_mapping_error(dev, mmio_dma);
+	pr_info("# fallback: dma_map_phys(mmio %pa, DMA_ATTR_MMIO) = %pad\n", &bar_phys, &mmio_dma);
+	iova_case(s, mmio_ok && mmio_dma == bar_phys, "fallback_map_mmio", NULL);
+	arg->iova = mmio_dma;
+
+	ret = mmio_ok ? edu_write_to(edu, mmio_dma, arg->len) : -EINVAL;
+	iova_case(s, !ret, "fallback_dma_to_peer_issued", NULL);
+
+	if (mmio_ok)
+		dma_unmap_phys(dev, mmio_dma, PAGE_SIZE, dir, DMA_ATTR_MMIO);
+	if (ram_ok)
+		dma_unmap_phys(dev, ram_dma, PAGE_SIZE, dir, 0);
+	iova_case(s, ram_ok && mmio_ok, "fallback_unmap", NULL);
+
+	for (i = 2 + FALLBACK_CASES; i < IOVA_CASES; i++)
+		iova_case(s, false, "no_iova", "no IOVA was allocated: nothing to unlink");
+}
 
 static int probe_iova(struct p2pdma_probe_iova *arg)
 {
@@ -739,7 +784,6 @@ static int probe_iova(struct p2pdma_probe_iova *arg)
 	struct probe_edu *edu;
 	struct pci_dev *peer;
 	phys_addr_t ram_phys, bar_phys;
-	const char *skip = NULL;
 	struct page *page;
 	unsigned int i, retried = 0;
 	bool ok;
@@ -787,16 +831,17 @@ static int probe_iova(struct p2pdma_probe_iova *arg)
 
 	/* 2: two pages of IOVA, or the documented decline without a translating domain */
 	arg->used_iova = dma_iova_try_alloc(&edu->pdev->dev, &state, 0, 2 * PAGE_SIZE);
-	pr_info("# try_alloc: %s, addr=%pad\n", arg->used_iova ? "IOVA" : "declined",
-		&state.addr);
-	if (!arg->used_iova)
-		skip = domain_translates(domain) ?
-		       NULL : "no translating DMA domain: callers fall back to dma_map_phys()";
+	pr_info("# try_alloc: %s, addr=%pad\n", arg->used_iova ? "IOVA" :
+		"declined (no translating domain: the fallback is dma_map_phys())", &state.addr);
 	iova_case(&s, arg->used_iova == domain_translates(domain), "try_alloc", NULL);
-	if (!arg->used_iova) {
+	if (!arg->used_iova && domain_translates(domain)) {
 		for (i = 0; i < IOVA_CASES - 2; i++)
-			iova_case(&s, false, "after_try_alloc", skip ? skip :
+			iova_case(&s, false, "after_try_alloc",
 				  "dma_iova_try_alloc() declined on a translating domain");
+		goto out;
+	}
+	if (!arg->used_iova) {
+		iova_fallback(&s, edu, arg, ram, ram_phys, bar_phys);
 		goto out;
 	}
 
