@@ -93,6 +93,11 @@ def _check_buses(topo: Topology, problem) -> None:
             sw = next(s for s in topo.switches if s.id == ep.bus)
             problem(path + ("bus",), f"'{ep.bus}' is a switch's upstream port; only its downstream ports "
                     "are below it", ", ".join(sw.downstream))
+        elif ep.bus in root_buses and ep.bus != ROOT_BUS:
+            ports_there = [rp.id for rp in topo.root_ports if rp.bus == ep.bus]
+            problem(path + ("bus",), f"'{ep.bus}' is a pxb-pcie host bridge: QEMU plugs only root ports "
+                    "into it, not endpoints", f"a root port with `bus: {ep.bus}` "
+                    + (f"({', '.join(ports_there)})" if ports_there else "(add one to root_ports)"))
         elif ep.bus in root_buses:
             if ep.function and ep.slot is None:
                 problem(path + ("slot",), "a function other than 0 on a root bus needs an explicit slot")

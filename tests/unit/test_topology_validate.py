@@ -304,3 +304,13 @@ def test_unknown_shipped_name_lists_menu():
 def test_virtio_blk_kind():
     topo = load_text(BASE + "  - {id: vblk0, kind: virtio-blk, bus: pcie.0, size: 8M}\n")
     assert topo.endpoint("vblk0").kind is EndpointKind.VIRTIO_BLK
+
+
+def test_endpoint_directly_on_a_pxb_is_refused():
+    """QEMU: "Only PCI/PCIe bridges can be plugged into pxb-pcie" (found by a user's file)."""
+    text = ("host_bridges:\n  - {id: pxb1, bus_nr: 32}\nroot_ports:\n  - {id: rp2, bus: pxb1}\n"
+            "endpoints:\n  - {id: disk, kind: virtio-blk, bus: pxb1, size: 16M}\n")
+    with pytest.raises(TopologyError) as exc:
+        load_topology("mine.yaml", text)
+    message = str(exc.value)
+    assert "mine.yaml:6" in message and "pxb-pcie host bridge" in message and "(rp2)" in message, message
