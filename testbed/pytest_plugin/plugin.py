@@ -118,13 +118,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     not_here = config.stash.get(NOT_HERE_KEY, set())
-    if not not_here:
-        return
-    keep = [i for i in items if i.nodeid.split("[")[0] not in not_here]
-    dropped = [i for i in items if i.nodeid.split("[")[0] in not_here]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    if not_here:
+        keep = [i for i in items if i.nodeid.split("[")[0] not in not_here]
+        dropped = [i for i in items if i.nodeid.split("[")[0] in not_here]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+    items[:] = group_by_topology(items)
+
+
+def _topology_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("testbed_topology") if callspec is not None else None
+
+
+def group_by_topology(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The VM tests of one topology run one after another (in their collected order), so the
+    pool's shared VMs are not evicted and rebooted between test files; other items keep their place."""
+    first: dict[str, int] = {}
+    keys = []
+    for index, item in enumerate(items):
+        topology = _topology_of(item)
+        keys.append(index if topology is None else first.setdefault(topology, index))
+    order = sorted(range(len(items)), key=lambda i: (keys[i], i))
+    return [items[i] for i in order]
 
 
 @pytest.fixture(scope="session")

@@ -29,9 +29,11 @@ def _c_values(tmp_path: Path) -> dict[str, int]:
     if shutil.which("cc") is None:
         pytest.skip("no C compiler (make deps installs build-essential)")
     lines = [f'printf("{name} %zu\\n", sizeof(struct p2pdma_probe_{name}));' for name in LAYOUTS]
+    lines += [f'printf("{name}.{field} %zu\\n", offsetof(struct p2pdma_probe_{name}, {field}));'
+              for name in LAYOUTS for field, _ in P.FIELDS[name]]
     lines += [f'printf("{name} %lu\\n", (unsigned long)P2PDMA_PROBE_{name});' for name in IOCTLS]
     src = tmp_path / "sizes.c"
-    src.write_text(f'#include <stdio.h>\n#include "p2pdma_probe.h"\nint main(void) {{ {" ".join(lines)} return 0; }}\n')
+    src.write_text(f'#include <stddef.h>\n#include <stdio.h>\n#include "p2pdma_probe.h"\nint main(void) {{ {" ".join(lines)} return 0; }}\n')
     exe = tmp_path / "sizes"
     subprocess.run(["cc", "-I", str(KMOD_DIR), "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
@@ -42,6 +44,9 @@ def test_struct_layouts_match_the_header(tmp_path):
     values = _c_values(tmp_path)
     for name, layout in LAYOUTS.items():
         assert layout.size == values[name], f"struct p2pdma_probe_{name}: python {layout.size}, C {values[name]}"
+        for field, offset in P.offsets(name).items():
+            assert offset == values[f"{name}.{field}"], \
+                f"p2pdma_probe_{name}.{field}: python offset {offset}, C {values[f'{name}.{field}']}"
     for name, number in IOCTLS.items():
         assert number == values[name], f"P2PDMA_PROBE_{name}: python {number:#x}, C {values[name]:#x}"
 

@@ -128,9 +128,10 @@ def import_once(fd: int, client: str, provider: str, bar: int, offset: int, name
 
 
 def state(request: int, import_id: int, name: str) -> dict:
-    out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, name.encode()))
+    out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, 0, 0, name.encode()))
     return {"error": out[1], "mapped": bool(out[2]), "invalidations": out[3],
-            "invalidate_seq": out[4], "removed_seq": out[5], "dma_addr": out[6]}
+            "invalidate_seq": out[4], "removed_seq": out[5], "dma_addr": out[6],
+            "unbind_seq": out[7], "unbound_seq": out[8]}
 
 
 def dma(client: str, addr: int, data: bytes, name: str) -> int:

@@ -5,11 +5,39 @@ padding: tests/unit/test_probe_uapi.py checks the sizes against the header)."""
 
 import struct
 
-CENSUS = struct.Struct("<II")
-IMPORT = struct.Struct("<iI16s16sIIQ64sIiiIIIQQQQQ")
-STATE = struct.Struct("<IiIIQQQ64s")
-DMA = struct.Struct("<16sQQIi64s")
-IOVA = struct.Struct("<16s16sIIQQQIIIIQ")
+# (field, format) in header order: the unit test checks every offset against the C compiler
+FIELDS = {
+    "census": (("pairs", "I"), ("map_type_observed", "I")),
+    "import": (("fd", "i"), ("flags", "I"), ("client", "16s"), ("provider", "16s"), ("bar", "I"),
+               ("pad", "I"), ("offset", "Q"), ("name", "64s"), ("id", "I"), ("attach_error", "i"),
+               ("map_error", "i"), ("map_type", "I"), ("branch", "I"), ("nents", "I"),
+               ("dma_addr", "Q"), ("dma_len", "Q"), ("bus_addr", "Q"), ("phys_addr", "Q"),
+               ("iova_phys", "Q")),
+    "state": (("id", "I"), ("error", "i"), ("mapped", "I"), ("invalidations", "I"),
+              ("invalidate_seq", "Q"), ("removed_seq", "Q"), ("dma_addr", "Q"), ("unbind_seq", "Q"),
+              ("unbound_seq", "Q"), ("name", "64s")),
+    "dma": (("client", "16s"), ("addr", "Q"), ("pattern", "Q"), ("len", "I"), ("error", "i"),
+            ("name", "64s")),
+    "iova": (("client", "16s"), ("provider", "16s"), ("bar", "I"), ("len", "I"), ("offset", "Q"),
+             ("pattern", "Q"), ("after_unlink", "Q"), ("repeats", "I"), ("failed", "I"),
+             ("used_iova", "I"), ("pad", "I"), ("iova", "Q")),
+}
+
+
+def _layout(name: str) -> struct.Struct:
+    return struct.Struct("<" + "".join(fmt for _, fmt in FIELDS[name]))
+
+
+def offsets(name: str) -> dict:
+    """Each field's offset, as the packed layout places it."""
+    out, fmt = {}, "<"
+    for field, code in FIELDS[name]:
+        out[field] = struct.calcsize(fmt)
+        fmt += code
+    return out
+
+
+CENSUS, IMPORT, STATE, DMA, IOVA = (_layout(n) for n in ("census", "import", "state", "dma", "iova"))
 
 IOC_TYPE = 0xB7
 IMPORT_HOLD = 0x1

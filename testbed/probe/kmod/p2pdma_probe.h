@@ -67,6 +67,8 @@ struct p2pdma_probe_state {
 	__u64 invalidate_seq;	/* out: event number of the first invalidate_mappings, 0: none */
 	__u64 removed_seq;	/* out: event number of the exporter's removal, 0: not removed */
 	__u64 dma_addr;		/* out: the address last mapped */
+	__u64 unbind_seq;	/* out: the exporter's driver started to unbind (event number) */
+	__u64 unbound_seq;	/* out: the exporter's driver was unbound (event number) */
 	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
 };
 
