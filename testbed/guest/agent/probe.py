@@ -156,11 +156,18 @@ def branch(args: dict) -> dict:
         buf = session.op_export({"ranges": [[0, length]], "region": args["bar"]})
         for client in args["clients"]:
             name = f"branch_{provider}_{client}"
+            # a client userspace owns (vfio-pci) has no kernel DMA API: release it for the import
+            owner = _driver(client)
+            if owner == "vfio-pci":
+                bind_driver(client, None)
             try:
                 results[client] = import_once(session.bufs[buf["buf"]], client, provider,
                                               args["bar"], 0, name)
             except OSError as exc:
                 results[client] = error_of(exc)
+            finally:
+                if owner == "vfio-pci":
+                    bind_driver(client, owner)
     finally:
         session.close()
         bind_driver(provider, before)  # the VM is shared: leave the provider as it was
