@@ -23,7 +23,7 @@ from ..topology import load_topology
 from . import artifacts, kernel_window
 from .guestvm import GuestVM
 from .pool import BootOptions, VmPool
-from .report import VerdictTable
+from .report import CensusTable, VerdictTable
 
 MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
@@ -41,6 +41,7 @@ POOL_KEY = pytest.StashKey[VmPool]()
 RESULTS_KEY = pytest.StashKey[Path]()
 VM_KEY = pytest.StashKey[GuestVM]()
 TABLE_KEY = pytest.StashKey[VerdictTable]()
+CENSUS_KEY = pytest.StashKey[CensusTable]()
 NOT_HERE_KEY = pytest.StashKey[set]()
 WINDOW_KEY = pytest.StashKey[tuple]()
 KNOWN_KEY = pytest.StashKey[tuple]()  # the loaded known-splats entries
@@ -224,6 +225,12 @@ def verdict_table(request: pytest.FixtureRequest) -> VerdictTable:
     return table
 
 
+@pytest.fixture(scope="session")
+def census_table(request: pytest.FixtureRequest) -> CensusTable:
+    """The probe's kernel answers against `testbed explain`: a line at the end, census.tsv."""
+    return request.config.stash.setdefault(CENSUS_KEY, CensusTable())
+
+
 @pytest.fixture
 def kernel_messages() -> kernel_window.ExpectedMessages:
     """Declare kernel messages the test provokes: `kernel_messages.expect(r"DMAR: .*fault")`."""
@@ -291,6 +298,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for line in table.lines():
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"(also in {path})")
+    census = config.stash.get(CENSUS_KEY, None)
+    if census is not None and census.rows:
+        path = config.stash[RESULTS_KEY] / "census.tsv"
+        census.write_tsv(path)
+        terminalreporter.section("P2PDMA census: the kernel's answers (probe module)")
+        terminalreporter.write_line(census.summary(), red=bool(census.disagreements()))
+        for line in census.disagreements():
+            terminalreporter.write_line(line, red=True)
+        terminalreporter.write_line(f"(every pair in {path})")
     pool = config.stash.get(POOL_KEY, None)
     if pool is None:
         return

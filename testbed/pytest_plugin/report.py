@@ -45,3 +45,44 @@ class VerdictTable:
         path.write_text(header + "".join(
             f"{r.topology}\t{r.provider}\t{r.client}\t{r.direction}\t{r.map_type}\t{r.expected}\t"
             f"{r.observed}\t{r.reason}\n" for r in self.rows))
+
+
+@dataclass(frozen=True)
+class CensusRow:
+    topology: str
+    part: str  # "map" (census) or "branch" (a VFIO dma-buf import)
+    provider: str
+    client: str
+    kernel: str  # what the kernel answered, e.g. "BUS_ADDR 4" or "THRU_HOST_BRIDGE/iova"
+    expected: str  # what `testbed explain` derives
+    reason: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.kernel == self.expected
+
+
+@dataclass
+class CensusTable:
+    """The kernel-side probe's answers per pair against the oracle's, for the end of the run."""
+
+    rows: list[CensusRow] = field(default_factory=list)
+
+    def add(self, row: CensusRow) -> None:
+        self.rows.append(row)
+
+    def summary(self) -> str:
+        topologies = len({r.topology for r in self.rows})
+        wrong = sum(not r.agrees for r in self.rows)
+        return (f"{len(self.rows)} kernel answers on {topologies} topologies, "
+                f"{wrong} disagree with testbed explain")
+
+    def disagreements(self) -> list[str]:
+        return [f"{r.topology:20} {r.part:6} {r.provider + '->' + r.client:16} kernel {r.kernel:24} "
+                f"explain {r.expected}   ({r.reason})" for r in self.rows if not r.agrees]
+
+    def write_tsv(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("topology\tpart\tprovider\tclient\tkernel\texpected\tagrees\treason\n" + "".join(
+            f"{r.topology}\t{r.part}\t{r.provider}\t{r.client}\t{r.kernel}\t{r.expected}\t"
+            f"{'yes' if r.agrees else 'NO'}\t{r.reason}\n" for r in self.rows))

@@ -31,6 +31,7 @@ from testbed.topology import build_layout, load_topology, shipped_names
 from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, MapType, Topology
 from testbed.topology.oracle import Verdict, acs_redirect_ports, calc_map_type, _divergence
 from testbed.pytest_plugin.guestvm import start_background
+from testbed.pytest_plugin.report import CensusRow
 from testbed.vm import hotplug
 
 from .p2p_support import FAULT_RE, REFUSED_TEXT, fault_window, fresh_seed
@@ -139,12 +140,12 @@ def probe_runs() -> dict:
 
 
 @pytest.mark.topology(*SHIPPED, any_topology=True, cases=census_cases)
-def test_census(vm, topology_case, probe_runs):
+def test_census(vm, topology_case, probe_runs, census_table):
     """map-P-C: the kernel's map type and distance for the pair equal `testbed explain`'s.
     branch-P-C: a real VFIO dma-buf attachment for C takes the branch that map type implies."""
     part, provider, client = topology_case
     if part == "branch":
-        check_branch(vm, provider, client, probe_runs)
+        check_branch(vm, provider, client, probe_runs, census_table)
         return
     out, reports = _run_once(probe_runs, ("census",), vm, lambda: vm.agent("probe", "census", {}))
     assert out["map_type_observed"], "calc_map_type_and_dist() could not be probed in this kernel"
@@ -154,6 +155,9 @@ def test_census(vm, topology_case, probe_runs):
     kernel = diag(case, "census")
     verdict = oracle(vm, provider, client)
     distance = verdict.distance if verdict.p2p_allowed else -1  # distance_many: -1 when refused
+    census_table.add(CensusRow(vm.topology.name, "map", provider, client,
+                               f"{kernel.get('map_type')} {kernel.get('distance')}",
+                               f"{verdict.map_type.value} {distance}", verdict.reason))
     assert case.status is Status.PASS, f"the probe's own check failed\n{case_log(case)}"
     assert (kernel.get("map_type"), int(kernel.get("distance", "-99"))) == (verdict.map_type.value, distance), (
         f"{provider} -> {client}: kernel says {kernel.get('map_type')} distance {kernel.get('distance')}, "
@@ -163,7 +167,7 @@ def test_census(vm, topology_case, probe_runs):
 # -- branch (part of the census) ----------------------------------------------------------------------------------------
 
 
-def check_branch(vm, provider: str, client: str, probe_runs: dict) -> None:
+def check_branch(vm, provider: str, client: str, probe_runs: dict, census_table) -> None:
     bar = EXPORTABLE[vm.topology.endpoint(provider).kind]
     clients = [vm.bdf(c) for p, c in (case for _, case in branch_cases(vm.topology)) if p == provider]
     out, reports = _run_once(probe_runs, ("branch", provider), vm, lambda: vm.agent(
@@ -174,6 +178,9 @@ def check_branch(vm, provider: str, client: str, probe_runs: dict) -> None:
     assert case is not None, f"the probe reported no case {name}: {result}; its KTAP: {vm.plan.run_dir}"
     verdict = oracle(vm, provider, client)
     want = expected_branch(vm.topology, verdict)
+    census_table.add(CensusRow(vm.topology.name, "branch", provider, client,
+                               f"{result.get('map_type')}/{result.get('branch')}",
+                               f"{verdict.map_type.value}/{want}", verdict.reason))
     assert case.status is Status.PASS, f"the probe found the mapping inconsistent: {result}\n{case_log(case)}"
     assert result["attach_error"] == 0, f"a peer2peer, revocable importer was refused: {result}"
     assert (result["map_type"], result["branch"]) == (verdict.map_type.value, want), (
