@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sys
+import time
 
 SYS_PCI = "/sys/bus/pci/devices"
 NAMESPACE_RE = re.compile(r"^nvme\d+n\d+$")
@@ -30,6 +31,45 @@ def driver(bdf: str):
 def write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
+
+
+BIND_TIMEOUT_S = 10.0
+
+
+def bind_driver(bdf: str, name, timeout: float = BIND_TIMEOUT_S) -> dict:
+    """Bind bdf to driver `name` with driver_override (None: leave it with no driver). vfio-pci
+    also waits for the device's cdev. {"ok", "before", "driver"[, "error"]}."""
+    before = driver(bdf)
+    base = os.path.join(SYS_PCI, bdf)
+    if before != name:
+        write(os.path.join(base, "driver_override"), name or "\n")
+        if before is not None:
+            write(os.path.join(base, "driver", "unbind"), bdf)
+        if name is not None:
+            write("/sys/bus/pci/drivers_probe", bdf)
+    deadline = time.monotonic() + timeout
+    while not _bound(bdf, name):
+        if time.monotonic() > deadline:
+            return {"ok": False, "before": before, "driver": driver(bdf),
+                    "error": f"{bdf} not bound to {name} after {timeout}s"}
+        time.sleep(0.02)
+    return {"ok": True, "before": before, "driver": name}
+
+
+def _bound(bdf: str, name) -> bool:
+    if driver(bdf) != name:
+        return False
+    return name != "vfio-pci" or vfio_cdev(bdf) is not None
+
+
+def vfio_cdev(bdf: str):
+    """/dev/vfio/devices/vfioN of a device bound to vfio-pci, once it exists, else None."""
+    try:
+        names = [n for n in os.listdir(os.path.join(SYS_PCI, bdf, "vfio-dev")) if n.startswith("vfio")]
+    except FileNotFoundError:
+        return None
+    path = f"/dev/vfio/devices/{names[0]}" if names else None
+    return path if path and os.path.exists(path) else None
 
 
 def read(path: str, default: str = "") -> str:

@@ -22,11 +22,10 @@ import sys
 import time
 
 import probe_uapi as P
-from common import SYS_PCI, emit, error_of
-from common import driver as _driver, write as _write
+from common import BIND_TIMEOUT_S, bind_driver, emit, error_of
+from common import driver as _driver
 
 DEVICE = "/dev/p2pdma_probe"
-BIND_TIMEOUT_S = 10.0
 
 
 class Kmsg:
@@ -48,36 +47,10 @@ class Kmsg:
                     lines.append("testbed: kernel log records lost (ring buffer wrapped)")
                     continue
                 raise
-            head, _, text = record.partition(";")
+            _, _, text = record.partition(";")
             lines.extend(text.rstrip("\n").split("\n")[:1])
         os.close(self.fd)
         return lines
-
-
-
-
-def bind_driver(bdf: str, driver) -> dict:
-    """Bind bdf to `driver` via driver_override (None: no driver at all)."""
-    before = _driver(bdf)
-    base = os.path.join(SYS_PCI, bdf)
-    if before == driver:
-        return {"ok": True, "before": before, "driver": driver}
-    _write(os.path.join(base, "driver_override"), driver or "\n")
-    if before is not None:
-        _write(os.path.join(base, "driver", "unbind"), bdf)
-    if driver is None:
-        return {"ok": True, "before": before, "driver": _driver(bdf)}
-    _write("/sys/bus/pci/drivers_probe", bdf)
-    deadline = time.monotonic() + BIND_TIMEOUT_S
-    while _driver(bdf) != driver:
-        if time.monotonic() > deadline:
-            return {"ok": False, "before": before, "driver": _driver(bdf),
-                    "error": f"{bdf} not bound to {driver} after {BIND_TIMEOUT_S}s"}
-        time.sleep(0.02)
-    if driver == "vfio-pci":  # its cdev appears a moment after the bind
-        while not any(n.startswith("vfio") for n in os.listdir(os.path.join(base, "vfio-dev"))):
-            time.sleep(0.02)
-    return {"ok": True, "before": before, "driver": driver}
 
 
 def load(args: dict) -> dict:

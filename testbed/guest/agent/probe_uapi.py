@@ -1,7 +1,7 @@
 """The ioctls of /dev/p2pdma_probe (testbed/probe/kmod/p2pdma_probe.h), for the guest's python3.
 
 Struct layouts follow the header field by field (x86_64, natural alignment, no implicit
-padding: tests/unit/test_probe_uapi.py checks the sizes against the header)."""
+padding): tests/unit/test_probe.py compiles the header and checks every size and offset."""
 
 import struct
 
@@ -58,7 +58,3 @@ P2PDMA_PROBE_REMAP = _iowr(4, STATE.size)
 P2PDMA_PROBE_RELEASE = _iowr(5, STATE.size)
 P2PDMA_PROBE_DMA = _iowr(6, DMA.size)
 P2PDMA_PROBE_IOVA = _iowr(7, IOVA.size)
-
-
-def cstr(value: bytes) -> str:
-    return value.split(b"\0", 1)[0].decode()

@@ -48,40 +48,23 @@ import time
 
 import vfio_uapi as U
 from common import SYS_PCI, emit, error_of, read
-from common import driver as _driver, write as _write
+from common import bind_driver, vfio_cdev
 from edu import BUFFER_SIZE, DmaTimeout, Edu
 from pattern import first_mismatch, pattern
 
 PAGE = 4096
 RAM_IOVA = 0x100000       # source buffer (and loop-back target) in the IOAS, below edu's 256 MiB
 RAM_SIZE = 2 * BUFFER_SIZE
-BIND_TIMEOUT_S = 10.0
 
 
 # -- binding ---------------------------------------------------------------------------------
 
-
-
 def bind_vfio(bdf: str) -> str:
-    """Bind bdf to vfio-pci (driver_override + drivers_probe); return its /dev/vfio/devices node."""
-    base = os.path.join(SYS_PCI, bdf)
-    if _driver(bdf) != "vfio-pci":
-        _write(os.path.join(base, "driver_override"), "vfio-pci")
-        if _driver(bdf) is not None:
-            _write(os.path.join(base, "driver", "unbind"), bdf)
-        _write("/sys/bus/pci/drivers_probe", bdf)
-    deadline = time.monotonic() + BIND_TIMEOUT_S
-    while True:
-        try:
-            names = [n for n in os.listdir(os.path.join(base, "vfio-dev")) if n.startswith("vfio")]
-        except FileNotFoundError:
-            names = []
-        if _driver(bdf) == "vfio-pci" and names and os.path.exists(f"/dev/vfio/devices/{names[0]}"):
-            return f"/dev/vfio/devices/{names[0]}"
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{bdf}: not bound to vfio-pci with a cdev after {BIND_TIMEOUT_S}s "
-                               f"(driver {_driver(bdf)}, vfio-dev {names})")
-        time.sleep(0.05)
+    """Bind bdf to vfio-pci; return its /dev/vfio/devices node."""
+    bound = bind_driver(bdf, "vfio-pci")
+    if not bound["ok"]:
+        raise RuntimeError(f"{bound['error']} with a cdev (driver {bound['driver']})")
+    return vfio_cdev(bdf)
 
 
 def bind(args: dict) -> dict:
