@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class GuestVM:
     machine: Machine
     layout: Layout = field(init=False)
     dirty: bool = False  # a test changed the device tree: do not share this VM any more
+    probe_loaded: bool = False  # the probe module is in this guest's kernel (it is never unloaded)
 
     def __post_init__(self) -> None:
         self.layout = build_layout(self.topology)
@@ -75,8 +76,10 @@ class GuestVM:
                  if ep.kind is EndpointKind.EDU and ep.dma_mask is not None]
         return min(masks, default=(1 << 28) - 1).bit_length()
 
-    def load_probe(self, progress: Callable[[str], None] = lambda _: None) -> dict:
-        """Build (or reuse) the probe module for this VM's kernel and load it; idempotent."""
+    def load_probe(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        """Build (or reuse) the probe module for this VM's kernel and load it, once per VM."""
+        if self.probe_loaded:
+            return
         from ..probe import ensure_probe
 
         module = ensure_probe(self.plan.runtime.kernel, progress)
@@ -85,7 +88,7 @@ class GuestVM:
         loaded = self.agent("probe", "load", {"ko": dest, "params": {"edu_dma_bits": self.edu_dma_bits()}})
         if not loaded.get("ok"):
             raise GuestError(f"loading {module.ko} failed: {loaded}")
-        return loaded
+        self.probe_loaded = True
 
     def kmsg(self, line: str) -> None:
         self.machine.run(f"echo {shlex.quote(line)} > /dev/kmsg", check=True)

@@ -180,21 +180,20 @@ def _note(topo: Topology, verdict: Verdict) -> str | None:
     return None
 
 
+def verdict(topo: Topology, layout: Layout, provider: str, client: str,
+            redirect: set[str] | None = None) -> Verdict:
+    """The full verdict for any pair of devices: map type, distance, QEMU divergence, notes."""
+    v = calc_map_type(topo, layout, provider, client, redirect)
+    return Verdict(**{**v.__dict__, "divergence": _divergence(topo, v), "note": _note(topo, v)})
+
+
 def verdicts(topo: Topology, layout: Layout | None = None) -> list[Verdict]:
     """Every (P2P provider, DMA client) pair of devices present at boot, in file order."""
     layout = layout or build_layout(topo)
     redirect = acs_redirect_ports(topo, layout)
-    out = []
-    for provider in topo.endpoints:
-        if not provider.is_p2p_provider:
-            continue
-        for client in topo.endpoints:
-            if not client.is_dma_client:
-                continue
-            v = calc_map_type(topo, layout, provider.id, client.id, redirect)
-            v = Verdict(**{**v.__dict__, "divergence": _divergence(topo, v), "note": _note(topo, v)})
-            out.append(v)
-    return out
+    return [verdict(topo, layout, provider.id, client.id, redirect)
+            for provider in topo.endpoints if provider.is_p2p_provider
+            for client in topo.endpoints if client.is_dma_client]
 
 
 @dataclass(frozen=True)

@@ -204,20 +204,16 @@ def _check_iommu_and_hotplug(topo: Topology, problem) -> None:
         problem(("iommu", "mode"), "passthrough mode needs an IOMMU", "set iommu.type to intel, virtio or amd")
     ports_hotplug = {rp.id: rp.hotplug for rp in topo.root_ports}
     ports_hotplug |= {d: sw.hotplug for sw in topo.switches for d in sw.downstream}
-    host_bridges = {hb.id for hb in topo.host_bridges}
     for i, ep in enumerate(topo.endpoints):
         if ep.plugged:
             continue
         path = ("endpoints", i, "plugged")
         if ep.bus in ports_hotplug and not ports_hotplug[ep.bus]:
             problem(path, f"'{ep.id}' is plugged later, but port '{ep.bus}' has hotplug off")
-        if ep.bus == ROOT_BUS or ep.bus in host_bridges:
-            if topo.hotplug is HotplugMode.NATIVE:
-                problem(path, f"'{ep.id}' is plugged later on root bus '{ep.bus}', which has no hot-plug "
-                        "port in native mode", "put it below a root port, or use hotplug: acpi")
-            elif ep.bus in host_bridges:
-                problem(path, "QEMU 7.2 cannot hot-plug directly onto a pxb-pcie root bus",
-                        "put it below a root port")
+        # (an endpoint on a pxb-pcie is refused by _check_buses, plugged later or not)
+        if ep.bus == ROOT_BUS and topo.hotplug is HotplugMode.NATIVE:
+            problem(path, f"'{ep.id}' is plugged later on root bus '{ep.bus}', which has no hot-plug "
+                    "port in native mode", "put it below a root port, or use hotplug: acpi")
         if ep.function:
             problem(("endpoints", i, "function"), "a device plugged later must be function 0")
 
