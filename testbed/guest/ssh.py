@@ -176,7 +176,9 @@ class SSH:
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                if chan.exit_status_ready() and not chan.recv_ready() \
+                # the exit status can arrive before the last of the output is buffered: only
+                # the channel's EOF (sent after all data) says nothing more will come
+                if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() \
                         and not chan.recv_stderr_ready():
                     break
                 remaining = end - time.monotonic()
