@@ -11,6 +11,9 @@ from .kconfig import MergedConfig, load_fragment, merge
 CONFIG_SETS: dict[str, tuple[str, ...]] = {
     "default": ("base", "p2p"),
     "debug": ("base", "p2p", "debug"),
+    # the tree's own selftests and KUnit suites on top of each (kselftest/)
+    "selftest": ("base", "p2p", "selftest"),
+    "debug-selftest": ("base", "p2p", "debug", "selftest"),
 }
 
 
