@@ -15,10 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
 from ..paths import KNOWN_SPLATS_FILE
-from ..topology.problems import Problem, ProblemsError, TopologyError
-from ..topology.yamlpos import Located, format_path, load_located
+from ..topology.problems import Problem, ProblemsError, load_entry_list
+from ..topology.yamlpos import Located, format_path
 from .splat import HEADERS, Splat
 
 KINDS = tuple(dict.fromkeys(kind for kind, _ in HEADERS))
@@ -58,17 +57,8 @@ def find_known(splat: Splat, release: str | None, known: tuple[KnownSplat, ...])
 
 
 def load_known(path: Path = KNOWN_SPLATS_FILE) -> tuple[KnownSplat, ...]:
-    if not path.is_file():
-        raise ConfigError(f"no known-splats file at {path}")
-    try:
-        doc = load_located(path)
-    except TopologyError as exc:
-        raise KnownSplatsError(exc.problems) from None
+    doc, entries = load_entry_list(path, KnownSplatsError, "known: [{kind, title, stack, kernel, why}, ...]")
     problems: list[Problem] = []
-    entries = doc.data.get("known") if isinstance(doc.data, dict) else None
-    if not isinstance(entries, list):
-        raise KnownSplatsError([Problem(path, doc.line(()), "known", "must be a list of entries",
-                                        "known: [{kind, title, stack, kernel, why}, ...]")])
     out = []
     for i, entry in enumerate(entries):
         known = _entry(doc, ("known", i), entry, problems)

@@ -90,6 +90,12 @@ class GuestVM:
             raise GuestError(f"loading {module.ko} failed: {loaded}")
         self.probe_loaded = True
 
+    def kernel_release(self) -> str | None:
+        """The release in the boot banner of this VM's console ("7.2.13-testbed")."""
+        from ..logs.known import kernel_release
+
+        return kernel_release(self.machine.console_log.read_text(errors="replace").splitlines()[:200])
+
     def kmsg(self, line: str) -> None:
         self.machine.run(f"echo {shlex.quote(line)} > /dev/kmsg", check=True)
 

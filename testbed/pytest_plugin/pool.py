@@ -44,10 +44,11 @@ class VmPool:
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
 
-    def boot(self, topology: str, extra_append: tuple[str, ...] = ()) -> GuestVM:
+    def boot(self, topology: str, extra_append: tuple[str, ...] = (), kernel_config: str | None = None) -> GuestVM:
+        """A fresh VM; kernel_config overrides the session's config set (kselftest kernels)."""
         o = self.options
         topo = load_topology(topology)
-        plan = plan_launch(topology, accel=o.accel, kernel_config=o.kernel_config, ksrc=o.ksrc,
+        plan = plan_launch(topology, accel=o.accel, kernel_config=kernel_config or o.kernel_config, ksrc=o.ksrc,
                            patches=o.patches, extra_append=extra_append, progress=self.progress,
                            bzimage=o.bzimage)
         machine = plan.machine()
@@ -62,8 +63,9 @@ class VmPool:
         self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
         return vm
 
-    def shared_vm(self, topology: str, extra_append: tuple[str, ...] = ()) -> GuestVM:
-        key = (topology, extra_append)
+    def shared_vm(self, topology: str, extra_append: tuple[str, ...] = (),
+                  kernel_config: str | None = None) -> GuestVM:
+        key = (topology, extra_append, kernel_config or self.options.kernel_config)
         vm = self.shared.get(key)
         if vm is not None and (vm.dirty or not vm.machine.process.alive()):
             self.release(self.shared.pop(key))
@@ -72,7 +74,7 @@ class VmPool:
             while len(self.shared) >= MAX_SHARED:
                 _, oldest = self.shared.popitem(last=False)
                 self.release(oldest)
-            vm = self.boot(topology, extra_append)
+            vm = self.boot(topology, extra_append, kernel_config)
             self.shared[key] = vm
         self.shared.move_to_end(key)
         return vm

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .yamlpos import Located
 
 
 @dataclass(frozen=True)
@@ -36,3 +41,20 @@ class ProblemsError(ConfigError):
 
 class TopologyError(ProblemsError):
     what = "topology"
+
+
+def load_entry_list(path: Path, error: type[ProblemsError], usage: str) -> tuple[Located, list]:
+    """A declarations file (`known: [...]`): its located document and the list, or `error` with
+    file:line problems. `usage` shows what an entry looks like."""
+    from .yamlpos import load_located
+
+    if not path.is_file():
+        raise ConfigError(f"{error.what} {path} does not exist")
+    try:
+        doc = load_located(path)
+    except TopologyError as exc:
+        raise error(exc.problems) from None
+    entries = doc.data.get("known") if isinstance(doc.data, dict) else None
+    if not isinstance(entries, list):
+        raise error([Problem(path, doc.line(()), "known", "must be a list of entries", usage)])
+    return doc, entries

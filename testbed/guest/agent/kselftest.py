@@ -1,0 +1,98 @@
+"""In-guest side of the tree's selftests: prepare the guest, run one program, relay its output.
+
+    kselftest.py prepare '{"bdfs": [...], "hugepages": 16}'   bind to vfio-pci, reserve 2 MiB pages
+    kselftest.py run '{"argv": [...], "out": path, "timeout": s, "tag": "iommu/iommufd"}'
+
+`run` copies every line the program prints into `out` (the raw KTAP, kept as an artifact), and
+its case boundaries (the harness's "#  RUN" lines and the result lines) into /dev/kmsg as
+"kselftest <tag>: <line>", so the console log shows which case was running when the kernel
+printed something. The VM boots with printk.devkmsg=on, so the relay is not rate limited. The program gets its own process group and is killed after
+`timeout` seconds. Prints {"ok", "status", "timed_out", "seconds"}.
+"""
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+from common import bind_driver, emit, error_of, write
+
+KMSG_MAX = 900  # /dev/kmsg refuses a record longer than ~1000 bytes
+BOUNDARY = re.compile(r"^(#\s+RUN\s|(not )?ok \d+ |1\.\.\d+)")
+
+
+def prepare(args: dict) -> dict:
+    bound = [dict(bind_driver(bdf, "vfio-pci"), bdf=bdf) for bdf in args.get("bdfs", [])]
+    pages = int(args.get("hugepages", 0))
+    if pages:
+        write("/proc/sys/vm/nr_hugepages", str(pages))
+    with open("/proc/sys/vm/nr_hugepages") as f:
+        reserved = int(f.read())
+    return {"ok": all(b["ok"] for b in bound), "bound": bound, "hugepages": reserved}
+
+
+def _kmsg_writer(tag: str):
+    try:
+        fd = os.open("/dev/kmsg", os.O_WRONLY)
+    except OSError:
+        return lambda line: None
+
+    def relay(line: str) -> None:
+        text = f"kselftest {tag}: {line}"[:KMSG_MAX]
+        try:
+            os.write(fd, text.encode(errors="replace") + b"\n")
+        except OSError:
+            pass
+
+    return relay
+
+
+def run(args: dict) -> dict:
+    relay = _kmsg_writer(args["tag"])
+    start = time.monotonic()
+    deadline = start + float(args["timeout"])
+    timed_out = False
+    relay(f"# testbed: exec {' '.join(args['argv'])}")
+    with open(args["out"], "w") as out:
+        proc = subprocess.Popen(args["argv"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                cwd=args.get("cwd") or None, start_new_session=True)
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        pending = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            if not sel.select(timeout=min(left, 1.0)):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                out.write(line + "\n")
+                if BOUNDARY.match(line):
+                    relay(line)
+        if pending:
+            out.write(pending.decode(errors="replace") + "\n")
+        status = proc.wait()
+    relay(f"# testbed: exit {status}{' (timed out)' if timed_out else ''}")
+    return {"ok": True, "status": status, "timed_out": timed_out,
+            "seconds": round(time.monotonic() - start, 2)}
+
+
+COMMANDS = {"prepare": prepare, "run": run}
+
+if __name__ == "__main__":
+    try:
+        emit(COMMANDS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
+    except OSError as exc:
+        emit(error_of(exc))

@@ -1,0 +1,150 @@
+"""The tree's own tests, host side: harness listings, build fixes, known failures, splat charging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.kselftest.catalog import programs, selftest_devices
+from testbed.kselftest.fixes import FIXES, fixes_for
+from testbed.kselftest.known import KnownFailuresError, find_failure, load_failures
+from testbed.kselftest.listing import case_names, parse_listing
+from testbed.kselftest.run import _charge
+from testbed.logs.splat import scan_lines
+from testbed.topology import load_topology
+
+LOGS = Path(__file__).resolve().parent.parent / "logs" / "kselftest"
+
+
+def listing(name: str) -> list[str]:
+    return (LOGS / name).read_text().splitlines()
+
+
+def test_iommufd_listing_is_every_fixture_variant_test():
+    fixtures = {f.name: f for f in parse_listing(listing("iommufd.list"))}
+    ioas = fixtures["iommufd_ioas"]
+    assert ioas.variants == ("no_domain", "mock_domain", "two_mock_domain", "mock_domain_limit")
+    assert ioas.tests[0] == "ioas_auto_destroy" and "dmabuf_revoke" in ioas.tests
+    assert "iommufd.simple_close" in case_names(listing("iommufd.list"))  # no variants: fixture.test
+    assert "global" not in fixtures  # a fixture without tests reports nothing
+    assert len(case_names(listing("iommufd.list"))) == 246  # what the real run reported, case by case
+
+
+def test_long_names_push_the_columns():
+    cases = case_names(listing("vfio_dma_mapping_test.list"))
+    assert cases[0] == "vfio_dma_mapping_test.vfio_type1_iommu_anonymous.dma_map_unmap"
+    assert "vfio_dma_map_limit_test.iommufd.overflow" in cases
+    fixtures = {f.name: f for f in parse_listing(listing("iommufd.list"))}
+    assert fixtures["iommufd_dirty_tracking"].variants[0] == "domain_dirty8k"  # a 22-character fixture name
+    assert fixtures["vfio_compat_mock_domain"].tests == ("simple_close", "option_huge_pages", "get_info", "map",
+                                                         "huge_map")
+
+
+def test_a_program_that_cannot_list_gives_no_cases():
+    assert case_names(listing("vfio_pci_driver_test.list")) == ()  # it asserted before the harness ran
+
+
+def test_catalog_and_devices():
+    assert [p.name for p in programs(("iommu",))] == ["iommufd"]
+    assert "iommufd_fail_nth" in [p.name for p in programs(("iommu",), nightly=True)]
+    with pytest.raises(ConfigError, match="unknown selftest suite 'net'"):
+        programs(("net",))
+    assert selftest_devices(load_topology("kselftest")) == ("nvme0", "shm0", "edu0")
+    assert selftest_devices(load_topology("two-switch")) == ("nvme0",)  # one of each kind
+
+
+def test_build_fix_applies_only_where_the_tree_lacks_it(tmp_path: Path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "vfio_pci_device.c").write_text("void f(void)\n{\n\tirq = calloc_assert(1, argsz);\n}\n")
+    assert [f.name for f in fixes_for("vfio", tmp_path)] == ["vfio-calloc-assert"]
+    (lib / "assert.h").write_text("static inline void *calloc_assert(size_t nmemb, size_t size)\n{\n}\n")
+    assert fixes_for("vfio", tmp_path) == ()
+    assert fixes_for("iommu", tmp_path) == ()
+    assert all(f.why for f in FIXES)
+
+
+def test_shipped_known_failures_load_and_match_narrowly():
+    known = load_failures()
+    output = ("libvfio.c:100: Assertion Failure\n\n  Expression: munmap(map_align + size, map_base + align "
+              "- map_align) == 0\n  Observed: 0xffffffffffffffff == 0")
+    test = "vfio/vfio_pci_device_test:vfio_pci_device_test.validate_bars"
+    assert find_failure(known, test, "ivshmem", "7.2.13-testbed", output) is not None
+    assert find_failure(known, test, "nvme", "7.2.13-testbed", output) is None  # another device
+    assert find_failure(known, test, "ivshmem", "7.3.0-testbed", output) is None  # another release
+    assert find_failure(known, test, "ivshmem", "7.2.13-testbed", "iommu.c:448: Assertion Failure") is None
+
+
+def test_known_failures_file_errors_name_the_line(tmp_path: Path):
+    path = tmp_path / "known.yaml"
+    path.write_text("known:\n  - test: 'x:*'\n    kernel: '7\\.2'\n    output: '('\n    colour: red\n")
+    with pytest.raises(KnownFailuresError) as err:
+        load_failures(path)
+    text = str(err.value)
+    assert "known.yaml:" in text and "unknown key" in text and "not a valid regex" in text and "missing 'why'" in text
+
+
+def test_splats_are_charged_to_the_case_whose_run_line_came_last():
+    tag = "iommu/iommufd"
+    window = [
+        f"[   10.0] kselftest {tag}: #  RUN           iommufd_ioas.mock_domain.area ...",
+        "[   10.1] WARNING: CPU: 0 PID: 88 at drivers/iommu/iommufd/pages.c:1234 iopt_area_unpin+0x10/0x20",
+        "[   10.2] ---[ end trace 0000000000000000 ]---",
+        f"[   10.3] kselftest {tag}: ok 51 iommufd_ioas.mock_domain.area",
+        "[   10.4] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+        "[   10.5] ---[ end trace 0000000000000000 ]---",
+    ]
+    splats = [(s, None) for s in scan_lines(window, first_line=100)]
+    charged = _charge(window, 100, tag, splats)
+    assert [(c.splat.kind, c.case) for c in charged] == [("warning", "iommufd_ioas.mock_domain.area"),
+                                                         (charged[1].splat.kind, None)]
+
+
+def test_kunit_boot_log_gives_one_result_per_case():
+    from testbed.kselftest.kunit import judge_boot
+
+    run = judge_boot(LOGS / "kunit-boot-kselftest.log")
+    assert run.report is not None and len(run.cases) == 113
+    assert run.cases["dma-buf-fence.test_sanitycheck"].status.value == "ok"
+    failed = run.cases["amdv1_iommu_test.test_map_table_to_oa"]
+    assert failed.status.value == "not ok"
+    assert any("NR_SECONDARY_PAGETABLE" in line for line in failed.log)
+    assert run.splats == ()
+
+
+def test_kunit_list_output(tmp_path: Path):
+    from testbed.kselftest.kunit import parse_list
+
+    console = ["[    0.000000] Linux version 7.2.13-testbed (testbed@testbed)", "[    0.8] KTAP version 1",
+               "[    0.8] dma-buf-fence", "[    0.8] dma-buf-fence.test_sanitycheck",
+               "[    0.8] x86_64_iommu_test.test_map_simple", "[    0.9] Kernel panic - not syncing: VFS"]
+    assert parse_list(console) == ("dma-buf-fence.test_sanitycheck", "x86_64_iommu_test.test_map_simple")
+
+
+def test_kselftest_command_is_a_front_door_to_pytest():
+    from testbed.cli import parse_args
+    from testbed.kselftest.commands import pytest_argv
+
+    args = parse_args(["kselftest", "kselftest", "iommu", "kunit", "--ksrc", "/src/linux", "--patches", "s.mbox"])
+    argv = pytest_argv(args)
+    assert argv[argv.index("--topology") + 1] == "kselftest"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--selftest-suite"] == ["iommu", "kunit"]
+    assert argv[argv.index("--kernel") + 1] == "/src/linux" and "s.mbox" in argv
+    with pytest.raises(SystemExit, match="unknown suite net; allowed: iommu, vfio, kunit"):
+        pytest_argv(parse_args(["kselftest", "kselftest", "net"]))
+
+
+def test_every_iommu_pt_failure_of_the_recorded_boot_is_declared_and_dma_buf_is_not():
+    from testbed.kselftest.kunit import judge_boot
+
+    known = load_failures()
+    run = judge_boot(LOGS / "kunit-boot-kselftest.log")
+    failed = {name: case for name, case in run.cases.items() if case.status.value != "ok"}
+    assert failed and not any(name.startswith("dma-buf") for name in failed)
+    for name, case in failed.items():
+        entry = find_failure(known, f"kunit:{name}", None, "7.2.13-testbed", "\n".join(case.log))
+        assert entry is not None, name
+    passed = run.cases["dma-buf-fence.test_wait"]
+    assert find_failure(known, "kunit:dma-buf-fence.test_wait", None, "7.2.13-testbed", "\n".join(passed.log)) is None
