@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
 from . import artifacts, kernel_window
 from .guestvm import GuestVM
+from .kselftest import SELFTEST_SETS, SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
 from .report import CensusTable, VerdictTable
 
@@ -31,6 +33,9 @@ MARKERS = {
     "vfio": "VFIO dma-buf export, iommufd import and revoke (boots VMs)",
     "p2pdma_api": "the kernel-side probe module: map type census, dma-buf import, revoke, IOVA API "
                   "(boots VMs)",
+    "kselftest": "the kernel tree's own tests in a topology: iommufd and VFIO selftests, KUnit at boot "
+                 "(boots VMs with the selftest kernel)",
+    "kunit": "the KUnit suites of the selftest kernel, run at boot (dma-buf, IOMMU page tables)",
     "slow": "long-running: cycles, soaks, debug kernels",
     "qemu": "starts real QEMU processes, no guest kernel needed",
     "topology": "topology(*names, matrix=(...), any_topology=False, cases=None): the topologies a VM "
@@ -59,7 +64,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run VM tests only on this topology (repeatable)")
     group.addoption("--kernel", type=Path, metavar="PATH",
                     help="a bzImage to boot, or a kernel source tree to build (default: Debian 7.2)")
-    group.addoption("--kernel-config", choices=("default", "debug"), default="default",
+    group.addoption("--kernel-config", choices=tuple(SELFTEST_SETS), default="default",
                     help="config set for kernels the testbed builds (debug: KASAN, lockdep, ...)")
     group.addoption("--patches", type=Path, metavar="PATH", help="patch series for --kernel SRC")
     group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
@@ -67,6 +72,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="leave shared VMs running at the end (ssh in with `testbed ssh`)")
     group.addoption("--matrix", action="store_true",
                     help="run each VM test on its whole matrix of topologies (nightly)")
+    group.addoption("--selftest-suite", action="append", default=[], metavar="SUITE",
+                    help="the tree's own tests: only this suite (iommu, vfio, kunit; repeatable)")
     group.addoption("--strict-splats", action="store_true",
                     help="fail on splats the base kernel is known to print (known-splats.yaml) too")
 
@@ -108,7 +115,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 topo = load_topology(name)
             except ConfigError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            params += [pytest.param(name, case, id=f"{topo.name}-{case_id}") for case_id, case in cases(topo)]
+            listed = cases(topo, metafunc.config) if _arity(cases) > 1 else cases(topo)
+            params += [pytest.param(name, case, id=f"{topo.name}-{case_id}") for case_id, case in listed]
         # function scope: the case must not split the VM's session-scoped topology group
         metafunc.parametrize(("testbed_topology", "topology_case"), params, indirect=["testbed_topology"],
                              scope="function")
@@ -117,7 +125,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
 
 
+def _arity(fn) -> int:  # noqa: ANN001
+    return len(inspect.signature(fn).parameters)
+
+
+def _not_selected(item: pytest.Item) -> bool:
+    """A `cases` function answers None for an item that its own options leave out."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return "topology_case" in params and params["topology_case"] is None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    placeholders = [i for i in items if _not_selected(i)]
+    if placeholders:
+        config.hook.pytest_deselected(items=placeholders)
+        items[:] = [i for i in items if not _not_selected(i)]
     not_here = config.stash.get(NOT_HERE_KEY, set())
     if not_here:
         keep = [i for i in items if i.nodeid.split("[")[0] not in not_here]
@@ -226,6 +248,23 @@ def verdict_table(request: pytest.FixtureRequest) -> VerdictTable:
 
 
 @pytest.fixture(scope="session")
+def kselftest_session(request: pytest.FixtureRequest) -> KselftestSession:
+    """Builds, runs and end-of-run notes of the tree's own tests (tests/vm/test_kselftest.py)."""
+    return session_of(request.config)
+
+
+@pytest.fixture(scope="session")
+def testbed_results(request: pytest.FixtureRequest) -> Path:
+    """This run's results directory (results/pytest/<run>)."""
+    return request.config.stash[RESULTS_KEY]
+
+
+@pytest.fixture(scope="session")
+def known_splats(request: pytest.FixtureRequest) -> tuple[KnownSplat, ...]:
+    return request.config.stash[KNOWN_KEY]
+
+
+@pytest.fixture(scope="session")
 def census_table(request: pytest.FixtureRequest) -> CensusTable:
     """The probe's kernel answers against `testbed explain`: a line at the end, census.tsv."""
     return request.config.stash.setdefault(CENSUS_KEY, CensusTable())
@@ -307,6 +346,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for line in census.disagreements():
             terminalreporter.write_line(line, red=True)
         terminalreporter.write_line(f"(every pair in {path})")
+    selftests = config.stash.get(SESSION_KEY, None)
+    if selftests is not None and selftests.summary():
+        terminalreporter.section("the tree's own tests: skips, known failures, build fixes")
+        for line in selftests.summary():
+            terminalreporter.write_line(line)
+        if selftests.noted:
+            tsv = config.stash[RESULTS_KEY] / "kselftest-known.tsv"
+            selftests.write_tsv(tsv)
+            terminalreporter.write_line(f"(every skip and known failure in {tsv})")
     pool = config.stash.get(POOL_KEY, None)
     if pool is None:
         return

@@ -1,0 +1,258 @@
+"""Plugin state for the tree's own tests (tests/vm/test_kselftest.py): one object per session.
+
+It picks the selftest kernel that goes with the session's (`selftest` for the default config
+set, `debug-selftest` under --kernel-config debug, or the user's --kernel as given), builds the
+programs once, lists their cases for collection, runs each program once per VM and device, and
+keeps what the end of the run lists: tests that skipped themselves (with their reason), known
+base-tree failures met, and the build fixes applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ..kselftest.build import SelftestBuild, ensure_selftests
+from ..kselftest.catalog import Program, programs, selftest_devices
+from ..errors import TestbedError
+from ..kselftest.known import KnownFailure, find_failure, load_failures
+from ..kselftest.kunit import SELFTEST_APPEND, KunitRun, judge_boot, list_cases
+from ..kselftest.run import ProgramRun, run_program
+from ..logs.known import KnownSplat
+from ..topology import Topology, load_topology
+from ..topology.model import IommuType
+from .guestvm import GuestVM
+from .pool import VmPool
+
+log = logging.getLogger(__name__)
+
+UNSAFE_INTERRUPTS = ("vfio_iommu_type1.allow_unsafe_interrupts=1", "iommufd.allow_unsafe_interrupts=1")
+SELFTEST_SETS = {"default": "selftest", "debug": "debug-selftest"}
+MARKS = ("kselftest", "kunit")
+
+
+@dataclass(frozen=True)
+class SelftestCase:
+    """One collected item: a case of a program run against a device, or the run as a whole."""
+
+    program: Program
+    device: str | None
+    case: str | None  # None: the run itself (exit status, splats, cases nobody listed)
+
+    @property
+    def test(self) -> str:
+        """The name known-failures.yaml matches: `<program id>:<case>` (`:run` for the run)."""
+        return f"{self.program.id}:{self.case or 'run'}"
+
+
+@dataclass(frozen=True)
+class KunitCase:
+    case: str | None  # "suite.case"; None: the boot as a whole
+
+    @property
+    def test(self) -> str:
+        return f"kunit:{self.case or 'boot'}"
+
+
+@dataclass
+class Noted:
+    nodeid: str
+    what: str  # "skip" | "known"
+    reason: str
+
+
+@dataclass
+class KselftestSession:
+    config: pytest.Config
+    known: tuple[KnownFailure, ...]
+    _bzimage: Path | None = None
+    _build: SelftestBuild | None = None
+    runs: dict[tuple[str, str, str | None], ProgramRun] = field(default_factory=dict)
+    kunit_runs: dict[str, KunitRun] = field(default_factory=dict)
+    broken: dict[tuple[str, str, str | None], TestbedError] = field(default_factory=dict)
+    noted: list[Noted] = field(default_factory=list)
+    ran: dict[tuple[str, str], int] = field(default_factory=dict)  # (topology, suite) -> cases run
+
+    # -- which kernel ----------------------------------------------------------------------
+
+    def kernel_config(self) -> str:
+        return SELFTEST_SETS[self.config.getoption("kernel_config")]
+
+    def bzimage(self, progress: Callable[[str], None]) -> Path:
+        if self._bzimage is None:
+            kernel = self.config.getoption("kernel")
+            if kernel is not None and kernel.is_file():
+                self._bzimage = kernel  # the user's own build, as it is
+            else:
+                from ..kernel import ensure_kernel
+
+                self._bzimage = ensure_kernel(self.kernel_config(), ksrc=kernel, patches=self.config.getoption("patches"),
+                                              progress=progress).bzimage
+        return self._bzimage
+
+    def build(self, progress: Callable[[str], None]) -> SelftestBuild:
+        if self._build is None:
+            self._build = ensure_selftests(self.bzimage(progress), programs(nightly=True), progress)
+        return self._build
+
+    def suites(self) -> tuple[str, ...]:
+        return tuple(self.config.getoption("selftest_suite"))
+
+    def selected_suites(self) -> tuple[str, ...]:
+        from ..kselftest.commands import SUITE_NAMES
+
+        return self.suites() or SUITE_NAMES
+
+    def programs(self) -> tuple[Program, ...]:
+        chosen = tuple(s for s in self.suites() if s != "kunit")
+        if self.suites() and not chosen:
+            return ()
+        return programs(chosen, nightly=self.config.getoption("matrix"))
+
+    # -- collection -------------------------------------------------------------------------
+
+    def wanted(self) -> bool:
+        """Whether the -m expression can select these tests (else collection builds nothing)."""
+        expr = self.config.getoption("markexpr")
+        if not expr:
+            return True
+        try:
+            from _pytest.mark.expression import Expression
+
+            compiled = Expression.compile(expr)
+            # an item of this module carries its suite's mark and `topology`
+            return any(compiled.evaluate(lambda name, mark=mark, **_: name in (mark, "kselftest", "topology"))
+                       for mark in MARKS)
+        except Exception:  # noqa: BLE001 - a pytest without this module: build, to be safe
+            return True
+
+    def cases_for(self, topo: Topology, kind: str) -> list[tuple[str, object]]:
+        """Collection: one (id, case) per item; a placeholder when -m leaves these tests out."""
+        if not self.wanted():
+            return [("not-selected", None)]
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+
+        def progress(line: str) -> None:
+            if reporter is not None:
+                reporter.write_line(f"testbed: {line}")
+
+        if kind == "kunit" and self.suites() and "kunit" not in self.suites():
+            return [("not-selected", None)]
+        try:
+            cases = self.selftest_cases(topo, progress) if kind == "selftest" else self.kunit_cases(progress)
+            return cases or [("not-selected", None)]
+        except TestbedError as exc:  # a tree whose selftests do not build: say so, before anything boots
+            raise pytest.UsageError(f"the tree's own tests cannot be collected: {exc}") from None
+
+    def selftest_cases(self, topo: Topology, progress: Callable[[str], None]) -> list[tuple[str, SelftestCase]]:
+        build = self.build(progress)
+        out = []
+        for program in self.programs():
+            for device in (selftest_devices(topo) if program.device else (None,)):
+                label = program.name + (f"@{device}" if device else "")
+                out.append((label, SelftestCase(program, device, None)))
+                for case in build.cases(program) or ():
+                    out.append((f"{label}-{case}", SelftestCase(program, device, case)))
+        return out
+
+    def kunit_cases(self, progress: Callable[[str], None]) -> list[tuple[str, KunitCase]]:
+        cases = list_cases(self.bzimage(progress))
+        return [("kunit", KunitCase(None))] + [(f"kunit-{c}", KunitCase(c)) for c in cases]
+
+    # -- running ----------------------------------------------------------------------------
+
+    def vm(self, pool: VmPool, topology: str) -> GuestVM:
+        """The topology's selftest VM, booted with KUnit enabled: its suites run during boot."""
+        kernel = self.config.getoption("kernel")
+        config = None if kernel is not None and kernel.is_file() else self.kernel_config()
+        append = SELFTEST_APPEND
+        if load_topology(topology).iommu.type is IommuType.VIRTIO:
+            append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without
+        return pool.shared_vm(topology, append, kernel_config=config)
+
+    def run(self, vm: GuestVM, topology: str, program: Program, device: str | None, results: Path,
+            known_splats: tuple[KnownSplat, ...]) -> ProgramRun:
+        key = (topology, program.id, device)
+        if key in self.broken:  # one error per run, not one per case
+            pytest.fail(f"{program.id} could not run: {self.broken[key]}", pytrace=False)
+        if key not in self.runs:
+            dest = results / "kselftest" / vm.topology.name
+            try:
+                self.runs[key] = run_program(vm, self.build(lambda _: None), program, device, dest, known_splats)
+            except TestbedError as exc:
+                self.broken[key] = exc
+                raise
+        return self.runs[key]
+
+    def kunit(self, vm: GuestVM, topology: str, known_splats: tuple[KnownSplat, ...]) -> KunitRun:
+        if topology not in self.kunit_runs:
+            self.kunit_runs[topology] = judge_boot(vm.machine.console_log, known_splats)
+        return self.kunit_runs[topology]
+
+    def note(self, nodeid: str, what: str, reason: str) -> None:
+        self.noted.append(Noted(nodeid, what, reason))
+
+    def known_failure(self, test: str, device_kind: str | None, release: str | None,
+                      output: str) -> KnownFailure | None:
+        return find_failure(self.known, test, device_kind, release, output)
+
+    def listed(self, program: Program) -> tuple[str, ...] | None:
+        """The cases collected for program (None: it cannot list them on the host)."""
+        return self._build.cases(program) if self._build is not None else None
+
+    def count(self, topology: str, suite: str, ran: bool) -> None:
+        self.ran[(topology, suite)] = self.ran.get((topology, suite), 0) + int(ran)
+
+    # -- end of run -------------------------------------------------------------------------
+
+    def write_tsv(self, path: Path) -> None:
+        rows = ["test\toutcome\treason"] + [f"{n.nodeid}\t{n.what}\t{n.reason}" for n in self.noted]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(rows) + "\n")
+
+    def _grouped(self, what: str) -> dict[str, list[str]]:
+        """Node ids noted as `what`, grouped by reason (first seen first)."""
+        groups: dict[str, list[str]] = {}
+        for n in self.noted:
+            if n.what == what:
+                groups.setdefault(n.reason, []).append(n.nodeid)
+        return groups
+
+    def summary(self) -> list[str]:
+        lines = []
+        suites = {p.suite for p in self.programs()}
+        fixes = [f for f in self._build.fixes if f.suite in suites] if self._build is not None else []
+        if fixes:
+            lines.append("build fixes applied to the tree's selftests (the tree itself is not edited):")
+            lines += [f"  {fix.name}: {fix.why}" for fix in fixes]
+        known = self._grouped("known")
+        if known:
+            lines.append(f"{sum(map(len, known.values()))} known failure(s) of the base tree "
+                         "(known-failures.yaml; xfail, every one in kselftest-known.tsv):")
+            for reason, nodeids in known.items():
+                lines.append(f"  {len(nodeids):4d} x {reason}")
+                lines += [f"         {nodeid}" for nodeid in nodeids[:3]]
+                if len(nodeids) > 3:
+                    lines.append(f"         ... and {len(nodeids) - 3} more")
+        skips = self._grouped("skip")
+        if skips:
+            lines.append(f"{sum(map(len, skips.values()))} case(s) skipped themselves; what QEMU or this "
+                         "guest could not give them, in the tests' own words:")
+            for reason, nodeids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
+                lines.append(f"  {len(nodeids):4d} x {reason}")
+        return lines
+
+
+SESSION_KEY = pytest.StashKey[KselftestSession]()
+
+
+def session_of(config: pytest.Config) -> KselftestSession:
+    """The session's state, made at first use (collection of the first kselftest item)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        session = config.stash[SESSION_KEY] = KselftestSession(config, load_failures())
+    return session

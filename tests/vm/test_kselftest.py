@@ -1,0 +1,198 @@
+"""The kernel tree's own tests inside the topology: iommufd and VFIO selftests, KUnit at boot.
+
+The programs are built from the tree the guest kernel was built from (the Debian source, or
+`--kernel TREE --patches MBOX` with the series applied) against its own uAPI headers, and the
+guest boots that tree's selftest kernel (kernel-configs/selftest.config on top of the session's
+config set). Each program runs once per device it takes (one endpoint of each kind vfio-pci can
+take: NVMe, ivshmem, edu) and each case it reports is one item here, so JUnit lists them:
+
+  test_selftest[<topo>-<program>@<device>-<case>]  the case's own verdict; a kernel splat
+        logged while it ran fails it; a skip carries the test's reason; a failure declared in
+        known-failures.yaml for this release is an expected failure, listed at the end
+  test_selftest[<topo>-<program>@<device>]  the run: it ended (no timeout, no crash), every
+        case the program lists reported, no splat while it ran; a program that cannot list its
+        cases on the host (it opens the device first) is judged here case by case
+  test_kunit[<topo>-kunit-<suite.case>]  the KUnit suites, run while the same VM booted
+  test_suite_ran[<topo>-<suite>]  under CI=true a suite that ran nothing fails
+
+Raw KTAP and the kernel log of each run are kept under results/pytest/<run>/kselftest/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from testbed.logs.ktap import KtapCase, Status, parse_ktap
+from testbed.pytest_plugin.kselftest import KunitCase, SelftestCase, session_of
+from testbed.pytest_plugin.plugin import in_ci
+
+pytestmark = pytest.mark.kselftest
+
+SHIPPED = ("kselftest",)
+# every IOMMU mode the shipped topologies have: intel translated and passthrough, virtio
+MATRIX = ("two-switch-iommu", "two-switch-iommu-pt", "p2pdma-thru-virtio-iommu", "vfio-dmabuf")
+LOG_LINES = 60
+
+
+def _selftest_cases(topo, config):  # noqa: ANN001, ANN202 - topology, pytest.Config
+    return session_of(config).cases_for(topo, "selftest")
+
+
+def _kunit_cases(topo, config):  # noqa: ANN001, ANN202
+    return session_of(config).cases_for(topo, "kunit")
+
+
+def _suite_cases(topo, config):  # noqa: ANN001, ANN202
+    return [(suite, suite) for suite in session_of(config).selected_suites()]
+
+
+def case_text(case: KtapCase) -> str:
+    lines = list(case.log)
+    if len(lines) > LOG_LINES:
+        lines = lines[:LOG_LINES // 2] + [f"... ({len(lines) - LOG_LINES} lines)"] + lines[-LOG_LINES // 2:]
+    return "\n".join(lines)
+
+
+def judge_case(request, session, topology: str, vm, suite: str, case: KtapCase | None,  # noqa: ANN001
+               test: str, device_kind: str | None, splats: list, where: str) -> None:
+    """Pass, skip with the test's reason, expected failure from known-failures.yaml, or fail."""
+    nodeid = request.node.nodeid
+    if case is None:
+        session.count(topology, suite, False)
+        pytest.fail(f"{test}: the program listed this case but never reported it ({where})", pytrace=False)
+    splat_text = "\n\n".join(f"kernel splat while it ran: {s.kind}: {s.title} "
+                             f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
+                             for s in splats)
+    if case.status is Status.SKIP:
+        session.count(topology, suite, False)
+        if splats:
+            pytest.fail(splat_text, pytrace=False)
+        reason = case.directive.removeprefix("SKIP").strip() or "(the test gave no reason)"
+        session.note(nodeid, "skip", reason)
+        pytest.skip(reason)
+    session.count(topology, suite, True)
+    if case.status is Status.PASS:
+        if splats:
+            pytest.fail(f"{test} passed, but the kernel printed a splat while it ran\n\n{splat_text}", pytrace=False)
+        return
+    release = vm.kernel_release()
+    output = "\n".join(case.log)
+    known = session.known_failure(test, device_kind, release, output)
+    if known is not None and not splats:
+        session.note(nodeid, "known", f"{known.where}: {known.why}")
+        pytest.xfail(f"known failure of the base tree ({known.where})")
+    status = "did not finish" if case.status is Status.ERROR else "failed"
+    pytest.fail(f"{test} {status} ({where})\n{case_text(case)}" + (f"\n\n{splat_text}" if splats else ""),
+                pytrace=False)
+
+
+@pytest.mark.topology(*SHIPPED, matrix=MATRIX, any_topology=True, cases=_selftest_cases)
+def test_selftest(request, testbed_pool, testbed_topology, topology_case: SelftestCase, kselftest_session,
+                  testbed_results, known_splats):
+    session = kselftest_session
+    vm = session.vm(testbed_pool, testbed_topology)
+    run = session.run(vm, testbed_topology, topology_case.program, topology_case.device, testbed_results,
+                      known_splats)
+    kind = vm.topology.endpoint(topology_case.device).kind.value if topology_case.device else None
+    where = f"raw output {run.output}, kernel log {run.window_log}"
+    suite = topology_case.program.suite
+    if topology_case.case is not None:
+        case = run.case(topology_case.case)
+        judge_case(request, session, testbed_topology, vm, suite, case, topology_case.test, kind,
+                   [s.splat for s in run.new_splats(topology_case.case)], where)
+        return
+    # the run as a whole
+    problems = []
+    if run.timed_out:
+        problems.append(f"{run.id} did not finish in {run.program.timeout_s:.0f}s and was killed")
+    elif run.exit_status < 0 or run.exit_status > 4:
+        problems.append(f"{run.id} ended with status {run.exit_status} (killed by a signal?)")
+    uncharged = [s.splat for s in run.new_splats() if s.case is None]
+    problems += [f"kernel splat during {run.id}, between cases: {s.kind}: {s.title} "
+                 f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}" for s in uncharged]
+    if run.lockdep_lost:
+        problems.append(f"lockdep turned itself off during {run.id}: what ran after it was not lock-checked")
+    listed = session.listed(topology_case.program)
+    if listed is not None:
+        missing = [c for c in listed if run.case(c) is None]
+        if missing and not problems:
+            problems.append(f"{len(missing)} listed case(s) never reported, first {missing[0]} ({where})")
+    elif run.report is not None:  # a program pytest could not list: its cases are judged here
+        for case in run.report.cases:
+            if case.status in (Status.FAIL, Status.ERROR):
+                known = session.known_failure(f"{run.program.id}:{case.name}", kind, vm.kernel_release(),
+                                              "\n".join(case.log))
+                if known is None:
+                    problems.append(f"{case.name} failed\n{case_text(case)}")
+            session.count(testbed_topology, suite, case.status in (Status.PASS, Status.FAIL))
+    if problems:
+        pytest.fail("\n\n".join(problems) + f"\n({where})", pytrace=False)
+    if run.report is None or not run.report.cases:
+        text = run.output.read_text(errors="replace").strip()
+        if run.exit_status == 4:  # KSFT_SKIP before the harness started: the program says why
+            first = text.splitlines()[0] if text else "exit status 4 (KSFT_SKIP), no reason printed"
+            reason = re.sub(r"^1\.\.0\s*#\s*SKIP\s*", "", first)  # "1..0 # SKIP why": the plan says it
+            session.note(request.node.nodeid, "skip", reason)
+            pytest.skip(reason)
+        known = session.known_failure(topology_case.test, kind, vm.kernel_release(), text)
+        if known is not None:
+            session.note(request.node.nodeid, "known", f"{known.where}: {known.why}")
+            pytest.xfail(f"known failure of the base tree ({known.where})")
+        if run.exit_status != 0:
+            pytest.fail(f"{run.id} exited {run.exit_status} without reporting any case ({where})\n{text[-3000:]}",
+                        pytrace=False)
+
+
+@pytest.mark.kunit
+@pytest.mark.topology(*SHIPPED, matrix=MATRIX, any_topology=True, cases=_kunit_cases)
+def test_kunit(request, testbed_pool, testbed_topology, topology_case: KunitCase, kselftest_session, known_splats):
+    session = kselftest_session
+    vm = session.vm(testbed_pool, testbed_topology)
+    run = session.kunit(vm, testbed_topology, known_splats)
+    where = f"console {vm.machine.console_log}"
+    if topology_case.case is None:
+        assert run.report is not None, f"the kernel ran no KUnit suite at boot ({where})"
+        stray = [s for s, c, k in run.splats if c is None and k is None]
+        assert not stray, "kernel splat during the KUnit run, outside any case:\n" + "\n".join(
+            f"{s.kind}: {s.title} ({where}:{s.first_line})\n{s.excerpt}" for s in stray)
+        return
+    judge_case(request, session, testbed_topology, vm, "kunit", run.cases.get(topology_case.case),
+               topology_case.test, None, run.new_splats(topology_case.case), where)
+
+
+def _by_hand_cases(topo, config):  # noqa: ANN001, ANN202
+    chosen = [p for p in session_of(config).programs() if p.name == "iommufd"]
+    return [(p.name, p) for p in chosen] or [("not-selected", None)]
+
+
+@pytest.mark.topology(*SHIPPED, cases=_by_hand_cases)
+def test_relay_matches_a_run_by_hand(testbed_pool, testbed_topology, topology_case, kselftest_session,
+                                     testbed_results, known_splats):
+    """The harness's path (relay, KTAP parser) reports what the program says when run by hand over SSH."""
+    session = kselftest_session
+    program = topology_case
+    vm = session.vm(testbed_pool, testbed_topology)
+    run = session.run(vm, testbed_topology, program, None, testbed_results, known_splats)
+    remote = f"/run/testbed/kselftest/{program.suite}/{program.name}"
+    by_hand = vm.run(f"cd /run/testbed/kselftest && {remote}", timeout=program.timeout_s)
+    reports = parse_ktap(by_hand.stdout.splitlines())
+    assert reports, f"{remote} printed no KTAP when run by hand:\n{by_hand.stdout[-2000:]}"
+    hand = {c.name: c.status for c in reports[0].cases}
+    harness = {c.name: c.status for c in run.report.cases} if run.report else {}
+    assert len(hand) == len(session.listed(program) or hand)
+    differ = sorted(n for n in hand.keys() | harness.keys() if hand.get(n) != harness.get(n))
+    assert not differ, f"{len(differ)} case(s) differ between the harness and a run by hand: {differ[:10]}"
+
+
+@pytest.mark.topology(*SHIPPED, matrix=MATRIX, any_topology=True, cases=_suite_cases)
+def test_suite_ran(testbed_topology, topology_case: str, kselftest_session):
+    """Under CI=true a suite that ran nothing (every case skipped, or none collected) fails."""
+    ran = kselftest_session.ran.get((testbed_topology, topology_case), 0)
+    if ran:
+        return
+    message = f"the {topology_case} suite ran no case on {testbed_topology} (all skipped or not collected)"
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
