@@ -12,17 +12,22 @@ KSRC ?=
 PATCHES ?=
 PYTEST_ARGS ?=
 
+# the tree's own tests boot the selftest kernel that goes with CONFIG (kernel-configs/selftest.config)
+SELFTEST_CONFIG := $(if $(filter debug,$(CONFIG)),debug-selftest,selftest)
+SUITE ?=
+
 KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 # the same kernel for the suites: pytest builds (or reuses) KSRC + PATCHES itself
 PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
-.PHONY: help deps venv kernel image boot run test unit vm nightly bench clean-results clean-cache
+.PHONY: help deps venv kernel image boot run test unit vm kselftest nightly bench clean-results clean-cache
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo
 	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug)"
 	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
+	@echo "             SUITE=iommu|vfio|kunit (make kselftest; TOPO=kselftest has one device of each kind)"
 
 deps: ## install missing Debian packages (as root; otherwise print the command)
 	@scripts/install-deps
@@ -47,15 +52,21 @@ boot: deps venv ## boot TOPO and open a shell in the guest; leaving it shuts the
 unit: venv ## unit tests only (no QEMU, seconds)
 	$(PYTEST) tests/unit -q $(PYTEST_ARGS)
 
-test: deps venv ## unit tests, the real-QEMU tree check and the VM suites (kernel + image built if missing)
+test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the tree's own tests (kernels + image built if missing)
 	$(TB) kernel build $(KERNEL_OPTS)
+	$(TB) kernel build --kernel-config $(SELFTEST_CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 	$(TB) image build
 	$(PYTEST) tests -q --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) --junitxml=results/junit.xml $(PYTEST_ARGS)
+
+kselftest: deps venv ## the tree's own selftests and KUnit suites in TOPO (SUITE=iommu|vfio|kunit)
+	$(TB) kselftest $(TOPO) $(SUITE) --accel $(ACCEL) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
 nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x kernel config
 	$(TB) image build
 	status=0; for config in default debug; do \
 	  $(TB) kernel build --kernel-config $$config $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
+	  $(TB) kernel build --kernel-config $$([ $$config = debug ] && echo debug-selftest || echo selftest) \
+	    $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
 	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config $(PYTEST_KERNEL) \
 	    --junitxml=results/junit-nightly-$$config.xml $(PYTEST_ARGS) || status=1; \
 	done; exit $$status

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "testbed.image.commands",
     "testbed.vm.commands",
     "testbed.logs.commands",
+    "testbed.kselftest.commands",
     "testbed.cache.commands",
 )
 

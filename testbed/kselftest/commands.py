@@ -1,0 +1,62 @@
+"""`testbed kselftest TOPO [SUITE...]`: the tree's own tests in a topology, through pytest.
+
+The command is a front door to tests/vm/test_kselftest.py, so a run from the shell and a run
+from `pytest -m kselftest` give the same items, JUnit, artifacts and end-of-run summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..paths import REPO_ROOT
+from .catalog import SUITES
+
+SUITE_NAMES = (*SUITES, "kunit")
+TEST_FILE = REPO_ROOT / "tests" / "vm" / "test_kselftest.py"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("kselftest", help="run the kernel tree's own selftests and KUnit suites in a topology",
+                       description="Build the tree's iommu and vfio selftests (and boot its selftest kernel, "
+                                   "KUnit at boot) and run them in TOPO: one result per KTAP case.")
+    p.add_argument("topology", metavar="TOPO", help="topology name or YAML file (e.g. kselftest)")
+    p.add_argument("suites", nargs="*", metavar="SUITE",
+                   help=f"suites to run: {', '.join(SUITE_NAMES)} (default: all)")
+    p.add_argument("--kernel-config", default="default", choices=("default", "debug"),
+                   help="base config set; the selftest fragment goes on top (default: %(default)s)")
+    p.add_argument("--ksrc", type=Path, metavar="DIR", help="your kernel tree (default: Debian's 7.2 source)")
+    p.add_argument("--kernel", type=Path, metavar="BZIMAGE", help="boot this bzImage (its tree builds the tests)")
+    p.add_argument("--patches", type=Path, metavar="PATH", help="patch series applied to --ksrc")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
+    p.add_argument("--nightly", action="store_true", help="include the slow programs (iommufd_fail_nth, ...)")
+    p.add_argument("--list", action="store_true", help="list the cases that would run, run nothing")
+    p.set_defaults(func=cmd_kselftest)
+
+
+def pytest_argv(args: argparse.Namespace) -> list[str]:
+    unknown = [s for s in args.suites if s not in SUITE_NAMES]
+    if unknown:
+        raise SystemExit(f"testbed kselftest: unknown suite {', '.join(unknown)}; allowed: {', '.join(SUITE_NAMES)}")
+    argv = [sys.executable, "-m", "pytest", str(TEST_FILE), "-p", "no:cacheprovider", "-rsx",
+            "--topology", str(args.topology), "--accel", args.accel, "--kernel-config", args.kernel_config]
+    for suite in args.suites:
+        argv += ["--selftest-suite", suite]
+    kernel = args.kernel or args.ksrc
+    if kernel is not None:
+        argv += ["--kernel", str(kernel)]
+    if args.patches is not None:
+        argv += ["--patches", str(args.patches)]
+    if args.nightly:
+        argv.append("--matrix")
+    argv += ["--collect-only", "-q"] if args.list else ["-q"]
+    return argv
+
+
+def cmd_kselftest(args: argparse.Namespace) -> int:
+    argv = pytest_argv(args)
+    print("testbed: " + " ".join(argv[2:]), file=sys.stderr, flush=True)
+    return subprocess.call(argv, cwd=REPO_ROOT)
