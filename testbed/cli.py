@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     after: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, after = argv[:cut], argv[cut + 1:]
+        argv, after = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     args.guest_command = after
     return args

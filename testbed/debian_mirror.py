@@ -20,8 +20,19 @@ APT_DIR = Path("/etc/apt")
 # "cloud-sdk-bookworm") never uses a bare Debian codename as its suite.
 DEBIAN_SUITES = frozenset(
     {
-        "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
-        "oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental",
+        "buster",
+        "bullseye",
+        "bookworm",
+        "trixie",
+        "forky",
+        "duke",
+        "sid",
+        "oldoldstable",
+        "oldstable",
+        "stable",
+        "testing",
+        "unstable",
+        "experimental",
     }
 )
 _SCHEMES = ("http://", "https://", "ftp://", "file:")
@@ -151,9 +162,7 @@ def apt_source_files(apt_dir: Path = APT_DIR) -> list[Path]:
         files.append(main)
     parts = apt_dir / "sources.list.d"
     if parts.is_dir():
-        files += sorted(
-            p for p in parts.iterdir() if p.is_file() and p.suffix in (".list", ".sources")
-        )
+        files += sorted(p for p in parts.iterdir() if p.is_file() and p.suffix in (".list", ".sources"))
     return files
 
 

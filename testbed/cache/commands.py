@@ -20,10 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_list)
     actions.add_parser("list", help="every entry with its size, last use and state").set_defaults(func=_list)
     prune = actions.add_parser(
-        "prune", help="delete kernels and images unused for --older-than days (never the current "
-                      "ones) and the build dirs, worktrees and sources no kept kernel names")
-    prune.add_argument("--older-than", type=float, default=DEFAULT_DAYS, metavar="DAYS",
-                       help="age limit in days (default: %(default)s; 0 keeps only the current ones)")
+        "prune",
+        help="delete kernels and images unused for --older-than days (never the current "
+        "ones) and the build dirs, worktrees and sources no kept kernel names",
+    )
+    prune.add_argument(
+        "--older-than",
+        type=float,
+        default=DEFAULT_DAYS,
+        metavar="DAYS",
+        help="age limit in days (default: %(default)s; 0 keeps only the current ones)",
+    )
     prune.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
     prune.set_defaults(func=_prune)
 
@@ -31,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _current_kernels() -> set[str]:
     from ..kernel.build import plan  # no network: fetch=False uses the source fetched last time
     from ..kernel.configsets import CONFIG_SETS
+
     keys = set()
     for config_set in CONFIG_SETS:
         p = plan(config_set, progress=lambda _: None, fetch=False)
@@ -42,12 +50,14 @@ def _current_kernels() -> set[str]:
 def _current_images() -> set[str]:
     from ..hashing import short
     from ..image.recipe import load_recipe, recipe_key
+
     return {short(recipe_key(load_recipe()))}
 
 
 def _current_source():  # noqa: ANN202 - Path | None
     from ..kernel.build import kernel_root
     from ..kernel.debian import pinned_source
+
     src = pinned_source(kernel_root() / "debian")
     return (src.tree,) if src else ()
 
@@ -81,8 +91,7 @@ def _list(args: argparse.Namespace) -> int:
         print(_row(e, now, state))
     total = sum(e.size for e in entries)
     freed = sum(e.size for e in entries if e.path in doomed)
-    print(f"total {_size(total)}; `testbed cache prune` would free {_size(freed)} "
-          f"(unused > {DEFAULT_DAYS:g} days)")
+    print(f"total {_size(total)}; `testbed cache prune` would free {_size(freed)} (unused > {DEFAULT_DAYS:g} days)")
     return 0
 
 
@@ -90,13 +99,15 @@ def _prune(args: argparse.Namespace) -> int:
     from ..kernel.build import kernel_root
     from ..kernel.lock import locked
     from ..vm import registry
+
     if args.older_than < 0:
         raise ConfigError(f"--older-than {args.older_than}: must be 0 or more days")
     vms = registry.running()
     if vms and not args.dry_run:
         # a running VM's overlay is backed by a cached image: never delete under it
-        raise ConfigError(f"{len(vms)} testbed VM(s) running ({', '.join(v.name for v in vms)}); "
-                          "stop them before pruning")
+        raise ConfigError(
+            f"{len(vms)} testbed VM(s) running ({', '.join(v.name for v in vms)}); stop them before pruning"
+        )
     now = time.time()
     with locked(kernel_root() / ".lock"):  # not while a kernel is being built
         doomed = prune_plan(_entries(), now, args.older_than * DAY, _current_source())
@@ -105,6 +116,8 @@ def _prune(args: argparse.Namespace) -> int:
             if not args.dry_run:
                 shutil.rmtree(e.path)
     freed = sum(e.size for e in doomed)
-    print(f"{'would free' if args.dry_run else 'freed'} {_size(freed)} in {len(doomed)} entr"
-          f"{'y' if len(doomed) == 1 else 'ies'}")
+    print(
+        f"{'would free' if args.dry_run else 'freed'} {_size(freed)} in {len(doomed)} entr"
+        f"{'y' if len(doomed) == 1 else 'ies'}"
+    )
     return 0

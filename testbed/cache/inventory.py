@@ -58,8 +58,7 @@ def _manifest(directory: Path) -> tuple[dict, float] | None:
 
 
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-        if path.is_dir() else []
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
 
 
 def kernel_entries(kernel_root: Path, current: set[str]) -> list[Entry]:
@@ -96,8 +95,7 @@ def _under(path: Path, roots: set[Path]) -> bool:
     return any(path == r or r in path.parents or path in r.parents for r in roots)
 
 
-def prune_plan(entries: list[Entry], now: float, max_age_s: float,
-               keep_paths: tuple[Path, ...] = ()) -> list[Entry]:
+def prune_plan(entries: list[Entry], now: float, max_age_s: float, keep_paths: tuple[Path, ...] = ()) -> list[Entry]:
     """The entries a prune deletes: artifacts neither current nor used within max_age_s, then
     every build dir, worktree and source tree that no kept kernel (nor keep_paths) names."""
     kept = [e for e in entries if e.kind in ARTIFACT_KINDS and (e.current or now - e.last_used < max_age_s)]

@@ -53,13 +53,23 @@ def _command_line(cmd: str | Sequence[str]) -> str:
     return cmd if isinstance(cmd, str) else shlex.join(list(cmd))
 
 
-def ssh_client_argv(port: int, key: Path, user: str = USER, host: str = HOST,
-                    command: Sequence[str] = ()) -> list[str]:
+def ssh_client_argv(port: int, key: Path, user: str = USER, host: str = HOST, command: Sequence[str] = ()) -> list[str]:
     """The system ssh client's command line for this VM (for humans: a real pty)."""
     argv = [
-        "ssh", "-i", str(key), "-p", str(port),
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", f"{user}@{host}",
+        "ssh",
+        "-i",
+        str(key),
+        "-p",
+        str(port),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "IdentitiesOnly=yes",
+        f"{user}@{host}",
     ]
     if command:
         argv += ["--", *command]
@@ -79,8 +89,7 @@ _RETRYABLE = (
 
 
 class SSH:
-    def __init__(self, port: int, key: Path, user: str = USER, host: str = HOST,
-                 command_timeout: float = 60.0) -> None:
+    def __init__(self, port: int, key: Path, user: str = USER, host: str = HOST, command_timeout: float = 60.0) -> None:
         self.port = port
         self.key = key
         self.user = user
@@ -96,9 +105,15 @@ class SSH:
         client.set_missing_host_key_policy(_AcceptAnyHostKey())
         try:
             client.connect(
-                self.host, port=self.port, username=self.user, key_filename=str(self.key),
-                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                allow_agent=False, look_for_keys=False,
+                self.host,
+                port=self.port,
+                username=self.user,
+                key_filename=str(self.key),
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                allow_agent=False,
+                look_for_keys=False,
             )
         except BaseException:
             client.close()
@@ -108,8 +123,13 @@ class SSH:
             transport.set_keepalive(15)
         self._client = client
 
-    def connect(self, timeout: float, attempt_timeout: float = 10.0, interval: float = 0.5,
-                check: Callable[[], None] | None = None) -> int:
+    def connect(
+        self,
+        timeout: float,
+        attempt_timeout: float = 10.0,
+        interval: float = 0.5,
+        check: Callable[[], None] | None = None,
+    ) -> int:
         """Retry until connected or `timeout`; `check()` runs between attempts and raises to
         stop early (QEMU died, the kernel panicked). Returns the number of attempts.
         Raises InfraError (with the last failure) at the deadline."""
@@ -123,9 +143,11 @@ class SSH:
                 check()
             remaining = end - time.monotonic()
             if remaining <= 0:
-                raise InfraError(f"ssh {self.user}@{self.host}:{self.port}: not ready after "
-                                 f"{timeout:.0f}s and {attempts} attempts (last: "
-                                 f"{type(last).__name__}: {last})")
+                raise InfraError(
+                    f"ssh {self.user}@{self.host}:{self.port}: not ready after "
+                    f"{timeout:.0f}s and {attempts} attempts (last: "
+                    f"{type(last).__name__}: {last})"
+                )
             attempts += 1
             try:
                 self.connect_once(max(1.0, min(attempt_timeout, remaining)))
@@ -155,8 +177,9 @@ class SSH:
             raise InfraError(f"ssh connection to port {self.port} is closed")
         return transport.open_session(timeout=30)
 
-    def run(self, cmd: str | Sequence[str], timeout: float | None = None, check: bool = False,
-            stdin: bytes | None = None) -> RunResult:
+    def run(
+        self, cmd: str | Sequence[str], timeout: float | None = None, check: bool = False, stdin: bytes | None = None
+    ) -> RunResult:
         """Run `cmd` (a list is shell-quoted) under the guest's shell; wait at most `timeout`.
 
         A command still running at the deadline is a GuestError (the thing under test hung).
@@ -178,26 +201,32 @@ class SSH:
                     err += chan.recv_stderr(65536)
                 # the exit status can arrive before the last of the output is buffered: only
                 # the channel's EOF (sent after all data) says nothing more will come
-                if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() \
-                        and not chan.recv_stderr_ready():
+                if (
+                    chan.exit_status_ready()
+                    and chan.eof_received
+                    and not chan.recv_ready()
+                    and not chan.recv_stderr_ready()
+                ):
                     break
                 remaining = end - time.monotonic()
                 if remaining <= 0:
-                    raise GuestError(f"guest command did not finish within {timeout:.0f}s: "
-                                     f"{line}\n--- output so far ---\n"
-                                     f"{_text(out)[-2000:]}{_text(err)[-2000:]}")
+                    raise GuestError(
+                        f"guest command did not finish within {timeout:.0f}s: "
+                        f"{line}\n--- output so far ---\n"
+                        f"{_text(out)[-2000:]}{_text(err)[-2000:]}"
+                    )
                 select.select([chan], [], [], min(remaining, 1.0))
             status = chan.recv_exit_status()
         finally:
             chan.close()
         result = RunResult(status, _text(out), _text(err))
         if check and status != 0:
-            raise GuestError(f"guest command failed with status {status}: {line}\n"
-                             f"--- stderr ---\n{result.stderr[-4000:]}")
+            raise GuestError(
+                f"guest command failed with status {status}: {line}\n--- stderr ---\n{result.stderr[-4000:]}"
+            )
         return result
 
-    def put(self, local: Path, remote: str, mode: int | None = None,
-            timeout: float | None = None) -> None:
+    def put(self, local: Path, remote: str, mode: int | None = None, timeout: float | None = None) -> None:
         data = Path(local).read_bytes()
         line = f"cat > {shlex.quote(remote)}"
         if mode is not None:
@@ -220,8 +249,7 @@ class SSH:
             status = chan.recv_exit_status()
             err = chan.recv_stderr(65536)
         except socket.timeout:
-            raise GuestError(f"reading {remote} from the guest took over {timeout:.0f}s") \
-                from None
+            raise GuestError(f"reading {remote} from the guest took over {timeout:.0f}s") from None
         finally:
             chan.close()
         if status != 0:
@@ -230,8 +258,7 @@ class SSH:
 
     def interactive_shell(self, command: Sequence[str] = ()) -> int:
         """A real terminal for a human: the system ssh client with a pty. Its exit status."""
-        return subprocess.call(ssh_client_argv(self.port, self.key, self.user, self.host,
-                                               command))
+        return subprocess.call(ssh_client_argv(self.port, self.key, self.user, self.host, command))
 
 
 def _text(data: bytes | bytearray) -> str:

@@ -180,9 +180,7 @@ def _run(argv: list[str], step: str, log: TextIO, log_path: Path) -> None:
         raise InfraError(f"{step} failed (exit {code}); build log: {log_path}")
 
 
-def _customize(
-    root: Path, recipe: Recipe, work: Path, out: Path, run: Callable[[list[str], str], None]
-) -> None:
+def _customize(root: Path, recipe: Recipe, work: Path, out: Path, run: Callable[[list[str], str], None]) -> None:
     rootfs.install_tree(recipe.rootfs, root)
     rootfs.install_symlink(root, "/etc/mtab", "../proc/self/mounts")
     # Host keys: one ed25519 key made here, so sshd starts at once and the harness can pin it.
@@ -196,9 +194,7 @@ def _customize(
     run(ssh_keygen_argv(out / SSH_KEY, "testbed-root"), "keygen")
     (out / SSH_KEY).chmod(0o600)
     rootfs.make_dir(root, "/root/.ssh", 0o700)
-    rootfs.install_file(
-        root, "/root/.ssh/authorized_keys", (out / f"{SSH_KEY}.pub").read_bytes(), 0o600
-    )
+    rootfs.install_file(root, "/root/.ssh/authorized_keys", (out / f"{SSH_KEY}.pub").read_bytes(), 0o600)
     for path in (INIT, "/usr/sbin/sshd", "/usr/bin/python3"):
         found = rootfs.inside(root, path)
         if not (found.is_file() and os.access(found, os.X_OK)):

@@ -60,12 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build = actions.add_parser(
         "build", help="build the image for guest-images/ unless cached; print the base image path"
     )
-    build.add_argument(
-        "--dry-run", action="store_true", help="print the cache key and build commands only"
-    )
+    build.add_argument("--dry-run", action="store_true", help="print the cache key and build commands only")
     build.set_defaults(func=_build)
     path = actions.add_parser("path", help="print the cached base image path (error if not built)")
-    path.add_argument(
-        "--ssh-key", action="store_true", help="print root's private SSH key path instead"
-    )
+    path.add_argument("--ssh-key", action="store_true", help="print root's private SSH key path instead")
     path.set_defaults(func=_path)

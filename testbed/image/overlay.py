@@ -21,13 +21,9 @@ def make_overlay(image: GuestImage, dest_dir: Path) -> Path:
     overlay.unlink(missing_ok=True)
     argv = overlay_argv(image.base, image.format, overlay)
     try:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
-        )
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InfraError(f"qemu-img create {overlay}: {exc}") from None
     if proc.returncode != 0:
-        raise InfraError(
-            f"qemu-img create {overlay} failed (exit {proc.returncode}): {proc.stderr.strip()}"
-        )
+        raise InfraError(f"qemu-img create {overlay} failed (exit {proc.returncode}): {proc.stderr.strip()}")
     return overlay

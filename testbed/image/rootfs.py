@@ -112,9 +112,7 @@ def installed_packages(status: str) -> list[str]:
     """`name version` of every installed package, from a dpkg status file's text."""
     packages = []
     for stanza in status.split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
-        )
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " ")
         if fields.get("Status", "").endswith(" installed") and "Package" in fields:
             packages.append(f"{fields['Package']} {fields.get('Version', '?')}")
     return sorted(packages)

@@ -8,5 +8,4 @@ from .build import ensure_kernel, find_cached, refresh_debian_source
 from .configsets import CONFIG_SETS
 from .make import KernelBuildError
 
-__all__ = ["CONFIG_SETS", "KernelArtifact", "KernelBuildError", "ensure_kernel", "find_cached",
-           "refresh_debian_source"]
+__all__ = ["CONFIG_SETS", "KernelArtifact", "KernelBuildError", "ensure_kernel", "find_cached", "refresh_debian_source"]

@@ -22,8 +22,7 @@ MANIFEST = "manifest.json"
 
 
 def artifact_in(directory: Path, key: str, release: str) -> KernelArtifact:
-    return KernelArtifact(directory / "bzImage", directory / ".config",
-                          directory / "build.log", key, release)
+    return KernelArtifact(directory / "bzImage", directory / ".config", directory / "build.log", key, release)
 
 
 def load_cached(root: Path, key: str) -> KernelArtifact | None:

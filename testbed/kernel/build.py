@@ -53,8 +53,13 @@ def kernel_root() -> Path:
     return cache_dir("kernel")
 
 
-def plan(config_set: str = "default", ksrc: Path | None = None, patches: Path | None = None,
-         progress: Progress = print, fetch: bool = True) -> Plan | None:
+def plan(
+    config_set: str = "default",
+    ksrc: Path | None = None,
+    patches: Path | None = None,
+    progress: Progress = print,
+    fetch: bool = True,
+) -> Plan | None:
     """Resolve the inputs. Without `fetch`, a Debian source not fetched yet gives None."""
     merged = load_config_set(config_set)  # bad fragments fail before any download
     series = patchmod.discover(patches) if patches is not None else ()
@@ -78,8 +83,9 @@ def plan(config_set: str = "default", ksrc: Path | None = None, patches: Path | 
     return Plan(config_set, merged, src, series, inputs)
 
 
-def find_cached(config_set: str = "default", ksrc: Path | None = None,
-                patches: Path | None = None) -> KernelArtifact | None:
+def find_cached(
+    config_set: str = "default", ksrc: Path | None = None, patches: Path | None = None
+) -> KernelArtifact | None:
     """The cached kernel for these inputs, without building or touching the network."""
     p = plan(config_set, ksrc, patches, progress=lambda _: None, fetch=False)
     return load_cached(kernel_root(), p.key) if p else None
@@ -96,8 +102,7 @@ def _build_dir(root: Path, srctree: Path, config_set: str) -> Path:
     return root / "builds" / f"{srctree.name}-{config_set}-{tag}"
 
 
-def configure(srctree: Path, builddir: Path, merged: MergedConfig, log: Path,
-              progress: Progress) -> Path:
+def configure(srctree: Path, builddir: Path, merged: MergedConfig, log: Path, progress: Progress) -> Path:
     """allnoconfig + fragment, olddefconfig, then check every requested option survived.
     The result replaces .config only when it differs, so an unchanged config rebuilds nothing."""
     fragment = builddir / "testbed-fragment.config"
@@ -105,14 +110,18 @@ def configure(srctree: Path, builddir: Path, merged: MergedConfig, log: Path,
     candidate = builddir / "testbed-candidate.config"
     env = {"KCONFIG_CONFIG": str(candidate)}
     progress("kernel: configuring (allnoconfig + fragments, olddefconfig)")
-    run_make(make_argv(srctree, builddir, "allnoconfig", extra=(f"KCONFIG_ALLCONFIG={fragment}",)),
-             log, "make allnoconfig", progress, env)
+    run_make(
+        make_argv(srctree, builddir, "allnoconfig", extra=(f"KCONFIG_ALLCONFIG={fragment}",)),
+        log,
+        "make allnoconfig",
+        progress,
+        env,
+    )
     run_make(make_argv(srctree, builddir, "olddefconfig"), log, "make olddefconfig", progress, env)
     final = kconfig.parse_dotconfig(candidate.read_text())
     dropped = kconfig.verify(merged, final)
     if dropped:
-        lines = [f"  {m.describe()}\n    why: {kconfig_deps.hint(srctree, m.wanted.symbol, final)}"
-                 for m in dropped]
+        lines = [f"  {m.describe()}\n    why: {kconfig_deps.hint(srctree, m.wanted.symbol, final)}" for m in dropped]
         raise ConfigError(
             f"{len(dropped)} requested kernel option(s) did not survive olddefconfig "
             f"(generated config: {candidate}):\n" + "\n".join(lines)
@@ -141,8 +150,12 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     n = jobs()
     # `modules` writes Module.symvers, which the probe module's build checks its symbols against
     progress(f"kernel: make -j{n} bzImage modules")
-    run_make(make_argv(srctree, builddir, "bzImage", "modules", extra=(f"-j{n}", *_MAKE_VARS)),
-             log, "make bzImage modules", progress)
+    run_make(
+        make_argv(srctree, builddir, "bzImage", "modules", extra=(f"-j{n}", *_MAKE_VARS)),
+        log,
+        "make bzImage modules",
+        progress,
+    )
     release = (builddir / "include" / "config" / "kernel.release").read_text().strip()
 
     staging = root / f".{p.key}.partial"
@@ -153,13 +166,21 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     shutil.copy2(dotconfig, art.config)
     shutil.copy2(log, art.build_log)
     seconds = round(time.monotonic() - started, 1)
-    write_manifest(staging, {
-        "key": p.key, "release": release, "config_set": p.config_set,
-        "inputs": asdict(p.inputs) | {"fragment": short(hash_bytes(p.inputs.fragment.encode()))},
-        "source_tree": str(p.source.path), "built_in": str(srctree), "build_dir": str(builddir),
-        "patches": [patch.name for patch in p.series], "build_seconds": seconds,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    write_manifest(
+        staging,
+        {
+            "key": p.key,
+            "release": release,
+            "config_set": p.config_set,
+            "inputs": asdict(p.inputs) | {"fragment": short(hash_bytes(p.inputs.fragment.encode()))},
+            "source_tree": str(p.source.path),
+            "built_in": str(srctree),
+            "build_dir": str(builddir),
+            "patches": [patch.name for patch in p.series],
+            "build_seconds": seconds,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     final = root / p.key
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -167,15 +188,21 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     return artifact_in(final, p.key, release)
 
 
-def ensure_kernel(config_set: str = "default", ksrc: Path | None = None,
-                  patches: Path | None = None,
-                  progress: Callable[[str], None] = print) -> KernelArtifact:
+def ensure_kernel(
+    config_set: str = "default",
+    ksrc: Path | None = None,
+    patches: Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> KernelArtifact:
     """The bzImage for these inputs: from the cache, or built (incrementally) and cached."""
     p = plan(config_set, ksrc, patches, progress)
     assert p is not None  # fetch=True always resolves a source
     root = kernel_root()
-    progress(f"kernel: {config_set} set, {p.source.kind} source {p.source.path}"
-             + (f", {len(p.series)} patch(es)" if p.series else "") + f"; key {p.key}")
+    progress(
+        f"kernel: {config_set} set, {p.source.kind} source {p.source.path}"
+        + (f", {len(p.series)} patch(es)" if p.series else "")
+        + f"; key {p.key}"
+    )
     cached = load_cached(root, p.key)
     if cached:
         progress(f"kernel: cached {cached.release} ({p.key})")

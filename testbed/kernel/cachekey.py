@@ -32,6 +32,7 @@ def compiler_version(cc: str = "gcc") -> str:
     try:
         proc = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise InfraError(f"cannot run '{cc} --version' ({exc}): building a kernel needs gcc "
-                         f"(Debian: build-essential)") from exc
+        raise InfraError(
+            f"cannot run '{cc} --version' ({exc}): building a kernel needs gcc (Debian: build-essential)"
+        ) from exc
     return proc.stdout.splitlines()[0].strip() if proc.stdout else cc

@@ -85,8 +85,7 @@ class PrivateApt:
         return argv
 
     def prepare(self, mirror: str, suites: tuple[str, ...]) -> None:
-        for sub in ("sources.list.d", "preferences.d", "state/lists/partial",
-                    "cache/archives/partial", "download"):
+        for sub in ("sources.list.d", "preferences.d", "state/lists/partial", "cache/archives/partial", "download"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "sources.list").write_text(sources_list(mirror, suites))
         (self.root / "preferences").write_text("")
@@ -98,8 +97,9 @@ class PrivateApt:
         except FileNotFoundError as exc:
             raise InfraError("apt-get not found: fetching Debian's kernel source needs apt") from exc
         if proc.returncode != 0:
-            raise InfraError(f"apt-get {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{(proc.stdout + proc.stderr).strip()[-3000:]}")
+            raise InfraError(
+                f"apt-get {' '.join(args)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr).strip()[-3000:]}"
+            )
         return proc.stdout
 
     def cache_show(self, package: str) -> dict[str, str]:
@@ -107,8 +107,9 @@ class PrivateApt:
         argv = ["apt-cache", *self.options(), "show", "--no-all-versions", package]
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise InfraError(f"{package} not found in the configured suites: "
-                             f"{(proc.stdout + proc.stderr).strip()[-2000:]}")
+            raise InfraError(
+                f"{package} not found in the configured suites: {(proc.stdout + proc.stderr).strip()[-2000:]}"
+            )
         return parse_control(proc.stdout)
 
 

@@ -81,9 +81,7 @@ def _parse_value(raw: str, where: str) -> str:
         if re.search(r'(?<!\\)"', body):
             raise ConfigError(f"{where}: stray quote in string value {value}")
         return value
-    raise ConfigError(
-        f"{where}: bad value {value!r}: expected y, m, n, a number or a \"quoted string\""
-    )
+    raise ConfigError(f'{where}: bad value {value!r}: expected y, m, n, a number or a "quoted string"')
 
 
 def parse_fragment(text: str, name: str) -> tuple[Option, ...]:
@@ -112,9 +110,7 @@ def parse_fragment(text: str, name: str) -> tuple[Option, ...]:
         earlier = seen.get(opt.name)
         if earlier is not None:
             if earlier.value != opt.value:
-                raise ConfigError(
-                    f"{where}: {opt.line()} contradicts {earlier.line()} at {earlier.origin}"
-                )
+                raise ConfigError(f"{where}: {opt.line()} contradicts {earlier.line()} at {earlier.origin}")
             continue  # same value twice: harmless
         seen[opt.name] = opt
         out.append(opt)

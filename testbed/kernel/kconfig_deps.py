@@ -17,9 +17,7 @@ _DEF_BOOL_IF = re.compile(r"^def_(?:bool|tristate)\s+\S+\s+if\s+(.+)$")
 _SELECT_BY = re.compile(r"^\s*(?:select|imply)\s+([A-Za-z0-9_]+)")
 _SYMBOL = re.compile(r"\b[A-Z][A-Z0-9_]*\b")
 # keywords that end a config block
-_BLOCK_END = re.compile(
-    r"^\s*(config|menuconfig|choice|endchoice|menu|endmenu|if|endif|source|comment|mainmenu)\b"
-)
+_BLOCK_END = re.compile(r"^\s*(config|menuconfig|choice|endchoice|menu|endmenu|if|endif|source|comment|mainmenu)\b")
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,7 @@ def parse_kconfig(text: str, filename: str) -> list[SymbolInfo]:
         if current is not None:
             outer = tuple(cond for frame in stack for cond in frame)
             found.append(
-                SymbolInfo(current["name"], current["where"], outer + tuple(current["deps"]),
-                           current["prompt"])
+                SymbolInfo(current["name"], current["where"], outer + tuple(current["deps"]), current["prompt"])
             )
             current = None
 
@@ -78,8 +75,7 @@ def parse_kconfig(text: str, filename: str) -> list[SymbolInfo]:
             keyword = line.split()[0]
             entry = _ENTRY.match(line)
             if entry:
-                current = {"name": entry.group(2), "where": f"{filename}:{lineno}",
-                           "deps": [], "prompt": False}
+                current = {"name": entry.group(2), "where": f"{filename}:{lineno}", "deps": [], "prompt": False}
             elif keyword == "if":
                 stack.append([line.strip()[2:].strip()])
             elif keyword in ("menu", "choice"):
@@ -171,8 +167,9 @@ def hint(srctree: Path, symbol: str, final: dict[str, str]) -> str:
         return f"{symbol} is not defined in any Kconfig file of this tree (renamed or removed?)"
     parts: list[str] = []
     for info in infos:
-        unmet = [f"{expr!r} ({', '.join(syms)} not set)"
-                 for expr in info.depends if (syms := unmet_symbols(expr, final))]
+        unmet = [
+            f"{expr!r} ({', '.join(syms)} not set)" for expr in info.depends if (syms := unmet_symbols(expr, final))
+        ]
         if unmet:
             parts.append(f"{info.where} depends on " + "; ".join(unmet))
     if not parts and not any(i.has_prompt for i in infos):

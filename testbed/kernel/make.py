@@ -15,9 +15,14 @@ PROGRESS_EVERY = 15.0  # seconds between progress lines during a long make
 _COMPILED = ("  CC ", "  AS ", "  LD ", "  AR ")
 # what a missing build dependency looks like in the log, and the Debian package to install
 _MISSING_TOOLS = {
-    "flex: not found": "flex", "bison: not found": "bison", "bc: not found": "bc",
-    "openssl/": "libssl-dev", "gelf.h": "libelf-dev", "libelf.h": "libelf-dev",
-    "cc: not found": "build-essential", "gcc: not found": "build-essential",
+    "flex: not found": "flex",
+    "bison: not found": "bison",
+    "bc: not found": "bc",
+    "openssl/": "libssl-dev",
+    "gelf.h": "libelf-dev",
+    "libelf.h": "libelf-dev",
+    "cc: not found": "build-essential",
+    "gcc: not found": "build-essential",
 }
 BUILD_PACKAGES = ("build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev")
 
@@ -31,13 +36,13 @@ def jobs() -> int:
     return len(os.sched_getaffinity(0)) + 1
 
 
-def make_argv(srctree: Path, builddir: Path, *targets: str,
-              extra: tuple[str, ...] = ()) -> list[str]:
+def make_argv(srctree: Path, builddir: Path, *targets: str, extra: tuple[str, ...] = ()) -> list[str]:
     return ["make", "-C", str(srctree), f"O={builddir}", *extra, *targets]
 
 
-def run_make(argv: list[str], log: Path, what: str, progress: Callable[[str], None],
-             env: dict[str, str] | None = None) -> None:
+def run_make(
+    argv: list[str], log: Path, what: str, progress: Callable[[str], None], env: dict[str, str] | None = None
+) -> None:
     """Run make, appending its output to `log`; on failure raise with the log's tail."""
     tail: deque[str] = deque(maxlen=25)
     compiled = 0
@@ -46,11 +51,16 @@ def run_make(argv: list[str], log: Path, what: str, progress: Callable[[str], No
         out.write(f"$ {' '.join(argv)}\n")
         out.flush()
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace", env={**os.environ, **(env or {})})
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                env={**os.environ, **(env or {})},
+            )
         except FileNotFoundError as exc:
-            raise KernelBuildError(f"{argv[0]} not found: install "
-                                   f"{' '.join(BUILD_PACKAGES)}") from exc
+            raise KernelBuildError(f"{argv[0]} not found: install {' '.join(BUILD_PACKAGES)}") from exc
         assert proc.stdout is not None
         with proc:
             for line in proc.stdout:
@@ -70,5 +80,6 @@ def run_make(argv: list[str], log: Path, what: str, progress: Callable[[str], No
             hint = f"\nmissing build dependency? install: {' '.join(missing)}" if missing else ""
             raise KernelBuildError(
                 f"{what} failed (make exit {proc.returncode}); full log: {log}\n"
-                + "\n".join(f"  | {t}" for t in tail) + hint
+                + "\n".join(f"  | {t}" for t in tail)
+                + hint
             )

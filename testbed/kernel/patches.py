@@ -22,8 +22,14 @@ _POSTMARK = re.compile(rb"^From \S+ +\w{3} \w{3} [ \d]?\d \d\d:\d\d:\d\d \d{4}\s
 _SUBJECT = re.compile(rb"^Subject: *(.*(?:\n[ \t].*)*)", re.MULTILINE)
 # git's own settings for our commands: no user hooks, no signing, a fixed committer
 _GIT_CONFIG = (
-    "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false",
-    "-c", "user.name=testbed", "-c", "user.email=testbed@localhost",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "user.name=testbed",
+    "-c",
+    "user.email=testbed@localhost",
 )
 
 
@@ -67,8 +73,9 @@ def discover(path: Path) -> tuple[Patch, ...]:
             data = file.read_bytes()
             if not _has_diff(b"\n" + data):
                 continue  # e.g. 0000-cover-letter.patch
-            series.append(Patch(file.name, data, bool(_POSTMARK.match(data)) or
-                                data.startswith((b"From:", b"Subject:"))))
+            series.append(
+                Patch(file.name, data, bool(_POSTMARK.match(data)) or data.startswith((b"From:", b"Subject:")))
+            )
         if not series:
             raise ConfigError(f"--patches {path}: no *.patch file contains a diff")
         return tuple(series)
@@ -84,17 +91,16 @@ def series_hash(series: tuple[Patch, ...]) -> str:
     return hash_bytes(*(part for p in series for part in (p.name.encode(), p.content)))
 
 
-def _git_in(tree: Path, *args: str,
-            stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", *_GIT_CONFIG, "-C", str(tree), *args], input=stdin,
-                          capture_output=True)
+def _git_in(tree: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", *_GIT_CONFIG, "-C", str(tree), *args], input=stdin, capture_output=True)
 
 
 def _checked(tree: Path, *args: str) -> None:
     proc = _git_in(tree, *args)
     if proc.returncode != 0:
-        raise InfraError(f"git {' '.join(args)} in {tree} failed: "
-                         f"{(proc.stdout + proc.stderr).decode(errors='replace').strip()}")
+        raise InfraError(
+            f"git {' '.join(args)} in {tree} failed: {(proc.stdout + proc.stderr).decode(errors='replace').strip()}"
+        )
 
 
 def _base_repo(source: SourceTree, trees: Path) -> tuple[Path, str]:
@@ -129,8 +135,10 @@ def _carry_local_changes(source: SourceTree, worktree: Path) -> None:
     if diff:
         proc = _git_in(worktree, "apply", "--index", "--binary", "-", stdin=diff)
         if proc.returncode != 0:
-            raise InfraError(f"could not carry the uncommitted changes of {source.path} into "
-                             f"{worktree}: {proc.stderr.decode(errors='replace')}")
+            raise InfraError(
+                f"could not carry the uncommitted changes of {source.path} into "
+                f"{worktree}: {proc.stderr.decode(errors='replace')}"
+            )
     for name in names:
         dest = worktree / name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +174,5 @@ def apply_series(source: SourceTree, series: tuple[Patch, ...], trees: Path) -> 
         if proc.returncode != 0:
             _git_in(worktree, "am", "--abort")
             output = (proc.stdout + proc.stderr).decode(errors="replace").strip()
-            raise ConfigError(f"patch {patch.name!r} does not apply on {source.path} "
-                              f"({tool}):\n{output}")
+            raise ConfigError(f"patch {patch.name!r} does not apply on {source.path} ({tool}):\n{output}")
     return worktree

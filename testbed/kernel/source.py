@@ -26,8 +26,7 @@ class SourceTree:
 def git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True)
     if check and proc.returncode != 0:
-        raise InfraError(f"git {' '.join(args)} in {tree} failed: "
-                         f"{proc.stderr.decode(errors='replace').strip()}")
+        raise InfraError(f"git {' '.join(args)} in {tree} failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc
 
 
@@ -52,8 +51,10 @@ def user_tree(ksrc: Path, progress: Callable[[str], None] = print) -> SourceTree
         raise ConfigError(f"--ksrc {ksrc}: not a kernel source tree (no Makefile and Kconfig)")
     if (tree / ".config").exists() or (tree / "include" / "config").exists():
         # kbuild refuses O= builds from a tree that was configured in place
-        raise ConfigError(f"--ksrc {ksrc} has been configured in-tree; out-of-tree builds need "
-                          f"a clean tree: run 'make mrproper' in it first")
+        raise ConfigError(
+            f"--ksrc {ksrc} has been configured in-tree; out-of-tree builds need "
+            f"a clean tree: run 'make mrproper' in it first"
+        )
     if is_git_toplevel(tree):
         head, identity = git_identity(tree)
         return SourceTree(tree, identity, "git", head)
@@ -61,8 +62,7 @@ def user_tree(ksrc: Path, progress: Callable[[str], None] = print) -> SourceTree
     return SourceTree(tree, f"tree:{hash_tree(tree)}", "tree")
 
 
-def debian_tree(root: Path, refresh: bool = False,
-                progress: Callable[[str], None] = print) -> SourceTree:
+def debian_tree(root: Path, refresh: bool = False, progress: Callable[[str], None] = print) -> SourceTree:
     """The pinned Debian source (no network), fetching it when absent or asked to."""
     with locked(root / ".lock", progress):
         src = None if refresh else debian.pinned_source(root)

@@ -75,11 +75,17 @@ def _headers(tree: KernelTree, work: Path, progress: Progress) -> Path:
         ready = tree.srctree / "usr" / "include"
         if (ready / "linux" / "vfio.h").is_file():
             return ready  # an in-tree build that already ran `make headers`
-        raise ConfigError(f"{tree.srctree} was built in place, so kbuild refuses to export its headers "
-                          "elsewhere: run `make headers` there (or build with O=) and try again")
+        raise ConfigError(
+            f"{tree.srctree} was built in place, so kbuild refuses to export its headers "
+            "elsewhere: run `make headers` there (or build with O=) and try again"
+        )
     out = work / "headers"
-    run_make(["make", "-C", str(tree.srctree), f"O={out}", "headers"], work / "build.log",
-             "export the tree's uAPI headers (make headers)", progress)
+    run_make(
+        ["make", "-C", str(tree.srctree), f"O={out}", "headers"],
+        work / "build.log",
+        "export the tree's uAPI headers (make headers)",
+        progress,
+    )
     return out / "usr" / "include"
 
 
@@ -106,8 +112,9 @@ def ensure_selftests(bzimage: Path, programs: tuple[Program, ...], progress: Pro
         with locked(root / ".lock", progress):
             if not (final / "listing.json").is_file():
                 _build(tree, programs, root, key, progress)
-    listings = {k: (tuple(v) if v is not None else None)
-                for k, v in json.loads((final / "listing.json").read_text()).items()}
+    listings = {
+        k: (tuple(v) if v is not None else None) for k, v in json.loads((final / "listing.json").read_text()).items()
+    }
     suites = sorted({p.suite for p in programs})
     fixes = tuple(f for s in suites for f in fixes_for(s, tree.srctree / SELFTESTS / s))
     return SelftestBuild(final, key, tree, fixes, listings)
@@ -130,9 +137,16 @@ def _build(tree: KernelTree, programs: tuple[Program, ...], root: Path, key: str
             extra.append(f"-include {header}")
             progress(f"kselftest: applying build fix {fix.name}: {fix.why}")
         names = [p.name for p in programs if p.suite == suite]
-        argv = ["make", "-C", str(suite_dir), f"OUTPUT={out}", f"KHDR_INCLUDES=-isystem {include}",
-                "LDFLAGS=-static -pthread", f"EXTRA_CFLAGS={' '.join(extra)}",
-                *[str(out / n) for n in names]]
+        argv = [
+            "make",
+            "-C",
+            str(suite_dir),
+            f"OUTPUT={out}",
+            f"KHDR_INCLUDES=-isystem {include}",
+            "LDFLAGS=-static -pthread",
+            f"EXTRA_CFLAGS={' '.join(extra)}",
+            *[str(out / n) for n in names],
+        ]
         run_make(argv, work / "build.log", f"build the {suite} selftests", progress)
     listings = {p.id: _listing(work / p.suite / p.name, p) for p in programs}
     (work / "listing.json").write_text(json.dumps(listings, indent=1) + "\n")

@@ -52,8 +52,10 @@ def programs(suites: tuple[str, ...] = (), nightly: bool = False) -> tuple[Progr
     names = suites or tuple(SUITES)
     unknown = [s for s in names if s not in SUITES]
     if unknown:
-        raise ConfigError(f"unknown selftest suite {', '.join(map(repr, unknown))}; "
-                          f"allowed: {', '.join(SUITES)} (kunit runs with --kunit)")
+        raise ConfigError(
+            f"unknown selftest suite {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(SUITES)} (kunit runs with --kunit)"
+        )
     return tuple(p for s in names for p in SUITES[s] if nightly or not p.nightly)
 
 

@@ -20,14 +20,20 @@ TEST_FILE = REPO_ROOT / "tests" / "vm" / "test_kselftest.py"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("kselftest", help="run the kernel tree's own selftests and KUnit suites in a topology",
-                       description="Build the tree's iommu and vfio selftests (and boot its selftest kernel, "
-                                   "KUnit at boot) and run them in TOPO: one result per KTAP case.")
+    p = sub.add_parser(
+        "kselftest",
+        help="run the kernel tree's own selftests and KUnit suites in a topology",
+        description="Build the tree's iommu and vfio selftests (and boot its selftest kernel, "
+        "KUnit at boot) and run them in TOPO: one result per KTAP case.",
+    )
     p.add_argument("topology", metavar="TOPO", help="topology name or YAML file (e.g. kselftest)")
-    p.add_argument("suites", nargs="*", metavar="SUITE",
-                   help=f"suites to run: {', '.join(SUITE_NAMES)} (default: all)")
-    p.add_argument("--kernel-config", default="default", choices=("default", "debug"),
-                   help="base config set; the selftest fragment goes on top (default: %(default)s)")
+    p.add_argument("suites", nargs="*", metavar="SUITE", help=f"suites to run: {', '.join(SUITE_NAMES)} (default: all)")
+    p.add_argument(
+        "--kernel-config",
+        default="default",
+        choices=("default", "debug"),
+        help="base config set; the selftest fragment goes on top (default: %(default)s)",
+    )
     p.add_argument("--ksrc", type=Path, metavar="DIR", help="your kernel tree (default: Debian's 7.2 source)")
     p.add_argument("--kernel", type=Path, metavar="BZIMAGE", help="boot this bzImage (its tree builds the tests)")
     p.add_argument("--patches", type=Path, metavar="PATH", help="patch series applied to --ksrc")
@@ -41,8 +47,21 @@ def pytest_argv(args: argparse.Namespace) -> list[str]:
     unknown = [s for s in args.suites if s not in SUITE_NAMES]
     if unknown:
         raise SystemExit(f"testbed kselftest: unknown suite {', '.join(unknown)}; allowed: {', '.join(SUITE_NAMES)}")
-    argv = [sys.executable, "-m", "pytest", str(TEST_FILE), "-p", "no:cacheprovider", "-rsx",
-            "--topology", str(args.topology), "--accel", args.accel, "--kernel-config", args.kernel_config]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(TEST_FILE),
+        "-p",
+        "no:cacheprovider",
+        "-rsx",
+        "--topology",
+        str(args.topology),
+        "--accel",
+        args.accel,
+        "--kernel-config",
+        args.kernel_config,
+    ]
     for suite in args.suites:
         argv += ["--selftest-suite", suite]
     kernel = args.kernel or args.ksrc

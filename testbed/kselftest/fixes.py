@@ -39,11 +39,11 @@ FIXES: tuple[BuildFix, ...] = (
         name="vfio-calloc-assert",
         needed=_uses_undefined("calloc_assert"),
         header="#include <stdlib.h>\n\n"
-               "static inline void *calloc_assert(size_t nmemb, size_t size)\n{\n"
-               "\tvoid *p = calloc(nmemb, size);\n\n\tif (!p)\n\t\tabort();\n\treturn p;\n}\n",
+        "static inline void *calloc_assert(size_t nmemb, size_t size)\n{\n"
+        "\tvoid *p = calloc(nmemb, size);\n\n\tif (!p)\n\t\tabort();\n\treturn p;\n}\n",
         why="lib/vfio_pci_device.c calls calloc_assert(), which no header of the tree defines "
-            "(Debian's 7.2.13 tree: the vfio selftests fail to build with "
-            "-Werror=implicit-function-declaration)",
+        "(Debian's 7.2.13 tree: the vfio selftests fail to build with "
+        "-Werror=implicit-function-declaration)",
     ),
 )
 

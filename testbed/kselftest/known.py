@@ -37,12 +37,18 @@ class KnownFailure:
     where: str  # file:line
 
     def matches(self, test: str, device_kind: str | None, release: str | None, output: str) -> bool:
-        return (fnmatch.fnmatchcase(test, self.test) and (self.device is None or self.device == device_kind)
-                and release is not None and bool(self.kernel.match(release)) and bool(self.output.search(output)))
+        return (
+            fnmatch.fnmatchcase(test, self.test)
+            and (self.device is None or self.device == device_kind)
+            and release is not None
+            and bool(self.kernel.match(release))
+            and bool(self.output.search(output))
+        )
 
 
-def find_failure(known: tuple[KnownFailure, ...], test: str, device_kind: str | None, release: str | None,
-                 output: str) -> KnownFailure | None:
+def find_failure(
+    known: tuple[KnownFailure, ...], test: str, device_kind: str | None, release: str | None, output: str
+) -> KnownFailure | None:
     return next((k for k in known if k.matches(test, device_kind, release, output)), None)
 
 
@@ -76,8 +82,16 @@ def load_failures(path: Path = KNOWN_FAILURES_FILE) -> tuple[KnownFailure, ...]:
             problem(("why",), "must say why the case fails on the base kernel")
         if len(problems) > before:
             continue
-        out.append(KnownFailure(str(entry["test"]), entry.get("device"), patterns["kernel"], patterns["output"],
-                                " ".join(str(entry["why"]).split()), f"{path.name}:{doc.line(at)}"))
+        out.append(
+            KnownFailure(
+                str(entry["test"]),
+                entry.get("device"),
+                patterns["kernel"],
+                patterns["output"],
+                " ".join(str(entry["why"]).split()),
+                f"{path.name}:{doc.line(at)}",
+            )
+        )
     if problems:
         raise KnownFailuresError(problems)
     return tuple(out)

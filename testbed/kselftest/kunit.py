@@ -51,14 +51,31 @@ def list_cases(bzimage: Path) -> tuple[str, ...]:
         raise KunitError("qemu-system-x86_64 not installed (`make deps` installs it)")
     with tempfile.TemporaryDirectory(prefix="testbed-kunit-") as tmp:
         console = Path(tmp) / "console.log"
-        argv = [qemu, "-machine", "q35", "-accel", "tcg", "-m", "1024", "-nodefaults", "-no-reboot",
-                "-display", "none", "-serial", f"file:{console}", "-kernel", str(bzimage), "-append",
-                "console=ttyS0 kunit.enable=1 kunit.action=list panic=-1 root=/dev/testbed-none"]
+        argv = [
+            qemu,
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            f"file:{console}",
+            "-kernel",
+            str(bzimage),
+            "-append",
+            "console=ttyS0 kunit.enable=1 kunit.action=list panic=-1 root=/dev/testbed-none",
+        ]
         try:
             subprocess.run(argv, timeout=LIST_TIMEOUT_S, capture_output=True, check=False)
         except subprocess.TimeoutExpired:
-            raise KunitError(f"listing KUnit cases of {bzimage} did not finish in {LIST_TIMEOUT_S:.0f}s "
-                             f"(console: {console})") from None
+            raise KunitError(
+                f"listing KUnit cases of {bzimage} did not finish in {LIST_TIMEOUT_S:.0f}s (console: {console})"
+            ) from None
         lines = console.read_text(errors="replace").splitlines()
     if not any("Linux version" in line for line in lines[:200]):
         raise KunitError(f"{bzimage} printed nothing when booted to list its KUnit cases")
@@ -101,7 +118,6 @@ def judge_boot(console: Path, known: tuple[KnownSplat, ...] = ()) -> KunitRun:
     release = kernel_release(lines)
     charged = []
     for splat in scan_lines(boot):
-        owner = next((name for name, c in cases.items() if c.first_line <= splat.first_line <= c.last_line),
-                     None)
+        owner = next((name for name, c in cases.items() if c.first_line <= splat.first_line <= c.last_line), None)
         charged.append((splat, owner, find_known(splat, release, known)))
     return KunitRun(console, report, cases, tuple(charged))

@@ -40,12 +40,12 @@ def _columns(line: str) -> tuple[str, str, str]:
     fixture = line[:FIXTURE_WIDTH].strip()
     if fixture and len(line) > FIXTURE_WIDTH and line[FIXTURE_WIDTH] != " ":
         fixture = line.split(" ", 1)[0]  # a name longer than the column pushes the rest right
-    rest = line[max(FIXTURE_WIDTH, len(fixture)) + 1:]
+    rest = line[max(FIXTURE_WIDTH, len(fixture)) + 1 :]
     if rest[:1] not in ("", " "):
         variant = rest.split(" ", 1)[0]
-        test = rest[max(VARIANT_WIDTH, len(variant)) + 1:]
+        test = rest[max(VARIANT_WIDTH, len(variant)) + 1 :]
     else:
-        variant, test = "", rest[VARIANT_WIDTH + 1:]
+        variant, test = "", rest[VARIANT_WIDTH + 1 :]
     return fixture, variant, test.strip()
 
 

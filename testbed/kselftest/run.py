@@ -71,8 +71,9 @@ def _tag(program: Program, device: str | None) -> str:
     return program.id + (f"@{device}" if device else "")
 
 
-def _charge(window: list[str], first_line: int, tag: str, splats: list[tuple[Splat, KnownSplat | None]]
-            ) -> tuple[ChargedSplat, ...]:
+def _charge(
+    window: list[str], first_line: int, tag: str, splats: list[tuple[Splat, KnownSplat | None]]
+) -> tuple[ChargedSplat, ...]:
     run_re = re.compile(rf"kselftest {re.escape(tag)}: #\s+RUN\s+(\S+)")
     done_re = re.compile(rf"kselftest {re.escape(tag)}: (?:not )?ok \d+ (\S+)")
     running: list[tuple[int, str | None]] = []  # (line, case running from then on)
@@ -94,8 +95,14 @@ def _charge(window: list[str], first_line: int, tag: str, splats: list[tuple[Spl
     return tuple(charged)
 
 
-def run_program(vm: GuestVM, build: SelftestBuild, program: Program, device: str | None,
-                dest: Path, known: tuple[KnownSplat, ...] = ()) -> ProgramRun:
+def run_program(
+    vm: GuestVM,
+    build: SelftestBuild,
+    program: Program,
+    device: str | None,
+    dest: Path,
+    known: tuple[KnownSplat, ...] = (),
+) -> ProgramRun:
     """Run `program` (against `device`, bound to vfio-pci first) and keep its output under dest."""
     dest.mkdir(parents=True, exist_ok=True)
     tag = _tag(program, device)
@@ -111,23 +118,42 @@ def run_program(vm: GuestVM, build: SelftestBuild, program: Program, device: str
     out = f"{GUEST_DIR}/{tag.replace('/', '_')}.ktap"
     locks = kernel_window.debug_locks(vm)
     first = kernel_window.begin(vm, f"kselftest {tag}")
-    result = vm.agent("kselftest", "run", {"argv": [remote] + ([bdf] if bdf else []), "out": out,
-                                           "timeout": program.timeout_s, "tag": tag, "cwd": GUEST_DIR},
-                      timeout=program.timeout_s + RUN_SLACK_S)
+    result = vm.agent(
+        "kselftest",
+        "run",
+        {
+            "argv": [remote] + ([bdf] if bdf else []),
+            "out": out,
+            "timeout": program.timeout_s,
+            "tag": tag,
+            "cwd": GUEST_DIR,
+        },
+        timeout=program.timeout_s + RUN_SLACK_S,
+    )
     verdict = kernel_window.end(vm, f"kselftest {tag}", first, kernel_window.ExpectedMessages(), locks, known)
     output = dest / f"{tag.replace('/', '_')}.ktap"
     vm.machine.wait_ssh().get(out, output, timeout=60)
     text = output.read_text(errors="replace")
     lines = vm.machine.console_log.read_text(errors="replace").splitlines()
     begin_line, end_line = verdict.lines
-    window = lines[begin_line:end_line - 1]
+    window = lines[begin_line : end_line - 1]
     window_log = dest / f"{tag.replace('/', '_')}.kernel.log"
     window_log.write_text("\n".join(window) + "\n")
     reports = parse_ktap(text.splitlines())
     splats = [(s, None) for s in verdict.splats] + list(verdict.known)
     charged = _charge(window, begin_line + 1, tag, splats)
-    run = ProgramRun(program, device, bdf, int(result.get("status", -1)), bool(result.get("timed_out")),
-                     float(result.get("seconds", 0.0)), output, window_log, reports[0] if reports else None,
-                     charged, verdict.lockdep_lost)
+    run = ProgramRun(
+        program,
+        device,
+        bdf,
+        int(result.get("status", -1)),
+        bool(result.get("timed_out")),
+        float(result.get("seconds", 0.0)),
+        output,
+        window_log,
+        reports[0] if reports else None,
+        charged,
+        verdict.lockdep_lost,
+    )
     log.debug("%s: exit %s in %.1fs, %s", tag, run.exit_status, run.seconds, run.counts())
     return run

@@ -16,13 +16,19 @@ from .splat import scan_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scan-log", help="find kernel splats in saved console logs; exit 1 on any not in known-splats.yaml")
+    p = sub.add_parser(
+        "scan-log", help="find kernel splats in saved console logs; exit 1 on any not in known-splats.yaml"
+    )
     p.add_argument("logs", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--excerpt", action="store_true", help="print each splat's excerpt too")
-    p.add_argument("--strict", action="store_true",
-                   help="known base-kernel splats (known-splats.yaml) count too")
-    p.add_argument("--known-splats", type=Path, default=KNOWN_SPLATS_FILE, metavar="FILE",
-                   help="the known-splats file (default: %(default)s)")
+    p.add_argument("--strict", action="store_true", help="known base-kernel splats (known-splats.yaml) count too")
+    p.add_argument(
+        "--known-splats",
+        type=Path,
+        default=KNOWN_SPLATS_FILE,
+        metavar="FILE",
+        help="the known-splats file (default: %(default)s)",
+    )
     p.set_defaults(func=_scan)
 
 

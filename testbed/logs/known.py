@@ -39,8 +39,13 @@ class KnownSplat:
     where: str  # file:line of the entry, for the report
 
     def matches(self, splat: Splat, release: str | None) -> bool:
-        return (splat.kind == self.kind and release is not None and bool(self.kernel.match(release))
-                and bool(self.title.search(splat.title)) and all(p.search(splat.body) for p in self.stack))
+        return (
+            splat.kind == self.kind
+            and release is not None
+            and bool(self.kernel.match(release))
+            and bool(self.title.search(splat.title))
+            and all(p.search(splat.body) for p in self.stack)
+        )
 
 
 def kernel_release(console_lines: list[str]) -> str | None:
@@ -105,5 +110,6 @@ def _entry(doc: Located, at: tuple, entry: object, problems: list[Problem]) -> K
         problem(("why",), "must say why the splat is known and not the patch's")
     if len(problems) > before or title is None or kernel is None or None in patterns:
         return None
-    return KnownSplat(entry["kind"], title, patterns, kernel, " ".join(entry["why"].split()),
-                      f"{doc.file.name}:{doc.line(at)}")
+    return KnownSplat(
+        entry["kind"], title, patterns, kernel, " ".join(entry["why"].split()), f"{doc.file.name}:{doc.line(at)}"
+    )

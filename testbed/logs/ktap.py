@@ -84,9 +84,7 @@ class KtapReport:
     def walk(self) -> Iterator[tuple[tuple[str, ...], KtapCase]]:
         """Every case, depth first, a parent before its subtests; the path ends with the case's name."""
 
-        def visit(
-            path: tuple[str, ...], cases: tuple[KtapCase, ...]
-        ) -> Iterator[tuple[tuple[str, ...], KtapCase]]:
+        def visit(path: tuple[str, ...], cases: tuple[KtapCase, ...]) -> Iterator[tuple[tuple[str, ...], KtapCase]]:
             for case in cases:
                 here = (*path, case.name)
                 yield here, case
@@ -113,7 +111,7 @@ def strip_prefix(line: str) -> str:
     end = match.end() if match else 0
     if not end:
         return line
-    return line[end + 1:] if line[end:end + 1] == " " else line[end:]
+    return line[end + 1 :] if line[end : end + 1] == " " else line[end:]
 
 
 @dataclass
@@ -234,8 +232,9 @@ class _Parser:
                 status = Status.SKIP
         self._add_case(target, int(match[2]), match[3].strip(), status, directive, result_line=n)
 
-    def _add_case(self, frame: _Frame, number: int, name: str, status: Status, directive: str,
-                  result_line: int = 0) -> None:
+    def _add_case(
+        self, frame: _Frame, number: int, name: str, status: Status, directive: str, result_line: int = 0
+    ) -> None:
         problems: list[str] = []
         sub = frame.sub
         if not result_line:
@@ -250,11 +249,20 @@ class _Parser:
         log = frame.log
         first = log[0][0] if log else frame.last_line
         last = log[-1][0] if log else first
-        frame.cases.append(KtapCase(
-            number=number, name=name, status=status, directive=directive, diagnostics=tuple(frame.diags),
-            log=tuple(text for _, text in log), first_line=first, last_line=last,
-            subtests=tuple(sub.cases) if sub else (), problems=tuple(problems),
-        ))
+        frame.cases.append(
+            KtapCase(
+                number=number,
+                name=name,
+                status=status,
+                directive=directive,
+                diagnostics=tuple(frame.diags),
+                log=tuple(text for _, text in log),
+                first_line=first,
+                last_line=last,
+                subtests=tuple(sub.cases) if sub else (),
+                problems=tuple(problems),
+            )
+        )
         frame.log, frame.diags, frame.sub, frame.next_name = [], [], None, ""
         frame.last_line = max(frame.last_line, last)
 
@@ -271,10 +279,16 @@ class _Parser:
             return
         if frame.plan is None and not frame.cases:
             frame.problems.append("no test results")
-        self.reports.append(KtapReport(
-            version=frame.version, plan=frame.plan, cases=tuple(frame.cases), problems=tuple(frame.problems),
-            first_line=frame.first_line, last_line=frame.last_line,
-        ))
+        self.reports.append(
+            KtapReport(
+                version=frame.version,
+                plan=frame.plan,
+                cases=tuple(frame.cases),
+                problems=tuple(frame.problems),
+                first_line=frame.first_line,
+                last_line=frame.last_line,
+            )
+        )
 
 
 def parse_ktap(lines: Iterable[str], first_line: int = 1) -> list[KtapReport]:

@@ -16,42 +16,45 @@ from .windows import MARKER_RE
 PREFIX_RE = re.compile(r"^\s*\[\s*\d+\.\d+\]\s*(?:\[\s*[CT]\d+\]\s*)?")
 
 # (kind, pattern). Order matters: specific before generic (lockdep reports are WARNINGs).
-HEADERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compile(p)) for k, p in (
-    ("kasan", r"^BUG: KASAN: (?P<title>.+)"),
-    ("kfence", r"^BUG: KFENCE: (?P<title>.+)"),
-    ("ubsan", r"^UBSAN: (?P<title>.+)"),
-    ("lockdep", r"^WARNING: (?P<title>possible circular locking dependency detected)"),
-    ("lockdep", r"^WARNING: (?P<title>possible recursive locking detected)"),
-    ("lockdep", r"^WARNING: (?P<title>inconsistent lock state)"),
-    ("lockdep", r"^WARNING: (?P<title>suspicious RCU usage)"),
-    ("lockdep", r"^WARNING: (?P<title>bad unlock balance detected!)"),
-    ("lockdep", r"^WARNING: (?P<title>held lock freed!)"),
-    ("lockdep", r"^WARNING: (?P<title>lock held when returning to user space!)"),
-    ("lockdep", r"^WARNING: (?P<title>.*lock.* detected!?)$"),
-    ("lockdep", r"^WARNING: (?P<title>(?:HARDIRQ|SOFTIRQ)-(?:safe|unsafe|READ|irq).*)"),
-    ("lockdep", r"^INFO: (?P<title>possible irq lock inversion dependency detected)"),
-    ("lockdep-off", r"^(?P<title>INFO: lockdep is turned off\.)"),
-    ("lockdep-off", r"^(?P<title>turning off the locking correctness validator\.)"),
-    ("rcu-stall", r"^rcu: INFO: (?P<title>\S+ (?:self-)?detected stalls?\b.*)"),
-    ("hung-task", r"^INFO: (?P<title>task \S+ blocked for more than \d+ seconds\.)"),
-    ("soft-lockup", r"^watchdog: (?P<title>BUG: soft lockup - CPU#\d+ stuck for \d+s!.*)"),
-    ("hard-lockup", r"^watchdog: (?P<title>Watchdog detected hard LOCKUP on cpu \d+)"),
-    ("warning", r"^WARNING: (?P<title>\S+:\d+ at [^,]+), CPU#\d+: .+"),
-    ("warning", r"^WARNING: (?P<title>at [^,]+), CPU#\d+: .+"),
-    ("warning", r"^WARNING: CPU: \d+ PID: \d+ at (?P<title>.+)"),  # before 7.1
-    ("kernel-bug", r"^(?P<title>kernel BUG at .+)"),
-    ("refcount", r"^(?P<title>refcount_t: .+)"),
-    ("list-corruption", r"^(?P<title>list_(?:add|del)(?:_rcu)? corruption.*)"),
-    ("list-corruption", r"^(?P<title>.*list(?:_\w+)? corruption\..*)"),
-    ("odebug", r"^ODEBUG: (?P<title>.+)"),
-    # "DMA-API: <driver> <device>: ..." is a report; the boot banner lines are not
-    ("dma-api", r"^DMA-API: (?P<title>(?!preallocated \d+ debug entries|debugging enabled by kernel config).+)"),
-    ("kmemleak", r"^kmemleak: (?P<title>\d+ new suspected memory leaks.*)"),
-    ("gpf", r"^(?:Oops: )?(?P<title>general protection fault.*)"),
-    ("bug", r"^BUG: (?P<title>.+)"),
-    ("oops", r"^Oops: (?P<title>.+)"),
-    ("panic", r"^(?P<title>Kernel panic - not syncing: .+)"),
-))
+HEADERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (k, re.compile(p))
+    for k, p in (
+        ("kasan", r"^BUG: KASAN: (?P<title>.+)"),
+        ("kfence", r"^BUG: KFENCE: (?P<title>.+)"),
+        ("ubsan", r"^UBSAN: (?P<title>.+)"),
+        ("lockdep", r"^WARNING: (?P<title>possible circular locking dependency detected)"),
+        ("lockdep", r"^WARNING: (?P<title>possible recursive locking detected)"),
+        ("lockdep", r"^WARNING: (?P<title>inconsistent lock state)"),
+        ("lockdep", r"^WARNING: (?P<title>suspicious RCU usage)"),
+        ("lockdep", r"^WARNING: (?P<title>bad unlock balance detected!)"),
+        ("lockdep", r"^WARNING: (?P<title>held lock freed!)"),
+        ("lockdep", r"^WARNING: (?P<title>lock held when returning to user space!)"),
+        ("lockdep", r"^WARNING: (?P<title>.*lock.* detected!?)$"),
+        ("lockdep", r"^WARNING: (?P<title>(?:HARDIRQ|SOFTIRQ)-(?:safe|unsafe|READ|irq).*)"),
+        ("lockdep", r"^INFO: (?P<title>possible irq lock inversion dependency detected)"),
+        ("lockdep-off", r"^(?P<title>INFO: lockdep is turned off\.)"),
+        ("lockdep-off", r"^(?P<title>turning off the locking correctness validator\.)"),
+        ("rcu-stall", r"^rcu: INFO: (?P<title>\S+ (?:self-)?detected stalls?\b.*)"),
+        ("hung-task", r"^INFO: (?P<title>task \S+ blocked for more than \d+ seconds\.)"),
+        ("soft-lockup", r"^watchdog: (?P<title>BUG: soft lockup - CPU#\d+ stuck for \d+s!.*)"),
+        ("hard-lockup", r"^watchdog: (?P<title>Watchdog detected hard LOCKUP on cpu \d+)"),
+        ("warning", r"^WARNING: (?P<title>\S+:\d+ at [^,]+), CPU#\d+: .+"),
+        ("warning", r"^WARNING: (?P<title>at [^,]+), CPU#\d+: .+"),
+        ("warning", r"^WARNING: CPU: \d+ PID: \d+ at (?P<title>.+)"),  # before 7.1
+        ("kernel-bug", r"^(?P<title>kernel BUG at .+)"),
+        ("refcount", r"^(?P<title>refcount_t: .+)"),
+        ("list-corruption", r"^(?P<title>list_(?:add|del)(?:_rcu)? corruption.*)"),
+        ("list-corruption", r"^(?P<title>.*list(?:_\w+)? corruption\..*)"),
+        ("odebug", r"^ODEBUG: (?P<title>.+)"),
+        # "DMA-API: <driver> <device>: ..." is a report; the boot banner lines are not
+        ("dma-api", r"^DMA-API: (?P<title>(?!preallocated \d+ debug entries|debugging enabled by kernel config).+)"),
+        ("kmemleak", r"^kmemleak: (?P<title>\d+ new suspected memory leaks.*)"),
+        ("gpf", r"^(?:Oops: )?(?P<title>general protection fault.*)"),
+        ("bug", r"^BUG: (?P<title>.+)"),
+        ("oops", r"^Oops: (?P<title>.+)"),
+        ("panic", r"^(?P<title>Kernel panic - not syncing: .+)"),
+    )
+)
 
 # Headers that continue the splat before them when they come soon after (an Oops line
 # after "BUG: kernel NULL pointer dereference", the panic after a fatal oops).
@@ -102,10 +105,18 @@ def scan_lines(lines: list[str], first_line: int = 1) -> list[Splat]:
     def close(last: int) -> None:
         nonlocal current
         if current is not None:
-            body = lines[current["start"]: last + 1]
+            body = lines[current["start"] : last + 1]
             text = [line.rstrip("\r\n") for line in body]
-            splats.append(Splat(current["kind"], current["title"], current["start"] + first_line,
-                                last + first_line, "\n".join(text[:EXCERPT_LINES]), "\n".join(text)))
+            splats.append(
+                Splat(
+                    current["kind"],
+                    current["title"],
+                    current["start"] + first_line,
+                    last + first_line,
+                    "\n".join(text[:EXCERPT_LINES]),
+                    "\n".join(text),
+                )
+            )
             current = None
 
     for i, raw in enumerate(lines):
@@ -116,14 +127,27 @@ def scan_lines(lines: list[str], first_line: int = 1) -> list[Splat]:
         header = classify(text)
         if header:
             kind, title = header
-            if (current is not None and kind in CONTINUATIONS
-                    and i - current["start"] <= CONTINUATION_WINDOW and kind != current["kind"]):
+            if (
+                current is not None
+                and kind in CONTINUATIONS
+                and i - current["start"] <= CONTINUATION_WINDOW
+                and kind != current["kind"]
+            ):
                 continue
-            if (current is not None and kind in WARN_BODIES and current["kind"] in WARN_MESSAGES
-                    and i - current["start"] <= FOLLOW_UP_LINES):
+            if (
+                current is not None
+                and kind in WARN_BODIES
+                and current["kind"] in WARN_MESSAGES
+                and i - current["start"] <= FOLLOW_UP_LINES
+            ):
                 continue
-            if current is None and kind in CONTINUATIONS and splats and \
-                    i + first_line - splats[-1].last_line <= FOLLOW_UP_LINES and splats[-1].kind != kind:
+            if (
+                current is None
+                and kind in CONTINUATIONS
+                and splats
+                and i + first_line - splats[-1].last_line <= FOLLOW_UP_LINES
+                and splats[-1].kind != kind
+            ):
                 # "Kernel panic - not syncing: Fatal exception" right after the oops it ends
                 last = splats.pop()
                 current = {"kind": last.kind, "title": last.title, "start": last.first_line - first_line}

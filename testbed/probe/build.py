@@ -61,7 +61,8 @@ def kernel_tree_of(bzimage: Path) -> KernelTree:
             raise ConfigError(
                 f"the probe module must be built against the build directory of {bzimage}, but "
                 f"{builddir} has since built another kernel; rebuild this one "
-                f"(testbed kernel build) or remove {bzimage.parent} from the cache")
+                f"(testbed kernel build) or remove {bzimage.parent} from the cache"
+            )
         return KernelTree(Path(data["built_in"]), builddir, str(data["key"]))
     # a user's build: <O= or tree>/arch/x86/boot/bzImage
     if bzimage.parts[-4:-1] == ("arch", "x86", "boot"):
@@ -73,7 +74,8 @@ def kernel_tree_of(bzimage: Path) -> KernelTree:
     raise ConfigError(
         f"cannot build the probe module for {bzimage}: it needs the kernel's build directory "
         "with Module.symvers (CONFIG_MODULES=y, `make modules` run). Pass the source tree "
-        "instead (--kernel ~/linux), or the bzImage inside its build tree")
+        "instead (--kernel ~/linux), or the bzImage inside its build tree"
+    )
 
 
 def probe_key(tree: KernelTree) -> str:
@@ -99,8 +101,12 @@ def ensure_probe(bzimage: Path, progress: Progress = print) -> ProbeModule:
             shutil.copy2(src, work / src.name)
         progress(f"probe: building {MODULE_NAME}.ko against {tree.builddir}")
         log.debug("probe build: srctree %s builddir %s into %s", tree.srctree, tree.builddir, work)
-        run_make(make_argv(tree.srctree, tree.builddir, "modules", extra=(f"M={work}",)),
-                 work / "build.log", f"build the probe module ({MODULE_NAME}.ko)", progress)
+        run_make(
+            make_argv(tree.srctree, tree.builddir, "modules", extra=(f"M={work}",)),
+            work / "build.log",
+            f"build the probe module ({MODULE_NAME}.ko)",
+            progress,
+        )
         shutil.rmtree(final, ignore_errors=True)
         work.replace(final)
     return module

@@ -27,7 +27,7 @@ def collect(vm: GuestVM, dest: Path, window: tuple[int, int] | None) -> list[str
     first, last = window if window else (max(1, len(lines) - EXCERPT_LINES), len(lines))
     # the boot banner first: `testbed scan-log` reads the kernel release from it (known splats)
     banner = [line for line in lines[:200] if RELEASE_RE.search(line)][:1]
-    (dest / "console-excerpt.log").write_text("\n".join(banner + lines[first - 1:last]) + "\n")
+    (dest / "console-excerpt.log").write_text("\n".join(banner + lines[first - 1 : last]) + "\n")
     written.append(f"console-excerpt.log (boot banner + lines {first}-{last} of {vm.machine.console_log})")
     (dest / "qemu-command.txt").write_text(shlex.join(vm.machine.argv) + "\n")
     written.append("qemu-command.txt")

@@ -72,8 +72,9 @@ class GuestVM:
 
     def edu_dma_bits(self) -> int:
         """The narrowest dma_mask of the topology's edu devices, in bits (QEMU's default: 28)."""
-        masks = [ep.dma_mask for ep in self.topology.endpoints
-                 if ep.kind is EndpointKind.EDU and ep.dma_mask is not None]
+        masks = [
+            ep.dma_mask for ep in self.topology.endpoints if ep.kind is EndpointKind.EDU and ep.dma_mask is not None
+        ]
         return min(masks, default=(1 << 28) - 1).bit_length()
 
     def load_probe(self, progress: Callable[[str], None] = lambda _: None) -> None:
@@ -159,8 +160,9 @@ class Background:
 def start_background(vm: GuestVM, name: str, module: str, command: str, args: dict) -> Background:
     bg = Background(vm, name)
     args = {**args, "go": bg.flag, "stop": bg.flag}
-    inner = (f"python3 {GUEST_AGENT_DIR}/{module}.py {command} {shlex.quote(json.dumps(args))} "
-             f"> {bg.out} 2>&1; echo $? > {bg.rc}")
-    vm.run(f"rm -f {bg.out} {bg.rc} {bg.flag}; nohup sh -c {shlex.quote(inner)} > /dev/null 2>&1 &",
-           check=True)
+    inner = (
+        f"python3 {GUEST_AGENT_DIR}/{module}.py {command} {shlex.quote(json.dumps(args))} "
+        f"> {bg.out} 2>&1; echo $? > {bg.rc}"
+    )
+    vm.run(f"rm -f {bg.out} {bg.rc} {bg.flag}; nohup sh -c {shlex.quote(inner)} > /dev/null 2>&1 &", check=True)
     return bg

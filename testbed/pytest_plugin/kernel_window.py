@@ -81,8 +81,14 @@ def begin(vm, test_id: str) -> int:  # noqa: ANN001 - GuestVM
     return line if line is not None else start + 1
 
 
-def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages,  # noqa: ANN001
-        locks_before: int | None = None, known: tuple[KnownSplat, ...] = ()) -> WindowVerdict:
+def end(
+    vm,
+    test_id: str,
+    begin_line: int,
+    expected: ExpectedMessages,  # noqa: ANN001
+    locks_before: int | None = None,
+    known: tuple[KnownSplat, ...] = (),
+) -> WindowVerdict:
     text = marker("end", test_id)
     complete = True
     try:
@@ -94,7 +100,7 @@ def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages,  # noqa: 
     if end_line is None:
         complete = False
         end_line = len(lines)
-    window = lines[begin_line:end_line - 1] if complete else lines[begin_line:]
+    window = lines[begin_line : end_line - 1] if complete else lines[begin_line:]
     release = kernel_release(lines)
     splats, known_seen = [], []
     for splat in scan_lines(window, first_line=begin_line + 1):
@@ -106,8 +112,8 @@ def end(vm, test_id: str, begin_line: int, expected: ExpectedMessages,  # noqa: 
         else:
             known_seen.append((splat, entry))
     texts = [strip_prefix(line) for line in window]
-    missing = [p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns
-               if not any(p.search(t) for t in texts)]
+    missing = [
+        p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns if not any(p.search(t) for t in texts)
+    ]
     lost = locks_before == 1 and debug_locks(vm) == 0
-    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen,
-                         locks_before == 0)
+    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen, locks_before == 0)

@@ -90,8 +90,9 @@ class KselftestSession:
             else:
                 from ..kernel import ensure_kernel
 
-                self._bzimage = ensure_kernel(self.kernel_config(), ksrc=kernel, patches=self.config.getoption("patches"),
-                                              progress=progress).bzimage
+                self._bzimage = ensure_kernel(
+                    self.kernel_config(), ksrc=kernel, patches=self.config.getoption("patches"), progress=progress
+                ).bzimage
         return self._bzimage
 
     def build(self, progress: Callable[[str], None]) -> SelftestBuild:
@@ -125,8 +126,10 @@ class KselftestSession:
 
             compiled = Expression.compile(expr)
             # an item of this module carries its suite's mark and `topology`
-            return any(compiled.evaluate(lambda name, mark=mark, **_: name in (mark, "kselftest", "topology"))
-                       for mark in MARKS)
+            return any(
+                compiled.evaluate(lambda name, mark=mark, **_: name in (mark, "kselftest", "topology"))
+                for mark in MARKS
+            )
         except Exception:  # noqa: BLE001 - a pytest without this module: build, to be safe
             return True
 
@@ -152,7 +155,7 @@ class KselftestSession:
         build = self.build(progress)
         out = []
         for program in self.programs():
-            for device in (selftest_devices(topo) if program.device else (None,)):
+            for device in selftest_devices(topo) if program.device else (None,):
                 label = program.name + (f"@{device}" if device else "")
                 out.append((label, SelftestCase(program, device, None)))
                 for case in build.cases(program) or ():
@@ -174,8 +177,15 @@ class KselftestSession:
             append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without
         return pool.shared_vm(topology, append, kernel_config=config)
 
-    def run(self, vm: GuestVM, topology: str, program: Program, device: str | None, results: Path,
-            known_splats: tuple[KnownSplat, ...]) -> ProgramRun:
+    def run(
+        self,
+        vm: GuestVM,
+        topology: str,
+        program: Program,
+        device: str | None,
+        results: Path,
+        known_splats: tuple[KnownSplat, ...],
+    ) -> ProgramRun:
         key = (topology, program.id, device)
         if key in self.broken:  # one error per run, not one per case
             pytest.fail(f"{program.id} could not run: {self.broken[key]}", pytrace=False)
@@ -196,8 +206,9 @@ class KselftestSession:
     def note(self, nodeid: str, what: str, reason: str) -> None:
         self.noted.append(Noted(nodeid, what, reason))
 
-    def known_failure(self, test: str, device_kind: str | None, release: str | None,
-                      output: str) -> KnownFailure | None:
+    def known_failure(
+        self, test: str, device_kind: str | None, release: str | None, output: str
+    ) -> KnownFailure | None:
         return find_failure(self.known, test, device_kind, release, output)
 
     def listed(self, program: Program) -> tuple[str, ...] | None:
@@ -231,8 +242,10 @@ class KselftestSession:
             lines += [f"  {fix.name}: {fix.why}" for fix in fixes]
         known = self._grouped("known")
         if known:
-            lines.append(f"{sum(map(len, known.values()))} known failure(s) of the base tree "
-                         "(known-failures.yaml; xfail, every one in kselftest-known.tsv):")
+            lines.append(
+                f"{sum(map(len, known.values()))} known failure(s) of the base tree "
+                "(known-failures.yaml; xfail, every one in kselftest-known.tsv):"
+            )
             for reason, nodeids in known.items():
                 lines.append(f"  {len(nodeids):4d} x {reason}")
                 lines += [f"         {nodeid}" for nodeid in nodeids[:3]]
@@ -240,8 +253,10 @@ class KselftestSession:
                     lines.append(f"         ... and {len(nodeids) - 3} more")
         skips = self._grouped("skip")
         if skips:
-            lines.append(f"{sum(map(len, skips.values()))} case(s) skipped themselves; what QEMU or this "
-                         "guest could not give them, in the tests' own words:")
+            lines.append(
+                f"{sum(map(len, skips.values()))} case(s) skipped themselves; what QEMU or this "
+                "guest could not give them, in the tests' own words:"
+            )
             for reason, nodeids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
                 lines.append(f"  {len(nodeids):4d} x {reason}")
         return lines

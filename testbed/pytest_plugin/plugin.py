@@ -1,10 +1,10 @@
 """Entry point registered in pyproject (`pytest11`): options, markers, VM fixtures, splat checks.
 
-    pytest -m p2p                       the P2P suite on the topologies each test names
-    pytest -m hotunplug --kernel-config debug
-    pytest --topology two-switch-iommu  only tests that can run there, only there
-    pytest --kernel ~/linux/arch/x86/boot/bzImage   your own build (or a source tree)
-    pytest --strict-splats              splats of the base kernel (known-splats.yaml) fail too
+pytest -m p2p                       the P2P suite on the topologies each test names
+pytest -m hotunplug --kernel-config debug
+pytest --topology two-switch-iommu  only tests that can run there, only there
+pytest --kernel ~/linux/arch/x86/boot/bzImage   your own build (or a source tree)
+pytest --strict-splats              splats of the base kernel (known-splats.yaml) fail too
 """
 
 from __future__ import annotations
@@ -31,16 +31,15 @@ MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
     "hotunplug": "hot-unplug and replug of P2P providers and clients (boots VMs)",
     "vfio": "VFIO dma-buf export, iommufd import and revoke (boots VMs)",
-    "p2pdma_api": "the kernel-side probe module: map type census, dma-buf import, revoke, IOVA API "
-                  "(boots VMs)",
+    "p2pdma_api": "the kernel-side probe module: map type census, dma-buf import, revoke, IOVA API (boots VMs)",
     "kselftest": "the kernel tree's own tests in a topology: iommufd and VFIO selftests, KUnit at boot "
-                 "(boots VMs with the selftest kernel)",
+    "(boots VMs with the selftest kernel)",
     "kunit": "the KUnit suites of the selftest kernel, run at boot (dma-buf, IOMMU page tables)",
     "slow": "long-running: cycles, soaks, debug kernels",
     "qemu": "starts real QEMU processes, no guest kernel needed",
     "topology": "topology(*names, matrix=(...), any_topology=False, cases=None): the topologies a VM "
-                "test runs on (matrix: the wider set `--matrix` uses; any_topology: --topology may name "
-                "any topology or file; cases(topology) -> [(id, case)]: one item per case and topology)",
+    "test runs on (matrix: the wider set `--matrix` uses; any_topology: --topology may name "
+    "any topology or file; cases(topology) -> [(id, case)]: one item per case and topology)",
 }
 POOL_KEY = pytest.StashKey[VmPool]()
 RESULTS_KEY = pytest.StashKey[Path]()
@@ -60,22 +59,45 @@ def in_ci() -> bool:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("testbed", "p2p-testbed VM suites")
-    group.addoption("--topology", action="append", default=[], metavar="NAME",
-                    help="run VM tests only on this topology (repeatable)")
-    group.addoption("--kernel", type=Path, metavar="PATH",
-                    help="a bzImage to boot, or a kernel source tree to build (default: Debian 7.2)")
-    group.addoption("--kernel-config", choices=tuple(SELFTEST_SETS), default="default",
-                    help="config set for kernels the testbed builds (debug: KASAN, lockdep, ...)")
+    group.addoption(
+        "--topology",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run VM tests only on this topology (repeatable)",
+    )
+    group.addoption(
+        "--kernel",
+        type=Path,
+        metavar="PATH",
+        help="a bzImage to boot, or a kernel source tree to build (default: Debian 7.2)",
+    )
+    group.addoption(
+        "--kernel-config",
+        choices=tuple(SELFTEST_SETS),
+        default="default",
+        help="config set for kernels the testbed builds (debug: KASAN, lockdep, ...)",
+    )
     group.addoption("--patches", type=Path, metavar="PATH", help="patch series for --kernel SRC")
     group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
-    group.addoption("--keep-vm", action="store_true",
-                    help="leave shared VMs running at the end (ssh in with `testbed ssh`)")
-    group.addoption("--matrix", action="store_true",
-                    help="run each VM test on its whole matrix of topologies (nightly)")
-    group.addoption("--selftest-suite", action="append", default=[], metavar="SUITE",
-                    help="the tree's own tests: only this suite (iommu, vfio, kunit; repeatable)")
-    group.addoption("--strict-splats", action="store_true",
-                    help="fail on splats the base kernel is known to print (known-splats.yaml) too")
+    group.addoption(
+        "--keep-vm", action="store_true", help="leave shared VMs running at the end (ssh in with `testbed ssh`)"
+    )
+    group.addoption(
+        "--matrix", action="store_true", help="run each VM test on its whole matrix of topologies (nightly)"
+    )
+    group.addoption(
+        "--selftest-suite",
+        action="append",
+        default=[],
+        metavar="SUITE",
+        help="the tree's own tests: only this suite (iommu, vfio, kunit; repeatable)",
+    )
+    group.addoption(
+        "--strict-splats",
+        action="store_true",
+        help="fail on splats the base kernel is known to print (known-splats.yaml) too",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -118,8 +140,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             listed = cases(topo, metafunc.config) if _arity(cases) > 1 else cases(topo)
             params += [pytest.param(name, case, id=f"{topo.name}-{case_id}") for case_id, case in listed]
         # function scope: the case must not split the VM's session-scoped topology group
-        metafunc.parametrize(("testbed_topology", "topology_case"), params, indirect=["testbed_topology"],
-                             scope="function")
+        metafunc.parametrize(
+            ("testbed_topology", "topology_case"), params, indirect=["testbed_topology"], scope="function"
+        )
         return
     # session scope groups the tests by topology, so each VM boots once
     metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
@@ -196,9 +219,13 @@ def testbed_pool(request: pytest.FixtureRequest):
     bzimage = kernel if kernel is not None and kernel.is_file() else None
     ksrc = kernel if kernel is not None and kernel.is_dir() else None
     accel = config.getoption("accel")
-    options = BootOptions(accel=None if accel == "auto" else accel,
-                          kernel_config=config.getoption("kernel_config"), bzimage=bzimage,
-                          ksrc=ksrc, patches=config.getoption("patches"))
+    options = BootOptions(
+        accel=None if accel == "auto" else accel,
+        kernel_config=config.getoption("kernel_config"),
+        bzimage=bzimage,
+        ksrc=ksrc,
+        patches=config.getoption("patches"),
+    )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def progress(line: str) -> None:
@@ -289,25 +316,29 @@ def _kernel_window(request: pytest.FixtureRequest):
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
     strict = request.config.getoption("strict_splats")
-    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks,
-                                request.config.stash[KNOWN_KEY])
+    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, request.config.stash[KNOWN_KEY])
     request.node.stash[WINDOW_KEY] = verdict.lines
     log = guest.machine.console_log
     problems = []
     for splat in verdict.splats:
-        problems.append(f"kernel splat during the test: {splat.kind}: {splat.title} "
-                        f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}")
+        problems.append(
+            f"kernel splat during the test: {splat.kind}: {splat.title} "
+            f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}"
+        )
     for splat, entry in verdict.known:
         request.config.stash[KNOWN_SEEN_KEY].append((request.node.nodeid, log, splat, entry))
         if strict:
-            problems.append(f"known base-kernel splat during the test ({entry.where}; failing because "
-                            f"of --strict-splats): {splat.kind}: {splat.title} "
-                            f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}")
+            problems.append(
+                f"known base-kernel splat during the test ({entry.where}; failing because "
+                f"of --strict-splats): {splat.kind}: {splat.title} "
+                f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}"
+            )
     for pattern in verdict.missing:
         problems.append(f"expected kernel message did not appear: {pattern}")
     if verdict.lockdep_lost and (strict or not verdict.lockdep_lost_to_known):
-        problems.append("lockdep turned itself off during the test (debug_locks 1 -> 0): "
-                        "nothing after this point is lock-checked")
+        problems.append(
+            "lockdep turned itself off during the test (debug_locks 1 -> 0): nothing after this point is lock-checked"
+        )
     if verdict.lockdep_off_at_start:
         request.config.stash[UNCHECKED_KEY].append(request.node.nodeid)
     if not verdict.complete:
@@ -364,17 +395,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for stray in pool.stray_splats:
         where = f"({stray.console_log}:{stray.splat.first_line}-{stray.splat.last_line})"
         if stray.known is not None and not strict:
-            config.stash[KNOWN_SEEN_KEY].append((f"outside any test in {stray.vm}", stray.console_log,
-                                                 stray.splat, stray.known))
+            config.stash[KNOWN_SEEN_KEY].append(
+                (f"outside any test in {stray.vm}", stray.console_log, stray.splat, stray.known)
+            )
             continue
-        terminalreporter.write_line(f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: "
-                                    f"{stray.splat.title} {where}", red=True)
-    _known_summary(terminalreporter, config.stash.get(KNOWN_SEEN_KEY, []), strict,
-                   config.stash[RESULTS_KEY] / "known-splats.tsv")
+        terminalreporter.write_line(
+            f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: {stray.splat.title} {where}", red=True
+        )
+    _known_summary(
+        terminalreporter, config.stash.get(KNOWN_SEEN_KEY, []), strict, config.stash[RESULTS_KEY] / "known-splats.tsv"
+    )
     unchecked = config.stash.get(UNCHECKED_KEY, [])
     if unchecked:
-        terminalreporter.write_line(f"testbed: {len(unchecked)} test(s) began with lockdep already off "
-                                    "(an earlier report in the same VM), so were not lock-checked:", yellow=True)
+        terminalreporter.write_line(
+            f"testbed: {len(unchecked)} test(s) began with lockdep already off "
+            "(an earlier report in the same VM), so were not lock-checked:",
+            yellow=True,
+        )
         for nodeid in unchecked:
             terminalreporter.write_line(f"  {nodeid}")
 
@@ -389,8 +426,7 @@ def _known_summary(terminalreporter, seen: list, strict: bool, tsv: Path) -> Non
     rows = ["where\tkind\ttitle\tconsole\tentry"]
     for where, log, splat, entry in seen:
         entries[entry.where] = entry
-        terminalreporter.write_line(f"{where}: {splat.kind}: {splat.title} ({log}:{splat.first_line}) "
-                                    f"-> {entry.where}")
+        terminalreporter.write_line(f"{where}: {splat.kind}: {splat.title} ({log}:{splat.first_line}) -> {entry.where}")
         rows.append("\t".join((where, splat.kind, splat.title, f"{log}:{splat.first_line}", entry.where)))
     tsv.parent.mkdir(parents=True, exist_ok=True)
     tsv.write_text("\n".join(rows) + "\n")
@@ -398,10 +434,15 @@ def _known_summary(terminalreporter, seen: list, strict: bool, tsv: Path) -> Non
     for name, entry in entries.items():
         terminalreporter.write_line(f"{name}: {entry.why}")
     if any(entry.kind == "lockdep" for entry in entries.values()):
-        terminalreporter.write_line("lockdep turns itself off after its first report: what ran after a "
-                                    "known lockdep splat in the same VM was not lock-checked")
-    terminalreporter.write_line("they failed the run (--strict-splats)" if strict else
-                                "they did not fail the run; --strict-splats makes them fail")
+        terminalreporter.write_line(
+            "lockdep turns itself off after its first report: what ran after a "
+            "known lockdep splat in the same VM was not lock-checked"
+        )
+    terminalreporter.write_line(
+        "they failed the run (--strict-splats)"
+        if strict
+        else "they did not fail the run; --strict-splats makes them fail"
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -35,8 +35,7 @@ class StraySplat:
 
 
 class VmPool:
-    def __init__(self, options: BootOptions, progress: Callable[[str], None],
-                 known: tuple[KnownSplat, ...] = ()):
+    def __init__(self, options: BootOptions, progress: Callable[[str], None], known: tuple[KnownSplat, ...] = ()):
         self.options = options
         self.known = known
         self.progress = progress
@@ -48,9 +47,16 @@ class VmPool:
         """A fresh VM; kernel_config overrides the session's config set (kselftest kernels)."""
         o = self.options
         topo = load_topology(topology)
-        plan = plan_launch(topology, accel=o.accel, kernel_config=kernel_config or o.kernel_config, ksrc=o.ksrc,
-                           patches=o.patches, extra_append=extra_append, progress=self.progress,
-                           bzimage=o.bzimage)
+        plan = plan_launch(
+            topology,
+            accel=o.accel,
+            kernel_config=kernel_config or o.kernel_config,
+            ksrc=o.ksrc,
+            patches=o.patches,
+            extra_append=extra_append,
+            progress=self.progress,
+            bzimage=o.bzimage,
+        )
         machine = plan.machine()
         machine.__enter__()
         try:
@@ -63,8 +69,7 @@ class VmPool:
         self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
         return vm
 
-    def shared_vm(self, topology: str, extra_append: tuple[str, ...] = (),
-                  kernel_config: str | None = None) -> GuestVM:
+    def shared_vm(self, topology: str, extra_append: tuple[str, ...] = (), kernel_config: str | None = None) -> GuestVM:
         key = (topology, extra_append, kernel_config or self.options.kernel_config)
         vm = self.shared.get(key)
         if vm is not None and (vm.dirty or not vm.machine.process.alive()):
@@ -89,9 +94,10 @@ class VmPool:
             lines = _read_lines(machine.console_log)
             release = kernel_release(lines)
             for first, last in outside_windows(lines):
-                for splat in scan_lines(lines[first - 1:last], first_line=first):
-                    self.stray_splats.append(StraySplat(machine.name, machine.console_log, splat,
-                                                        find_known(splat, release, self.known)))
+                for splat in scan_lines(lines[first - 1 : last], first_line=first):
+                    self.stray_splats.append(
+                        StraySplat(machine.name, machine.console_log, splat, find_known(splat, release, self.known))
+                    )
 
     def close(self) -> None:
         while self.shared:

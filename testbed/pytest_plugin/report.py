@@ -27,24 +27,40 @@ class VerdictTable:
     rows: list[Row] = field(default_factory=list)
 
     def add(self, topology: str, verdict, expected, transfer) -> None:  # noqa: ANN001
-        self.rows.append(Row(topology, verdict.provider, verdict.client, transfer.direction,
-                             verdict.map_type.value, expected.value, transfer.outcome.value,
-                             verdict.divergence or verdict.reason))
+        self.rows.append(
+            Row(
+                topology,
+                verdict.provider,
+                verdict.client,
+                transfer.direction,
+                verdict.map_type.value,
+                expected.value,
+                transfer.outcome.value,
+                verdict.divergence or verdict.reason,
+            )
+        )
 
     def lines(self) -> list[str]:
         out = [f"{'topology':20} {'pair':16} {'direction':12} {'map type':17} {'expected':12} observed"]
         for r in self.rows:
             mark = "" if r.agrees else "   <-- DISAGREES"
-            out.append(f"{r.topology:20} {r.provider + '->' + r.client:16} {r.direction:12} "
-                       f"{r.map_type:17} {r.expected:12} {r.observed}{mark}")
+            out.append(
+                f"{r.topology:20} {r.provider + '->' + r.client:16} {r.direction:12} "
+                f"{r.map_type:17} {r.expected:12} {r.observed}{mark}"
+            )
         return out
 
     def write_tsv(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         header = "topology\tprovider\tclient\tdirection\tmap_type\texpected\tobserved\treason\n"
-        path.write_text(header + "".join(
-            f"{r.topology}\t{r.provider}\t{r.client}\t{r.direction}\t{r.map_type}\t{r.expected}\t"
-            f"{r.observed}\t{r.reason}\n" for r in self.rows))
+        path.write_text(
+            header
+            + "".join(
+                f"{r.topology}\t{r.provider}\t{r.client}\t{r.direction}\t{r.map_type}\t{r.expected}\t"
+                f"{r.observed}\t{r.reason}\n"
+                for r in self.rows
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -74,15 +90,23 @@ class CensusTable:
     def summary(self) -> str:
         topologies = len({r.topology for r in self.rows})
         wrong = sum(not r.agrees for r in self.rows)
-        return (f"{len(self.rows)} kernel answers on {topologies} topologies, "
-                f"{wrong} disagree with testbed explain")
+        return f"{len(self.rows)} kernel answers on {topologies} topologies, {wrong} disagree with testbed explain"
 
     def disagreements(self) -> list[str]:
-        return [f"{r.topology:20} {r.part:6} {r.provider + '->' + r.client:16} kernel {r.kernel:24} "
-                f"explain {r.expected}   ({r.reason})" for r in self.rows if not r.agrees]
+        return [
+            f"{r.topology:20} {r.part:6} {r.provider + '->' + r.client:16} kernel {r.kernel:24} "
+            f"explain {r.expected}   ({r.reason})"
+            for r in self.rows
+            if not r.agrees
+        ]
 
     def write_tsv(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("topology\tpart\tprovider\tclient\tkernel\texpected\tagrees\treason\n" + "".join(
-            f"{r.topology}\t{r.part}\t{r.provider}\t{r.client}\t{r.kernel}\t{r.expected}\t"
-            f"{'yes' if r.agrees else 'NO'}\t{r.reason}\n" for r in self.rows))
+        path.write_text(
+            "topology\tpart\tprovider\tclient\tkernel\texpected\tagrees\treason\n"
+            + "".join(
+                f"{r.topology}\t{r.part}\t{r.provider}\t{r.client}\t{r.kernel}\t{r.expected}\t"
+                f"{'yes' if r.agrees else 'NO'}\t{r.reason}\n"
+                for r in self.rows
+            )
+        )

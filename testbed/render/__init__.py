@@ -4,5 +4,13 @@ from .argv import hotplug_device, kernel_append, preview_runtime, render_argv
 from .qdev import BackingFile, DeviceSpec, backing_files
 from .runtime import Runtime
 
-__all__ = ["BackingFile", "DeviceSpec", "Runtime", "backing_files", "hotplug_device",
-           "kernel_append", "preview_runtime", "render_argv"]
+__all__ = [
+    "BackingFile",
+    "DeviceSpec",
+    "Runtime",
+    "backing_files",
+    "hotplug_device",
+    "kernel_append",
+    "preview_runtime",
+    "render_argv",
+]

@@ -12,13 +12,18 @@ from .qdev import DeviceSpec, backend_options, bridge_spec, disk_and_net, endpoi
 from .runtime import Runtime
 
 QEMU_BINARY = "qemu-system-x86_64"
-BASE_APPEND = ("root=/dev/vda", "rw", "console=ttyS0", "init=/sbin/testbed-init",
-               # a panic ends QEMU at once (-no-reboot) instead of hanging until a deadline
-               "panic=-1",
-               # under TCG the IO-APIC timer check can miss its window, and with interrupt
-               # remapping (intel-iommu) check_timer() then panics the boot ("timer doesn't
-               # work through Interrupt-remapped IO-APIC"): seen once in a CI-style run
-               "no_timer_check")
+BASE_APPEND = (
+    "root=/dev/vda",
+    "rw",
+    "console=ttyS0",
+    "init=/sbin/testbed-init",
+    # a panic ends QEMU at once (-no-reboot) instead of hanging until a deadline
+    "panic=-1",
+    # under TCG the IO-APIC timer check can miss its window, and with interrupt
+    # remapping (intel-iommu) check_timer() then panics the boot ("timer doesn't
+    # work through Interrupt-remapped IO-APIC"): seen once in a CI-style run
+    "no_timer_check",
+)
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("testbed.render", "templates"),
@@ -36,8 +41,9 @@ def kernel_append(topo: Topology, runtime: Runtime) -> str:
         args.append("intel_iommu=on")
     if topo.iommu.type is not IommuType.NONE:
         # strict: unmaps are flushed at once, so a revoked mapping faults on the next DMA
-        args.append("iommu.passthrough=1" if topo.iommu.mode is IommuMode.PASSTHROUGH
-                    else "iommu.passthrough=0 iommu.strict=1")
+        args.append(
+            "iommu.passthrough=1" if topo.iommu.mode is IommuMode.PASSTHROUGH else "iommu.passthrough=0 iommu.strict=1"
+        )
     args += topo.kernel_args
     args += runtime.extra_append
     return " ".join(args)

@@ -55,28 +55,40 @@ def backend_options(topo: Topology, backing_dir: Path) -> list[tuple[str, str]]:
     for bf in backing_files(topo, backing_dir):
         ep = topo.endpoint(bf.endpoint)
         if ep.kind is EndpointKind.IVSHMEM:
-            out.append(("-object", f"memory-backend-file,id=mem-{ep.id},mem-path={_escape(str(bf.path))},"
-                                   f"size={ep.size},share=on"))
+            out.append(
+                (
+                    "-object",
+                    f"memory-backend-file,id=mem-{ep.id},mem-path={_escape(str(bf.path))},size={ep.size},share=on",
+                )
+            )
         else:
-            out.append(("-blockdev", f"driver=raw,node-name=drv-{ep.id},file.driver=file,"
-                                     f"file.filename={_escape(str(bf.path))}"))
+            out.append(
+                (
+                    "-blockdev",
+                    f"driver=raw,node-name=drv-{ep.id},file.driver=file,file.filename={_escape(str(bf.path))}",
+                )
+            )
     return out
 
 
 def _siblings_at(layout: Layout, p: Placement) -> int:
-    return sum(1 for q in layout.placements.values()
-               if q.qemu_bus == p.qemu_bus and q.slot == p.slot and q.plugged)
+    return sum(1 for q in layout.placements.values() if q.qemu_bus == p.qemu_bus and q.slot == p.slot and q.plugged)
 
 
 def bridge_spec(topo: Topology, layout: Layout, p: Placement) -> DeviceSpec:
     if p.kind is NodeKind.HOST_BRIDGE:
         hb = next(h for h in topo.host_bridges if h.id == p.id)
-        return DeviceSpec("pxb-pcie", (("id", p.id), ("bus_nr", str(hb.bus_nr)), ("bus", ROOT_BUS),
-                                       ("addr", p.addr)))
+        return DeviceSpec("pxb-pcie", (("id", p.id), ("bus_nr", str(hb.bus_nr)), ("bus", ROOT_BUS), ("addr", p.addr)))
     if p.kind is NodeKind.ROOT_PORT:
         rp = next(r for r in topo.root_ports if r.id == p.id)
-        props = [("id", p.id), ("bus", p.qemu_bus), ("addr", p.addr), ("chassis", "1"),
-                 ("slot", str(p.port_number)), ("port", str(p.port_number))]
+        props = [
+            ("id", p.id),
+            ("bus", p.qemu_bus),
+            ("addr", p.addr),
+            ("chassis", "1"),
+            ("slot", str(p.port_number)),
+            ("port", str(p.port_number)),
+        ]
         if not rp.acs:
             props.append(("disable-acs", "on"))
         if not rp.hotplug:
@@ -94,9 +106,14 @@ def bridge_spec(topo: Topology, layout: Layout, p: Placement) -> DeviceSpec:
     if p.kind is NodeKind.SWITCH_UP:
         return DeviceSpec("x3130-upstream", (("id", p.id), ("bus", p.qemu_bus), ("addr", p.addr)))
     sw = next(s for s in topo.switches if p.id in s.downstream)
-    props = [("id", p.id), ("bus", p.qemu_bus), ("addr", p.addr), ("chassis", "1"),
-             ("slot", str(p.slot_number if p.slot_number is not None else 1000 + p.port_number)),
-             ("port", str(p.port_number))]
+    props = [
+        ("id", p.id),
+        ("bus", p.qemu_bus),
+        ("addr", p.addr),
+        ("chassis", "1"),
+        ("slot", str(p.slot_number if p.slot_number is not None else 1000 + p.port_number)),
+        ("port", str(p.port_number)),
+    ]
     if not sw.hotplug:
         props.append(("hotplug", "off"))
     return DeviceSpec("xio3130-downstream", tuple(props))
@@ -145,10 +162,14 @@ def disk_and_net(disk: Path, ssh_host_port: int) -> tuple[list[tuple[str, str]],
         ("-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_host_port}-:22"),
     ]
     devices = [
-        DeviceSpec("virtio-blk-pci", (("id", "rootdisk-dev"), ("drive", "rootdisk"), ("bus", ROOT_BUS),
-                                      ("addr", f"{DISK_SLOT:#04x}.0"))),
-        DeviceSpec("virtio-net-pci", (("id", "net0-dev"), ("netdev", "net0"), ("bus", ROOT_BUS),
-                                      ("addr", f"{NET_SLOT:#04x}.0"))),
+        DeviceSpec(
+            "virtio-blk-pci",
+            (("id", "rootdisk-dev"), ("drive", "rootdisk"), ("bus", ROOT_BUS), ("addr", f"{DISK_SLOT:#04x}.0")),
+        ),
+        DeviceSpec(
+            "virtio-net-pci",
+            (("id", "net0-dev"), ("netdev", "net0"), ("bus", ROOT_BUS), ("addr", f"{NET_SLOT:#04x}.0")),
+        ),
         DeviceSpec("virtio-rng-pci", (("id", "rng0"), ("bus", ROOT_BUS), ("addr", f"{RNG_SLOT:#04x}.0"))),
     ]
     return backends, devices

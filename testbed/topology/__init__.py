@@ -7,7 +7,19 @@ from .oracle import Verdict, check_expectations, verdicts
 from .problems import Problem, TopologyError
 
 __all__ = [
-    "Endpoint", "EndpointKind", "Layout", "MapType", "Placement", "Problem", "Topology",
-    "TopologyError", "Verdict", "build_layout", "check_expectations", "load_topology", "resolve",
-    "shipped_names", "verdicts",
+    "Endpoint",
+    "EndpointKind",
+    "Layout",
+    "MapType",
+    "Placement",
+    "Problem",
+    "Topology",
+    "TopologyError",
+    "Verdict",
+    "build_layout",
+    "check_expectations",
+    "load_topology",
+    "resolve",
+    "shipped_names",
+    "verdicts",
 ]

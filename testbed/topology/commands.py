@@ -18,8 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_list)
 
     p = sub.add_parser("validate", help="check topology files; every problem at once, with file:line")
-    p.add_argument("topologies", nargs="*", metavar="TOPO",
-                   help="shipped name or path to a .yaml (default: every shipped topology)")
+    p.add_argument(
+        "topologies",
+        nargs="*",
+        metavar="TOPO",
+        help="shipped name or path to a .yaml (default: every shipped topology)",
+    )
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("render", help="print the QEMU command line of a topology, shell-quoted")
@@ -58,8 +62,10 @@ def _validate(args: argparse.Namespace) -> int:
         disagreements = check_expectations(topo)
         for d in disagreements:
             print(f"warning: {disagreement_line(topo, d)}")
-        print(f"ok: {topo.source} ({len(topo.endpoints)} endpoints, {len(topo.expectations)} expectations"
-              f"{', ' + str(len(disagreements)) + ' disagree with the oracle' if disagreements else ''})")
+        print(
+            f"ok: {topo.source} ({len(topo.endpoints)} endpoints, {len(topo.expectations)} expectations"
+            f"{', ' + str(len(disagreements)) + ' disagree with the oracle' if disagreements else ''})"
+        )
     return 2 if failed else 0
 
 
@@ -79,8 +85,7 @@ def _explain(args: argparse.Namespace) -> int:
     cpu = topo.machine.cpu
     print(f"{topo.name}: {' '.join(topo.description.split())}")
     iommu = topo.iommu.type.value + (f" ({topo.iommu.mode.value})" if topo.iommu.enabled else "")
-    print(f"CPU {cpu.model} ({cpu.vendor} family {cpu.family:#x}), IOMMU {iommu}, "
-          f"hotplug {topo.hotplug.value}")
+    print(f"CPU {cpu.model} ({cpu.vendor} family {cpu.family:#x}), IOMMU {iommu}, hotplug {topo.hotplug.value}")
     if args.tree:
         print()
         print("\n".join(tree_lines(topo, layout)))

@@ -37,8 +37,7 @@ def tree_lines(topo: Topology, layout: Layout) -> list[str]:
 
 
 def verdict_lines(v: Verdict) -> list[str]:
-    lines = [f"{v.provider} -> {v.client}: {v.map_type.value}, distance {v.distance}",
-             f"    why: {v.reason}"]
+    lines = [f"{v.provider} -> {v.client}: {v.map_type.value}, distance {v.distance}", f"    why: {v.reason}"]
     if v.divergence:
         lines.append(f"    QEMU: {v.divergence}")
     if v.note:
@@ -47,5 +46,7 @@ def verdict_lines(v: Verdict) -> list[str]:
 
 
 def disagreement_line(topo: Topology, d: Disagreement) -> str:
-    return (f"{topo.source}:{d.line}: expect {d.provider} -> {d.client} declares {d.declared}, "
-            f"the kernel's rules give {d.computed}")
+    return (
+        f"{topo.source}:{d.line}: expect {d.provider} -> {d.client} declares {d.declared}, "
+        f"the kernel's rules give {d.computed}"
+    )

@@ -12,7 +12,9 @@ _PATH_RE = re.compile(
     r"^(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<slot>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])"
     r"(?P<rest>(?:/[0-9a-fA-F]{1,2}\.[0-7])*)$"
 )
-_ID_RE = re.compile(r"^pci:(?P<vendor>[0-9a-fA-F]{1,4}):(?P<device>[0-9a-fA-F]{1,4})(?::[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4})?$")
+_ID_RE = re.compile(
+    r"^pci:(?P<vendor>[0-9a-fA-F]{1,4}):(?P<device>[0-9a-fA-F]{1,4})(?::[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4})?$"
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def parse_kernel_args(args: tuple[str, ...] | list[str]) -> PciOptions:
             intel_off = "off" in arg.split("=", 1)[1].split(",")
         if not arg.startswith("pci="):
             continue
-        for option in _split_pci_options(arg[len("pci="):]):
+        for option in _split_pci_options(arg[len("pci=") :]):
             if option.startswith("disable_acs_redir="):
                 entries = [e for e in option.split("=", 1)[1].split(";") if e]
                 parsed = [parse_device_spec(e) for e in entries]
@@ -89,5 +91,4 @@ def _split_pci_options(value: str) -> list[str]:
 
 
 def owned_arg(arg: str) -> bool:
-    return any(word == p or (p.endswith("=") and word.startswith(p))
-               for word in arg.split() for p in OWNED_PREFIXES)
+    return any(word == p or (p.endswith("=") and word.startswith(p)) for word in arg.split() for p in OWNED_PREFIXES)

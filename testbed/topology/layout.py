@@ -25,8 +25,14 @@ class NodeKind(str, Enum):
 # (virtio-iommu-pci, or the function amd-iommu creates), 0x1c an entropy source (sshd would
 # otherwise wait seconds for the CRNG under TCG), 0x1d/0x1e the root disk and the NIC, 0x1f the
 # ICH9 LPC/SATA/SMBus functions q35 always has.
-ROOT_BUS_RESERVED = {0: "q35 host bridge", 1: "IOMMU", 0x1C: "entropy source", 0x1D: "root disk",
-                     0x1E: "network", 0x1F: "ICH9 LPC/SATA/SMBus"}
+ROOT_BUS_RESERVED = {
+    0: "q35 host bridge",
+    1: "IOMMU",
+    0x1C: "entropy source",
+    0x1D: "root disk",
+    0x1E: "network",
+    0x1F: "ICH9 LPC/SATA/SMBus",
+}
 FIRST_AUTO_SLOT = {True: 2, False: 0}  # on pcie.0 / on a pxb root bus
 RNG_SLOT, DISK_SLOT, NET_SLOT, IOMMU_SLOT = 0x1C, 0x1D, 0x1E, 0x01
 
@@ -102,8 +108,9 @@ class Layout:
         return head.bdf + "".join(f"/{p.slot:02x}.{p.function}" for p in rest)
 
     def on_bus(self, qemu_bus: str) -> list[Placement]:
-        return sorted((p for p in self.placements.values() if p.qemu_bus == qemu_bus),
-                      key=lambda p: (p.slot, p.function))
+        return sorted(
+            (p for p in self.placements.values() if p.qemu_bus == qemu_bus), key=lambda p: (p.slot, p.function)
+        )
 
     def in_order(self) -> list[Placement]:
         """Every placement, parents before children, siblings in devfn order (render order)."""
@@ -137,8 +144,10 @@ def build_layout(topo: Topology) -> Layout:
     for sw in topo.switches:
         items.append((sw.id, NodeKind.SWITCH_UP, sw.bus, 0, 0, True))
         items += [(d, NodeKind.SWITCH_DOWN, sw.id, n, 0, True) for n, d in enumerate(sw.downstream)]
-    items += [(ep.id, NodeKind.ENDPOINT, ep.bus, ep.slot if ep.bus not in ports else 0,
-               ep.function, ep.plugged) for ep in topo.endpoints]
+    items += [
+        (ep.id, NodeKind.ENDPOINT, ep.bus, ep.slot if ep.bus not in ports else 0, ep.function, ep.plugged)
+        for ep in topo.endpoints
+    ]
 
     slots = _assign_slots(items, root_buses)
     host_of = {ROOT_BUS: ROOT_BUS, **{hb.id: hb.id for hb in topo.host_bridges}}
@@ -197,14 +206,20 @@ def build_layout(topo: Topology) -> Layout:
         elif kind is NodeKind.SWITCH_DOWN:
             port_number = switch_of_down[ident].downstream.index(ident)
         hotplug_capable = (kind is NodeKind.ROOT_PORT and root_ports[ident].hotplug) or (
-            kind is NodeKind.SWITCH_DOWN and switch_of_down[ident].hotplug)
+            kind is NodeKind.SWITCH_DOWN and switch_of_down[ident].hotplug
+        )
         placements[ident] = Placement(
-            id=ident, kind=kind, device_id=device_id, qemu_bus=bus,
+            id=ident,
+            kind=kind,
+            device_id=device_id,
+            qemu_bus=bus,
             host_bridge=host_bridge(bus) if kind is not NodeKind.HOST_BRIDGE else ident,
             upstream=None if on_root else bus,
             bus_nr=bus_of_id.get(ident, _planned_bus(bus, numbers, bus_start)),
-            slot=slots[ident], function=fn,
-            secondary=sec[1] if sec else None, subordinate=sec[2] if sec else None,
+            slot=slots[ident],
+            function=fn,
+            secondary=sec[1] if sec else None,
+            subordinate=sec[2] if sec else None,
             port_number=port_number,
             slot_number=slot_numbers.get(ident) if hotplug_capable else None,
             acs=kind is NodeKind.ROOT_PORT and root_ports[ident].acs,

@@ -8,8 +8,22 @@ from pathlib import Path
 from ..paths import TOPOLOGIES_DIR
 from ..errors import ConfigError
 from .model import (
-    ROOT_BUS, Cpu, Endpoint, EndpointKind, Expectation, HostBridge, HotplugMode, Iommu,
-    IommuMode, IommuType, Machine, MapType, Reserve, RootPort, Switch, Topology,
+    ROOT_BUS,
+    Cpu,
+    Endpoint,
+    EndpointKind,
+    Expectation,
+    HostBridge,
+    HotplugMode,
+    Iommu,
+    IommuMode,
+    IommuType,
+    Machine,
+    MapType,
+    Reserve,
+    RootPort,
+    Switch,
+    Topology,
 )
 from .problems import TopologyError
 from .reader import Reader
@@ -32,8 +46,19 @@ KNOWN_CPUS: dict[str, tuple[str, int]] = {
 VENDORS = ("AuthenticAMD", "GenuineIntel", "HygonGenuine")
 UNPINNABLE_CPUS = ("host", "max")
 
-TOP_KEYS = ("name", "description", "machine", "iommu", "hotplug", "kernel_args",
-            "host_bridges", "root_ports", "switches", "endpoints", "expect")
+TOP_KEYS = (
+    "name",
+    "description",
+    "machine",
+    "iommu",
+    "hotplug",
+    "kernel_args",
+    "host_bridges",
+    "root_ports",
+    "switches",
+    "endpoints",
+    "expect",
+)
 ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 MAX_CPUS = 8  # kernel-configs/base.config: CONFIG_NR_CPUS=8
 
@@ -89,14 +114,22 @@ def _build(r: Reader, path: Path) -> Topology | None:
     iommu = _iommu(r)
     hotplug = r.choice(("hotplug",), HotplugMode, HotplugMode.ACPI)
     kernel_args = tuple(
-        arg for i, _ in enumerate(r.sequence(("kernel_args",)))
+        arg
+        for i, _ in enumerate(r.sequence(("kernel_args",)))
         if (arg := r.string(("kernel_args", i), allowed="a kernel command-line argument")) is not None
     )
     return Topology(
-        name=name, description=description.strip(), source=path, machine=machine, iommu=iommu,
-        hotplug=hotplug, kernel_args=kernel_args,
-        host_bridges=tuple(_host_bridges(r)), root_ports=tuple(_root_ports(r)),
-        switches=tuple(_switches(r)), endpoints=tuple(_endpoints(r)),
+        name=name,
+        description=description.strip(),
+        source=path,
+        machine=machine,
+        iommu=iommu,
+        hotplug=hotplug,
+        kernel_args=kernel_args,
+        host_bridges=tuple(_host_bridges(r)),
+        root_ports=tuple(_root_ports(r)),
+        switches=tuple(_switches(r)),
+        endpoints=tuple(_endpoints(r)),
         expectations=tuple(_expectations(r)),
     )
 
@@ -121,16 +154,23 @@ def _cpu(r: Reader) -> Cpu:
         vendor = r.string(path + ("vendor",), allowed=", ".join(VENDORS))
         family = r.integer(path + ("family",), lo=1, hi=0xFF)
     if model in UNPINNABLE_CPUS:
-        r.problem(path, f"CPU model '{model}' follows the host, so the P2P verdict would too",
-                  "a named model such as " + ", ".join(KNOWN_CPUS))
+        r.problem(
+            path,
+            f"CPU model '{model}' follows the host, so the P2P verdict would too",
+            "a named model such as " + ", ".join(KNOWN_CPUS),
+        )
         model = "qemu64"
     known = KNOWN_CPUS.get(model)
     if vendor is not None and vendor not in VENDORS:
         r.problem(path + ("vendor",), f"unknown CPU vendor '{vendor}'", ", ".join(VENDORS))
         vendor = None
     if known is None and (vendor is None or family is None):
-        r.problem(path, f"CPU model '{model}' is not one the testbed knows the vendor and family of; "
-                  "give vendor and family explicitly", ", ".join(KNOWN_CPUS))
+        r.problem(
+            path,
+            f"CPU model '{model}' is not one the testbed knows the vendor and family of; "
+            "give vendor and family explicitly",
+            ", ".join(KNOWN_CPUS),
+        )
         known = ("AuthenticAMD", 15)
     return Cpu(model=model, vendor=vendor or known[0], family=family if family is not None else known[1])
 
@@ -149,8 +189,11 @@ def _iommu(r: Reader) -> Iommu:
 def _ident(r: Reader, path: tuple) -> str | None:
     ident = r.string(path + ("id",))
     if ident is not None and not ID_RE.match(ident):
-        r.problem(path + ("id",), f"invalid id '{ident}'",
-                  "lower-case letters, digits, '-' and '_', starting with a letter, at most 31 characters")
+        r.problem(
+            path + ("id",),
+            f"invalid id '{ident}'",
+            "lower-case letters, digits, '-' and '_', starting with a letter, at most 31 characters",
+        )
         return None
     return ident
 
@@ -199,49 +242,68 @@ def _switches(r: Reader):
         if isinstance(raw, int) and not isinstance(raw, bool):
             # `downstream: 2` names the ports <id>-d0, <id>-d1
             if raw < 1:
-                r.problem(path + ("downstream",), "a switch needs at least one downstream port",
-                          "a count from 1 to 32 or a list of port ids")
+                r.problem(
+                    path + ("downstream",),
+                    "a switch needs at least one downstream port",
+                    "a count from 1 to 32 or a list of port ids",
+                )
             elif raw > 32:
-                r.problem(path + ("downstream",), f"{raw} downstream ports do not fit on one bus",
-                          "a count from 1 to 32 or a list of port ids")
+                r.problem(
+                    path + ("downstream",),
+                    f"{raw} downstream ports do not fit on one bus",
+                    "a count from 1 to 32 or a list of port ids",
+                )
             else:
                 downstream = [f"{ident}-d{n}" for n in range(raw)]
         elif isinstance(raw, list):
             if not raw:
-                r.problem(path + ("downstream",), "a switch needs at least one downstream port",
-                          "a count from 1 to 32 or a list of port ids")
+                r.problem(
+                    path + ("downstream",),
+                    "a switch needs at least one downstream port",
+                    "a count from 1 to 32 or a list of port ids",
+                )
             for j, _ in enumerate(raw):
                 port = r.string(path + ("downstream", j))
                 if port is not None and not ID_RE.match(port):
-                    r.problem(path + ("downstream", j), f"invalid id '{port}'",
-                              "lower-case letters, digits, '-' and '_', starting with a letter")
+                    r.problem(
+                        path + ("downstream", j),
+                        f"invalid id '{port}'",
+                        "lower-case letters, digits, '-' and '_', starting with a letter",
+                    )
                 elif port is not None:
                     downstream.append(port)
             if len(raw) > 32:
-                r.problem(path + ("downstream",), f"{len(raw)} downstream ports do not fit on one bus",
-                          "at most 32")
+                r.problem(path + ("downstream",), f"{len(raw)} downstream ports do not fit on one bus", "at most 32")
         elif raw is not None:
-            r.problem(path + ("downstream",), "expected a port count or a list of port ids",
-                      "a count from 1 to 32 or a list of port ids")
+            r.problem(
+                path + ("downstream",),
+                "expected a port count or a list of port ids",
+                "a count from 1 to 32 or a list of port ids",
+            )
         bus = r.string(path + ("bus",))
         if ident and bus:
-            yield Switch(id=ident, bus=bus, downstream=tuple(downstream),
-                         hotplug=r.boolean(path + ("hotplug",), True), line=r.line(path))
+            yield Switch(
+                id=ident,
+                bus=bus,
+                downstream=tuple(downstream),
+                hotplug=r.boolean(path + ("hotplug",), True),
+                line=r.line(path),
+            )
 
 
 def _endpoints(r: Reader):
     for i, _ in enumerate(r.sequence(("endpoints",))):
         path = ("endpoints", i)
-        node = r.mapping(path, COMMON_ENDPOINT_KEYS + ("size", "cmb", "dma_mask"),
-                         required=("id", "kind", "bus"))
+        node = r.mapping(path, COMMON_ENDPOINT_KEYS + ("size", "cmb", "dma_mask"), required=("id", "kind", "bus"))
         ident = _ident(r, path)
         kind = r.choice(path + ("kind",), EndpointKind, None)  # type: ignore[arg-type]
         if kind is None:
             continue
         for key in node:
             if key in ("size", "cmb", "dma_mask") and key not in ENDPOINT_KEYS[kind]:
-                r.problem(path + (key,), f"'{key}' does not apply to a {kind.value} endpoint",
-                          ", ".join(ENDPOINT_KEYS[kind]))
+                r.problem(
+                    path + (key,), f"'{key}' does not apply to a {kind.value} endpoint", ", ".join(ENDPOINT_KEYS[kind])
+                )
         bus = r.string(path + ("bus",))
         endpoint = Endpoint(
             id=ident or "",
@@ -260,15 +322,18 @@ def _endpoints(r: Reader):
 
 
 def _default_size(kind: EndpointKind) -> int:
-    return {EndpointKind.NVME: 256 << 20, EndpointKind.IVSHMEM: 1 << 20,
-            EndpointKind.VIRTIO_BLK: 64 << 20, EndpointKind.EDU: 0}[kind]
+    return {
+        EndpointKind.NVME: 256 << 20,
+        EndpointKind.IVSHMEM: 1 << 20,
+        EndpointKind.VIRTIO_BLK: 64 << 20,
+        EndpointKind.EDU: 0,
+    }[kind]
 
 
 def _expectations(r: Reader):
     for i, _ in enumerate(r.sequence(("expect",))):
         path = ("expect", i)
-        r.mapping(path, ("provider", "client", "map_type", "distance"),
-                  required=("provider", "client", "map_type"))
+        r.mapping(path, ("provider", "client", "map_type", "distance"), required=("provider", "client", "map_type"))
         provider = r.string(path + ("provider",))
         client = r.string(path + ("client",))
         map_type = r.choice(path + ("map_type",), MapType, None)  # type: ignore[arg-type]

@@ -20,14 +20,26 @@ ZEN_FAMILY = 0x17
 GOOGLE_VENDOR = 0x1AE0
 # pci_p2pdma_whitelist[] of Linux 7.2: (vendor, device or None for any, needs same host bridge)
 HOST_BRIDGE_ALLOWLIST: tuple[tuple[int, int | None, bool], ...] = (
-    (0x8086, 0x3C00, True), (0x8086, 0x3C01, True),  # Xeon E5 / Core i7
-    (0x8086, 0x2F00, True), (0x8086, 0x2F01, True),  # Xeon E7 v3 / E5 v3 / Core i7
-    (0x8086, 0x2030, False), (0x8086, 0x2031, False), (0x8086, 0x2032, False),  # Skylake-E
-    (0x8086, 0x2033, False), (0x8086, 0x2020, False), (0x8086, 0x09A2, False),
-    (0x8086, 0x0B25, False), (0x8086, 0x0CFE, False),  # DSA SPR0, IAX SPR0
-    (0x8086, 0x11FB, False), (0x8086, 0x1212, False), (0x8086, 0x1216, False),  # DSA GNRD/DMR, IAA DMR
-    (0x8086, 0x4940, False), (0x8086, 0x4942, False), (0x8086, 0x4944, False),  # QAT 4xxx/401xx/402xx
-    (0x8086, 0x4946, False), (0x8086, 0x4948, False),  # QAT 420xx/6xxx
+    (0x8086, 0x3C00, True),
+    (0x8086, 0x3C01, True),  # Xeon E5 / Core i7
+    (0x8086, 0x2F00, True),
+    (0x8086, 0x2F01, True),  # Xeon E7 v3 / E5 v3 / Core i7
+    (0x8086, 0x2030, False),
+    (0x8086, 0x2031, False),
+    (0x8086, 0x2032, False),  # Skylake-E
+    (0x8086, 0x2033, False),
+    (0x8086, 0x2020, False),
+    (0x8086, 0x09A2, False),
+    (0x8086, 0x0B25, False),
+    (0x8086, 0x0CFE, False),  # DSA SPR0, IAX SPR0
+    (0x8086, 0x11FB, False),
+    (0x8086, 0x1212, False),
+    (0x8086, 0x1216, False),  # DSA GNRD/DMR, IAA DMR
+    (0x8086, 0x4940, False),
+    (0x8086, 0x4942, False),
+    (0x8086, 0x4944, False),  # QAT 4xxx/401xx/402xx
+    (0x8086, 0x4946, False),
+    (0x8086, 0x4948, False),  # QAT 420xx/6xxx
     (GOOGLE_VENDOR, None, False),
 )
 
@@ -97,8 +109,9 @@ def _describe(p: Placement) -> str:
     return f"{p.id} ({p.kind.value} {p.bdf})"
 
 
-def calc_map_type(topo: Topology, layout: Layout, provider: str, client: str,
-                  redirect: set[str] | None = None) -> Verdict:
+def calc_map_type(
+    topo: Topology, layout: Layout, provider: str, client: str, redirect: set[str] | None = None
+) -> Verdict:
     if redirect is None:
         redirect = acs_redirect_ports(topo, layout)
     a_chain = layout.chain(provider)
@@ -121,25 +134,38 @@ def calc_map_type(topo: Topology, layout: Layout, provider: str, client: str,
         if provider == client:
             reason = "provider and client are the same function"
         else:
-            reason = (f"provider and client share upstream bridge {_describe(common)}"
-                      " and no port on the path has ACS redirect")
+            reason = (
+                f"provider and client share upstream bridge {_describe(common)}"
+                " and no port on the path has ACS redirect"
+            )
         return Verdict(provider, client, MapType.BUS_ADDR, distance, reason, common.id, ())
 
     if common is not None:
         paths = ";".join(layout.device_path(x) for x in acs)
-        why = (f"they share upstream bridge {_describe(common)}, but ACS redirect is enabled on "
-               f"{', '.join(acs)} (an IOMMU made Linux request ACS), so traffic goes up to the host "
-               f"bridge; pci=disable_acs_redir={paths} would make it BUS_ADDR")
+        why = (
+            f"they share upstream bridge {_describe(common)}, but ACS redirect is enabled on "
+            f"{', '.join(acs)} (an IOMMU made Linux request ACS), so traffic goes up to the host "
+            f"bridge; pci=disable_acs_redir={paths} would make it BUS_ADDR"
+        )
     else:
         tops = (a_chain[-1].id, b_chain[-1].id)
-        why = (f"no common upstream bridge: the provider's hierarchy tops out at {tops[0]} on "
-               f"{a_chain[-1].host_bridge}, the client's at {tops[1]} on {b_chain[-1].host_bridge}")
+        why = (
+            f"no common upstream bridge: the provider's hierarchy tops out at {tops[0]} on "
+            f"{a_chain[-1].host_bridge}, the client's at {tops[1]} on {b_chain[-1].host_bridge}"
+        )
 
     cpu = topo.machine.cpu
     if cpu.vendor == "AuthenticAMD" and cpu.family >= ZEN_FAMILY:
-        return Verdict(provider, client, MapType.THRU_HOST_BRIDGE, distance,
-                       f"{why}; the CPU is AMD family {cpu.family:#x} (>= {ZEN_FAMILY:#x}), which "
-                       "allows P2P through the host bridge", common.id if common else None, tuple(acs))
+        return Verdict(
+            provider,
+            client,
+            MapType.THRU_HOST_BRIDGE,
+            distance,
+            f"{why}; the CPU is AMD family {cpu.family:#x} (>= {ZEN_FAMILY:#x}), which "
+            "allows P2P through the host bridge",
+            common.id if common else None,
+            tuple(acs),
+        )
     hb_a = a_chain[-1].host_bridge
     hb_b = b_chain[-1].host_bridge
     dev_a = host_bridge_device(layout, hb_a)
@@ -149,23 +175,41 @@ def calc_map_type(topo: Topology, layout: Layout, provider: str, client: str,
     else:
         allowed = _allowlisted(dev_a, False) and _allowlisted(dev_b, False)
     cpu_text = f"the CPU ({cpu.vendor} family {cpu.family:#x}) is not AMD Zen or newer"
-    bridges = sorted({f"{hb} ({dev or 'no 00.0 device or root port first on its bus'})"
-                      for hb, dev in ((hb_a, dev_a), (hb_b, dev_b))})
+    bridges = sorted(
+        {
+            f"{hb} ({dev or 'no 00.0 device or root port first on its bus'})"
+            for hb, dev in ((hb_a, dev_a), (hb_b, dev_b))
+        }
+    )
     if allowed:
-        return Verdict(provider, client, MapType.THRU_HOST_BRIDGE, distance,
-                       f"{why}; {cpu_text}, but host bridge {' and '.join(bridges)} is on the P2PDMA "
-                       "allowlist", common.id if common else None, tuple(acs))
-    return Verdict(provider, client, MapType.NOT_SUPPORTED, distance,
-                   f"{why}; {cpu_text} and host bridge {' and '.join(bridges)} is not on the P2PDMA "
-                   "allowlist", common.id if common else None, tuple(acs))
+        return Verdict(
+            provider,
+            client,
+            MapType.THRU_HOST_BRIDGE,
+            distance,
+            f"{why}; {cpu_text}, but host bridge {' and '.join(bridges)} is on the P2PDMA allowlist",
+            common.id if common else None,
+            tuple(acs),
+        )
+    return Verdict(
+        provider,
+        client,
+        MapType.NOT_SUPPORTED,
+        distance,
+        f"{why}; {cpu_text} and host bridge {' and '.join(bridges)} is not on the P2PDMA allowlist",
+        common.id if common else None,
+        tuple(acs),
+    )
 
 
 def _divergence(topo: Topology, verdict: Verdict) -> str | None:
     translated = topo.iommu.type is not IommuType.NONE and topo.iommu.mode is IommuMode.TRANSLATED
     if verdict.map_type is MapType.BUS_ADDR and translated and verdict.provider != verdict.client:
-        return ("QEMU does not route P2P inside switches: the client's DMA to the provider's bus "
-                f"address goes through the translating {topo.iommu.type.value} vIOMMU, which has no "
-                "mapping for it, so it faults (hardware would deliver it below the switch)")
+        return (
+            "QEMU does not route P2P inside switches: the client's DMA to the provider's bus "
+            f"address goes through the translating {topo.iommu.type.value} vIOMMU, which has no "
+            "mapping for it, so it faults (hardware would deliver it below the switch)"
+        )
     return None
 
 
@@ -175,13 +219,14 @@ def _note(topo: Topology, verdict: Verdict) -> str | None:
     if client.kind is EndpointKind.VIRTIO_BLK:
         return "virtio-blk's queue does not support P2P: block I/O from P2P memory fails with -EREMOTEIO"
     if provider.kind is EndpointKind.IVSHMEM:
-        return ("as a VFIO dma-buf imported by iommufd the BAR is mapped by its CPU physical address "
-                "in the IOMMU, without asking this rule; other importers go through it")
+        return (
+            "as a VFIO dma-buf imported by iommufd the BAR is mapped by its CPU physical address "
+            "in the IOMMU, without asking this rule; other importers go through it"
+        )
     return None
 
 
-def verdict(topo: Topology, layout: Layout, provider: str, client: str,
-            redirect: set[str] | None = None) -> Verdict:
+def verdict(topo: Topology, layout: Layout, provider: str, client: str, redirect: set[str] | None = None) -> Verdict:
     """The full verdict for any pair of devices: map type, distance, QEMU divergence, notes."""
     v = calc_map_type(topo, layout, provider, client, redirect)
     return Verdict(**{**v.__dict__, "divergence": _divergence(topo, v), "note": _note(topo, v)})
@@ -191,9 +236,13 @@ def verdicts(topo: Topology, layout: Layout | None = None) -> list[Verdict]:
     """Every (P2P provider, DMA client) pair of devices present at boot, in file order."""
     layout = layout or build_layout(topo)
     redirect = acs_redirect_ports(topo, layout)
-    return [verdict(topo, layout, provider.id, client.id, redirect)
-            for provider in topo.endpoints if provider.is_p2p_provider
-            for client in topo.endpoints if client.is_dma_client]
+    return [
+        verdict(topo, layout, provider.id, client.id, redirect)
+        for provider in topo.endpoints
+        if provider.is_p2p_provider
+        for client in topo.endpoints
+        if client.is_dma_client
+    ]
 
 
 @dataclass(frozen=True)
@@ -215,6 +264,7 @@ def check_expectations(topo: Topology, layout: Layout | None = None) -> list[Dis
             continue  # validation already reported the pair
         if v.map_type is not exp.map_type or (exp.distance is not None and exp.distance != v.distance):
             declared = exp.map_type.value + (f" distance {exp.distance}" if exp.distance is not None else "")
-            out.append(Disagreement(exp.line, exp.provider, exp.client, declared,
-                                    f"{v.map_type.value} distance {v.distance}"))
+            out.append(
+                Disagreement(exp.line, exp.provider, exp.client, declared, f"{v.map_type.value} distance {v.distance}")
+            )
     return out

@@ -26,7 +26,10 @@ def flatten_query_pci(result: list[dict]) -> dict[str, SeenDevice]:
             bridge = d.get("pci_bridge")
             if d.get("qdev_id"):
                 seen[d["qdev_id"]] = SeenDevice(
-                    d["qdev_id"], d["bus"], d["slot"], d["function"],
+                    d["qdev_id"],
+                    d["bus"],
+                    d["slot"],
+                    d["function"],
                     f"{d['id']['vendor']:04x}:{d['id']['device']:04x}",
                     bridge["bus"]["secondary"] if bridge else None,
                 )
@@ -53,9 +56,11 @@ def compare_tree(layout: Layout, seen: dict[str, SeenDevice]) -> list[str]:
         want = (p.bus_nr, p.slot, p.function, p.device_id)
         have = (got.bus_nr, got.slot, got.function, got.device_id)
         if want != have:
-            problems.append(f"{p.id}: expected {p.device_id} at bus {p.bus_nr:#04x} slot {p.slot:#04x}."
-                            f"{p.function}, QEMU has {got.device_id} at bus {got.bus_nr:#04x} slot "
-                            f"{got.slot:#04x}.{got.function}")
+            problems.append(
+                f"{p.id}: expected {p.device_id} at bus {p.bus_nr:#04x} slot {p.slot:#04x}."
+                f"{p.function}, QEMU has {got.device_id} at bus {got.bus_nr:#04x} slot "
+                f"{got.slot:#04x}.{got.function}"
+            )
         if p.is_bridge and got.secondary != p.secondary:
             problems.append(f"{p.id}: expected secondary bus {p.secondary}, firmware assigned {got.secondary}")
     return problems

@@ -22,9 +22,7 @@ class Reader:
     # -- reporting -------------------------------------------------------------------------
 
     def problem(self, path: KeyPath, message: str, allowed: str = "") -> None:
-        self.problems.append(
-            Problem(self.located.file, self.located.line(path), format_path(path), message, allowed)
-        )
+        self.problems.append(Problem(self.located.file, self.located.line(path), format_path(path), message, allowed))
 
     def line(self, path: KeyPath) -> int:
         return self.located.line(path)
@@ -94,8 +92,7 @@ class Reader:
 
         return self._scalar(path, default, convert, "true, false")
 
-    def integer(self, path: KeyPath, default: Any = None, lo: int | None = None,
-                hi: int | None = None) -> Any:
+    def integer(self, path: KeyPath, default: Any = None, lo: int | None = None, hi: int | None = None) -> Any:
         allowed = _range_text(lo, hi)
 
         def convert(raw: Any) -> int:

@@ -65,21 +65,34 @@ def _check_buses(topo: Topology, problem) -> None:
 
     for i, rp in enumerate(topo.root_ports):
         if rp.bus not in root_buses:
-            problem(("root_ports", i, "bus"), f"root port '{rp.id}' is on '{rp.bus}', which is not a root bus",
-                    ", ".join(root_buses))
+            problem(
+                ("root_ports", i, "bus"),
+                f"root port '{rp.id}' is on '{rp.bus}', which is not a root bus",
+                ", ".join(root_buses),
+            )
         if rp.slot is not None and rp.bus == ROOT_BUS and rp.slot in ROOT_BUS_RESERVED:
-            problem(("root_ports", i, "slot"), f"slot {rp.slot:#x} of pcie.0 is taken by the "
-                    f"{ROOT_BUS_RESERVED[rp.slot]}", "2 to 0x1b")
+            problem(
+                ("root_ports", i, "slot"),
+                f"slot {rp.slot:#x} of pcie.0 is taken by the {ROOT_BUS_RESERVED[rp.slot]}",
+                "2 to 0x1b",
+            )
 
     # Who sits on each port: a switch or endpoints (one per function), never both.
     occupants: dict[str, list[tuple[str, int, tuple]]] = {}
     for i, sw in enumerate(topo.switches):
         if sw.bus in switch_ids:
-            problem(("switches", i, "bus"), f"switch '{sw.id}' is on the upstream port of switch '{sw.bus}'; "
-                    "a switch hangs below a downstream port", ", ".join(ports) or "(no ports defined)")
+            problem(
+                ("switches", i, "bus"),
+                f"switch '{sw.id}' is on the upstream port of switch '{sw.bus}'; "
+                "a switch hangs below a downstream port",
+                ", ".join(ports) or "(no ports defined)",
+            )
         elif sw.bus not in ports:
-            problem(("switches", i, "bus"), f"switch '{sw.id}' is on '{sw.bus}', which is not a port",
-                    ", ".join(ports) or "(no ports defined)")
+            problem(
+                ("switches", i, "bus"),
+                f"switch '{sw.id}' is on '{sw.bus}', which is not a port",
+                ", ".join(ports) or "(no ports defined)",
+            )
         else:
             occupants.setdefault(sw.bus, []).append((sw.id, 0, ("switches", i, "bus")))
     if _switch_cycle(topo):
@@ -91,28 +104,40 @@ def _check_buses(topo: Topology, problem) -> None:
         path = ("endpoints", i)
         if ep.bus in switch_ids:
             sw = next(s for s in topo.switches if s.id == ep.bus)
-            problem(path + ("bus",), f"'{ep.bus}' is a switch's upstream port; only its downstream ports "
-                    "are below it", ", ".join(sw.downstream))
+            problem(
+                path + ("bus",),
+                f"'{ep.bus}' is a switch's upstream port; only its downstream ports are below it",
+                ", ".join(sw.downstream),
+            )
         elif ep.bus in root_buses and ep.bus != ROOT_BUS:
             ports_there = [rp.id for rp in topo.root_ports if rp.bus == ep.bus]
-            problem(path + ("bus",), f"'{ep.bus}' is a pxb-pcie host bridge: QEMU plugs only root ports "
-                    "into it, not endpoints", f"a root port with `bus: {ep.bus}` "
-                    + (f"({', '.join(ports_there)})" if ports_there else "(add one to root_ports)"))
+            problem(
+                path + ("bus",),
+                f"'{ep.bus}' is a pxb-pcie host bridge: QEMU plugs only root ports into it, not endpoints",
+                f"a root port with `bus: {ep.bus}` "
+                + (f"({', '.join(ports_there)})" if ports_there else "(add one to root_ports)"),
+            )
         elif ep.bus in root_buses:
             if ep.function and ep.slot is None:
                 problem(path + ("slot",), "a function other than 0 on a root bus needs an explicit slot")
             if ep.bus == ROOT_BUS and ep.slot in ROOT_BUS_RESERVED:
-                problem(path + ("slot",), f"slot {ep.slot:#x} of pcie.0 is taken by the "
-                        f"{ROOT_BUS_RESERVED[ep.slot]}", "2 to 0x1b")
+                problem(
+                    path + ("slot",),
+                    f"slot {ep.slot:#x} of pcie.0 is taken by the {ROOT_BUS_RESERVED[ep.slot]}",
+                    "2 to 0x1b",
+                )
             if ep.slot is not None:
                 key = (ep.bus, ep.slot, ep.function)
                 if key in root_slots:
-                    problem(path + ("slot",), f"{ep.bus} slot {ep.slot:#x}.{ep.function} is already "
-                            f"used by '{root_slots[key]}'")
+                    problem(
+                        path + ("slot",),
+                        f"{ep.bus} slot {ep.slot:#x}.{ep.function} is already used by '{root_slots[key]}'",
+                    )
                 root_slots[key] = ep.id
         elif ep.bus not in ports:
-            problem(path + ("bus",), f"endpoint '{ep.id}' is on '{ep.bus}', which does not exist",
-                    allowed_for_endpoints)
+            problem(
+                path + ("bus",), f"endpoint '{ep.id}' is on '{ep.bus}', which does not exist", allowed_for_endpoints
+            )
         else:
             if ep.slot not in (None, 0):
                 problem(path + ("slot",), "below a port the only device number is 0", "0, or leave it out")
@@ -129,16 +154,24 @@ def _check_buses(topo: Topology, problem) -> None:
         functions = Counter(fn for _, fn, _ in items)
         for ident, fn, path in items:
             if functions[fn] > 1:
-                problem(path, f"port '{port}' has more than one device at function {fn}",
-                        "one device per function; use function: 1..7 for a multi-function device")
+                problem(
+                    path,
+                    f"port '{port}' has more than one device at function {fn}",
+                    "one device per function; use function: 1..7 for a multi-function device",
+                )
         if functions and 0 not in functions:
-            problem(items[0][2], f"port '{port}' has functions {sorted(functions)} but no function 0",
-                    "a multi-function device needs function 0")
+            problem(
+                items[0][2],
+                f"port '{port}' has functions {sorted(functions)} but no function 0",
+                "a multi-function device needs function 0",
+            )
     for ep_i, ep in enumerate(topo.endpoints):
         if ep.bus in root_buses and ep.function and ep.slot is not None:
             if (ep.bus, ep.slot, 0) not in root_slots:
-                problem(("endpoints", ep_i, "function"),
-                        f"{ep.bus} slot {ep.slot:#x} has function {ep.function} but no function 0")
+                problem(
+                    ("endpoints", ep_i, "function"),
+                    f"{ep.bus} slot {ep.slot:#x} has function {ep.function} but no function 0",
+                )
 
 
 def _explicit_root_port_slots(topo: Topology, root_slots: dict):
@@ -173,30 +206,51 @@ def _check_sizes(topo: Topology, problem) -> None:
         path = ("endpoints", i)
         if ep.kind is EndpointKind.NVME:
             if ep.size < MiB or ep.size % 4096:
-                problem(path + ("size",), f"namespace size {format_size(ep.size)} is too small or not "
-                        "a multiple of 4K", "1M or more, a multiple of 4K")
+                problem(
+                    path + ("size",),
+                    f"namespace size {format_size(ep.size)} is too small or not a multiple of 4K",
+                    "1M or more, a multiple of 4K",
+                )
             if ep.cmb:
                 if ep.cmb % MiB or not is_power_of_two(ep.cmb):
-                    problem(path + ("cmb",), f"CMB size {format_size(ep.cmb)} is not a power of two in MiB "
-                            "(QEMU's cmb_size_mb)", "2M, 4M, 8M, ... 1G")
+                    problem(
+                        path + ("cmb",),
+                        f"CMB size {format_size(ep.cmb)} is not a power of two in MiB (QEMU's cmb_size_mb)",
+                        "2M, 4M, 8M, ... 1G",
+                    )
                 elif ep.cmb < MIN_CMB:
-                    problem(path + ("cmb",), f"a CMB of {format_size(ep.cmb)} is below the minimum the "
-                            "kernel publishes as p2pmem", "2M or more, a power of two")
+                    problem(
+                        path + ("cmb",),
+                        f"a CMB of {format_size(ep.cmb)} is below the minimum the kernel publishes as p2pmem",
+                        "2M or more, a power of two",
+                    )
                 elif ep.cmb > 1 << 30:
-                    problem(path + ("cmb",), f"a CMB of {format_size(ep.cmb)} does not fit the emulated "
-                            "64-bit window comfortably", "at most 1G")
+                    problem(
+                        path + ("cmb",),
+                        f"a CMB of {format_size(ep.cmb)} does not fit the emulated 64-bit window comfortably",
+                        "at most 1G",
+                    )
         elif ep.kind is EndpointKind.IVSHMEM:
             if not is_power_of_two(ep.size) or ep.size < 4096:
-                problem(path + ("size",), f"ivshmem size {format_size(ep.size)} is not a power of two of at "
-                        "least 4K (it becomes BAR2)", "4K, 8K, ... e.g. 1M")
+                problem(
+                    path + ("size",),
+                    f"ivshmem size {format_size(ep.size)} is not a power of two of at least 4K (it becomes BAR2)",
+                    "4K, 8K, ... e.g. 1M",
+                )
         elif ep.kind is EndpointKind.VIRTIO_BLK:
             if ep.size < MiB or ep.size % 512:
-                problem(path + ("size",), f"disk size {format_size(ep.size)} is too small or not a "
-                        "multiple of 512", "1M or more")
+                problem(
+                    path + ("size",),
+                    f"disk size {format_size(ep.size)} is too small or not a multiple of 512",
+                    "1M or more",
+                )
         elif ep.kind is EndpointKind.EDU and ep.dma_mask is not None:
             if not is_power_of_two(ep.dma_mask + 1) or ep.dma_mask < (1 << 12) - 1:
-                problem(path + ("dma_mask",), f"dma_mask {ep.dma_mask:#x} is not of the form 2^n-1",
-                        "e.g. 0xfffffff (28 bits, the default), 0xffffffff")
+                problem(
+                    path + ("dma_mask",),
+                    f"dma_mask {ep.dma_mask:#x} is not of the form 2^n-1",
+                    "e.g. 0xfffffff (28 bits, the default), 0xffffffff",
+                )
 
 
 def _check_iommu_and_hotplug(topo: Topology, problem) -> None:
@@ -212,8 +266,11 @@ def _check_iommu_and_hotplug(topo: Topology, problem) -> None:
             problem(path, f"'{ep.id}' is plugged later, but port '{ep.bus}' has hotplug off")
         # (an endpoint on a pxb-pcie is refused by _check_buses, plugged later or not)
         if ep.bus == ROOT_BUS and topo.hotplug is HotplugMode.NATIVE:
-            problem(path, f"'{ep.id}' is plugged later on root bus '{ep.bus}', which has no hot-plug "
-                    "port in native mode", "put it below a root port, or use hotplug: acpi")
+            problem(
+                path,
+                f"'{ep.id}' is plugged later on root bus '{ep.bus}', which has no hot-plug port in native mode",
+                "put it below a root port, or use hotplug: acpi",
+            )
         if ep.function:
             problem(("endpoints", i, "function"), "a device plugged later must be function 0")
 
@@ -221,31 +278,45 @@ def _check_iommu_and_hotplug(topo: Topology, problem) -> None:
 def _check_kernel_args(topo: Topology, problem) -> None:
     for i, arg in enumerate(topo.kernel_args):
         if owned_arg(arg):
-            problem(("kernel_args", i), f"'{arg}' is set by the testbed itself",
-                    "anything but root=, console=, init=, rw, ro")
+            problem(
+                ("kernel_args", i),
+                f"'{arg}' is set by the testbed itself",
+                "anything but root=, console=, init=, rw, ro",
+            )
     options = parse_kernel_args(topo.kernel_args)
     index = next((i for i, a in enumerate(topo.kernel_args) if "disable_acs_redir=" in a), 0)
     for text in options.unparsed_acs_redir:
-        problem(("kernel_args", index), f"'{text}' is not a device Linux can parse",
-                "[domain:]bus:slot.fn[/slot.fn...] or pci:vendor:device")
+        problem(
+            ("kernel_args", index),
+            f"'{text}' is not a device Linux can parse",
+            "[domain:]bus:slot.fn[/slot.fn...] or pci:vendor:device",
+        )
     if options.config_acs:
         index = next(i for i, a in enumerate(topo.kernel_args) if "config_acs=" in a)
-        problem(("kernel_args", index), "pci=config_acs= is not modeled by the verdict oracle",
-                "pci=disable_acs_redir=")
+        problem(
+            ("kernel_args", index), "pci=config_acs= is not modeled by the verdict oracle", "pci=disable_acs_redir="
+        )
     if options.disable_acs_redir and not _has_errors_blocking_layout(topo):
         layout = build_layout(topo)
         for spec in options.disable_acs_redir:
-            if not any(spec.matches(layout.device_path(p.id), p.device_id)
-                       for p in layout.placements.values() if p.is_bridge):
+            if not any(
+                spec.matches(layout.device_path(p.id), p.device_id) for p in layout.placements.values() if p.is_bridge
+            ):
                 acs_ports = [f"{layout.device_path(p.id)} ({p.id})" for p in layout.placements.values() if p.acs]
-                problem(("kernel_args", index), f"disable_acs_redir entry '{spec.text}' matches no port "
-                        "of this topology", ", ".join(acs_ports) or "(no port has ACS)")
+                problem(
+                    ("kernel_args", index),
+                    f"disable_acs_redir entry '{spec.text}' matches no port of this topology",
+                    ", ".join(acs_ports) or "(no port has ACS)",
+                )
 
 
 def _has_errors_blocking_layout(topo: Topology) -> bool:
     known = {ROOT_BUS} | {x for x, _ in _all_ids(topo)}
-    return any(rp.bus not in known for rp in topo.root_ports) or any(
-        ep.bus not in known for ep in topo.endpoints) or any(sw.bus not in known for sw in topo.switches)
+    return (
+        any(rp.bus not in known for rp in topo.root_ports)
+        or any(ep.bus not in known for ep in topo.endpoints)
+        or any(sw.bus not in known for sw in topo.switches)
+    )
 
 
 def _check_expectations(topo: Topology, problem) -> None:
@@ -258,13 +329,19 @@ def _check_expectations(topo: Topology, problem) -> None:
         if provider is None:
             problem(path + ("provider",), f"unknown device '{exp.provider}'", ", ".join(endpoints))
         elif not provider.is_p2p_provider:
-            problem(path + ("provider",), f"'{exp.provider}' has no BAR it can provide as P2P memory",
-                    ", ".join(e.id for e in topo.endpoints if e.is_p2p_provider) or "(none: an nvme with cmb, or ivshmem)")
+            problem(
+                path + ("provider",),
+                f"'{exp.provider}' has no BAR it can provide as P2P memory",
+                ", ".join(e.id for e in topo.endpoints if e.is_p2p_provider) or "(none: an nvme with cmb, or ivshmem)",
+            )
         if client is None:
             problem(path + ("client",), f"unknown device '{exp.client}'", ", ".join(endpoints))
         elif not client.is_dma_client:
-            problem(path + ("client",), f"'{exp.client}' ({client.kind.value}) cannot master DMA",
-                    ", ".join(e.id for e in topo.endpoints if e.is_dma_client))
+            problem(
+                path + ("client",),
+                f"'{exp.client}' ({client.kind.value}) cannot master DMA",
+                ", ".join(e.id for e in topo.endpoints if e.is_dma_client),
+            )
         if (exp.provider, exp.client) in seen:
             problem(path, f"the pair {exp.provider} -> {exp.client} is listed twice")
         seen.add((exp.provider, exp.client))
@@ -285,5 +362,8 @@ def _check_bus_numbers(topo: Topology, problem) -> None:
         if last > limit:
             where = line_of.get(nxt[0] or name, ("host_bridges",)) if nxt[0] else line_of.get(name, ("root_ports",))
             need = last - first + 1
-            problem(where, f"'{name}' needs buses {first}..{last} ({need} for its bridges) but only "
-                    f"{first}..{limit} are free", f"a bus_nr above {last} for the next host bridge, or fewer ports")
+            problem(
+                where,
+                f"'{name}' needs buses {first}..{last} ({need} for its bridges) but only {first}..{limit} are free",
+                f"a bus_nr above {last} for the next host bridge, or fewer ports",
+            )

@@ -64,8 +64,7 @@ def _convert(node: yaml.Node, path: KeyPath, lines: dict, problems: list, file: 
             key = str(_scalar(key_node))
             child = path + (key,)
             if key in out:
-                problems.append(Problem(file, key_node.start_mark.line + 1, format_path(child),
-                                        "duplicate key"))
+                problems.append(Problem(file, key_node.start_mark.line + 1, format_path(child), "duplicate key"))
                 continue
             lines[child] = key_node.start_mark.line + 1
             out[key] = _convert(value_node, child, lines, problems, file)

@@ -137,10 +137,25 @@ def firmware_image() -> bytes:
 
 def probe_argv(qemu: str, accel: str, firmware: Path, debugcon: Path) -> list[str]:
     return [
-        qemu, "-accel", accel, "-M", "q35", "-m", "16", "-display", "none", "-nodefaults",
-        "-no-reboot", "-bios", str(firmware),
-        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-debugcon", f"file:{debugcon}", "-global", "isa-debugcon.iobase=0x402",
+        qemu,
+        "-accel",
+        accel,
+        "-M",
+        "q35",
+        "-m",
+        "16",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-reboot",
+        "-bios",
+        str(firmware),
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-debugcon",
+        f"file:{debugcon}",
+        "-global",
+        "isa-debugcon.iobase=0x402",
     ]
 
 
@@ -175,12 +190,13 @@ def run_probe(accel: str, qemu: str = QEMU, timeout: float | None = None) -> Pro
     if status == EXPECTED_STATUS:
         detail = f"probe guest ran under {accel} in {seconds:.2f}s"
     elif status is None:
-        detail = (f"probe guest under {accel} hung: no exit within {timeout:.0f}s, "
-                  f"last stage reached: {_last(stages)}")
+        detail = f"probe guest under {accel} hung: no exit within {timeout:.0f}s, last stage reached: {_last(stages)}"
     else:
-        detail = (f"probe guest under {accel} ended with status {status} (want "
-                  f"{EXPECTED_STATUS}), last stage reached: {_last(stages)}"
-                  + (f"; QEMU said: {output.splitlines()[-1]}" if output.strip() else ""))
+        detail = (
+            f"probe guest under {accel} ended with status {status} (want "
+            f"{EXPECTED_STATUS}), last stage reached: {_last(stages)}"
+            + (f"; QEMU said: {output.splitlines()[-1]}" if output.strip() else "")
+        )
     return ProbeResult(accel, status == EXPECTED_STATUS, status, stages, seconds, detail)
 
 
@@ -269,5 +285,4 @@ def resolve_accel(option: str | None = None, qemu: str = QEMU) -> AccelDecision:
     note = " (cached this boot)" if cached else ""
     if result.ok:
         return AccelDecision("kvm", f"kvm: {result.detail}{note}")
-    return AccelDecision("tcg", f"tcg: /dev/kvm is present but KVM is broken here: "
-                                f"{result.detail}{note}")
+    return AccelDecision("tcg", f"tcg: /dev/kvm is present but KVM is broken here: {result.detail}{note}")

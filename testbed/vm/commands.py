@@ -19,30 +19,43 @@ def _progress(message: str) -> None:
 
 def _launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", metavar="TOPO", help="topology name (topologies/NAME.yaml) or path")
-    p.add_argument("--accel", choices=ACCELS, default=None,
-                   help="accelerator (default: $ACCEL, else auto: KVM if a probe guest runs)")
-    p.add_argument("--kernel-config", default="default", choices=sorted(CONFIG_SETS),
-                   help="kernel config set (default: %(default)s)")
+    p.add_argument(
+        "--accel",
+        choices=ACCELS,
+        default=None,
+        help="accelerator (default: $ACCEL, else auto: KVM if a probe guest runs)",
+    )
+    p.add_argument(
+        "--kernel-config",
+        default="default",
+        choices=sorted(CONFIG_SETS),
+        help="kernel config set (default: %(default)s)",
+    )
     p.add_argument("--ksrc", type=Path, default=None, metavar="DIR", help="kernel source tree")
-    p.add_argument("--patches", type=Path, default=None, metavar="PATH",
-                   help="a patch, a directory of patches or a series file")
-    p.add_argument("--append", action="append", default=[], metavar="ARG",
-                   help="extra kernel command-line argument (repeatable)")
+    p.add_argument(
+        "--patches", type=Path, default=None, metavar="PATH", help="a patch, a directory of patches or a series file"
+    )
+    p.add_argument(
+        "--append", action="append", default=[], metavar="ARG", help="extra kernel command-line argument (repeatable)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     boot = sub.add_parser("boot", help="boot a topology and open a shell in the guest")
     _launch_options(boot)
-    boot.add_argument("--dry-run", action="store_true",
-                      help="print the exact QEMU command and exit (builds kernel/image if needed)")
-    boot.add_argument("--paused", action="store_true",
-                      help="stop QEMU before the firmware runs (-S); resume with QMP cont")
+    boot.add_argument(
+        "--dry-run", action="store_true", help="print the exact QEMU command and exit (builds kernel/image if needed)"
+    )
+    boot.add_argument(
+        "--paused", action="store_true", help="stop QEMU before the firmware runs (-S); resume with QMP cont"
+    )
     boot.set_defaults(func=cmd_boot)
 
     run = sub.add_parser("run", help="boot a topology, run a command in the guest, shut down")
     _launch_options(run)
-    run.add_argument("--timeout", type=float, default=None,
-                     help="seconds the command may take (default: scaled for the accelerator)")
+    run.add_argument(
+        "--timeout", type=float, default=None, help="seconds the command may take (default: scaled for the accelerator)"
+    )
     # the guest command after `--` reaches us as args.guest_command (split off in cli.main)
     run.set_defaults(func=cmd_run)
 
@@ -58,9 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _plan(args: argparse.Namespace, paused: bool = False):
     from .launch import plan_launch  # pulls in kernel/image/render only when launching
 
-    return plan_launch(args.topology, accel=args.accel, kernel_config=args.kernel_config,
-                       ksrc=args.ksrc, patches=args.patches, extra_append=tuple(args.append),
-                       paused=paused, progress=_progress)
+    return plan_launch(
+        args.topology,
+        accel=args.accel,
+        kernel_config=args.kernel_config,
+        ksrc=args.ksrc,
+        patches=args.patches,
+        extra_append=tuple(args.append),
+        paused=paused,
+        progress=_progress,
+    )
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -69,18 +89,21 @@ def cmd_boot(args: argparse.Namespace) -> int:
         print(shlex.join(plan.argv))
         return 0
     with plan.machine() as vm:
-        _progress(f"{vm.name}: QEMU pid {vm.process.pid}, QMP {plan.runtime.qmp_socket}, "
-                  f"console {vm.console_log}")
+        _progress(f"{vm.name}: QEMU pid {vm.process.pid}, QMP {plan.runtime.qmp_socket}, console {vm.console_log}")
         if args.paused:
-            _progress(f"paused before the firmware; resume with QMP cont on "
-                      f"{plan.runtime.qmp_socket}, then: testbed ssh {vm.name}")
+            _progress(
+                f"paused before the firmware; resume with QMP cont on "
+                f"{plan.runtime.qmp_socket}, then: testbed ssh {vm.name}"
+            )
             _progress("press Enter to shut the VM down")
             sys.stdin.readline()
             return 0
         _progress(f"waiting for SSH on port {vm.ssh_port} (up to {vm.timeouts.boot_to_ssh:.0f}s)")
         ssh = vm.wait_ssh()
-        _progress(f"guest up in {vm.ssh_ready_seconds:.1f}s; from another terminal: "
-                  f"{shlex.join(ssh_client_argv(ssh.port, ssh.key))}  (or testbed ssh {vm.name})")
+        _progress(
+            f"guest up in {vm.ssh_ready_seconds:.1f}s; from another terminal: "
+            f"{shlex.join(ssh_client_argv(ssh.port, ssh.key))}  (or testbed ssh {vm.name})"
+        )
         _progress("leaving this shell shuts the VM down")
         ssh.interactive_shell()
     return 0
@@ -89,8 +112,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cmd = list(getattr(args, "guest_command", []))
     if not cmd:
-        raise ConfigError("testbed run: give the guest command after --, e.g. "
-                          "testbed run two-switch -- lspci -tv")
+        raise ConfigError("testbed run: give the guest command after --, e.g. testbed run two-switch -- lspci -tv")
     plan = _plan(args)
     with plan.machine() as vm:
         vm.wait_ssh()

@@ -43,8 +43,7 @@ def guest_has(vm: Machine, bdf: str) -> bool:
     return vm.run(f"test -e /sys/bus/pci/devices/{bdf}", timeout=30).status == 0
 
 
-def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None,
-           timeout: float | None = None) -> UnplugResult:
+def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None, timeout: float | None = None) -> UnplugResult:
     """device_del, then DEVICE_DELETED within the deadline, then the function gone in the guest."""
     timeout = (vm.timeouts.unplug if timeout is None else timeout) + PCIEHP_BUTTON_WAIT_S
     start = time.monotonic()
@@ -52,20 +51,21 @@ def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None,
     try:
         event = vm.qmp.wait_event("DEVICE_DELETED", {"device": device}, timeout=timeout)
     except GuestError:
-        raise GuestError(f"device_del {device}: no DEVICE_DELETED within {timeout:.0f}s\n"
-                         f"{_guest_state(vm, port_bdf)}") from None
+        raise GuestError(
+            f"device_del {device}: no DEVICE_DELETED within {timeout:.0f}s\n{_guest_state(vm, port_bdf)}"
+        ) from None
     seconds = time.monotonic() - start
     deadline = time.monotonic() + vm.timeouts.plug
     while guest_has(vm, bdf):
         if time.monotonic() > deadline:
-            raise GuestError(f"{device} deleted in QEMU but {bdf} still listed in the guest\n"
-                             f"{_guest_state(vm, port_bdf)}")
+            raise GuestError(
+                f"{device} deleted in QEMU but {bdf} still listed in the guest\n{_guest_state(vm, port_bdf)}"
+            )
         time.sleep(0.5)
     return UnplugResult(device, seconds, event)
 
 
-def plug(vm: Machine, spec: DeviceSpec, bdf: str, driver: str | None,
-         timeout: float | None = None) -> float:
+def plug(vm: Machine, spec: DeviceSpec, bdf: str, driver: str | None, timeout: float | None = None) -> float:
     """device_add, then wait until the guest lists bdf (bound to `driver` and, where the driver
     has a READY_CHECKS entry, done setting up)."""
     start = time.monotonic()
@@ -74,19 +74,20 @@ def plug(vm: Machine, spec: DeviceSpec, bdf: str, driver: str | None,
     return time.monotonic() - start
 
 
-def wait_ready(vm: Machine, bdf: str, driver: str | None, timeout: float | None = None,
-               what: str = "") -> None:
+def wait_ready(vm: Machine, bdf: str, driver: str | None, timeout: float | None = None, what: str = "") -> None:
     """Wait until the guest lists bdf, bound to `driver` and ready (READY_CHECKS) if given."""
     timeout = vm.timeouts.plug if timeout is None else timeout
     start = time.monotonic()
     check = f"test -e /sys/bus/pci/devices/{bdf}"
     if driver:
-        check = f"test \"$(basename \"$(readlink /sys/bus/pci/devices/{bdf}/driver)\")\" = {driver}"
+        check = f'test "$(basename "$(readlink /sys/bus/pci/devices/{bdf}/driver)")" = {driver}'
         if driver in READY_CHECKS:
             check += " && " + READY_CHECKS[driver].format(bdf=bdf)
     while vm.run(check, timeout=30).status != 0:
         if time.monotonic() - start > timeout:
-            raise GuestError(f"{what + ': ' if what else ''}{bdf} not "
-                             f"{'bound to ' + driver + ' and ready' if driver else 'listed'} in the guest "
-                             f"within {timeout:.0f}s\n{_guest_state(vm, None)}")
+            raise GuestError(
+                f"{what + ': ' if what else ''}{bdf} not "
+                f"{'bound to ' + driver + ' and ready' if driver else 'listed'} in the guest "
+                f"within {timeout:.0f}s\n{_guest_state(vm, None)}"
+            )
         time.sleep(0.5)

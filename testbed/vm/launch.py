@@ -31,10 +31,17 @@ class LaunchPlan:
         return Machine(self.argv, self.runtime, self.ssh_key, self.timeouts, self.name)
 
 
-def plan_launch(topology: str, accel: str | None = None, kernel_config: str = "default",
-                ksrc: Path | None = None, patches: Path | None = None,
-                extra_append: tuple[str, ...] = (), paused: bool = False,
-                progress: Progress = print, bzimage: Path | None = None) -> LaunchPlan:
+def plan_launch(
+    topology: str,
+    accel: str | None = None,
+    kernel_config: str = "default",
+    ksrc: Path | None = None,
+    patches: Path | None = None,
+    extra_append: tuple[str, ...] = (),
+    paused: bool = False,
+    progress: Progress = print,
+    bzimage: Path | None = None,
+) -> LaunchPlan:
     """Ensure kernel and image (building them if the cache lacks them), make the per-VM
     overlay and run directory, and render the QEMU argv. Starts nothing. A prebuilt `bzimage`
     skips the kernel build (the user's own build, e.g. `--kernel arch/x86/boot/bzImage`)."""
@@ -55,13 +62,19 @@ def plan_launch(topology: str, accel: str | None = None, kernel_config: str = "d
     run_dir.mkdir(parents=True, exist_ok=True)
     disk = make_overlay(image, run_dir)
     runtime = Runtime(
-        accel=decision.accel, kernel=bzimage, disk=disk,
-        qmp_socket=runtime_dir() / f"{name}.qmp", console_log=run_dir / "console.log",
-        backing_dir=run_dir / "backing", extra_append=extra_append, paused=paused,
+        accel=decision.accel,
+        kernel=bzimage,
+        disk=disk,
+        qmp_socket=runtime_dir() / f"{name}.qmp",
+        console_log=run_dir / "console.log",
+        backing_dir=run_dir / "backing",
+        extra_append=extra_append,
+        paused=paused,
     )
     make_backing_files(backing_files(topo, runtime.backing_dir))
-    return LaunchPlan(name, render_argv(topo, runtime), runtime, image.ssh_key,
-                      Timeouts.for_accel(decision.accel), decision, run_dir)
+    return LaunchPlan(
+        name, render_argv(topo, runtime), runtime, image.ssh_key, Timeouts.for_accel(decision.accel), decision, run_dir
+    )
 
 
 def make_backing_files(files) -> None:  # noqa: ANN001 - list[render.BackingFile]

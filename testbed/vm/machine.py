@@ -27,8 +27,7 @@ class Machine:
     Artifacts sit next to the console log: qemu.log (QEMU's stderr), qmp-events.jsonl.
     """
 
-    def __init__(self, argv: list[str], runtime: Runtime, ssh_key: Path, timeouts: Timeouts,
-                 name: str) -> None:
+    def __init__(self, argv: list[str], runtime: Runtime, ssh_key: Path, timeouts: Timeouts, name: str) -> None:
         self.argv = list(argv)
         self.runtime = runtime
         self.ssh_key = ssh_key
@@ -39,8 +38,7 @@ class Machine:
         self.qemu_log = self.artifacts_dir / "qemu.log"
         self.events_log = self.artifacts_dir / "qmp-events.jsonl"
         self.process = QemuProcess(self.argv, self.qemu_log)
-        self.qmp = QMP(runtime.qmp_socket, self.events_log, timeouts.qmp_command, name,
-                       event_timeout=timeouts.event)
+        self.qmp = QMP(runtime.qmp_socket, self.events_log, timeouts.qmp_command, name, event_timeout=timeouts.event)
         self.ssh_port: int | None = None
         self._ssh: SSH | None = None
         self._registered = False
@@ -58,8 +56,9 @@ class Machine:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.shutdown()
 
     def start(self) -> None:
@@ -72,10 +71,17 @@ class Machine:
         except InfraError as exc:
             raise InfraError(f"{exc}\n{self._qemu_said()}") from None
         self.ssh_port = self._read_ssh_port()
-        registry.register(registry.VmRecord(
-            name=self.name, pid=self.process.pid, ssh_port=self.ssh_port,
-            ssh_key=str(self.ssh_key), qmp_socket=str(self.runtime.qmp_socket),
-            console_log=str(self.console_log), started=time.time()))
+        registry.register(
+            registry.VmRecord(
+                name=self.name,
+                pid=self.process.pid,
+                ssh_port=self.ssh_port,
+                ssh_key=str(self.ssh_key),
+                qmp_socket=str(self.runtime.qmp_socket),
+                console_log=str(self.console_log),
+                started=time.time(),
+            )
+        )
         self._registered = True
 
     def _read_ssh_port(self) -> int:
@@ -95,16 +101,16 @@ class Machine:
         quit_fn = None
         if self.qmp.connected and self.process.alive():
             quit_fn = lambda: self.qmp.command("quit", timeout=self.timeouts.quit)  # noqa: E731
-        self.stop_report = self.process.stop(quit_fn, self.timeouts.quit, self.timeouts.terminate,
-                                             self.timeouts.kill)
+        self.stop_report = self.process.stop(quit_fn, self.timeouts.quit, self.timeouts.terminate, self.timeouts.kill)
         self.qmp.close()
         if self._registered:
             registry.unregister(self.name, self.process.pid)
             self._registered = False
         self.runtime.qmp_socket.unlink(missing_ok=True)
         if self.stop_report.stage == "survived":
-            raise InfraError(f"QEMU pid {self.process.pid} survived SIGKILL (stuck in the "
-                             f"kernel?); console: {self.console_log}")
+            raise InfraError(
+                f"QEMU pid {self.process.pid} survived SIGKILL (stuck in the kernel?); console: {self.console_log}"
+            )
         return self.stop_report
 
     # -- guest ----------------------------------------------------------------------------
@@ -129,8 +135,12 @@ class Machine:
         timeout = self.timeouts.boot_to_ssh if timeout is None else timeout
         ssh = SSH(self.ssh_port, self.ssh_key, command_timeout=self.timeouts.guest_command)
         try:
-            ssh.connect(timeout, attempt_timeout=self.timeouts.ssh_attempt,
-                        interval=self.timeouts.ssh_retry_interval, check=self._check_alive)
+            ssh.connect(
+                timeout,
+                attempt_timeout=self.timeouts.ssh_attempt,
+                interval=self.timeouts.ssh_retry_interval,
+                check=self._check_alive,
+            )
         except InfraError as exc:
             self._check_alive()
             panic = console.find_panic(console.read_text(self.console_log))
@@ -145,15 +155,17 @@ class Machine:
         """Raise if waiting longer is pointless: the kernel panicked or QEMU is gone."""
         panic = console.find_panic(console.read_text(self.console_log))
         if panic:
-            raise GuestError(f"{self.name}: guest kernel panicked: {panic.reason}\n"
-                             f"{console.describe(self.console_log)}")
+            raise GuestError(
+                f"{self.name}: guest kernel panicked: {panic.reason}\n{console.describe(self.console_log)}"
+            )
         code = self.process.poll()
         if code is not None:
-            raise InfraError(f"{self.name}: QEMU exited with status {code} before SSH came "
-                             f"up\n{self._qemu_said()}\n{console.describe(self.console_log)}")
+            raise InfraError(
+                f"{self.name}: QEMU exited with status {code} before SSH came "
+                f"up\n{self._qemu_said()}\n{console.describe(self.console_log)}"
+            )
 
-    def run(self, cmd: str | list[str], timeout: float | None = None,
-            check: bool = False) -> RunResult:
+    def run(self, cmd: str | list[str], timeout: float | None = None, check: bool = False) -> RunResult:
         return self.wait_ssh().run(cmd, timeout=timeout, check=check)
 
     def console_tail(self, n: int = 40) -> str:

@@ -54,8 +54,12 @@ class QemuProcess:
         with open(self.log, "ab") as out:
             try:
                 self._popen = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True, close_fds=True,
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
                     preexec_fn=_preexec_for(os.getpid()),
                 )
             except OSError as exc:
@@ -93,8 +97,9 @@ class QemuProcess:
             return ""
         return "\n".join(lines[-n:])
 
-    def stop(self, quit_fn: Callable[[], object] | None, quit_timeout: float,
-             term_timeout: float, kill_timeout: float) -> StopReport:
+    def stop(
+        self, quit_fn: Callable[[], object] | None, quit_timeout: float, term_timeout: float, kill_timeout: float
+    ) -> StopReport:
         """Staged teardown: `quit_fn()` (QMP quit) → SIGTERM the group → SIGKILL the group.
 
         Each stage gets its own deadline; a failing stage just moves on to the next one.

@@ -51,16 +51,21 @@ def _quiet(logger: str):
 
 
 class QMP:
-    def __init__(self, socket_path: Path, events_log: Path, command_timeout: float,
-                 name: str = "qmp", event_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        events_log: Path,
+        command_timeout: float,
+        name: str = "qmp",
+        event_timeout: float = 30.0,
+    ) -> None:
         self.socket_path = socket_path
         self.events_log = events_log
         self.command_timeout = command_timeout
         self.event_timeout = event_timeout
         self._client: QMPClient | None = None
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name=f"qmp-{name}")
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name=f"qmp-{name}")
         self._cond = threading.Condition()
         self._events: list[dict[str, Any]] = []
         self._consumed: set[int] = set()  # indexes already returned by wait_event
@@ -75,8 +80,7 @@ class QMP:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
-            raise InfraError(f"QMP {what}: no answer within {timeout:.0f}s "
-                             f"({self.socket_path})") from None
+            raise InfraError(f"QMP {what}: no answer within {timeout:.0f}s ({self.socket_path})") from None
 
     def _record(self, message: Mapping[str, Any]) -> None:
         event = json.loads(json.dumps(dict(message), default=str))  # a plain, copyable dict
@@ -121,12 +125,10 @@ class QMP:
         last: Exception | None = None
         while not deadline.expired:
             if not alive():
-                raise InfraError(f"QEMU exited before its QMP socket {self.socket_path} "
-                                 f"accepted a connection")
+                raise InfraError(f"QEMU exited before its QMP socket {self.socket_path} accepted a connection")
             client = QMPClient("testbed")
             try:
-                self._run(client.connect(str(self.socket_path)),
-                          max(0.5, min(5.0, deadline.remaining())), "connect")
+                self._run(client.connect(str(self.socket_path)), max(0.5, min(5.0, deadline.remaining())), "connect")
             except (InfraError, OSError, Exception) as exc:  # ConnectError, refused, missing
                 last = exc
                 time.sleep(0.05)
@@ -134,8 +136,7 @@ class QMP:
             self._client = client
             self._run(self._start_pump(client), 5.0, "event pump")
             return
-        raise InfraError(f"QMP socket {self.socket_path}: no connection within {timeout:.0f}s"
-                         f" ({last})")
+        raise InfraError(f"QMP socket {self.socket_path}: no connection within {timeout:.0f}s ({last})")
 
     @property
     def connected(self) -> bool:
@@ -180,16 +181,16 @@ class QMP:
             raise InfraError(f"QMP {name} {args}: {exc}") from None
 
     def hmp(self, cmdline: str, timeout: float | None = None) -> str:
-        return str(self.command("human-monitor-command", timeout=timeout,
-                                **{"command-line": cmdline}))
+        return str(self.command("human-monitor-command", timeout=timeout, **{"command-line": cmdline}))
 
     @property
     def events(self) -> list[dict[str, Any]]:
         with self._cond:
             return list(self._events)
 
-    def wait_event(self, name: str, match: Mapping[str, Any] | None = None,
-                   timeout: float | None = None) -> dict[str, Any]:
+    def wait_event(
+        self, name: str, match: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """The first event `name` whose data contains `match` that no earlier wait_event
         returned — including events that arrived before this call (no race with the command
         that causes them)."""
@@ -206,6 +207,8 @@ class QMP:
                 if deadline.expired:
                     # Events that depend on QEMU alone come at once; a late one (DEVICE_DELETED,
                     # a guest SHUTDOWN) means the guest did not do its part.
-                    raise GuestError(f"QMP event {name} {dict(match or {})} not seen within "
-                                     f"{timeout:.0f}s; events so far in {self.events_log}")
+                    raise GuestError(
+                        f"QMP event {name} {dict(match or {})} not seen within "
+                        f"{timeout:.0f}s; events so far in {self.events_log}"
+                    )
                 self._cond.wait(min(deadline.remaining(), 1.0))

@@ -43,8 +43,9 @@ class Timeouts:
         return base.scaled(factor * scale, guest_only=True) if factor * scale != 1.0 else base
 
     def scaled(self, factor: float, guest_only: bool = False) -> "Timeouts":
-        names = self.GUEST_PACED if guest_only else tuple(
-            f.name for f in fields(self) if f.name != "ssh_retry_interval")
+        names = (
+            self.GUEST_PACED if guest_only else tuple(f.name for f in fields(self) if f.name != "ssh_retry_interval")
+        )
         return replace(self, **{n: getattr(self, n) * factor for n in names})
 
 

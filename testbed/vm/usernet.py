@@ -29,8 +29,9 @@ def parse_forwards(text: str) -> list[Forward]:
     for line in text.replace("\r", "").splitlines():
         m = _ROW.match(line)
         if m and m.group("state") == "HOST_FORWARD":
-            forwards.append(Forward(m.group("proto"), m.group("src"), int(m.group("sport")),
-                                    m.group("dst"), int(m.group("dport"))))
+            forwards.append(
+                Forward(m.group("proto"), m.group("src"), int(m.group("sport")), m.group("dst"), int(m.group("dport")))
+            )
     return forwards
 
 
@@ -38,5 +39,4 @@ def host_port_for(text: str, guest_port: int = 22, proto: str = "TCP") -> int:
     for fwd in parse_forwards(text):
         if fwd.proto == proto and fwd.guest_port == guest_port and fwd.host_port != 0:
             return fwd.host_port
-    raise InfraError(f"no {proto} host forward to guest port {guest_port} in `info usernet`:\n"
-                     + text.strip())
+    raise InfraError(f"no {proto} host forward to guest port {guest_port} in `info usernet`:\n" + text.strip())

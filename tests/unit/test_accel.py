@@ -28,9 +28,22 @@ def test_bytes_match_the_assembly_source(tmp_path):
     src = tmp_path / "probe.S"
     src.write_text(accel.PROBE_ASM)
     subprocess.run(["as", "--64", "-o", str(tmp_path / "p.o"), str(src)], check=True)
-    subprocess.run(["ld", "-m", "elf_x86_64", "-e", "0xffff0000", "-Ttext=0xffff0000",
-                    "--oformat", "binary", "-o", str(tmp_path / "p.bin"), str(tmp_path / "p.o")],
-                   check=True)
+    subprocess.run(
+        [
+            "ld",
+            "-m",
+            "elf_x86_64",
+            "-e",
+            "0xffff0000",
+            "-Ttext=0xffff0000",
+            "--oformat",
+            "binary",
+            "-o",
+            str(tmp_path / "p.bin"),
+            str(tmp_path / "p.o"),
+        ],
+        check=True,
+    )
     assert (tmp_path / "p.bin").read_bytes() == accel.firmware_image()
 
 
@@ -59,8 +72,9 @@ def test_forced_tcg_does_not_probe(monkeypatch):
 
 
 def _fake(ok):
-    return accel.ProbeResult("kvm", ok, 85 if ok else None, "RPLM" if ok else "R", 0.1,
-                             "ran" if ok else "hung after real mode")
+    return accel.ProbeResult(
+        "kvm", ok, 85 if ok else None, "RPLM" if ok else "R", 0.1, "ran" if ok else "hung after real mode"
+    )
 
 
 @pytest.mark.parametrize("ok,want", [(True, "kvm"), (False, "tcg")])

@@ -13,14 +13,22 @@ DAY = 86400.0
 NOW = 1_800_000_000.0
 
 
-def _kernel(root: Path, key: str, age_days: float, build: str, built_in: Path, source: Path,
-            patches: int = 0) -> None:
+def _kernel(root: Path, key: str, age_days: float, build: str, built_in: Path, source: Path, patches: int = 0) -> None:
     d = root / key
     d.mkdir(parents=True)
     (d / "bzImage").write_bytes(b"x" * 4096)
-    (d / "manifest.json").write_text(json.dumps({
-        "release": "7.2.13-testbed", "config_set": "default", "build_dir": str(root / "builds" / build),
-        "built_in": str(built_in), "source_tree": str(source), "patches": ["p"] * patches}))
+    (d / "manifest.json").write_text(
+        json.dumps(
+            {
+                "release": "7.2.13-testbed",
+                "config_set": "default",
+                "build_dir": str(root / "builds" / build),
+                "built_in": str(built_in),
+                "source_tree": str(source),
+                "patches": ["p"] * patches,
+            }
+        )
+    )
     os.utime(d / "manifest.json", (NOW - age_days * DAY,) * 2)
     (root / "builds" / build).mkdir(parents=True, exist_ok=True)
 
@@ -67,8 +75,16 @@ def test_prune_to_zero_days_keeps_only_the_current(tmp_path):
     kroot, source = _cache(tmp_path)
     entries = kernel_entries(kroot, current={"current0"})
     doomed = _paths(prune_plan(entries, NOW, 0, keep_paths=(source,)))
-    assert doomed == {"ancient1", "recent01", "old-default", "orphan-debug", "wt-default",
-                      "wt-aaaa", "copy-bbbb", "linux-source-7.2_7.2.9-1"}
+    assert doomed == {
+        "ancient1",
+        "recent01",
+        "old-default",
+        "orphan-debug",
+        "wt-default",
+        "wt-aaaa",
+        "copy-bbbb",
+        "linux-source-7.2_7.2.9-1",
+    }
 
 
 def test_images_age_by_their_manifest(tmp_path):
@@ -86,6 +102,7 @@ def test_images_age_by_their_manifest(tmp_path):
 
 def test_cache_commands_list_and_prune(tmp_path, monkeypatch, capsys):
     from testbed.cli import main
+
     monkeypatch.setenv("TESTBED_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))  # no VMs of this machine
     kroot = tmp_path / "cache" / "kernel"
@@ -106,6 +123,7 @@ def test_cache_commands_list_and_prune(tmp_path, monkeypatch, capsys):
 def test_prune_refuses_while_a_vm_runs(tmp_path, monkeypatch):
     from testbed.cli import main
     from testbed.vm import registry
+
     monkeypatch.setenv("TESTBED_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     registry.register(registry.VmRecord("busy", os.getpid(), 2222, "k", "q", "c", 0.0))

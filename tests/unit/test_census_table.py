@@ -8,10 +8,10 @@ from testbed.pytest_plugin.report import CensusRow, CensusTable
 def _table() -> CensusTable:
     table = CensusTable()
     table.add(CensusRow("two-switch", "map", "nvme0", "nvme1", "BUS_ADDR 4", "BUS_ADDR 4", "same switch"))
-    table.add(CensusRow("two-switch", "map", "nvme0", "nvme2", "THRU_HOST_BRIDGE 8", "NOT_SUPPORTED -1",
-                        "no common bridge"))
-    table.add(CensusRow("vfio-dmabuf", "branch", "shm0", "edu0", "NOT_SUPPORTED/none", "NOT_SUPPORTED/none",
-                        "q35"))
+    table.add(
+        CensusRow("two-switch", "map", "nvme0", "nvme2", "THRU_HOST_BRIDGE 8", "NOT_SUPPORTED -1", "no common bridge")
+    )
+    table.add(CensusRow("vfio-dmabuf", "branch", "shm0", "edu0", "NOT_SUPPORTED/none", "NOT_SUPPORTED/none", "q35"))
     return table
 
 

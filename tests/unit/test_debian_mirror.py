@@ -86,10 +86,7 @@ def test_one_line_options_third_party_src_and_security_skipped() -> None:
 
 
 def test_old_style_security_suite_is_skipped() -> None:
-    text = (
-        "deb http://sec.example/debian-security buster/updates main\n"
-        "deb http://mirror.example/debian buster main\n"
-    )
+    text = "deb http://sec.example/debian-security buster/updates main\ndeb http://mirror.example/debian buster main\n"
     assert pick_mirror(parse_one_line(text)) == "http://mirror.example/debian"
 
 

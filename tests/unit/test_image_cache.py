@@ -47,13 +47,9 @@ def test_not_built_means_no_cached_image(cache: Path) -> None:
     assert cached_image() is None
 
 
-def test_failed_build_leaves_no_entry_and_keeps_the_log(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_build_leaves_no_entry_and_keeps_the_log(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(build_mod, "check_host", lambda: None)
-    monkeypatch.setattr(
-        build_mod, "mmdebstrap_argv", lambda *a: ["sh", "-c", "echo mirror down; exit 7"]
-    )
+    monkeypatch.setattr(build_mod, "mmdebstrap_argv", lambda *a: ["sh", "-c", "echo mirror down; exit 7"])
     lines: list[str] = []
     with pytest.raises(InfraError, match=r"bootstrap failed \(exit 7\); build log: ") as err:
         build_mod.ensure_image(progress=lines.append)

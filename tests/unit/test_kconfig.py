@@ -28,9 +28,15 @@ def test_parses_values_comments_and_not_set():
         "frag",
     )
     assert [(o.name, o.value) for o in opts] == [
-        ("CONFIG_A", "y"), ("CONFIG_B", "m"), ("CONFIG_C", "n"), ("CONFIG_D", "n"),
-        ("CONFIG_E", '"-testbed"'), ("CONFIG_F", "8"), ("CONFIG_G", "0x1000"),
-        ("CONFIG_H", "-1"), ("CONFIG_I", "y"),
+        ("CONFIG_A", "y"),
+        ("CONFIG_B", "m"),
+        ("CONFIG_C", "n"),
+        ("CONFIG_D", "n"),
+        ("CONFIG_E", '"-testbed"'),
+        ("CONFIG_F", "8"),
+        ("CONFIG_G", "0x1000"),
+        ("CONFIG_H", "-1"),
+        ("CONFIG_I", "y"),
     ]
     assert opts[0].origin == "frag:3"
     assert opts[0].symbol == "A"
@@ -78,42 +84,53 @@ def test_contradicting_duplicate_in_one_fragment_is_an_error():
 
 
 def test_later_fragment_overrides_in_place():
-    base = parse_fragment("CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=\"x\"\n", "base")
+    base = parse_fragment('CONFIG_A=y\nCONFIG_B=y\nCONFIG_C="x"\n', "base")
     debug = parse_fragment("CONFIG_B=n\nCONFIG_D=y\nCONFIG_A=y\n", "debug")
     merged = merge([base, debug])
     assert [(o.name, o.value) for o in merged.options] == [
-        ("CONFIG_A", "y"), ("CONFIG_B", "n"), ("CONFIG_C", '"x"'), ("CONFIG_D", "y"),
+        ("CONFIG_A", "y"),
+        ("CONFIG_B", "n"),
+        ("CONFIG_C", '"x"'),
+        ("CONFIG_D", "y"),
     ]
     assert merged.get("CONFIG_B").origin == "debug:1"
     # only real changes are overrides; repeating the same value is not
     assert [(o.earlier.origin, o.later.origin) for o in merged.overrides] == [("base:2", "debug:1")]
-    assert merged.render() == (
-        "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x\"\nCONFIG_D=y\n"
-    )
+    assert merged.render() == ('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C="x"\nCONFIG_D=y\n')
 
 
 def test_parse_dotconfig():
     final = parse_dotconfig(
         "#\n# Automatically generated file; DO NOT EDIT.\n#\nCONFIG_A=y\n"
-        "# CONFIG_B is not set\nCONFIG_S=\"-testbed\"\nCONFIG_N=8\n\n# Section\n"
+        '# CONFIG_B is not set\nCONFIG_S="-testbed"\nCONFIG_N=8\n\n# Section\n'
     )
     assert final == {"CONFIG_A": "y", "CONFIG_B": "n", "CONFIG_S": '"-testbed"', "CONFIG_N": "8"}
 
 
 def test_verify_reports_every_dropped_option():
-    merged = merge([parse_fragment(
-        "CONFIG_KEPT=y\nCONFIG_DROPPED=y\nCONFIG_WRONG=y\nCONFIG_OFF=n\nCONFIG_ABSENT_OFF=n\n"
-        "CONFIG_ON_BUT_N=n\nCONFIG_STR=\"-testbed\"\nCONFIG_BADSTR=\"a\"\nCONFIG_NUM=8\n"
-        "CONFIG_HEX=0x10\nCONFIG_BADNUM=4\nCONFIG_MOD=m\n", "f")])
+    merged = merge(
+        [
+            parse_fragment(
+                "CONFIG_KEPT=y\nCONFIG_DROPPED=y\nCONFIG_WRONG=y\nCONFIG_OFF=n\nCONFIG_ABSENT_OFF=n\n"
+                'CONFIG_ON_BUT_N=n\nCONFIG_STR="-testbed"\nCONFIG_BADSTR="a"\nCONFIG_NUM=8\n'
+                "CONFIG_HEX=0x10\nCONFIG_BADNUM=4\nCONFIG_MOD=m\n",
+                "f",
+            )
+        ]
+    )
     final = parse_dotconfig(
         "CONFIG_KEPT=y\n# CONFIG_DROPPED is not set\nCONFIG_WRONG=m\n# CONFIG_OFF is not set\n"
-        "CONFIG_ON_BUT_N=y\nCONFIG_STR=\"-testbed\"\nCONFIG_BADSTR=\"b\"\nCONFIG_NUM=8\n"
+        'CONFIG_ON_BUT_N=y\nCONFIG_STR="-testbed"\nCONFIG_BADSTR="b"\nCONFIG_NUM=8\n'
         "CONFIG_HEX=0x0010\nCONFIG_BADNUM=2\nCONFIG_MOD=y\n"
     )
     bad = verify(merged, final)
     assert [(m.wanted.name, m.actual) for m in bad] == [
-        ("CONFIG_DROPPED", "n"), ("CONFIG_WRONG", "m"), ("CONFIG_ON_BUT_N", "y"),
-        ("CONFIG_BADSTR", '"b"'), ("CONFIG_BADNUM", "2"), ("CONFIG_MOD", "y"),
+        ("CONFIG_DROPPED", "n"),
+        ("CONFIG_WRONG", "m"),
+        ("CONFIG_ON_BUT_N", "y"),
+        ("CONFIG_BADSTR", '"b"'),
+        ("CONFIG_BADNUM", "2"),
+        ("CONFIG_MOD", "y"),
     ]
     assert "CONFIG_DROPPED=y (from f:2) is not set" in bad[0].describe()
     assert "is =m" in bad[1].describe()
@@ -147,8 +164,7 @@ def test_config_set_order_and_unknown_set(tmp_path: Path):
     (tmp_path / "base.config").write_text("CONFIG_A=y\nCONFIG_B=y\n")
     (tmp_path / "p2p.config").write_text("CONFIG_C=y\n")
     (tmp_path / "debug.config").write_text("CONFIG_B=n\n")
-    assert [p.name for p in fragment_paths("debug", tmp_path)] == [
-        "base.config", "p2p.config", "debug.config"]
+    assert [p.name for p in fragment_paths("debug", tmp_path)] == ["base.config", "p2p.config", "debug.config"]
     assert load_config_set("debug", tmp_path).get("CONFIG_B").value == "n"
     assert load_config_set("default", tmp_path).get("CONFIG_B").value == "y"
     with pytest.raises(ConfigError, match="allowed: debug, debug-selftest, default, selftest"):

@@ -23,13 +23,16 @@ def test_same_inputs_same_key():
     assert len(BASE.key()) == 16 and int(BASE.key(), 16) >= 0
 
 
-@pytest.mark.parametrize("field, value", [
-    ("source", "git:1234:diff=aa:untracked=bb"),
-    ("patches", "ffee"),
-    ("fragment", "CONFIG_A=y\nCONFIG_B=y\n"),
-    ("compiler", "gcc (Debian 14.2.0-1) 14.2.0"),
-    ("config_set", "debug"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("source", "git:1234:diff=aa:untracked=bb"),
+        ("patches", "ffee"),
+        ("fragment", "CONFIG_A=y\nCONFIG_B=y\n"),
+        ("compiler", "gcc (Debian 14.2.0-1) 14.2.0"),
+        ("config_set", "debug"),
+    ],
+)
 def test_each_input_changes_the_key(field, value):
     assert dataclasses.replace(BASE, **{field: value}).key() != BASE.key()
 

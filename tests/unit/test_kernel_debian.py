@@ -55,11 +55,14 @@ def test_deb822_format_skips_security_and_trailing_slash(tmp_path):
 
 
 def test_third_party_and_disabled_files_are_ignored(tmp_path):
-    apt = _apt_dir(tmp_path, parts={
-        "a-vendor.list": THIRD_PARTY,
-        "b-old.list.disabled": "deb http://disabled.example/debian bookworm main\n",
-        "debian.sources": DEB822,
-    })
+    apt = _apt_dir(
+        tmp_path,
+        parts={
+            "a-vendor.list": THIRD_PARTY,
+            "b-old.list.disabled": "deb http://disabled.example/debian bookworm main\n",
+            "debian.sources": DEB822,
+        },
+    )
     assert debian.debian_mirror(apt, {}) == "http://mirror822.example/debian"
 
 
@@ -98,19 +101,23 @@ def test_private_apt_never_uses_host_state(tmp_path):
     apt.prepare("http://mirror.example/debian", ("sid",))
     opts = dict(o.split("=", 1) for o in apt.options()[1::2])
     assert opts["Dir::State::status"] == "/dev/null"
-    for key in ("Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::State::Lists",
-                "Dir::Cache::archives"):
+    for key in ("Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::State::Lists", "Dir::Cache::archives"):
         assert opts[key].startswith(str(tmp_path)), key
     assert (tmp_path / "apt" / "sources.list").read_text().startswith("deb [signed-by=")
     assert not any((tmp_path / "apt" / "sources.list.d").iterdir())
 
 
 def test_parse_control_takes_the_first_stanza():
-    text = ("Package: linux-source-7.2\nVersion: 7.2.13-1\nDescription: Linux\n source\n"
-            "SHA256: abc\n\nPackage: linux-source-7.2\nVersion: 7.2.10-1\n")
+    text = (
+        "Package: linux-source-7.2\nVersion: 7.2.13-1\nDescription: Linux\n source\n"
+        "SHA256: abc\n\nPackage: linux-source-7.2\nVersion: 7.2.10-1\n"
+    )
     assert debian.parse_control(text) == {
-        "Package": "linux-source-7.2", "Version": "7.2.13-1", "Description": "Linux",
-        "SHA256": "abc"}
+        "Package": "linux-source-7.2",
+        "Version": "7.2.13-1",
+        "Description": "Linux",
+        "SHA256": "abc",
+    }
 
 
 def test_pinned_source_needs_a_complete_tree(tmp_path):

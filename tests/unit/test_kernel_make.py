@@ -23,8 +23,7 @@ def test_output_goes_to_the_log(tmp_path: Path):
 
 def test_failure_names_the_log_and_the_missing_package(tmp_path: Path):
     log = tmp_path / "build.log"
-    code = ("import sys; [print(f'line {i}') for i in range(100)]; "
-            "print('/bin/sh: 1: flex: not found'); sys.exit(2)")
+    code = "import sys; [print(f'line {i}') for i in range(100)]; print('/bin/sh: 1: flex: not found'); sys.exit(2)"
     with pytest.raises(KernelBuildError) as err:
         run_make(_script(code), log, "make bzImage", print)
     msg = str(err.value)

@@ -31,21 +31,24 @@ diff --git a/Kconfig b/Kconfig
 
 
 def _mail(n: int, subject: str, diff: str, postmark: str = "From git@z Thu Jan  1 00:00:00 1970") -> str:
-    return (f"{postmark}\nFrom: Dev <dev@example.org>\nDate: Thu, 1 Jan 2026 00:00:00 +0000\n"
-            f"Subject: [PATCH {n}/2] {subject}\n\nWhy.\n\nSigned-off-by: Dev <dev@example.org>\n"
-            f"---\n{diff}--\n2.47.0\n\n")
+    return (
+        f"{postmark}\nFrom: Dev <dev@example.org>\nDate: Thu, 1 Jan 2026 00:00:00 +0000\n"
+        f"Subject: [PATCH {n}/2] {subject}\n\nWhy.\n\nSigned-off-by: Dev <dev@example.org>\n"
+        f"---\n{diff}--\n2.47.0\n\n"
+    )
 
 
-COVER = ("From git@z Thu Jan  1 00:00:00 1970\nFrom: Dev <dev@example.org>\n"
-         "Subject: [PATCH 0/2] the series\n\nA cover letter\n From a quoted line, no diff.\n\n")
+COVER = (
+    "From git@z Thu Jan  1 00:00:00 1970\nFrom: Dev <dev@example.org>\n"
+    "Subject: [PATCH 0/2] the series\n\nA cover letter\n From a quoted line, no diff.\n\n"
+)
 
 
 def test_mbox_is_split_and_the_cover_letter_skipped(tmp_path: Path):
     mbox = tmp_path / "series.mbx"
     mbox.write_text(COVER + _mail(1, "bump version", DIFF_A) + _mail(2, "touch\n Kconfig", DIFF_B))
     series = patches.discover(mbox)
-    assert [p.name for p in series] == [
-        "0001 [PATCH 1/2] bump version", "0002 [PATCH 2/2] touch Kconfig"]
+    assert [p.name for p in series] == ["0001 [PATCH 1/2] bump version", "0002 [PATCH 2/2] touch Kconfig"]
     assert all(p.is_mail for p in series)
     assert b"VERSION = 8" in series[0].content and b"patched" not in series[0].content
 
@@ -89,9 +92,12 @@ def test_series_hash_follows_content_and_order(tmp_path: Path):
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org",
-                           "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 @pytest.fixture
@@ -108,8 +114,10 @@ def tree(tmp_path: Path) -> Path:
 
 def test_series_applies_in_a_worktree_and_leaves_the_tree_alone(tree: Path, tmp_path: Path):
     source = user_tree(tree, progress=lambda _: None)
-    series = (patches.Patch("0001 a", _mail(1, "a", DIFF_A).encode(), True),
-              patches.Patch("02-plain.patch", DIFF_B.encode(), False))
+    series = (
+        patches.Patch("0001 a", _mail(1, "a", DIFF_A).encode(), True),
+        patches.Patch("02-plain.patch", DIFF_B.encode(), False),
+    )
     wt = patches.apply_series(source, series, tmp_path / "trees")
     assert (wt / "Makefile").read_text() == "VERSION = 8\n"
     assert "# patched" in (wt / "Kconfig").read_text()
@@ -133,8 +141,10 @@ def test_uncommitted_changes_are_carried_into_the_worktree(tree: Path, tmp_path:
 def test_failing_patch_is_named_with_git_output(tree: Path, tmp_path: Path):
     source = user_tree(tree, progress=lambda _: None)
     bad = DIFF_A.replace("-VERSION = 7", "-VERSION = 6")
-    series = (patches.Patch("0001 good", _mail(1, "good", DIFF_B).encode(), True),
-              patches.Patch("0002 [PATCH 2/2] broken", _mail(2, "broken", bad).encode(), True))
+    series = (
+        patches.Patch("0001 good", _mail(1, "good", DIFF_B).encode(), True),
+        patches.Patch("0002 [PATCH 2/2] broken", _mail(2, "broken", bad).encode(), True),
+    )
     with pytest.raises(ConfigError) as err:
         patches.apply_series(source, series, tmp_path / "trees")
     msg = str(err.value)

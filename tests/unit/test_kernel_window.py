@@ -17,6 +17,7 @@ class FakeMachine:
 
     def run(self, cmd, timeout=None):  # noqa: ANN001 - only the lockdep read
         from testbed.guest.ssh import RunResult
+
         return RunResult(0, self.locks, "")
 
 
@@ -36,8 +37,14 @@ class FakeVM:
                 f.write(f"[ 9.0] {line}\n")
 
 
-def _judge(tmp_path, between: list[str], expected: ExpectedMessages | None = None, locks_after: str = "",
-           known=(), release: str = "7.2.13-testbed"):  # noqa: ANN001
+def _judge(
+    tmp_path,
+    between: list[str],
+    expected: ExpectedMessages | None = None,
+    locks_after: str = "",
+    known=(),
+    release: str = "7.2.13-testbed",
+):  # noqa: ANN001
     log = tmp_path / "console.log"
     log.write_text(f"[ 0.0] Linux version {release} (gcc) #1 PREEMPT\n[ 0.1] boot noise\n")
     vm = FakeVM(log, between)
@@ -86,7 +93,7 @@ def _real_splat_lines(name: str, first: str) -> list[str]:
     """The lines of the first splat in a real log whose text contains `first`."""
     lines = (REAL / name).read_text(errors="replace").splitlines(keepends=True)
     start = next(i for i, line in enumerate(lines) if first in line) - 1
-    return lines[start:start + 85]
+    return lines[start : start + 85]
 
 
 def test_known_base_kernel_splat_is_set_apart(tmp_path):

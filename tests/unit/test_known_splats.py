@@ -12,8 +12,9 @@ from testbed.logs.known import KnownSplatsError, find_known, kernel_release, loa
 LOGS = Path(__file__).resolve().parent.parent / "logs"
 
 
-@pytest.mark.parametrize("name", ["debug-pciehp-unplug.log", "debug-acpi-replug-odebug.log",
-                                  "debug-pciehp-switch-unplug.log"])
+@pytest.mark.parametrize(
+    "name", ["debug-pciehp-unplug.log", "debug-acpi-replug-odebug.log", "debug-pciehp-switch-unplug.log"]
+)
 def test_shipped_entries_match_the_real_findings_they_cite(name):
     known = load_known()
     text = (LOGS / "real" / name).read_text(errors="replace")
@@ -32,8 +33,7 @@ def test_no_synthetic_splat_is_known(path):
 
 def test_known_needs_the_stack_and_the_release():
     known = load_known()
-    (splat,) = [s for s in scan_text((LOGS / "real" / "debug-acpi-replug-odebug.log").read_text(
-        errors="replace"))][:1]
+    (splat,) = [s for s in scan_text((LOGS / "real" / "debug-acpi-replug-odebug.log").read_text(errors="replace"))][:1]
     assert find_known(splat, "7.2.13-testbed", known) is not None
     assert find_known(splat, None, known) is None  # no boot banner: cannot tell the kernel
     assert find_known(splat, "7.3.0", known) is None
@@ -72,6 +72,7 @@ def test_file_without_a_list(tmp_path):
 
 def test_scan_log_marks_known_splats(capsys):
     from testbed.cli import main
+
     log = str(LOGS / "real" / "debug-acpi-replug-odebug.log")
     assert main(["scan-log", log]) == 0
     out = capsys.readouterr().out
@@ -92,6 +93,7 @@ class _Reporter:
 
 def test_run_summary_lists_each_known_splat_and_writes_tsv(tmp_path):
     from testbed.pytest_plugin.plugin import _known_summary
+
     known = load_known()
     log = LOGS / "real" / "debug-pciehp-switch-unplug.log"
     seen = [("t::a", log, s, find_known(s, "7.2.13-testbed", known)) for s in scan_text(log.read_text())]

@@ -38,8 +38,13 @@ def test_long_names_push_the_columns():
     assert "vfio_dma_map_limit_test.iommufd.overflow" in cases
     fixtures = {f.name: f for f in parse_listing(listing("iommufd.list"))}
     assert fixtures["iommufd_dirty_tracking"].variants[0] == "domain_dirty8k"  # a 22-character fixture name
-    assert fixtures["vfio_compat_mock_domain"].tests == ("simple_close", "option_huge_pages", "get_info", "map",
-                                                         "huge_map")
+    assert fixtures["vfio_compat_mock_domain"].tests == (
+        "simple_close",
+        "option_huge_pages",
+        "get_info",
+        "map",
+        "huge_map",
+    )
 
 
 def test_a_program_that_cannot_list_gives_no_cases():
@@ -68,8 +73,10 @@ def test_build_fix_applies_only_where_the_tree_lacks_it(tmp_path: Path):
 
 def test_shipped_known_failures_load_and_match_narrowly():
     known = load_failures()
-    output = ("libvfio.c:100: Assertion Failure\n\n  Expression: munmap(map_align + size, map_base + align "
-              "- map_align) == 0\n  Observed: 0xffffffffffffffff == 0")
+    output = (
+        "libvfio.c:100: Assertion Failure\n\n  Expression: munmap(map_align + size, map_base + align "
+        "- map_align) == 0\n  Observed: 0xffffffffffffffff == 0"
+    )
     test = "vfio/vfio_pci_device_test:vfio_pci_device_test.validate_bars"
     assert find_failure(known, test, "ivshmem", "7.2.13-testbed", output) is not None
     assert find_failure(known, test, "nvme", "7.2.13-testbed", output) is None  # another device
@@ -98,8 +105,10 @@ def test_splats_are_charged_to_the_case_whose_run_line_came_last():
     ]
     splats = [(s, None) for s in scan_lines(window, first_line=100)]
     charged = _charge(window, 100, tag, splats)
-    assert [(c.splat.kind, c.case) for c in charged] == [("warning", "iommufd_ioas.mock_domain.area"),
-                                                         (charged[1].splat.kind, None)]
+    assert [(c.splat.kind, c.case) for c in charged] == [
+        ("warning", "iommufd_ioas.mock_domain.area"),
+        (charged[1].splat.kind, None),
+    ]
 
 
 def test_kunit_boot_log_gives_one_result_per_case():
@@ -117,9 +126,14 @@ def test_kunit_boot_log_gives_one_result_per_case():
 def test_kunit_list_output(tmp_path: Path):
     from testbed.kselftest.kunit import parse_list
 
-    console = ["[    0.000000] Linux version 7.2.13-testbed (testbed@testbed)", "[    0.8] KTAP version 1",
-               "[    0.8] dma-buf-fence", "[    0.8] dma-buf-fence.test_sanitycheck",
-               "[    0.8] x86_64_iommu_test.test_map_simple", "[    0.9] Kernel panic - not syncing: VFS"]
+    console = [
+        "[    0.000000] Linux version 7.2.13-testbed (testbed@testbed)",
+        "[    0.8] KTAP version 1",
+        "[    0.8] dma-buf-fence",
+        "[    0.8] dma-buf-fence.test_sanitycheck",
+        "[    0.8] x86_64_iommu_test.test_map_simple",
+        "[    0.9] Kernel panic - not syncing: VFS",
+    ]
     assert parse_list(console) == ("dma-buf-fence.test_sanitycheck", "x86_64_iommu_test.test_map_simple")
 
 

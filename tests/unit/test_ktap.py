@@ -53,25 +53,29 @@ def test_a_case_log_is_the_span_of_lines_it_covers(name):
     for report in parse(name):
         assert lines[report.first_line - 1].strip() == report.version
         for _, c in report.walk():
-            assert list(c.log) == lines[c.first_line - 1:c.last_line]
+            assert list(c.log) == lines[c.first_line - 1 : c.last_line]
             assert report.first_line < c.first_line <= c.last_line <= report.last_line
 
 
 # --- prefixes ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("[   12.345678] KTAP version 1", "KTAP version 1"),
-    ("[   12.345678]     ok 1 p2pdma_alloc\n", "    ok 1 p2pdma_alloc"),
-    ("[    0.060000][    T1] \t# Subtest: kunit-resource-test", "\t# Subtest: kunit-resource-test"),
-    ("[    1.000000][    C0] ok 1 - x", "ok 1 - x"),
-    ("[  T123] ok 1 - x", "ok 1 - x"),  # caller id without printk.time
-    ("<6>[   12.345678] 1..3", "1..3"),  # dmesg -r / /dev/kmsg style level
-    ("<14>ok 2 y", "ok 2 y"),
-    ("[    0.060000]", ""),
-    ("[  100.000001]  foo bar \t#\r\n", " foo bar \t#"),  # the message's own indentation stays
-    (" [<6016f7db>] ? kunit_try_run_case+0xab/0xf0", " [<6016f7db>] ? kunit_try_run_case+0xab/0xf0"),
-    ("    ok 1 no prefix", "    ok 1 no prefix"),
-])
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[   12.345678] KTAP version 1", "KTAP version 1"),
+        ("[   12.345678]     ok 1 p2pdma_alloc\n", "    ok 1 p2pdma_alloc"),
+        ("[    0.060000][    T1] \t# Subtest: kunit-resource-test", "\t# Subtest: kunit-resource-test"),
+        ("[    1.000000][    C0] ok 1 - x", "ok 1 - x"),
+        ("[  T123] ok 1 - x", "ok 1 - x"),  # caller id without printk.time
+        ("<6>[   12.345678] 1..3", "1..3"),  # dmesg -r / /dev/kmsg style level
+        ("<14>ok 2 y", "ok 2 y"),
+        ("[    0.060000]", ""),
+        ("[  100.000001]  foo bar \t#\r\n", " foo bar \t#"),  # the message's own indentation stays
+        (" [<6016f7db>] ? kunit_try_run_case+0xab/0xf0", " [<6016f7db>] ? kunit_try_run_case+0xab/0xf0"),
+        ("    ok 1 no prefix", "    ok 1 no prefix"),
+    ],
+)
 def test_strip_prefix(line, message):
     assert strip_prefix(line) == message
 
@@ -100,6 +104,7 @@ def test_crlf_line_ends():
 
 
 # --- real KUnit logs ---------------------------------------------------------------------------
+
 
 def test_all_passed_nested():
     report = only("test_is_test_passed-all_passed_nested.log")
@@ -158,8 +163,9 @@ def test_crash_caught_by_kunit_keeps_the_stack_trace_in_the_case_log():
     assert " [<6016f46e>] ? kunit_run_tests+0xce/0x260" in crashed.log
     assert "Call Trace:" not in case(report, "example", "example_mock_test").log
     # the kernel lines around the document are nobody's
-    assert not any("printk: console" in line or "List of all partitions" in line
-                   for _, c in report.walk() for line in c.log)
+    assert not any(
+        "printk: console" in line or "List of all partitions" in line for _, c in report.walk() for line in c.log
+    )
     assert problems(report) == []
 
 
@@ -178,9 +184,7 @@ def test_kernel_panic_before_the_results():
     assert (done.name, done.status) == ("string_stream_test_empty_on_creation", Status.PASS)
     assert (running.number, running.name, running.status) == (0, "", Status.ERROR)
     assert running.problems == (CRASHED,)
-    assert running.log[0] == (
-        "\tKernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(98,0)"
-    )
+    assert running.log[0] == ("\tKernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(98,0)")
     assert running.log[-1] == " 6005fcec 601bc260 705c0000 3000000010"
     assert (running.first_line, running.last_line) == (21, 26) == (running.first_line, report.last_line)
     assert counts(report) == {"PASS": 8, "ERROR": 1}
@@ -271,6 +275,7 @@ def test_missing_plan_is_allowed():
 
 # --- real kselftest output ---------------------------------------------------------------------
 
+
 def test_kselftest_runner_nested_output_is_diagnostics():
     report = only("test_is_test_passed-kselftest.log")
     assert (report.version, report.plan, report.problems) == ("TAP version 13", 2, ())
@@ -354,34 +359,40 @@ def test_module_loaded_twice_first_run_crashed():
     assert alloc.diagnostics == ()  # "# module:" is the suite header's
     assert alloc.log == ("pci 0000:01:00.0: enabling device (0000 -> 0002)", "    ok 1 p2pdma_alloc")
     assert map_.status == Status.FAIL
-    assert map_.log == ("nvme nvme0: failed to map p2p memory",
-                        "    # p2pdma_map: EXPECTATION FAILED at drivers/pci/p2pdma_test.c:42",
-                        "    not ok 2 p2pdma_map")
+    assert map_.log == (
+        "nvme nvme0: failed to map p2p memory",
+        "    # p2pdma_map: EXPECTATION FAILED at drivers/pci/p2pdma_test.c:42",
+        "    not ok 2 p2pdma_map",
+    )
     assert (dead.number, dead.status, dead.problems) == (0, Status.ERROR, (CRASHED,))
     assert dead.log[:2] == (
-        "BUG: kernel NULL pointer dereference, address: 0000000000000010", "Oops: 0000 [#1] SMP",
+        "BUG: kernel NULL pointer dereference, address: 0000000000000010",
+        "Oops: 0000 [#1] SMP",
     )
     assert counts(crashed) == {"PASS": 1, "FAIL": 1, "ERROR": 1}
 
     assert rerun.problems == () and counts(rerun) == {"PASS": 1, "SKIP": 1}
     [suite] = rerun.cases
     assert suite.diagnostics == (  # KUnit's per-suite and overall counts, before the suite's result
-        "p2pdma: pass:1 fail:0 skip:1 total:2", "Totals: pass:1 fail:0 skip:1 total:2",
+        "p2pdma: pass:1 fail:0 skip:1 total:2",
+        "Totals: pass:1 fail:0 skip:1 total:2",
     )
     assert (suite.subtests[1].status, suite.subtests[1].directive) == (Status.SKIP, "SKIP no IOMMU")
 
 
 def test_directives():
-    [report] = parse_ktap(text(
-        "TAP version 13",
-        "1..6",
-        "ok 1 - works # TODO not implemented",
-        "not ok 2 broken # todo known bug",
-        "ok 3 expected_failure # XFAIL needs hw",
-        "not ok 4 slow # TIMEOUT 45 seconds",
-        "ok 5 check return code # rcode=0",
-        "not ok 6 - no_device #SKIP",
-    ))
+    [report] = parse_ktap(
+        text(
+            "TAP version 13",
+            "1..6",
+            "ok 1 - works # TODO not implemented",
+            "not ok 2 broken # todo known bug",
+            "ok 3 expected_failure # XFAIL needs hw",
+            "not ok 4 slow # TIMEOUT 45 seconds",
+            "ok 5 check return code # rcode=0",
+            "not ok 6 - no_device #SKIP",
+        )
+    )
     assert [(c.name, c.status, c.directive) for c in report.cases] == [
         ("works", Status.PASS, "TODO not implemented"),
         ("broken", Status.FAIL, "TODO known bug"),
@@ -413,12 +424,21 @@ def test_unexpected_test_number():
 
 
 def test_missing_parent_result_before_the_next_suite():
-    [report] = parse_ktap(text(
-        "KTAP version 1", "1..2",
-        "    KTAP version 1", "    # Subtest: s1", "    1..1", "    ok 1 a",
-        "    KTAP version 1", "    # Subtest: s2", "    1..1", "    ok 1 b",
-        "ok 2 s2",
-    ))
+    [report] = parse_ktap(
+        text(
+            "KTAP version 1",
+            "1..2",
+            "    KTAP version 1",
+            "    # Subtest: s1",
+            "    1..1",
+            "    ok 1 a",
+            "    KTAP version 1",
+            "    # Subtest: s2",
+            "    1..1",
+            "    ok 1 b",
+            "ok 2 s2",
+        )
+    )
     s1, s2 = report.cases
     assert (s1.number, s1.name, s1.status, s1.problems) == (0, "s1", Status.ERROR, (CRASHED,))
     assert [c.name for c in s1.subtests] == ["a"]
@@ -427,16 +447,24 @@ def test_missing_parent_result_before_the_next_suite():
 
 
 def test_tap14_subtest_line_at_the_parent_level():
-    [report] = parse_ktap(text(
-        "TAP version 14", "1..1", "# Subtest: foo", "    1..1", "    ok 1 - bar", "ok 1 - foo",
-    ))
+    [report] = parse_ktap(
+        text(
+            "TAP version 14",
+            "1..1",
+            "# Subtest: foo",
+            "    1..1",
+            "    ok 1 - bar",
+            "ok 1 - foo",
+        )
+    )
     assert [path for path, _ in report.walk()] == [("foo",), ("foo", "bar")]
     assert problems(report) == []
 
 
 def test_subtest_name_disagreeing_with_the_result_line():
-    [report] = parse_ktap(text("KTAP version 1", "1..1", "  KTAP version 1", "  # Subtest: foo", "  1..1",
-                               "  ok 1 t", "ok 1 bar"))
+    [report] = parse_ktap(
+        text("KTAP version 1", "1..1", "  KTAP version 1", "  # Subtest: foo", "  1..1", "  ok 1 t", "ok 1 bar")
+    )
     assert report.cases[0].problems == ("subtest header says 'foo', result line 'bar'",)
 
 
@@ -468,10 +496,28 @@ def test_results_are_frozen():
 
 
 def test_never_raises_on_garbage():
-    pieces = ["KTAP version 1", "TAP version 13", "1..", "1..2", "1..99999999999999999999", "ok", "ok 1",
-              "not ok 0 x # SKIP", "ok 18446744073709551616 - big", "# Subtest:", "#", "# SKIP",
-              "ok 1 - # todo", "[  1.0]", "<6>", "[ T1]", "\x00\xff", "\t", "KTAP version 1 trailing",
-              "not ok -1 x"]
+    pieces = [
+        "KTAP version 1",
+        "TAP version 13",
+        "1..",
+        "1..2",
+        "1..99999999999999999999",
+        "ok",
+        "ok 1",
+        "not ok 0 x # SKIP",
+        "ok 18446744073709551616 - big",
+        "# Subtest:",
+        "#",
+        "# SKIP",
+        "ok 1 - # todo",
+        "[  1.0]",
+        "<6>",
+        "[ T1]",
+        "\x00\xff",
+        "\t",
+        "KTAP version 1 trailing",
+        "not ok -1 x",
+    ]
     rng = random.Random(1234)
     for _ in range(300):
         lines = [" " * rng.choice([0, 0, 2, 4, 8]) + rng.choice(pieces) for _ in range(rng.randint(0, 40))]

@@ -53,8 +53,10 @@ def test_root_complex_endpoints_distance_2():
     assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, 2)
 
 
-@pytest.mark.parametrize("family, expected", [(0x16, MapType.NOT_SUPPORTED), (0x17, MapType.THRU_HOST_BRIDGE),
-                                              (0x19, MapType.THRU_HOST_BRIDGE)])
+@pytest.mark.parametrize(
+    "family, expected",
+    [(0x16, MapType.NOT_SUPPORTED), (0x17, MapType.THRU_HOST_BRIDGE), (0x19, MapType.THRU_HOST_BRIDGE)],
+)
 def test_amd_family_threshold(family, expected):
     text = BASE + f"machine: {{cpu: {{model: qemu64, vendor: AuthenticAMD, family: {family}}}}}\n"
     v = verdict(text, "nvme0", "nvme2")
@@ -123,7 +125,9 @@ def test_disable_acs_redir_restores_bus_addr(spec):
 
 
 def test_later_disable_acs_redir_wins():
-    text = MULTIFUNCTION.replace("ACS", "true").replace("  - {id: rp1, acs: true}\n", "  - {id: rp1, acs: true}\n  - id: rp2\n")
+    text = MULTIFUNCTION.replace("ACS", "true").replace(
+        "  - {id: rp1, acs: true}\n", "  - {id: rp1, acs: true}\n  - id: rp2\n"
+    )
     text += "kernel_args: ['pci=disable_acs_redir=0000:00:02.0', 'pci=disable_acs_redir=0000:00:03.0']\n"
     assert verdict(text, "nvme0", "nvme1").map_type is MapType.NOT_SUPPORTED
 
@@ -184,6 +188,7 @@ def test_allowlist_rules():
 def test_allowlisted_host_bridge_branch(monkeypatch):
     # q35's ID is not allow-listed; pretend it is to exercise the THRU_HOST_BRIDGE branch
     import testbed.topology.oracle as oracle
+
     monkeypatch.setattr(oracle, "Q35_HOST_BRIDGE_ID", "8086:2030")
     v = verdict(BASE, "nvme0", "nvme2")
     assert v.map_type is MapType.THRU_HOST_BRIDGE and "is on the P2PDMA allowlist" in v.reason
@@ -220,9 +225,11 @@ def test_expected_outcomes_per_topology():
         topo = load_topology(name)
         return {(v.provider, v.client): expected_outcome(topo, v) for v in verdicts(topo)}
 
-    assert outcomes("two-switch") == {("nvme0", "nvme0"): Outcome.TRANSFERRED,
-                                      ("nvme0", "nvme1"): Outcome.TRANSFERRED,
-                                      ("nvme0", "nvme2"): Outcome.EINVAL}
+    assert outcomes("two-switch") == {
+        ("nvme0", "nvme0"): Outcome.TRANSFERRED,
+        ("nvme0", "nvme1"): Outcome.TRANSFERRED,
+        ("nvme0", "nvme2"): Outcome.EINVAL,
+    }
     assert outcomes("two-switch-iommu")[("nvme0", "nvme1")] is Outcome.DMA_FAULT
     assert outcomes("two-switch-iommu-pt")[("nvme0", "nvme1")] is Outcome.TRANSFERRED
     assert outcomes("amd-zen")[("nvme0", "nvme2")] is Outcome.TRANSFERRED

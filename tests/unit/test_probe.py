@@ -19,9 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "guest"
 import probe_uapi as P  # noqa: E402 - the guest's module, imported as the guest does
 
 LAYOUTS = {"census": P.CENSUS, "import": P.IMPORT, "state": P.STATE, "dma": P.DMA, "iova": P.IOVA}
-IOCTLS = {"CENSUS": P.P2PDMA_PROBE_CENSUS, "IMPORT": P.P2PDMA_PROBE_IMPORT, "STATE": P.P2PDMA_PROBE_STATE,
-          "REMAP": P.P2PDMA_PROBE_REMAP, "RELEASE": P.P2PDMA_PROBE_RELEASE, "DMA": P.P2PDMA_PROBE_DMA,
-          "IOVA": P.P2PDMA_PROBE_IOVA}
+IOCTLS = {
+    "CENSUS": P.P2PDMA_PROBE_CENSUS,
+    "IMPORT": P.P2PDMA_PROBE_IMPORT,
+    "STATE": P.P2PDMA_PROBE_STATE,
+    "REMAP": P.P2PDMA_PROBE_REMAP,
+    "RELEASE": P.P2PDMA_PROBE_RELEASE,
+    "DMA": P.P2PDMA_PROBE_DMA,
+    "IOVA": P.P2PDMA_PROBE_IOVA,
+}
 
 
 def _c_values(tmp_path: Path) -> dict[str, int]:
@@ -29,11 +35,16 @@ def _c_values(tmp_path: Path) -> dict[str, int]:
     if shutil.which("cc") is None:
         pytest.skip("no C compiler (make deps installs build-essential)")
     lines = [f'printf("{name} %zu\\n", sizeof(struct p2pdma_probe_{name}));' for name in LAYOUTS]
-    lines += [f'printf("{name}.{field} %zu\\n", offsetof(struct p2pdma_probe_{name}, {field}));'
-              for name in LAYOUTS for field, _ in P.FIELDS[name]]
+    lines += [
+        f'printf("{name}.{field} %zu\\n", offsetof(struct p2pdma_probe_{name}, {field}));'
+        for name in LAYOUTS
+        for field, _ in P.FIELDS[name]
+    ]
     lines += [f'printf("{name} %lu\\n", (unsigned long)P2PDMA_PROBE_{name});' for name in IOCTLS]
     src = tmp_path / "sizes.c"
-    src.write_text(f'#include <stddef.h>\n#include <stdio.h>\n#include "p2pdma_probe.h"\nint main(void) {{ {" ".join(lines)} return 0; }}\n')
+    src.write_text(
+        f'#include <stddef.h>\n#include <stdio.h>\n#include "p2pdma_probe.h"\nint main(void) {{ {" ".join(lines)} return 0; }}\n'
+    )
     exe = tmp_path / "sizes"
     subprocess.run(["cc", "-I", str(KMOD_DIR), "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
@@ -45,8 +56,9 @@ def test_struct_layouts_match_the_header(tmp_path):
     for name, layout in LAYOUTS.items():
         assert layout.size == values[name], f"struct p2pdma_probe_{name}: python {layout.size}, C {values[name]}"
         for field, offset in P.offsets(name).items():
-            assert offset == values[f"{name}.{field}"], \
+            assert offset == values[f"{name}.{field}"], (
                 f"p2pdma_probe_{name}.{field}: python offset {offset}, C {values[f'{name}.{field}']}"
+            )
     for name, number in IOCTLS.items():
         assert number == values[name], f"P2PDMA_PROBE_{name}: python {number:#x}, C {values[name]:#x}"
 
@@ -110,6 +122,9 @@ def test_module_source_is_checkpatch_strict_clean():
             pytest.fail("kernel source not fetched: `make test` builds the kernel before the tests")
         pytest.skip("kernel source not fetched yet (testbed kernel build fetches it)")
     files = [str(KMOD_DIR / "p2pdma_probe.c"), str(KMOD_DIR / "p2pdma_probe.h")]
-    proc = subprocess.run(["perl", str(script), "--strict", "--no-tree", "--no-summary", "--terse", "-f", *files],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["perl", str(script), "--strict", "--no-tree", "--no-summary", "--terse", "-f", *files],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr

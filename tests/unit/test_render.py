@@ -54,6 +54,7 @@ def test_native_hotplug_global():
 
 def test_acpi_hotplug_has_no_global():
     from .topo_helpers import BASE, load_text
+
     argv = render_argv(load_text(BASE.replace("hotplug: native", "hotplug: acpi")), preview_runtime())
     assert _option_values(argv, "-global") == []
 
@@ -88,8 +89,11 @@ def test_root_port_options():
     argv = render_argv(load_topology("acs"), preview_runtime())
     rp3 = next(d for d in _option_values(argv, "-device") if d.startswith("pcie-root-port,id=rp3,"))
     assert "disable-acs=on" in rp3
-    rp4 = next(d for d in _option_values(render_argv(load_topology("root-ports"), preview_runtime()), "-device")
-               if d.startswith("pcie-root-port,id=rp4,"))
+    rp4 = next(
+        d
+        for d in _option_values(render_argv(load_topology("root-ports"), preview_runtime()), "-device")
+        if d.startswith("pcie-root-port,id=rp4,")
+    )
     assert f"mem-reserve={2 << 20}" in rp4 and f"pref64-reserve={128 << 20}" in rp4
 
 
@@ -107,8 +111,15 @@ def test_unplugged_endpoint_has_backend_but_no_device():
     assert not any(d.startswith("nvme,id=nvme3,") for d in _option_values(argv, "-device"))
     assert any("node-name=drv-nvme3" in d for d in _option_values(argv, "-blockdev"))
     spec = hotplug_device(topo, "nvme3")
-    assert spec.qmp_args() == {"driver": "nvme", "id": "nvme3", "serial": "nvme3", "drive": "drv-nvme3",
-                               "cmb_size_mb": "64", "bus": "rp4", "addr": "0x00.0"}
+    assert spec.qmp_args() == {
+        "driver": "nvme",
+        "id": "nvme3",
+        "serial": "nvme3",
+        "drive": "drv-nvme3",
+        "cmb_size_mb": "64",
+        "bus": "rp4",
+        "addr": "0x00.0",
+    }
 
 
 def test_ivshmem_backend_is_a_shared_host_file():
@@ -133,6 +144,7 @@ def test_paused_and_no_kernel():
 
 def test_render_command_prints_shell_quoted(capsys):
     from testbed.cli import main
+
     assert main(["render", "two-switch"]) == 0
     out = capsys.readouterr().out.strip()
     assert shlex.split(out) == render_argv(load_topology("two-switch"), preview_runtime())

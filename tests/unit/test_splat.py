@@ -25,7 +25,10 @@ EXPECTED = {
     "hung-task.log": ("hung-task", "task kworker/0:1:39 blocked for more than 122 seconds."),
     "soft-lockup.log": ("soft-lockup", "BUG: soft lockup - CPU#1 stuck for 26s! [python3:300]"),
     "kmemleak.log": ("kmemleak", "3 new suspected memory leaks (see /sys/kernel/debug/kmemleak)"),
-    "gpf.log": ("gpf", "general protection fault, probably for non-canonical address 0xdffffc0000000002: 0000 [#1] SMP KASAN"),
+    "gpf.log": (
+        "gpf",
+        "general protection fault, probably for non-canonical address 0xdffffc0000000002: 0000 [#1] SMP KASAN",
+    ),
     "ubsan.log": ("ubsan", "array-index-out-of-bounds in drivers/pci/p2pdma.c:301:14"),
     "panic.log": ("panic", "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"),
     "kernel-bug.log": ("kernel-bug", "kernel BUG at mm/memremap.c:147!"),
@@ -97,7 +100,10 @@ def test_windows_from_markers():
     lines = (LOGS / "splats" / "kasan-uaf.log").read_text().splitlines()
     (w,) = find_windows(lines)
     assert (w.test, w.begin_line, w.end_line) == (
-        "tests/vm/test_hotunplug.py::test_unplug_provider_while_mapped", 1, 30)
+        "tests/vm/test_hotunplug.py::test_unplug_provider_while_mapped",
+        1,
+        30,
+    )
     assert outside_windows(lines) == []
 
 
@@ -110,6 +116,7 @@ def test_window_without_end_and_outside_ranges():
 
 def test_scan_log_command_exit_codes(capsys, tmp_path):
     from testbed.cli import main
+
     assert main(["scan-log", str(LOGS / "splats" / "kasan-uaf.log")]) == 1
     assert "kasan: slab-use-after-free" in capsys.readouterr().out
     clean = tmp_path / "clean.log"
@@ -124,14 +131,23 @@ REAL_FINDINGS = {
     "debug-pciehp-unplug.log": [("lockdep", "possible circular locking dependency detected")],
     "debug-pciehp-switch-unplug.log": [
         ("lockdep", "possible circular locking dependency detected"),
-        ("odebug", "free active (active state 0) object: 00000000127b6a5d object type: timer_list "
-                   "hint: kobject_delayed_cleanup+0x0/0x90"),
+        (
+            "odebug",
+            "free active (active state 0) object: 00000000127b6a5d object type: timer_list "
+            "hint: kobject_delayed_cleanup+0x0/0x90",
+        ),
     ],
     "debug-acpi-replug-odebug.log": [
-        ("odebug", "free active (active state 0) object: 0000000017f3a167 object type: timer_list "
-                   "hint: kobject_delayed_cleanup+0x0/0x90"),
-        ("odebug", "free active (active state 0) object: 000000007fa92a7f object type: timer_list "
-                   "hint: kobject_delayed_cleanup+0x0/0x90"),
+        (
+            "odebug",
+            "free active (active state 0) object: 0000000017f3a167 object type: timer_list "
+            "hint: kobject_delayed_cleanup+0x0/0x90",
+        ),
+        (
+            "odebug",
+            "free active (active state 0) object: 000000007fa92a7f object type: timer_list "
+            "hint: kobject_delayed_cleanup+0x0/0x90",
+        ),
     ],
 }
 

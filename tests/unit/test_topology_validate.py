@@ -83,7 +83,9 @@ def test_invalid_id():
 
 def test_device_on_missing_port():
     text = BASE.replace("bus: rp2", "bus: rp7")
-    one_problem(text, "t.yaml:11:", "endpoints[2].bus", "'rp7', which does not exist", "pcie.0, rp1, rp2, sw1-d0, sw1-d1")
+    one_problem(
+        text, "t.yaml:11:", "endpoints[2].bus", "'rp7', which does not exist", "pcie.0, rp1, rp2, sw1-d0, sw1-d1"
+    )
 
 
 def test_device_on_switch_upstream_port():
@@ -92,7 +94,9 @@ def test_device_on_switch_upstream_port():
 
 
 def test_root_port_on_non_root_bus():
-    text = BASE.replace("  - id: rp2\n", "  - {id: rp2, bus: sw1-d1}\n").replace("bus: sw1-d1, size: 64M}", "bus: rp1, size: 64M}")
+    text = BASE.replace("  - id: rp2\n", "  - {id: rp2, bus: sw1-d1}\n").replace(
+        "bus: sw1-d1, size: 64M}", "bus: rp1, size: 64M}"
+    )
     assert any("not a root bus" in p for p in problems_of(text))
 
 
@@ -195,7 +199,9 @@ def test_epyc_defaults_to_family_23():
 
 
 def test_unknown_iommu():
-    one_problem(BASE + "iommu: {type: arm-smmu}\n", "iommu.type", "unknown value 'arm-smmu'", "none, intel, virtio, amd")
+    one_problem(
+        BASE + "iommu: {type: arm-smmu}\n", "iommu.type", "unknown value 'arm-smmu'", "none, intel, virtio, amd"
+    )
 
 
 def test_passthrough_without_iommu():
@@ -213,7 +219,8 @@ def test_unknown_hotplug_mode():
 
 def test_plugged_later_on_port_without_hotplug():
     text = BASE.replace("  - id: rp2\n", "  - {id: rp2, hotplug: false}\n").replace(
-        "bus: rp2, size: 64M}", "bus: rp2, size: 64M, plugged: false}")
+        "bus: rp2, size: 64M}", "bus: rp2, size: 64M, plugged: false}"
+    )
     one_problem(text, "has hotplug off")
 
 
@@ -233,7 +240,7 @@ def test_pxb_bus_nr_out_of_range():
 
 
 def test_too_many_ports_for_bus_numbers():
-    ports = "".join(f"  - {{id: sw{n}, bus: sw{n-1}-d0, downstream: 32}}\n" for n in range(2, 10))
+    ports = "".join(f"  - {{id: sw{n}, bus: sw{n - 1}-d0, downstream: 32}}\n" for n in range(2, 10))
     text = BASE.replace("switches:\n", "switches:\n" + ports)
     text = text.replace("{id: nvme0, kind: nvme, bus: sw1-d0", "{id: nvme0, kind: nvme, bus: sw9-d1")
     found = problems_of(text)
@@ -274,7 +281,10 @@ def test_expectation_unknown_map_type():
 
 
 def test_expectation_client_that_cannot_dma():
-    text = BASE + "  - {id: shm0, kind: ivshmem, bus: pcie.0}\nexpect:\n  - {provider: nvme0, client: shm0, map_type: BUS_ADDR}\n"
+    text = (
+        BASE
+        + "  - {id: shm0, kind: ivshmem, bus: pcie.0}\nexpect:\n  - {provider: nvme0, client: shm0, map_type: BUS_ADDR}\n"
+    )
     one_problem(text, "cannot master DMA")
 
 
@@ -297,6 +307,7 @@ def test_missing_required_keys():
 
 def test_unknown_shipped_name_lists_menu():
     from testbed.errors import ConfigError
+
     with pytest.raises(ConfigError, match="shipped: .*two-switch"):
         load_topology("no-such-topology")
 
@@ -308,8 +319,10 @@ def test_virtio_blk_kind():
 
 def test_endpoint_directly_on_a_pxb_is_refused():
     """QEMU: "Only PCI/PCIe bridges can be plugged into pxb-pcie" (found by a user's file)."""
-    text = ("host_bridges:\n  - {id: pxb1, bus_nr: 32}\nroot_ports:\n  - {id: rp2, bus: pxb1}\n"
-            "endpoints:\n  - {id: disk, kind: virtio-blk, bus: pxb1, size: 16M}\n")
+    text = (
+        "host_bridges:\n  - {id: pxb1, bus_nr: 32}\nroot_ports:\n  - {id: rp2, bus: pxb1}\n"
+        "endpoints:\n  - {id: disk, kind: virtio-blk, bus: pxb1, size: 16M}\n"
+    )
     with pytest.raises(TopologyError) as exc:
         load_topology("mine.yaml", text)
     message = str(exc.value)

@@ -8,8 +8,18 @@ from testbed.topology.kernel_args import owned_arg, parse_device_spec, parse_ker
 from testbed.topology.units import format_size, is_power_of_two, parse_int, parse_size
 
 
-@pytest.mark.parametrize("text, value", [("64M", 64 << 20), ("2G", 2 << 30), ("512K", 512 << 10),
-                                         ("1MiB", 1 << 20), ("4096", 4096), (4096, 4096), ("2 G", 2 << 30)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("64M", 64 << 20),
+        ("2G", 2 << 30),
+        ("512K", 512 << 10),
+        ("1MiB", 1 << 20),
+        ("4096", 4096),
+        (4096, 4096),
+        ("2 G", 2 << 30),
+    ],
+)
 def test_parse_size(text, value):
     assert parse_size(text) == value
 

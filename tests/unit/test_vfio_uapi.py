@@ -71,7 +71,10 @@ def test_struct_sizes(st, size, why):
 def test_constants_from_headers():
     assert U.VFIO_DEVICE_FEATURE_DMA_BUF == 11
     assert (U.VFIO_DEVICE_FEATURE_GET, U.VFIO_DEVICE_FEATURE_SET, U.VFIO_DEVICE_FEATURE_PROBE) == (
-        0x10000, 0x20000, 0x40000)
+        0x10000,
+        0x20000,
+        0x40000,
+    )
     assert (U.VFIO_PCI_ROM_REGION_INDEX, U.VFIO_PCI_CONFIG_REGION_INDEX, U.VFIO_PCI_NUM_REGIONS) == (6, 7, 9)
     assert U.VFIO_PCI_REQ_IRQ_INDEX == 4
     assert (U.VFIO_IRQ_SET_DATA_EVENTFD, U.VFIO_IRQ_SET_ACTION_TRIGGER) == (4, 32)

@@ -14,8 +14,19 @@ def parser():
 
 
 def test_boot_options(parser):
-    a = parser.parse_args(["boot", "two-switch", "--accel", "tcg", "--kernel-config", "debug",
-                           "--dry-run", "--append", "nvme.use_cmb_sqes=0"])
+    a = parser.parse_args(
+        [
+            "boot",
+            "two-switch",
+            "--accel",
+            "tcg",
+            "--kernel-config",
+            "debug",
+            "--dry-run",
+            "--append",
+            "nvme.use_cmb_sqes=0",
+        ]
+    )
     assert (a.topology, a.accel, a.kernel_config, a.dry_run) == ("two-switch", "tcg", "debug", True)
     assert a.append == ["nvme.use_cmb_sqes=0"] and a.func is commands.cmd_boot
 
@@ -33,12 +44,15 @@ def test_run_without_command_is_a_config_error():
         commands.cmd_run(a)
 
 
-@pytest.mark.parametrize("argv,want", [
-    ([], (None, [])),
-    (["vm1"], ("vm1", [])),
-    (["vm1", "--", "dmesg", "-w"], ("vm1", ["dmesg", "-w"])),
-    (["--", "uname", "-r"], (None, ["uname", "-r"])),
-])
+@pytest.mark.parametrize(
+    "argv,want",
+    [
+        ([], (None, [])),
+        (["vm1"], ("vm1", [])),
+        (["vm1", "--", "dmesg", "-w"], ("vm1", ["dmesg", "-w"])),
+        (["--", "uname", "-r"], (None, ["uname", "-r"])),
+    ],
+)
 def test_ssh_name_optional(argv, want):
     a = parse_args(["ssh", *argv])
     assert (a.name, a.guest_command) == want

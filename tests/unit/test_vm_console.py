@@ -2,7 +2,7 @@ from testbed.vm import console
 from testbed.vm.qmp import matches
 
 PANIC_LOG = (
-    "[    1.234567] VFS: Cannot open root device \"vda\" or unknown-block(0,0): error -6\r\n"
+    '[    1.234567] VFS: Cannot open root device "vda" or unknown-block(0,0): error -6\r\n'
     "[    1.234600] Kernel panic - not syncing: VFS: Unable to mount root fs on "
     "unknown-block(0,0)\r\n"
     "[    1.234700] ---[ end Kernel panic - not syncing: VFS: Unable to mount root fs ]---\r\n"

@@ -13,8 +13,15 @@ def private_runtime(tmp_path, monkeypatch):
 
 
 def rec(name, pid=None, started=1.0):
-    return VmRecord(name=name, pid=pid or os.getpid(), ssh_port=2222, ssh_key="/k",
-                    qmp_socket="/q.sock", console_log="/c.log", started=started)
+    return VmRecord(
+        name=name,
+        pid=pid or os.getpid(),
+        ssh_port=2222,
+        ssh_key="/k",
+        qmp_socket="/q.sock",
+        console_log="/c.log",
+        started=started,
+    )
 
 
 def test_json_roundtrip():

@@ -8,8 +8,7 @@ def test_tcg_scales_only_guest_paced_waits(monkeypatch):
     assert tcg.boot_to_ssh == kvm.boot_to_ssh * TCG_FACTOR
     assert tcg.guest_command == kvm.guest_command * TCG_FACTOR
     assert tcg.event == kvm.event * TCG_FACTOR
-    assert (tcg.qmp_connect, tcg.quit, tcg.terminate, tcg.kill) == \
-        (kvm.qmp_connect, kvm.quit, kvm.terminate, kvm.kill)
+    assert (tcg.qmp_connect, tcg.quit, tcg.terminate, tcg.kill) == (kvm.qmp_connect, kvm.quit, kvm.terminate, kvm.kill)
 
 
 def test_env_scale_multiplies(monkeypatch):

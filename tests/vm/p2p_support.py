@@ -42,9 +42,11 @@ class Transfer:
     def describe(self) -> str:
         host = {None: "n/a", True: "match", False: "MISMATCH"}[self.host_bytes_ok]
         extra = f" fault: {self.fault_lines[0]}" if self.fault_lines else ""
-        return (f"{self.direction} {self.size}B @{self.offset} seed {self.seed}: {self.outcome.value}"
-                f" (guest bytes {'match' if self.guest_bytes_ok else 'MISMATCH'}, host file {host},"
-                f" helper {self.result}){extra}")
+        return (
+            f"{self.direction} {self.size}B @{self.offset} seed {self.seed}: {self.outcome.value}"
+            f" (guest bytes {'match' if self.guest_bytes_ok else 'MISMATCH'}, host file {host},"
+            f" helper {self.result}){extra}"
+        )
 
 
 def _dmesg_lines(vm) -> list[str]:  # noqa: ANN001
@@ -79,16 +81,34 @@ def fault_window(vm) -> None:  # noqa: ANN001
     _last_fault[vm.machine.name] = time.monotonic()
 
 
-def transfer(vm, provider: str, client: str, direction: str, size: int, offset: int = 0,  # noqa: ANN001
-             depth: int = 1, expect_fault: bool = False) -> Transfer:
+def transfer(
+    vm,
+    provider: str,
+    client: str,
+    direction: str,
+    size: int,
+    offset: int = 0,  # noqa: ANN001
+    depth: int = 1,
+    expect_fault: bool = False,
+) -> Transfer:
     """One O_DIRECT transfer between the client's namespace and the provider's p2pmem."""
     if expect_fault:
         _await_fault_window(vm)
     seed = fresh_seed()
     before = len(_dmesg_lines(vm))
-    result = vm.agent("p2pmem", "transfer", {
-        "provider": vm.bdf(provider), "client": vm.bdf(client), "direction": direction,
-        "size": size, "offset": offset, "seed": seed, "depth": depth})
+    result = vm.agent(
+        "p2pmem",
+        "transfer",
+        {
+            "provider": vm.bdf(provider),
+            "client": vm.bdf(client),
+            "direction": direction,
+            "size": size,
+            "offset": offset,
+            "seed": seed,
+            "depth": depth,
+        },
+    )
     new = _dmesg_lines(vm)[before:]
     client_bus = vm.bdf(client)[5:]  # "04:00.0" as DMAR prints it
     faults = tuple(l for l in new if FAULT_RE.search(l) and (client_bus in l or "virtio_iommu" in l))

@@ -8,9 +8,20 @@ from testbed.topology import build_layout
 from testbed.topology.layout import NodeKind
 
 
-@pytest.mark.topology("two-switch", matrix=("single-switch", "root-ports", "pxb", "acs", "amd-zen",
-                                            "two-switch-iommu", "two-switch-iommu-pt",
-                                            "virtio-iommu", "vfio-dmabuf"))
+@pytest.mark.topology(
+    "two-switch",
+    matrix=(
+        "single-switch",
+        "root-ports",
+        "pxb",
+        "acs",
+        "amd-zen",
+        "two-switch-iommu",
+        "two-switch-iommu-pt",
+        "virtio-iommu",
+        "vfio-dmabuf",
+    ),
+)
 def test_guest_sees_the_modeled_tree(vm):
     seen = {d["bdf"]: d for d in vm.agent("pci", "devices")}
     for p in vm.layout.in_order():
@@ -23,8 +34,19 @@ def test_guest_sees_the_modeled_tree(vm):
             assert seen[p.bdf]["driver"] == "nvme", f"{p.id}: NVMe not bound to the nvme driver"
 
 
-@pytest.mark.topology("two-switch", matrix=("single-switch", "root-ports", "pxb", "acs", "amd-zen",
-                                            "two-switch-iommu", "two-switch-iommu-pt", "virtio-iommu"))
+@pytest.mark.topology(
+    "two-switch",
+    matrix=(
+        "single-switch",
+        "root-ports",
+        "pxb",
+        "acs",
+        "amd-zen",
+        "two-switch-iommu",
+        "two-switch-iommu-pt",
+        "virtio-iommu",
+    ),
+)
 def test_cmb_is_published_as_p2pmem(vm):
     seen = {d["bdf"]: d for d in vm.agent("pci", "devices")}
     for ep in vm.topology.endpoints:
@@ -45,7 +67,9 @@ def test_lspci_tree_shows_the_topology(vm):
     out = vm.run("lspci -tv", check=True).stdout
     for p in vm.layout.in_order():
         if p.is_bridge:
-            span = f"[{p.secondary:02x}]" if p.secondary == p.subordinate else f"[{p.secondary:02x}-{p.subordinate:02x}]"
+            span = (
+                f"[{p.secondary:02x}]" if p.secondary == p.subordinate else f"[{p.secondary:02x}-{p.subordinate:02x}]"
+            )
             assert span in out, f"{p.id}: no bridge to buses {span} in lspci -tv:\n{out}"
     nvme = sum(1 for ep in vm.topology.endpoints if ep.kind.value == "nvme" and ep.plugged)
     assert out.count("NVM Express Controller") == nvme, out

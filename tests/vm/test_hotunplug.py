@@ -50,8 +50,9 @@ class Written:
             self.seed = t.seed
         else:
             self.seed = fresh_seed()
-            r = vm.agent("p2pmem", "ramwrite", {"client": vm.bdf(endpoint), "size": size,
-                                                "offset": offset, "seed": self.seed})
+            r = vm.agent(
+                "p2pmem", "ramwrite", {"client": vm.bdf(endpoint), "size": size, "offset": offset, "seed": self.seed}
+            )
             assert r["ok"], r
 
     def intact(self) -> bool:
@@ -66,8 +67,7 @@ def _still_usable(vm, endpoint: str) -> None:
 def _p2p_peer(vm, provider: str) -> str:
     """A client the provider can really do P2P with here (itself if nothing else)."""
     for v in vm.verdicts():
-        if v.provider == provider and v.client != provider and \
-                expected_outcome(vm.topology, v) is Outcome.TRANSFERRED:
+        if v.provider == provider and v.client != provider and expected_outcome(vm.topology, v) is Outcome.TRANSFERRED:
             return v.client
     return provider
 
@@ -86,8 +86,9 @@ def test_unplug_idle_provider(fresh_vm):
 def test_unplug_provider_while_mapped_gives_sigbus(fresh_vm):
     """A process holds a p2pmem mmap across the unplug: its next access gets SIGBUS."""
     vm = fresh_vm
-    holder = start_background(vm, "hold", "p2pmem", "hold",
-                              {"provider": vm.bdf("nvme0"), "size": 1 * MiB, "seed": fresh_seed()})
+    holder = start_background(
+        vm, "hold", "p2pmem", "hold", {"provider": vm.bdf("nvme0"), "size": 1 * MiB, "seed": fresh_seed()}
+    )
     holder.wait_started("mapped")
     written = Written(vm, "nvme1", offset=3 * MiB)
     _unplug(vm, "nvme0")
@@ -105,9 +106,13 @@ def test_unplug_during_p2p_io(fresh_vm, victim):
     vm = fresh_vm
     survivor = "nvme2"
     before = Written(vm, survivor, offset=4 * MiB)
-    io = start_background(vm, "stream", "p2pmem", "stream",
-                          {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"),
-                           "size": 256 * KiB, "seed": fresh_seed(), "depth": 4})
+    io = start_background(
+        vm,
+        "stream",
+        "p2pmem",
+        "stream",
+        {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"), "size": 256 * KiB, "seed": fresh_seed(), "depth": 4},
+    )
     io.wait_started("started")
     _unplug(vm, victim)
     io.signal()
@@ -187,8 +192,9 @@ def test_unplug_replug_cycles(fresh_vm):
         _unplug(vm, "nvme0")
         _plug(vm, "nvme0")
         assert vm.agent("p2pmem", "state", bdf)["available"] == baseline, f"cycle {cycle}: p2pmem not whole"
-    changed = [offset for offset, seed in landed
-               if host_file_bytes(vm, "nvme0", offset, 64 * KiB) != pattern(seed, 64 * KiB)]
+    changed = [
+        offset for offset, seed in landed if host_file_bytes(vm, "nvme0", offset, 64 * KiB) != pattern(seed, 64 * KiB)
+    ]
     assert not changed, f"data written before an unplug changed on the host at offsets {changed}"
     if kmemleak:
         # an object must stay unreferenced across two scans (and 5 s old) to be reported

@@ -51,20 +51,32 @@ def _suite_cases(topo, config):  # noqa: ANN001, ANN202
 def case_text(case: KtapCase) -> str:
     lines = list(case.log)
     if len(lines) > LOG_LINES:
-        lines = lines[:LOG_LINES // 2] + [f"... ({len(lines) - LOG_LINES} lines)"] + lines[-LOG_LINES // 2:]
+        lines = lines[: LOG_LINES // 2] + [f"... ({len(lines) - LOG_LINES} lines)"] + lines[-LOG_LINES // 2 :]
     return "\n".join(lines)
 
 
-def judge_case(request, session, topology: str, vm, suite: str, case: KtapCase | None,  # noqa: ANN001
-               test: str, device_kind: str | None, splats: list, where: str) -> None:
+def judge_case(
+    request,
+    session,
+    topology: str,
+    vm,
+    suite: str,
+    case: KtapCase | None,  # noqa: ANN001
+    test: str,
+    device_kind: str | None,
+    splats: list,
+    where: str,
+) -> None:
     """Pass, skip with the test's reason, expected failure from known-failures.yaml, or fail."""
     nodeid = request.node.nodeid
     if case is None:
         session.count(topology, suite, False)
         pytest.fail(f"{test}: the program listed this case but never reported it ({where})", pytrace=False)
-    splat_text = "\n\n".join(f"kernel splat while it ran: {s.kind}: {s.title} "
-                             f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
-                             for s in splats)
+    splat_text = "\n\n".join(
+        f"kernel splat while it ran: {s.kind}: {s.title} "
+        f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
+        for s in splats
+    )
     if case.status is Status.SKIP:
         session.count(topology, suite, False)
         if splats:
@@ -84,24 +96,41 @@ def judge_case(request, session, topology: str, vm, suite: str, case: KtapCase |
         session.note(nodeid, "known", f"{known.where}: {known.why}")
         pytest.xfail(f"known failure of the base tree ({known.where})")
     status = "did not finish" if case.status is Status.ERROR else "failed"
-    pytest.fail(f"{test} {status} ({where})\n{case_text(case)}" + (f"\n\n{splat_text}" if splats else ""),
-                pytrace=False)
+    pytest.fail(
+        f"{test} {status} ({where})\n{case_text(case)}" + (f"\n\n{splat_text}" if splats else ""), pytrace=False
+    )
 
 
 @pytest.mark.topology(*SHIPPED, matrix=MATRIX, any_topology=True, cases=_selftest_cases)
-def test_selftest(request, testbed_pool, testbed_topology, topology_case: SelftestCase, kselftest_session,
-                  testbed_results, known_splats):
+def test_selftest(
+    request,
+    testbed_pool,
+    testbed_topology,
+    topology_case: SelftestCase,
+    kselftest_session,
+    testbed_results,
+    known_splats,
+):
     session = kselftest_session
     vm = session.vm(testbed_pool, testbed_topology)
-    run = session.run(vm, testbed_topology, topology_case.program, topology_case.device, testbed_results,
-                      known_splats)
+    run = session.run(vm, testbed_topology, topology_case.program, topology_case.device, testbed_results, known_splats)
     kind = vm.topology.endpoint(topology_case.device).kind.value if topology_case.device else None
     where = f"raw output {run.output}, kernel log {run.window_log}"
     suite = topology_case.program.suite
     if topology_case.case is not None:
         case = run.case(topology_case.case)
-        judge_case(request, session, testbed_topology, vm, suite, case, topology_case.test, kind,
-                   [s.splat for s in run.new_splats(topology_case.case)], where)
+        judge_case(
+            request,
+            session,
+            testbed_topology,
+            vm,
+            suite,
+            case,
+            topology_case.test,
+            kind,
+            [s.splat for s in run.new_splats(topology_case.case)],
+            where,
+        )
         return
     # the run as a whole
     problems = []
@@ -110,8 +139,11 @@ def test_selftest(request, testbed_pool, testbed_topology, topology_case: Selfte
     elif run.exit_status < 0 or run.exit_status > 4:
         problems.append(f"{run.id} ended with status {run.exit_status} (killed by a signal?)")
     uncharged = [s.splat for s in run.new_splats() if s.case is None]
-    problems += [f"kernel splat during {run.id}, between cases: {s.kind}: {s.title} "
-                 f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}" for s in uncharged]
+    problems += [
+        f"kernel splat during {run.id}, between cases: {s.kind}: {s.title} "
+        f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
+        for s in uncharged
+    ]
     if run.lockdep_lost:
         problems.append(f"lockdep turned itself off during {run.id}: what ran after it was not lock-checked")
     listed = session.listed(topology_case.program)
@@ -122,8 +154,9 @@ def test_selftest(request, testbed_pool, testbed_topology, topology_case: Selfte
     elif run.report is not None:  # a program pytest could not list: its cases are judged here
         for case in run.report.cases:
             if case.status in (Status.FAIL, Status.ERROR):
-                known = session.known_failure(f"{run.program.id}:{case.name}", kind, vm.kernel_release(),
-                                              "\n".join(case.log))
+                known = session.known_failure(
+                    f"{run.program.id}:{case.name}", kind, vm.kernel_release(), "\n".join(case.log)
+                )
                 if known is None:
                     problems.append(f"{case.name} failed\n{case_text(case)}")
             session.count(testbed_topology, suite, case.status in (Status.PASS, Status.FAIL))
@@ -141,8 +174,9 @@ def test_selftest(request, testbed_pool, testbed_topology, topology_case: Selfte
             session.note(request.node.nodeid, "known", f"{known.where}: {known.why}")
             pytest.xfail(f"known failure of the base tree ({known.where})")
         if run.exit_status != 0:
-            pytest.fail(f"{run.id} exited {run.exit_status} without reporting any case ({where})\n{text[-3000:]}",
-                        pytrace=False)
+            pytest.fail(
+                f"{run.id} exited {run.exit_status} without reporting any case ({where})\n{text[-3000:]}", pytrace=False
+            )
 
 
 @pytest.mark.kunit
@@ -156,10 +190,21 @@ def test_kunit(request, testbed_pool, testbed_topology, topology_case: KunitCase
         assert run.report is not None, f"the kernel ran no KUnit suite at boot ({where})"
         stray = [s for s, c, k in run.splats if c is None and k is None]
         assert not stray, "kernel splat during the KUnit run, outside any case:\n" + "\n".join(
-            f"{s.kind}: {s.title} ({where}:{s.first_line})\n{s.excerpt}" for s in stray)
+            f"{s.kind}: {s.title} ({where}:{s.first_line})\n{s.excerpt}" for s in stray
+        )
         return
-    judge_case(request, session, testbed_topology, vm, "kunit", run.cases.get(topology_case.case),
-               topology_case.test, None, run.new_splats(topology_case.case), where)
+    judge_case(
+        request,
+        session,
+        testbed_topology,
+        vm,
+        "kunit",
+        run.cases.get(topology_case.case),
+        topology_case.test,
+        None,
+        run.new_splats(topology_case.case),
+        where,
+    )
 
 
 def _by_hand_cases(topo, config):  # noqa: ANN001, ANN202
@@ -168,8 +213,9 @@ def _by_hand_cases(topo, config):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.topology(*SHIPPED, cases=_by_hand_cases)
-def test_relay_matches_a_run_by_hand(testbed_pool, testbed_topology, topology_case, kselftest_session,
-                                     testbed_results, known_splats):
+def test_relay_matches_a_run_by_hand(
+    testbed_pool, testbed_topology, topology_case, kselftest_session, testbed_results, known_splats
+):
     """The harness's path (relay, KTAP parser) reports what the program says when run by hand over SSH."""
     session = kselftest_session
     program = topology_case

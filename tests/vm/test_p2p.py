@@ -17,8 +17,16 @@ from .p2p_support import REFUSED_TEXT, fresh_seed, transfer
 
 pytestmark = pytest.mark.p2p
 
-NVME_TOPOLOGIES = ("single-switch", "root-ports", "pxb", "acs", "amd-zen", "two-switch-iommu",
-                   "two-switch-iommu-pt", "virtio-iommu")
+NVME_TOPOLOGIES = (
+    "single-switch",
+    "root-ports",
+    "pxb",
+    "acs",
+    "amd-zen",
+    "two-switch-iommu",
+    "two-switch-iommu-pt",
+    "virtio-iommu",
+)
 KiB, MiB = 1 << 10, 1 << 20
 
 
@@ -31,20 +39,31 @@ def _nvme_pairs(vm):
             yield v
 
 
-@pytest.mark.topology("two-switch", "single-switch", "amd-zen", "two-switch-iommu", "acs",
-                      "p2pdma-thru-iommu", matrix=NVME_TOPOLOGIES)
+@pytest.mark.topology(
+    "two-switch", "single-switch", "amd-zen", "two-switch-iommu", "acs", "p2pdma-thru-iommu", matrix=NVME_TOPOLOGIES
+)
 def test_every_pair_matches_the_oracle(vm, verdict_table):
     """Both directions of every pair; a wrong declared expectation or oracle fails loudly."""
     wrong = []
     for v in _nvme_pairs(vm):
         expected = expected_outcome(vm.topology, v)
         for direction in ("to_p2pmem", "from_p2pmem"):
-            t = transfer(vm, v.provider, v.client, direction, size=64 * KiB, offset=128 * KiB, depth=2,
-                         expect_fault=expected is Outcome.DMA_FAULT)
+            t = transfer(
+                vm,
+                v.provider,
+                v.client,
+                direction,
+                size=64 * KiB,
+                offset=128 * KiB,
+                depth=2,
+                expect_fault=expected is Outcome.DMA_FAULT,
+            )
             verdict_table.add(vm.topology.name, v, expected, t)
             if t.outcome is not expected:
-                wrong.append(f"{v.provider} -> {v.client} {direction}: expected {expected.value} "
-                             f"({v.map_type.value}: {v.reason}), observed {t.describe()}")
+                wrong.append(
+                    f"{v.provider} -> {v.client} {direction}: expected {expected.value} "
+                    f"({v.map_type.value}: {v.reason}), observed {t.describe()}"
+                )
             if t.outcome is Outcome.EINVAL and not t.refused_lines and not _already_refused(vm, v):
                 wrong.append(f"{v.provider} -> {v.client}: -EINVAL without '{REFUSED_TEXT}' in dmesg")
     assert not wrong, "\n".join(wrong)
@@ -112,8 +131,11 @@ def test_unmap_returns_p2pmem(vm):
 @pytest.mark.topology("two-switch")
 def test_thousand_map_use_unmap_cycles(vm):
     """>= 1000 map / peer DMA / check / unmap cycles: every cycle's bytes right, nothing leaked."""
-    result = vm.agent("p2pmem", "cycles", {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"),
-                                           "count": 1000, "size": 4 * KiB, "seed": fresh_seed()},
-                      timeout=600)
+    result = vm.agent(
+        "p2pmem",
+        "cycles",
+        {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"), "count": 1000, "size": 4 * KiB, "seed": fresh_seed()},
+        timeout=600,
+    )
     assert result["ok"], result["failures"]
     assert result["available_after"] == result["baseline"], "p2pmem leaked across the cycles"

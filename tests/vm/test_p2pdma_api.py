@@ -47,8 +47,14 @@ PCI_COMMAND_MEMORY = 0x2
 MiB = 1 << 20
 DMA_SIZE = 3000  # below edu's 4096-byte limit, crossing no page of interest
 DMA_OFFSET = 0x2345  # into the ivshmem BAR: not page aligned, not at the start
-IMPORT_TOPOLOGIES = ("p2pdma-switch", "p2pdma-switch-iommu", "p2pdma-thru-iommu",
-                     "p2pdma-thru-virtio-iommu", "p2pdma-host-bridges", "vfio-dmabuf")
+IMPORT_TOPOLOGIES = (
+    "p2pdma-switch",
+    "p2pdma-switch-iommu",
+    "p2pdma-thru-iommu",
+    "p2pdma-thru-virtio-iommu",
+    "p2pdma-host-bridges",
+    "vfio-dmabuf",
+)
 
 
 # -- what the kernel said ------------------------------------------------------------------------
@@ -68,14 +74,14 @@ def branch_cases(topo: Topology) -> list[tuple[str, tuple[str, str]]]:
     if topo.iommu.type is IommuType.NONE:
         return []
     eps = _plugged(topo)
-    return [(f"branch-{p.id}-{c.id}", (p.id, c.id)) for p in eps if p.kind in EXPORTABLE
-            for c in eps if c.id != p.id]
+    return [(f"branch-{p.id}-{c.id}", (p.id, c.id)) for p in eps if p.kind in EXPORTABLE for c in eps if c.id != p.id]
 
 
 def census_cases(topo: Topology) -> list[tuple[str, tuple[str, str, str]]]:
     """One case per pair and question, so JUnit names say which part failed."""
-    return ([(name, ("map", *pair)) for name, pair in map_cases(topo)]
-            + [(name, ("branch", *pair)) for name, pair in branch_cases(topo)])
+    return [(name, ("map", *pair)) for name, pair in map_cases(topo)] + [
+        (name, ("branch", *pair)) for name, pair in branch_cases(topo)
+    ]
 
 
 def oracle(vm, provider: str, client: str) -> Verdict:
@@ -154,13 +160,22 @@ def test_census(vm, topology_case, probe_runs, census_table):
     kernel = diag(case, "census")
     verdict = oracle(vm, provider, client)
     distance = verdict.distance if verdict.p2p_allowed else -1  # distance_many: -1 when refused
-    census_table.add(CensusRow(vm.topology.name, "map", provider, client,
-                               f"{kernel.get('map_type')} {kernel.get('distance')}",
-                               f"{verdict.map_type.value} {distance}", verdict.reason))
+    census_table.add(
+        CensusRow(
+            vm.topology.name,
+            "map",
+            provider,
+            client,
+            f"{kernel.get('map_type')} {kernel.get('distance')}",
+            f"{verdict.map_type.value} {distance}",
+            verdict.reason,
+        )
+    )
     assert case.status is Status.PASS, f"the probe's own check failed\n{case_log(case)}"
     assert (kernel.get("map_type"), int(kernel.get("distance", "-99"))) == (verdict.map_type.value, distance), (
         f"{provider} -> {client}: kernel says {kernel.get('map_type')} distance {kernel.get('distance')}, "
-        f"testbed explain says {verdict.map_type.value} distance {distance}: {verdict.reason}\n{case_log(case)}")
+        f"testbed explain says {verdict.map_type.value} distance {distance}: {verdict.reason}\n{case_log(case)}"
+    )
 
 
 # -- branch (part of the census) ----------------------------------------------------------------------------------------
@@ -169,22 +184,37 @@ def test_census(vm, topology_case, probe_runs, census_table):
 def check_branch(vm, provider: str, client: str, probe_runs: dict, census_table) -> None:
     bar = EXPORTABLE[vm.topology.endpoint(provider).kind]
     clients = [vm.bdf(c) for p, c in (case for _, case in branch_cases(vm.topology)) if p == provider]
-    out, reports = _run_once(probe_runs, ("branch", provider), vm, lambda: vm.agent(
-        "probe", "branch", {"provider": vm.bdf(provider), "bar": bar, "clients": clients}, timeout=120))
+    out, reports = _run_once(
+        probe_runs,
+        ("branch", provider),
+        vm,
+        lambda: vm.agent(
+            "probe", "branch", {"provider": vm.bdf(provider), "bar": bar, "clients": clients}, timeout=120
+        ),
+    )
     result = out["results"].get(vm.bdf(client), {})
     name = f"branch_{vm.bdf(provider)}_{vm.bdf(client)}"
     case = find_case(reports, name)
     assert case is not None, f"the probe reported no case {name}: {result}; its KTAP: {vm.plan.run_dir}"
     verdict = oracle(vm, provider, client)
     want = expected_branch(vm.topology, verdict)
-    census_table.add(CensusRow(vm.topology.name, "branch", provider, client,
-                               f"{result.get('map_type')}/{result.get('branch')}",
-                               f"{verdict.map_type.value}/{want}", verdict.reason))
+    census_table.add(
+        CensusRow(
+            vm.topology.name,
+            "branch",
+            provider,
+            client,
+            f"{result.get('map_type')}/{result.get('branch')}",
+            f"{verdict.map_type.value}/{want}",
+            verdict.reason,
+        )
+    )
     assert case.status is Status.PASS, f"the probe found the mapping inconsistent: {result}\n{case_log(case)}"
     assert result["attach_error"] == 0, f"a peer2peer, revocable importer was refused: {result}"
     assert (result["map_type"], result["branch"]) == (verdict.map_type.value, want), (
         f"{provider} -> {client}: map_dma_buf took {result['map_type']}/{result['branch']}, expected "
-        f"{verdict.map_type.value}/{want}: {verdict.reason}\n{case_log(case)}")
+        f"{verdict.map_type.value}/{want}: {verdict.reason}\n{case_log(case)}"
+    )
     if want == "none":
         assert result["map_error"] == -errno.EINVAL, result
     else:
@@ -205,8 +235,16 @@ class Importer:
         assert bound["ok"], bound
         self.guest = Guest(vm, exporter="shm0", dma=None, req=req, close_on_req=close_on_req)
         self.buf = self.guest.ok("export", ranges=[[0, MiB]])["buf"]
-        self.imp = self.guest.ok("probe_import", buf=self.buf, client=self.edu, provider=self.shm,
-                                 bar=2, offset=0, name="import_shm0_edu0", hold=True)
+        self.imp = self.guest.ok(
+            "probe_import",
+            buf=self.buf,
+            client=self.edu,
+            provider=self.shm,
+            bar=2,
+            offset=0,
+            name="import_shm0_edu0",
+            hold=True,
+        )
 
     def dma(self, addr: int, name: str, faults: bool = False) -> tuple[bytes, bytes, bytes]:
         """A fresh pattern from edu to addr: (pattern, BAR before, BAR after), read on the host."""
@@ -232,9 +270,10 @@ class Importer:
 
 
 def assert_lands(before: bytes, after: bytes, want: bytes, offset: int) -> None:
-    assert after[offset:offset + len(want)] == want, f"the pattern is not in the BAR at {offset:#x} (host file)"
-    assert after[:offset] + after[offset + len(want):] == before[:offset] + before[offset + len(want):], \
+    assert after[offset : offset + len(want)] == want, f"the pattern is not in the BAR at {offset:#x} (host file)"
+    assert after[:offset] + after[offset + len(want) :] == before[:offset] + before[offset + len(want) :], (
         "bytes outside the DMA's range changed"
+    )
 
 
 @pytest.mark.topology("p2pdma-thru-iommu", matrix=IMPORT_TOPOLOGIES)
@@ -255,8 +294,7 @@ def test_import_dma(vm, kernel_messages):
             assert got["map_error"] == -errno.EINVAL and not got["id"], got
             return
         assert got["dma_len"] == MiB, got
-        want_bytes, before, after = imp.dma(got["dma_addr"] + DMA_OFFSET, "import_dma",
-                                            faults=bool(verdict.divergence))
+        want_bytes, before, after = imp.dma(got["dma_addr"] + DMA_OFFSET, "import_dma", faults=bool(verdict.divergence))
         if verdict.divergence:
             assert after == before, f"declared divergence: the DMA to bus address {got['dma_addr']:#x} should fault"
         else:
@@ -322,8 +360,10 @@ def test_revoke_by_unplug(fresh_vm, kernel_messages):
     device is deleted (event order recorded in the kernel), the DMA loop ends cleanly."""
     vm = fresh_vm
     port = vm.layout[vm.layout["shm0"].upstream].bdf
-    kernel_messages.expect(r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user",
-                           "vfio_pci_core_request() with a REQ eventfd registered")
+    kernel_messages.expect(
+        r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user",
+        "vfio_pci_core_request() with a REQ eventfd registered",
+    )
     kernel_messages.expect(FAULT_RE.pattern, "edu writes the IOVA of the unplugged BAR")
     imp = Importer(vm, req=True, close_on_req=True)
     try:
@@ -333,8 +373,9 @@ def test_revoke_by_unplug(fresh_vm, kernel_messages):
         # (hw/pci/msix.c:218 assertion) during the eject with the loop running.
         loop = None
         if vm.topology.hotplug is HotplugMode.NATIVE:
-            loop = start_background(vm, "dmaloop", "probe", "dmaloop",
-                                    {"client": imp.edu, "addr": imp.imp["dma_addr"] + DMA_OFFSET})
+            loop = start_background(
+                vm, "dmaloop", "probe", "dmaloop", {"client": imp.edu, "addr": imp.imp["dma_addr"] + DMA_OFFSET}
+            )
             loop.wait_started("looping", timeout=60)
         hotplug.unplug(vm.machine, "shm0", vm.bdf("shm0"), port)
         if loop is not None:
@@ -348,7 +389,8 @@ def test_revoke_by_unplug(fresh_vm, kernel_messages):
         order = [st["unbind_seq"], st["invalidate_seq"], st["unbound_seq"], st["removed_seq"]]
         assert all(order) and order == sorted(order), (
             f"events (unbind, invalidate_mappings, unbound, deleted) = {order}: invalidate_mappings "
-            f"must come while the exporter's driver unbinds, before the device goes ({st})")
+            f"must come while the exporter's driver unbinds, before the device goes ({st})"
+        )
         _revoked(imp)
     finally:
         imp.close()
@@ -374,22 +416,27 @@ def test_rfc_cpu_mapping(vm):
     kernel's Module.symvers decides; without it the VFIO exporter must refuse a CPU mmap."""
     exports = rfc_exports(vm)
     if exports:
-        pytest.fail(f"this kernel exports {', '.join(exports)}: the probe has no case for it yet "
-                    "(add one in testbed/probe/kmod before trusting a pass here)")
+        pytest.fail(
+            f"this kernel exports {', '.join(exports)}: the probe has no case for it yet "
+            "(add one in testbed/probe/kmod before trusting a pass here)"
+        )
     with Guest(vm, exporter="shm0", dma=None) as g:
         buf = g.ok("export", ranges=[[0, MiB]])["buf"]
         r = g.ok("mmap_buf", buf=buf, length=MiB)
     vm.agent("probe", "bind", {"bdf": vm.bdf("shm0"), "driver": None})  # leave the VM as found
     assert not r["mapped"] and r["errno"] == errno.EINVAL, f"a CPU mmap of the VFIO dma-buf: {r}"
-    pytest.skip("no dma_buf_get_pfn-style API in this kernel (Module.symvers); checked instead that "
-                "the VFIO exporter refuses a CPU mmap of its dma-buf (-EINVAL)")
+    pytest.skip(
+        "no dma_buf_get_pfn-style API in this kernel (Module.symvers); checked instead that "
+        "the VFIO exporter refuses a CPU mmap of its dma-buf (-EINVAL)"
+    )
 
 
 # -- the two-step DMA API ------------------------------------------------------------------------------
 
 
-@pytest.mark.topology("p2pdma-thru-iommu", "p2pdma-no-iommu",
-                      matrix=("p2pdma-thru-virtio-iommu", "p2pdma-switch", "p2pdma-host-bridges"))
+@pytest.mark.topology(
+    "p2pdma-thru-iommu", "p2pdma-no-iommu", matrix=("p2pdma-thru-virtio-iommu", "p2pdma-switch", "p2pdma-host-bridges")
+)
 def test_iova_api(vm, kernel_messages):
     """dma_iova_try_alloc/link/sync/unlink/destroy on edu against the ivshmem BAR: every KTAP case
     passes, the peer DMA through the IOVA lands on the host, the one after unlink does not.
@@ -407,9 +454,20 @@ def test_iova_api(vm, kernel_messages):
     if iommu:
         fault_window(vm)  # the DMA after unlink faults inside the ioctl
     try:
-        out = vm.agent("probe", "iova", {"client": edu, "provider": shm, "bar": 2, "offset": offset,
-                                         "pattern": linked.hex(), "after_unlink": unlinked.hex(),
-                                         "repeats": 3000}, timeout=300)
+        out = vm.agent(
+            "probe",
+            "iova",
+            {
+                "client": edu,
+                "provider": shm,
+                "bar": 2,
+                "offset": offset,
+                "pattern": linked.hex(),
+                "after_unlink": unlinked.hex(),
+                "repeats": 3000,
+            },
+            timeout=300,
+        )
     finally:
         vm.agent("probe", "bind", {"bdf": edu, "driver": None})
     reports = parse_ktap(out["ktap"])

@@ -28,8 +28,15 @@ def _prepare(topo, tmp: Path) -> Runtime:
     make_backing_files(backing_files(topo, backing))
     disk = tmp / "disk.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
-    return Runtime(accel="tcg", kernel=None, disk=disk, qmp_socket=tmp / "qmp.sock",
-                   console_log=tmp / "console.log", backing_dir=backing, paused=True)
+    return Runtime(
+        accel="tcg",
+        kernel=None,
+        disk=disk,
+        qmp_socket=tmp / "qmp.sock",
+        console_log=tmp / "console.log",
+        backing_dir=backing,
+        paused=True,
+    )
 
 
 def _bridges_numbered(result: list[dict]) -> bool:
@@ -42,6 +49,7 @@ def _bridges_numbered(result: list[dict]) -> bool:
                 if not walk(bridge.get("devices", [])):
                     return False
         return True
+
     return all(walk(bus["devices"]) for bus in result)
 
 

@@ -42,8 +42,9 @@ class Guest:
 
     _count = 0
 
-    def __init__(self, vm, exporter: str = "shm0", dma: str | None = "edu0", req: bool = False,
-                 close_on_req: bool = False):
+    def __init__(
+        self, vm, exporter: str = "shm0", dma: str | None = "edu0", req: bool = False, close_on_req: bool = False
+    ):
         Guest._count += 1
         self.vm = vm
         self.name = f"vfio{Guest._count}"
@@ -53,8 +54,9 @@ class Guest:
         self.bg = start_background(vm, self.name, "vfio", "serve", {"dir": self.dir, "idle": 600})
         self.bg.wait_started("serving", timeout=60)
         # without dma the session only exports (the kernel-side probe imports, test_p2pdma_api)
-        self.opened = self.call("open", exporter=vm.bdf(exporter), dma=vm.bdf(dma) if dma else None,
-                                req=req, close_on_req=close_on_req)
+        self.opened = self.call(
+            "open", exporter=vm.bdf(exporter), dma=vm.bdf(dma) if dma else None, req=req, close_on_req=close_on_req
+        )
         assert self.opened["ok"], self.opened
 
     def call(self, op: str, timeout: float = 30.0, **args) -> dict:
@@ -62,13 +64,17 @@ class Guest:
         cmd, res = f"{self.dir}/cmd.{self.seq}", f"{self.dir}/res.{self.seq}.json"
         body = json.dumps({"op": op, **args})
         polls = int(timeout / 0.05)
-        script = (f"printf %s {shlex.quote(body)} > {cmd}.tmp && mv {cmd}.tmp {cmd}.json && "
-                  f"i=0; while [ ! -e {res} ] && [ $i -lt {polls} ]; do sleep 0.05; i=$((i+1)); done; "
-                  f"cat {res} 2>/dev/null")
+        script = (
+            f"printf %s {shlex.quote(body)} > {cmd}.tmp && mv {cmd}.tmp {cmd}.json && "
+            f"i=0; while [ ! -e {res} ] && [ $i -lt {polls} ]; do sleep 0.05; i=$((i+1)); done; "
+            f"cat {res} 2>/dev/null"
+        )
         out = self.vm.run(script, timeout=timeout + 30).stdout.strip()
         if not out:
-            raise GuestError(f"vfio session {self.name}: no answer to {op} {args} within {timeout:.0f}s; "
-                             f"helper output: {self.bg.lines()}")
+            raise GuestError(
+                f"vfio session {self.name}: no answer to {op} {args} within {timeout:.0f}s; "
+                f"helper output: {self.bg.lines()}"
+            )
         return json.loads(out)
 
     def ok(self, op: str, **args) -> dict:
@@ -101,8 +107,10 @@ def bar_bytes(vm) -> bytes:
 
 def fault_re(vm, iova: int) -> str:
     """The intel-iommu line for an edu write to `iova` (drivers/iommu/intel/dmar.c)."""
-    return (rf"DMAR: \[DMA Write NO_PASID\] Request device \[{re.escape('0000:' + vm.bdf('edu0')[5:])}\] "
-            rf"fault addr {iova:#x}")
+    return (
+        rf"DMAR: \[DMA Write NO_PASID\] Request device \[{re.escape('0000:' + vm.bdf('edu0')[5:])}\] "
+        rf"fault addr {iova:#x}"
+    )
 
 
 def dma_lands(vm, g: Guest, iova: int, bar_offset: int, size: int) -> None:
@@ -112,11 +120,12 @@ def dma_lands(vm, g: Guest, iova: int, bar_offset: int, size: int) -> None:
     g.ok("dma", iova=iova, size=size, seed=seed)
     after = bar_bytes(vm)
     want = pattern(seed, size)
-    got = after[bar_offset:bar_offset + size]
+    got = after[bar_offset : bar_offset + size]
     assert got == want, f"{size} B to iova {iova:#x}: BAR bytes at {bar_offset:#x} are not the pattern"
-    outside = before[:bar_offset] + before[bar_offset + size:]
-    assert after[:bar_offset] + after[bar_offset + size:] == outside, \
+    outside = before[:bar_offset] + before[bar_offset + size :]
+    assert after[:bar_offset] + after[bar_offset + size :] == outside, (
         f"bytes outside [{bar_offset:#x}, +{size}) changed"
+    )
 
 
 def dma_blocked(vm, g: Guest, iova: int, size: int = 256) -> None:
@@ -188,31 +197,69 @@ def test_two_dma_bufs_mapped_at_once(vm, guest):
 U64_PAGE_BELOW_MAX = (1 << 64) - 4 * KiB
 # (export arguments, errno, the check in drivers/vfio/pci/vfio_pci_dmabuf.c that returns it, name)
 EXPORT_ERRORS = [
-    ({"ranges": [[2 * KiB, 4 * KiB]]}, errno.EINVAL,
-     "validate_dmabuf_input: !PAGE_ALIGNED(offset)", "unaligned-offset"),
-    ({"ranges": [[0, 6 * KiB]]}, errno.EINVAL,
-     "validate_dmabuf_input: !PAGE_ALIGNED(len)", "unaligned-length"),
+    (
+        {"ranges": [[2 * KiB, 4 * KiB]]},
+        errno.EINVAL,
+        "validate_dmabuf_input: !PAGE_ALIGNED(offset)",
+        "unaligned-offset",
+    ),
+    ({"ranges": [[0, 6 * KiB]]}, errno.EINVAL, "validate_dmabuf_input: !PAGE_ALIGNED(len)", "unaligned-length"),
     ({"ranges": [[0, 0]]}, errno.EINVAL, "validate_dmabuf_input: !len", "zero-length"),
-    ({"ranges": [[BAR_SIZE - 4 * KiB, 8 * KiB]]}, errno.EINVAL,
-     "vfio_pci_core_fill_phys_vec: end > max_addr", "past-the-bar"),
-    ({"ranges": [[BAR_SIZE, 4 * KiB]]}, errno.EINVAL,
-     "vfio_pci_core_fill_phys_vec: end > max_addr", "starts-at-bar-end"),
-    ({"ranges": [[U64_PAGE_BELOW_MAX, 4 * KiB]]}, errno.EOVERFLOW,
-     "vfio_pci_core_fill_phys_vec: check_add_overflow(start, offset)", "offset-overflows"),
-    ({"ranges": [[0, 4 * KiB]], "flags": 1}, errno.EINVAL,
-     "vfio_pci_core_feature_dma_buf: get_dma_buf.flags", "nonzero-flags"),
-    ({"ranges": [], "nr_ranges": 0}, errno.EINVAL,
-     "vfio_pci_core_feature_dma_buf: !get_dma_buf.nr_ranges", "zero-ranges"),
-    ({"ranges": [[0, 4 * KiB]], "region": 1}, errno.ENODEV,
-     "ivshmem-plain has no BAR1: barmap[1] is ERR_PTR(-ENODEV)", "region-without-bar"),
-    ({"ranges": [[0, 4 * KiB]], "region": 0}, errno.EINVAL,
-     "BAR0 is 256 B: fill_phys_vec end > max_addr", "bar-smaller-than-page"),
-    ({"ranges": [[0, 4 * KiB]], "region": 6}, errno.ENODEV,
-     "region_index >= VFIO_PCI_ROM_REGION_INDEX", "rom-region"),
-    ({"ranges": [[0, 4 * KiB]], "region": 7}, errno.ENODEV,
-     "region_index >= VFIO_PCI_ROM_REGION_INDEX", "config-region"),
-    ({"ranges": [[0, 4 * KiB]], "feature_flags": (1 << 17) | 11}, errno.EINVAL,
-     "vfio_check_feature: SET is not supported", "feature-set"),
+    (
+        {"ranges": [[BAR_SIZE - 4 * KiB, 8 * KiB]]},
+        errno.EINVAL,
+        "vfio_pci_core_fill_phys_vec: end > max_addr",
+        "past-the-bar",
+    ),
+    (
+        {"ranges": [[BAR_SIZE, 4 * KiB]]},
+        errno.EINVAL,
+        "vfio_pci_core_fill_phys_vec: end > max_addr",
+        "starts-at-bar-end",
+    ),
+    (
+        {"ranges": [[U64_PAGE_BELOW_MAX, 4 * KiB]]},
+        errno.EOVERFLOW,
+        "vfio_pci_core_fill_phys_vec: check_add_overflow(start, offset)",
+        "offset-overflows",
+    ),
+    (
+        {"ranges": [[0, 4 * KiB]], "flags": 1},
+        errno.EINVAL,
+        "vfio_pci_core_feature_dma_buf: get_dma_buf.flags",
+        "nonzero-flags",
+    ),
+    (
+        {"ranges": [], "nr_ranges": 0},
+        errno.EINVAL,
+        "vfio_pci_core_feature_dma_buf: !get_dma_buf.nr_ranges",
+        "zero-ranges",
+    ),
+    (
+        {"ranges": [[0, 4 * KiB]], "region": 1},
+        errno.ENODEV,
+        "ivshmem-plain has no BAR1: barmap[1] is ERR_PTR(-ENODEV)",
+        "region-without-bar",
+    ),
+    (
+        {"ranges": [[0, 4 * KiB]], "region": 0},
+        errno.EINVAL,
+        "BAR0 is 256 B: fill_phys_vec end > max_addr",
+        "bar-smaller-than-page",
+    ),
+    ({"ranges": [[0, 4 * KiB]], "region": 6}, errno.ENODEV, "region_index >= VFIO_PCI_ROM_REGION_INDEX", "rom-region"),
+    (
+        {"ranges": [[0, 4 * KiB]], "region": 7},
+        errno.ENODEV,
+        "region_index >= VFIO_PCI_ROM_REGION_INDEX",
+        "config-region",
+    ),
+    (
+        {"ranges": [[0, 4 * KiB]], "feature_flags": (1 << 17) | 11},
+        errno.EINVAL,
+        "vfio_check_feature: SET is not supported",
+        "feature-set",
+    ),
 ]
 
 
@@ -235,8 +282,7 @@ def test_export_probe_and_multi_range(guest):
     two = guest.ok("export", ranges=[[0, 4 * KiB], [16 * KiB, 4 * KiB]])
     assert two["size"] == 8 * KiB
     r = guest.call("map_file", buf=two["buf"], iova=PEER_IOVA, length=8 * KiB)
-    assert r.get("errno") == errno.EOPNOTSUPP, \
-        f"vfio_pci_dma_buf_iommufd_map: nr_ranges != 1 gives EOPNOTSUPP, got {r}"
+    assert r.get("errno") == errno.EOPNOTSUPP, f"vfio_pci_dma_buf_iommufd_map: nr_ranges != 1 gives EOPNOTSUPP, got {r}"
 
 
 # -- revoke ---------------------------------------------------------------------------------------
@@ -326,8 +372,10 @@ def _require_native_pciehp(vm, port: str) -> None:
     if re.search(rf"pcieport {re.escape(port)}: pciehp: Slot #\d+ AttnBtn", dmesg):
         return
     osc = [line.strip() for line in dmesg.splitlines() if "_OSC" in line]
-    pytest.fail(f"pciehp is not bound to {port}, so native device_del cannot complete (a kernel "
-                f"without CONFIG_PCI_MMCONFIG gets no _OSC hotplug control); dmesg: {osc}")
+    pytest.fail(
+        f"pciehp is not bound to {port}, so native device_del cannot complete (a kernel "
+        f"without CONFIG_PCI_MMCONFIG gets no _OSC hotplug control); dmesg: {osc}"
+    )
 
 
 def _closed_on_request_and_revoked(vm, g: Guest, buf, before: bytes) -> None:  # noqa: ANN001
@@ -350,8 +398,10 @@ def test_unplug_exporter_while_imported(fresh_vm, kernel_messages):
     vm = fresh_vm
     port = vm.layout[vm.layout["shm0"].upstream].bdf
     _require_native_pciehp(vm, port)
-    kernel_messages.expect(r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user \(#0\)",
-                           "vfio_pci_core_request() with a REQ eventfd registered")
+    kernel_messages.expect(
+        r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user \(#0\)",
+        "vfio_pci_core_request() with a REQ eventfd registered",
+    )
     kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the IOVA of the unplugged BAR")
     with Guest(vm, req=True, close_on_req=True) as g:
         buf = _mapped(vm, g)
@@ -369,8 +419,10 @@ def test_guest_remove_of_exporter_while_imported(fresh_vm, kernel_messages):
     eventfd, closes the device fd; that revokes the dma-buf and edu's next DMA faults."""
     vm = fresh_vm
     bdf = vm.bdf("shm0")
-    kernel_messages.expect(r"vfio-pci " + re.escape(bdf) + r": Relaying device request to user \(#0\)",
-                           "vfio_pci_core_request() with a REQ eventfd registered")
+    kernel_messages.expect(
+        r"vfio-pci " + re.escape(bdf) + r": Relaying device request to user \(#0\)",
+        "vfio_pci_core_request() with a REQ eventfd registered",
+    )
     kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the IOVA of the removed BAR")
     with Guest(vm, req=True, close_on_req=True) as g:
         buf = _mapped(vm, g)

@@ -25,11 +25,26 @@ REPO = Path(__file__).resolve().parents[2]
 def bare_argv(qemu: str, rt: Runtime) -> list[str]:
     """The infrastructure part of a real launch, without a kernel or disks."""
     return [
-        qemu, "-M", "q35", "-accel", "tcg", "-m", "64", "-S", "-display", "none", "-nodefaults",
-        "-no-reboot", "-serial", f"file:{rt.console_log}",
-        "-qmp", f"unix:{rt.qmp_socket},server=on,wait=off",
-        "-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
-        "-device", "virtio-net-pci,netdev=net0",
+        qemu,
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        "64",
+        "-S",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        f"file:{rt.console_log}",
+        "-qmp",
+        f"unix:{rt.qmp_socket},server=on,wait=off",
+        "-netdev",
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
+        "-device",
+        "virtio-net-pci,netdev=net0",
     ]
 
 
@@ -37,16 +52,21 @@ def bare_argv(qemu: str, rt: Runtime) -> list[str]:
 def env(tmp_path, monkeypatch, require_qemu):
     # short socket paths (107-byte limit) and a private registry
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    rt = Runtime(accel="tcg", kernel=tmp_path / "none", disk=tmp_path / "none",
-                 qmp_socket=tmp_path / "q.sock", console_log=tmp_path / "run" / "console.log",
-                 backing_dir=tmp_path / "backing", paused=True)
+    rt = Runtime(
+        accel="tcg",
+        kernel=tmp_path / "none",
+        disk=tmp_path / "none",
+        qmp_socket=tmp_path / "q.sock",
+        console_log=tmp_path / "run" / "console.log",
+        backing_dir=tmp_path / "backing",
+        paused=True,
+    )
     return require_qemu, rt
 
 
 def make(env, name="t") -> Machine:
     qemu, rt = env
-    return Machine(bare_argv(qemu, rt), rt, Path("/nonexistent-key"),
-                   Timeouts.for_accel("tcg"), name)
+    return Machine(bare_argv(qemu, rt), rt, Path("/nonexistent-key"), Timeouts.for_accel("tcg"), name)
 
 
 def test_own_process_group_qmp_and_clean_quit(env):
@@ -73,8 +93,9 @@ def test_port_zero_forward_is_read_back_and_listening(env):
 
 def test_parallel_vms_get_distinct_ports(env, tmp_path):
     qemu, rt = env
-    rt2 = Runtime(**{**rt.__dict__, "qmp_socket": tmp_path / "q2.sock",
-                     "console_log": tmp_path / "run2" / "console.log"})
+    rt2 = Runtime(
+        **{**rt.__dict__, "qmp_socket": tmp_path / "q2.sock", "console_log": tmp_path / "run2" / "console.log"}
+    )
     with make(env, "a") as a, make((qemu, rt2), "b") as b:
         assert a.ssh_port != b.ssh_port
 

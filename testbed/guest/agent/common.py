@@ -18,8 +18,12 @@ def emit(obj) -> None:
 
 
 def error_of(exc: OSError) -> dict:
-    return {"ok": False, "errno": exc.errno, "error": errno.errorcode.get(exc.errno, str(exc.errno)),
-            "message": exc.strerror}
+    return {
+        "ok": False,
+        "errno": exc.errno,
+        "error": errno.errorcode.get(exc.errno, str(exc.errno)),
+        "message": exc.strerror,
+    }
 
 
 def driver(bdf: str):
@@ -50,8 +54,12 @@ def bind_driver(bdf: str, name, timeout: float = BIND_TIMEOUT_S) -> dict:
     deadline = time.monotonic() + timeout
     while not _bound(bdf, name):
         if time.monotonic() > deadline:
-            return {"ok": False, "before": before, "driver": driver(bdf),
-                    "error": f"{bdf} not bound to {name} after {timeout}s"}
+            return {
+                "ok": False,
+                "before": before,
+                "driver": driver(bdf),
+                "error": f"{bdf} not bound to {name} after {timeout}s",
+            }
         time.sleep(0.02)
     return {"ok": True, "before": before, "driver": name}
 

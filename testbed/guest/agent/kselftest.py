@@ -58,8 +58,13 @@ def run(args: dict) -> dict:
     timed_out = False
     relay(f"# testbed: exec {' '.join(args['argv'])}")
     with open(args["out"], "w") as out:
-        proc = subprocess.Popen(args["argv"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                cwd=args.get("cwd") or None, start_new_session=True)
+        proc = subprocess.Popen(
+            args["argv"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=args.get("cwd") or None,
+            start_new_session=True,
+        )
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         pending = b""
@@ -85,8 +90,7 @@ def run(args: dict) -> dict:
             out.write(pending.decode(errors="replace") + "\n")
         status = proc.wait()
     relay(f"# testbed: exit {status}{' (timed out)' if timed_out else ''}")
-    return {"ok": True, "status": status, "timed_out": timed_out,
-            "seconds": round(time.monotonic() - start, 2)}
+    return {"ok": True, "status": status, "timed_out": timed_out, "seconds": round(time.monotonic() - start, 2)}
 
 
 COMMANDS = {"prepare": prepare, "run": run}

@@ -30,9 +30,11 @@ PAGE = 4096
 
 def state(bdf: str) -> dict:
     base = os.path.join(SYS_PCI, bdf, "p2pmem")
-    return {"size": int(read(os.path.join(base, "size"), "0")),
-            "available": int(read(os.path.join(base, "available"), "0")),
-            "published": read(os.path.join(base, "published")) == "1"}
+    return {
+        "size": int(read(os.path.join(base, "size"), "0")),
+        "available": int(read(os.path.join(base, "available"), "0")),
+        "published": read(os.path.join(base, "published")) == "1",
+    }
 
 
 def map_p2pmem(bdf: str, size: int) -> mmap.mmap:
@@ -178,8 +180,12 @@ def cycles(args: dict) -> dict:
     finally:
         os.close(fd)
         ram.close()
-    return {"ok": not failures, "failures": failures, "baseline": baseline,
-            "available_after": state(provider)["available"]}
+    return {
+        "ok": not failures,
+        "failures": failures,
+        "baseline": baseline,
+        "available_after": state(provider)["available"],
+    }
 
 
 def _wait_for(path: str) -> None:

@@ -10,8 +10,11 @@ def devices() -> list:
     out = []
     for bdf in sorted(os.listdir(SYS_PCI)):
         path = os.path.join(SYS_PCI, bdf)
-        driver = os.path.basename(os.readlink(os.path.join(path, "driver"))) if os.path.exists(
-            os.path.join(path, "driver")) else None
+        driver = (
+            os.path.basename(os.readlink(os.path.join(path, "driver")))
+            if os.path.exists(os.path.join(path, "driver"))
+            else None
+        )
         entry = {
             "bdf": bdf,
             "id": read(os.path.join(path, "vendor"))[2:] + ":" + read(os.path.join(path, "device"))[2:],

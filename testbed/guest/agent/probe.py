@@ -63,8 +63,7 @@ def load(args: dict) -> dict:
     try:
         if libc.syscall(313, fd, params.encode(), 0) != 0:  # finit_module(2) on x86_64
             err = ctypes.get_errno()
-            return {"ok": False, "errno": err, "error": errno.errorcode.get(err, str(err)),
-                    "log": kmsg.read()}
+            return {"ok": False, "errno": err, "error": errno.errorcode.get(err, str(err)), "log": kmsg.read()}
     finally:
         os.close(fd)
     deadline = time.monotonic() + BIND_TIMEOUT_S
@@ -89,28 +88,61 @@ def census(args: dict) -> dict:
     return {"ok": True, "pairs": pairs, "map_type_observed": bool(observed), "ktap": kmsg.read()}
 
 
-def import_once(fd: int, client: str, provider: str, bar: int, offset: int, name: str,
-                hold: bool = False) -> dict:
-    values = (fd, P.IMPORT_HOLD if hold else 0, client.encode(), provider.encode(), bar, 0, offset,
-              name.encode(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+def import_once(fd: int, client: str, provider: str, bar: int, offset: int, name: str, hold: bool = False) -> dict:
+    values = (
+        fd,
+        P.IMPORT_HOLD if hold else 0,
+        client.encode(),
+        provider.encode(),
+        bar,
+        0,
+        offset,
+        name.encode(),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
     out = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values)
-    return {"id": out[8], "attach_error": out[9], "map_error": out[10],
-            "map_type": P.MAP_TYPES.get(out[11], str(out[11])), "branch": P.BRANCHES[out[12]],
-            "nents": out[13], "dma_addr": out[14], "dma_len": out[15], "bus_addr": out[16],
-            "phys_addr": out[17], "iova_phys": out[18]}
+    return {
+        "id": out[8],
+        "attach_error": out[9],
+        "map_error": out[10],
+        "map_type": P.MAP_TYPES.get(out[11], str(out[11])),
+        "branch": P.BRANCHES[out[12]],
+        "nents": out[13],
+        "dma_addr": out[14],
+        "dma_len": out[15],
+        "bus_addr": out[16],
+        "phys_addr": out[17],
+        "iova_phys": out[18],
+    }
 
 
 def state(request: int, import_id: int, name: str) -> dict:
     out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, 0, 0, name.encode()))
-    return {"error": out[1], "mapped": bool(out[2]), "invalidations": out[3],
-            "invalidate_seq": out[4], "removed_seq": out[5], "dma_addr": out[6],
-            "unbind_seq": out[7], "unbound_seq": out[8]}
+    return {
+        "error": out[1],
+        "mapped": bool(out[2]),
+        "invalidations": out[3],
+        "invalidate_seq": out[4],
+        "removed_seq": out[5],
+        "dma_addr": out[6],
+        "unbind_seq": out[7],
+        "unbound_seq": out[8],
+    }
 
 
 def dma(client: str, addr: int, data: bytes, name: str) -> int:
     buf = ctypes.create_string_buffer(data, len(data))
-    out = ioctl(P.P2PDMA_PROBE_DMA, P.DMA, (client.encode(), addr, ctypes.addressof(buf), len(data),
-                                            0, name.encode()))
+    out = ioctl(P.P2PDMA_PROBE_DMA, P.DMA, (client.encode(), addr, ctypes.addressof(buf), len(data), 0, name.encode()))
     return out[4]
 
 
@@ -134,8 +166,7 @@ def branch(args: dict) -> dict:
             if owner == "vfio-pci":
                 bind_driver(client, None)
             try:
-                results[client] = import_once(session.bufs[buf["buf"]], client, provider,
-                                              args["bar"], 0, name)
+                results[client] = import_once(session.bufs[buf["buf"]], client, provider, args["bar"], 0, name)
             except OSError as exc:
                 results[client] = error_of(exc)
             finally:
@@ -153,12 +184,25 @@ def iova(args: dict) -> dict:
     pbuf = ctypes.create_string_buffer(pattern, len(pattern))
     abuf = ctypes.create_string_buffer(after, len(after))
     kmsg = Kmsg()
-    out = ioctl(P.P2PDMA_PROBE_IOVA, P.IOVA,
-                (args["client"].encode(), args["provider"].encode(), args["bar"], len(pattern),
-                 args["offset"], ctypes.addressof(pbuf), ctypes.addressof(abuf), args["repeats"],
-                 0, 0, 0, 0))
-    return {"ok": True, "failed": out[8], "used_iova": bool(out[9]), "iova": out[11],
-            "ktap": kmsg.read()}
+    out = ioctl(
+        P.P2PDMA_PROBE_IOVA,
+        P.IOVA,
+        (
+            args["client"].encode(),
+            args["provider"].encode(),
+            args["bar"],
+            len(pattern),
+            args["offset"],
+            ctypes.addressof(pbuf),
+            ctypes.addressof(abuf),
+            args["repeats"],
+            0,
+            0,
+            0,
+            0,
+        ),
+    )
+    return {"ok": True, "failed": out[8], "used_iova": bool(out[9]), "iova": out[11], "ktap": kmsg.read()}
 
 
 def dmaloop(args: dict) -> dict:
@@ -175,8 +219,14 @@ def dmaloop(args: dict) -> dict:
     return {"ok": True, "dmas": count, "errors": errors, "seconds": round(time.monotonic() - started, 1)}
 
 
-COMMANDS = {"load": load, "dmaloop": dmaloop, "census": census, "branch": branch, "iova": iova,
-            "bind": lambda a: bind_driver(a["bdf"], a.get("driver"))}
+COMMANDS = {
+    "load": load,
+    "dmaloop": dmaloop,
+    "census": census,
+    "branch": branch,
+    "iova": iova,
+    "bind": lambda a: bind_driver(a["bdf"], a.get("driver")),
+}
 
 if __name__ == "__main__":
     try:

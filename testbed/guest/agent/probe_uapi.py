@@ -8,19 +8,54 @@ import struct
 # (field, format) in header order: the unit test checks every offset against the C compiler
 FIELDS = {
     "census": (("pairs", "I"), ("map_type_observed", "I")),
-    "import": (("fd", "i"), ("flags", "I"), ("client", "16s"), ("provider", "16s"), ("bar", "I"),
-               ("pad", "I"), ("offset", "Q"), ("name", "64s"), ("id", "I"), ("attach_error", "i"),
-               ("map_error", "i"), ("map_type", "I"), ("branch", "I"), ("nents", "I"),
-               ("dma_addr", "Q"), ("dma_len", "Q"), ("bus_addr", "Q"), ("phys_addr", "Q"),
-               ("iova_phys", "Q")),
-    "state": (("id", "I"), ("error", "i"), ("mapped", "I"), ("invalidations", "I"),
-              ("invalidate_seq", "Q"), ("removed_seq", "Q"), ("dma_addr", "Q"), ("unbind_seq", "Q"),
-              ("unbound_seq", "Q"), ("name", "64s")),
-    "dma": (("client", "16s"), ("addr", "Q"), ("pattern", "Q"), ("len", "I"), ("error", "i"),
-            ("name", "64s")),
-    "iova": (("client", "16s"), ("provider", "16s"), ("bar", "I"), ("len", "I"), ("offset", "Q"),
-             ("pattern", "Q"), ("after_unlink", "Q"), ("repeats", "I"), ("failed", "I"),
-             ("used_iova", "I"), ("pad", "I"), ("iova", "Q")),
+    "import": (
+        ("fd", "i"),
+        ("flags", "I"),
+        ("client", "16s"),
+        ("provider", "16s"),
+        ("bar", "I"),
+        ("pad", "I"),
+        ("offset", "Q"),
+        ("name", "64s"),
+        ("id", "I"),
+        ("attach_error", "i"),
+        ("map_error", "i"),
+        ("map_type", "I"),
+        ("branch", "I"),
+        ("nents", "I"),
+        ("dma_addr", "Q"),
+        ("dma_len", "Q"),
+        ("bus_addr", "Q"),
+        ("phys_addr", "Q"),
+        ("iova_phys", "Q"),
+    ),
+    "state": (
+        ("id", "I"),
+        ("error", "i"),
+        ("mapped", "I"),
+        ("invalidations", "I"),
+        ("invalidate_seq", "Q"),
+        ("removed_seq", "Q"),
+        ("dma_addr", "Q"),
+        ("unbind_seq", "Q"),
+        ("unbound_seq", "Q"),
+        ("name", "64s"),
+    ),
+    "dma": (("client", "16s"), ("addr", "Q"), ("pattern", "Q"), ("len", "I"), ("error", "i"), ("name", "64s")),
+    "iova": (
+        ("client", "16s"),
+        ("provider", "16s"),
+        ("bar", "I"),
+        ("len", "I"),
+        ("offset", "Q"),
+        ("pattern", "Q"),
+        ("after_unlink", "Q"),
+        ("repeats", "I"),
+        ("failed", "I"),
+        ("used_iova", "I"),
+        ("pad", "I"),
+        ("iova", "Q"),
+    ),
 }
 
 
@@ -42,8 +77,14 @@ CENSUS, IMPORT, STATE, DMA, IOVA = (_layout(n) for n in ("census", "import", "st
 IOC_TYPE = 0xB7
 IMPORT_HOLD = 0x1
 MAP_UNOBSERVED = 0xFFFFFFFF
-MAP_TYPES = {0: "UNKNOWN", 1: "NONE", 2: "NOT_SUPPORTED", 3: "BUS_ADDR", 4: "THRU_HOST_BRIDGE",
-             MAP_UNOBSERVED: "unobserved"}
+MAP_TYPES = {
+    0: "UNKNOWN",
+    1: "NONE",
+    2: "NOT_SUPPORTED",
+    3: "BUS_ADDR",
+    4: "THRU_HOST_BRIDGE",
+    MAP_UNOBSERVED: "unobserved",
+}
 BRANCHES = ("none", "bus_addr", "iova", "phys", "unexplained")
 
 

@@ -53,11 +53,12 @@ from edu import BUFFER_SIZE, DmaTimeout, Edu
 from pattern import first_mismatch, pattern
 
 PAGE = 4096
-RAM_IOVA = 0x100000       # source buffer (and loop-back target) in the IOAS, below edu's 256 MiB
+RAM_IOVA = 0x100000  # source buffer (and loop-back target) in the IOAS, below edu's 256 MiB
 RAM_SIZE = 2 * BUFFER_SIZE
 
 
 # -- binding ---------------------------------------------------------------------------------
+
 
 def bind_vfio(bdf: str) -> str:
     """Bind bdf to vfio-pci; return its /dev/vfio/devices node."""
@@ -72,6 +73,7 @@ def bind(args: dict) -> dict:
 
 
 # -- objects ---------------------------------------------------------------------------------
+
 
 class Iommufd:
     def __init__(self):
@@ -123,8 +125,12 @@ class Device:
         arg = U.device_info()
         fcntl.ioctl(self.fd, U.VFIO_DEVICE_GET_INFO, arg)
         _, flags, regions, irqs, _, _ = U.DEVICE_INFO.unpack(arg)
-        return {"flags": flags, "reset": bool(flags & U.VFIO_DEVICE_FLAGS_RESET),
-                "num_regions": regions, "num_irqs": irqs}
+        return {
+            "flags": flags,
+            "reset": bool(flags & U.VFIO_DEVICE_FLAGS_RESET),
+            "num_regions": regions,
+            "num_irqs": irqs,
+        }
 
     def region(self, index: int) -> dict:
         arg = U.region_info(index)
@@ -146,8 +152,12 @@ class Device:
         return fcntl.ioctl(self.fd, U.VFIO_DEVICE_FEATURE, U.feature_dma_buf(ranges, **kw))
 
     def probe_dma_buf(self) -> int:
-        arg = bytearray(U.DEVICE_FEATURE.pack(U.DEVICE_FEATURE.size, U.VFIO_DEVICE_FEATURE_PROBE
-                                              | U.VFIO_DEVICE_FEATURE_GET | U.VFIO_DEVICE_FEATURE_DMA_BUF))
+        arg = bytearray(
+            U.DEVICE_FEATURE.pack(
+                U.DEVICE_FEATURE.size,
+                U.VFIO_DEVICE_FEATURE_PROBE | U.VFIO_DEVICE_FEATURE_GET | U.VFIO_DEVICE_FEATURE_DMA_BUF,
+            )
+        )
         return fcntl.ioctl(self.fd, U.VFIO_DEVICE_FEATURE, arg)
 
     def set_req_eventfd(self, efd: int) -> None:
@@ -167,6 +177,7 @@ def _address_of(buf: mmap.mmap) -> int:
 
 
 # -- the session -----------------------------------------------------------------------------
+
 
 class Session:
     def __init__(self):
@@ -192,11 +203,15 @@ class Session:
             self.req_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self.exporter.set_req_eventfd(self.req_efd)
             self.close_on_req = bool(a.get("close_on_req"))
-        opened = {"ok": True, "devids": devids, "cdevs": [self.exporter.cdev],
-                  "exporter_info": self.exporter.info(),
-                  "exporter_bars": {i: self.exporter.region(i)["size"] for i in range(6)},
-                  "exporter_command": self.exporter.config_read16(U.PCI_COMMAND),
-                  "reset_method": read(os.path.join(SYS_PCI, a["exporter"], "reset_method"))}
+        opened = {
+            "ok": True,
+            "devids": devids,
+            "cdevs": [self.exporter.cdev],
+            "exporter_info": self.exporter.info(),
+            "exporter_bars": {i: self.exporter.region(i)["size"] for i in range(6)},
+            "exporter_command": self.exporter.config_read16(U.PCI_COMMAND),
+            "reset_method": read(os.path.join(SYS_PCI, a["exporter"], "reset_method")),
+        }
         if not a.get("dma"):
             return opened
         self.dma = Device(a["dma"])
@@ -211,27 +226,39 @@ class Session:
         self.dma.config_write16(U.PCI_COMMAND, cmd | U.PCI_COMMAND_MEMORY | U.PCI_COMMAND_MASTER)
         self.edu = Edu(self.dma.fd, self.dma.region(U.VFIO_PCI_BAR0_REGION_INDEX)["offset"])
         opened["cdevs"].append(self.dma.cdev)
-        return {**opened, "ioas": self.ioas, "hwpt": hwpt, "edu_id": hex(self.edu.ident()),
-                "ram_iova": RAM_IOVA}
+        return {**opened, "ioas": self.ioas, "hwpt": hwpt, "edu_id": hex(self.edu.ident()), "ram_iova": RAM_IOVA}
 
     # the kernel-side probe imports a dma-buf of this session (probe.py, /dev/p2pdma_probe)
 
     def op_probe_import(self, a: dict) -> dict:
         import probe
-        return {"ok": True, **probe.import_once(self.bufs[a["buf"]], a["client"], a["provider"],
-                                                a.get("bar", 2), a.get("offset", 0), a["name"],
-                                                hold=a.get("hold", True))}
+
+        return {
+            "ok": True,
+            **probe.import_once(
+                self.bufs[a["buf"]],
+                a["client"],
+                a["provider"],
+                a.get("bar", 2),
+                a.get("offset", 0),
+                a["name"],
+                hold=a.get("hold", True),
+            ),
+        }
 
     def op_probe_state(self, a: dict) -> dict:
         import probe
         import probe_uapi as P
-        request = {"state": P.P2PDMA_PROBE_STATE, "remap": P.P2PDMA_PROBE_REMAP,
-                   "release": P.P2PDMA_PROBE_RELEASE}[a.get("what", "state")]
+
+        request = {"state": P.P2PDMA_PROBE_STATE, "remap": P.P2PDMA_PROBE_REMAP, "release": P.P2PDMA_PROBE_RELEASE}[
+            a.get("what", "state")
+        ]
         return {"ok": True, **probe.state(request, a["id"], a.get("name", "state"))}
 
     def op_probe_dma(self, a: dict) -> dict:
         """The probe's own edu (not this session's) writes a fresh pattern to a.addr."""
         import probe
+
         error = probe.dma(a["client"], a["addr"], pattern(a["seed"], a["size"]), a.get("name", "dma"))
         return {"ok": error == 0, "error": error}
 
@@ -239,8 +266,11 @@ class Session:
         return {"ok": True, "ret": self.exporter.probe_dma_buf()}
 
     def op_export(self, a: dict) -> dict:
-        kw = {"region_index": a.get("region", U.VFIO_PCI_BAR2_REGION_INDEX), "flags": a.get("flags", 0),
-              "nr_ranges": a.get("nr_ranges")}
+        kw = {
+            "region_index": a.get("region", U.VFIO_PCI_BAR2_REGION_INDEX),
+            "flags": a.get("flags", 0),
+            "nr_ranges": a.get("nr_ranges"),
+        }
         if "feature_flags" in a:
             kw["feature_flags"] = a["feature_flags"]
         fd = self.exporter.export([tuple(r) for r in a["ranges"]], **kw)
@@ -263,8 +293,12 @@ class Session:
             # read-only: the fd is O_RDONLY, so a writable mapping would stop at the VFS (EACCES)
             m = mmap.mmap(fd, a.get("length", PAGE), mmap.MAP_SHARED, mmap.PROT_READ)
         except OSError as exc:
-            return {"ok": True, "mapped": False, "errno": exc.errno,
-                    "error": errno.errorcode.get(exc.errno, str(exc.errno))}
+            return {
+                "ok": True,
+                "mapped": False,
+                "errno": exc.errno,
+                "error": errno.errorcode.get(exc.errno, str(exc.errno)),
+            }
         m.close()
         return {"ok": True, "mapped": True}
 
@@ -287,10 +321,10 @@ class Session:
         """RAM -> edu -> RAM (second half of the buffer): edu and the IOAS work at all."""
         size = a["size"]
         self.ram[:size] = pattern(a["seed"], size)
-        self.ram[BUFFER_SIZE:BUFFER_SIZE + size] = bytes([0xA5]) * size
+        self.ram[BUFFER_SIZE : BUFFER_SIZE + size] = bytes([0xA5]) * size
         self.edu.from_bus(RAM_IOVA, size)
         self.edu.to_bus(RAM_IOVA + BUFFER_SIZE, size)
-        got = bytes(self.ram[BUFFER_SIZE:BUFFER_SIZE + size])
+        got = bytes(self.ram[BUFFER_SIZE : BUFFER_SIZE + size])
         return {"ok": True, "mismatch": first_mismatch(got, pattern(a["seed"], size))}
 
     def op_command(self, a: dict) -> dict:
@@ -308,8 +342,12 @@ class Session:
         return {"ok": True}
 
     def op_status(self, a: dict) -> dict:
-        return {"ok": True, "events": self.events, "exporter_open": bool(self.exporter and self.exporter.fd),
-                "bufs": sorted(self.bufs)}
+        return {
+            "ok": True,
+            "events": self.events,
+            "exporter_open": bool(self.exporter and self.exporter.fd),
+            "bufs": sorted(self.bufs),
+        }
 
     # REQ --------------------------------------------------------------------------------
 

@@ -128,6 +128,7 @@ PCI_COMMAND_MASTER = 0x4
 
 # -- packers --------------------------------------------------------------------------------
 
+
 def device_info() -> bytearray:
     return bytearray(DEVICE_INFO.pack(DEVICE_INFO.size, 0, 0, 0, 0, 0))
 
@@ -139,18 +140,23 @@ def region_info(index: int) -> bytearray:
 def irq_set_eventfd(index: int, efd: int) -> bytearray:
     """ACTION_TRIGGER | DATA_EVENTFD for subindex 0 of `index` (efd -1 de-assigns)."""
     data = struct.pack("<i", efd)
-    return bytearray(IRQ_SET.pack(IRQ_SET.size + len(data),
-                                  VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
-                                  index, 0, 1) + data)
+    return bytearray(
+        IRQ_SET.pack(IRQ_SET.size + len(data), VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, index, 0, 1)
+        + data
+    )
 
 
-def feature_dma_buf(ranges, region_index: int = VFIO_PCI_BAR2_REGION_INDEX, flags: int = 0,
-                    open_flags: int = 0, nr_ranges: int | None = None,
-                    feature_flags: int = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF) -> bytearray:
+def feature_dma_buf(
+    ranges,
+    region_index: int = VFIO_PCI_BAR2_REGION_INDEX,
+    flags: int = 0,
+    open_flags: int = 0,
+    nr_ranges: int | None = None,
+    feature_flags: int = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
+) -> bytearray:
     """VFIO_DEVICE_FEATURE argument for a dma-buf of `ranges` [(offset, length), ...] of a BAR.
     `nr_ranges` defaults to len(ranges); a different value is for provoking errors."""
-    body = FEATURE_DMA_BUF.pack(region_index, open_flags, flags,
-                                len(ranges) if nr_ranges is None else nr_ranges)
+    body = FEATURE_DMA_BUF.pack(region_index, open_flags, flags, len(ranges) if nr_ranges is None else nr_ranges)
     body += b"".join(DMA_RANGE.pack(off, length) for off, length in ranges)
     return bytearray(DEVICE_FEATURE.pack(DEVICE_FEATURE.size + len(body), feature_flags) + body)
 
