@@ -29,8 +29,8 @@ class Program:
 SUITES: dict[str, tuple[Program, ...]] = {
     "iommu": (
         Program("iommu", "iommufd", timeout_s=900.0),
-        # every allocation of every ioctl failed in turn: hours under TCG
-        Program("iommu", "iommufd_fail_nth", timeout_s=3600.0, nightly=True),
+        # every allocation of its ioctl sequences failed in turn (2 s under TCG on 7.2.13)
+        Program("iommu", "iommufd_fail_nth", timeout_s=900.0),
     ),
     "vfio": (
         Program("vfio", "vfio_pci_device_test", device=True),

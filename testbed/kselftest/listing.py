@@ -51,7 +51,7 @@ def _columns(line: str) -> tuple[str, str, str]:
 
 def parse_listing(lines: Iterable[str]) -> tuple[Fixture, ...]:
     fixtures: list[Fixture] = []
-    name, variants, tests = "", [], []
+    name, variants, tests = "", list[str](), list[str]()
 
     def flush() -> None:
         if name and tests:

@@ -140,7 +140,8 @@ def run_program(
     window_log = dest / f"{tag.replace('/', '_')}.kernel.log"
     window_log.write_text("\n".join(window) + "\n")
     reports = parse_ktap(text.splitlines())
-    splats = [(s, None) for s in verdict.splats] + list(verdict.known)
+    splats: list[tuple[Splat, KnownSplat | None]] = [(s, None) for s in verdict.splats]
+    splats += list(verdict.known)
     charged = _charge(window, begin_line + 1, tag, splats)
     run = ProgramRun(
         program,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from ..errors import TestbedError
 from ..kselftest.build import SelftestBuild, ensure_selftests
 from ..kselftest.catalog import Program, programs, selftest_devices
-from ..errors import TestbedError
 from ..kselftest.known import KnownFailure, find_failure, load_failures
 from ..kselftest.kunit import SELFTEST_APPEND, KunitRun, judge_boot, list_cases
 from ..kselftest.run import ProgramRun, run_program
@@ -125,11 +125,12 @@ class KselftestSession:
             from _pytest.mark.expression import Expression
 
             compiled = Expression.compile(expr)
-            # an item of this module carries its suite's mark and `topology`
-            return any(
-                compiled.evaluate(lambda name, mark=mark, **_: name in (mark, "kselftest", "topology"))
-                for mark in MARKS
-            )
+
+            def carries(mark: str) -> Callable[..., bool]:
+                # an item of this module carries its suite's mark, `kselftest` and `topology`
+                return lambda name, /, **_: name in (mark, "kselftest", "topology")
+
+            return any(compiled.evaluate(carries(mark)) for mark in MARKS)
         except Exception:  # noqa: BLE001 - a pytest without this module: build, to be safe
             return True
 
@@ -146,7 +147,8 @@ class KselftestSession:
         if kind == "kunit" and self.suites() and "kunit" not in self.suites():
             return [("not-selected", None)]
         try:
-            cases = self.selftest_cases(topo, progress) if kind == "selftest" else self.kunit_cases(progress)
+            cases: list[tuple[str, object]] = []
+            cases += self.selftest_cases(topo, progress) if kind == "selftest" else self.kunit_cases(progress)
             return cases or [("not-selected", None)]
         except TestbedError as exc:  # a tree whose selftests do not build: say so, before anything boots
             raise pytest.UsageError(f"the tree's own tests cannot be collected: {exc}") from None
@@ -172,7 +174,7 @@ class KselftestSession:
         """The topology's selftest VM, booted with KUnit enabled: its suites run during boot."""
         kernel = self.config.getoption("kernel")
         config = None if kernel is not None and kernel.is_file() else self.kernel_config()
-        append = SELFTEST_APPEND
+        append: tuple[str, ...] = SELFTEST_APPEND
         if load_topology(topology).iommu.type is IommuType.VIRTIO:
             append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without
         return pool.shared_vm(topology, append, kernel_config=config)

@@ -52,8 +52,9 @@ def test_a_program_that_cannot_list_gives_no_cases():
 
 
 def test_catalog_and_devices():
-    assert [p.name for p in programs(("iommu",))] == ["iommufd"]
-    assert "iommufd_fail_nth" in [p.name for p in programs(("iommu",), nightly=True)]
+    assert [p.name for p in programs(("iommu",))] == ["iommufd", "iommufd_fail_nth"]
+    assert "vfio_pci_device_init_perf_test" not in [p.name for p in programs(("vfio",))]
+    assert "vfio_pci_device_init_perf_test" in [p.name for p in programs(("vfio",), nightly=True)]
     with pytest.raises(ConfigError, match="unknown selftest suite 'net'"):
         programs(("net",))
     assert selftest_devices(load_topology("kselftest")) == ("nvme0", "shm0", "edu0")

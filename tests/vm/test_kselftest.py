@@ -24,9 +24,12 @@ import re
 
 import pytest
 
+from testbed.kselftest.run import ProgramRun
 from testbed.logs.ktap import KtapCase, Status, parse_ktap
-from testbed.pytest_plugin.kselftest import KunitCase, SelftestCase, session_of
+from testbed.pytest_plugin.guestvm import GuestVM
+from testbed.pytest_plugin.kselftest import KselftestSession, KunitCase, SelftestCase, session_of
 from testbed.pytest_plugin.plugin import in_ci
+from testbed.topology import Topology
 
 pytestmark = pytest.mark.kselftest
 
@@ -36,15 +39,15 @@ MATRIX = ("two-switch-iommu", "two-switch-iommu-pt", "p2pdma-thru-virtio-iommu",
 LOG_LINES = 60
 
 
-def _selftest_cases(topo, config):  # noqa: ANN001, ANN202 - topology, pytest.Config
+def _selftest_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, object]]:
     return session_of(config).cases_for(topo, "selftest")
 
 
-def _kunit_cases(topo, config):  # noqa: ANN001, ANN202
+def _kunit_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, object]]:
     return session_of(config).cases_for(topo, "kunit")
 
 
-def _suite_cases(topo, config):  # noqa: ANN001, ANN202
+def _suite_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, object]]:
     return [(suite, suite) for suite in session_of(config).selected_suites()]
 
 
@@ -56,12 +59,12 @@ def case_text(case: KtapCase) -> str:
 
 
 def judge_case(
-    request,
-    session,
+    request: pytest.FixtureRequest,
+    session: KselftestSession,
     topology: str,
-    vm,
+    vm: GuestVM,
     suite: str,
-    case: KtapCase | None,  # noqa: ANN001
+    case: KtapCase | None,
     test: str,
     device_kind: str | None,
     splats: list,
@@ -132,21 +135,28 @@ def test_selftest(
             where,
         )
         return
-    # the run as a whole
+    judge_run(request, session, testbed_topology, vm, run, topology_case, kind, where)
+
+
+def run_problems(
+    session: KselftestSession, topology: str, vm: GuestVM, run: ProgramRun, kind: str | None, where: str
+) -> list[str]:
+    """What is wrong with a program's run as a whole (and, for a program pytest could not list,
+    with its cases)."""
     problems = []
     if run.timed_out:
         problems.append(f"{run.id} did not finish in {run.program.timeout_s:.0f}s and was killed")
     elif run.exit_status < 0 or run.exit_status > 4:
         problems.append(f"{run.id} ended with status {run.exit_status} (killed by a signal?)")
-    uncharged = [s.splat for s in run.new_splats() if s.case is None]
     problems += [
-        f"kernel splat during {run.id}, between cases: {s.kind}: {s.title} "
-        f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
-        for s in uncharged
+        f"kernel splat during {run.id}, between cases: {s.splat.kind}: {s.splat.title} "
+        f"({vm.machine.console_log}:{s.splat.first_line}-{s.splat.last_line})\n{s.splat.excerpt}"
+        for s in run.new_splats()
+        if s.case is None
     ]
     if run.lockdep_lost:
         problems.append(f"lockdep turned itself off during {run.id}: what ran after it was not lock-checked")
-    listed = session.listed(topology_case.program)
+    listed = session.listed(run.program)
     if listed is not None:
         missing = [c for c in listed if run.case(c) is None]
         if missing and not problems:
@@ -154,29 +164,42 @@ def test_selftest(
     elif run.report is not None:  # a program pytest could not list: its cases are judged here
         for case in run.report.cases:
             if case.status in (Status.FAIL, Status.ERROR):
-                known = session.known_failure(
-                    f"{run.program.id}:{case.name}", kind, vm.kernel_release(), "\n".join(case.log)
-                )
-                if known is None:
+                test = f"{run.program.id}:{case.name}"
+                if session.known_failure(test, kind, vm.kernel_release(), "\n".join(case.log)) is None:
                     problems.append(f"{case.name} failed\n{case_text(case)}")
-            session.count(testbed_topology, suite, case.status in (Status.PASS, Status.FAIL))
+            session.count(topology, run.program.suite, case.status in (Status.PASS, Status.FAIL))
+    return problems
+
+
+def judge_run(
+    request: pytest.FixtureRequest,
+    session: KselftestSession,
+    topology: str,
+    vm: GuestVM,
+    run: ProgramRun,
+    topology_case: SelftestCase,
+    kind: str | None,
+    where: str,
+) -> None:
+    problems = run_problems(session, topology, vm, run, kind, where)
     if problems:
         pytest.fail("\n\n".join(problems) + f"\n({where})", pytrace=False)
-    if run.report is None or not run.report.cases:
-        text = run.output.read_text(errors="replace").strip()
-        if run.exit_status == 4:  # KSFT_SKIP before the harness started: the program says why
-            first = text.splitlines()[0] if text else "exit status 4 (KSFT_SKIP), no reason printed"
-            reason = re.sub(r"^1\.\.0\s*#\s*SKIP\s*", "", first)  # "1..0 # SKIP why": the plan says it
-            session.note(request.node.nodeid, "skip", reason)
-            pytest.skip(reason)
-        known = session.known_failure(topology_case.test, kind, vm.kernel_release(), text)
-        if known is not None:
-            session.note(request.node.nodeid, "known", f"{known.where}: {known.why}")
-            pytest.xfail(f"known failure of the base tree ({known.where})")
-        if run.exit_status != 0:
-            pytest.fail(
-                f"{run.id} exited {run.exit_status} without reporting any case ({where})\n{text[-3000:]}", pytrace=False
-            )
+    if run.report is not None and run.report.cases:
+        return
+    text = run.output.read_text(errors="replace").strip()
+    if run.exit_status == 4:  # KSFT_SKIP before the harness started: the program says why
+        first = text.splitlines()[0] if text else "exit status 4 (KSFT_SKIP), no reason printed"
+        reason = re.sub(r"^1\.\.0\s*#\s*SKIP\s*", "", first)  # "1..0 # SKIP why": the plan says it
+        session.note(request.node.nodeid, "skip", reason)
+        pytest.skip(reason)
+    known = session.known_failure(topology_case.test, kind, vm.kernel_release(), text)
+    if known is not None:
+        session.note(request.node.nodeid, "known", f"{known.where}: {known.why}")
+        pytest.xfail(f"known failure of the base tree ({known.where})")
+    if run.exit_status != 0:
+        pytest.fail(
+            f"{run.id} exited {run.exit_status} without reporting any case ({where})\n{text[-3000:]}", pytrace=False
+        )
 
 
 @pytest.mark.kunit
@@ -207,7 +230,7 @@ def test_kunit(request, testbed_pool, testbed_topology, topology_case: KunitCase
     )
 
 
-def _by_hand_cases(topo, config):  # noqa: ANN001, ANN202
+def _by_hand_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, object]]:
     chosen = [p for p in session_of(config).programs() if p.name == "iommufd"]
     return [(p.name, p) for p in chosen] or [("not-selected", None)]
 

@@ -6,8 +6,9 @@
 `run` copies every line the program prints into `out` (the raw KTAP, kept as an artifact), and
 its case boundaries (the harness's "#  RUN" lines and the result lines) into /dev/kmsg as
 "kselftest <tag>: <line>", so the console log shows which case was running when the kernel
-printed something. The VM boots with printk.devkmsg=on, so the relay is not rate limited. The program gets its own process group and is killed after
-`timeout` seconds. Prints {"ok", "status", "timed_out", "seconds"}.
+printed something. The VM boots with printk.devkmsg=on, so the relay is not rate limited.
+The program gets its own process group and is killed after `timeout` seconds.
+Prints {"ok", "status", "timed_out", "seconds"}.
 """
 
 import json
