@@ -47,7 +47,7 @@ def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None, timeout: fl
     """device_del, then DEVICE_DELETED within the deadline, then the function gone in the guest."""
     timeout = (vm.timeouts.unplug if timeout is None else timeout) + PCIEHP_BUTTON_WAIT_S
     start = time.monotonic()
-    vm.qmp.command("device_del", id=device)
+    vm.qmp.command("device_del", {"id": device})
     try:
         event = vm.qmp.wait_event("DEVICE_DELETED", {"device": device}, timeout=timeout)
     except GuestError:
@@ -69,7 +69,7 @@ def plug(vm: Machine, spec: DeviceSpec, bdf: str, driver: str | None, timeout: f
     """device_add, then wait until the guest lists bdf (bound to `driver` and, where the driver
     has a READY_CHECKS entry, done setting up)."""
     start = time.monotonic()
-    vm.qmp.command("device_add", **spec.qmp_args())
+    vm.qmp.command("device_add", spec.qmp_args())
     wait_ready(vm, bdf, driver, timeout, f"device_add {spec.qmp_args().get('id')}")
     return time.monotonic() - start
 

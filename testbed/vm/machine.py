@@ -22,7 +22,7 @@ class Machine:
     """
     with Machine(argv, runtime, ssh_key, timeouts, name) as vm:
         vm.wait_ssh().run("uname -r", check=True)
-        vm.qmp.command("device_del", id="nvme1"); vm.qmp.wait_event("DEVICE_DELETED", ...)
+        vm.qmp.command("device_del", {"id": "nvme1"}); vm.qmp.wait_event("DEVICE_DELETED", ...)
 
     Artifacts sit next to the console log: qemu.log (QEMU's stderr), qmp-events.jsonl.
     """
@@ -48,7 +48,7 @@ class Machine:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> "Machine":
+    def __enter__(self) -> Machine:
         try:
             self.start()
         except BaseException:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from qemu.qmp import QMPClient
 
@@ -40,7 +40,7 @@ def matches(data: Mapping[str, Any], match: Mapping[str, Any] | None) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet(logger: str):
+def _quiet(logger: str) -> Iterator[None]:
     log = logging.getLogger(logger)
     level = log.level
     log.setLevel(logging.CRITICAL)
@@ -70,11 +70,11 @@ class QMP:
         self._events: list[dict[str, Any]] = []
         self._consumed: set[int] = set()  # indexes already returned by wait_event
         self._pump_task: asyncio.Task[None] | None = None
-        self._log_file = None
+        self._log_file: TextIO | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _run(self, coro, timeout: float, what: str) -> Any:
+    def _run(self, coro: Coroutine[Any, Any, Any], timeout: float, what: str) -> Any:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -164,24 +164,25 @@ class QMP:
 
     # -- API ------------------------------------------------------------------------------
 
-    def command(self, name: str, timeout: float | None = None, **args: Any) -> Any:
+    def command(self, name: str, args: Mapping[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """Execute a QMP command; its `return` value (a dict, a list, ...).
 
-        Hyphenated argument names: `qmp.command("device_del", id="x")`,
-        `qmp.command("human-monitor-command", **{"command-line": "info qtree"})`.
+        The arguments are one mapping, as QMP has them: `qmp.command("device_del", {"id": "x"})`,
+        `qmp.command("human-monitor-command", {"command-line": "info qtree"})`; a device
+        property named `timeout` stays a device property.
         """
         if self._client is None:
             raise InfraError(f"QMP {name}: not connected")
         timeout = self.command_timeout if timeout is None else timeout
         try:
-            return self._run(self._client.execute(name, args or None), timeout, name)
+            return self._run(self._client.execute(name, dict(args) if args else None), timeout, name)
         except InfraError:
             raise
         except Exception as exc:  # ExecuteError (QEMU said no), disconnects
             raise InfraError(f"QMP {name} {args}: {exc}") from None
 
     def hmp(self, cmdline: str, timeout: float | None = None) -> str:
-        return str(self.command("human-monitor-command", timeout=timeout, **{"command-line": cmdline}))
+        return str(self.command("human-monitor-command", {"command-line": cmdline}, timeout=timeout))
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ class FakeQMP:
     def __init__(self):
         self.commands: list[tuple[str, dict]] = []
 
-    def command(self, name: str, **args):  # noqa: ANN003, ANN201
-        self.commands.append((name, args))
+    def command(self, name: str, args: dict | None = None, *, timeout: float | None = None) -> None:
+        self.commands.append((name, dict(args or {})))
 
 
 class FakeMachine:
