@@ -20,7 +20,7 @@ KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PAT
 # the same kernel for the suites: pytest builds (or reuses) KSRC + PATCHES itself
 PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
-.PHONY: help deps venv kernel image boot run test unit vm kselftest nightly bench clean-results clean-cache
+.PHONY: help deps venv check kernel image boot run test unit vm kselftest nightly bench clean-results clean-cache
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ deps: ## install missing Debian packages (as root; otherwise print the command)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e .
+	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
 venv: $(VENV)/.installed ## create the Python environment
@@ -48,6 +48,11 @@ image: deps venv ## build (or reuse) the guest image
 
 boot: deps venv ## boot TOPO and open a shell in the guest; leaving it shuts the VM down
 	$(TB) boot $(TOPO) --accel $(ACCEL) $(KERNEL_OPTS)
+
+check: venv ## lint (ruff), formatting (ruff format --check) and types (mypy); CI runs it before the tests
+	$(VENV)/bin/ruff check testbed tests
+	$(VENV)/bin/ruff format --check testbed tests
+	$(VENV)/bin/mypy
 
 unit: venv ## unit tests only (no QEMU, seconds)
 	$(PYTEST) tests/unit -q $(PYTEST_ARGS)

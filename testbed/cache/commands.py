@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..paths import cache_root
@@ -54,7 +55,7 @@ def _current_images() -> set[str]:
     return {short(recipe_key(load_recipe()))}
 
 
-def _current_source():  # noqa: ANN202 - Path | None
+def _current_source() -> tuple[Path, ...]:
     from ..kernel.build import kernel_root
     from ..kernel.debian import pinned_source
 
@@ -68,11 +69,12 @@ def _entries() -> list[Entry]:
 
 
 def _size(n: int) -> str:
+    size = float(n)
     for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return f"{n}"
+        if size < 1024 or unit == "G":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size}"
 
 
 def _row(e: Entry, now: float, state: str) -> str:

@@ -45,7 +45,7 @@ class RunResult:
 class _AcceptAnyHostKey(paramiko.MissingHostKeyPolicy):
     """Each VM is a fresh throwaway on localhost; there is no host key to pin."""
 
-    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         return None
 
 
@@ -248,7 +248,7 @@ class SSH:
                 data += chunk
             status = chan.recv_exit_status()
             err = chan.recv_stderr(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise GuestError(f"reading {remote} from the guest took over {timeout:.0f}s") from None
         finally:
             chan.close()

@@ -20,7 +20,9 @@ from ..cache.inventory import mark_used
 from ..errors import ConfigError
 from ..hashing import hash_bytes, short
 from ..paths import cache_dir
-from . import kconfig, kconfig_deps, patches as patchmod, source as sourcemod
+from . import kconfig, kconfig_deps
+from . import patches as patchmod
+from . import source as sourcemod
 from .artifact import KernelArtifact, artifact_in, load_cached, write_manifest
 from .cachekey import KeyInputs, compiler_version
 from .configsets import load_config_set

@@ -48,62 +48,77 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def parse_kconfig(text: str, filename: str) -> list[SymbolInfo]:
-    """Every config entry of one Kconfig file with its depends-on lines."""
-    found: list[SymbolInfo] = []
-    stack: list[list[str]] = []  # conditions of enclosing if/menu blocks
-    menu_open = False  # a `menu` whose `depends on` lines are still being read
-    current: dict | None = None
+class _KconfigParser:
+    """One Kconfig file, line by line: entries, the if/menu blocks around them, their deps."""
 
-    def close() -> None:
-        nonlocal current
-        if current is not None:
-            outer = tuple(cond for frame in stack for cond in frame)
-            found.append(
-                SymbolInfo(current["name"], current["where"], outer + tuple(current["deps"]), current["prompt"])
-            )
-            current = None
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.found: list[SymbolInfo] = []
+        self.stack: list[list[str]] = []  # conditions of enclosing if/menu blocks
+        self.menu_open = False  # a `menu` whose `depends on` lines are still being read
+        self.current: dict | None = None
+        self.in_help = False  # help text is prose: "depends on" there means nothing
 
-    in_help = False  # help text is prose: "depends on" there means nothing
-    for lineno, line in _logical_lines(text):
-        stripped = line.split("#", 1)[0].strip()
-        # help text may start a line with "if" or "menu"; real keywords there sit in column 0
-        if _BLOCK_END.match(line) and not (in_help and line[:1].isspace()):
-            close()
-            menu_open = False
-            in_help = False
-            keyword = line.split()[0]
-            entry = _ENTRY.match(line)
-            if entry:
-                current = {"name": entry.group(2), "where": f"{filename}:{lineno}", "deps": [], "prompt": False}
-            elif keyword == "if":
-                stack.append([line.strip()[2:].strip()])
-            elif keyword in ("menu", "choice"):
-                stack.append([])
-                menu_open = True
-            elif keyword in ("endif", "endmenu", "endchoice") and stack:
-                stack.pop()
-            continue
-        if stripped in ("help", "---help---"):
-            in_help = True
-        if in_help:
-            continue
+    def close(self) -> None:
+        if self.current is not None:
+            outer = tuple(cond for frame in self.stack for cond in frame)
+            c = self.current
+            self.found.append(SymbolInfo(c["name"], c["where"], outer + tuple(c["deps"]), c["prompt"]))
+            self.current = None
+
+    def block(self, lineno: int, line: str) -> None:
+        """A line that ends the previous entry: a new entry, if/menu/choice, or their end."""
+        self.close()
+        self.menu_open = False
+        self.in_help = False
+        keyword = line.split()[0]
+        entry = _ENTRY.match(line)
+        if entry:
+            self.current = {"name": entry.group(2), "where": f"{self.filename}:{lineno}", "deps": [], "prompt": False}
+        elif keyword == "if":
+            self.stack.append([line.strip()[2:].strip()])
+        elif keyword in ("menu", "choice"):
+            self.stack.append([])
+            self.menu_open = True
+        elif keyword in ("endif", "endmenu", "endchoice") and self.stack:
+            self.stack.pop()
+
+    def attribute(self, line: str, stripped: str) -> None:
+        """A line inside an entry or menu: depends on, a prompt, `def_bool y if EXPR`."""
         dep = _DEPENDS.match(stripped)
         if dep:
-            if current is not None:
-                current["deps"].append(dep.group(1).strip())
-            elif menu_open and stack:
-                stack[-1].append(dep.group(1).strip())
-            continue
-        if current is None:
-            continue
+            if self.current is not None:
+                self.current["deps"].append(dep.group(1).strip())
+            elif self.menu_open and self.stack:
+                self.stack[-1].append(dep.group(1).strip())
+            return
+        if self.current is None:
+            return
         if _PROMPT.match(line):
-            current["prompt"] = True
+            self.current["prompt"] = True
         cond = _DEF_BOOL_IF.match(stripped)
         if cond:  # `def_bool y if EXPR`: the condition is how it gets set
-            current["deps"].append(cond.group(1).strip())
-    close()
-    return found
+            self.current["deps"].append(cond.group(1).strip())
+
+    def feed(self, lineno: int, line: str) -> None:
+        stripped = line.split("#", 1)[0].strip()
+        # help text may start a line with "if" or "menu"; real keywords there sit in column 0
+        if _BLOCK_END.match(line) and not (self.in_help and line[:1].isspace()):
+            self.block(lineno, line)
+            return
+        if stripped in ("help", "---help---"):
+            self.in_help = True
+        if not self.in_help:
+            self.attribute(line, stripped)
+
+
+def parse_kconfig(text: str, filename: str) -> list[SymbolInfo]:
+    """Every config entry of one Kconfig file with its depends-on lines."""
+    parser = _KconfigParser(filename)
+    for lineno, line in _logical_lines(text):
+        parser.feed(lineno, line)
+    parser.close()
+    return parser.found
 
 
 def _kconfig_files(srctree: Path) -> list[Path]:

@@ -49,7 +49,7 @@ def split_mbox(data: bytes, name: str) -> tuple[Patch, ...]:
     starts = [m.start() for m in _POSTMARK.finditer(data)]
     if not starts or data[: starts[0]].strip():
         starts = [0, *starts]
-    chunks = [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)])]
+    chunks = [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
     out: list[Patch] = []
     for chunk in chunks:
         if not _has_diff(b"\n" + chunk):
@@ -80,10 +80,10 @@ def discover(path: Path) -> tuple[Patch, ...]:
             raise ConfigError(f"--patches {path}: no *.patch file contains a diff")
         return tuple(series)
     if path.is_file():
-        series = split_mbox(path.read_bytes(), path.name)
-        if not series:
+        from_mbox = split_mbox(path.read_bytes(), path.name)
+        if not from_mbox:
             raise ConfigError(f"--patches {path}: no patch (no diff) found in this file")
-        return series
+        return from_mbox
     raise ConfigError(f"--patches {path}: no such file or directory")
 
 

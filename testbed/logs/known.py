@@ -111,5 +111,10 @@ def _entry(doc: Located, at: tuple, entry: object, problems: list[Problem]) -> K
     if len(problems) > before or title is None or kernel is None or None in patterns:
         return None
     return KnownSplat(
-        entry["kind"], title, patterns, kernel, " ".join(entry["why"].split()), f"{doc.file.name}:{doc.line(at)}"
+        entry["kind"],
+        title,
+        tuple(p for p in patterns if p is not None),
+        kernel,
+        " ".join(entry["why"].split()),
+        f"{doc.file.name}:{doc.line(at)}",
     )

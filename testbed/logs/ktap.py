@@ -150,41 +150,57 @@ class _Parser:
             if _VERSION_RE.match(content):
                 self._open(n, indent, version=content)
             return
-        inner = self.stack[-1]
         if _VERSION_RE.match(content):
-            if indent == inner.indent and inner.fresh() and not inner.version:
-                inner.version = content  # "# Subtest:" came first
-            else:
-                while self.stack and self.stack[-1].indent >= indent:
-                    self._close()
-                self._open(n, indent, version=content)
-            return self._header(n, text)
+            return self._version(n, text, content, indent)
         if match := _RESULT_RE.match(content):
             return self._result(n, text, indent, match)
-        if match := _PLAN_RE.match(content):
-            if indent > inner.indent:
-                self._open(n, indent, plan=int(match[1]))
-                return self._header(n, text)
-            if self._target(indent) is inner:
-                if inner.plan is None:
-                    inner.plan = int(match[1])
-                    if not inner.cases and inner.sub is None:  # what came before is header ("# module:")
-                        inner.log, inner.diags = [], []
-                else:
-                    inner.problems.append(f"second plan line {content!r}")
-                return self._header(n, text)
-        elif match := _SUBTEST_RE.match(content):
-            name = match[1].strip()
-            if indent > inner.indent:
-                self._open(n, indent, name=name)
-                return self._header(n, text)
-            if indent == inner.indent and inner.fresh() and not inner.name:
-                inner.name = name
-                return self._header(n, text)
-            self._target(indent).next_name = name
+        if (match := _PLAN_RE.match(content)) and self._plan(n, text, content, indent, int(match[1])):
+            return
+        if (match := _SUBTEST_RE.match(content)) and self._subtest(n, text, indent, match[1].strip()):
+            return
         if content.startswith("#"):
             self._target(indent).diags.append(content[1:].strip())
         self._append(n, text, len(self.stack))
+
+    def _version(self, n: int, text: str, content: str, indent: int) -> None:
+        inner = self.stack[-1]
+        if indent == inner.indent and inner.fresh() and not inner.version:
+            inner.version = content  # "# Subtest:" came first
+        else:
+            while self.stack and self.stack[-1].indent >= indent:
+                self._close()
+            self._open(n, indent, version=content)
+        self._header(n, text)
+
+    def _plan(self, n: int, text: str, content: str, indent: int, count: int) -> bool:
+        """A plan line that opens or completes a document; False: it is just text."""
+        inner = self.stack[-1]
+        if indent > inner.indent:
+            self._open(n, indent, plan=count)
+        elif self._target(indent) is inner:
+            if inner.plan is None:
+                inner.plan = count
+                if not inner.cases and inner.sub is None:  # what came before is header ("# module:")
+                    inner.log, inner.diags = [], []
+            else:
+                inner.problems.append(f"second plan line {content!r}")
+        else:
+            return False
+        self._header(n, text)
+        return True
+
+    def _subtest(self, n: int, text: str, indent: int, name: str) -> bool:
+        """`# Subtest: name`: opens a document, names a fresh one, or names the next case."""
+        inner = self.stack[-1]
+        if indent > inner.indent:
+            self._open(n, indent, name=name)
+        elif indent == inner.indent and inner.fresh() and not inner.name:
+            inner.name = name
+        else:
+            self._target(indent).next_name = name
+            return False
+        self._header(n, text)
+        return True
 
     def finish(self) -> list[KtapReport]:
         while self.stack:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GuestError
+from ..guest.ssh import RunResult
 from ..render import backing_files
-from ..topology import Layout, Topology, build_layout, verdicts
+from ..topology import Layout, Topology, Verdict, build_layout, verdicts
 from ..topology.model import EndpointKind
 from ..vm import Machine
 from ..vm.launch import LaunchPlan
@@ -44,12 +45,12 @@ class GuestVM:
                 return bf.path
         raise KeyError(f"{endpoint_id} has no host backing file")
 
-    def verdicts(self):
+    def verdicts(self) -> list[Verdict]:
         return verdicts(self.topology, self.layout)
 
     # -- guest --------------------------------------------------------------------------
 
-    def run(self, cmd: str | list[str], timeout: float | None = None, check: bool = False):
+    def run(self, cmd: str | list[str], timeout: float | None = None, check: bool = False) -> RunResult:
         return self.machine.run(cmd, timeout=timeout, check=check)
 
     def install_agent(self) -> None:
@@ -83,6 +84,8 @@ class GuestVM:
             return
         from ..probe import ensure_probe
 
+        if self.plan.runtime.kernel is None:
+            raise GuestError("this VM boots no kernel the testbed knows (no -kernel): cannot build the probe for it")
         module = ensure_probe(self.plan.runtime.kernel, progress)
         dest = f"/run/testbed/{module.ko.name}"
         self.machine.wait_ssh().put(module.ko, dest)

@@ -10,10 +10,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..logs.known import KnownSplat, find_known, kernel_release
 from ..logs.splat import Splat, scan_lines, strip_prefix
 from ..logs.windows import marker
+
+if TYPE_CHECKING:
+    from .guestvm import GuestVM
 
 CONSOLE_FLUSH_S = 10.0  # the end marker reaches the serial log a moment after the write
 
@@ -47,7 +51,7 @@ class WindowVerdict:
         return self.lockdep_lost and any(k.kind == "lockdep" for _, k in self.known)
 
 
-def debug_locks(vm) -> int | None:  # noqa: ANN001
+def debug_locks(vm: GuestVM) -> int | None:
     """lockdep's debug_locks (1 = still checking), or None on kernels without lockdep. Lockdep
     turns itself off after its first report or when it runs out of entries, and from then on
     reports nothing: a test after that point would pass blind."""
@@ -72,7 +76,7 @@ def wait_for_line(path: Path, needle: str, after_line: int, timeout: float) -> i
         time.sleep(0.2)
 
 
-def begin(vm, test_id: str) -> int:  # noqa: ANN001 - GuestVM
+def begin(vm: GuestVM, test_id: str) -> int:
     """Write the begin marker and return its console line."""
     text = marker("begin", test_id)
     start = len(vm.machine.console_log.read_text(errors="replace").splitlines())
@@ -82,10 +86,10 @@ def begin(vm, test_id: str) -> int:  # noqa: ANN001 - GuestVM
 
 
 def end(
-    vm,
+    vm: GuestVM,
     test_id: str,
     begin_line: int,
-    expected: ExpectedMessages,  # noqa: ANN001
+    expected: ExpectedMessages,
     locks_before: int | None = None,
     known: tuple[KnownSplat, ...] = (),
 ) -> WindowVerdict:

@@ -13,7 +13,9 @@ import inspect
 import os
 import shutil
 import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,6 +28,9 @@ from .guestvm import GuestVM
 from .kselftest import SELFTEST_SETS, SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
 from .report import CensusTable, VerdictTable
+
+if TYPE_CHECKING:
+    from _pytest.terminal import TerminalReporter
 
 MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
@@ -148,7 +153,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
 
 
-def _arity(fn) -> int:  # noqa: ANN001
+def _arity(fn: Callable[..., object]) -> int:
     return len(inspect.signature(fn).parameters)
 
 
@@ -212,7 +217,7 @@ def require_qemu() -> str:
 
 
 @pytest.fixture(scope="session")
-def testbed_pool(request: pytest.FixtureRequest):
+def testbed_pool(request: pytest.FixtureRequest) -> Iterator[VmPool]:
     _require_qemu()
     config = request.config
     kernel = config.getoption("kernel")
@@ -242,7 +247,7 @@ def testbed_pool(request: pytest.FixtureRequest):
     pool.close()
 
 
-def _boot_or_fail(fn):
+def _boot_or_fail(fn: Callable[[], GuestVM]) -> GuestVM:
     """A VM that cannot boot is an error of the run, never a silent skip."""
     try:
         return fn()
@@ -259,7 +264,7 @@ def vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: s
 
 
 @pytest.fixture
-def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: str):
+def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: str) -> Iterator[GuestVM]:
     """A VM of its own, for tests that destroy state (unplug, reset); shut down afterwards."""
     guest = _boot_or_fail(lambda: testbed_pool.boot(testbed_topology))
     request.node.stash[VM_KEY] = guest
@@ -304,7 +309,7 @@ def kernel_messages() -> kernel_window.ExpectedMessages:
 
 
 @pytest.fixture(autouse=True)
-def _kernel_window(request: pytest.FixtureRequest):
+def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     """Begin/end markers around every VM test; splats in between fail it."""
     uses = [name for name in ("fresh_vm", "vm") if name in request.fixturenames]
     if not uses:
@@ -348,7 +353,7 @@ def _kernel_window(request: pytest.FixtureRequest):
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     guest = item.stash.get(VM_KEY, None)
@@ -359,7 +364,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report.sections.append(("testbed artifacts", f"{dest}\n  " + "\n  ".join(written)))
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     table = config.stash.get(TABLE_KEY, None)
     if table is not None and table.rows:
         path = config.stash[RESULTS_KEY] / "verdicts.tsv"
@@ -416,7 +421,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line(f"  {nodeid}")
 
 
-def _known_summary(terminalreporter, seen: list, strict: bool, tsv: Path) -> None:  # noqa: ANN001
+def _known_summary(terminalreporter: TerminalReporter, seen: list, strict: bool, tsv: Path) -> None:
     """Known base-kernel splats are never silent: each is listed with the entry that knows it
     (on the terminal and in known-splats.tsv beside the verdicts, for CI logs that get cut)."""
     if not seen:

@@ -11,6 +11,7 @@ from ..logs.known import KnownSplat, find_known, kernel_release
 from ..logs.splat import Splat, scan_lines
 from ..logs.windows import outside_windows
 from ..topology import load_topology
+from ..vm import Machine
 from ..vm.launch import plan_launch
 from .guestvm import GuestVM
 
@@ -84,10 +85,12 @@ class VmPool:
         self.shared.move_to_end(key)
         return vm
 
-    def release(self, vm: GuestVM | None, machine=None) -> None:  # noqa: ANN001
+    def release(self, vm: GuestVM | None, machine: Machine | None = None) -> None:
         """Shut down, then scan the console outside every test window: a splat there fails
         the session (it happened during boot, between tests or at shutdown)."""
-        machine = machine or vm.machine
+        if machine is None:
+            assert vm is not None, "release() needs the VM or its machine"
+            machine = vm.machine
         try:
             machine.shutdown()
         finally:

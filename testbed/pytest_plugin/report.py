@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+from ..topology.oracle import Verdict
+from ..topology.outcome import Outcome
+
+
+class TransferResult(Protocol):
+    """One transfer of a P2P test (tests/vm/p2p_support.Transfer): its direction and outcome."""
+
+    direction: str
+    outcome: Outcome
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class Row:
 class VerdictTable:
     rows: list[Row] = field(default_factory=list)
 
-    def add(self, topology: str, verdict, expected, transfer) -> None:  # noqa: ANN001
+    def add(self, topology: str, verdict: Verdict, expected: Outcome, transfer: TransferResult) -> None:
         self.rows.append(
             Row(
                 topology,

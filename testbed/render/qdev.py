@@ -111,7 +111,7 @@ def bridge_spec(topo: Topology, layout: Layout, p: Placement) -> DeviceSpec:
         ("bus", p.qemu_bus),
         ("addr", p.addr),
         ("chassis", "1"),
-        ("slot", str(p.slot_number if p.slot_number is not None else 1000 + p.port_number)),
+        ("slot", str(p.slot_number if p.slot_number is not None else 1000 + (p.port_number or 0))),
         ("port", str(p.port_number)),
     ]
     if not sw.hotplug:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from .layout import Layout, NodeKind
+from .layout import Layout, NodeKind, Placement
 from .model import Topology
 from .oracle import Disagreement, Verdict
 
 
 def tree_lines(topo: Topology, layout: Layout) -> list[str]:
-    lines = [f"pcie.0 (q35 host bridge 8086:29c0, bus 00)"]
+    lines = ["pcie.0 (q35 host bridge 8086:29c0, bus 00)"]
     endpoints = {ep.id: ep for ep in topo.endpoints}
 
-    def label(p) -> str:
+    def label(p: Placement) -> str:
         text = f"{p.bdf} {p.device_id} {p.id} [{p.kind.value}"
         if p.kind is NodeKind.ENDPOINT:
             ep = endpoints[p.id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Options the testbed sets itself; a topology may not override them.
@@ -72,13 +73,13 @@ def parse_kernel_args(args: tuple[str, ...] | list[str]) -> PciOptions:
                 entries = [e for e in option.split("=", 1)[1].split(";") if e]
                 parsed = [parse_device_spec(e) for e in entries]
                 specs = tuple(p for p in parsed if p is not None)
-                bad = tuple(e for e, p in zip(entries, parsed) if p is None)
+                bad = tuple(e for e, p in zip(entries, parsed, strict=True) if p is None)
             elif option.startswith("config_acs="):
                 config_acs = True
     return PciOptions(specs, bad, config_acs, intel_off)
 
 
-def _words(args) -> list[str]:
+def _words(args: Iterable[str]) -> list[str]:
     out: list[str] = []
     for arg in args:
         out += arg.split()

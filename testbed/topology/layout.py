@@ -135,23 +135,9 @@ def endpoint_device_id(ep: Endpoint, on_root_bus: bool) -> str:
 def build_layout(topo: Topology) -> Layout:
     """Place every device. Assumes validate() passed (ids unique, buses exist)."""
     root_buses = [ROOT_BUS] + [hb.id for hb in topo.host_bridges]
-    ports = {rp.id for rp in topo.root_ports} | {d for sw in topo.switches for d in sw.downstream}
-
-    # (id, kind, qemu bus, explicit slot or None, function, plugged) in declaration order
-    items: list[tuple[str, NodeKind, str, int | None, int, bool]] = []
-    items += [(hb.id, NodeKind.HOST_BRIDGE, ROOT_BUS, None, 0, True) for hb in topo.host_bridges]
-    items += [(rp.id, NodeKind.ROOT_PORT, rp.bus, rp.slot, 0, True) for rp in topo.root_ports]
-    for sw in topo.switches:
-        items.append((sw.id, NodeKind.SWITCH_UP, sw.bus, 0, 0, True))
-        items += [(d, NodeKind.SWITCH_DOWN, sw.id, n, 0, True) for n, d in enumerate(sw.downstream)]
-    items += [
-        (ep.id, NodeKind.ENDPOINT, ep.bus, ep.slot if ep.bus not in ports else 0, ep.function, ep.plugged)
-        for ep in topo.endpoints
-    ]
-
+    items = _items(topo)
     slots = _assign_slots(items, root_buses)
     host_of = {ROOT_BUS: ROOT_BUS, **{hb.id: hb.id for hb in topo.host_bridges}}
-    kinds = {i[0]: i[1] for i in items}
     buses = {i[0]: i[2] for i in items}
 
     def host_bridge(bus: str) -> str:
@@ -159,33 +145,8 @@ def build_layout(topo: Topology) -> Layout:
             bus = buses[bus]
         return bus
 
-    # Guest bus numbers: depth-first in devfn order from each root bus.
-    children: dict[str, list[tuple[int, int, str]]] = {}
-    for ident, _, bus, _, fn, plugged in items:
-        if plugged:
-            children.setdefault(bus, []).append((slots[ident], fn, ident))
-    reserve = {rp.id: rp.reserve.bus or 0 for rp in topo.root_ports}
-    numbers: dict[str, tuple[int, int, int]] = {}  # id -> (bus_nr it sits on, secondary, subordinate)
-    bus_of_id: dict[str, int] = {}
-    ranges: dict[str, tuple[int, int]] = {}
-
-    def number(bus: str, bus_nr: int, next_free: int) -> int:
-        for _, _, ident in sorted(children.get(bus, [])):
-            bus_of_id[ident] = bus_nr
-            if kinds[ident] in (NodeKind.ROOT_PORT, NodeKind.SWITCH_UP, NodeKind.SWITCH_DOWN):
-                secondary = next_free
-                last = number(ident, secondary, secondary + 1) - 1
-                last = max(last, secondary + reserve.get(ident, 0))
-                numbers[ident] = (bus_nr, secondary, last)
-                next_free = last + 1
-        return next_free
-
-    bus_start = {ROOT_BUS: 0, **{hb.id: hb.bus_nr for hb in topo.host_bridges}}
-    for root in root_buses:
-        end = number(root, bus_start[root], bus_start[root] + 1)
-        ranges[root] = (bus_start[root], end - 1)
-    for hb in topo.host_bridges:
-        bus_of_id[hb.id] = 0
+    numbering = _BusNumbering(topo, items, slots)
+    numbers, bus_of_id, bus_start = numbering.numbers, numbering.bus_of_id, numbering.bus_start
 
     endpoints = {ep.id: ep for ep in topo.endpoints}
     root_ports = {rp.id: rp for rp in topo.root_ports}
@@ -225,7 +186,58 @@ def build_layout(topo: Topology) -> Layout:
             acs=kind is NodeKind.ROOT_PORT and root_ports[ident].acs,
             plugged=plugged,
         )
-    return Layout(placements, ranges)
+    return Layout(placements, numbering.ranges)
+
+
+Item = tuple[str, "NodeKind", str, int | None, int, bool]
+
+
+def _items(topo: Topology) -> list[Item]:
+    """(id, kind, qemu bus, explicit slot or None, function, plugged) in declaration order."""
+    ports = {rp.id for rp in topo.root_ports} | {d for sw in topo.switches for d in sw.downstream}
+    items: list[Item] = []
+    items += [(hb.id, NodeKind.HOST_BRIDGE, ROOT_BUS, None, 0, True) for hb in topo.host_bridges]
+    items += [(rp.id, NodeKind.ROOT_PORT, rp.bus, rp.slot, 0, True) for rp in topo.root_ports]
+    for sw in topo.switches:
+        items.append((sw.id, NodeKind.SWITCH_UP, sw.bus, 0, 0, True))
+        items += [(d, NodeKind.SWITCH_DOWN, sw.id, n, 0, True) for n, d in enumerate(sw.downstream)]
+    items += [
+        (ep.id, NodeKind.ENDPOINT, ep.bus, ep.slot if ep.bus not in ports else 0, ep.function, ep.plugged)
+        for ep in topo.endpoints
+    ]
+    return items
+
+
+class _BusNumbering:
+    """Guest bus numbers: depth-first in devfn order from each root bus, as the firmware numbers."""
+
+    def __init__(self, topo: Topology, items: list[Item], slots: dict[str, int]) -> None:
+        self.kinds = {i[0]: i[1] for i in items}
+        self.children: dict[str, list[tuple[int, int, str]]] = {}
+        for ident, _, bus, _, fn, plugged in items:
+            if plugged:
+                self.children.setdefault(bus, []).append((slots[ident], fn, ident))
+        self.reserve = {rp.id: rp.reserve.bus or 0 for rp in topo.root_ports}
+        self.numbers: dict[str, tuple[int, int, int]] = {}  # id -> (bus_nr it sits on, secondary, subordinate)
+        self.bus_of_id: dict[str, int] = {}
+        self.ranges: dict[str, tuple[int, int]] = {}
+        self.bus_start = {ROOT_BUS: 0, **{hb.id: hb.bus_nr for hb in topo.host_bridges}}
+        for root in [ROOT_BUS] + [hb.id for hb in topo.host_bridges]:
+            end = self.number(root, self.bus_start[root], self.bus_start[root] + 1)
+            self.ranges[root] = (self.bus_start[root], end - 1)
+        for hb in topo.host_bridges:
+            self.bus_of_id[hb.id] = 0
+
+    def number(self, bus: str, bus_nr: int, next_free: int) -> int:
+        for _, _, ident in sorted(self.children.get(bus, [])):
+            self.bus_of_id[ident] = bus_nr
+            if self.kinds[ident] in (NodeKind.ROOT_PORT, NodeKind.SWITCH_UP, NodeKind.SWITCH_DOWN):
+                secondary = next_free
+                last = self.number(ident, secondary, secondary + 1) - 1
+                last = max(last, secondary + self.reserve.get(ident, 0))
+                self.numbers[ident] = (bus_nr, secondary, last)
+                next_free = last + 1
+        return next_free
 
 
 def _planned_bus(bus: str, numbers: dict, bus_start: dict) -> int:
@@ -235,16 +247,16 @@ def _planned_bus(bus: str, numbers: dict, bus_start: dict) -> int:
     return numbers[bus][1] if bus in numbers else 0
 
 
-def _assign_slots(items, root_buses: list[str]) -> dict[str, int]:
+def _assign_slots(items: list[Item], root_buses: list[str]) -> dict[str, int]:
     slots: dict[str, int] = {}
     taken: dict[str, set[int]] = {bus: set() for bus in root_buses}
     taken[ROOT_BUS] |= set(ROOT_BUS_RESERVED)
-    for ident, _, bus, slot, fn, _ in items:
+    for ident, _, bus, slot, _fn, _ in items:
         if slot is not None:
             slots[ident] = slot
             if bus in taken:
                 taken[bus].add(slot)
-    for ident, _, bus, slot, fn, _ in items:
+    for ident, _, bus, slot, _fn, _ in items:
         if slot is None:
             free = FIRST_AUTO_SLOT[bus == ROOT_BUS]
             while free in taken.setdefault(bus, set()):
@@ -254,7 +266,7 @@ def _assign_slots(items, root_buses: list[str]) -> dict[str, int]:
     return slots
 
 
-def _slot_numbers(items) -> dict[str, int]:
+def _slot_numbers(items: list[Item]) -> dict[str, int]:
     """pciehp slot numbers: one sequence over all ports, so /sys/bus/pci/slots/N is unique."""
     ports = [i[0] for i in items if i[1] in (NodeKind.ROOT_PORT, NodeKind.SWITCH_DOWN)]
     return {ident: n for n, ident in enumerate(ports, start=1)}

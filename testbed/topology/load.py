@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from ..paths import TOPOLOGIES_DIR
 from ..errors import ConfigError
+from ..paths import TOPOLOGIES_DIR
 from .model import (
     ROOT_BUS,
     Cpu,
@@ -171,8 +172,8 @@ def _cpu(r: Reader) -> Cpu:
             "give vendor and family explicitly",
             ", ".join(KNOWN_CPUS),
         )
-        known = ("AuthenticAMD", 15)
-    return Cpu(model=model, vendor=vendor or known[0], family=family if family is not None else known[1])
+    vendor_of, family_of = known if known is not None else ("AuthenticAMD", 15)
+    return Cpu(model=model, vendor=vendor or vendor_of, family=family if family is not None else family_of)
 
 
 def _iommu(r: Reader) -> Iommu:
@@ -198,7 +199,7 @@ def _ident(r: Reader, path: tuple) -> str | None:
     return ident
 
 
-def _host_bridges(r: Reader):
+def _host_bridges(r: Reader) -> Iterator[HostBridge]:
     for i, _ in enumerate(r.sequence(("host_bridges",))):
         path = ("host_bridges", i)
         r.mapping(path, ("id", "bus_nr"), required=("id", "bus_nr"))
@@ -208,7 +209,7 @@ def _host_bridges(r: Reader):
             yield HostBridge(id=ident, bus_nr=bus_nr, line=r.line(path))
 
 
-def _root_ports(r: Reader):
+def _root_ports(r: Reader) -> Iterator[RootPort]:
     for i, _ in enumerate(r.sequence(("root_ports",))):
         path = ("root_ports", i)
         r.mapping(path, ("id", "bus", "acs", "hotplug", "slot", "reserve"), required=("id",))
@@ -232,7 +233,7 @@ def _root_ports(r: Reader):
             yield port
 
 
-def _switches(r: Reader):
+def _switches(r: Reader) -> Iterator[Switch]:
     for i, _ in enumerate(r.sequence(("switches",))):
         path = ("switches", i)
         r.mapping(path, ("id", "bus", "downstream", "hotplug"), required=("id", "bus", "downstream"))
@@ -291,12 +292,12 @@ def _switches(r: Reader):
             )
 
 
-def _endpoints(r: Reader):
+def _endpoints(r: Reader) -> Iterator[Endpoint]:
     for i, _ in enumerate(r.sequence(("endpoints",))):
         path = ("endpoints", i)
         node = r.mapping(path, COMMON_ENDPOINT_KEYS + ("size", "cmb", "dma_mask"), required=("id", "kind", "bus"))
         ident = _ident(r, path)
-        kind = r.choice(path + ("kind",), EndpointKind, None)  # type: ignore[arg-type]
+        kind = r.choice(path + ("kind",), EndpointKind, None)
         if kind is None:
             continue
         for key in node:
@@ -330,13 +331,13 @@ def _default_size(kind: EndpointKind) -> int:
     }[kind]
 
 
-def _expectations(r: Reader):
+def _expectations(r: Reader) -> Iterator[Expectation]:
     for i, _ in enumerate(r.sequence(("expect",))):
         path = ("expect", i)
         r.mapping(path, ("provider", "client", "map_type", "distance"), required=("provider", "client", "map_type"))
         provider = r.string(path + ("provider",))
         client = r.string(path + ("client",))
-        map_type = r.choice(path + ("map_type",), MapType, None)  # type: ignore[arg-type]
+        map_type = r.choice(path + ("map_type",), MapType, None)
         distance = r.integer(path + ("distance",), lo=0)
         if provider and client and map_type:
             yield Expectation(provider, client, map_type, distance, line=r.line(path))

@@ -11,6 +11,7 @@ from .units import parse_int, parse_size
 from .yamlpos import KeyPath, Located, format_path
 
 E = TypeVar("E", bound=Enum)
+D = TypeVar("D")  # a choice's default: a member, or None for "not given"
 _MISSING = object()
 
 
@@ -106,10 +107,10 @@ class Reader:
     def size(self, path: KeyPath, default: Any = None) -> Any:
         return self._scalar(path, default, parse_size, "bytes or a size such as 512K, 64M, 2G")
 
-    def choice(self, path: KeyPath, enum: type[E], default: E) -> E:
+    def choice(self, path: KeyPath, enum: type[E], default: D) -> E | D:
         names = ", ".join(e.value for e in enum)
 
-        def convert(raw: Any) -> E:
+        def convert(raw: Any) -> E | D:
             try:
                 return enum(str(raw))
             except ValueError:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 
 from .kernel_args import owned_arg, parse_kernel_args
 from .layout import ROOT_BUS_RESERVED, build_layout
-from .model import ROOT_BUS, EndpointKind, HotplugMode, IommuMode, IommuType, Topology
+from .model import ROOT_BUS, Endpoint, EndpointKind, HotplugMode, IommuMode, IommuType, Topology
 from .problems import Problem
 from .reader import Reader
 from .units import MiB, format_size, is_power_of_two
 from .yamlpos import format_path
+
+Report = Callable[..., None]  # problem(path, message, allowed="")
 
 MIN_CMB = 2 * MiB  # the NVMe driver only publishes a CMB of at least 2 MiB as p2pmem
 MAX_BUS = 255
@@ -46,7 +49,7 @@ def _all_ids(topo: Topology) -> list[tuple[str, tuple]]:
     return ids
 
 
-def _check_ids(topo, r, problem) -> None:
+def _check_ids(topo: Topology, r: Reader, problem: Report) -> None:
     ids = _all_ids(topo)
     counts = Counter(ident for ident, _ in ids)
     for ident, path in ids:
@@ -56,13 +59,31 @@ def _check_ids(topo, r, problem) -> None:
             problem(path, f"duplicate id '{ident}'", "each host bridge, port, switch and endpoint needs its own id")
 
 
-def _check_buses(topo: Topology, problem) -> None:
+def _check_buses(topo: Topology, problem: Report) -> None:
     root_buses = [ROOT_BUS] + [hb.id for hb in topo.host_bridges]
-    root_ports = [rp.id for rp in topo.root_ports]
-    down_ports = [d for sw in topo.switches for d in sw.downstream]
-    ports = root_ports + down_ports
+    ports = [rp.id for rp in topo.root_ports] + [d for sw in topo.switches for d in sw.downstream]
     switch_ids = {sw.id for sw in topo.switches}
+    _check_root_port_buses(topo, problem, root_buses)
+    # Who sits on each port: a switch or endpoints (one per function), never both.
+    occupants: dict[str, list[tuple[str, int, tuple]]] = {}
+    _check_switch_buses(topo, problem, ports, switch_ids, occupants)
+    root_slots: dict[tuple[str, int, int], str] = {}
+    for i, ep in enumerate(topo.endpoints):
+        _check_endpoint_bus(topo, problem, i, ep, root_buses, ports, switch_ids, occupants, root_slots)
+    for rp_slot_owner in _explicit_root_port_slots(topo, root_slots):
+        problem(*rp_slot_owner)
+    for port, items in occupants.items():
+        _check_port_occupants(problem, port, items, switch_ids)
+    for ep_i, ep in enumerate(topo.endpoints):
+        if ep.bus in root_buses and ep.function and ep.slot is not None:
+            if (ep.bus, ep.slot, 0) not in root_slots:
+                problem(
+                    ("endpoints", ep_i, "function"),
+                    f"{ep.bus} slot {ep.slot:#x} has function {ep.function} but no function 0",
+                )
 
+
+def _check_root_port_buses(topo: Topology, problem: Report, root_buses: list[str]) -> None:
     for i, rp in enumerate(topo.root_ports):
         if rp.bus not in root_buses:
             problem(
@@ -77,8 +98,10 @@ def _check_buses(topo: Topology, problem) -> None:
                 "2 to 0x1b",
             )
 
-    # Who sits on each port: a switch or endpoints (one per function), never both.
-    occupants: dict[str, list[tuple[str, int, tuple]]] = {}
+
+def _check_switch_buses(
+    topo: Topology, problem: Report, ports: list[str], switch_ids: set[str], occupants: dict
+) -> None:
     for i, sw in enumerate(topo.switches):
         if sw.bus in switch_ids:
             problem(
@@ -98,83 +121,89 @@ def _check_buses(topo: Topology, problem) -> None:
     if _switch_cycle(topo):
         problem(("switches",), "switches are connected in a loop")
 
-    allowed_for_endpoints = ", ".join(root_buses + ports)
-    root_slots: dict[tuple[str, int, int], str] = {}
-    for i, ep in enumerate(topo.endpoints):
-        path = ("endpoints", i)
-        if ep.bus in switch_ids:
-            sw = next(s for s in topo.switches if s.id == ep.bus)
-            problem(
-                path + ("bus",),
-                f"'{ep.bus}' is a switch's upstream port; only its downstream ports are below it",
-                ", ".join(sw.downstream),
-            )
-        elif ep.bus in root_buses and ep.bus != ROOT_BUS:
-            ports_there = [rp.id for rp in topo.root_ports if rp.bus == ep.bus]
-            problem(
-                path + ("bus",),
-                f"'{ep.bus}' is a pxb-pcie host bridge: QEMU plugs only root ports into it, not endpoints",
-                f"a root port with `bus: {ep.bus}` "
-                + (f"({', '.join(ports_there)})" if ports_there else "(add one to root_ports)"),
-            )
-        elif ep.bus in root_buses:
-            if ep.function and ep.slot is None:
-                problem(path + ("slot",), "a function other than 0 on a root bus needs an explicit slot")
-            if ep.bus == ROOT_BUS and ep.slot in ROOT_BUS_RESERVED:
-                problem(
-                    path + ("slot",),
-                    f"slot {ep.slot:#x} of pcie.0 is taken by the {ROOT_BUS_RESERVED[ep.slot]}",
-                    "2 to 0x1b",
-                )
-            if ep.slot is not None:
-                key = (ep.bus, ep.slot, ep.function)
-                if key in root_slots:
-                    problem(
-                        path + ("slot",),
-                        f"{ep.bus} slot {ep.slot:#x}.{ep.function} is already used by '{root_slots[key]}'",
-                    )
-                root_slots[key] = ep.id
-        elif ep.bus not in ports:
-            problem(
-                path + ("bus",), f"endpoint '{ep.id}' is on '{ep.bus}', which does not exist", allowed_for_endpoints
-            )
-        else:
-            if ep.slot not in (None, 0):
-                problem(path + ("slot",), "below a port the only device number is 0", "0, or leave it out")
-            occupants.setdefault(ep.bus, []).append((ep.id, ep.function, path + ("bus",)))
 
-    for rp_slot_owner in _explicit_root_port_slots(topo, root_slots):
-        problem(*rp_slot_owner)
-
-    for port, items in occupants.items():
-        switches_here = [x for x in items if x[0] in switch_ids]
-        if switches_here and len(items) > 1:
-            problem(items[-1][2], f"port '{port}' holds switch '{switches_here[0][0]}'; nothing else fits there")
-            continue
-        functions = Counter(fn for _, fn, _ in items)
-        for ident, fn, path in items:
-            if functions[fn] > 1:
-                problem(
-                    path,
-                    f"port '{port}' has more than one device at function {fn}",
-                    "one device per function; use function: 1..7 for a multi-function device",
-                )
-        if functions and 0 not in functions:
-            problem(
-                items[0][2],
-                f"port '{port}' has functions {sorted(functions)} but no function 0",
-                "a multi-function device needs function 0",
-            )
-    for ep_i, ep in enumerate(topo.endpoints):
-        if ep.bus in root_buses and ep.function and ep.slot is not None:
-            if (ep.bus, ep.slot, 0) not in root_slots:
-                problem(
-                    ("endpoints", ep_i, "function"),
-                    f"{ep.bus} slot {ep.slot:#x} has function {ep.function} but no function 0",
-                )
+def _check_endpoint_bus(
+    topo: Topology,
+    problem: Report,
+    i: int,
+    ep: Endpoint,
+    root_buses: list[str],
+    ports: list[str],
+    switch_ids: set[str],
+    occupants: dict,
+    root_slots: dict,
+) -> None:
+    path = ("endpoints", i)
+    if ep.bus in switch_ids:
+        sw = next(s for s in topo.switches if s.id == ep.bus)
+        problem(
+            path + ("bus",),
+            f"'{ep.bus}' is a switch's upstream port; only its downstream ports are below it",
+            ", ".join(sw.downstream),
+        )
+    elif ep.bus in root_buses and ep.bus != ROOT_BUS:
+        ports_there = [rp.id for rp in topo.root_ports if rp.bus == ep.bus]
+        problem(
+            path + ("bus",),
+            f"'{ep.bus}' is a pxb-pcie host bridge: QEMU plugs only root ports into it, not endpoints",
+            f"a root port with `bus: {ep.bus}` "
+            + (f"({', '.join(ports_there)})" if ports_there else "(add one to root_ports)"),
+        )
+    elif ep.bus in root_buses:
+        _check_root_bus_endpoint(problem, path, ep, root_slots)
+    elif ep.bus not in ports:
+        problem(
+            path + ("bus",),
+            f"endpoint '{ep.id}' is on '{ep.bus}', which does not exist",
+            ", ".join(root_buses + ports),
+        )
+    else:
+        if ep.slot not in (None, 0):
+            problem(path + ("slot",), "below a port the only device number is 0", "0, or leave it out")
+        occupants.setdefault(ep.bus, []).append((ep.id, ep.function, path + ("bus",)))
 
 
-def _explicit_root_port_slots(topo: Topology, root_slots: dict):
+def _check_root_bus_endpoint(problem: Report, path: tuple, ep: Endpoint, root_slots: dict) -> None:
+    if ep.function and ep.slot is None:
+        problem(path + ("slot",), "a function other than 0 on a root bus needs an explicit slot")
+    if ep.bus == ROOT_BUS and ep.slot in ROOT_BUS_RESERVED:
+        problem(
+            path + ("slot",),
+            f"slot {ep.slot:#x} of pcie.0 is taken by the {ROOT_BUS_RESERVED[ep.slot]}",
+            "2 to 0x1b",
+        )
+    if ep.slot is not None:
+        key = (ep.bus, ep.slot, ep.function)
+        if key in root_slots:
+            problem(
+                path + ("slot",),
+                f"{ep.bus} slot {ep.slot:#x}.{ep.function} is already used by '{root_slots[key]}'",
+            )
+        root_slots[key] = ep.id
+
+
+def _check_port_occupants(problem: Report, port: str, items: list, switch_ids: set[str]) -> None:
+    switches_here = [x for x in items if x[0] in switch_ids]
+    if switches_here and len(items) > 1:
+        problem(items[-1][2], f"port '{port}' holds switch '{switches_here[0][0]}'; nothing else fits there")
+        return
+    functions = Counter(fn for _, fn, _ in items)
+    for _ident, fn, path in items:
+        if functions[fn] > 1:
+            problem(
+                path,
+                f"port '{port}' has more than one device at function {fn}",
+                "one device per function; use function: 1..7 for a multi-function device",
+            )
+    if functions and 0 not in functions:
+        problem(
+            items[0][2],
+            f"port '{port}' has functions {sorted(functions)} but no function 0",
+            "a multi-function device needs function 0",
+        )
+
+
+def _explicit_root_port_slots(topo: Topology, root_slots: dict) -> Iterator[tuple[tuple, str]]:
     seen: dict[tuple[str, int], str] = {(b, s): who for (b, s, _), who in root_slots.items()}
     for i, rp in enumerate(topo.root_ports):
         if rp.slot is None:
@@ -201,7 +230,7 @@ def _switch_cycle(topo: Topology) -> bool:
     return False
 
 
-def _check_sizes(topo: Topology, problem) -> None:
+def _check_sizes(topo: Topology, problem: Report) -> None:
     for i, ep in enumerate(topo.endpoints):
         path = ("endpoints", i)
         if ep.kind is EndpointKind.NVME:
@@ -253,7 +282,7 @@ def _check_sizes(topo: Topology, problem) -> None:
                 )
 
 
-def _check_iommu_and_hotplug(topo: Topology, problem) -> None:
+def _check_iommu_and_hotplug(topo: Topology, problem: Report) -> None:
     if topo.iommu.type is IommuType.NONE and topo.iommu.mode is IommuMode.PASSTHROUGH:
         problem(("iommu", "mode"), "passthrough mode needs an IOMMU", "set iommu.type to intel, virtio or amd")
     ports_hotplug = {rp.id: rp.hotplug for rp in topo.root_ports}
@@ -275,7 +304,7 @@ def _check_iommu_and_hotplug(topo: Topology, problem) -> None:
             problem(("endpoints", i, "function"), "a device plugged later must be function 0")
 
 
-def _check_kernel_args(topo: Topology, problem) -> None:
+def _check_kernel_args(topo: Topology, problem: Report) -> None:
     for i, arg in enumerate(topo.kernel_args):
         if owned_arg(arg):
             problem(
@@ -319,7 +348,7 @@ def _has_errors_blocking_layout(topo: Topology) -> bool:
     )
 
 
-def _check_expectations(topo: Topology, problem) -> None:
+def _check_expectations(topo: Topology, problem: Report) -> None:
     endpoints = {ep.id: ep for ep in topo.endpoints}
     seen: set[tuple[str, str]] = set()
     for i, exp in enumerate(topo.expectations):
@@ -347,7 +376,7 @@ def _check_expectations(topo: Topology, problem) -> None:
         seen.add((exp.provider, exp.client))
 
 
-def _check_bus_numbers(topo: Topology, problem) -> None:
+def _check_bus_numbers(topo: Topology, problem: Report) -> None:
     """Every root bus needs room for the bus numbers of the bridges below it."""
     layout = build_layout(topo)
     ordered = sorted(layout.bus_ranges.items(), key=lambda kv: kv[1][0])
@@ -357,7 +386,7 @@ def _check_bus_numbers(topo: Topology, problem) -> None:
         if hb.bus_nr in seen_nr:
             problem(line_of[hb.id], f"bus_nr {hb.bus_nr} is also used by '{seen_nr[hb.bus_nr]}'")
         seen_nr[hb.bus_nr] = hb.id
-    for (name, (first, last)), nxt in zip(ordered, ordered[1:] + [(None, (MAX_BUS + 1, 0))]):
+    for (name, (first, last)), nxt in zip(ordered, ordered[1:] + [(None, (MAX_BUS + 1, 0))], strict=True):
         limit = nxt[1][0] - 1
         if last > limit:
             where = line_of.get(nxt[0] or name, ("host_bridges",)) if nxt[0] else line_of.get(name, ("root_ports",))

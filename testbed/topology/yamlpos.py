@@ -45,7 +45,7 @@ def load_located(file: Path, text: str | None = None) -> Located:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 0
-        raise TopologyError([Problem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")])
+        raise TopologyError([Problem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
     if root is None:
         raise TopologyError([Problem(file, 1, "", "the file is empty")])
     lines: dict[KeyPath, int] = {}

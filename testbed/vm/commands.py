@@ -6,11 +6,15 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..guest.ssh import SSH, ssh_client_argv
 from ..kernel.configsets import CONFIG_SETS
 from .accel import ACCELS, resolve_accel
+
+if TYPE_CHECKING:
+    from .launch import LaunchPlan
 
 
 def _progress(message: str) -> None:
@@ -68,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     accel.set_defaults(func=cmd_accel)
 
 
-def _plan(args: argparse.Namespace, paused: bool = False):
+def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
     from .launch import plan_launch  # pulls in kernel/image/render only when launching
 
     return plan_launch(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import results_root, runtime_dir
+from ..render.qdev import BackingFile
 from ..render.runtime import Runtime
 from . import registry
 from .accel import AccelDecision, resolve_accel
@@ -77,7 +78,7 @@ def plan_launch(
     )
 
 
-def make_backing_files(files) -> None:  # noqa: ANN001 - list[render.BackingFile]
+def make_backing_files(files: Iterable[BackingFile]) -> None:
     """Sparse files of the declared sizes behind NVMe namespaces and ivshmem BARs (zeroed:
     the host-side byte checks compare against a known start)."""
     for bf in files:

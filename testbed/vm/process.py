@@ -114,7 +114,7 @@ class QemuProcess:
             stages.insert(0, ("quit", quit_timeout))
         for stage, timeout in stages:
             try:
-                if stage == "quit":
+                if stage == "quit" and quit_fn is not None:
                     quit_fn()
                 else:
                     self._signal_group(signal.SIGTERM if stage == "sigterm" else signal.SIGKILL)
@@ -140,7 +140,7 @@ class QemuProcess:
             pass
 
 
-def _preexec_for(parent_pid: int):
+def _preexec_for(parent_pid: int) -> Callable[[], None]:
     return lambda: _die_with_parent(parent_pid)
 
 

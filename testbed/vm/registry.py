@@ -29,7 +29,7 @@ class VmRecord:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "VmRecord":
+    def from_json(cls, text: str) -> VmRecord:
         data = json.loads(text)
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 

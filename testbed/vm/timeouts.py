@@ -34,7 +34,7 @@ class Timeouts:
     GUEST_PACED = ("boot_to_ssh", "guest_command", "event", "ssh_attempt", "unplug", "plug")
 
     @classmethod
-    def for_accel(cls, accel: str, scale: float | None = None) -> "Timeouts":
+    def for_accel(cls, accel: str, scale: float | None = None) -> Timeouts:
         """Defaults for `accel` ("kvm" | "tcg"), times `scale` or $TESTBED_TIMEOUT_SCALE."""
         factor = TCG_FACTOR if accel == "tcg" else 1.0
         if scale is None:
@@ -42,7 +42,7 @@ class Timeouts:
         base = cls()
         return base.scaled(factor * scale, guest_only=True) if factor * scale != 1.0 else base
 
-    def scaled(self, factor: float, guest_only: bool = False) -> "Timeouts":
+    def scaled(self, factor: float, guest_only: bool = False) -> Timeouts:
         names = (
             self.GUEST_PACED if guest_only else tuple(f.name for f in fields(self) if f.name != "ssh_retry_interval")
         )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from testbed.cache.inventory import image_entries, kernel_entries, mark_used, prune_plan
+from testbed.cache.inventory import Entry, image_entries, kernel_entries, mark_used, prune_plan
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -49,7 +50,7 @@ def _cache(tmp_path: Path) -> tuple[Path, Path]:
     return kroot, source
 
 
-def _paths(entries) -> set[str]:  # noqa: ANN001
+def _paths(entries: Iterable[Entry]) -> set[str]:
     return {e.path.name for e in entries}
 
 

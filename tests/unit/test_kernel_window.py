@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.guest.ssh import RunResult
 from testbed.logs.known import load_known
-from testbed.pytest_plugin.kernel_window import ExpectedMessages, begin, debug_locks, end
+from testbed.pytest_plugin.kernel_window import ExpectedMessages, WindowVerdict, begin, debug_locks, end
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
 
@@ -15,9 +16,7 @@ class FakeMachine:
         self.console_log = log
         self.locks = locks
 
-    def run(self, cmd, timeout=None):  # noqa: ANN001 - only the lockdep read
-        from testbed.guest.ssh import RunResult
-
+    def run(self, cmd: str | list[str], timeout: float | None = None) -> RunResult:  # only the lockdep read
         return RunResult(0, self.locks, "")
 
 
@@ -38,13 +37,13 @@ class FakeVM:
 
 
 def _judge(
-    tmp_path,
+    tmp_path: Path,
     between: list[str],
     expected: ExpectedMessages | None = None,
     locks_after: str = "",
-    known=(),
+    known: tuple = (),
     release: str = "7.2.13-testbed",
-):  # noqa: ANN001
+) -> WindowVerdict:
     log = tmp_path / "console.log"
     log.write_text(f"[ 0.0] Linux version {release} (gcc) #1 PREEMPT\n[ 0.1] boot noise\n")
     vm = FakeVM(log, between)

@@ -87,7 +87,7 @@ class _Reporter:
     def section(self, title: str) -> None:
         self.lines.append(f"== {title}")
 
-    def write_line(self, line: str, **_) -> None:  # noqa: ANN003
+    def write_line(self, line: str, **_: object) -> None:
         self.lines.append(line)
 
 

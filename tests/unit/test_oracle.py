@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from testbed.topology import MapType, build_layout, check_expectations, load_topology, shipped_names, verdicts
-from testbed.topology.layout import Layout, NodeKind, Placement
 from testbed.topology.oracle import _allowlisted, acs_redirect_ports, calc_map_type, host_bridge_device
 
 from .topo_helpers import BASE, load_text

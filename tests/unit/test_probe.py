@@ -43,7 +43,8 @@ def _c_values(tmp_path: Path) -> dict[str, int]:
     lines += [f'printf("{name} %lu\\n", (unsigned long)P2PDMA_PROBE_{name});' for name in IOCTLS]
     src = tmp_path / "sizes.c"
     src.write_text(
-        f'#include <stddef.h>\n#include <stdio.h>\n#include "p2pdma_probe.h"\nint main(void) {{ {" ".join(lines)} return 0; }}\n'
+        '#include <stddef.h>\n#include <stdio.h>\n#include "p2pdma_probe.h"\n'
+        f"int main(void) {{ {' '.join(lines)} return 0; }}\n"
     )
     exe = tmp_path / "sizes"
     subprocess.run(["cc", "-I", str(KMOD_DIR), "-o", str(exe), str(src)], check=True)

@@ -63,7 +63,7 @@ def test_splat_sequences(name):
     got = [(s.kind, s.title) for s in splats]
     want = EXPECTED_SEQUENCES[name]
     assert len(got) == len(want), got
-    for (kind, title), (want_kind, want_prefix) in zip(got, want):
+    for (kind, title), (want_kind, want_prefix) in zip(got, want, strict=True):
         assert kind == want_kind and title.startswith(want_prefix), got
 
 

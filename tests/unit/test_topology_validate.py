@@ -283,7 +283,8 @@ def test_expectation_unknown_map_type():
 def test_expectation_client_that_cannot_dma():
     text = (
         BASE
-        + "  - {id: shm0, kind: ivshmem, bus: pcie.0}\nexpect:\n  - {provider: nvme0, client: shm0, map_type: BUS_ADDR}\n"
+        + "  - {id: shm0, kind: ivshmem, bus: pcie.0}\n"
+        + "expect:\n  - {provider: nvme0, client: shm0, map_type: BUS_ADDR}\n"
     )
     one_problem(text, "cannot master DMA")
 

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from testbed.guest.agent.pattern import first_mismatch, pattern
+from testbed.pytest_plugin.guestvm import GuestVM
 from testbed.topology.outcome import Outcome, observed_outcome
 
 # A fresh seed for every transfer: the P2P pool hands the same CMB addresses out again, so a
@@ -49,11 +50,11 @@ class Transfer:
         )
 
 
-def _dmesg_lines(vm) -> list[str]:  # noqa: ANN001
+def _dmesg_lines(vm: GuestVM) -> list[str]:
     return vm.dmesg().splitlines()
 
 
-def host_file_bytes(vm, endpoint: str, offset: int, size: int) -> bytes:  # noqa: ANN001
+def host_file_bytes(vm: GuestVM, endpoint: str, offset: int, size: int) -> bytes:
     with open(vm.backing_file(endpoint), "rb") as f:
         f.seek(offset)
         return f.read(size)
@@ -66,7 +67,7 @@ FAULT_LOG_WINDOW_S = 5.5
 _last_fault: dict[str, float] = {}  # per VM: the limit is the guest kernel's
 
 
-def _await_fault_window(vm) -> None:  # noqa: ANN001
+def _await_fault_window(vm: GuestVM) -> None:
     last = _last_fault.get(vm.machine.name)
     if last is not None:
         wait = FAULT_LOG_WINDOW_S - (time.monotonic() - last)
@@ -74,7 +75,7 @@ def _await_fault_window(vm) -> None:  # noqa: ANN001
             time.sleep(wait)
 
 
-def fault_window(vm) -> None:  # noqa: ANN001
+def fault_window(vm: GuestVM) -> None:
     """Call right before a DMA that must fault and be logged: waits out the previous fault's
     rate-limit window, then opens this one."""
     _await_fault_window(vm)
@@ -82,12 +83,12 @@ def fault_window(vm) -> None:  # noqa: ANN001
 
 
 def transfer(
-    vm,
+    vm: GuestVM,
     provider: str,
     client: str,
     direction: str,
     size: int,
-    offset: int = 0,  # noqa: ANN001
+    offset: int = 0,
     depth: int = 1,
     expect_fault: bool = False,
 ) -> Transfer:
@@ -111,8 +112,8 @@ def transfer(
     )
     new = _dmesg_lines(vm)[before:]
     client_bus = vm.bdf(client)[5:]  # "04:00.0" as DMAR prints it
-    faults = tuple(l for l in new if FAULT_RE.search(l) and (client_bus in l or "virtio_iommu" in l))
-    refused = tuple(l for l in new if REFUSED_TEXT in l)
+    faults = tuple(line for line in new if FAULT_RE.search(line) and (client_bus in line or "virtio_iommu" in line))
+    refused = tuple(line for line in new if REFUSED_TEXT in line)
     if faults or expect_fault:
         _last_fault[vm.machine.name] = time.monotonic()
     guest_ok = bool(result.get("ok")) and result.get("mismatch") == -1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.topology import build_layout
 from testbed.topology.layout import NodeKind
 
 

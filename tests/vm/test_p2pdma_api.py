@@ -28,11 +28,11 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
+from testbed.pytest_plugin.guestvm import start_background
+from testbed.pytest_plugin.report import CensusRow
 from testbed.topology import shipped_names
 from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, MapType, Topology
 from testbed.topology.oracle import Verdict, verdict
-from testbed.pytest_plugin.guestvm import start_background
-from testbed.pytest_plugin.report import CensusRow
 from testbed.vm import hotplug
 
 from .p2p_support import FAULT_RE, REFUSED_TEXT, fault_window, fresh_seed
@@ -178,7 +178,7 @@ def test_census(vm, topology_case, probe_runs, census_table):
     )
 
 
-# -- branch (part of the census) ----------------------------------------------------------------------------------------
+# -- branch (part of the census) --------------------------------------------------------------
 
 
 def check_branch(vm, provider: str, client: str, probe_runs: dict, census_table) -> None:

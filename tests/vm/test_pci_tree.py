@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from testbed.render import Runtime, backing_files, render_argv
 from testbed.topology import build_layout, load_topology, shipped_names
 from testbed.topology.pcitree import compare_tree, flatten_query_pci

@@ -24,7 +24,7 @@ import pytest
 
 from testbed.errors import GuestError
 from testbed.guest.agent.pattern import pattern
-from testbed.pytest_plugin.guestvm import start_background
+from testbed.pytest_plugin.guestvm import GuestVM, start_background
 from testbed.vm import hotplug
 
 from .p2p_support import fault_window, fresh_seed
@@ -88,7 +88,7 @@ class Guest:
             self.call("quit")
             self.bg.wait_exit(timeout=30)
 
-    def __enter__(self) -> "Guest":
+    def __enter__(self) -> Guest:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -378,7 +378,7 @@ def _require_native_pciehp(vm, port: str) -> None:
     )
 
 
-def _closed_on_request_and_revoked(vm, g: Guest, buf, before: bytes) -> None:  # noqa: ANN001
+def _closed_on_request_and_revoked(vm: GuestVM, g: Guest, buf: dict, before: bytes) -> None:
     """The session saw the REQ eventfd and closed the exporter; the import is dead for good:
     edu's DMA to the IOVA changes no byte, and the mapping can still be unmapped."""
     status = g.ok("status")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.errors import GuestError
 from testbed.render.runtime import Runtime
 from testbed.vm import accel
 from testbed.vm.machine import Machine
@@ -108,7 +109,7 @@ def test_events_recorded_and_waited(env):
         assert stop["event"] == "STOP"
         resume = vm.qmp.wait_event("RESUME", timeout=10)  # arrived before we asked
         assert resume["event"] == "RESUME"
-        with pytest.raises(Exception):
+        with pytest.raises(GuestError):
             vm.qmp.wait_event("STOP", timeout=0.5)  # already consumed
         log = vm.events_log
     lines = log.read_text().splitlines()

@@ -18,7 +18,7 @@ def first_mismatch(got: bytes, want: bytes) -> int:
     """Offset of the first differing byte, or -1 when equal."""
     if got == want:
         return -1
-    for i, (a, b) in enumerate(zip(got, want)):
+    for i, (a, b) in enumerate(zip(got, want, strict=False)):
         if a != b:
             return i
     return min(len(got), len(want))

@@ -47,8 +47,7 @@ import sys
 import time
 
 import vfio_uapi as U
-from common import SYS_PCI, emit, error_of, read
-from common import bind_driver, vfio_cdev
+from common import SYS_PCI, bind_driver, emit, error_of, read, vfio_cdev
 from edu import BUFFER_SIZE, DmaTimeout, Edu
 from pattern import first_mismatch, pattern
 
