@@ -163,3 +163,50 @@ def test_every_iommu_pt_failure_of_the_recorded_boot_is_declared_and_dma_buf_is_
         assert entry is not None, name
     passed = run.cases["dma-buf-fence.test_wait"]
     assert find_failure(known, "kunit:dma-buf-fence.test_wait", None, "7.2.13-testbed", "\n".join(passed.log)) is None
+
+
+# --- the KTAP parser on these very suites' recorded output -----------------------------------------
+
+
+def ktap(name: str) -> list:
+    from testbed.logs.ktap import parse_ktap
+
+    return parse_ktap((LOGS / name).read_text().splitlines())
+
+
+def test_iommufd_ktap_has_every_listed_case_with_its_status():
+    from testbed.logs.ktap import Status
+
+    (report,) = ktap("iommufd.ktap")
+    assert report.plan == 246 and len(report.cases) == 246 and not report.problems
+    assert [c.name for c in report.cases] == list(case_names(listing("iommufd.list")))
+    counts = report.counts()
+    assert (counts[Status.PASS], counts[Status.SKIP], counts[Status.FAIL]) == (241, 5, 0)
+    skipped = next(c for c in report.cases if c.status is Status.SKIP)
+    assert skipped.directive == "SKIP Skipping test for variant no_viommu"
+    revoke = next(c for c in report.cases if c.name == "iommufd_ioas.mock_domain.dmabuf_revoke")
+    assert revoke.status is Status.PASS and any("RUN" in line for line in revoke.log)
+
+
+def test_vfio_ktap_skips_and_known_failures():
+    from testbed.logs.ktap import Status
+
+    (mapping,) = ktap("vfio_dma_mapping_test-edu.ktap")
+    hugetlb_1g = [c for c in mapping.cases if "hugetlb_1gb" in c.name]
+    assert len(hugetlb_1g) == 5 and all(c.status is Status.SKIP for c in hugetlb_1g)
+    assert hugetlb_1g[0].directive == "SKIP mmap() failed: Invalid argument (22)"
+    (device,) = ktap("vfio_pci_device_test-ivshmem.ktap")
+    known = load_failures()
+    for case in device.cases:
+        assert case.status is Status.FAIL
+        test = f"vfio/vfio_pci_device_test:{case.name}"
+        assert find_failure(known, test, "ivshmem", "7.2.13-testbed", "\n".join(case.log)) is not None
+        assert find_failure(known, test, "nvme", "7.2.13-testbed", "\n".join(case.log)) is None
+
+
+def test_a_program_that_skips_as_a_whole():
+    # ksft_exit_skip() before the harness: a bare "1..0 # SKIP why", no version line, so no KTAP
+    # document; the run item takes the reason from it (exit status 4)
+    assert ktap("vfio_pci_sriov_uapi_test-nvme.ktap") == []
+    text = (LOGS / "vfio_pci_sriov_uapi_test-nvme.ktap").read_text()
+    assert text.startswith("1..0 # SKIP SR-IOV may not be supported by the PF")
