@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +37,31 @@ def results_root() -> Path:
 
 
 def runtime_dir() -> Path:
-    """Sockets and pid files of running VMs (short paths: unix sockets cap at 107 bytes)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    """Sockets and pid files of running VMs (short paths: unix sockets cap at 107 bytes).
+
+    Without XDG_RUNTIME_DIR it lives in the shared temp folder, where anyone could have made
+    `testbed-<uid>` first: it must be a directory (not a link) of ours with mode 0700, or the
+    QMP sockets and the VM registry in it would be someone else's to read and replace."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     path = Path(base) / f"testbed-{os.getuid()}"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    check_private_dir(path)
     return path
+
+
+def check_private_dir(path: Path) -> None:
+    """A ConfigError unless `path` is a real directory owned by us, closed to everyone else."""
+    from .errors import ConfigError
+
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path} is not a directory (a link or a file): refusing to keep VM sockets there")
+    if info.st_uid != os.getuid():
+        raise ConfigError(
+            f"{path} belongs to uid {info.st_uid}, not to you ({os.getuid()}): remove it or set XDG_RUNTIME_DIR"
+        )
+    if info.st_mode & 0o077:
+        raise ConfigError(f"{path} has mode {stat.S_IMODE(info.st_mode):o}; it must be 700 (chmod 700 {path})")
