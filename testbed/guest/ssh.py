@@ -19,6 +19,8 @@ import paramiko
 
 from ..errors import GuestError, InfraError
 
+log = logging.getLogger(__name__)  # DEBUG: every command, its status and seconds
+
 USER = "root"
 HOST = "127.0.0.1"
 
@@ -186,6 +188,7 @@ class SSH:
         """
         line = _command_line(cmd)
         timeout = self.command_timeout if timeout is None else timeout
+        started = time.monotonic()
         chan = self._session()
         out, err = bytearray(), bytearray()
         try:
@@ -220,6 +223,15 @@ class SSH:
         finally:
             chan.close()
         result = RunResult(status, _text(out), _text(err))
+        log.debug(
+            "ssh :%d %s -> status %d in %.2fs (%d/%d bytes out/err)",
+            self.port,
+            line[:300],
+            status,
+            time.monotonic() - started,
+            len(out),
+            len(err),
+        )
         if check and status != 0:
             raise GuestError(
                 f"guest command failed with status {status}: {line}\n--- stderr ---\n{result.stderr[-4000:]}"

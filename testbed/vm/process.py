@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InfraError
+
+log = logging.getLogger(__name__)  # DEBUG: each teardown stage
 
 PR_SET_PDEATHSIG = 1
 # Loaded here, not in the child: dlopen between fork and exec can deadlock on loader locks.
@@ -121,6 +124,13 @@ class QemuProcess:
             except Exception:  # noqa: BLE001 - a dead monitor must not stop the next stage
                 pass
             code = self.wait(timeout)
+            log.debug(
+                "qemu pid %d: %s, then %s within %.1fs",
+                self.pid,
+                stage,
+                "gone" if code is not None else "still running",
+                timeout,
+            )
             if code is not None:
                 self._reap_group()
                 return StopReport(stage, code)

@@ -17,10 +17,23 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecuteError, QMPClient
 
 from ..errors import GuestError, InfraError
 from .timeouts import Deadline
+
+log = logging.getLogger(__name__)  # DEBUG: commands, their answers and every event
+
+
+class QMPCommandError(InfraError):
+    """QEMU refused a command: keeps the command, its arguments and QEMU's error class."""
+
+    def __init__(self, command: str, args: Mapping[str, Any] | None, error_class: str, desc: str) -> None:
+        super().__init__(f"QMP {command} {dict(args or {})}: {error_class}: {desc}")
+        self.command = command
+        self.arguments = dict(args or {})
+        self.error_class = error_class
+        self.desc = desc
 
 
 def matches(data: Mapping[str, Any], match: Mapping[str, Any] | None) -> bool:
@@ -86,6 +99,7 @@ class QMP:
         event = json.loads(json.dumps(dict(message), default=str))  # a plain, copyable dict
         event.setdefault("data", {})
         event["host_time"] = time.time()
+        log.debug("qmp event %s %s", event.get("event"), event.get("data"))
         with self._cond:
             self._events.append(event)
             if self._log_file is not None:
@@ -174,12 +188,18 @@ class QMP:
         if self._client is None:
             raise InfraError(f"QMP {name}: not connected")
         timeout = self.command_timeout if timeout is None else timeout
+        log.debug("qmp -> %s %s", name, dict(args or {}))
         try:
-            return self._run(self._client.execute(name, dict(args) if args else None), timeout, name)
+            result = self._run(self._client.execute(name, dict(args) if args else None), timeout, name)
         except InfraError:
             raise
-        except Exception as exc:  # ExecuteError (QEMU said no), disconnects
+        except ExecuteError as exc:  # QEMU said no: keep what it said
+            log.debug("qmp <- %s: %s: %s", name, exc.error_class, exc)
+            raise QMPCommandError(name, args, exc.error_class, str(exc)) from None
+        except Exception as exc:  # disconnects, protocol errors
             raise InfraError(f"QMP {name} {args}: {exc}") from None
+        log.debug("qmp <- %s: %s", name, str(result)[:300])
+        return result
 
     def hmp(self, cmdline: str, timeout: float | None = None) -> str:
         return str(self.command("human-monitor-command", {"command-line": cmdline}, timeout=timeout))

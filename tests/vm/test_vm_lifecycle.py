@@ -18,6 +18,7 @@ from testbed.render.runtime import Runtime
 from testbed.vm import accel
 from testbed.vm.machine import Machine
 from testbed.vm.process import pid_alive, wait_gone
+from testbed.vm.qmp import QMPCommandError
 from testbed.vm.timeouts import Timeouts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,6 +116,18 @@ def test_events_recorded_and_waited(env):
     lines = log.read_text().splitlines()
     assert any('"RESUME"' in line for line in lines) and any('"STOP"' in line for line in lines)
     assert any('"SHUTDOWN"' in line for line in lines)  # recorded up to the end
+
+
+def test_a_refused_command_keeps_qemus_error_class(env):
+    with make(env) as vm:
+        with pytest.raises(QMPCommandError) as err:
+            vm.qmp.command("device_del", {"id": "no-such-device"})
+        assert err.value.command == "device_del" and err.value.arguments == {"id": "no-such-device"}
+        assert err.value.error_class == "DeviceNotFound", err.value
+        # a device property called "timeout" is an argument like any other, not the call's timeout
+        with pytest.raises(QMPCommandError) as err:
+            vm.qmp.command("device_add", {"driver": "no-such-driver", "id": "x", "timeout": "1"})
+        assert err.value.arguments["timeout"] == "1"
 
 
 def test_registry_entry_lives_with_the_vm(env):
