@@ -44,29 +44,85 @@ class RunResult:
         return self.status == 0
 
 
-class _AcceptAnyHostKey(paramiko.MissingHostKeyPolicy):
-    """Each VM is a fresh throwaway on localhost; there is no host key to pin."""
+HOST_KEY_PUB = "ssh_host_ed25519_key.pub"  # written beside the login key when the image is built
+HOST_KEY_ALIAS = "testbed-guest"  # the name the pinned key is known under, whatever the port
+
+
+class HostKeyMismatch(InfraError):
+    pass
+
+
+def host_key_of(login_key: Path) -> Path | None:
+    """The guest's host public key, pinned by the image build beside root's login key."""
+    path = Path(login_key).parent / HOST_KEY_PUB
+    return path if path.is_file() else None
+
+
+class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    """Accept exactly the host key the image was built with: whatever listens on the forwarded
+    port (another user's process, another VM) is refused."""
+
+    def __init__(self, pub: Path) -> None:
+        fields = pub.read_text().split()
+        if len(fields) < 2:
+            raise InfraError(f"{pub} is not an OpenSSH public key line")
+        self.pub, self.type, self.base64 = pub, fields[0], fields[1]
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        return None
+        if key.get_name() != self.type or key.get_base64() != self.base64:
+            raise HostKeyMismatch(
+                f"ssh {hostname}: the server's {key.get_name()} host key is not the guest image's ({self.pub}): "
+                "something else answers on this port"
+            )
+
+
+class _AcceptAnyHostKey(paramiko.MissingHostKeyPolicy):
+    """For an image without a recorded host key (built before keys were pinned): logged."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        log.warning("ssh %s: no pinned host key for this image; accepting %s", hostname, key.get_name())
+
+
+def known_hosts_file(pub: Path, directory: Path) -> Path:
+    """A known_hosts with the pinned key under HOST_KEY_ALIAS, for the system ssh client."""
+    fields = pub.read_text().split()
+    path = directory / f"known_hosts-{pub.parent.name}"
+    path.write_text(f"{HOST_KEY_ALIAS} {fields[0]} {fields[1]}\n")
+    return path
 
 
 def _command_line(cmd: str | Sequence[str]) -> str:
     return cmd if isinstance(cmd, str) else shlex.join(list(cmd))
 
 
-def ssh_client_argv(port: int, key: Path, user: str = USER, host: str = HOST, command: Sequence[str] = ()) -> list[str]:
-    """The system ssh client's command line for this VM (for humans: a real pty)."""
+def ssh_client_argv(
+    port: int,
+    key: Path,
+    user: str = USER,
+    host: str = HOST,
+    command: Sequence[str] = (),
+    known_hosts: Path | None = None,
+) -> list[str]:
+    """The system ssh client's command line for this VM (for humans: a real pty); with the pinned
+    host key when `known_hosts` (known_hosts_file()) is given."""
+    if known_hosts is not None:
+        checking = [
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            f"HostKeyAlias={HOST_KEY_ALIAS}",
+        ]
+    else:
+        checking = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
     argv = [
         "ssh",
         "-i",
         str(key),
         "-p",
         str(port),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
+        *checking,
         "-o",
         "LogLevel=ERROR",
         "-o",
@@ -104,7 +160,8 @@ class SSH:
     def connect_once(self, timeout: float) -> None:
         client = paramiko.SSHClient()
         client.set_log_channel(_QUIET)
-        client.set_missing_host_key_policy(_AcceptAnyHostKey())
+        pub = host_key_of(self.key)
+        client.set_missing_host_key_policy(_PinnedHostKey(pub) if pub is not None else _AcceptAnyHostKey())
         try:
             client.connect(
                 self.host,
@@ -270,7 +327,11 @@ class SSH:
 
     def interactive_shell(self, command: Sequence[str] = ()) -> int:
         """A real terminal for a human: the system ssh client with a pty. Its exit status."""
-        return subprocess.call(ssh_client_argv(self.port, self.key, self.user, self.host, command))
+        from ..paths import runtime_dir
+
+        pub = host_key_of(self.key)
+        known = known_hosts_file(pub, runtime_dir()) if pub is not None else None
+        return subprocess.call(ssh_client_argv(self.port, self.key, self.user, self.host, command, known))
 
 
 def _text(data: bytes | bytearray) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..guest.ssh import SSH, ssh_client_argv
+from ..guest.ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
 from ..kernel.configsets import CONFIG_SETS
 from .accel import ACCELS, resolve_accel
 
@@ -106,7 +106,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
         ssh = vm.wait_ssh()
         _progress(
             f"guest up in {vm.ssh_ready_seconds:.1f}s; from another terminal: "
-            f"{shlex.join(ssh_client_argv(ssh.port, ssh.key))}  (or testbed ssh {vm.name})"
+            f"{shlex.join(ssh_client_argv(ssh.port, ssh.key, known_hosts=_known_hosts(ssh.key)))}  "
+            f"(or testbed ssh {vm.name})"
         )
         _progress("leaving this shell shuts the VM down")
         ssh.interactive_shell()
@@ -140,3 +141,10 @@ def cmd_accel(args: argparse.Namespace) -> int:
     decision = resolve_accel(args.accel)
     print(decision.reason)
     return 0
+
+
+def _known_hosts(login_key: Path) -> Path | None:
+    from ..paths import runtime_dir
+
+    pub = host_key_of(login_key)
+    return known_hosts_file(pub, runtime_dir()) if pub is not None else None

@@ -82,3 +82,39 @@ def test_check_hook_stops_the_wait_early(tmp_path):
 def test_missing_key_fails_at_once(tmp_path):
     with pytest.raises(InfraError, match="does not exist"):
         SSH(_free_port(), tmp_path / "nope").connect(60.0)
+
+
+def _pub(key, path):
+    path.write_text(f"{key.get_name()} {key.get_base64()} testbed-guest-host\n")
+    return path
+
+
+def test_pinned_host_key_accepts_the_images_key_and_refuses_another(tmp_path):
+    import paramiko
+
+    from testbed.guest.ssh import HOST_KEY_PUB, HostKeyMismatch, _PinnedHostKey, host_key_of
+
+    guest, other = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    login = tmp_path / "id_ed25519"
+    login.write_text("private")
+    assert host_key_of(login) is None  # an image from before pinning: nothing to pin
+    pub = _pub(guest, tmp_path / HOST_KEY_PUB)
+    assert host_key_of(login) == pub
+    policy = _PinnedHostKey(pub)
+    policy.missing_host_key(None, "[127.0.0.1]:2222", guest)  # the image's own key: accepted
+    with pytest.raises(HostKeyMismatch, match="something else answers on this port"):
+        policy.missing_host_key(None, "[127.0.0.1]:2222", other)
+
+
+def test_system_client_pins_through_a_known_hosts_alias(tmp_path):
+    import paramiko
+
+    from testbed.guest.ssh import HOST_KEY_ALIAS, known_hosts_file
+
+    key = paramiko.ECDSAKey.generate()
+    (tmp_path / "img").mkdir()
+    known = known_hosts_file(_pub(key, tmp_path / "img" / "host.pub"), tmp_path)
+    assert known.read_text() == f"{HOST_KEY_ALIAS} {key.get_name()} {key.get_base64()}\n"
+    argv = ssh_client_argv(2222, tmp_path / "k", known_hosts=known)
+    assert "StrictHostKeyChecking=yes" in argv and f"UserKnownHostsFile={known}" in argv
+    assert f"HostKeyAlias={HOST_KEY_ALIAS}" in argv and "StrictHostKeyChecking=no" not in argv
