@@ -83,14 +83,27 @@ def _row(e: Entry, now: float, state: str) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from ..kernel.build import kernel_root
+    from ..kernel.lock import is_locked
+
     now = time.time()
     entries = _entries()
     doomed = {e.path for e in prune_plan(entries, now, DEFAULT_DAYS * DAY, _current_source())}
+    # a kernel build holds the lock while it works in builds/ and trees/: what it uses has no
+    # manifest naming it yet, so it would look prunable; a prune waits for the lock instead
+    building = is_locked(kernel_root() / ".lock")
     print(f"cache: {cache_root()}")
     print(f"{'kind':<14} {'size':>7} {'unused':>7}  {'state':<8} what")
     for e in entries:
         state = "current" if e.current else ("prunable" if e.path in doomed else "kept")
+        if building and state == "prunable" and e.kind in ("kernel-build", "kernel-tree"):
+            state = "busy"
         print(_row(e, now, state))
+    if building:
+        print(
+            "a kernel build is running: build directories and worktrees show as busy, and "
+            "`testbed cache prune` waits for it to finish before deciding"
+        )
     total = sum(e.size for e in entries)
     freed = sum(e.size for e in entries if e.path in doomed)
     print(f"total {_size(total)}; `testbed cache prune` would free {_size(freed)} (unused > {DEFAULT_DAYS:g} days)")

@@ -21,3 +21,16 @@ def locked(path: Path, progress: Callable[[str], None] = print) -> Iterator[None
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process holds the lock at `path` right now (a build is running)."""
+    if not path.exists():
+        return False
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False

@@ -130,3 +130,30 @@ def test_prune_refuses_while_a_vm_runs(tmp_path, monkeypatch):
     registry.register(registry.VmRecord("busy", os.getpid(), 2222, "k", "q", "c", 0.0))
     assert main(["cache", "prune"]) == 2
     assert main(["cache", "prune", "--dry-run"]) == 0
+
+
+def test_a_held_build_lock_is_seen_from_another_process(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from testbed.kernel.lock import is_locked
+
+    lock = tmp_path / ".lock"
+    assert not is_locked(lock)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl,sys,time; f=open({str(lock)!r},'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert is_locked(lock)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not is_locked(lock)
