@@ -30,6 +30,9 @@ from .pool import VmPool
 
 log = logging.getLogger(__name__)
 
+# the KUnit suites run before init: ~20 s under TCG for the default kernel, minutes under the
+# debug one (KASAN, lockdep); KVM seconds, scaled like every guest-paced wait
+KUNIT_BOOT_WORK_S = 60.0
 UNSAFE_INTERRUPTS = ("vfio_iommu_type1.allow_unsafe_interrupts=1", "iommufd.allow_unsafe_interrupts=1")
 SELFTEST_SETS = {"default": "selftest", "debug": "debug-selftest"}
 MARKS = ("kselftest", "kunit")
@@ -74,6 +77,7 @@ class KselftestSession:
     runs: dict[tuple[str, str, str | None], ProgramRun] = field(default_factory=dict)
     kunit_runs: dict[str, KunitRun] = field(default_factory=dict)
     broken: dict[tuple[str, str, str | None], TestbedError] = field(default_factory=dict)
+    boot_failed: dict[str, TestbedError] = field(default_factory=dict)
     noted: list[Noted] = field(default_factory=list)
     ran: dict[tuple[str, str], int] = field(default_factory=dict)  # (topology, suite) -> cases run
 
@@ -177,7 +181,13 @@ class KselftestSession:
         append: tuple[str, ...] = SELFTEST_APPEND
         if load_topology(topology).iommu.type is IommuType.VIRTIO:
             append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without
-        return pool.shared_vm(topology, append, kernel_config=config)
+        if topology in self.boot_failed:  # one boot attempt per topology, not one per case
+            pytest.fail(f"the selftest VM of {topology} could not boot: {self.boot_failed[topology]}", pytrace=False)
+        try:
+            return pool.shared_vm(topology, append, kernel_config=config, boot_work_s=KUNIT_BOOT_WORK_S)
+        except TestbedError as exc:
+            self.boot_failed[topology] = exc
+            pytest.fail(f"the selftest VM of {topology} could not boot: {exc}", pytrace=False)
 
     def run(
         self,

@@ -44,8 +44,15 @@ class VmPool:
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
 
-    def boot(self, topology: str, extra_append: tuple[str, ...] = (), kernel_config: str | None = None) -> GuestVM:
-        """A fresh VM; kernel_config overrides the session's config set (kselftest kernels)."""
+    def boot(
+        self,
+        topology: str,
+        extra_append: tuple[str, ...] = (),
+        kernel_config: str | None = None,
+        boot_work_s: float = 0.0,
+    ) -> GuestVM:
+        """A fresh VM; kernel_config overrides the session's config set (kselftest kernels);
+        boot_work_s is what the guest does before SSH (KUnit at boot), in KVM seconds."""
         o = self.options
         topo = load_topology(topology)
         plan = plan_launch(
@@ -57,6 +64,7 @@ class VmPool:
             extra_append=extra_append,
             progress=self.progress,
             bzimage=o.bzimage,
+            boot_work_s=boot_work_s,
         )
         machine = plan.machine()
         machine.__enter__()
@@ -70,7 +78,13 @@ class VmPool:
         self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
         return vm
 
-    def shared_vm(self, topology: str, extra_append: tuple[str, ...] = (), kernel_config: str | None = None) -> GuestVM:
+    def shared_vm(
+        self,
+        topology: str,
+        extra_append: tuple[str, ...] = (),
+        kernel_config: str | None = None,
+        boot_work_s: float = 0.0,
+    ) -> GuestVM:
         key = (topology, extra_append, kernel_config or self.options.kernel_config)
         vm = self.shared.get(key)
         if vm is not None and (vm.dirty or not vm.machine.process.alive()):
@@ -80,7 +94,7 @@ class VmPool:
             while len(self.shared) >= MAX_SHARED:
                 _, oldest = self.shared.popitem(last=False)
                 self.release(oldest)
-            vm = self.boot(topology, extra_append, kernel_config)
+            vm = self.boot(topology, extra_append, kernel_config, boot_work_s)
             self.shared[key] = vm
         self.shared.move_to_end(key)
         return vm

@@ -42,10 +42,12 @@ def plan_launch(
     paused: bool = False,
     progress: Progress = print,
     bzimage: Path | None = None,
+    boot_work_s: float = 0.0,
 ) -> LaunchPlan:
     """Ensure kernel and image (building them if the cache lacks them), make the per-VM
     overlay and run directory, and render the QEMU argv. Starts nothing. A prebuilt `bzimage`
-    skips the kernel build (the user's own build, e.g. `--kernel arch/x86/boot/bzImage`)."""
+    skips the kernel build (the user's own build, e.g. `--kernel arch/x86/boot/bzImage`).
+    `boot_work_s`: what the guest does before it is reachable (KUnit at boot), KVM seconds."""
     # imported here: `testbed --help` must not pay for the whole stack
     from ..image import ensure_image, make_overlay
     from ..kernel import ensure_kernel
@@ -73,9 +75,10 @@ def plan_launch(
         paused=paused,
     )
     make_backing_files(backing_files(topo, runtime.backing_dir))
-    return LaunchPlan(
-        name, render_argv(topo, runtime), runtime, image.ssh_key, Timeouts.for_accel(decision.accel), decision, run_dir
-    )
+    timeouts = Timeouts.for_accel(decision.accel)
+    if boot_work_s:
+        timeouts = timeouts.with_boot_work(boot_work_s, decision.accel)
+    return LaunchPlan(name, render_argv(topo, runtime), runtime, image.ssh_key, timeouts, decision, run_dir)
 
 
 def make_backing_files(files: Iterable[BackingFile]) -> None:

@@ -42,6 +42,12 @@ class Timeouts:
         base = cls()
         return base.scaled(factor * scale, guest_only=True) if factor * scale != 1.0 else base
 
+    def with_boot_work(self, seconds: float, accel: str) -> Timeouts:
+        """More time to SSH for a boot that does work first (KUnit suites at boot): `seconds`
+        as under KVM, scaled like every guest-paced wait."""
+        factor = (TCG_FACTOR if accel == "tcg" else 1.0) * float(os.environ.get(SCALE_ENV) or 1.0)
+        return replace(self, boot_to_ssh=self.boot_to_ssh + seconds * factor)
+
     def scaled(self, factor: float, guest_only: bool = False) -> Timeouts:
         names = (
             self.GUEST_PACED if guest_only else tuple(f.name for f in fields(self) if f.name != "ssh_retry_interval")
