@@ -26,7 +26,7 @@ from ..logs.known import KnownSplat
 from ..topology import Topology, load_topology
 from ..topology.model import IommuType
 from .guestvm import GuestVM
-from .pool import VmPool
+from .pool import VmPool, VmVariant
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class KselftestSession:
         if topology in self.boot_failed:  # one boot attempt per topology, not one per case
             pytest.fail(f"the selftest VM of {topology} could not boot: {self.boot_failed[topology]}", pytrace=False)
         try:
-            return pool.shared_vm(topology, append, kernel_config=config, boot_work_s=KUNIT_BOOT_WORK_S)
+            return pool.shared_vm(topology, VmVariant(config, append, KUNIT_BOOT_WORK_S))
         except TestbedError as exc:
             self.boot_failed[topology] = exc
             pytest.fail(f"the selftest VM of {topology} could not boot: {exc}", pytrace=False)

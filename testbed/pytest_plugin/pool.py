@@ -28,6 +28,19 @@ class BootOptions:
 
 
 @dataclass(frozen=True)
+class VmVariant:
+    """How one VM differs from the session's: the kselftest VM boots another config set, with
+    KUnit on the command line and time for it before SSH."""
+
+    kernel_config: str | None = None  # None: the session's
+    extra_append: tuple[str, ...] = ()
+    boot_work_s: float = 0.0  # what the guest does before SSH, KVM seconds
+
+
+DEFAULT_VARIANT = VmVariant()
+
+
+@dataclass(frozen=True)
 class StraySplat:
     vm: str
     console_log: Path
@@ -44,27 +57,20 @@ class VmPool:
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
 
-    def boot(
-        self,
-        topology: str,
-        extra_append: tuple[str, ...] = (),
-        kernel_config: str | None = None,
-        boot_work_s: float = 0.0,
-    ) -> GuestVM:
-        """A fresh VM; kernel_config overrides the session's config set (kselftest kernels);
-        boot_work_s is what the guest does before SSH (KUnit at boot), in KVM seconds."""
+    def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
+        """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise."""
         o = self.options
         topo = load_topology(topology)
         plan = plan_launch(
             topology,
             accel=o.accel,
-            kernel_config=kernel_config or o.kernel_config,
+            kernel_config=variant.kernel_config or o.kernel_config,
             ksrc=o.ksrc,
             patches=o.patches,
-            extra_append=extra_append,
+            extra_append=variant.extra_append,
             progress=self.progress,
             bzimage=o.bzimage,
-            boot_work_s=boot_work_s,
+            boot_work_s=variant.boot_work_s,
         )
         machine = plan.machine()
         machine.__enter__()
@@ -78,14 +84,8 @@ class VmPool:
         self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
         return vm
 
-    def shared_vm(
-        self,
-        topology: str,
-        extra_append: tuple[str, ...] = (),
-        kernel_config: str | None = None,
-        boot_work_s: float = 0.0,
-    ) -> GuestVM:
-        key = (topology, extra_append, kernel_config or self.options.kernel_config)
+    def shared_vm(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
+        key = (topology, variant)
         vm = self.shared.get(key)
         if vm is not None and (vm.dirty or not vm.machine.process.alive()):
             self.release(self.shared.pop(key))
@@ -94,7 +94,7 @@ class VmPool:
             while len(self.shared) >= MAX_SHARED:
                 _, oldest = self.shared.popitem(last=False)
                 self.release(oldest)
-            vm = self.boot(topology, extra_append, kernel_config, boot_work_s)
+            vm = self.boot(topology, variant)
             self.shared[key] = vm
         self.shared.move_to_end(key)
         return vm
