@@ -210,3 +210,24 @@ def test_a_program_that_skips_as_a_whole():
     assert ktap("vfio_pci_sriov_uapi_test-nvme.ktap") == []
     text = (LOGS / "vfio_pci_sriov_uapi_test-nvme.ktap").read_text()
     assert text.startswith("1..0 # SKIP SR-IOV may not be supported by the PF")
+
+
+def test_debug_kunit_cascade_is_declared_by_its_own_output():
+    from testbed.kselftest.kunit import judge_boot
+
+    known = load_failures()
+    run = judge_boot(LOGS / "kunit-boot-kselftest-debug.log")
+    failed = {name: case for name, case in run.cases.items() if case.status.value != "ok"}
+    assert failed
+    for name, case in failed.items():
+        entry = find_failure(known, f"kunit:{name}", None, "7.2.13-testbed", "\n".join(case.log))
+        assert entry is not None and "DEBUG_KOBJECT_RELEASE" in entry.why, name
+
+
+def test_a_fail_nth_timeout_is_known_but_a_fail_nth_assertion_is_not():
+    known = load_failures()
+    test = "iommu/iommufd_fail_nth:basic_fail_nth.map_two_domains"
+    timeout = "#  RUN           basic_fail_nth.map_two_domains ...\n# map_two_domains: Test terminated by timeout"
+    assert find_failure(known, test, None, "7.2.13-testbed", timeout) is not None
+    assertion = "# iommufd_fail_nth.c:120:map_two_domains:Expected 0 (0) == rc (-12)"
+    assert find_failure(known, test, None, "7.2.13-testbed", assertion) is None
