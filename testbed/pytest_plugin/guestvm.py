@@ -100,6 +100,18 @@ class GuestVM:
 
         return kernel_release(self.machine.console_log.read_text(errors="replace").splitlines()[:200])
 
+    def kmsg_cursor(self) -> int:
+        """The sequence number the kernel's next log record will get (/dev/kmsg)."""
+        return int(self.agent("kmsg", "cursor")["next"])
+
+    def kmsg_since(self, seq: int) -> list[str]:
+        """The kernel log records from `seq` on; a GuestError if the ring buffer already dropped
+        some of them (a wrap must not hide a message)."""
+        out = self.agent("kmsg", "since", {"seq": seq})
+        if out.get("lost"):
+            raise GuestError(f"the kernel log wrapped: records from {seq} on are gone (read them sooner)")
+        return list(out["lines"])
+
     def kmsg(self, line: str) -> None:
         self.machine.run(f"echo {shlex.quote(line)} > /dev/kmsg", check=True)
 

@@ -50,10 +50,6 @@ class Transfer:
         )
 
 
-def _dmesg_lines(vm: GuestVM) -> list[str]:
-    return vm.dmesg().splitlines()
-
-
 def host_file_bytes(vm: GuestVM, endpoint: str, offset: int, size: int) -> bytes:
     with open(vm.backing_file(endpoint), "rb") as f:
         f.seek(offset)
@@ -96,7 +92,7 @@ def transfer(
     if expect_fault:
         _await_fault_window(vm)
     seed = fresh_seed()
-    before = len(_dmesg_lines(vm))
+    cursor = vm.kmsg_cursor()
     result = vm.agent(
         "p2pmem",
         "transfer",
@@ -110,7 +106,7 @@ def transfer(
             "depth": depth,
         },
     )
-    new = _dmesg_lines(vm)[before:]
+    new = vm.kmsg_since(cursor)
     client_bus = vm.bdf(client)[5:]  # "04:00.0" as DMAR prints it
     faults = tuple(line for line in new if FAULT_RE.search(line) and (client_bus in line or "virtio_iommu" in line))
     refused = tuple(line for line in new if REFUSED_TEXT in line)

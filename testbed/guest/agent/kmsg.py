@@ -1,0 +1,62 @@
+"""The kernel log by sequence number (/dev/kmsg), so a reader never counts lines.
+
+    kmsg.py cursor                  {"ok", "next"}: the sequence number the next record will get
+    kmsg.py since '{"seq": N}'      {"ok", "lines", "next", "lost"}: records N.. in order; lost
+                                    is true when the ring buffer has already dropped record N
+
+A record's text is its first line (continuation lines of a multi-line record are dropped, as
+dmesg shows them indented under it anyway).
+"""
+
+import errno
+import json
+import os
+import sys
+
+from common import emit, error_of
+
+
+def _records():
+    """(seq, text) of every record still in the ring buffer, oldest first."""
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    out = []
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while True:
+            try:
+                raw = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten while we read: the next read resyncs
+                    continue
+                raise
+            head, _, text = raw.partition(";")
+            fields = head.split(",")
+            if len(fields) >= 2 and fields[1].isdigit():
+                out.append((int(fields[1]), text.rstrip("\n").split("\n")[0]))
+    finally:
+        os.close(fd)
+    return out
+
+
+def cursor(args: dict) -> dict:
+    records = _records()
+    return {"ok": True, "next": records[-1][0] + 1 if records else 0}
+
+
+def since(args: dict) -> dict:
+    seq = int(args["seq"])
+    records = _records()
+    lost = bool(records) and records[0][0] > seq
+    lines = [text for n, text in records if n >= seq]
+    return {"ok": True, "lines": lines, "next": records[-1][0] + 1 if records else seq, "lost": lost}
+
+
+COMMANDS = {"cursor": cursor, "since": since}
+
+if __name__ == "__main__":
+    try:
+        emit(COMMANDS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
+    except OSError as exc:
+        emit(error_of(exc))
