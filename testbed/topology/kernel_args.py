@@ -14,22 +14,24 @@ _PATH_RE = re.compile(
     r"(?P<rest>(?:/[0-9a-fA-F]{1,2}\.[0-7])*)$"
 )
 _ID_RE = re.compile(
-    r"^pci:(?P<vendor>[0-9a-fA-F]{1,4}):(?P<device>[0-9a-fA-F]{1,4})(?::[0-9a-fA-F]{1,4}:[0-9a-fA-F]{1,4})?$"
+    r"^pci:(?P<vendor>[0-9a-fA-F]{1,4}):(?P<device>[0-9a-fA-F]{1,4})"
+    r"(?::(?P<subvendor>[0-9a-fA-F]{1,4}):(?P<subdevice>[0-9a-fA-F]{1,4}))?$"
 )
 
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """One entry of a `pci=...=` device list: a device path or a pci:vendor:device match."""
+    """One entry of a `pci=...=` device list: a device path or pci:vendor:device[:subvendor:subdevice],
+    matched as pci_dev_str_match() does: a 0 in any ID field matches every device."""
 
     text: str
     path: tuple[int, int, tuple[tuple[int, int], ...]] | None = None  # (domain, bus, ((slot, fn), ...))
-    ids: tuple[int, int] | None = None
+    ids: tuple[int, int, int, int] | None = None  # vendor, device, subsystem vendor, subsystem device
 
-    def matches(self, device_path: str, device_id: str) -> bool:
+    def matches(self, device_path: str, device_id: str, subsystem_id: str = "0000:0000") -> bool:
         if self.ids is not None:
-            vendor, device = (int(x, 16) for x in device_id.split(":"))
-            return (vendor, device) == self.ids
+            actual = [int(x, 16) for x in (*device_id.split(":"), *subsystem_id.split(":"))]
+            return all(want == 0 or want == have for want, have in zip(self.ids, actual, strict=True))
         parsed = parse_device_spec(device_path)
         return parsed is not None and parsed.path == self.path
 
@@ -38,7 +40,9 @@ def parse_device_spec(text: str) -> DeviceSpec | None:
     text = text.strip()
     match = _ID_RE.match(text)
     if match:
-        return DeviceSpec(text, ids=(int(match["vendor"], 16), int(match["device"], 16)))
+        fields = (match["vendor"], match["device"], match["subvendor"] or "0", match["subdevice"] or "0")
+        vendor, device, subvendor, subdevice = (int(f, 16) for f in fields)
+        return DeviceSpec(text, ids=(vendor, device, subvendor, subdevice))
     match = _PATH_RE.match(text)
     if not match:
         return None

@@ -83,6 +83,18 @@ class Placement:
     def is_bridge(self) -> bool:
         return self.kind in (NodeKind.ROOT_PORT, NodeKind.SWITCH_UP, NodeKind.SWITCH_DOWN)
 
+    @property
+    def subsystem_id(self) -> str:
+        """Subsystem vendor:device as Linux reads it (sysfs subsystem_vendor/_device)."""
+        return SUBSYSTEM_IDS.get(self.kind, DEFAULT_SUBSYSTEM_ID)
+
+
+# Read in a QEMU 7.2 guest (topology acs): a type-0 device gets QEMU's default subsystem, Red Hat
+# 1af4:1100; a pcie-root-port has none in its header and Linux reads its SSVID capability,
+# 1b36:0000. pci=disable_acs_redir=pci:V:D:SV:SD matches on these.
+DEFAULT_SUBSYSTEM_ID = "1af4:1100"
+SUBSYSTEM_IDS = {NodeKind.ROOT_PORT: "1b36:0000"}
+
 
 @dataclass(frozen=True)
 class Layout:

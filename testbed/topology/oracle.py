@@ -77,7 +77,7 @@ def acs_redirect_ports(topo: Topology, layout: Layout) -> set[str]:
     for p in layout.placements.values():
         if p.acs and p.plugged:
             path = layout.device_path(p.id)
-            if not any(spec.matches(path, p.device_id) for spec in options.disable_acs_redir):
+            if not any(spec.matches(path, p.device_id, p.subsystem_id) for spec in options.disable_acs_redir):
                 redirect.add(p.id)
     return redirect
 

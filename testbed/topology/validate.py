@@ -329,7 +329,9 @@ def _check_kernel_args(topo: Topology, problem: Report) -> None:
         layout = build_layout(topo)
         for spec in options.disable_acs_redir:
             if not any(
-                spec.matches(layout.device_path(p.id), p.device_id) for p in layout.placements.values() if p.is_bridge
+                spec.matches(layout.device_path(p.id), p.device_id, p.subsystem_id)
+                for p in layout.placements.values()
+                if p.is_bridge
             ):
                 acs_ports = [f"{layout.device_path(p.id)} ({p.id})" for p in layout.placements.values() if p.acs]
                 problem(

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.topology import MapType, build_layout, check_expectations, load_topology, shipped_names, verdicts
+from testbed.topology import (
+    MapType,
+    TopologyError,
+    build_layout,
+    check_expectations,
+    load_topology,
+    shipped_names,
+    verdicts,
+)
 from testbed.topology.oracle import _allowlisted, acs_redirect_ports, calc_map_type, host_bridge_device
 
 from .topo_helpers import BASE, load_text
@@ -117,10 +125,24 @@ def test_intel_iommu_off_means_no_acs_redirect():
     assert verdict(text, "nvme0", "nvme1").map_type is MapType.BUS_ADDR
 
 
-@pytest.mark.parametrize("spec", ["0000:00:02.0", "00:02.0", "pci:1b36:000c", "pci:1b36:000c:1af4:1100"])
+# the root port is 1b36:000c with subsystem 1b36:0000 (its SSVID capability, read in a QEMU 7.2
+# guest); a 0 in any field of a pci: spec matches every device (pci_dev_str_match())
+@pytest.mark.parametrize(
+    "spec", ["0000:00:02.0", "00:02.0", "pci:1b36:000c", "pci:1b36:000c:1b36:0", "pci:0:0", "pci:1b36:0:0:0"]
+)
 def test_disable_acs_redir_restores_bus_addr(spec):
     text = MULTIFUNCTION.replace("ACS", "true") + f"kernel_args: ['pci=disable_acs_redir={spec}']\n"
     assert verdict(text, "nvme0", "nvme1").map_type is MapType.BUS_ADDR
+
+
+# the old model ignored the subsystem fields, so the first of these "cleared" the redirect; Linux
+# compares them (QEMU's endpoint default 1af4:1100 is not the root port's subsystem), so each
+# matches no port, which the validator says before anything boots
+@pytest.mark.parametrize("spec", ["pci:1b36:000c:1af4:1100", "pci:1b36:000d", "pci:1b36:000c:1b36:1"])
+def test_disable_acs_redir_that_does_not_match_the_port_is_refused(spec):
+    text = MULTIFUNCTION.replace("ACS", "true") + f"kernel_args: ['pci=disable_acs_redir={spec}']\n"
+    with pytest.raises(TopologyError, match=f"disable_acs_redir entry '{spec}' matches no port"):
+        verdict(text, "nvme0", "nvme1")
 
 
 def test_later_disable_acs_redir_wins():

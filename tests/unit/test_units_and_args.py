@@ -45,6 +45,10 @@ def test_device_spec_paths_and_ids():
     assert not spec.matches("0000:00:02.0/00.0", "104c:8232")
     assert parse_device_spec("00:02.0").matches("0000:00:02.0", "1b36:000c")
     assert parse_device_spec("pci:1b36:000c").matches("anything", "1b36:000c")
+    assert parse_device_spec("pci:1b36:000c").ids == (0x1B36, 0xC, 0, 0)
+    assert parse_device_spec("pci:1b36:000c:1af4:1100").matches("x", "1b36:000c", "1af4:1100")
+    assert not parse_device_spec("pci:1b36:000c:1af4:1100").matches("x", "1b36:000c", "1b36:0000")
+    assert parse_device_spec("pci:0:0").matches("x", "104c:8233", "0000:0000")  # 0 matches anything
     assert parse_device_spec("rp1") is None
 
 
