@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from ..errors import ConfigError, TestbedError
 from ..logs.known import KnownSplat, load_known
+from ..logs.splat import Splat
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
 from . import artifacts, kernel_window
@@ -46,16 +48,30 @@ MARKERS = {
     "test runs on (matrix: the wider set `--matrix` uses; any_topology: --topology may name "
     "any topology or file; cases(topology) -> [(id, case)]: one item per case and topology)",
 }
-POOL_KEY = pytest.StashKey[VmPool]()
-RESULTS_KEY = pytest.StashKey[Path]()
-VM_KEY = pytest.StashKey[GuestVM]()
-TABLE_KEY = pytest.StashKey[VerdictTable]()
-CENSUS_KEY = pytest.StashKey[CensusTable]()
-NOT_HERE_KEY = pytest.StashKey[set]()
-WINDOW_KEY = pytest.StashKey[tuple]()
-KNOWN_KEY = pytest.StashKey[tuple]()  # the loaded known-splats entries
-KNOWN_SEEN_KEY = pytest.StashKey[list]()  # (where, splat, entry) met during the run
-UNCHECKED_KEY = pytest.StashKey[list]()  # tests that began with lockdep already off
+VM_KEY = pytest.StashKey[GuestVM]()  # per item: the VM the test used, for its artifacts
+WINDOW_KEY = pytest.StashKey[tuple]()  # per item: its console window (first, last line)
+
+
+@dataclass
+class TestbedState:
+    """The plugin's state for one session (as pytest's junitxml keeps LogXML): made at
+    configure, read by fixtures and the end-of-run summary."""
+
+    results: Path  # results/pytest/<run>
+    known: tuple[KnownSplat, ...]  # known-splats.yaml
+    pool: VmPool | None = None  # made by the first VM test
+    verdicts: VerdictTable | None = None
+    census: CensusTable | None = None
+    not_here: set[str] = field(default_factory=set)  # tests that do not apply to the chosen topologies
+    known_seen: list[tuple[str, Path, Splat, KnownSplat]] = field(default_factory=list)  # (where, log, splat, entry)
+    unchecked: list[str] = field(default_factory=list)  # tests that began with lockdep already off
+
+
+STATE_KEY = pytest.StashKey[TestbedState]()
+
+
+def state_of(config: pytest.Config) -> TestbedState:
+    return config.stash[STATE_KEY]
 
 
 def in_ci() -> bool:
@@ -109,13 +125,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     run = time.strftime("%Y%m%d-%H%M%S")
-    config.stash[RESULTS_KEY] = results_root() / "pytest" / run
     try:
-        config.stash[KNOWN_KEY] = load_known(KNOWN_SPLATS_FILE)
+        known = load_known(KNOWN_SPLATS_FILE)
     except ConfigError as exc:  # a broken file is reported before anything boots
         raise pytest.UsageError(str(exc)) from None
-    config.stash[KNOWN_SEEN_KEY] = []
-    config.stash[UNCHECKED_KEY] = []
+    config.stash[STATE_KEY] = TestbedState(results_root() / "pytest" / run, known)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -133,7 +147,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     elif chosen:
         names = [n for n in names if n in chosen]
         if not names:  # not a skip: this test does not apply to the chosen topologies
-            metafunc.config.stash.setdefault(NOT_HERE_KEY, set()).add(metafunc.definition.nodeid)
+            state_of(metafunc.config).not_here.add(metafunc.definition.nodeid)
     cases = mark.kwargs.get("cases")
     if cases is not None and "topology_case" in metafunc.fixturenames:
         params = []
@@ -168,7 +182,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if placeholders:
         config.hook.pytest_deselected(items=placeholders)
         items[:] = [i for i in items if not _not_selected(i)]
-    not_here = config.stash.get(NOT_HERE_KEY, set())
+    not_here = state_of(config).not_here
     if not_here:
         keep = [i for i in items if i.nodeid.split("[")[0] not in not_here]
         dropped = [i for i in items if i.nodeid.split("[")[0] in not_here]
@@ -237,8 +251,8 @@ def testbed_pool(request: pytest.FixtureRequest) -> Iterator[VmPool]:
         if reporter is not None:
             reporter.write_line(f"testbed: {line}")
 
-    pool = VmPool(options, progress, config.stash[KNOWN_KEY])
-    config.stash[POOL_KEY] = pool
+    pool = VmPool(options, progress, state_of(config).known)
+    state_of(config).pool = pool
     yield pool
     if config.getoption("keep_vm"):
         for vm in pool.shared.values():
@@ -275,7 +289,8 @@ def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topol
 @pytest.fixture(scope="session")
 def verdict_table(request: pytest.FixtureRequest) -> VerdictTable:
     """Rows of (pair, expected, observed, reason), printed after the run and saved as TSV."""
-    table = request.config.stash.setdefault(TABLE_KEY, VerdictTable())
+    state = state_of(request.config)
+    table = state.verdicts = state.verdicts or VerdictTable()
     return table
 
 
@@ -288,18 +303,20 @@ def kselftest_session(request: pytest.FixtureRequest) -> KselftestSession:
 @pytest.fixture(scope="session")
 def testbed_results(request: pytest.FixtureRequest) -> Path:
     """This run's results directory (results/pytest/<run>)."""
-    return request.config.stash[RESULTS_KEY]
+    return state_of(request.config).results
 
 
 @pytest.fixture(scope="session")
 def known_splats(request: pytest.FixtureRequest) -> tuple[KnownSplat, ...]:
-    return request.config.stash[KNOWN_KEY]
+    return state_of(request.config).known
 
 
 @pytest.fixture(scope="session")
 def census_table(request: pytest.FixtureRequest) -> CensusTable:
     """The probe's kernel answers against `testbed explain`: a line at the end, census.tsv."""
-    return request.config.stash.setdefault(CENSUS_KEY, CensusTable())
+    state = state_of(request.config)
+    state.census = state.census or CensusTable()
+    return state.census
 
 
 @pytest.fixture
@@ -321,7 +338,7 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
     strict = request.config.getoption("strict_splats")
-    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, request.config.stash[KNOWN_KEY])
+    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
     request.node.stash[WINDOW_KEY] = verdict.lines
     log = guest.machine.console_log
     problems = []
@@ -331,7 +348,7 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
             f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}"
         )
     for splat, entry in verdict.known:
-        request.config.stash[KNOWN_SEEN_KEY].append((request.node.nodeid, log, splat, entry))
+        state_of(request.config).known_seen.append((request.node.nodeid, log, splat, entry))
         if strict:
             problems.append(
                 f"known base-kernel splat during the test ({entry.where}; failing because "
@@ -345,7 +362,7 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
             "lockdep turned itself off during the test (debug_locks 1 -> 0): nothing after this point is lock-checked"
         )
     if verdict.lockdep_off_at_start:
-        request.config.stash[UNCHECKED_KEY].append(request.node.nodeid)
+        state_of(request.config).unchecked.append(request.node.nodeid)
     if not verdict.complete:
         problems.append(f"the end marker never reached the console ({guest.machine.console_log})")
     if problems:
@@ -359,23 +376,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     guest = item.stash.get(VM_KEY, None)
     if not report.failed or guest is None or report.when == "setup" and call.excinfo is None:
         return
-    dest = artifacts.test_dir(item.config.stash[RESULTS_KEY], item.nodeid)
+    dest = artifacts.test_dir(state_of(item.config).results, item.nodeid)
     written = artifacts.collect(guest, dest, item.stash.get(WINDOW_KEY, None))
     report.sections.append(("testbed artifacts", f"{dest}\n  " + "\n  ".join(written)))
 
 
 def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
-    table = config.stash.get(TABLE_KEY, None)
+    state = state_of(config)
+    table = state.verdicts
     if table is not None and table.rows:
-        path = config.stash[RESULTS_KEY] / "verdicts.tsv"
+        path = state.results / "verdicts.tsv"
         table.write_tsv(path)
         terminalreporter.section("P2P verdicts")
         for line in table.lines():
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"(also in {path})")
-    census = config.stash.get(CENSUS_KEY, None)
+    census = state.census
     if census is not None and census.rows:
-        path = config.stash[RESULTS_KEY] / "census.tsv"
+        path = state.results / "census.tsv"
         census.write_tsv(path)
         terminalreporter.section("P2PDMA census: the kernel's answers (probe module)")
         terminalreporter.write_line(census.summary(), red=bool(census.disagreements()))
@@ -388,10 +406,10 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
         for line in selftests.summary():
             terminalreporter.write_line(line)
         if selftests.noted:
-            tsv = config.stash[RESULTS_KEY] / "kselftest-known.tsv"
+            tsv = state.results / "kselftest-known.tsv"
             selftests.write_tsv(tsv)
             terminalreporter.write_line(f"(every skip and known failure in {tsv})")
-    pool = config.stash.get(POOL_KEY, None)
+    pool = state.pool
     if pool is None:
         return
     for name, seconds in pool.boot_seconds:
@@ -400,17 +418,13 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
     for stray in pool.stray_splats:
         where = f"({stray.console_log}:{stray.splat.first_line}-{stray.splat.last_line})"
         if stray.known is not None and not strict:
-            config.stash[KNOWN_SEEN_KEY].append(
-                (f"outside any test in {stray.vm}", stray.console_log, stray.splat, stray.known)
-            )
+            state.known_seen.append((f"outside any test in {stray.vm}", stray.console_log, stray.splat, stray.known))
             continue
         terminalreporter.write_line(
             f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: {stray.splat.title} {where}", red=True
         )
-    _known_summary(
-        terminalreporter, config.stash.get(KNOWN_SEEN_KEY, []), strict, config.stash[RESULTS_KEY] / "known-splats.tsv"
-    )
-    unchecked = config.stash.get(UNCHECKED_KEY, [])
+    _known_summary(terminalreporter, state.known_seen, strict, state.results / "known-splats.tsv")
+    unchecked = state.unchecked
     if unchecked:
         terminalreporter.write_line(
             f"testbed: {len(unchecked)} test(s) began with lockdep already off "
@@ -451,7 +465,7 @@ def _known_summary(terminalreporter: TerminalReporter, seen: list, strict: bool,
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    pool = session.config.stash.get(POOL_KEY, None)
+    pool = state_of(session.config).pool
     strict = session.config.getoption("strict_splats")
     failing = [s for s in pool.stray_splats if s.known is None or strict] if pool is not None else []
     if failing and session.exitstatus == 0:
