@@ -60,12 +60,17 @@ def _suite_files(srctree: Path, suite: str) -> list[Path]:
     return files + [base / name for name in SHARED_FILES if (base / name).is_file()]
 
 
-def selftest_key(tree: KernelTree, programs: tuple[Program, ...]) -> str:
+def _fixes(tree: KernelTree, programs: tuple[Program, ...]) -> tuple[BuildFix, ...]:
+    """The build fixes these programs' suites need in this tree (each reads the suite's sources)."""
     suites = sorted({p.suite for p in programs})
+    return tuple(f for s in suites for f in fixes_for(s, tree.srctree / SELFTESTS / s))
+
+
+def selftest_key(tree: KernelTree, programs: tuple[Program, ...], fixes: tuple[BuildFix, ...]) -> str:
     parts = [RECIPE.encode(), tree.identity.encode(), " ".join(p.id for p in programs).encode()]
-    for suite in suites:
+    for suite in sorted({p.suite for p in programs}):
         parts.append(hash_files(_suite_files(tree.srctree, suite), tree.srctree).encode())
-        parts += [f"{f.name}\n{f.header}".encode() for f in fixes_for(suite, tree.srctree / SELFTESTS / suite)]
+    parts += [f"{f.suite}/{f.name}\n{f.header}".encode() for f in fixes]
     return short(hash_bytes(*parts))
 
 
@@ -105,22 +110,28 @@ def _listing(binary: Path, program: Program) -> tuple[str, ...] | None:
 def ensure_selftests(bzimage: Path, programs: tuple[Program, ...], progress: Progress = print) -> SelftestBuild:
     """The programs built for the tree behind `bzimage` (seconds; cached)."""
     tree = kernel_tree_of(bzimage)
-    key = selftest_key(tree, programs)
+    fixes = _fixes(tree, programs)
+    key = selftest_key(tree, programs, fixes)
     root = cache_dir("kselftest")
     final = root / key
     if not (final / "listing.json").is_file():
         with locked(root / ".lock", progress):
             if not (final / "listing.json").is_file():
-                _build(tree, programs, root, key, progress)
+                _build(tree, programs, fixes, root, key, progress)
     listings = {
         k: (tuple(v) if v is not None else None) for k, v in json.loads((final / "listing.json").read_text()).items()
     }
-    suites = sorted({p.suite for p in programs})
-    fixes = tuple(f for s in suites for f in fixes_for(s, tree.srctree / SELFTESTS / s))
     return SelftestBuild(final, key, tree, fixes, listings)
 
 
-def _build(tree: KernelTree, programs: tuple[Program, ...], root: Path, key: str, progress: Progress) -> None:
+def _build(
+    tree: KernelTree,
+    programs: tuple[Program, ...],
+    fixes: tuple[BuildFix, ...],
+    root: Path,
+    key: str,
+    progress: Progress,
+) -> None:
     work = root / f".{key}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -131,7 +142,7 @@ def _build(tree: KernelTree, programs: tuple[Program, ...], root: Path, key: str
         out = work / suite
         out.mkdir()
         extra = []
-        for fix in fixes_for(suite, suite_dir):
+        for fix in (f for f in fixes if f.suite == suite):
             header = work / f"fix-{fix.name}.h"
             header.write_text(f"/* p2p-testbed build fix: {fix.why} */\n{fix.header}")
             extra.append(f"-include {header}")

@@ -30,6 +30,7 @@ class GuestVM:
     layout: Layout = field(init=False)
     dirty: bool = False  # a test changed the device tree: do not share this VM any more
     probe_loaded: bool = False  # the probe module is in this guest's kernel (it is never unloaded)
+    _release: str | None = field(default=None, init=False, repr=False)  # "" once read and absent
 
     def __post_init__(self) -> None:
         self.layout = build_layout(self.topology)
@@ -95,10 +96,14 @@ class GuestVM:
         self.probe_loaded = True
 
     def kernel_release(self) -> str | None:
-        """The release in the boot banner of this VM's console ("7.2.13-testbed")."""
-        from ..logs.known import kernel_release
+        """The release in the boot banner of this VM's console ("7.2.13-testbed"), read once."""
+        if self._release is None:
+            from ..logs.known import kernel_release
 
-        return kernel_release(self.machine.console_log.read_text(errors="replace").splitlines()[:200])
+            with self.machine.console_log.open(errors="replace") as console:
+                head = [line for _, line in zip(range(200), console, strict=False)]
+            self._release = kernel_release(head) or ""
+        return self._release or None
 
     def kmsg_cursor(self) -> int:
         """The sequence number the kernel's next log record will get (/dev/kmsg)."""

@@ -78,6 +78,7 @@ class KselftestSession:
     kunit_runs: dict[str, KunitRun] = field(default_factory=dict)
     broken: dict[tuple[str, str, str | None], TestbedError] = field(default_factory=dict)
     boot_failed: dict[str, TestbedError] = field(default_factory=dict)
+    variants: dict[str, VmVariant] = field(default_factory=dict)
     noted: list[Noted] = field(default_factory=list)
     ran: dict[tuple[str, str], int] = field(default_factory=dict)  # (topology, suite) -> cases run
 
@@ -176,18 +177,24 @@ class KselftestSession:
 
     def vm(self, pool: VmPool, topology: str) -> GuestVM:
         """The topology's selftest VM, booted with KUnit enabled: its suites run during boot."""
-        kernel = self.config.getoption("kernel")
-        config = None if kernel is not None and kernel.is_file() else self.kernel_config()
-        append: tuple[str, ...] = SELFTEST_APPEND
-        if load_topology(topology).iommu.type is IommuType.VIRTIO:
-            append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without
         if topology in self.boot_failed:  # one boot attempt per topology, not one per case
             pytest.fail(f"the selftest VM of {topology} could not boot: {self.boot_failed[topology]}", pytrace=False)
         try:
-            return pool.shared_vm(topology, VmVariant(config, append, KUNIT_BOOT_WORK_S))
+            return pool.shared_vm(topology, self._variant(topology))
         except TestbedError as exc:
             self.boot_failed[topology] = exc
             pytest.fail(f"the selftest VM of {topology} could not boot: {exc}", pytrace=False)
+
+    def _variant(self, topology: str) -> VmVariant:
+        """How the topology's selftest VM boots (worked out once: every item asks)."""
+        if topology not in self.variants:
+            kernel = self.config.getoption("kernel")
+            config = None if kernel is not None and kernel.is_file() else self.kernel_config()
+            append: tuple[str, ...] = SELFTEST_APPEND
+            if load_topology(topology).iommu.type is IommuType.VIRTIO:
+                append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without
+            self.variants[topology] = VmVariant(config, append, KUNIT_BOOT_WORK_S)
+        return self.variants[topology]
 
     def run(
         self,
