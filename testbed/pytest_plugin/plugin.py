@@ -9,7 +9,6 @@ pytest --strict-splats              splats of the base kernel (known-splats.yaml
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import time
@@ -46,7 +45,8 @@ MARKERS = {
     "qemu": "starts real QEMU processes, no guest kernel needed",
     "topology": "topology(*names, matrix=(...), any_topology=False, cases=None): the topologies a VM "
     "test runs on (matrix: the wider set `--matrix` uses; any_topology: --topology may name "
-    "any topology or file; cases(topology) -> [(id, case)]: one item per case and topology)",
+    "any topology or file; cases(topology, config) -> [(id, case)]: one item per case and topology, "
+    "None for a case the options leave out)",
 }
 VM_KEY = pytest.StashKey[GuestVM]()  # per item: the VM the test used, for its artifacts
 WINDOW_KEY = pytest.StashKey[tuple]()  # per item: its console window (first, last line)
@@ -156,7 +156,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 topo = load_topology(name)
             except ConfigError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            listed = cases(topo, metafunc.config) if _arity(cases) > 1 else cases(topo)
+            listed = cases(topo, metafunc.config)
             params += [pytest.param(name, case, id=f"{topo.name}-{case_id}") for case_id, case in listed]
         # function scope: the case must not split the VM's session-scoped topology group
         metafunc.parametrize(
@@ -165,10 +165,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     # session scope groups the tests by topology, so each VM boots once
     metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
-
-
-def _arity(fn: Callable[..., object]) -> int:
-    return len(inspect.signature(fn).parameters)
 
 
 def _not_selected(item: pytest.Item) -> bool:

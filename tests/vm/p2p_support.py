@@ -15,6 +15,17 @@ from testbed.topology.outcome import Outcome, observed_outcome
 # A fresh seed for every transfer: the P2P pool hands the same CMB addresses out again, so a
 # repeated pattern could make a transfer that moved nothing look right.
 _seeds = itertools.count(random.SystemRandom().randrange(1 << 40))
+# every shipped topology with an NVMe CMB besides two-switch (the P2P and tree suites' matrix)
+NVME_TOPOLOGIES = (
+    "single-switch",
+    "root-ports",
+    "pxb",
+    "acs",
+    "amd-zen",
+    "two-switch-iommu",
+    "two-switch-iommu-pt",
+    "virtio-iommu",
+)
 FAULT_RE = re.compile(r"DMAR: \[DMA (?:Read|Write)|virtio_iommu.*fault|AMD-Vi: .*(?:IO_PAGE_FAULT|Event logged)")
 REFUSED_TEXT = "cannot be used for peer-to-peer DMA"
 

@@ -6,20 +6,12 @@ import pytest
 
 from testbed.topology.layout import NodeKind
 
+from .p2p_support import NVME_TOPOLOGIES
+
 
 @pytest.mark.topology(
     "two-switch",
-    matrix=(
-        "single-switch",
-        "root-ports",
-        "pxb",
-        "acs",
-        "amd-zen",
-        "two-switch-iommu",
-        "two-switch-iommu-pt",
-        "virtio-iommu",
-        "vfio-dmabuf",
-    ),
+    matrix=(*NVME_TOPOLOGIES, "vfio-dmabuf"),
 )
 def test_guest_sees_the_modeled_tree(vm):
     seen = {d["bdf"]: d for d in vm.agent("pci", "devices")}
@@ -35,16 +27,7 @@ def test_guest_sees_the_modeled_tree(vm):
 
 @pytest.mark.topology(
     "two-switch",
-    matrix=(
-        "single-switch",
-        "root-ports",
-        "pxb",
-        "acs",
-        "amd-zen",
-        "two-switch-iommu",
-        "two-switch-iommu-pt",
-        "virtio-iommu",
-    ),
+    matrix=NVME_TOPOLOGIES,
 )
 def test_cmb_is_published_as_p2pmem(vm):
     seen = {d["bdf"]: d for d in vm.agent("pci", "devices")}

@@ -13,20 +13,10 @@ import pytest
 from testbed.topology.model import EndpointKind
 from testbed.topology.outcome import Outcome, expected_outcome
 
-from .p2p_support import REFUSED_TEXT, fresh_seed, transfer
+from .p2p_support import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, transfer
 
 pytestmark = pytest.mark.p2p
 
-NVME_TOPOLOGIES = (
-    "single-switch",
-    "root-ports",
-    "pxb",
-    "acs",
-    "amd-zen",
-    "two-switch-iommu",
-    "two-switch-iommu-pt",
-    "virtio-iommu",
-)
 KiB, MiB = 1 << 10, 1 << 20
 
 

@@ -77,7 +77,7 @@ def branch_cases(topo: Topology) -> list[tuple[str, tuple[str, str]]]:
     return [(f"branch-{p.id}-{c.id}", (p.id, c.id)) for p in eps if p.kind in EXPORTABLE for c in eps if c.id != p.id]
 
 
-def census_cases(topo: Topology) -> list[tuple[str, tuple[str, str, str]]]:
+def census_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, tuple[str, str, str]]]:
     """One case per pair and question, so JUnit names say which part failed."""
     return [(name, ("map", *pair)) for name, pair in map_cases(topo)] + [
         (name, ("branch", *pair)) for name, pair in branch_cases(topo)
