@@ -114,3 +114,23 @@ def block_device(bdf: str) -> str:
     if os.path.isdir(os.path.join(SYS_PCI, bdf, "nvme")):
         return nvme_namespace(bdf)
     return virtio_disk(bdf)
+
+
+def kmsg_records(fd: int):
+    """(seq, text) of each /dev/kmsg record readable from fd (opened O_NONBLOCK) until none is
+    left; (None, None) where the ring buffer overwrote records before they were read. The text
+    is the record's first line."""
+    while True:
+        try:
+            raw = os.read(fd, 8192).decode(errors="replace")
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the next read resyncs to the oldest record
+                yield None, None
+                continue
+            raise
+        head, _, text = raw.partition(";")
+        fields = head.split(",")
+        seq = int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None
+        yield seq, text.rstrip("\n").split("\n")[0]

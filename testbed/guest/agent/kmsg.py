@@ -8,36 +8,22 @@ A record's text is its first line (continuation lines of a multi-line record are
 dmesg shows them indented under it anyway).
 """
 
-import errno
 import json
 import os
 import sys
 
-from common import emit, error_of
+from common import emit, error_of, kmsg_records
 
 
 def _records():
     """(seq, text) of every record still in the ring buffer, oldest first."""
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    out = []
     try:
         os.lseek(fd, 0, os.SEEK_SET)
-        while True:
-            try:
-                raw = os.read(fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # overwritten while we read: the next read resyncs
-                    continue
-                raise
-            head, _, text = raw.partition(";")
-            fields = head.split(",")
-            if len(fields) >= 2 and fields[1].isdigit():
-                out.append((int(fields[1]), text.rstrip("\n").split("\n")[0]))
+        # a gap (None) means records were overwritten while we read; `since` sees it as lost
+        return [(seq, text) for seq, text in kmsg_records(fd) if seq is not None]
     finally:
         os.close(fd)
-    return out
 
 
 def cursor(args: dict) -> dict:

@@ -22,7 +22,7 @@ import sys
 import time
 
 import probe_uapi as P
-from common import BIND_TIMEOUT_S, bind_driver, emit, error_of
+from common import BIND_TIMEOUT_S, bind_driver, emit, error_of, kmsg_records
 from common import driver as _driver
 
 DEVICE = "/dev/p2pdma_probe"
@@ -37,18 +37,9 @@ class Kmsg:
 
     def read(self) -> list:
         lines = []
-        while True:
-            try:
-                record = os.read(self.fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # overwritten before we read it: say so
-                    lines.append("testbed: kernel log records lost (ring buffer wrapped)")
-                    continue
-                raise
-            _, _, text = record.partition(";")
-            lines.extend(text.rstrip("\n").split("\n")[:1])
+        for _, text in kmsg_records(self.fd):
+            # overwritten before we read it: say so
+            lines.append(text if text is not None else "testbed: kernel log records lost (ring buffer wrapped)")
         os.close(self.fd)
         return lines
 
