@@ -1,18 +1,40 @@
 """`testbed scan-log FILE...`: the harness's splat detector over saved console logs.
 
-Splats the base kernel is known to print (known-splats.yaml, matched against the release in
-the log's boot banner) are marked `known` and do not set the exit status unless --strict.
+Each report is printed with its signature (kind + what + where, stable across runs) and
+repeats of one signature are counted under it. Splats the base kernel is known to print
+(known-splats.yaml, matched against the release in the log's boot banner) are marked
+`known` and do not set the exit status unless --strict. `--json` prints the same as one
+JSON document, for scripts and `testbed ab`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..paths import KNOWN_SPLATS_FILE
-from .known import find_known, kernel_release, load_known
-from .splat import scan_lines
+from .known import KnownSplat, find_known, kernel_release, load_known
+from .splat import Splat, scan_lines
+
+
+@dataclass(frozen=True)
+class Finding:
+    log: Path
+    splat: Splat
+    known: KnownSplat | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "log": str(self.log),
+            "lines": [self.splat.first_line, self.splat.last_line],
+            "kind": self.splat.kind,
+            "signature": self.splat.signature,
+            "title": self.splat.title,
+            "known": self.known.where if self.known else None,
+        }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("logs", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--excerpt", action="store_true", help="print each splat's excerpt too")
+    p.add_argument("--json", action="store_true", help="print one JSON document: every splat and a count per signature")
     p.add_argument("--strict", action="store_true", help="known base-kernel splats (known-splats.yaml) count too")
     p.add_argument(
         "--known-splats",
@@ -32,24 +55,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_scan)
 
 
-def _scan(args: argparse.Namespace) -> int:
-    known = load_known(args.known_splats)
-    found = failing = 0
-    for path in args.logs:
+def scan_files(logs: list[Path], known: tuple[KnownSplat, ...]) -> list[Finding]:
+    findings = []
+    for path in logs:
         if not path.is_file():
             raise ConfigError(f"no such log file: {path}")
         lines = path.read_text(errors="replace").splitlines()
         release = kernel_release(lines)
-        for splat in scan_lines(lines):
-            found += 1
-            entry = find_known(splat, release, known)
-            failing += entry is None or args.strict
-            tag = f" [known: {entry.where}]" if entry else ""
-            print(f"{path}:{splat.first_line}-{splat.last_line}: {splat.kind}: {splat.title}{tag}")
-            if args.excerpt:
-                print("    " + splat.excerpt.replace("\n", "\n    "))
-    if not found:
+        findings += [Finding(path, s, find_known(s, release, known)) for s in scan_lines(lines)]
+    return findings
+
+
+def counts(findings: list[Finding]) -> dict[str, int]:
+    """Reports per signature, in order of first appearance."""
+    out: dict[str, int] = {}
+    for f in findings:
+        out[f.splat.signature] = out.get(f.splat.signature, 0) + 1
+    return out
+
+
+def _scan(args: argparse.Namespace) -> int:
+    known = load_known(args.known_splats)
+    findings = scan_files(args.logs, known)
+    failing = [f for f in findings if f.known is None or args.strict]
+    if args.json:
+        doc = {
+            "logs": [str(p) for p in args.logs],
+            "splats": [f.as_json() for f in findings],
+            "signatures": [
+                {"signature": sig, "count": n, "known": any(f.known for f in findings if f.splat.signature == sig)}
+                for sig, n in counts(findings).items()
+            ],
+            "failing": len(failing),
+        }
+        print(json.dumps(doc, indent=2))
+        return 1 if failing else 0
+    for f in findings:
+        tag = f" [known: {f.known.where}]" if f.known else ""
+        print(f"{f.log}:{f.splat.first_line}-{f.splat.last_line}: {f.splat.signature}{tag}")
+        if args.excerpt:
+            print("    " + f.splat.excerpt.replace("\n", "\n    "))
+    if not findings:
         print(f"no splats in {len(args.logs)} log{'s' if len(args.logs) != 1 else ''}")
-    elif not failing:
-        print(f"all {found} splats are known in {args.known_splats.name} (--strict counts them)")
+        return 0
+    print("signatures:")
+    for sig, n in counts(findings).items():
+        print(f"  {n:4d}  {sig}")
+    if not failing:
+        print(f"all {len(findings)} splats are known in {args.known_splats.name} (--strict counts them)")
     return 1 if failing else 0

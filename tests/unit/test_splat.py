@@ -118,11 +118,29 @@ def test_scan_log_command_exit_codes(capsys, tmp_path):
     from testbed.cli import main
 
     assert main(["scan-log", str(LOGS / "splats" / "kasan-uaf.log")]) == 1
-    assert "kasan: slab-use-after-free" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert ":4-28: KASAN: slab-use-after-free Read in pci_p2pdma_map_type" in out
+    assert "     1  KASAN: slab-use-after-free Read in pci_p2pdma_map_type" in out
     clean = tmp_path / "clean.log"
     clean.write_text("[ 0.0] Linux version 7.2.13\n")
     assert main(["scan-log", str(clean)]) == 0
     assert main(["scan-log", str(tmp_path / "missing.log")]) == 2
+
+
+def test_scan_log_json_counts_repeats(capsys, tmp_path):
+    import json
+
+    from testbed.cli import main
+
+    one = (LOGS / "splats" / "kasan-uaf.log").read_text()
+    log = tmp_path / "twice.log"
+    log.write_text(one + one)
+    assert main(["scan-log", "--json", str(log)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [(s["signature"], s["count"]) for s in doc["signatures"]] == [
+        ("KASAN: slab-use-after-free Read in pci_p2pdma_map_type", 2)
+    ]
+    assert len(doc["splats"]) == 2 and doc["failing"] == 2
 
 
 # Captured from this project's guests running the debug config (KASAN, lockdep, ODEBUG,
