@@ -2,26 +2,31 @@
 
 A patched tree is judged against the kernel it is based on. A splat that the base kernel
 prints on every NVMe removal would fail every hot-unplug test and hide the one the patch
-introduced, so each such splat is declared once in `known-splats.yaml` (kind, title, the
-stack functions that identify it, the kernel releases it applies to, why). A matching splat
+introduced, so each such splat is declared once in `known-splats.yaml`. A matching splat
 does not fail the test; it is listed in the run's summary with its entry. `--strict-splats`
-makes known splats fail like any other. Only exact signatures are declared: a different
-title, a different stack or another kernel release is a new splat.
+makes known splats fail like any other.
+
+An entry pins the whole report, so that a patch making it worse is a new splat: its
+signature (matched whole), for lockdep the exact chain of locks (no link more or less), the
+top of its call trace frame by frame, and the kernel release.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import KNOWN_SPLATS_FILE
 from ..topology.problems import Problem, ProblemsError, load_entry_list
 from ..topology.yamlpos import Located, format_path
+from .signature import call_trace, lock_chain
 from .splat import HEADERS, Splat
 
 KINDS = tuple(dict.fromkeys(kind for kind, _ in HEADERS))
-FIELDS = {"kind", "title", "stack", "kernel", "why"}
+FIELDS = {"kind", "signature", "chain", "stack", "kernel", "why"}
+OPTIONAL = {"chain", "stack"}
 RELEASE_RE = re.compile(r"Linux version (\S+)")
 
 
@@ -32,8 +37,9 @@ class KnownSplatsError(ProblemsError):
 @dataclass(frozen=True)
 class KnownSplat:
     kind: str
-    title: re.Pattern[str]  # searched in the splat's title
-    stack: tuple[re.Pattern[str], ...]  # each must appear somewhere in the splat's text
+    signature: re.Pattern[str]  # matches the splat's whole signature
+    chain: tuple[re.Pattern[str], ...]  # lockdep: each link of the chain, in order, no extra
+    stack: tuple[re.Pattern[str], ...]  # the first frames of the call trace, in order
     kernel: re.Pattern[str]  # matched at the start of the guest's kernel release
     why: str
     where: str  # file:line of the entry, for the report
@@ -43,9 +49,17 @@ class KnownSplat:
             splat.kind == self.kind
             and release is not None
             and bool(self.kernel.match(release))
-            and bool(self.title.search(splat.title))
-            and all(p.search(splat.body) for p in self.stack)
+            and bool(self.signature.fullmatch(splat.signature))
+            and _all_match(self.chain, lock_chain(splat.body), whole=True)
+            and _all_match(self.stack, call_trace(splat.body), whole=False)
         )
+
+
+def _all_match(patterns: tuple[re.Pattern[str], ...], items: tuple[str, ...], whole: bool) -> bool:
+    """Each pattern matches its item in order; `whole`: and there are no more items."""
+    if len(items) < len(patterns) or (whole and patterns and len(items) != len(patterns)):
+        return False
+    return all(p.fullmatch(item) for p, item in zip(patterns, items, strict=False))
 
 
 def kernel_release(console_lines: list[str]) -> str | None:
@@ -62,7 +76,7 @@ def find_known(splat: Splat, release: str | None, known: tuple[KnownSplat, ...])
 
 
 def load_known(path: Path = KNOWN_SPLATS_FILE) -> tuple[KnownSplat, ...]:
-    doc, entries = load_entry_list(path, KnownSplatsError, "known: [{kind, title, stack, kernel, why}, ...]")
+    doc, entries = load_entry_list(path, KnownSplatsError, "known: [{kind, signature, chain, stack, kernel, why}, ...]")
     problems: list[Problem] = []
     out = []
     for i, entry in enumerate(entries):
@@ -72,6 +86,14 @@ def load_known(path: Path = KNOWN_SPLATS_FILE) -> tuple[KnownSplat, ...]:
     if problems:
         raise KnownSplatsError(problems)
     return tuple(out)
+
+
+def _check_pinned(entry: dict, problem: Callable[[tuple, str, str], None]) -> None:
+    """An entry must pin the report, not just name it."""
+    if entry.get("kind") == "lockdep" and "chain" not in entry:
+        problem((), "a lockdep entry must pin its chain", "chain: [lock class regex, ...] as the report's -> #N lines")
+    if "chain" not in entry and "stack" not in entry:
+        problem((), "must pin the report with 'chain' or 'stack'", "stack: [first call-trace frame regex, ...]")
 
 
 def _entry(doc: Located, at: tuple, entry: object, problems: list[Problem]) -> KnownSplat | None:
@@ -84,14 +106,18 @@ def _entry(doc: Located, at: tuple, entry: object, problems: list[Problem]) -> K
     before = len(problems)
     for key in sorted(set(entry) - FIELDS):
         problem((key,), "unknown key", ", ".join(sorted(FIELDS)))
-    for key in sorted(FIELDS - set(entry) - {"stack"}):
+    for key in sorted(FIELDS - set(entry) - OPTIONAL):
         problem((), f"missing '{key}'")
     if "kind" in entry and entry["kind"] not in KINDS:
         problem(("kind",), f"unknown splat kind {entry['kind']!r}", ", ".join(KINDS))
-    stack = entry.get("stack", [])
-    if not isinstance(stack, list) or not all(isinstance(s, str) for s in stack):
-        problem(("stack",), "must be a list of regexes", "e.g. [bdev_free_inode]")
-        stack = []
+    _check_pinned(entry, problem)
+
+    def regex_list(key: str) -> list[str]:
+        items = entry.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+            problem((key,), "must be a list of regexes", "e.g. [debug_check_no_obj_freed, kfree, bdev_free_inode]")
+            return []
+        return items
 
     def regex(key: tuple, text: object) -> re.Pattern[str] | None:
         if not isinstance(text, str) or not text:
@@ -103,17 +129,19 @@ def _entry(doc: Located, at: tuple, entry: object, problems: list[Problem]) -> K
             problem(key, f"not a valid regex: {exc}")
             return None
 
-    title = regex(("title",), entry.get("title")) if "title" in entry else None
+    signature = regex(("signature",), entry.get("signature")) if "signature" in entry else None
     kernel = regex(("kernel",), entry.get("kernel")) if "kernel" in entry else None
-    patterns = tuple(regex(("stack", j), s) for j, s in enumerate(stack))
+    chain = tuple(regex(("chain", j), s) for j, s in enumerate(regex_list("chain")))
+    stack = tuple(regex(("stack", j), s) for j, s in enumerate(regex_list("stack")))
     if "why" in entry and not (isinstance(entry["why"], str) and entry["why"].strip()):
         problem(("why",), "must say why the splat is known and not the patch's")
-    if len(problems) > before or title is None or kernel is None or None in patterns:
+    if len(problems) > before or signature is None or kernel is None:
         return None
     return KnownSplat(
         entry["kind"],
-        title,
-        tuple(p for p in patterns if p is not None),
+        signature,
+        tuple(p for p in chain if p is not None),
+        tuple(p for p in stack if p is not None),
         kernel,
         " ".join(entry["why"].split()),
         f"{doc.file.name}:{doc.line(at)}",

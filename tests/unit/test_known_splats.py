@@ -37,8 +37,39 @@ def test_known_needs_the_stack_and_the_release():
     assert find_known(splat, "7.2.13-testbed", known) is not None
     assert find_known(splat, None, known) is None  # no boot banner: cannot tell the kernel
     assert find_known(splat, "7.3.0", known) is None
-    moved = splat.__class__(splat.kind, splat.title, 1, 2, "", splat.body.replace("bdev_free_inode", "x"))
+    body = splat.body.replace(" kfree+", " kvfree+")  # another path to the same free
+    moved = splat.__class__(splat.kind, splat.title, 1, 2, "", body, splat.signature)
     assert find_known(moved, "7.2.13-testbed", known) is None
+
+
+def _lockdep_splat():
+    (splat,) = scan_text((LOGS / "real" / "debug-pciehp-unplug.log").read_text(errors="replace"))
+    return splat
+
+
+def test_a_third_lock_in_the_known_cycle_is_a_new_splat():
+    known = load_known()
+    splat = _lockdep_splat()
+    assert find_known(splat, "7.2.13-testbed", known) is not None
+    extra = (
+        "-> #2 (&p2pdma->pool_lock){+.+.}-{4:4}:\n"
+        "       __mutex_lock+0x148/0x1b80\n"
+        "       pci_p2pdma_release+0x20/0x90\n"
+        "\n"
+        "-> #1 (pci_rescan_remove_lock)"
+    )
+    body = splat.body.replace("-> #1 (pci_rescan_remove_lock)", extra, 1)
+    (longer,) = scan_text(body)
+    assert "&p2pdma->pool_lock" in longer.signature
+    assert find_known(longer, "7.2.13-testbed", known) is None
+
+
+def test_the_chain_must_match_even_when_the_signature_would():
+    known = load_known()
+    splat = _lockdep_splat()
+    body = splat.body.replace("-> #1 (pci_rescan_remove_lock)", "-> #1 (pci_bus_sem)", 1)
+    other = splat.__class__(splat.kind, splat.title, 1, 2, "", body, splat.signature)
+    assert find_known(other, "7.2.13-testbed", known) is None
 
 
 def test_bad_file_reports_each_problem_with_its_line(tmp_path):
@@ -46,21 +77,28 @@ def test_bad_file_reports_each_problem_with_its_line(tmp_path):
     bad.write_text(
         "known:\n"
         "  - kind: kasan\n"
-        "    title: '('\n"
+        "    signature: '('\n"
+        "    stack: [f]\n"
         "    kernel: 7\\.2\\.\n"
         "    why: x\n"
         "  - kind: nonsense\n"
-        "    title: t\n"
+        "    signature: t\n"
         "    kernel: k\n"
         "    colour: red\n"
+        "  - kind: lockdep\n"
+        "    signature: s\n"
+        "    kernel: k\n"
+        "    why: y\n"
     )
     with pytest.raises(KnownSplatsError) as err:
         load_known(bad)
     text = str(err.value)
-    assert f"{bad}:3: known[0].title: not a valid regex" in text
-    assert f"{bad}:6: known[1].kind: unknown splat kind 'nonsense'" in text
-    assert f"{bad}:9: known[1].colour: unknown key" in text
-    assert f"{bad}:6: known[1]: missing 'why'" in text
+    assert f"{bad}:3: known[0].signature: not a valid regex" in text
+    assert f"{bad}:7: known[1].kind: unknown splat kind 'nonsense'" in text
+    assert f"{bad}:10: known[1].colour: unknown key" in text
+    assert f"{bad}:7: known[1]: missing 'why'" in text
+    assert f"{bad}:7: known[1]: must pin the report with 'chain' or 'stack'" in text
+    assert f"{bad}:11: known[2]: a lockdep entry must pin its chain" in text
 
 
 def test_file_without_a_list(tmp_path):
