@@ -28,6 +28,7 @@ from . import artifacts, kernel_window
 from .guestvm import GuestVM
 from .kselftest import SELFTEST_SETS, SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
+from .record import RunRecord, SplatRecord
 from .report import CensusTable, VerdictTable
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class TestbedState:
     not_here: set[str] = field(default_factory=set)  # tests that do not apply to the chosen topologies
     known_seen: list[tuple[str, Path, Splat, KnownSplat]] = field(default_factory=list)  # (where, log, splat, entry)
     unchecked: list[str] = field(default_factory=list)  # tests that began with lockdep already off
+    record: RunRecord = field(default_factory=RunRecord)  # run.json, for testbed ab
 
 
 STATE_KEY = pytest.StashKey[TestbedState]()
@@ -115,6 +117,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the tree's own tests: only this suite (iommu, vfio, kunit; repeatable)",
     )
     group.addoption(
+        "--results-dir",
+        type=Path,
+        metavar="DIR",
+        help="where this run's verdicts, run.json and artifacts go (default: results/pytest/<date-time>)",
+    )
+    group.addoption(
         "--strict-splats",
         action="store_true",
         help="fail on splats the base kernel is known to print (known-splats.yaml) too",
@@ -129,7 +137,19 @@ def pytest_configure(config: pytest.Config) -> None:
         known = load_known(KNOWN_SPLATS_FILE)
     except ConfigError as exc:  # a broken file is reported before anything boots
         raise pytest.UsageError(str(exc)) from None
-    config.stash[STATE_KEY] = TestbedState(results_root() / "pytest" / run, known)
+    results = config.getoption("results_dir") or results_root() / "pytest" / run
+    state = config.stash[STATE_KEY] = TestbedState(results.resolve(), known)
+    config.pluginmanager.register(_OutcomeRecorder(state.record), "testbed-outcomes")
+
+
+class _OutcomeRecorder:
+    """Every test's outcome into run.json (reports carry no config, so a plugin object)."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.record.outcome(report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -337,18 +357,21 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
     request.node.stash[WINDOW_KEY] = verdict.lines
     log = guest.machine.console_log
+    record = state_of(request.config).record
     problems = []
     for splat in verdict.splats:
+        record.splats.append(SplatRecord.of(splat, request.node.nodeid, None, log))
         problems.append(
-            f"kernel splat during the test: {splat.kind}: {splat.title} "
+            f"kernel splat during the test: {splat.signature} "
             f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}"
         )
     for splat, entry in verdict.known:
+        record.splats.append(SplatRecord.of(splat, request.node.nodeid, entry, log))
         state_of(request.config).known_seen.append((request.node.nodeid, log, splat, entry))
         if strict:
             problems.append(
                 f"known base-kernel splat during the test ({entry.where}; failing because "
-                f"of --strict-splats): {splat.kind}: {splat.title} "
+                f"of --strict-splats): {splat.signature} "
                 f"({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}"
             )
     for pattern in verdict.missing:
@@ -359,6 +382,7 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
         )
     if verdict.lockdep_off_at_start:
         state_of(request.config).unchecked.append(request.node.nodeid)
+        record.unchecked.append(request.node.nodeid)
     if not verdict.complete:
         problems.append(f"the end marker never reached the console ({guest.machine.console_log})")
     if problems:
@@ -417,9 +441,10 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
             state.known_seen.append((f"outside any test in {stray.vm}", stray.console_log, stray.splat, stray.known))
             continue
         terminalreporter.write_line(
-            f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.kind}: {stray.splat.title} {where}", red=True
+            f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.signature} {where}", red=True
         )
     _known_summary(terminalreporter, state.known_seen, strict, state.results / "known-splats.tsv")
+    _signature_summary(terminalreporter, state.record.splats + _stray_records(pool))
     unchecked = state.unchecked
     if unchecked:
         terminalreporter.write_line(
@@ -431,6 +456,24 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
             terminalreporter.write_line(f"  {nodeid}")
 
 
+def _stray_records(pool: VmPool) -> list[SplatRecord]:
+    return [SplatRecord.of(s.splat, f"outside any test in {s.vm}", s.known, s.console_log) for s in pool.stray_splats]
+
+
+def _signature_summary(terminalreporter: TerminalReporter, records: list[SplatRecord]) -> None:
+    """Every splat of the run by signature, with how often it was reported: the line two
+    runs are compared by (testbed ab)."""
+    if not records:
+        return
+    counts: dict[tuple[str, str | None], int] = {}
+    for r in records:
+        counts[(r.signature, r.known)] = counts.get((r.signature, r.known), 0) + 1
+    terminalreporter.section("kernel splats by signature")
+    for (signature, known), n in counts.items():
+        tag = f"  [known: {known}]" if known else ""
+        terminalreporter.write_line(f"{n:4d}  {signature}{tag}", red=known is None, yellow=known is not None)
+
+
 def _known_summary(terminalreporter: TerminalReporter, seen: list, strict: bool, tsv: Path) -> None:
     """Known base-kernel splats are never silent: each is listed with the entry that knows it
     (on the terminal and in known-splats.tsv beside the verdicts, for CI logs that get cut)."""
@@ -438,11 +481,11 @@ def _known_summary(terminalreporter: TerminalReporter, seen: list, strict: bool,
         return
     terminalreporter.section("known kernel splats (known-splats.yaml)")
     entries: dict[str, KnownSplat] = {}
-    rows = ["where\tkind\ttitle\tconsole\tentry"]
+    rows = ["where\tkind\tsignature\tconsole\tentry"]
     for where, log, splat, entry in seen:
         entries[entry.where] = entry
-        terminalreporter.write_line(f"{where}: {splat.kind}: {splat.title} ({log}:{splat.first_line}) -> {entry.where}")
-        rows.append("\t".join((where, splat.kind, splat.title, f"{log}:{splat.first_line}", entry.where)))
+        terminalreporter.write_line(f"{where}: {splat.signature} ({log}:{splat.first_line}) -> {entry.where}")
+        rows.append("\t".join((where, splat.kind, splat.signature, f"{log}:{splat.first_line}", entry.where)))
     tsv.parent.mkdir(parents=True, exist_ok=True)
     tsv.write_text("\n".join(rows) + "\n")
     terminalreporter.write_line(f"(also in {tsv})")
@@ -461,8 +504,17 @@ def _known_summary(terminalreporter: TerminalReporter, seen: list, strict: bool,
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    pool = state_of(session.config).pool
+    state = state_of(session.config)
+    pool = state.pool
     strict = session.config.getoption("strict_splats")
     failing = [s for s in pool.stray_splats if s.known is None or strict] if pool is not None else []
     if failing and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if pool is not None:
+        for stray in pool.stray_splats:
+            where = f"outside any test in {stray.vm}"
+            state.record.splats.append(SplatRecord.of(stray.splat, where, stray.known, stray.console_log))
+        for topology, vm, bzimage, accel in pool.launches:
+            state.record.boot(topology, vm, bzimage, accel)
+    if state.record.outcomes and not session.config.getoption("collectonly"):
+        state.record.write(state.results)

@@ -56,6 +56,7 @@ class VmPool:
         self.shared: OrderedDict[tuple, GuestVM] = OrderedDict()
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
+        self.launches: list[tuple[str, str, Path | None, str]] = []  # (topology, vm, bzImage, accel)
 
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise."""
@@ -82,6 +83,7 @@ class VmPool:
             self.release(None, machine)
             raise
         self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
+        self.launches.append((topology, plan.name, plan.runtime.kernel, plan.accel.accel))
         return vm
 
     def shared_vm(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:

@@ -1,0 +1,99 @@
+"""run.json: what one pytest run saw, in a form two runs can be compared by (testbed ab).
+
+Beside verdicts.tsv and census.tsv in results/pytest/<run>/: every test's outcome, every splat
+by signature with where it happened and whether known-splats.yaml knows it, the tests that
+ran without lock checking, and what the VMs booted (kernel, release, accel, QEMU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..logs.known import KnownSplat
+from ..logs.splat import Splat
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+SCHEMA = 1
+# worst first: a test that passed its call and failed its teardown (a splat) failed
+SEVERITY = ("error", "failed", "xpassed", "passed", "xfailed", "skipped")
+
+
+@dataclass(frozen=True)
+class SplatRecord:
+    signature: str
+    kind: str
+    where: str  # the test's node id, or "outside any test in <vm>"
+    known: str | None  # the known-splats.yaml entry (file:line), None for a new splat
+    console: str  # console log:first line
+
+    @classmethod
+    def of(cls, splat: Splat, where: str, known: KnownSplat | None, console: Path) -> SplatRecord:
+        return cls(splat.signature, splat.kind, where, known.where if known else None, f"{console}:{splat.first_line}")
+
+
+@dataclass(frozen=True)
+class BootRecord:
+    topology: str
+    vm: str
+    bzimage: str
+    kernel: dict[str, object]  # the kernel cache's manifest (key, release, config set, patches), if any
+    accel: str
+
+
+@dataclass
+class RunRecord:
+    outcomes: dict[str, str] = field(default_factory=dict)
+    splats: list[SplatRecord] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # began with lockdep already off
+    boots: list[BootRecord] = field(default_factory=list)
+
+    def outcome(self, nodeid: str, when: str, outcome: str, xfail: bool) -> None:
+        """Fold one phase's report into the test's outcome (the worst phase wins)."""
+        if when != "call" and outcome == "failed":
+            value = "error" if when == "setup" else "failed"
+        elif xfail:
+            value = "xfailed" if outcome == "skipped" else "xpassed"
+        elif when == "call" or outcome == "skipped":
+            value = outcome
+        else:
+            return
+        old = self.outcomes.get(nodeid)
+        if old is None or SEVERITY.index(value) < SEVERITY.index(old):
+            self.outcomes[nodeid] = value
+
+    def boot(self, topology: str, vm: str, bzimage: Path | None, accel: str) -> None:
+        kernel: dict[str, object] = {}
+        manifest = bzimage.parent / "manifest.json" if bzimage else None
+        if manifest is not None and manifest.is_file():
+            data = json.loads(manifest.read_text())
+            kernel = {k: data.get(k) for k in ("key", "release", "config_set", "patches", "source_tree")}
+        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel))
+
+    def write(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / RUN_FILE
+        doc = {
+            "schema": SCHEMA,
+            "qemu": qemu_version(),
+            "outcomes": self.outcomes,
+            "splats": [asdict(s) for s in self.splats],
+            "unchecked": self.unchecked,
+            "boots": [asdict(b) for b in self.boots],
+        }
+        path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        log.debug("wrote %s (%d outcomes, %d splats)", path, len(self.outcomes), len(self.splats))
+        return path
+
+
+def qemu_version(binary: str = "qemu-system-x86_64") -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.splitlines()[0] if out else ""

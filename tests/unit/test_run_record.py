@@ -1,0 +1,47 @@
+"""run.json: outcomes folded over setup/call/teardown, splats and boots recorded."""
+
+from __future__ import annotations
+
+import json
+
+from testbed.logs import scan_text
+from testbed.pytest_plugin.record import RunRecord, SplatRecord
+
+from .test_splat import LOGS
+
+
+def test_the_worst_phase_is_the_outcome():
+    r = RunRecord()
+    r.outcome("t::a", "setup", "passed", False)
+    r.outcome("t::a", "call", "passed", False)
+    r.outcome("t::a", "teardown", "failed", False)  # a splat fails the test in teardown
+    r.outcome("t::b", "setup", "failed", False)
+    r.outcome("t::c", "setup", "skipped", False)
+    r.outcome("t::d", "call", "skipped", True)
+    r.outcome("t::e", "call", "passed", True)
+    r.outcome("t::f", "call", "passed", False)
+    r.outcome("t::f", "teardown", "passed", False)
+    assert r.outcomes == {
+        "t::a": "failed",
+        "t::b": "error",
+        "t::c": "skipped",
+        "t::d": "xfailed",
+        "t::e": "xpassed",
+        "t::f": "passed",
+    }
+
+
+def test_written_record_round_trips(tmp_path):
+    r = RunRecord()
+    r.outcome("t::a", "call", "passed", False)
+    (splat,) = scan_text((LOGS / "splats" / "kasan-uaf.log").read_text())
+    r.splats.append(SplatRecord.of(splat, "t::a", None, tmp_path / "console.log"))
+    kernel_dir = tmp_path / "k"
+    kernel_dir.mkdir()
+    (kernel_dir / "manifest.json").write_text(json.dumps({"key": "abc", "release": "7.2.13-testbed", "x": 1}))
+    r.boot("two-switch", "two-switch-1", kernel_dir / "bzImage", "tcg")
+    doc = json.loads(r.write(tmp_path / "run").read_text())
+    assert doc["outcomes"] == {"t::a": "passed"}
+    assert doc["splats"][0]["signature"] == "KASAN: slab-use-after-free Read in pci_p2pdma_map_type"
+    assert doc["splats"][0]["known"] is None
+    assert doc["boots"][0]["kernel"]["release"] == "7.2.13-testbed" and "x" not in doc["boots"][0]["kernel"]
