@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "testbed.vm.commands",
     "testbed.logs.commands",
     "testbed.kselftest.commands",
+    "testbed.ab.commands",
+    "testbed.ab.bisect",
     "testbed.cache.commands",
 )
 

@@ -1,0 +1,102 @@
+"""`testbed ab`: the same pytest selection on the base kernel and on base + a series, compared.
+
+    testbed ab --patches SERIES [--ksrc TREE [--base REF]] -- PYTEST_ARGS
+    testbed ab --compare RESULTS_A RESULTS_B
+
+Each side is a plain pytest run of this checkout's suites with its own --results-dir; the
+kernels come from the cache or are built (incrementally: the series is applied in one
+worktree per tree). Exit status 1 when the series made something worse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..paths import REPO_ROOT, results_root
+from ..pytest_plugin.record import RUN_FILE
+from .compare import Comparison, compare, render_markdown, render_text
+from .results import load_results
+from .worktree import checkout, require_git_tree
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ab",
+        help="run a pytest selection on the base kernel and on base + a series; print what changed",
+        description="Run the same pytest selection (after --) on the base kernel and on base + SERIES, "
+        "then compare: tests that changed outcome, P2P verdicts and probe answers per pair, splats "
+        "new and gone by signature, the kernels booted. Writes results/ab/<run>/report.md and "
+        "comparison.json; exits 1 when the series made something worse.",
+    )
+    p.add_argument("--patches", type=Path, metavar="SERIES", help="an mbox or a directory of *.patch files")
+    p.add_argument("--ksrc", type=Path, metavar="TREE", help="your kernel tree (default: Debian's linux-source)")
+    p.add_argument("--base", metavar="REF", help="the base commit in --ksrc (default: what is checked out)")
+    p.add_argument("--kernel-config", default="default", metavar="SET", help="config set for both kernels")
+    p.add_argument("--base-results", type=Path, metavar="DIR", help="reuse this run as the base side")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("BASE", "SERIES"), help="compare two results dirs")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where the runs and the report go")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=_ab)
+
+
+def _ab(args: argparse.Namespace) -> int:
+    out = (args.out or results_root() / "ab" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    if args.compare:
+        if args.patches or args.guest_command:
+            raise ConfigError("--compare takes two results directories, no --patches or pytest arguments")
+        return _report(compare(load_results(args.compare[0]), load_results(args.compare[1])), out, args.json)
+    if args.patches is None:
+        raise ConfigError("testbed ab needs --patches SERIES (or --compare BASE SERIES)")
+    if not args.guest_command:
+        raise ConfigError("testbed ab needs the pytest selection after --, e.g. -- -m p2p --topology two-switch")
+    if not args.patches.exists():
+        raise ConfigError(f"--patches {args.patches}: no such file or directory")
+    if args.base and args.ksrc is None:
+        raise ConfigError("--base REF needs --ksrc TREE (a git tree holding REF)")
+    tree = args.ksrc
+    if args.base:
+        tree = checkout(require_git_tree(args.ksrc, "--ksrc"), args.base, "ab-base")
+    kernel = ["--kernel", str(tree)] if tree else []
+    common = [*args.guest_command, "--kernel-config", args.kernel_config, *kernel]
+    if args.base_results:
+        base_dir = args.base_results.resolve()
+        load_results(base_dir)  # a bad directory fails before the series is built
+    else:
+        base_dir = out / "base"
+        run_pytest([*common, "--results-dir", str(base_dir)], "base")
+    series_dir = out / "series"
+    run_pytest([*common, "--patches", str(args.patches.resolve()), "--results-dir", str(series_dir)], "series")
+    return _report(compare(load_results(base_dir), load_results(series_dir)), out, args.json)
+
+
+def run_pytest(argv: list[str], side: str) -> int:
+    """One side's pytest run; failing tests are results, not errors."""
+    command = [sys.executable, "-m", "pytest", *argv]
+    print(f"testbed ab: {side}: {' '.join(command)}", flush=True)
+    code = subprocess.run(command, cwd=REPO_ROOT).returncode
+    results = Path(argv[argv.index("--results-dir") + 1])
+    if code not in (0, 1) or not (results / RUN_FILE).is_file():
+        raise ConfigError(f"the {side} run did not complete (pytest exit {code}); see its output above")
+    return code
+
+
+def _report(c: Comparison, out: Path, as_json: bool) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(render_markdown(c))
+    (out / "comparison.json").write_text(json.dumps(c.as_json(), indent=1) + "\n")
+    if as_json:
+        print(json.dumps(c.as_json(), indent=1))
+    else:
+        for line in render_text(c):
+            print(line)
+        print(f"(report: {out / 'report.md'}, JSON: {out / 'comparison.json'})")
+    return 1 if c.worse() else 0

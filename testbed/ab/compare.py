@@ -1,0 +1,203 @@
+"""Two runs of the same selection compared: what the series changed, and whether it made
+anything worse (a test that stopped passing, a splat no known-splats.yaml entry covers)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .results import RunResults
+
+GOOD = {"passed", "xfailed", "skipped"}
+BAD = {"failed", "error", "xpassed"}
+
+
+@dataclass(frozen=True)
+class TestChange:
+    __test__ = False  # not a pytest class
+
+    nodeid: str
+    before: str | None  # None: not run on that side
+    after: str | None
+
+    @property
+    def worse(self) -> bool:
+        return self.after in BAD and (self.before is None or self.before in GOOD)
+
+    @property
+    def group(self) -> str:
+        if "test_kselftest.py" in self.nodeid:
+            return "kselftest"
+        if "test_p2pdma_api.py" in self.nodeid:
+            return "probe"
+        return "suite"
+
+
+@dataclass(frozen=True)
+class VerdictChange:
+    pair: str  # "topology provider->client direction" or "topology part provider->client"
+    before: str
+    after: str
+    expected: str
+
+
+@dataclass(frozen=True)
+class SplatChange:
+    signature: str
+    before: int
+    after: int
+    known: bool  # every report of it is covered by known-splats.yaml
+
+    @property
+    def worse(self) -> bool:
+        return self.after > self.before and not self.known
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base: str
+    series: str
+    base_kernels: tuple[str, ...]
+    series_kernels: tuple[str, ...]
+    machine: tuple[str, str]  # (qemu and accel of base, of series)
+    tests: tuple[TestChange, ...] = ()
+    verdicts: tuple[VerdictChange, ...] = ()
+    census: tuple[VerdictChange, ...] = ()
+    splats: tuple[SplatChange, ...] = ()
+    unchecked: tuple[str, ...] = ()  # tests the series ran without lock checking, the base with
+    notes: tuple[str, ...] = field(default=())
+
+    def worse(self) -> list[str]:
+        """Why the series made things worse (empty: it did not)."""
+        out = [f"{t.nodeid}: {t.before or 'not run'} -> {t.after}" for t in self.tests if t.worse]
+        out += [f"new splat: {s.after - s.before}x {s.signature}" for s in self.splats if s.worse]
+        out += [f"{nodeid}: no longer lock-checked (lockdep was off)" for nodeid in self.unchecked]
+        return out
+
+    def changed(self) -> bool:
+        return bool(self.tests or self.verdicts or self.census or self.splats or self.unchecked)
+
+    def as_json(self) -> dict[str, object]:
+        doc = asdict(self)
+        doc["worse"] = self.worse()
+        doc["changed"] = self.changed()
+        return doc
+
+
+def _machine(r: RunResults) -> str:
+    return f"{r.qemu or 'QEMU ?'}, accel {'/'.join(r.accel) or '?'}"
+
+
+def compare(base: RunResults, series: RunResults) -> Comparison:
+    tests = tuple(
+        TestChange(nodeid, base.outcomes.get(nodeid), series.outcomes.get(nodeid))
+        for nodeid in sorted(set(base.outcomes) | set(series.outcomes))
+        if base.outcomes.get(nodeid) != series.outcomes.get(nodeid)
+    )
+    verdicts = []
+    for key in sorted(set(base.verdicts) | set(series.verdicts)):
+        before, after = base.verdicts.get(key), series.verdicts.get(key)
+        if before is None or after is None or before[1] != after[1]:
+            topology, provider, client, direction = key
+            map_type, _, expected = after or before or ("", "", "")
+            verdicts.append(
+                VerdictChange(
+                    f"{topology} {provider}->{client} {direction}",
+                    before[1] if before else "not run",
+                    after[1] if after else "not run",
+                    f"{map_type} {expected}",
+                )
+            )
+    census = []
+    for ckey in sorted(set(base.census) | set(series.census)):
+        cb, ca = base.census.get(ckey), series.census.get(ckey)
+        if cb is None or ca is None or cb[0] != ca[0]:
+            topology, part, provider, client = ckey
+            census.append(
+                VerdictChange(
+                    f"{topology} {part} {provider}->{client}",
+                    cb[0] if cb else "not run",
+                    ca[0] if ca else "not run",
+                    (ca or cb or ("", ""))[1],
+                )
+            )
+    counts_b, counts_s = base.splat_counts(), series.splat_counts()
+    new_s = series.splat_counts(new_only=True)
+    splats = tuple(
+        SplatChange(sig, counts_b.get(sig, 0), counts_s.get(sig, 0), known=sig not in new_s)
+        for sig in dict.fromkeys([*counts_b, *counts_s])
+        if counts_b.get(sig, 0) != counts_s.get(sig, 0)
+    )
+    unchecked = tuple(n for n in series.unchecked if n not in base.unchecked)
+    return Comparison(
+        str(base.directory),
+        str(series.directory),
+        base.kernels,
+        series.kernels,
+        (_machine(base), _machine(series)),
+        tests,
+        tuple(verdicts),
+        tuple(census),
+        splats,
+        unchecked,
+    )
+
+
+def render_text(c: Comparison) -> list[str]:
+    lines = [f"base:   {c.base}", *(f"        {k}" for k in c.base_kernels or ("(no VM booted)",))]
+    lines += [f"series: {c.series}", *(f"        {k}" for k in c.series_kernels or ("(no VM booted)",))]
+    if c.machine[0] != c.machine[1]:
+        lines.append(f"machine differs: {c.machine[0]} | {c.machine[1]}")
+    for group, title in (("suite", "tests"), ("kselftest", "kselftest/KUnit cases"), ("probe", "probe cases")):
+        changes = [t for t in c.tests if t.group == group]
+        if changes:
+            lines.append(f"{title} that changed outcome ({len(changes)}):")
+            for t in changes:
+                mark = "  WORSE" if t.worse else ""
+                lines.append(f"  {t.before or 'not run':>8} -> {t.after or 'not run':<8} {t.nodeid}{mark}")
+    for rows, title in ((c.verdicts, "P2P verdicts that changed"), (c.census, "probe census answers that changed")):
+        if rows:
+            lines.append(f"{title} ({len(rows)}):")
+            lines += [f"  {v.pair}: {v.before} -> {v.after} (oracle: {v.expected})" for v in rows]
+    if c.splats:
+        lines.append("splats by signature (base -> series):")
+        for s in c.splats:
+            tag = "  NEW" if s.worse else ("  known" if s.known else "")
+            lines.append(f"  {s.before:3d} -> {s.after:<3d} {s.signature}{tag}")
+    for nodeid in c.unchecked:
+        lines.append(f"not lock-checked with the series: {nodeid}")
+    worse = c.worse()
+    if worse:
+        lines.append(f"verdict: the series made {len(worse)} thing(s) worse")
+    elif c.changed():
+        lines.append("verdict: changed, nothing worse")
+    else:
+        lines.append("verdict: no change")
+    return lines
+
+
+def render_markdown(c: Comparison) -> str:
+    out = ["# testbed ab", "", "| | results | kernel |", "|---|---|---|"]
+    out.append(f"| base | `{c.base}` | {'<br>'.join(c.base_kernels)} |")
+    out.append(f"| series | `{c.series}` | {'<br>'.join(c.series_kernels)} |")
+    out += ["", f"Machine: {c.machine[0]}" + ("" if c.machine[0] == c.machine[1] else f" / {c.machine[1]}"), ""]
+    worse = c.worse()
+    out.append(
+        f"**The series made {len(worse)} thing(s) worse.**"
+        if worse
+        else ("**Changed, nothing worse.**" if c.changed() else "**No change.**")
+    )
+    out += [f"- {w}" for w in worse]
+    if c.tests:
+        out += ["", "## Tests that changed outcome", "", "| kind | base | series | test |", "|---|---|---|---|"]
+        out += [f"| {t.group} | {t.before or '-'} | {t.after or '-'} | `{t.nodeid}` |" for t in c.tests]
+    for rows, title in ((c.verdicts, "P2P verdicts"), (c.census, "Probe census")):
+        if rows:
+            out += ["", f"## {title} that changed", "", "| pair | base | series | oracle |", "|---|---|---|---|"]
+            out += [f"| {v.pair} | {v.before} | {v.after} | {v.expected} |" for v in rows]
+    if c.splats:
+        out += ["", "## Splats by signature", "", "| base | series | signature | |", "|---|---|---|---|"]
+        out += [
+            f"| {s.before} | {s.after} | `{s.signature}` | {'new' if s.worse else ('known' if s.known else '')} |"
+            for s in c.splats
+        ]
+    return "\n".join(out) + "\n"

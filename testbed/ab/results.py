@@ -1,0 +1,87 @@
+"""One pytest run's results directory, read back: run.json, verdicts.tsv, census.tsv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..pytest_plugin.record import RUN_FILE
+
+VerdictKey = tuple[str, str, str, str]  # topology, provider, client, direction
+CensusKey = tuple[str, str, str, str]  # topology, part, provider, client
+
+
+@dataclass(frozen=True)
+class SplatSeen:
+    signature: str
+    kind: str
+    where: str
+    known: str | None
+
+
+@dataclass(frozen=True)
+class RunResults:
+    directory: Path
+    outcomes: dict[str, str]
+    splats: tuple[SplatSeen, ...]
+    unchecked: tuple[str, ...]
+    verdicts: dict[VerdictKey, tuple[str, str, str]]  # (map_type, observed, expected)
+    census: dict[CensusKey, tuple[str, str]]  # (the kernel's answer, expected)
+    kernels: tuple[str, ...]  # "release (key, config set, patches)" per distinct kernel booted
+    qemu: str
+    accel: tuple[str, ...]
+
+    def splat_counts(self, new_only: bool = False) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.splats:
+            if not (new_only and s.known):
+                out[s.signature] = out.get(s.signature, 0) + 1
+        return out
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _kernel_line(kernel: dict) -> str:
+    if not kernel:
+        return "a bzImage outside the kernel cache"
+    patches = kernel.get("patches") or []
+    series = f", {len(patches)} patch(es): {', '.join(patches)}" if patches else ""
+    return f"{kernel.get('release')} (key {kernel.get('key')}, {kernel.get('config_set')}{series})"
+
+
+def load_results(directory: Path) -> RunResults:
+    run = directory / RUN_FILE
+    if not run.is_file():
+        raise ConfigError(f"{directory}: no {RUN_FILE} (not a results/pytest/<run> directory of this testbed?)")
+    try:
+        doc = json.loads(run.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{run}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    verdicts = {
+        (r["topology"], r["provider"], r["client"], r["direction"]): (r["map_type"], r["observed"], r["expected"])
+        for r in _tsv(directory / "verdicts.tsv")
+    }
+    census = {
+        (r["topology"], r["part"], r["provider"], r["client"]): (r["kernel"], r["expected"])
+        for r in _tsv(directory / "census.tsv")
+    }
+    boots = doc.get("boots", [])
+    return RunResults(
+        directory=directory,
+        outcomes=dict(doc.get("outcomes", {})),
+        splats=tuple(SplatSeen(s["signature"], s["kind"], s["where"], s.get("known")) for s in doc.get("splats", [])),
+        unchecked=tuple(doc.get("unchecked", [])),
+        verdicts=verdicts,
+        census=census,
+        kernels=tuple(dict.fromkeys(_kernel_line(b.get("kernel") or {}) for b in boots)),
+        qemu=doc.get("qemu", ""),
+        accel=tuple(dict.fromkeys(b.get("accel", "") for b in boots)),
+    )

@@ -1,0 +1,90 @@
+"""testbed ab on the results of real runs: the three demo series (tests/series/) against one base
+run of `tests/vm/test_p2p.py -k test_every_pair_matches_the_oracle --topology two-switch`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from testbed.ab.compare import compare, render_markdown, render_text
+from testbed.ab.results import load_results
+from testbed.cli import main
+from testbed.errors import ConfigError
+
+AB = Path(__file__).resolve().parent.parent / "logs" / "ab"
+EVERY_PAIR = "tests/vm/test_p2p.py::test_every_pair_matches_the_oracle[two-switch]"
+
+
+def _compare(series: str):
+    return compare(load_results(AB / "base"), load_results(AB / series))
+
+
+def test_a_series_that_changes_nothing():
+    c = _compare("changes-nothing")
+    assert not c.changed() and c.worse() == []
+    assert render_text(c)[-1] == "verdict: no change"
+    assert c.base_kernels != c.series_kernels  # two different kernels, and the report says which
+    assert "1 patch(es): 0001-PCI-P2PDMA-say-where" in c.series_kernels[0]
+
+
+def test_a_series_that_adds_a_splat():
+    c = _compare("adds-warning")
+    assert [(t.nodeid, t.before, t.after) for t in c.tests] == [(EVERY_PAIR, "passed", "failed")]
+    assert [(s.signature, s.before, s.after, s.worse) for s in c.splats] == [
+        ("WARNING in p2pmem_alloc_mmap", 0, 1, True)
+    ]
+    assert c.verdicts == ()
+    assert "new splat: 1x WARNING in p2pmem_alloc_mmap" in c.worse()
+
+
+def test_a_series_that_flips_a_verdict():
+    c = _compare("allows-q35")
+    assert [(v.pair, v.before, v.after) for v in c.verdicts] == [
+        ("two-switch nvme0->nvme2 from_p2pmem", "EINVAL", "transferred"),
+        ("two-switch nvme0->nvme2 to_p2pmem", "EINVAL", "transferred"),
+    ]
+    assert c.splats == ()
+    assert c.worse() == [f"{EVERY_PAIR}: passed -> failed"]
+    md = render_markdown(c)
+    assert "| two-switch nvme0->nvme2 to_p2pmem | EINVAL | transferred | NOT_SUPPORTED EINVAL |" in md
+
+
+def test_reversed_is_better_not_worse():
+    c = compare(load_results(AB / "adds-warning"), load_results(AB / "base"))
+    assert c.changed() and c.worse() == []
+    assert [(s.before, s.after) for s in c.splats] == [(1, 0)]
+
+
+def test_known_splats_do_not_make_a_series_worse(tmp_path):
+    known = tmp_path / "known"
+    shutil.copytree(AB / "adds-warning", known)
+    doc = json.loads((known / "run.json").read_text())
+    doc["splats"][0]["known"] = "known-splats.yaml:40"
+    doc["outcomes"][EVERY_PAIR] = "passed"
+    (known / "run.json").write_text(json.dumps(doc))
+    c = compare(load_results(AB / "base"), load_results(known))
+    assert [s.known for s in c.splats] == [True] and c.worse() == []
+
+
+def test_compare_command_exit_status_and_files(tmp_path, capsys):
+    assert main(["ab", "--compare", str(AB / "base"), str(AB / "changes-nothing"), "--out", str(tmp_path / "a")]) == 0
+    assert main(["ab", "--compare", str(AB / "base"), str(AB / "adds-warning"), "--out", str(tmp_path / "b")]) == 1
+    out = capsys.readouterr().out
+    assert "0 -> 1   WARNING in p2pmem_alloc_mmap  NEW" in out
+    doc = json.loads((tmp_path / "b" / "comparison.json").read_text())
+    assert doc["worse"] and doc["splats"][0]["signature"] == "WARNING in p2pmem_alloc_mmap"
+    assert (tmp_path / "b" / "report.md").read_text().startswith("# testbed ab")
+
+
+def test_bad_arguments_fail_before_anything_runs(tmp_path, capsys):
+    assert main(["ab", "--compare", str(tmp_path), str(AB / "base")]) == 2
+    assert "no run.json" in capsys.readouterr().err
+    assert main(["ab", "--patches", str(tmp_path / "missing"), "--", "-m", "p2p"]) == 2
+    assert main(["ab", "--patches", str(AB)]) == 2  # no pytest selection
+    assert main(["ab", "--patches", str(AB), "--base", "v7.2", "--", "-m", "p2p"]) == 2  # --base needs --ksrc
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        (tmp_path / "run.json").write_text("{")
+        load_results(tmp_path)
