@@ -20,7 +20,7 @@ KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PAT
 # the same kernel for the suites: pytest builds (or reuses) KSRC + PATCHES itself
 PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
-.PHONY: help deps venv check kernel image boot run test unit vm kselftest nightly bench clean-results clean-cache
+.PHONY: help deps venv check kernel image boot run test unit vm kselftest ab bisect nightly bench clean-results clean-cache
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,6 +28,7 @@ help: ## this list
 	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug)"
 	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
 	@echo "             SUITE=iommu|vfio|kunit (make kselftest; TOPO=kselftest has one device of each kind)"
+	@echo "             ARGS='-m p2p --topology two-switch' BASE=REF (make ab)  GOOD=REF BAD=REF (make bisect)"
 
 deps: ## install missing Debian packages (as root; otherwise print the command)
 	@scripts/install-deps
@@ -65,6 +66,14 @@ test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the t
 
 kselftest: deps venv ## the tree's own selftests and KUnit suites in TOPO (SUITE=iommu|vfio|kunit)
 	$(TB) kselftest $(TOPO) $(SUITE) --accel $(ACCEL) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+
+ab: deps venv ## PATCHES= on the base kernel vs base + series over ARGS= (pytest selection); KSRC=, BASE=
+	@test -n "$(PATCHES)" || { echo "make ab needs PATCHES=SERIES (and ARGS=\"-m p2p ...\")"; exit 2; }
+	$(TB) ab --patches $(PATCHES) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(BASE),--base $(BASE)) -- $(or $(ARGS),-m p2p --topology $(TOPO))
+
+bisect: deps venv ## first bad commit in KSRC= between GOOD= and BAD= for the pytest selection ARGS=
+	@test -n "$(KSRC)" -a -n "$(GOOD)" -a -n "$(BAD)" || { echo "make bisect needs KSRC= GOOD= BAD= (and ARGS=)"; exit 2; }
+	$(TB) bisect --ksrc $(KSRC) --good $(GOOD) --bad $(BAD) --kernel-config $(CONFIG) -- $(or $(ARGS),-m p2p --topology $(TOPO))
 
 nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x kernel config
 	$(TB) image build

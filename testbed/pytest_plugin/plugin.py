@@ -43,6 +43,7 @@ MARKERS = {
     "(boots VMs with the selftest kernel)",
     "kunit": "the KUnit suites of the selftest kernel, run at boot (dma-buf, IOMMU page tables)",
     "slow": "long-running: cycles, soaks, debug kernels",
+    "ab": "testbed ab and bisect end to end on the demo series (builds kernels, boots VMs; --matrix only)",
     "qemu": "starts real QEMU processes, no guest kernel needed",
     "topology": "topology(*names, matrix=(...), any_topology=False, cases=None): the topologies a VM "
     "test runs on (matrix: the wider set `--matrix` uses; any_topology: --topology may name "

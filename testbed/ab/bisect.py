@@ -1,0 +1,184 @@
+"""`testbed bisect`: the first commit between GOOD and BAD where a pytest selection fails.
+
+    testbed bisect --ksrc TREE --good REF --bad REF -- PYTEST_ARGS
+
+`git bisect run` drives it in the testbed's own worktree of TREE (never the user's checkout;
+the same worktree the patch series use, so its kernel build directory is warm and each step
+builds incrementally). A step builds its commit with the kernel cache (a build failure is a
+skip, exit 125) and runs the selection on it: pytest passing is good, failing tests are bad.
+Both ends are checked first, so a "bad" that passes is an error, not a bisect to nowhere.
+The report names the first bad commit, the tests that failed there, and their new splats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, TestbedError
+from ..paths import REPO_ROOT, results_root
+from ..pytest_plugin.record import RUN_FILE
+from .results import load_results
+from .worktree import checkout, require_git_tree, resolve
+
+log = logging.getLogger(__name__)
+
+GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
+STEPS_FILE = "steps.jsonl"
+# the worktree kernel/patches.py applies series in ("wt-<hash of the tree>"): sharing it shares
+# its warm kernel build directory, so a step rebuilds only what the commit changed
+WORKTREE = "wt"
+
+
+@dataclass(frozen=True)
+class Step:
+    commit: str
+    subject: str
+    verdict: str  # good, bad, skip
+    failed: tuple[str, ...]  # tests that failed or errored
+    new_splats: tuple[str, ...]  # signatures no known-splats.yaml entry covers
+    results: str  # the step's results directory
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BisectResult:
+    first_bad: Step | None
+    steps: tuple[Step, ...]
+
+    def lines(self) -> list[str]:
+        out = [f"  {s.commit[:12]} {s.verdict:4s} {s.seconds:5.0f}s  {s.subject}" for s in self.steps]
+        if self.first_bad is None:
+            return [*out, "no first bad commit found (see the steps above)"]
+        b = self.first_bad
+        out.append(f"first bad commit: {b.commit} {b.subject}")
+        out += [f"  failed: {t}" for t in b.failed]
+        out += [f"  new splat: {s}" for s in b.new_splats]
+        out.append(f"  results: {b.results}")
+        return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bisect",
+        help="find the first commit between --good and --bad where a pytest selection fails",
+        description="git bisect run in the testbed's own worktree of --ksrc: each step builds its commit "
+        "(incrementally, cached; a build failure is a skip) and runs the pytest selection after --. "
+        "Reports the first bad commit with the failing tests and their splat signatures.",
+    )
+    p.add_argument("--ksrc", type=Path, required=True, metavar="TREE", help="your kernel git tree (not modified)")
+    p.add_argument("--good", required=True, metavar="REF", help="a commit where the selection passes")
+    p.add_argument("--bad", required=True, metavar="REF", help="a commit where it fails")
+    p.add_argument("--kernel-config", default="default", metavar="SET", help="config set for every step")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where the steps' results and the report go")
+    p.set_defaults(func=_bisect)
+
+
+def _bisect(args: argparse.Namespace) -> int:
+    if not args.guest_command:
+        raise ConfigError("testbed bisect needs the pytest selection after --, e.g. -- -m p2p --topology two-switch")
+    tree = require_git_tree(args.ksrc, "--ksrc")
+    good, bad = resolve(tree, args.good), resolve(tree, args.bad)
+    proc = subprocess.run(["git", "-C", str(tree), "merge-base", "--is-ancestor", good, bad], check=False)
+    if proc.returncode != 0:
+        raise ConfigError(f"--good {args.good} is not an ancestor of --bad {args.bad} in {tree}")
+    out = (args.out or results_root() / "bisect" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    result = bisect(tree, good, bad, list(args.guest_command), args.kernel_config, out)
+    for line in result.lines():
+        print(line)
+    report: dict[str, object] = {"first_bad": asdict(result.first_bad) if result.first_bad else None}
+    report["steps"] = [asdict(s) for s in result.steps]
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"(steps and report: {out})")
+    return 0 if result.first_bad else 1
+
+
+def bisect(tree: Path, good: str, bad: str, pytest_args: list[str], config: str, out: Path) -> BisectResult:
+    out.mkdir(parents=True, exist_ok=True)
+    step_cmd = [sys.executable, "-m", "testbed.ab.bisect", str(out), config, "--", *pytest_args]
+    path = checkout(tree, bad, WORKTREE)
+    for commit, want in ((bad, BAD), (good, GOOD)):
+        subprocess.run(["git", "-C", str(path), "checkout", "-q", "-f", "--detach", commit], check=True)
+        code = subprocess.run(step_cmd, cwd=path).returncode
+        if code != want:
+            side = "--bad" if want == BAD else "--good"
+            what = {GOOD: "passes", BAD: "fails", SKIP: "does not build"}.get(code, f"aborted (exit {code})")
+            raise ConfigError(f"{side} {commit[:12]}: the selection {what} there; nothing to bisect")
+    git = ["git", "-C", str(path)]
+    try:
+        subprocess.run([*git, "bisect", "start", bad, good], check=True, capture_output=True)
+        run = subprocess.run([*git, "bisect", "run", *step_cmd], cwd=path, capture_output=True, text=True)
+        log.debug("git bisect run: %s", run.stdout)
+        first = _first_bad(run.stdout)
+    finally:
+        subprocess.run([*git, "bisect", "reset", "--quiet"], check=False, capture_output=True)
+    steps = read_steps(out)
+    first_bad = next((s for s in reversed(steps) if s.commit == first), None) if first else None
+    return BisectResult(first_bad, tuple(steps))
+
+
+def _first_bad(output: str) -> str | None:
+    for line in output.splitlines():
+        if line.endswith(" is the first bad commit"):
+            return line.split()[0]
+    return None
+
+
+def read_steps(out: Path) -> list[Step]:
+    path = out / STEPS_FILE
+    if not path.is_file():
+        return []
+    return [_step(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _step(doc: dict) -> Step:
+    return Step(**{**doc, "failed": tuple(doc["failed"]), "new_splats": tuple(doc["new_splats"])})
+
+
+def step(out: Path, config: str, pytest_args: list[str]) -> int:
+    """One bisect step in the current directory (the worktree at the commit under test)."""
+    from ..kernel import ensure_kernel
+
+    here = Path.cwd()
+    commit = _git_out(here, "rev-parse", "HEAD")
+    subject = _git_out(here, "log", "-1", "--format=%s")
+    started = time.monotonic()
+    results = out / "steps" / f"{len(read_steps(out)):02d}-{commit[:12]}"
+
+    def record(verdict: str, failed: tuple[str, ...] = (), splats: tuple[str, ...] = ()) -> None:
+        s = Step(commit, subject, verdict, failed, splats, str(results), round(time.monotonic() - started, 1))
+        with (out / STEPS_FILE).open("a") as f:
+            f.write(json.dumps(asdict(s)) + "\n")
+        print(f"testbed bisect: {commit[:12]} {verdict} ({subject})", flush=True)
+
+    try:
+        ensure_kernel(config, ksrc=here, progress=lambda line: print(f"testbed bisect: {line}", flush=True))
+    except TestbedError as exc:
+        print(f"testbed bisect: {commit[:12]} does not build, skipped: {exc}", flush=True)
+        record("skip")
+        return SKIP
+    argv = [*pytest_args, "--kernel", str(here), "--kernel-config", config, "--results-dir", str(results)]
+    code = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=REPO_ROOT).returncode
+    if code not in (0, 1) or not (results / RUN_FILE).is_file():
+        print(f"testbed bisect: pytest exited {code} at {commit[:12]}: aborting", flush=True)
+        return ABORT
+    run = load_results(results)
+    failed = tuple(n for n, o in run.outcomes.items() if o in ("failed", "error"))
+    splats = tuple(dict.fromkeys(s.signature for s in run.splats if s.known is None))
+    record("bad" if code else "good", failed, splats)
+    return BAD if code else GOOD
+
+
+def _git_out(tree: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+if __name__ == "__main__":  # the command `git bisect run` calls for each step
+    cut = sys.argv.index("--")
+    sys.exit(step(Path(sys.argv[1]), sys.argv[2], sys.argv[cut + 1 :]))

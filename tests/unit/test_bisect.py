@@ -1,0 +1,57 @@
+"""testbed bisect's bookkeeping: git's verdict parsed, steps read back, the report; refusals
+before anything builds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from testbed.ab.bisect import BisectResult, Step, _first_bad, read_steps
+from testbed.cli import main
+
+GIT_OUTPUT = """running  '/usr/bin/python3' '-m' 'testbed.ab.bisect' '/tmp/b' 'default' '--' '-m' 'p2p'
+testbed bisect: 0ceeefcc1a2b good (PCI/P2PDMA: say where pci_free_p2pmem() returns memory)
+2f5cd77ab9e8c0d1b2a3f4e5d6c7b8a9f0e1d2c3 is the first bad commit
+commit 2f5cd77ab9e8c0d1b2a3f4e5d6c7b8a9f0e1d2c3
+"""
+
+
+def test_first_bad_commit_from_git_bisect_run():
+    assert _first_bad(GIT_OUTPUT) == "2f5cd77ab9e8c0d1b2a3f4e5d6c7b8a9f0e1d2c3"
+    assert _first_bad("Bisecting: 0 revisions left to test after this (roughly 0 steps)\n") is None
+
+
+def test_steps_round_trip_and_report(tmp_path):
+    steps = [
+        Step("a" * 40, "good one", "good", (), (), str(tmp_path / "s0"), 30.0),
+        Step("b" * 40, "the bad one", "bad", ("t::every_pair[two-switch]",), ("WARNING in f",), "r1", 31.5),
+    ]
+    (tmp_path / "steps.jsonl").write_text("".join(json.dumps(s.__dict__) + "\n" for s in steps))
+    assert read_steps(tmp_path) == steps
+    lines = BisectResult(steps[1], tuple(steps)).lines()
+    assert f"first bad commit: {'b' * 40} the bad one" in lines
+    assert "  failed: t::every_pair[two-switch]" in lines and "  new splat: WARNING in f" in lines
+
+
+def _repo(tmp_path):
+    repo = tmp_path / "linux"
+    repo.mkdir()
+    run = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*run, "init", "-q"], check=True)
+    for n in range(2):
+        (repo / "f").write_text(str(n))
+        subprocess.run([*run, "add", "f"], check=True)
+        subprocess.run([*run, "commit", "-q", "-m", f"c{n}"], check=True)
+    return repo
+
+
+def test_refusals_before_anything_builds(tmp_path, capsys):
+    repo = _repo(tmp_path)
+    assert main(["bisect", "--ksrc", str(repo), "--good", "HEAD~1", "--bad", "HEAD"]) == 2  # no selection
+    assert "after --" in capsys.readouterr().err
+    assert main(["bisect", "--ksrc", str(repo), "--good", "HEAD", "--bad", "HEAD~1", "--", "-m", "p2p"]) == 2
+    assert "is not an ancestor" in capsys.readouterr().err
+    assert main(["bisect", "--ksrc", str(repo), "--good", "nope", "--bad", "HEAD", "--", "-m", "p2p"]) == 2
+    assert "'nope' is not a commit" in capsys.readouterr().err
+    assert main(["bisect", "--ksrc", str(tmp_path), "--good", "a", "--bad", "b", "--", "-m", "p2p"]) == 2
+    assert "not the top of a git repository" in capsys.readouterr().err
