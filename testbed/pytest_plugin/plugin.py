@@ -51,6 +51,7 @@ MARKERS = {
     "None for a case the options leave out)",
 }
 VM_KEY = pytest.StashKey[GuestVM]()  # per item: the VM the test used, for its artifacts
+UNCHECKED_KEY = pytest.StashKey[str]()  # per item: why part of it ran without lockdep
 WINDOW_KEY = pytest.StashKey[tuple]()  # per item: its console window (first, last line)
 
 
@@ -381,19 +382,41 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
         problems.append(
             "lockdep turned itself off during the test (debug_locks 1 -> 0): nothing after this point is lock-checked"
         )
-    if verdict.lockdep_off_at_start:
+    unchecked = verdict.lockdep_off_at_start or verdict.lockdep_lost_to_known
+    if unchecked:
+        why = (
+            "lockdep was already off when the test began (an earlier report in this VM)"
+            if verdict.lockdep_off_at_start
+            else "a known base-kernel lockdep report turned lockdep off during the test"
+        )
         state_of(request.config).unchecked.append(request.node.nodeid)
         record.unchecked.append(request.node.nodeid)
+        request.node.stash[UNCHECKED_KEY] = why
+        request.node.user_properties.append(("lock_checked", f"no: {why}"))
+        if strict:
+            problems.append(f"not lock-checked (failing because of --strict-splats): {why}")
     if not verdict.complete:
         problems.append(f"the end marker never reached the console ({guest.machine.console_log})")
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
+def pytest_report_teststatus(
+    report: pytest.TestReport, config: pytest.Config
+) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    """A test that passed with part of it not lock-checked is not a plain pass: its teardown
+    reports "NOT LOCK-CHECKED" (U), counted in the final line, listed in the summary."""
+    if report.when == "teardown" and report.passed and getattr(report, "testbed_unchecked", None):
+        return "not lock-checked", "U", ("NOT LOCK-CHECKED", {"yellow": True})
+    return None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
+    if report.when == "teardown" and UNCHECKED_KEY in item.stash:
+        report.testbed_unchecked = item.stash[UNCHECKED_KEY]
     guest = item.stash.get(VM_KEY, None)
     if not report.failed or guest is None or report.when == "setup" and call.excinfo is None:
         return
@@ -449,8 +472,8 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
     unchecked = state.unchecked
     if unchecked:
         terminalreporter.write_line(
-            f"testbed: {len(unchecked)} test(s) began with lockdep already off "
-            "(an earlier report in the same VM), so were not lock-checked:",
+            f"testbed: {len(unchecked)} test(s) ran in part without lockdep (off from an earlier "
+            "report in the same VM, or turned off by a known one): NOT LOCK-CHECKED, not a plain pass:",
             yellow=True,
         )
         for nodeid in unchecked:

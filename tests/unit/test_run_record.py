@@ -45,3 +45,20 @@ def test_written_record_round_trips(tmp_path):
     assert doc["splats"][0]["signature"] == "KASAN: slab-use-after-free Read in pci_p2pdma_map_type"
     assert doc["splats"][0]["known"] is None
     assert doc["boots"][0]["kernel"]["release"] == "7.2.13-testbed" and "x" not in doc["boots"][0]["kernel"]
+
+
+def test_a_pass_without_lock_checking_is_not_a_plain_pass():
+    import pytest
+
+    from testbed.pytest_plugin.plugin import pytest_report_teststatus
+
+    def report(when: str, outcome: str = "passed") -> pytest.TestReport:
+        return pytest.TestReport("t::a", ("t.py", 1, "a"), {}, outcome, None, when)
+
+    teardown = report("teardown")
+    assert pytest_report_teststatus(teardown, None) is None  # lock-checked: nothing to add
+    teardown.testbed_unchecked = "lockdep was already off when the test began"
+    assert pytest_report_teststatus(teardown, None) == ("not lock-checked", "U", ("NOT LOCK-CHECKED", {"yellow": True}))
+    failed = report("teardown", "failed")
+    failed.testbed_unchecked = "x"
+    assert pytest_report_teststatus(failed, None) is None  # a failure stays a failure
