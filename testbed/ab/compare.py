@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..pytest_plugin.fingerprint import differences, load
 from .results import RunResults
 
 GOOD = {"passed", "xfailed", "skipped"}
@@ -64,7 +65,7 @@ class Comparison:
     census: tuple[VerdictChange, ...] = ()
     splats: tuple[SplatChange, ...] = ()
     unchecked: tuple[str, ...] = ()  # tests the series ran without lock checking, the base with
-    notes: tuple[str, ...] = field(default=())
+    fingerprints: tuple[str, ...] = field(default=())  # "topology: what differs" between the machines
 
     def worse(self) -> list[str]:
         """Why the series made things worse (empty: it did not)."""
@@ -128,6 +129,11 @@ def compare(base: RunResults, series: RunResults) -> Comparison:
         if counts_b.get(sig, 0) != counts_s.get(sig, 0)
     )
     unchecked = tuple(n for n in series.unchecked if n not in base.unchecked)
+    fingerprints = tuple(
+        f"{topology}: {line}"
+        for topology in sorted(set(base.fingerprints) & set(series.fingerprints))
+        for line in differences(load(base.fingerprints[topology]), load(series.fingerprints[topology]))
+    )
     return Comparison(
         str(base.directory),
         str(series.directory),
@@ -139,6 +145,7 @@ def compare(base: RunResults, series: RunResults) -> Comparison:
         tuple(census),
         splats,
         unchecked,
+        fingerprints,
     )
 
 
@@ -147,6 +154,9 @@ def render_text(c: Comparison) -> list[str]:
     lines += [f"series: {c.series}", *(f"        {k}" for k in c.series_kernels or ("(no VM booted)",))]
     if c.machine[0] != c.machine[1]:
         lines.append(f"machine differs: {c.machine[0]} | {c.machine[1]}")
+    if c.fingerprints:
+        lines.append("fingerprints (what the guests saw) differ:")
+        lines += [f"  {line}" for line in c.fingerprints]
     for group, title in (("suite", "tests"), ("kselftest", "kselftest/KUnit cases"), ("probe", "probe cases")):
         changes = [t for t in c.tests if t.group == group]
         if changes:
@@ -187,6 +197,8 @@ def render_markdown(c: Comparison) -> str:
         else ("**Changed, nothing worse.**" if c.changed() else "**No change.**")
     )
     out += [f"- {w}" for w in worse]
+    if c.fingerprints:
+        out += ["", "## Fingerprints that differ", ""] + [f"- {line}" for line in c.fingerprints]
     if c.tests:
         out += ["", "## Tests that changed outcome", "", "| kind | base | series | test |", "|---|---|---|---|"]
         out += [f"| {t.group} | {t.before or '-'} | {t.after or '-'} | `{t.nodeid}` |" for t in c.tests]

@@ -33,6 +33,7 @@ class RunResults:
     kernels: tuple[str, ...]  # "release (key, config set, patches)" per distinct kernel booted
     qemu: str
     accel: tuple[str, ...]
+    fingerprints: dict[str, Path]  # topology -> the fingerprint of its first VM
 
     def splat_counts(self, new_only: bool = False) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -84,4 +85,16 @@ def load_results(directory: Path) -> RunResults:
         kernels=tuple(dict.fromkeys(_kernel_line(b.get("kernel") or {}) for b in boots)),
         qemu=doc.get("qemu", ""),
         accel=tuple(dict.fromkeys(b.get("accel", "") for b in boots)),
+        fingerprints=_fingerprints(directory, boots),
     )
+
+
+def _fingerprints(directory: Path, boots: list[dict]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for boot in boots:
+        path = boot.get("fingerprint")
+        if path and boot["topology"] not in out:
+            found = Path(path) if Path(path).is_file() else directory / "fingerprints" / Path(path).name
+            if found.is_file():
+                out[boot["topology"]] = found
+    return out

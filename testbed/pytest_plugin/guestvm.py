@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GuestError
 from ..guest.ssh import RunResult
@@ -17,6 +17,9 @@ from ..topology import Layout, Topology, Verdict, build_layout, verdicts
 from ..topology.model import EndpointKind
 from ..vm import Machine
 from ..vm.launch import LaunchPlan
+
+if TYPE_CHECKING:
+    from .fingerprint import Fingerprint
 
 AGENT_DIR = Path(__file__).resolve().parent.parent / "guest" / "agent"
 GUEST_AGENT_DIR = "/run/testbed/agent"
@@ -30,6 +33,7 @@ class GuestVM:
     layout: Layout = field(init=False)
     dirty: bool = False  # a test changed the device tree: do not share this VM any more
     probe_loaded: bool = False  # the probe module is in this guest's kernel (it is never unloaded)
+    fingerprint: Fingerprint | None = None  # what the guest saw after boot (fingerprint.json)
     _release: str | None = field(default=None, init=False, repr=False)  # "" once read and absent
 
     def __post_init__(self) -> None:

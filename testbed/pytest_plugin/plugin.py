@@ -360,6 +360,9 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     request.node.stash[WINDOW_KEY] = verdict.lines
     log = guest.machine.console_log
     record = state_of(request.config).record
+    record.vms[request.node.nodeid] = guest.machine.name
+    if guest.fingerprint is not None:  # which machine this result came from
+        request.node.user_properties.append(("fingerprint", f"{guest.fingerprint.digest} {guest.fingerprint.path}"))
     problems = []
     for splat in verdict.splats:
         record.splats.append(SplatRecord.of(splat, request.node.nodeid, None, log))
@@ -538,7 +541,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for stray in pool.stray_splats:
             where = f"outside any test in {stray.vm}"
             state.record.splats.append(SplatRecord.of(stray.splat, where, stray.known, stray.console_log))
-        for topology, vm, bzimage, accel in pool.launches:
-            state.record.boot(topology, vm, bzimage, accel)
+        for topology, vm, bzimage, accel, fingerprint in pool.launches:
+            kept = None
+            if fingerprint is not None and fingerprint.is_file():  # kept with the run's results
+                kept = state.results / "fingerprints" / f"{vm}.json"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(fingerprint, kept)
+            state.record.boot(topology, vm, bzimage, accel, kept)
     if state.record.outcomes and not session.config.getoption("collectonly"):
         state.record.write(state.results)

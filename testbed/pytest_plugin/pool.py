@@ -13,6 +13,7 @@ from ..logs.windows import outside_windows
 from ..topology import load_topology
 from ..vm import Machine
 from ..vm.launch import plan_launch
+from .fingerprint import take as take_fingerprint
 from .guestvm import GuestVM
 
 MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM beside them
@@ -56,7 +57,7 @@ class VmPool:
         self.shared: OrderedDict[tuple, GuestVM] = OrderedDict()
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
-        self.launches: list[tuple[str, str, Path | None, str]] = []  # (topology, vm, bzImage, accel)
+        self.launches: list[tuple[str, str, Path | None, str, Path | None]] = []  # (topology, vm, bzImage, accel, fp)
 
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise."""
@@ -79,11 +80,13 @@ class VmPool:
             machine.wait_ssh()
             vm = GuestVM(topo, plan, machine)
             vm.install_agent()
+            vm.fingerprint = take_fingerprint(vm)
         except BaseException:
             self.release(None, machine)
             raise
         self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
-        self.launches.append((topology, plan.name, plan.runtime.kernel, plan.accel.accel))
+        fingerprint = vm.fingerprint.path if vm.fingerprint else None
+        self.launches.append((topology, plan.name, plan.runtime.kernel, plan.accel.accel, fingerprint))
         return vm
 
     def shared_vm(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:

@@ -44,6 +44,7 @@ class BootRecord:
     bzimage: str
     kernel: dict[str, object]  # the kernel cache's manifest (key, release, config set, patches), if any
     accel: str
+    fingerprint: str | None = None  # the VM's fingerprint.json
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RunRecord:
     splats: list[SplatRecord] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # began with lockdep already off
     boots: list[BootRecord] = field(default_factory=list)
+    vms: dict[str, str] = field(default_factory=dict)  # test -> the VM it ran in
 
     def outcome(self, nodeid: str, when: str, outcome: str, xfail: bool) -> None:
         """Fold one phase's report into the test's outcome (the worst phase wins)."""
@@ -67,13 +69,14 @@ class RunRecord:
         if old is None or SEVERITY.index(value) < SEVERITY.index(old):
             self.outcomes[nodeid] = value
 
-    def boot(self, topology: str, vm: str, bzimage: Path | None, accel: str) -> None:
+    def boot(self, topology: str, vm: str, bzimage: Path | None, accel: str, fingerprint: Path | None = None) -> None:
         kernel: dict[str, object] = {}
         manifest = bzimage.parent / "manifest.json" if bzimage else None
         if manifest is not None and manifest.is_file():
             data = json.loads(manifest.read_text())
             kernel = {k: data.get(k) for k in ("key", "release", "config_set", "patches", "source_tree")}
-        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel))
+        fp = str(fingerprint) if fingerprint else None
+        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp))
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,7 @@ class RunRecord:
             "splats": [asdict(s) for s in self.splats],
             "unchecked": self.unchecked,
             "boots": [asdict(b) for b in self.boots],
+            "vms": self.vms,
         }
         path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         log.debug("wrote %s (%d outcomes, %d splats)", path, len(self.outcomes), len(self.splats))

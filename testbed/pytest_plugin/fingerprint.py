@@ -1,0 +1,116 @@
+"""A fingerprint of every booted VM: what the guest actually saw, and what the host ran it with.
+
+Read once after boot and stored beside the VM's console log (results/vm/<vm>/fingerprint.json);
+run.json and each JUnit test case point at it. A red result on another machine can then be told
+apart from a mis-rendered topology: the PCI tree with IDs and BDFs, IOMMU groups, every port's
+ACS capability and control bits, BAR addresses and sizes, the CPU vendor and family the guest
+sees, the kernel release and config hash; QEMU's version, the accelerator and the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .record import qemu_version
+
+if TYPE_CHECKING:
+    from .guestvm import GuestVM
+
+log = logging.getLogger(__name__)
+
+FILE = "fingerprint.json"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    path: Path
+    digest: str  # short hash of the whole document: equal digests, equal machines
+
+
+def _machine_option(argv: list[str]) -> str:
+    return next((argv[i + 1] for i, word in enumerate(argv[:-1]) if word == "-machine"), "")
+
+
+def _kernel(bzimage: Path | None) -> dict[str, Any]:
+    if bzimage is None:
+        return {}
+    out: dict[str, Any] = {"bzimage": str(bzimage)}
+    manifest = bzimage.parent / "manifest.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        out |= {k: data.get(k) for k in ("key", "release", "config_set", "patches")}
+    config = bzimage.parent / ".config"
+    if config.is_file():
+        out["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()[:16]
+    return out
+
+
+def take(vm: GuestVM) -> Fingerprint:
+    """Read the guest's side, add the host's, write it beside the console log."""
+    guest = vm.agent("fingerprint", "read", timeout=60)
+    plan = vm.plan
+    doc = {
+        "topology": vm.topology.name,
+        "vm": plan.name,
+        "host": {
+            "qemu": qemu_version(),
+            "accel": plan.accel.accel,
+            "machine": _machine_option(plan.argv),
+            "kernel": _kernel(plan.runtime.kernel),
+        },
+        "guest": guest,
+    }
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    path = plan.run_dir / FILE
+    path.write_text(text)
+    digest = hashlib.sha256(json.dumps(_stable(doc), sort_keys=True).encode()).hexdigest()[:12]
+    log.debug("fingerprint of %s: %s (%s)", plan.name, digest, path)
+    return Fingerprint(path, digest)
+
+
+def _stable(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint without what differs between two boots of the same machine."""
+    out = {k: v for k, v in doc.items() if k != "vm"}
+    host = dict(out.get("host", {}))
+    host["kernel"] = {k: v for k, v in host.get("kernel", {}).items() if k != "bzimage"}
+    out["host"] = host
+    return out
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, one line per difference, for testbed ab."""
+    out: list[str] = []
+    ha, hb = a.get("host", {}), b.get("host", {})
+    for key in ("qemu", "accel", "machine"):
+        if ha.get(key) != hb.get(key):
+            out.append(f"host {key}: {ha.get(key)} -> {hb.get(key)}")
+    ka, kb = ha.get("kernel", {}), hb.get("kernel", {})
+    for key in ("release", "config_set", "config_sha256", "patches"):
+        if ka.get(key) != kb.get(key):
+            out.append(f"kernel {key}: {ka.get(key)} -> {kb.get(key)}")
+    ga, gb = a.get("guest", {}), b.get("guest", {})
+    if ga.get("cpu") != gb.get("cpu"):
+        out.append(f"guest CPU: {ga.get('cpu')} -> {gb.get('cpu')}")
+    if ga.get("iommus") != gb.get("iommus"):
+        out.append(f"IOMMUs: {ga.get('iommus')} -> {gb.get('iommus')}")
+    da = {d["bdf"]: d for d in ga.get("pci", [])}
+    db = {d["bdf"]: d for d in gb.get("pci", [])}
+    for bdf in sorted(set(da) | set(db)):
+        if bdf not in db:
+            out.append(f"{bdf} ({da[bdf]['id']}): gone")
+        elif bdf not in da:
+            out.append(f"{bdf} ({db[bdf]['id']}): new")
+        else:
+            for key in ("id", "subsystem", "iommu_group", "bars", "acs", "driver"):
+                if da[bdf].get(key) != db[bdf].get(key):
+                    out.append(f"{bdf} {key}: {da[bdf].get(key)} -> {db[bdf].get(key)}")
+    return out
