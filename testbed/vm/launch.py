@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,9 +61,10 @@ def plan_launch(
     if bzimage is None:
         bzimage = ensure_kernel(kernel_config, ksrc=ksrc, patches=patches, progress=progress).bzimage
     image = ensure_image(progress=progress)
-    name = registry.unique_name(topo.name)
-    run_dir = results_root() / "vm" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    name = registry.reserve(topo.name)
+    (results_root() / "vm").mkdir(parents=True, exist_ok=True)
+    # unique even for two VMs of one name in one second (a name comes free when its VM ends)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-", dir=results_root() / "vm"))
     disk = make_overlay(image, run_dir)
     runtime = Runtime(
         accel=decision.accel,

@@ -106,6 +106,8 @@ class Machine:
         if self._registered:
             registry.unregister(self.name, self.process.pid)
             self._registered = False
+        else:
+            registry.unreserve(self.name)  # the name launch reserved, if QEMU never registered
         self.runtime.qmp_socket.unlink(missing_ok=True)
         if self.stop_report.stage == "survived":
             raise InfraError(

@@ -1,10 +1,16 @@
-"""Running VMs announce themselves in runtime_dir()/vms/NAME.json for `testbed ssh NAME`."""
+"""Running VMs announce themselves in runtime_dir()/vms/NAME.json for `testbed ssh NAME`.
+
+A name is reserved before its VM starts (the file created exclusively, owned by the launching
+process, ssh_port 0), so launches in the same second, in this process or others, never pick
+the same name, run directory or QMP socket. Entries whose owner died are reaped.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,29 +72,51 @@ def unregister(name: str, pid: int | None = None) -> None:
     path.unlink(missing_ok=True)
 
 
-def running() -> list[VmRecord]:
-    """Live VMs, oldest first; entries whose QEMU is gone (a crashed parent) are removed."""
+def _live_entries() -> list[VmRecord]:
+    """Every entry whose owner lives (VMs and reservations); the others are removed."""
     records = []
     for path in sorted(registry_dir().glob("*.json")):
         try:
             record = VmRecord.from_json(path.read_text())
         except (OSError, ValueError, KeyError, TypeError):
-            continue
+            continue  # being written: its writer replaces it atomically
         if pid_alive(record.pid):
             records.append(record)
         else:
             path.unlink(missing_ok=True)
-    return sorted(records, key=lambda r: r.started)
+    return records
 
 
-def unique_name(base: str) -> str:
-    """`base`, or `base-2`, `base-3`... if a live VM already has that name."""
-    taken = {r.name for r in running()}
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    return name
+def running() -> list[VmRecord]:
+    """Live VMs, oldest first; entries whose QEMU (or launcher) is gone are removed."""
+    return sorted((r for r in _live_entries() if r.ssh_port), key=lambda r: r.started)
+
+
+def reserve(base: str) -> str:
+    """`base`, or `base-2`, `base-3`...: the first name no live VM or launch holds, reserved
+    for this process until its VM registers (or unreserve)."""
+    _live_entries()  # reap the dead first, so their names come free
+    n = 1
+    while True:
+        name = base if n == 1 else f"{base}-{n}"
+        path = _path(name)
+        placeholder = VmRecord(name, os.getpid(), 0, "", "", "", time.time())
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            n += 1
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(placeholder.to_json())
+        return name
+
+
+def unreserve(name: str) -> None:
+    """Drop this process's reservation of `name` (a launch that never started its VM)."""
+    unregister(name, os.getpid())
+
+
+unique_name = reserve  # the name a launch gets is reserved for it
 
 
 def find(name: str | None) -> VmRecord:

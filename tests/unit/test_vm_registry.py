@@ -56,3 +56,32 @@ def test_unique_name_and_validation():
         registry.register(rec("../escape"))
     with pytest.raises(ConfigError, match="no running VM"):
         registry.find("nope")
+
+
+def test_reservation_holds_the_name_until_unreserved():
+    assert registry.reserve("topo") == "topo"
+    assert registry.reserve("topo") == "topo-2"  # reserved, not yet running: still taken
+    assert registry.running() == []  # reservations are not VMs `testbed ssh` can reach
+    registry.unreserve("topo")
+    assert registry.reserve("topo") == "topo"
+
+
+def test_a_dead_launchers_reservation_is_reaped():
+    path = registry.registry_dir() / "topo.json"
+    path.write_text(rec("topo", pid=2**22 + 12345).to_json())
+    assert registry.reserve("topo") == "topo"
+
+
+def _reserve_many(args):
+    runtime, n = args
+    os.environ["XDG_RUNTIME_DIR"] = runtime
+    return [registry.reserve("topo") for _ in range(n)]
+
+
+def test_concurrent_launchers_never_share_a_name(tmp_path):
+    from multiprocessing import get_context
+
+    with get_context("fork").Pool(4) as pool:
+        names = pool.map(_reserve_many, [(str(tmp_path), 25)] * 4)
+    flat = [n for chunk in names for n in chunk]
+    assert len(flat) == 100 and len(set(flat)) == 100
