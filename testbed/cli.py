@@ -12,6 +12,7 @@ from .errors import TestbedError
 # `func(args) -> int` with `set_defaults`. Kept as names so `testbed --help` stays cheap.
 COMMAND_MODULES = (
     "testbed.topology.commands",
+    "testbed.render.commands",
     "testbed.kernel.commands",
     "testbed.image.commands",
     "testbed.vm.commands",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..pytest_plugin.fingerprint import differences, load
+from ..guestvm.fingerprint import differences, load
 from .results import RunResults
 
 GOOD = {"passed", "xfailed", "skipped"}

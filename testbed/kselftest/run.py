@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GuestError
+from ..guestvm import GuestVM
+from ..guestvm import window as kernel_window
 from ..logs.known import KnownSplat
 from ..logs.ktap import KtapCase, KtapReport, Status, parse_ktap
 from ..logs.splat import Splat, strip_prefix
-from ..pytest_plugin import kernel_window
-from ..pytest_plugin.guestvm import GuestVM
 from .build import SelftestBuild
 from .catalog import Program
 

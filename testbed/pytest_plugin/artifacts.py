@@ -7,8 +7,8 @@ import shlex
 import shutil
 from pathlib import Path
 
+from ..guestvm import GuestVM
 from ..logs.known import RELEASE_RE
-from .guestvm import GuestVM
 
 EXCERPT_LINES = 200
 

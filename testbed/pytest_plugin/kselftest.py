@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ..errors import TestbedError
+from ..guestvm import GuestVM
 from ..kselftest.build import SelftestBuild, ensure_selftests
 from ..kselftest.catalog import Program, programs, selftest_devices
 from ..kselftest.known import KnownFailure, find_failure, load_failures
@@ -25,7 +26,6 @@ from ..kselftest.run import ProgramRun, run_program
 from ..logs.known import KnownSplat
 from ..topology import Topology, load_topology
 from ..topology.model import IommuType
-from .guestvm import GuestVM
 from .pool import VmPool, VmVariant
 
 log = logging.getLogger(__name__)

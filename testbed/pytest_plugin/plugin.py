@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..errors import ConfigError, TestbedError
+from ..guestvm import GuestVM
+from ..guestvm import window as kernel_window
 from ..logs.known import KnownSplat, load_known
 from ..logs.splat import Splat
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
-from . import artifacts, kernel_window
-from .guestvm import GuestVM
+from . import artifacts
 from .kselftest import SELFTEST_SETS, SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
 from .record import RunRecord, SplatRecord

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..guestvm import GuestVM
+from ..guestvm.fingerprint import take as take_fingerprint
 from ..logs.known import KnownSplat, find_known, kernel_release
 from ..logs.splat import Splat, scan_lines
 from ..logs.windows import outside_windows
 from ..topology import load_topology
 from ..vm import Machine
 from ..vm.launch import plan_launch
-from .fingerprint import take as take_fingerprint
-from .guestvm import GuestVM
 
 MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM beside them
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..guestvm.fingerprint import qemu_version
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
 
@@ -93,11 +93,3 @@ class RunRecord:
         path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         log.debug("wrote %s (%d outcomes, %d splats)", path, len(self.outcomes), len(self.splats))
         return path
-
-
-def qemu_version(binary: str = "qemu-system-x86_64") -> str:
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.splitlines()[0] if out else ""

@@ -1,12 +1,9 @@
-"""`testbed validate | render | explain | topologies`."""
+"""`testbed validate | explain | topologies` (`testbed render` lives in render/commands.py)."""
 
 from __future__ import annotations
 
 import argparse
-import shlex
-from pathlib import Path
 
-from ..render import preview_runtime, render_argv
 from .explain import disagreement_line, tree_lines, verdict_lines
 from .layout import build_layout
 from .load import load_topology, shipped_names
@@ -25,13 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="shipped name or path to a .yaml (default: every shipped topology)",
     )
     p.set_defaults(func=_validate)
-
-    p = sub.add_parser("render", help="print the QEMU command line of a topology, shell-quoted")
-    p.add_argument("topology", metavar="TOPO")
-    p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg")
-    p.add_argument("--kernel", type=Path, help="bzImage path to show (default: a BZIMAGE placeholder)")
-    p.add_argument("--one-per-line", action="store_true", help="one argument per line, for diffs")
-    p.set_defaults(func=_render)
 
     p = sub.add_parser("explain", help="the kernel's P2P verdict for every provider/client pair, and why")
     p.add_argument("topology", metavar="TOPO")
@@ -67,16 +57,6 @@ def _validate(args: argparse.Namespace) -> int:
             f"{', ' + str(len(disagreements)) + ' disagree with the oracle' if disagreements else ''})"
         )
     return 2 if failed else 0
-
-
-def _render(args: argparse.Namespace) -> int:
-    topo = load_topology(args.topology)
-    runtime = preview_runtime(args.accel)
-    if args.kernel:
-        runtime = type(runtime)(**{**runtime.__dict__, "kernel": args.kernel.resolve()})
-    argv = render_argv(topo, runtime)
-    print("\n".join(argv) if args.one_per_line else shlex.join(argv))
-    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:

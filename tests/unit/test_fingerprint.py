@@ -8,7 +8,7 @@ import struct
 import sys
 from pathlib import Path
 
-from testbed.pytest_plugin.fingerprint import _stable, differences
+from testbed.guestvm.fingerprint import _stable, differences
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent"))
 import fingerprint as guest_fingerprint  # noqa: E402

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from testbed.guest.ssh import RunResult
+from testbed.guestvm.window import ExpectedMessages, WindowVerdict, begin, debug_locks, end
 from testbed.logs.known import load_known
-from testbed.pytest_plugin.kernel_window import ExpectedMessages, WindowVerdict, begin, debug_locks, end
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
 

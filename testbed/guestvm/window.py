@@ -18,7 +18,7 @@ from ..logs.splat import Splat, scan_lines, strip_prefix
 from ..logs.windows import marker
 
 if TYPE_CHECKING:
-    from .guestvm import GuestVM
+    from .guest import GuestVM
 
 CONSOLE_FLUSH_S = 10.0  # the end marker reaches the serial log a moment after the write
 

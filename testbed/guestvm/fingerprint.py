@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .record import qemu_version
-
 if TYPE_CHECKING:
-    from .guestvm import GuestVM
+    from .guest import GuestVM
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +113,11 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
                 if da[bdf].get(key) != db[bdf].get(key):
                     out.append(f"{bdf} {key}: {da[bdf].get(key)} -> {db[bdf].get(key)}")
     return out
+
+
+def qemu_version(binary: str = "qemu-system-x86_64") -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.splitlines()[0] if out else ""
