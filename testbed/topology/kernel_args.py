@@ -20,7 +20,7 @@ _ID_RE = re.compile(
 
 
 @dataclass(frozen=True)
-class DeviceSpec:
+class KernelDeviceSpec:
     """One entry of a `pci=...=` device list: a device path or pci:vendor:device[:subvendor:subdevice],
     matched as pci_dev_str_match() does: a 0 in any ID field matches every device."""
 
@@ -36,13 +36,13 @@ class DeviceSpec:
         return parsed is not None and parsed.path == self.path
 
 
-def parse_device_spec(text: str) -> DeviceSpec | None:
+def parse_device_spec(text: str) -> KernelDeviceSpec | None:
     text = text.strip()
     match = _ID_RE.match(text)
     if match:
         fields = (match["vendor"], match["device"], match["subvendor"] or "0", match["subdevice"] or "0")
         vendor, device, subvendor, subdevice = (int(f, 16) for f in fields)
-        return DeviceSpec(text, ids=(vendor, device, subvendor, subdevice))
+        return KernelDeviceSpec(text, ids=(vendor, device, subvendor, subdevice))
     match = _PATH_RE.match(text)
     if not match:
         return None
@@ -50,12 +50,12 @@ def parse_device_spec(text: str) -> DeviceSpec | None:
     for hop in filter(None, match["rest"].split("/")):
         slot, fn = hop.split(".")
         hops.append((int(slot, 16), int(fn)))
-    return DeviceSpec(text, path=(int(match["domain"] or "0", 16), int(match["bus"], 16), tuple(hops)))
+    return KernelDeviceSpec(text, path=(int(match["domain"] or "0", 16), int(match["bus"], 16), tuple(hops)))
 
 
 @dataclass(frozen=True)
 class PciOptions:
-    disable_acs_redir: tuple[DeviceSpec, ...] = ()
+    disable_acs_redir: tuple[KernelDeviceSpec, ...] = ()
     unparsed_acs_redir: tuple[str, ...] = ()  # entries Linux would reject too
     config_acs: bool = False  # present: not modeled by the oracle
     intel_iommu_off: bool = False
@@ -63,7 +63,7 @@ class PciOptions:
 
 def parse_kernel_args(args: tuple[str, ...] | list[str]) -> PciOptions:
     """Pick out what the oracle needs. Later `pci=disable_acs_redir=` wins, as in pci_setup()."""
-    specs: tuple[DeviceSpec, ...] = ()
+    specs: tuple[KernelDeviceSpec, ...] = ()
     bad: tuple[str, ...] = ()
     config_acs = False
     intel_off = False

@@ -19,7 +19,7 @@ from .model import (
     Iommu,
     IommuMode,
     IommuType,
-    Machine,
+    MachineSpec,
     MapType,
     Reserve,
     RootPort,
@@ -135,13 +135,13 @@ def _build(r: Reader, path: Path) -> Topology | None:
     )
 
 
-def _machine(r: Reader) -> Machine:
+def _machine(r: Reader) -> MachineSpec:
     r.mapping(("machine",), ("cpus", "memory", "cpu"))
     cpus = r.integer(("machine", "cpus"), default=2, lo=1, hi=MAX_CPUS)
     memory = r.size(("machine", "memory"), default=2 * GiB)
     if memory < 512 << 20:
         r.problem(("machine", "memory"), "too little memory for the guest", "512M or more")
-    return Machine(cpus=cpus, memory=memory, cpu=_cpu(r))
+    return MachineSpec(cpus=cpus, memory=memory, cpu=_cpu(r))
 
 
 def _cpu(r: Reader) -> Cpu:

@@ -41,7 +41,7 @@ class Cpu:
 
 
 @dataclass(frozen=True)
-class Machine:
+class MachineSpec:
     cpus: int
     memory: int  # bytes
     cpu: Cpu
@@ -143,7 +143,7 @@ class Topology:
     name: str
     description: str
     source: Path
-    machine: Machine
+    machine: MachineSpec
     iommu: Iommu
     hotplug: HotplugMode
     kernel_args: tuple[str, ...]
