@@ -18,7 +18,6 @@ import re
 from .printk import strip_prefix
 
 FUNC = r"[A-Za-z_][\w.]*"
-OFFSET_RE = re.compile(rf"^(?P<func>{FUNC})\+0x[0-9a-f]+/0x[0-9a-f]+")
 # a call-trace frame: " func+0x1c/0x40 [module]" (x86), "  func+0x1c/0x40" (arm64); "?" frames are unreliable
 FRAME_RE = re.compile(rf"^\s*(?:\[<?[0-9a-f]+>?\]\s*)?(?P<unreliable>\?\s+)?(?P<func>{FUNC})\+0x[0-9a-f]+/0x[0-9a-f]+")
 TRACE_START_RE = re.compile(r"Call [Tt]race:|^\s*backtrace(?: \(crc [0-9a-f]+\))?:|^Backtrace:")

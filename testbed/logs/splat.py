@@ -113,9 +113,6 @@ class Splat:
     body: str = ""  # every line of it (up to MAX_LINES), for matching known splats
     signature: str = ""  # kind + what + where, stable across runs and builds (signature.py)
 
-    def headline(self) -> str:
-        return f"{self.kind}: {self.title} (lines {self.first_line}-{self.last_line})"
-
 
 @dataclass(frozen=True)
 class SplatGroup:

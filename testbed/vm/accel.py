@@ -168,9 +168,6 @@ class ProbeResult:
     seconds: float
     detail: str
 
-    def reached(self) -> str:
-        return ", ".join(STAGES[c] for c in self.stages if c in STAGES) or "nothing"
-
 
 def run_probe(accel: str, qemu: str = QEMU, timeout: float | None = None) -> ProbeResult:
     """Boot the probe firmware under `accel`; ok only with the expected exit status."""

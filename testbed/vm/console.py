@@ -17,8 +17,6 @@ _FATAL = re.compile(
 )
 _PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)")
 
-READY_MARKER = "testbed-init: sshd ready"
-
 
 @dataclass(frozen=True)
 class Panic:
@@ -45,10 +43,6 @@ def find_panic(text: str) -> Panic | None:
         if m:
             return Panic(line=line.strip(), reason=m.group(1).strip())
     return None
-
-
-def has_marker(text: str, marker: str = READY_MARKER) -> bool:
-    return marker in text
 
 
 def describe(path: Path, n: int = 40) -> str:
