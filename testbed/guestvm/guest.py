@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GuestError
 from ..guest.ssh import RunResult
 from ..render import backing_files
+from ..render.qdev import endpoint_spec
 from ..topology import Layout, Topology, Verdict, build_layout, verdicts
 from ..topology.model import EndpointKind
-from ..vm import Machine
+from ..vm import Machine, hotplug
+from ..vm.hotplug import UnplugResult
 from ..vm.launch import LaunchPlan
 
 if TYPE_CHECKING:
@@ -52,6 +54,23 @@ class GuestVM:
 
     def verdicts(self) -> list[Verdict]:
         return verdicts(self.topology, self.layout)
+
+    # -- hotplug, by device id: the layout knows the addresses ---------------------------
+
+    def unplug(self, device_id: str, timeout: float | None = None) -> UnplugResult:
+        """Remove an endpoint the way its slot does (pciehp button, ACPI, device_del) and wait
+        until the guest has let go of it. The VM is not shared afterwards."""
+        self.dirty = True
+        parent = self.layout[device_id].upstream
+        port = self.layout[parent].bdf if parent else None
+        return hotplug.unplug(self.machine, device_id, self.bdf(device_id), port, timeout)
+
+    def plug(self, device_id: str, timeout: float | None = None) -> float:
+        """Put an endpoint (back) into its slot and wait for its driver; seconds it took."""
+        endpoint = self.topology.endpoint(device_id)
+        driver = "nvme" if endpoint.kind is EndpointKind.NVME else None
+        spec = endpoint_spec(self.layout, endpoint)
+        return hotplug.plug(self.machine, spec, self.bdf(device_id), driver, timeout)
 
     # -- guest --------------------------------------------------------------------------
 
