@@ -1,6 +1,6 @@
 """Rendering: topology + runtime → QEMU argv (a list, never a shell string)."""
 
-from .argv import hotplug_device, kernel_append, preview_runtime, render_argv
+from .argv import hotplug_device, inherited_monitor_args, kernel_append, preview_runtime, render_argv
 from .qdev import BackingFile, DeviceSpec, backing_files
 from .runtime import Runtime
 
@@ -10,6 +10,7 @@ __all__ = [
     "Runtime",
     "backing_files",
     "hotplug_device",
+    "inherited_monitor_args",
     "kernel_append",
     "preview_runtime",
     "render_argv",

@@ -112,6 +112,23 @@ def render_argv(topo: Topology, runtime: Runtime, qemu: str = QEMU_BINARY) -> li
     return argv
 
 
+INHERITED_MONITOR_ID = "testbed-qmp"
+
+
+def inherited_monitor_args(fd: int) -> list[str]:
+    """A QMP monitor on a connected socket QEMU inherits as descriptor `fd` (its end of a
+    socketpair; the launcher keeps the other). Added at start, when the number is known: it
+    is not part of the rendered command, which keeps the path-based `-qmp` for everyone else."""
+    if fd < 3:
+        raise ValueError(f"fd {fd}: QEMU's stdin/stdout/stderr cannot carry a monitor")
+    return [
+        "-chardev",
+        f"socket,id={INHERITED_MONITOR_ID},fd={fd}",
+        "-mon",
+        f"chardev={INHERITED_MONITOR_ID},mode=control",
+    ]
+
+
 def hotplug_device(topo: Topology, endpoint_id: str) -> DeviceSpec:
     """What `device_add` needs to plug an endpoint (declared `plugged: false`, or unplugged before)."""
     layout = build_layout(topo)
@@ -130,4 +147,4 @@ def preview_runtime(accel: str = "tcg", workdir: Path = Path("RUNDIR")) -> Runti
     )
 
 
-__all__ = ["hotplug_device", "kernel_append", "preview_runtime", "render_argv"]
+__all__ = ["hotplug_device", "inherited_monitor_args", "kernel_append", "preview_runtime", "render_argv"]

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import fcntl
+import socket
 import time
 from pathlib import Path
 from types import TracebackType
 
 from ..errors import GuestError, InfraError
 from ..guest.ssh import SSH, RunResult
+from ..render.argv import inherited_monitor_args
 from ..render.runtime import Runtime
 from . import console, registry
 from .process import QemuProcess, StopReport
-from .qmp import QMP
+from .qmp import QMP, RunState
 from .timeouts import Timeouts
 from .usernet import host_port_for
 
 __all__ = ["Machine", "RunResult"]
+
+
+def _monitor_socketpair() -> tuple[socket.socket, socket.socket]:
+    """(ours, QEMU's): a connected pair, QEMU's end above stdio (were our stdin closed, the
+    pair could land on fd 0, which QEMU's stdin redirection would overwrite)."""
+    ours, qemus = socket.socketpair()
+    if qemus.fileno() < 3:
+        high = fcntl.fcntl(qemus.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+        qemus.close()
+        qemus = socket.socket(fileno=high)
+    return ours, qemus
 
 
 class Machine:
@@ -25,6 +39,11 @@ class Machine:
         vm.qmp.command("device_del", {"id": "nvme1"}); vm.qmp.wait_event("DEVICE_DELETED", ...)
 
     Artifacts sit next to the console log: qemu.log (QEMU's stderr), qmp-events.jsonl.
+
+    Two QMP monitors: the testbed's own, on a socketpair QEMU inherits (`vm.qmp`, connected as
+    QEMU starts, no socket to wait for), and the rendered `-qmp unix:PATH` one that `testbed boot
+    --paused` users and other processes reach through the registry's `qmp_socket`. `argv` is the
+    rendered command; `process.argv` is what ran (with the inherited monitor added).
     """
 
     def __init__(self, argv: list[str], runtime: Runtime, ssh_key: Path, timeouts: Timeouts, name: str) -> None:
@@ -37,8 +56,8 @@ class Machine:
         self.artifacts_dir = runtime.console_log.parent
         self.qemu_log = self.artifacts_dir / "qemu.log"
         self.events_log = self.artifacts_dir / "qmp-events.jsonl"
-        self.process = QemuProcess(self.argv, self.qemu_log)
-        self.qmp = QMP(runtime.qmp_socket, self.events_log, timeouts.qmp_command, name, event_timeout=timeouts.event)
+        self.process = QemuProcess(self.argv, self.qemu_log)  # replaced in start(), with the monitor
+        self.qmp = QMP(self.events_log, timeouts.qmp_command, name, event_timeout=timeouts.event)
         self.ssh_port: int | None = None
         self._ssh: SSH | None = None
         self._registered = False
@@ -65,11 +84,23 @@ class Machine:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self.runtime.qmp_socket.unlink(missing_ok=True)  # a stale socket from a dead run
         self.started_at = time.monotonic()
-        self.process.start()
+        ours, qemus = _monitor_socketpair()
+        with qemus:  # closed here once QEMU has its copy: QEMU's exit is then EOF on ours
+            fd = qemus.fileno()
+            self.process = QemuProcess(self.argv + inherited_monitor_args(fd), self.qemu_log, pass_fds=(fd,))
+            try:
+                self.process.start()
+            except BaseException:
+                ours.close()
+                raise
         try:
-            self.qmp.connect(self.timeouts.qmp_connect, self.process.alive)
+            self.qmp.connect(ours, self.timeouts.qmp_connect)
         except InfraError as exc:
-            raise InfraError(f"{exc}\n{self._qemu_said()}") from None
+            code = self.process.wait(1.0)  # EOF: QEMU is exiting, let its status say so
+            ended = (
+                f"QEMU exited with status {code}" if code is not None else f"QEMU pid {self.process.pid} still running"
+            )
+            raise InfraError(f"{exc}\n{ended}\n{self._qemu_said()}") from None
         self.ssh_port = self._read_ssh_port()
         registry.register(
             registry.VmRecord(
@@ -132,7 +163,7 @@ class Machine:
             return self._ssh
         if self.ssh_port is None:
             raise InfraError(f"{self.name}: not started")
-        if self.runtime.paused:
+        if self.runtime.paused and self.qmp.run_state() is RunState.PRELAUNCH:
             self.qmp.command("cont")
         timeout = self.timeouts.boot_to_ssh if timeout is None else timeout
         ssh = SSH(self.ssh_port, self.ssh_key, command_timeout=self.timeouts.guest_command)

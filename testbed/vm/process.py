@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +43,18 @@ class StopReport:
 
 class QemuProcess:
     """A QEMU process leading its own process group (so Ctrl-C at the terminal does not hit
-    it, and our teardown can signal every child it forks, e.g. helpers)."""
+    it, and our teardown can signal every child it forks, e.g. helpers).
 
-    def __init__(self, argv: list[str], log: Path) -> None:
+    `pass_fds`: descriptors QEMU inherits under the same numbers (its end of the QMP
+    socketpair, named in argv as `fd=N`); every other descriptor of ours is closed in it.
+    """
+
+    def __init__(self, argv: list[str], log: Path, pass_fds: Iterable[int] = ()) -> None:
         if not argv:
             raise InfraError("empty QEMU command")
         self.argv = list(argv)
         self.log = log  # QEMU's own stdout+stderr ("could not open ...")
+        self.pass_fds = tuple(pass_fds)
         self._popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -63,6 +68,7 @@ class QemuProcess:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
+                    pass_fds=self.pass_fds,
                     preexec_fn=_preexec_for(os.getpid()),
                 )
             except OSError as exc:

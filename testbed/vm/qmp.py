@@ -3,6 +3,11 @@
 qemu.qmp is asyncio; it runs here on a private event loop in a daemon thread, so events are
 recorded (to memory and a JSON-lines file) as they arrive, even while the caller is busy, and
 every call has a real timeout.
+
+The testbed's own connection is not dialled: QEMU inherits one end of a socketpair as a QMP
+monitor (`-chardev socket,fd=N -mon`, the way QEMU's python/qemu/machine does it) and we speak
+over the other end. Nothing to wait for, nothing to retry; and QEMU exiting first closes its end,
+so the greeting read ends at once with EOF.
 """
 
 from __future__ import annotations
@@ -11,18 +16,41 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
-from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import ConnectError, ExecuteError, QMPClient, Runstate
 
 from ..errors import GuestError, InfraError
 from .timeouts import Deadline
 
 log = logging.getLogger(__name__)  # DEBUG: commands, their answers and every event
+
+
+class RunState(str, Enum):
+    """QEMU's RunState (qapi/run-state.json, QEMU 7.2): `query-status`'s "status"."""
+
+    DEBUG = "debug"
+    INMIGRATE = "inmigrate"
+    INTERNAL_ERROR = "internal-error"
+    IO_ERROR = "io-error"
+    PAUSED = "paused"  # `stop`
+    POSTMIGRATE = "postmigrate"
+    PRELAUNCH = "prelaunch"  # -S: nothing has run yet; `cont` starts the firmware
+    FINISH_MIGRATE = "finish-migrate"
+    RESTORE_VM = "restore-vm"
+    RUNNING = "running"
+    SAVE_VM = "save-vm"
+    SHUTDOWN = "shutdown"  # the guest shut down (with -no-shutdown; else QEMU exits)
+    SUSPENDED = "suspended"
+    WATCHDOG = "watchdog"
+    GUEST_PANICKED = "guest-panicked"
+    COLO = "colo"
 
 
 class QMPCommandError(InfraError):
@@ -64,18 +92,20 @@ def _quiet(logger: str) -> Iterator[None]:
 
 
 class QMP:
+    """`name` names the VM in errors and the loop thread; `connect` gives it a monitor."""
+
     def __init__(
         self,
-        socket_path: Path,
         events_log: Path,
         command_timeout: float,
         name: str = "qmp",
         event_timeout: float = 30.0,
     ) -> None:
-        self.socket_path = socket_path
+        self.name = name
         self.events_log = events_log
         self.command_timeout = command_timeout
         self.event_timeout = event_timeout
+        self.peer = "(not connected)"  # what we talk to, for error messages
         self._client: QMPClient | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name=f"qmp-{name}")
@@ -93,7 +123,7 @@ class QMP:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
-            raise InfraError(f"QMP {what}: no answer within {timeout:.0f}s ({self.socket_path})") from None
+            raise InfraError(f"QMP {what}: no answer within {timeout:.0f}s ({self.peer})") from None
 
     def _record(self, message: Mapping[str, Any]) -> None:
         event = json.loads(json.dumps(dict(message), default=str))  # a plain, copyable dict
@@ -123,38 +153,46 @@ class QMP:
 
     # -- connection -----------------------------------------------------------------------
 
-    def connect(self, timeout: float, alive: Callable[[], bool]) -> None:
-        """Connect, retrying while QEMU has not created its socket yet; fail fast if it died."""
+    def connect(self, monitor: socket.socket | Path, timeout: float) -> None:
+        """Take the QMP greeting and negotiate capabilities, once, within `timeout`.
+
+        `monitor` is either our end of a socketpair whose other end QEMU inherited as a monitor
+        (the testbed's own connection, made while QEMU starts: QEMU exiting closes its end and
+        this fails at once), or the path of a running VM's listening monitor socket (attaching
+        later, from another process: the socket exists by then). No retries either way; a
+        failure is an InfraError and the socket is closed.
+        """
+        if self._client is not None:
+            raise InfraError(f"QMP {self.name}: already connected to {self.peer}")
+        address: socket.socket | str
+        if isinstance(monitor, socket.socket):
+            address, self.peer = monitor, f"{self.name}'s inherited monitor"
+        else:
+            address = self.peer = str(monitor)
         self.events_log.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.events_log, "a", encoding="utf-8")
+        if self._log_file is None:
+            self._log_file = open(self.events_log, "a", encoding="utf-8")
         if not self._thread.is_alive():
             self._thread.start()
-        deadline = Deadline(timeout)
-        # qemu.qmp logs each refused attempt as an ERROR; until QEMU has made its socket those
-        # are expected, and the final failure is raised below anyway
-        with _quiet("qemu.qmp"):
-            self._connect_loop(deadline, timeout, alive)
-
-    def _connect_loop(self, deadline: Deadline, timeout: float, alive: Callable[[], bool]) -> None:
-        last: Exception | None = None
-        while not deadline.expired:
-            if not alive():
-                raise InfraError(f"QEMU exited before its QMP socket {self.socket_path} accepted a connection")
-            client = QMPClient("testbed")
-            try:
-                self._run(client.connect(str(self.socket_path)), max(0.5, min(5.0, deadline.remaining())), "connect")
-            except (InfraError, OSError, Exception) as exc:  # ConnectError, refused, missing
-                last = exc
-                time.sleep(0.05)
-                continue
-            self._client = client
-            self._run(self._start_pump(client), 5.0, "event pump")
-            return
-        raise InfraError(f"QMP socket {self.socket_path}: no connection within {timeout:.0f}s ({last})")
+        client = QMPClient(self.name)
+        try:
+            # qemu.qmp logs a failed connect as an ERROR of its own; ours, raised below, says more
+            with _quiet("qemu.qmp"):
+                self._run(client.connect(address), timeout, "connect")
+        except Exception as exc:  # ConnectError: EOF (QEMU gone), refused, no such path; timeout
+            if isinstance(monitor, socket.socket):
+                monitor.close()  # qemu.qmp has already reset its side to IDLE
+            if isinstance(exc, InfraError):
+                raise
+            if isinstance(exc, ConnectError) and isinstance(exc.exc, EOFError):
+                raise InfraError(f"QMP {self.peer}: QEMU hung up before its greeting") from None
+            raise InfraError(f"QMP {self.peer}: no session: {exc}") from None
+        self._client = client
+        self._run(self._start_pump(client), 5.0, "event pump")
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.runstate.name == "RUNNING"
+        return self._client is not None and self._client.runstate is Runstate.RUNNING
 
     def close(self) -> None:
         """Disconnect and stop the loop thread; safe to call twice."""
@@ -203,6 +241,14 @@ class QMP:
 
     def hmp(self, cmdline: str, timeout: float | None = None) -> str:
         return str(self.command("human-monitor-command", {"command-line": cmdline}, timeout=timeout))
+
+    def run_state(self, timeout: float | None = None) -> RunState:
+        """QEMU's run state (`query-status`)."""
+        status = self.command("query-status", timeout=timeout)["status"]
+        try:
+            return RunState(status)
+        except ValueError:
+            raise InfraError(f"QMP query-status: unknown run state {status!r} (a newer QEMU?)") from None
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ class Timeouts:
     """Seconds. Host-side waits (QMP, teardown) do not depend on the guest's speed; guest-side
     waits (boot, commands, events) do, so only those scale."""
 
-    qmp_connect: float = 10.0  # QEMU creates its socket before anything runs
+    qmp_connect: float = 10.0  # QEMU greets on the inherited monitor before anything runs
     qmp_command: float = 30.0
     quit: float = 10.0  # QMP quit → process gone
     terminate: float = 5.0  # SIGTERM → gone

@@ -18,7 +18,7 @@ from testbed.render.runtime import Runtime
 from testbed.vm import accel
 from testbed.vm.machine import Machine
 from testbed.vm.process import pid_alive, wait_gone
-from testbed.vm.qmp import QMPCommandError
+from testbed.vm.qmp import QMPCommandError, RunState
 from testbed.vm.timeouts import Timeouts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_own_process_group_qmp_and_clean_quit(env):
         pid = vm.process.pid
         assert os.getpgid(pid) == pid and os.getsid(pid) == pid
         assert os.getpgid(pid) != os.getpgid(0)
-        assert vm.qmp.command("query-status")["status"] == "prelaunch"
+        assert vm.qmp.run_state() is RunState.PRELAUNCH
         assert "q35" in vm.qmp.hmp("info qtree") or "pcie.0" in vm.qmp.hmp("info qtree")
     assert vm.stop_report.stage == "quit" and vm.stop_report.returncode == 0
     assert not pid_alive(pid)
