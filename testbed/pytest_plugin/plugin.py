@@ -152,7 +152,7 @@ class _OutcomeRecorder:
         self.record = record
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.record.outcome(report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"))
+        self.record.outcome(report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"), report.duration)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -54,9 +54,11 @@ class RunRecord:
     unchecked: list[str] = field(default_factory=list)  # began with lockdep already off
     boots: list[BootRecord] = field(default_factory=list)
     vms: dict[str, str] = field(default_factory=dict)  # test -> the VM it ran in
+    durations: dict[str, float] = field(default_factory=dict)  # test -> seconds, all phases
 
-    def outcome(self, nodeid: str, when: str, outcome: str, xfail: bool) -> None:
+    def outcome(self, nodeid: str, when: str, outcome: str, xfail: bool, seconds: float = 0.0) -> None:
         """Fold one phase's report into the test's outcome (the worst phase wins)."""
+        self.durations[nodeid] = round(self.durations.get(nodeid, 0.0) + seconds, 3)
         if when != "call" and outcome == "failed":
             value = "error" if when == "setup" else "failed"
         elif xfail:
@@ -89,6 +91,7 @@ class RunRecord:
             "unchecked": self.unchecked,
             "boots": [asdict(b) for b in self.boots],
             "vms": self.vms,
+            "durations": self.durations,
         }
         path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         log.debug("wrote %s (%d outcomes, %d splats)", path, len(self.outcomes), len(self.splats))
