@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import paramiko
 
@@ -294,6 +295,14 @@ class SSH:
                 f"guest command failed with status {status}: {line}\n--- stderr ---\n{result.stderr[-4000:]}"
             )
         return result
+
+    def stream(self, cmd: str | Sequence[str]) -> tuple[IO[bytes], IO[bytes], Callable[[], None]]:
+        """A long-lived command on its own channel: (its stdin, its stdout, close). The guest
+        agent speaks JSON lines over this (testbed/guestvm/agent.py)."""
+        chan = self._session()
+        chan.exec_command(_command_line(cmd))
+        log.debug("ssh :%d stream %s", self.port, _command_line(cmd)[:300])
+        return chan.makefile_stdin("wb"), chan.makefile("rb"), chan.close
 
     def put(self, local: Path, remote: str, mode: int | None = None, timeout: float | None = None) -> None:
         data = Path(local).read_bytes()

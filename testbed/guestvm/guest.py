@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..topology.model import EndpointKind
 from ..vm import Machine, hotplug
 from ..vm.hotplug import UnplugResult
 from ..vm.launch import LaunchPlan
+from .agent import Agent, Spawned
 
 if TYPE_CHECKING:
     from .fingerprint import Fingerprint
@@ -37,6 +37,7 @@ class GuestVM:
     probe_loaded: bool = False  # the probe module is in this guest's kernel (it is never unloaded)
     fingerprint: Fingerprint | None = None  # what the guest saw after boot (fingerprint.json)
     _release: str | None = field(default=None, init=False, repr=False)  # "" once read and absent
+    _agent: Agent | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.layout = build_layout(self.topology)
@@ -78,22 +79,35 @@ class GuestVM:
         return self.machine.run(cmd, timeout=timeout, check=check)
 
     def install_agent(self) -> None:
-        """Copy the in-guest helper modules (changing one needs no image rebuild)."""
+        """Copy the in-guest helper modules (changing one needs no image rebuild) and start the
+        agent that runs them: one process, one SSH channel, for every call of this VM."""
+        ssh = self.machine.wait_ssh()
         self.machine.run(["mkdir", "-p", GUEST_AGENT_DIR], check=True)
         for path in sorted(AGENT_DIR.glob("*.py")):
-            self.machine.wait_ssh().put(path, f"{GUEST_AGENT_DIR}/{path.name}")
+            ssh.put(path, f"{GUEST_AGENT_DIR}/{path.name}")
+        writer, reader, close = ssh.stream(["python3", "-u", f"{GUEST_AGENT_DIR}/agent.py"])
+        self._agent = Agent(writer, reader, self.machine.name, close)
+        self._agent.wait_ready(self.machine.timeouts.guest_command)
+
+    @property
+    def channel(self) -> Agent:
+        if self._agent is None or self._agent.dead is not None:
+            raise GuestError(f"{self.machine.name}: the guest agent is not running (install_agent() first)")
+        return self._agent
 
     def agent(self, module: str, *args: Any, timeout: float | None = None) -> Any:
-        """Run `python3 <module>.py args...` in the guest; its stdout is one JSON document."""
+        """`<module>.py args...` in the guest, through the agent; its JSON answer."""
         words = [a if isinstance(a, str) else json.dumps(a) for a in args]
-        cmd = f"python3 {GUEST_AGENT_DIR}/{module}.py " + " ".join(shlex.quote(w) for w in words)
-        result = self.machine.run(cmd, timeout=timeout)
-        if result.status != 0:
-            raise GuestError(f"guest helper {module} {words} exited {result.status}:\n{result.stderr.strip()}")
-        try:
-            return json.loads(result.stdout)
-        except json.JSONDecodeError:
-            raise GuestError(f"guest helper {module} printed no JSON:\n{result.stdout[-2000:]}") from None
+        return self.channel.call(module, words, self.machine.timeouts.guest_command if timeout is None else timeout)
+
+    def spawn(self, module: str, *args: Any) -> Spawned:
+        """`<module>.py args...` as a helper that runs on (its lines arrive as events)."""
+        return self.channel.spawn(module, [a if isinstance(a, str) else json.dumps(a) for a in args])
+
+    def close_agent(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
 
     def edu_dma_bits(self) -> int:
         """The narrowest dma_mask of the topology's edu devices, in bits (QEMU's default: 28)."""
@@ -147,20 +161,14 @@ class GuestVM:
         return self.machine.run("dmesg", timeout=30).stdout
 
 
-@dataclass(frozen=True)
 class Background:
-    """A guest helper running in the background; its JSON lines land in `out`."""
+    """A guest helper running on beside the test (a held mapping, an I/O stream, a session):
+    its JSON lines, a signal on its stdin and its exit status, over the VM's agent channel."""
 
-    vm: GuestVM
-    name: str
-
-    @property
-    def out(self) -> str:
-        return f"/run/testbed/{self.name}.out"
-
-    @property
-    def rc(self) -> str:
-        return f"/run/testbed/{self.name}.rc"
+    def __init__(self, vm: GuestVM, name: str, spawned: Spawned) -> None:
+        self.vm = vm
+        self.name = name
+        self.spawned = spawned
 
     @property
     def flag(self) -> str:
@@ -168,44 +176,26 @@ class Background:
         return f"/run/testbed/{self.name}.flag"
 
     def lines(self) -> list[dict]:
-        text = self.vm.run(f"cat {self.out} 2>/dev/null").stdout
-        out = []
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                out.append({"text": line})
-        return out
+        return self.spawned.lines()
 
     def signal(self) -> None:
-        self.vm.run(f"touch {self.flag}", check=True)
+        """Tell the helper to go on (hold) or to stop (stream, dmaloop)."""
+        try:
+            self.spawned.send({"signal": "go"}, self.vm.machine.timeouts.guest_command)
+        except GuestError:
+            pass  # it has exited already (an I/O failed): wait_exit() tells
+        self.vm.run(["touch", self.flag], check=True)  # helpers that still wait for the file
 
-    def wait_started(self, key: str, timeout: float = 120.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines():
-                if key in line:
-                    return line
-            time.sleep(0.3)
-        raise GuestError(f"background helper {self.name} never reported {key!r}: {self.lines()}")
+    def wait_started(self, key: str, timeout: float | None = None) -> dict:
+        timeout = self.vm.machine.timeouts.guest_command if timeout is None else timeout
+        return self.spawned.wait_event(lambda line: key in line, timeout, what=repr(key))
 
-    def wait_exit(self, timeout: float = 120.0) -> int:
-        """The helper's exit status as the shell saw it (128+N: killed by signal N)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = self.vm.run(f"cat {self.rc} 2>/dev/null")
-            if result.stdout.strip():
-                return int(result.stdout.strip())
-            time.sleep(0.3)
-        raise GuestError(f"background helper {self.name} did not exit within {timeout:.0f}s: {self.lines()}")
+    def wait_exit(self, timeout: float | None = None) -> int:
+        """The helper's exit status (128+N: killed by signal N)."""
+        return self.spawned.wait_exit(self.vm.machine.timeouts.guest_command if timeout is None else timeout)
 
 
 def start_background(vm: GuestVM, name: str, module: str, command: str, args: dict) -> Background:
-    bg = Background(vm, name)
-    args = {**args, "go": bg.flag, "stop": bg.flag}
-    inner = (
-        f"python3 {GUEST_AGENT_DIR}/{module}.py {command} {shlex.quote(json.dumps(args))} "
-        f"> {bg.out} 2>&1; echo $? > {bg.rc}"
-    )
-    vm.run(f"rm -f {bg.out} {bg.rc} {bg.flag}; nohup sh -c {shlex.quote(inner)} > /dev/null 2>&1 &", check=True)
-    return bg
+    flag = f"/run/testbed/{name}.flag"
+    vm.run(["rm", "-f", flag], check=True)
+    return Background(vm, name, vm.spawn(module, command, {**args, "go": flag, "stop": flag}))

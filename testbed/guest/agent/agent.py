@@ -1,0 +1,180 @@
+"""`python3 agent.py`: the one protocol between the host and the guest's helpers.
+
+One long-lived process per VM on one SSH channel. The host writes JSON lines on its stdin,
+it answers with JSON lines on stdout, each tagged with the request's id:
+
+  {"id": 1, "op": "call", "module": "kmsg", "argv": ["cursor"]}
+      -> {"id": 1, "result": {...}}            or {"id": 1, "error": "...", "status": N}
+  {"id": 2, "op": "spawn", "module": "p2pmem", "argv": ["hold", "{...}"]}
+      -> {"id": 2, "started": PID}, then {"id": 2, "event": {...}} per line the helper
+         prints, then {"id": 2, "exit": STATUS, "stderr": "..."} (128+N: killed by signal N)
+  {"id": 3, "op": "send", "to": 2, "line": {...}}   a JSON line on that helper's stdin
+      -> {"id": 3, "result": true}
+  {"id": 4, "op": "kill", "to": 2, "signal": 9}     -> {"id": 4, "result": true}
+
+A call runs the module's COMMANDS[argv[0]](args) in this process (no interpreter start per
+call); a module without that table, or a call with other arguments, runs as a child
+(`python3 module.py argv...`) whose last JSON line is the result. A spawned helper always
+runs as a child: a SIGBUS in a helper that holds an unplugged device's mapping must not
+take the agent down. Requests run concurrently; the agent exits when its stdin closes.
+"""
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STDERR_TAIL = 4000
+
+_out_lock = threading.Lock()
+_proto = sys.stdout  # the host's end; main() moves it off fd 1 so a stray print cannot corrupt it
+_children = {}  # request id -> Popen
+_children_lock = threading.Lock()
+
+
+def send(obj) -> None:
+    line = json.dumps(obj) + "\n"
+    with _out_lock:
+        _proto.write(line)
+        _proto.flush()
+
+
+def _child_argv(module: str, argv: list) -> list:
+    return [sys.executable, "-u", os.path.join(HERE, module + ".py"), *argv]
+
+
+def _in_process(module: str, argv: list):
+    """The module's COMMANDS entry for this call, or None when it must run as a child."""
+    if len(argv) > 2:
+        return None
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    table = getattr(mod, "COMMANDS", None)
+    if not isinstance(table, dict) or not argv or argv[0] not in table:
+        return None
+    fn = table[argv[0]]
+    args = json.loads(argv[1]) if len(argv) > 1 else {}
+    return lambda: fn(args)
+
+
+def _last_json(text: str):
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line:
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def call(req: dict) -> None:
+    rid, module, argv = req["id"], req["module"], req.get("argv", [])
+    try:
+        fn = _in_process(module, argv)
+        if fn is not None:
+            try:
+                send({"id": rid, "result": fn()})
+            except OSError as exc:
+                from common import error_of
+
+                send({"id": rid, "result": error_of(exc)})
+            return
+        proc = subprocess.run(_child_argv(module, argv), capture_output=True, text=True)
+        result = _last_json(proc.stdout)
+        if proc.returncode != 0 or result is None:
+            send(
+                {
+                    "id": rid,
+                    "error": proc.stderr[-STDERR_TAIL:] or proc.stdout[-STDERR_TAIL:],
+                    "status": proc.returncode,
+                }
+            )
+        else:
+            send({"id": rid, "result": result})
+    except Exception:  # noqa: BLE001 - reported to the host, the agent goes on
+        send({"id": rid, "error": traceback.format_exc()[-STDERR_TAIL:], "status": -1})
+
+
+def spawn(req: dict) -> None:
+    rid = req["id"]
+    proc = subprocess.Popen(
+        _child_argv(req["module"], req.get("argv", [])),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    with _children_lock:
+        _children[rid] = proc
+    send({"id": rid, "started": proc.pid})
+    err = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = {"text": line}
+        send({"id": rid, "event": event})
+    status = proc.wait()
+    reader.join(5)
+    with _children_lock:
+        _children.pop(rid, None)
+    # a helper killed by signal N exits like a shell reports it: 128+N
+    send({"id": rid, "exit": 128 - status if status < 0 else status, "stderr": "".join(err)[-STDERR_TAIL:]})
+
+
+def to_child(req: dict) -> None:
+    with _children_lock:
+        proc = _children.get(req["to"])
+    if proc is None:
+        send({"id": req["id"], "error": f"no running helper {req['to']}", "status": -1})
+        return
+    try:
+        if req["op"] == "send":
+            proc.stdin.write(json.dumps(req.get("line", {})) + "\n")
+            proc.stdin.flush()
+        else:
+            proc.send_signal(req.get("signal", signal.SIGTERM))
+        send({"id": req["id"], "result": True})
+    except OSError as exc:  # it exited meanwhile
+        send({"id": req["id"], "error": str(exc), "status": -1})
+
+
+HANDLERS = {"call": call, "spawn": spawn, "send": to_child, "kill": to_child}
+
+
+def main() -> None:
+    global _proto
+    _proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # what in-process commands (and their children) print goes to stderr
+    sys.stdout = sys.stderr
+    sys.path.insert(0, HERE)
+    send({"agent": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            handler = HANDLERS[req["op"]]
+        except (ValueError, KeyError) as exc:
+            send({"id": None, "error": f"bad request {line.strip()[:200]!r}: {exc}", "status": -1})
+            continue
+        threading.Thread(target=handler, args=(req,), daemon=True).start()
+    with _children_lock:
+        for proc in _children.values():
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()

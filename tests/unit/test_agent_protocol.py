@@ -1,0 +1,122 @@
+"""The one host-guest protocol, end to end on this host: the real agent.py in a child process
+(as the guest runs it), the real host client, helper modules written for the test."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import GuestError
+from testbed.guestvm.agent import Agent
+
+AGENT = Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent" / "agent.py"
+
+HELPER = """
+import json, os, signal, sys, time
+
+def echo(args):
+    return {"echo": args}
+
+def boom(args):
+    raise ValueError("boom")
+
+def noisy(args):
+    print("a stray print")
+    return {"quiet": False}
+
+COMMANDS = {"echo": echo, "boom": boom, "noisy": noisy}
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "argv":
+        print(json.dumps({"argv": sys.argv[2:]}))
+    elif cmd == "fail":
+        sys.exit("helper failed on purpose")
+    elif cmd == "hold":
+        print(json.dumps({"mapped": True}), flush=True)
+        line = sys.stdin.readline()
+        print(json.dumps({"got": json.loads(line)}), flush=True)
+    elif cmd == "crash":
+        print(json.dumps({"about": "to die"}), flush=True)
+        os.kill(os.getpid(), signal.SIGBUS)
+    elif cmd == "sleep":
+        time.sleep(60)
+"""
+
+
+@pytest.fixture
+def agent(tmp_path):
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    for src in AGENT.parent.glob("*.py"):
+        (agent_dir / src.name).write_text(src.read_text())
+    (agent_dir / "helper.py").write_text(HELPER)
+    proc = subprocess.Popen(
+        [sys.executable, str(agent_dir / "agent.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    a = Agent(proc.stdin, proc.stdout, "local")
+    a.wait_ready(10)
+    yield a
+    a.close()
+    proc.wait(10)
+
+
+def test_call_in_process_and_as_a_child(agent):
+    assert agent.call("helper", ["echo", '{"x": 1}'], timeout=10) == {"echo": {"x": 1}}
+    assert agent.call("helper", ["argv", "a", "b c"], timeout=10) == {"argv": ["a", "b c"]}
+
+
+def test_a_stray_print_does_not_corrupt_the_channel(agent):
+    assert agent.call("helper", ["noisy", "{}"], timeout=10) == {"quiet": False}
+    assert agent.call("helper", ["echo", "1"], timeout=10) == {"echo": 1}
+
+
+def test_errors_keep_what_the_guest_said(agent):
+    with pytest.raises(GuestError, match="ValueError: boom"):
+        agent.call("helper", ["boom", "{}"], timeout=10)
+    with pytest.raises(GuestError, match="exited 1:\nhelper failed on purpose"):
+        agent.call("helper", ["fail"], timeout=10)
+
+
+def test_spawned_helper_events_stdin_and_exit(agent):
+    hold = agent.spawn("helper", ["hold"])
+    assert hold.wait_event(lambda e: "mapped" in e, timeout=10)["mapped"] is True
+    assert agent.call("helper", ["echo", "{}"], timeout=10) == {"echo": {}}  # the channel is not blocked
+    hold.send({"go": 1}, timeout=10)
+    assert hold.wait_event(lambda e: "got" in e, timeout=10) == {"got": {"go": 1}}
+    assert hold.wait_exit(timeout=10) == 0
+
+
+def test_a_helper_killed_by_a_signal_does_not_take_the_agent_down(agent):
+    crash = agent.spawn("helper", ["crash"])
+    assert crash.wait_exit(timeout=10) == 128 + signal.SIGBUS
+    assert crash.lines() == [{"about": "to die"}]
+    assert agent.call("helper", ["echo", '"still here"'], timeout=10) == {"echo": "still here"}
+
+
+def test_waits_have_deadlines_and_kill_works(agent):
+    sleeper = agent.spawn("helper", ["sleep"])
+    started = time.monotonic()
+    with pytest.raises(GuestError, match="no ready within 1s"):
+        sleeper.wait_event(lambda e: "ready" in e, timeout=1, what="ready")
+    assert time.monotonic() - started < 5
+    sleeper.kill(signal.SIGKILL, timeout=10)
+    assert sleeper.wait_exit(timeout=10) == 128 + signal.SIGKILL
+
+
+def test_closing_the_channel_ends_helpers_and_waits(agent):
+    sleeper = agent.spawn("helper", ["sleep"])
+    agent.close()  # the agent kills its helpers when its stdin closes
+    started = time.monotonic()
+    try:
+        status = sleeper.wait_exit(timeout=30)
+    except GuestError:
+        status = None  # the channel went first: the waiter is told at once
+    assert status in (None, 128 + signal.SIGKILL)
+    assert time.monotonic() - started < 10
