@@ -406,7 +406,49 @@ def run_command(session: Session, cmd: dict) -> dict:
         return {"ok": False, "exception": f"{type(exc).__name__}: {exc}"}
 
 
+def serve_stdin(args: dict) -> None:
+    """One session, operations as JSON lines on stdin, each answered on stdout with its seq;
+    the device's REQ eventfd is watched in the same select, so nothing polls."""
+    idle = args.get("idle", 900)
+    session = Session()
+    seq, pending = 0, b""
+    emit({"serving": True, "pid": os.getpid()})
+    try:
+        while True:
+            if b"\n" not in pending:
+                watch = [0] + ([session.req_efd] if session.req_efd is not None else [])
+                ready, _, _ = select.select(watch, [], [], idle)
+                if not ready:
+                    emit({"idle_exit": True, "seq": seq})
+                    break
+                if session.req_efd is not None and session.req_efd in ready:
+                    session.poll_req(0)
+                if 0 not in ready:
+                    continue
+                chunk = os.read(0, 65536)
+                if not chunk:
+                    break  # the host went away
+                pending += chunk
+                if b"\n" not in pending:
+                    continue
+            line, pending = pending.split(b"\n", 1)
+            cmd = json.loads(line)
+            if "signal" in cmd:
+                continue  # a Background.signal(): nothing to do for a session
+            seq += 1
+            if cmd.get("op") == "quit":
+                session.close()  # before answering: the next session may open the devices at once
+                emit({"seq": seq, "op": "quit", "ok": True})
+                break
+            emit({"seq": seq, "op": cmd.get("op"), **run_command(session, cmd)})
+    finally:
+        session.close()
+
+
 def serve(args: dict) -> None:
+    if "dir" not in args:
+        serve_stdin(args)
+        return
     d = args["dir"]
     idle = args.get("idle", 900)
     os.makedirs(d, exist_ok=True)
