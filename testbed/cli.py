@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "testbed.kselftest.commands",
     "testbed.ab.commands",
     "testbed.ab.bisect",
+    "testbed.matrix.commands",
     "testbed.cache.commands",
 )
 

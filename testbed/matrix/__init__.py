@@ -1,0 +1,1 @@
+"""The nightly matrix as data: cells (topology x kernel config x accel), stable shards."""

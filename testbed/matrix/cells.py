@@ -1,0 +1,92 @@
+"""Matrix cells: every shipped topology (its IOMMU type and mode are the topology's own: the
+shipped set holds the IOMMU variants, e.g. two-switch, two-switch-iommu, two-switch-iommu-pt)
+x the suites' kernel configs x accelerator. A cell is one `pytest tests/vm --matrix` run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..topology import load_topology, shipped_names
+
+CONFIGS = ("default", "debug")  # the config sets the VM suites run on (selftest sets follow them)
+ACCELS = ("kvm", "tcg")
+DEFAULT_ESTIMATE_S = 300.0  # a cell no run has measured yet
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str  # "<topology>-<config>-<accel>", a job name and an artifact name
+    topology: str
+    config: str
+    accel: str
+    iommu: str  # "intel/translated", "none", ...: the topology's, for the table
+    estimate_s: float  # measured in earlier runs, else DEFAULT_ESTIMATE_S
+
+    def pytest_args(self) -> list[str]:
+        return [
+            "tests/vm",
+            "--matrix",
+            "--topology",
+            self.topology,
+            "--kernel-config",
+            self.config,
+            "--accel",
+            self.accel,
+        ]
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self) | {"pytest_args": self.pytest_args()}
+
+
+def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
+    """(topology, config) -> seconds, from earlier runs' run.json: the tests' durations summed
+    per run, the median over runs (a rerun of one failing cell does not skew it)."""
+    per_run: dict[tuple[str, str], list[float]] = {}
+    for path in run_files:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        configs = {str(b.get("kernel", {}).get("config_set") or "default") for b in doc.get("boots", [])}
+        config = configs.pop() if len(configs) == 1 else None
+        if config is None:
+            continue
+        totals: dict[str, float] = {}
+        for nodeid, seconds in doc.get("durations", {}).items():
+            topology = _topology_of(nodeid)
+            if topology is not None:
+                totals[topology] = totals.get(topology, 0.0) + float(seconds)
+        for topology, seconds in totals.items():
+            per_run.setdefault((topology, config), []).append(seconds)
+    return {key: statistics.median(values) for key, values in per_run.items()}
+
+
+def _topology_of(nodeid: str) -> str | None:
+    """The topology a VM test ran on: the first word of its parameter id ("[two-switch-...]")."""
+    if "[" not in nodeid:
+        return None
+    param = nodeid.rsplit("[", 1)[1].rstrip("]")
+    names = sorted(shipped_names(), key=len, reverse=True)
+    return next((n for n in names if param == n or param.startswith(n + "-")), None)
+
+
+def cells(
+    topologies: Iterable[str] | None = None,
+    configs: Iterable[str] = CONFIGS,
+    accels: Iterable[str] = ("kvm",),
+    durations: dict[tuple[str, str], float] | None = None,
+) -> list[Cell]:
+    durations = durations or {}
+    out = []
+    for name in topologies or shipped_names():
+        topo = load_topology(name)
+        iommu = topo.iommu.type.value + (f"/{topo.iommu.mode.value}" if topo.iommu.enabled else "")
+        for config in configs:
+            for accel in accels:
+                estimate = durations.get((topo.name, config), DEFAULT_ESTIMATE_S)
+                out.append(Cell(f"{topo.name}-{config}-{accel}", topo.name, config, accel, iommu, round(estimate, 1)))
+    return out
