@@ -50,10 +50,11 @@ image: deps venv ## build (or reuse) the guest image
 boot: deps venv ## boot TOPO and open a shell in the guest; leaving it shuts the VM down
 	$(TB) boot $(TOPO) --accel $(ACCEL) $(KERNEL_OPTS)
 
-check: venv ## lint (ruff), formatting (ruff format --check) and types (mypy); CI runs it before the tests
+check: venv ## lint (ruff), formatting (ruff format --check), types (mypy), workflows (actionlint); CI runs it first
 	$(VENV)/bin/ruff check testbed tests
 	$(VENV)/bin/ruff format --check testbed tests
 	$(VENV)/bin/mypy
+	scripts/actionlint
 
 unit: venv ## unit tests only (no QEMU, seconds)
 	$(PYTEST) tests/unit -q $(PYTEST_ARGS)

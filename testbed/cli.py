@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "testbed.ab.commands",
     "testbed.ab.bisect",
     "testbed.matrix.commands",
+    "testbed.report.commands",
     "testbed.cache.commands",
 )
 

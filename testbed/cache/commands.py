@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     prune.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
     prune.set_defaults(func=_prune)
+    key = actions.add_parser(
+        "key",
+        help="print the content keys of the kernels and the image a run needs (for a CI cache key); "
+        "fetches Debian's source when it is not here yet",
+    )
+    key.add_argument("--kernel-config", action="append", metavar="SET", help="config sets (default: every set)")
+    key.set_defaults(func=_key)
+
+
+def _key(args: argparse.Namespace) -> int:
+    from ..image.recipe import load_recipe, recipe_key
+    from ..kernel.build import plan
+    from ..kernel.configsets import CONFIG_SETS
+    from ..paths import GUEST_IMAGES_DIR
+
+    for config_set in args.kernel_config or CONFIG_SETS:
+        p = plan(config_set, progress=lambda line: print(line, file=sys.stderr))
+        assert p is not None  # fetch=True always resolves a source
+        print(f"kernel-{config_set}={p.key}")
+    print(f"image={recipe_key(load_recipe(GUEST_IMAGES_DIR))[:16]}")
+    return 0
 
 
 def _current_kernels() -> set[str]:
