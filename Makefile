@@ -11,6 +11,9 @@ CONFIG ?= default
 KSRC ?=
 PATCHES ?=
 PYTEST_ARGS ?=
+JOBS ?= 1
+# JOBS>1: pytest-xdist workers, each topology's tests on one worker (its VMs are shared there)
+PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 
 # the tree's own tests boot the selftest kernel that goes with CONFIG (kernel-configs/selftest.config)
 SELFTEST_CONFIG := $(if $(filter debug,$(CONFIG)),debug-selftest,selftest)
@@ -29,6 +32,7 @@ help: ## this list
 	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
 	@echo "             SUITE=iommu|vfio|kunit (make kselftest; TOPO=kselftest has one device of each kind)"
 	@echo "             ARGS='-m p2p --topology two-switch' BASE=REF (make ab)  GOOD=REF BAD=REF (make bisect)"
+	@echo "             JOBS=$(JOBS) (make test: parallel pytest-xdist workers, each with its own VMs)"
 
 deps: ## install missing Debian packages (as root; otherwise print the command)
 	@scripts/install-deps
@@ -63,7 +67,7 @@ test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the t
 	$(TB) kernel build $(KERNEL_OPTS)
 	$(TB) kernel build --kernel-config $(SELFTEST_CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 	$(TB) image build
-	$(PYTEST) tests -q --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) --junitxml=results/junit.xml $(PYTEST_ARGS)
+	$(PYTEST) tests -q $(PYTEST_JOBS) --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) --junitxml=results/junit.xml $(PYTEST_ARGS)
 
 kselftest: deps venv ## the tree's own selftests and KUnit suites in TOPO (SUITE=iommu|vfio|kunit)
 	$(TB) kselftest $(TOPO) $(SUITE) --accel $(ACCEL) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))

@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,6 @@ from ..errors import ConfigError, TestbedError
 from ..guestvm import GuestVM
 from ..guestvm import window as kernel_window
 from ..logs.known import KnownSplat, load_known
-from ..logs.splat import Splat
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
 from . import artifacts
@@ -31,6 +29,7 @@ from .kselftest import SELFTEST_SETS, SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
 from .record import RunRecord, SplatRecord
 from .report import CensusTable, VerdictTable
+from .state import KnownSeen, Stray, TestbedState
 
 if TYPE_CHECKING:
     from _pytest.terminal import TerminalReporter
@@ -54,22 +53,6 @@ MARKERS = {
 VM_KEY = pytest.StashKey[GuestVM]()  # per item: the VM the test used, for its artifacts
 UNCHECKED_KEY = pytest.StashKey[str]()  # per item: why part of it ran without lockdep
 WINDOW_KEY = pytest.StashKey[tuple]()  # per item: its console window (first, last line)
-
-
-@dataclass
-class TestbedState:
-    """The plugin's state for one session (as pytest's junitxml keeps LogXML): made at
-    configure, read by fixtures and the end-of-run summary."""
-
-    results: Path  # results/pytest/<run>
-    known: tuple[KnownSplat, ...]  # known-splats.yaml
-    pool: VmPool | None = None  # made by the first VM test
-    verdicts: VerdictTable | None = None
-    census: CensusTable | None = None
-    not_here: set[str] = field(default_factory=set)  # tests that do not apply to the chosen topologies
-    known_seen: list[tuple[str, Path, Splat, KnownSplat]] = field(default_factory=list)  # (where, log, splat, entry)
-    unchecked: list[str] = field(default_factory=list)  # tests that began with lockdep already off
-    record: RunRecord = field(default_factory=RunRecord)  # run.json, for testbed ab
 
 
 STATE_KEY = pytest.StashKey[TestbedState]()
@@ -140,9 +123,29 @@ def pytest_configure(config: pytest.Config) -> None:
         known = load_known(KNOWN_SPLATS_FILE)
     except ConfigError as exc:  # a broken file is reported before anything boots
         raise pytest.UsageError(str(exc)) from None
-    results = config.getoption("results_dir") or results_root() / "pytest" / run
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller chose the run's directory
+        results = Path(config.workerinput["testbed_results"])
+    else:
+        results = config.getoption("results_dir") or results_root() / "pytest" / run
     state = config.stash[STATE_KEY] = TestbedState(results.resolve(), known)
     config.pluginmanager.register(_OutcomeRecorder(state.record), "testbed-outcomes")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_XdistController(state), "testbed-xdist")
+
+
+class _XdistController:
+    """pytest -n N: the workers boot their own VMs (names, run directories and sockets are
+    unique per launch); the controller gives them the run's results directory and merges what
+    each saw into one state, so the end of the run and run.json look as with one process."""
+
+    def __init__(self, state: TestbedState) -> None:
+        self.state = state
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["testbed_results"] = str(self.state.results)
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        self.state.absorb(getattr(node, "workeroutput", {}).get("testbed"))
 
 
 class _OutcomeRecorder:
@@ -209,6 +212,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
     items[:] = group_by_topology(items)
+    if config.pluginmanager.hasplugin("xdist"):  # --dist loadgroup keeps a topology's tests on one worker
+        for item in items:
+            topology = _topology_of(item)
+            if topology is not None:
+                item.add_marker(pytest.mark.xdist_group(name=topology))
 
 
 def _topology_of(item: pytest.Item) -> str | None:
@@ -309,8 +317,7 @@ def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topol
 def verdict_table(request: pytest.FixtureRequest) -> VerdictTable:
     """Rows of (pair, expected, observed, reason), printed after the run and saved as TSV."""
     state = state_of(request.config)
-    table = state.verdicts = state.verdicts or VerdictTable()
-    return table
+    return state.verdict_table()
 
 
 @pytest.fixture(scope="session")
@@ -333,9 +340,7 @@ def known_splats(request: pytest.FixtureRequest) -> tuple[KnownSplat, ...]:
 @pytest.fixture(scope="session")
 def census_table(request: pytest.FixtureRequest) -> CensusTable:
     """The probe's kernel answers against `testbed explain`: a line at the end, census.tsv."""
-    state = state_of(request.config)
-    state.census = state.census or CensusTable()
-    return state.census
+    return state_of(request.config).census_table()
 
 
 @pytest.fixture
@@ -373,7 +378,7 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
         )
     for splat, entry in verdict.known:
         record.splats.append(SplatRecord.of(splat, request.node.nodeid, entry, log))
-        state_of(request.config).known_seen.append((request.node.nodeid, log, splat, entry))
+        state_of(request.config).known_seen.append(KnownSeen.of(request.node.nodeid, log, splat, entry))
         if strict:
             problems.append(
                 f"known base-kernel splat during the test ({entry.where}; failing because "
@@ -448,31 +453,28 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
         for line in census.disagreements():
             terminalreporter.write_line(line, red=True)
         terminalreporter.write_line(f"(every pair in {path})")
-    selftests = config.stash.get(SESSION_KEY, None)
-    if selftests is not None and selftests.summary():
+    if state.kselftest_lines:
         terminalreporter.section("the tree's own tests: skips, known failures, build fixes")
-        for line in selftests.summary():
+        for line in state.kselftest_lines:
             terminalreporter.write_line(line)
-        if selftests.noted:
+        if state.kselftest_noted:
             tsv = state.results / "kselftest-known.tsv"
-            selftests.write_tsv(tsv)
+            rows = ["test\toutcome\treason"] + ["\t".join(n) for n in state.kselftest_noted]
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            tsv.write_text("\n".join(rows) + "\n")
             terminalreporter.write_line(f"(every skip and known failure in {tsv})")
-    pool = state.pool
-    if pool is None:
-        return
-    for name, seconds in pool.boot_seconds:
+    for name, seconds in state.boot_seconds:
         terminalreporter.write_line(f"testbed: booted {name} to SSH in {seconds:.1f}s")
     strict = config.getoption("strict_splats")
-    for stray in pool.stray_splats:
-        where = f"({stray.console_log}:{stray.splat.first_line}-{stray.splat.last_line})"
-        if stray.known is not None and not strict:
-            state.known_seen.append((f"outside any test in {stray.vm}", stray.console_log, stray.splat, stray.known))
-            continue
-        terminalreporter.write_line(
-            f"testbed: SPLAT outside any test in {stray.vm}: {stray.splat.signature} {where}", red=True
-        )
+    for stray in state.strays:
+        if stray.known is None or strict:
+            terminalreporter.write_line(
+                f"testbed: SPLAT outside any test in {stray.vm}: {stray.signature} "
+                f"({stray.console}:{stray.first_line}-{stray.last_line})",
+                red=True,
+            )
     _known_summary(terminalreporter, state.known_seen, strict, state.results / "known-splats.tsv")
-    _signature_summary(terminalreporter, state.record.splats + _stray_records(pool))
+    _signature_summary(terminalreporter, state.record.splats)
     unchecked = state.unchecked
     if unchecked:
         terminalreporter.write_line(
@@ -482,10 +484,6 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
         )
         for nodeid in unchecked:
             terminalreporter.write_line(f"  {nodeid}")
-
-
-def _stray_records(pool: VmPool) -> list[SplatRecord]:
-    return [SplatRecord.of(s.splat, f"outside any test in {s.vm}", s.known, s.console_log) for s in pool.stray_splats]
 
 
 def _signature_summary(terminalreporter: TerminalReporter, records: list[SplatRecord]) -> None:
@@ -502,24 +500,24 @@ def _signature_summary(terminalreporter: TerminalReporter, records: list[SplatRe
         terminalreporter.write_line(f"{n:4d}  {signature}{tag}", red=known is None, yellow=known is not None)
 
 
-def _known_summary(terminalreporter: TerminalReporter, seen: list, strict: bool, tsv: Path) -> None:
+def _known_summary(terminalreporter: TerminalReporter, seen: list[KnownSeen], strict: bool, tsv: Path) -> None:
     """Known base-kernel splats are never silent: each is listed with the entry that knows it
     (on the terminal and in known-splats.tsv beside the verdicts, for CI logs that get cut)."""
     if not seen:
         return
     terminalreporter.section("known kernel splats (known-splats.yaml)")
-    entries: dict[str, KnownSplat] = {}
+    entries: dict[str, KnownSeen] = {}
     rows = ["where\tkind\tsignature\tconsole\tentry"]
-    for where, log, splat, entry in seen:
-        entries[entry.where] = entry
-        terminalreporter.write_line(f"{where}: {splat.signature} ({log}:{splat.first_line}) -> {entry.where}")
-        rows.append("\t".join((where, splat.kind, splat.signature, f"{log}:{splat.first_line}", entry.where)))
+    for k in seen:
+        entries[k.entry] = k
+        terminalreporter.write_line(f"{k.where}: {k.signature} ({k.console}:{k.first_line}) -> {k.entry}")
+        rows.append("\t".join((k.where, k.kind, k.signature, f"{k.console}:{k.first_line}", k.entry)))
     tsv.parent.mkdir(parents=True, exist_ok=True)
     tsv.write_text("\n".join(rows) + "\n")
     terminalreporter.write_line(f"(also in {tsv})")
-    for name, entry in entries.items():
-        terminalreporter.write_line(f"{name}: {entry.why}")
-    if any(entry.kind == "lockdep" for entry in entries.values()):
+    for name, k in entries.items():
+        terminalreporter.write_line(f"{name}: {k.why}")
+    if any(k.entry_kind == "lockdep" for k in entries.values()):
         terminalreporter.write_line(
             "lockdep turns itself off after its first report: what ran after a "
             "known lockdep splat in the same VM was not lock-checked"
@@ -532,22 +530,42 @@ def _known_summary(terminalreporter: TerminalReporter, seen: list, strict: bool,
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = state_of(session.config)
-    pool = state.pool
-    strict = session.config.getoption("strict_splats")
-    failing = [s for s in pool.stray_splats if s.known is None or strict] if pool is not None else []
-    if failing and session.exitstatus == 0:
+    config = session.config
+    state = state_of(config)
+    strict = config.getoption("strict_splats")
+    _collect(state, config, strict)
+    if hasattr(config, "workeroutput"):  # an xdist worker: the controller reports and writes
+        config.workeroutput["testbed"] = state.export()
+        return
+    if any(s.known is None or strict for s in state.strays) and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if pool is not None:
-        for stray in pool.stray_splats:
-            where = f"outside any test in {stray.vm}"
-            state.record.splats.append(SplatRecord.of(stray.splat, where, stray.known, stray.console_log))
-        for topology, vm, bzimage, accel, fingerprint in pool.launches:
-            kept = None
-            if fingerprint is not None and fingerprint.is_file():  # kept with the run's results
-                kept = state.results / "fingerprints" / f"{vm}.json"
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(fingerprint, kept)
-            state.record.boot(topology, vm, bzimage, accel, kept)
-    if state.record.outcomes and not session.config.getoption("collectonly"):
+    if state.record.outcomes and not config.getoption("collectonly"):
         state.record.write(state.results)
+
+
+def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
+    """What this process's VM pool and kselftest session saw, into the state (plain data)."""
+    selftests = config.stash.get(SESSION_KEY, None)
+    if selftests is not None:
+        state.kselftest_lines += selftests.summary()
+        state.kselftest_noted += [(n.nodeid, n.what, n.reason) for n in selftests.noted]
+    pool = state.pool
+    if pool is None:
+        return
+    state.boot_seconds += pool.boot_seconds
+    for s in pool.stray_splats:
+        where = f"outside any test in {s.vm}"
+        state.strays.append(
+            Stray(s.vm, str(s.console_log), s.splat.first_line, s.splat.last_line, s.splat.signature,
+                  s.known.where if s.known else None)
+        )  # fmt: skip
+        state.record.splats.append(SplatRecord.of(s.splat, where, s.known, s.console_log))
+        if s.known is not None and not strict:
+            state.known_seen.append(KnownSeen.of(where, s.console_log, s.splat, s.known))
+    for topology, vm, bzimage, accel, fingerprint in pool.launches:
+        kept = None
+        if fingerprint is not None and fingerprint.is_file():  # kept with the run's results
+            kept = state.results / "fingerprints" / f"{vm}.json"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fingerprint, kept)
+        state.record.boot(topology, vm, bzimage, accel, kept)

@@ -131,10 +131,11 @@ class _Reporter:
 
 def test_run_summary_lists_each_known_splat_and_writes_tsv(tmp_path):
     from testbed.pytest_plugin.plugin import _known_summary
+    from testbed.pytest_plugin.state import KnownSeen
 
     known = load_known()
     log = LOGS / "real" / "debug-pciehp-switch-unplug.log"
-    seen = [("t::a", log, s, find_known(s, "7.2.13-testbed", known)) for s in scan_text(log.read_text())]
+    seen = [KnownSeen.of("t::a", log, s, find_known(s, "7.2.13-testbed", known)) for s in scan_text(log.read_text())]
     reporter, tsv = _Reporter(), tmp_path / "known-splats.tsv"
     _known_summary(reporter, seen, strict=False, tsv=tsv)
     text = "\n".join(reporter.lines)
