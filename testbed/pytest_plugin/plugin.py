@@ -199,6 +199,7 @@ def _not_selected(item: pytest.Item) -> bool:
     return "topology_case" in params and params["topology_case"] is None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     placeholders = [i for i in items if _not_selected(i)]
     if placeholders:

@@ -24,6 +24,13 @@ SCHEMA = 1
 SEVERITY = ("error", "failed", "xpassed", "passed", "xfailed", "skipped")
 
 
+def plain(nodeid: str) -> str:
+    """The node id without the "@group" pytest-xdist's loadgroup appends, so runs with and
+    without -n compare test by test."""
+    head, bracket, tail = nodeid.rpartition("]")
+    return head + bracket if bracket and tail.startswith("@") else nodeid
+
+
 @dataclass(frozen=True)
 class SplatRecord:
     signature: str
@@ -86,12 +93,12 @@ class RunRecord:
         doc = {
             "schema": SCHEMA,
             "qemu": qemu_version(),
-            "outcomes": self.outcomes,
-            "splats": [asdict(s) for s in self.splats],
-            "unchecked": self.unchecked,
+            "outcomes": {plain(k): v for k, v in self.outcomes.items()},
+            "splats": [asdict(s) | {"where": plain(s.where)} for s in self.splats],
+            "unchecked": [plain(n) for n in self.unchecked],
             "boots": [asdict(b) for b in self.boots],
-            "vms": self.vms,
-            "durations": self.durations,
+            "vms": {plain(k): v for k, v in self.vms.items()},
+            "durations": {plain(k): v for k, v in self.durations.items()},
         }
         path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         log.debug("wrote %s (%d outcomes, %d splats)", path, len(self.outcomes), len(self.splats))

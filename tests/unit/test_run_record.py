@@ -62,3 +62,12 @@ def test_a_pass_without_lock_checking_is_not_a_plain_pass():
     failed = report("teardown", "failed")
     failed.testbed_unchecked = "x"
     assert pytest_report_teststatus(failed, None) is None  # a failure stays a failure
+
+
+def test_xdist_group_suffix_is_not_part_of_a_test():
+    from testbed.pytest_plugin.record import plain
+
+    assert plain("t.py::a[two-switch]@two-switch") == "t.py::a[two-switch]"
+    assert plain("t.py::a[kselftest-vfio_x@nvme0-case]@kselftest") == "t.py::a[kselftest-vfio_x@nvme0-case]"
+    assert plain("t.py::a[kselftest-vfio_x@nvme0-case]") == "t.py::a[kselftest-vfio_x@nvme0-case]"
+    assert plain("t.py::plain") == "t.py::plain"
