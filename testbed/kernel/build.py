@@ -3,7 +3,8 @@
 Cache layout under cache_dir("kernel"):
   <key>/                 artifacts: bzImage, .config, build.log, manifest.json
   builds/<name>/         kbuild O= directories, one per (source tree, config set): incremental
-  trees/                 git worktrees (and copies) where patch series are applied
+  trees/                 git worktrees (and copies) where patch series (then base fixes) are applied
+  trees/base-fixes/      the worktree of a build with base fixes but no series
   debian/                the private apt configuration and the extracted linux-source
 """
 
@@ -20,7 +21,7 @@ from ..cache.inventory import mark_used
 from ..errors import ConfigError
 from ..hashing import hash_bytes, short
 from ..paths import cache_dir
-from . import kconfig, kconfig_deps
+from . import basefixes, kconfig, kconfig_deps
 from . import patches as patchmod
 from . import source as sourcemod
 from .artifact import KernelArtifact, artifact_in, load_cached, write_manifest
@@ -45,6 +46,8 @@ class Plan:
     source: sourcemod.SourceTree
     series: tuple[patchmod.Patch, ...]
     inputs: KeyInputs
+    base_fixes: tuple[basefixes.BaseFix, ...] = ()  # listed for this config set
+    base_fixes_on: bool = True  # False: switched off, none applied
 
     @property
     def key(self) -> str:
@@ -61,9 +64,13 @@ def plan(
     patches: Path | None = None,
     progress: Progress = print,
     fetch: bool = True,
+    base_fixes: bool | None = None,
 ) -> Plan | None:
-    """Resolve the inputs. Without `fetch`, a Debian source not fetched yet gives None."""
+    """Resolve the inputs. Without `fetch`, a Debian source not fetched yet gives None.
+    `base_fixes`: apply the base fixes listed for the config set; None: TESTBED_BASE_FIXES."""
     merged = load_config_set(config_set)  # bad fragments fail before any download
+    fixes = basefixes.fixes_for(config_set, basefixes.load_fixes())
+    fixes_on = basefixes.enabled() if base_fixes is None else base_fixes
     series = patchmod.discover(patches) if patches is not None else ()
     root = kernel_root()
     if ksrc is not None:
@@ -81,15 +88,19 @@ def plan(
         fragment=merged.render(),
         compiler=compiler_version(),
         config_set=config_set,
+        base_fixes=basefixes.fixes_hash(fixes) if fixes_on else "",
     )
-    return Plan(config_set, merged, src, series, inputs)
+    return Plan(config_set, merged, src, series, inputs, fixes, fixes_on)
 
 
 def find_cached(
-    config_set: str = "default", ksrc: Path | None = None, patches: Path | None = None
+    config_set: str = "default",
+    ksrc: Path | None = None,
+    patches: Path | None = None,
+    base_fixes: bool | None = None,
 ) -> KernelArtifact | None:
     """The cached kernel for these inputs, without building or touching the network."""
-    p = plan(config_set, ksrc, patches, progress=lambda _: None, fetch=False)
+    p = plan(config_set, ksrc, patches, progress=lambda _: None, fetch=False, base_fixes=base_fixes)
     return load_cached(kernel_root(), p.key) if p else None
 
 
@@ -136,13 +147,37 @@ def configure(srctree: Path, builddir: Path, merged: MergedConfig, log: Path, pr
     return dotconfig
 
 
+def _source_tree(p: Plan, root: Path, progress: Progress) -> tuple[Path, tuple[basefixes.Decision, ...]]:
+    """The tree to build: the source itself, or a worktree with the series and then the base
+    fixes the tree still needs. Without a series, a tree that needs no fix is built in place
+    (its build directory stays incremental)."""
+    fixes = p.base_fixes if p.base_fixes_on else ()
+    decisions = () if p.base_fixes_on else basefixes.switched_off(p.base_fixes)
+    if not p.series:
+        checked = basefixes.decide_all(p.source.path, fixes)
+        if not any(d.applied for d in checked):
+            _report(checked, progress)
+            return p.source.path, decisions + checked
+    what = [f"{len(p.series)} patch(es)"] if p.series else []
+    what += ["the base fixes it still needs"] if fixes else []
+    progress(f"kernel: applying {' then '.join(what)} in a worktree of {p.source.path}")
+    # a worktree of its own without a series: series builds never reset the tree (and build
+    # directory) of the base kernel, as when it was built in place
+    trees = root / "trees" if p.series else root / "trees" / "base-fixes"
+    worktree = patchmod.apply_series(p.source, p.series, trees)
+    applied = basefixes.apply_fixes(worktree, fixes)
+    _report(applied, progress)
+    return worktree, decisions + applied
+
+
+def _report(decisions: tuple[basefixes.Decision, ...], progress: Progress) -> None:
+    for d in decisions:
+        progress(f"kernel: base fix {d.fix.name}: {'applied' if d.applied else 'skipped'} ({d.reason})")
+
+
 def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     started = time.monotonic()
-    if p.series:
-        progress(f"kernel: applying {len(p.series)} patch(es) in a worktree of {p.source.path}")
-        srctree = patchmod.apply_series(p.source, p.series, root / "trees")
-    else:
-        srctree = p.source.path
+    srctree, fix_decisions = _source_tree(p, root, progress)
     builddir = _build_dir(root, srctree, p.config_set)
     builddir.mkdir(parents=True, exist_ok=True)
     log = builddir / "build.log"
@@ -179,6 +214,7 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
             "built_in": str(srctree),
             "build_dir": str(builddir),
             "patches": [patch.name for patch in p.series],
+            "base_fixes": basefixes.manifest_record(fix_decisions, p.base_fixes_on),
             "build_seconds": seconds,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -195,14 +231,21 @@ def ensure_kernel(
     ksrc: Path | None = None,
     patches: Path | None = None,
     progress: Callable[[str], None] = print,
+    base_fixes: bool | None = None,
 ) -> KernelArtifact:
-    """The bzImage for these inputs: from the cache, or built (incrementally) and cached."""
-    p = plan(config_set, ksrc, patches, progress)
+    """The bzImage for these inputs: from the cache, or built (incrementally) and cached.
+    `base_fixes`: False builds without the base fixes; None leaves it to TESTBED_BASE_FIXES."""
+    p = plan(config_set, ksrc, patches, progress, base_fixes=base_fixes)
     assert p is not None  # fetch=True always resolves a source
     root = kernel_root()
     progress(
         f"kernel: {config_set} set, {p.source.kind} source {p.source.path}"
         + (f", {len(p.series)} patch(es)" if p.series else "")
+        + (
+            f", base fixes {'on' if p.base_fixes_on else 'off'}: {', '.join(f.name for f in p.base_fixes)}"
+            if p.base_fixes
+            else ""
+        )
         + f"; key {p.key}"
     )
     cached = load_cached(root, p.key)

@@ -19,9 +19,12 @@ class KeyInputs:
     fragment: str  # the merged fragment as rendered for KCONFIG_ALLCONFIG
     compiler: str  # first line of `gcc --version`
     config_set: str
+    base_fixes: str = ""  # hash of the base fixes this build may apply (basefixes.py), "" for none
 
     def key(self) -> str:
         fields = asdict(self)
+        if not fields["base_fixes"]:
+            del fields["base_fixes"]  # a build without base fixes keeps the key it always had
         parts = [RECIPE_VERSION.encode()]
         for name in sorted(fields):
             parts += [name.encode(), fields[name].encode()]

@@ -32,6 +32,14 @@ def _inputs(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="an mbox (as b4 writes it) or a directory of *.patch files, applied in a worktree",
     )
+    parser.add_argument(
+        "--no-base-fixes",
+        dest="base_fixes",
+        action="store_const",
+        const=False,
+        default=None,
+        help="leave out the base fixes of kernel-configs/base-fixes/ (same as TESTBED_BASE_FIXES=0)",
+    )
 
 
 def _progress(message: str) -> None:
@@ -41,13 +49,13 @@ def _progress(message: str) -> None:
 def _build(args: argparse.Namespace) -> int:
     if args.refresh and args.ksrc is None:
         refresh_debian_source(_progress)
-    art = ensure_kernel(args.config_set, args.ksrc, args.patches, _progress)
+    art = ensure_kernel(args.config_set, args.ksrc, args.patches, _progress, base_fixes=args.base_fixes)
     print(art.bzimage)
     return 0
 
 
 def _path(args: argparse.Namespace) -> int:
-    art = find_cached(args.config_set, args.ksrc, args.patches)
+    art = find_cached(args.config_set, args.ksrc, args.patches, base_fixes=args.base_fixes)
     if art is None:
         print("testbed: no kernel built for these inputs; run 'testbed kernel build'", file=sys.stderr)
         return 1

@@ -163,16 +163,25 @@ def apply_series(source: SourceTree, series: tuple[Patch, ...], trees: Path) -> 
     if source.kind == "git":
         _carry_local_changes(source, worktree)
     for patch in series:
-        if patch.is_mail:
-            proc = _git_in(worktree, "am", "--no-3way", stdin=patch.content)
-            tool = "git am"
-        else:
-            proc = _git_in(worktree, "apply", "--index", "-", stdin=patch.content)
-            tool = "git apply"
-            if proc.returncode == 0:
-                proc = _git_in(worktree, "commit", "-q", "-m", patch.name)
-        if proc.returncode != 0:
-            _git_in(worktree, "am", "--abort")
-            output = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+        failure = apply_patch(worktree, patch)
+        if failure:
+            tool, output = failure
             raise ConfigError(f"patch {patch.name!r} does not apply on {source.path} ({tool}):\n{output}")
     return worktree
+
+
+def apply_patch(worktree: Path, patch: Patch) -> tuple[str, str] | None:
+    """Commit `patch` in `worktree` (`git am` for a mail, `git apply` + commit for a bare diff).
+    None when it applied, else (tool, its output); a failed `git am` is aborted."""
+    if patch.is_mail:
+        proc = _git_in(worktree, "am", "--no-3way", stdin=patch.content)
+        tool = "git am"
+    else:
+        proc = _git_in(worktree, "apply", "--index", "-", stdin=patch.content)
+        tool = "git apply"
+        if proc.returncode == 0:
+            proc = _git_in(worktree, "commit", "-q", "-m", patch.name)
+    if proc.returncode == 0:
+        return None
+    _git_in(worktree, "am", "--abort")
+    return tool, (proc.stdout + proc.stderr).decode(errors="replace").strip()
