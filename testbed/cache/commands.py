@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..inventory import Entry, image_entries, kernel_entries, prune_plan
 from ..paths import cache_root
-from .inventory import Entry, image_entries, kernel_entries, prune_plan
 
 DAY = 86400.0
 DEFAULT_DAYS = 14.0  # prune's default age limit; `testbed cache` marks against the same

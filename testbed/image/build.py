@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from ..cache.inventory import mark_used
 from ..debian_mirror import debian_mirror
 from ..errors import ConfigError, InfraError
 from ..hashing import short
+from ..inventory import mark_used
 from ..paths import GUEST_IMAGES_DIR, cache_dir
 from . import rootfs
 from .model import GuestImage

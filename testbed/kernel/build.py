@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..cache.inventory import mark_used
 from ..errors import ConfigError
 from ..hashing import hash_bytes, short
+from ..inventory import mark_used
 from ..paths import cache_dir
 from . import basefixes, kconfig, kconfig_deps
 from . import patches as patchmod

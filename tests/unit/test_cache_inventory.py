@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from testbed.cache.inventory import Entry, image_entries, kernel_entries, mark_used, prune_plan
+from testbed.inventory import Entry, image_entries, kernel_entries, mark_used, prune_plan
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
