@@ -43,6 +43,8 @@ def _kernel(bzimage: Path | None) -> dict[str, Any]:
     if manifest.is_file():
         data = json.loads(manifest.read_text())
         out |= {k: data.get(k) for k in ("key", "release", "config_set", "patches")}
+        applied = (data.get("base_fixes") or {}).get("applied", [])
+        out["base_fixes"] = [a.get("name") for a in applied if isinstance(a, dict)]
     config = bzimage.parent / ".config"
     if config.is_file():
         out["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()[:16]
@@ -93,7 +95,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         if ha.get(key) != hb.get(key):
             out.append(f"host {key}: {ha.get(key)} -> {hb.get(key)}")
     ka, kb = ha.get("kernel", {}), hb.get("kernel", {})
-    for key in ("release", "config_set", "config_sha256", "patches"):
+    for key in ("release", "config_set", "config_sha256", "patches", "base_fixes"):
         if ka.get(key) != kb.get(key):
             out.append(f"kernel {key}: {ka.get(key)} -> {kb.get(key)}")
     ga, gb = a.get("guest", {}), b.get("guest", {})

@@ -27,7 +27,7 @@ from ..topology import load_topology
 from . import artifacts
 from .kselftest import SELFTEST_SETS, SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
-from .record import RunRecord, SplatRecord
+from .record import BootRecord, RunRecord, SplatRecord
 from .report import CensusTable, VerdictTable
 from .state import KnownSeen, Stray, TestbedState
 
@@ -109,6 +109,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where this run's verdicts, run.json and artifacts go (default: results/pytest/<date-time>)",
     )
     group.addoption(
+        "--no-base-fixes",
+        action="store_true",
+        help="build the debug kernels without kernel-configs/base-fixes (the unpatched base kernel)",
+    )
+    group.addoption(
         "--strict-splats",
         action="store_true",
         help="fail on splats the base kernel is known to print (known-splats.yaml) too",
@@ -123,6 +128,8 @@ def pytest_configure(config: pytest.Config) -> None:
         known = load_known(KNOWN_SPLATS_FILE)
     except ConfigError as exc:  # a broken file is reported before anything boots
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("no_base_fixes"):
+        os.environ["TESTBED_BASE_FIXES"] = "0"  # kernel builds read it (workers inherit it too)
     if hasattr(config, "workerinput"):  # an xdist worker: the controller chose the run's directory
         results = Path(config.workerinput["testbed_results"])
     else:
@@ -474,6 +481,7 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
                 f"({stray.console}:{stray.first_line}-{stray.last_line})",
                 red=True,
             )
+    _base_fixes_summary(terminalreporter, state.record.boots)
     _known_summary(terminalreporter, state.known_seen, strict, state.results / "known-splats.tsv")
     _signature_summary(terminalreporter, state.record.splats)
     unchecked = state.unchecked
@@ -485,6 +493,21 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
         )
         for nodeid in unchecked:
             terminalreporter.write_line(f"  {nodeid}")
+
+
+def _base_fixes_summary(terminalreporter: TerminalReporter, boots: list[BootRecord]) -> None:
+    """The base kernel bugs this run's kernels carried a fix for (kernel-configs/base-fixes)."""
+    applied: dict[str, tuple[str, set[str]]] = {}
+    for boot in boots:
+        fixes = boot.kernel.get("base_fixes")
+        for fix in fixes if isinstance(fixes, list) else []:
+            why, kernels = applied.setdefault(str(fix.get("name")), (str(fix.get("why") or ""), set()))
+            kernels.add(f"{boot.kernel.get('config_set')} {boot.kernel.get('key')}")
+    if not applied:
+        return
+    terminalreporter.section("base fixes in the kernels (kernel-configs/base-fixes; --no-base-fixes: none)")
+    for name, (why, kernels) in applied.items():
+        terminalreporter.write_line(f"{name} (in {', '.join(sorted(kernels))}): {' '.join(why.split())[:300]}")
 
 
 def _signature_summary(terminalreporter: TerminalReporter, records: list[SplatRecord]) -> None:

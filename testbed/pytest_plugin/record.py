@@ -84,6 +84,10 @@ class RunRecord:
         if manifest is not None and manifest.is_file():
             data = json.loads(manifest.read_text())
             kernel = {k: data.get(k) for k in ("key", "release", "config_set", "patches", "source_tree")}
+            fixes = data.get("base_fixes") or {}
+            kernel["base_fixes"] = [
+                {"name": a.get("name"), "why": a.get("why")} for a in fixes.get("applied", []) if isinstance(a, dict)
+            ]
         fp = str(fingerprint) if fingerprint else None
         self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp))
 
