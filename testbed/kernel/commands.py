@@ -4,42 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from ..errors import ConfigError
 from .build import ensure_kernel, find_cached, refresh_debian_source
-from .configsets import CONFIG_SETS
+from .request import KernelRequest, add_options, from_options
 
 
 def _inputs(parser: argparse.ArgumentParser) -> None:
-    # --kernel-config as everywhere else (boot, run, pytest); --config-set kept as an alias
-    parser.add_argument(
-        "--kernel-config",
-        "--config-set",
-        dest="config_set",
-        default="default",
-        choices=sorted(CONFIG_SETS),
-        help="fragments of kernel-configs/ to merge (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--ksrc",
-        type=Path,
-        metavar="DIR",
-        help="your kernel tree (built out of tree, never modified); default: Debian's linux-source package",
-    )
-    parser.add_argument(
-        "--patches",
-        type=Path,
-        metavar="PATH",
-        help="an mbox (as b4 writes it) or a directory of *.patch files, applied in a worktree",
-    )
-    parser.add_argument(
-        "--no-base-fixes",
-        dest="base_fixes",
-        action="store_const",
-        const=False,
-        default=None,
-        help="leave out the base fixes of kernel-configs/base-fixes/ (same as TESTBED_BASE_FIXES=0)",
-    )
+    add_options(parser.add_argument)  # as everywhere else: boot, run, kselftest, ab, pytest
+
+
+def _request(args: argparse.Namespace) -> KernelRequest:
+    req = from_options(lambda name: getattr(args, name))
+    if req.bzimage is not None:
+        raise ConfigError(f"--kernel {req.bzimage} is built already; give a tree (--kernel TREE or --ksrc TREE)")
+    return req
 
 
 def _progress(message: str) -> None:
@@ -47,15 +26,17 @@ def _progress(message: str) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    if args.refresh and args.ksrc is None:
+    req = _request(args)
+    if args.refresh and req.ksrc is None:
         refresh_debian_source(_progress)
-    art = ensure_kernel(args.config_set, args.ksrc, args.patches, _progress, base_fixes=args.base_fixes)
+    art = ensure_kernel(req.config_set, req.ksrc, req.patches, _progress, base_fixes=req.base_fixes)
     print(art.bzimage)
     return 0
 
 
 def _path(args: argparse.Namespace) -> int:
-    art = find_cached(args.config_set, args.ksrc, args.patches, base_fixes=args.base_fixes)
+    req = _request(args)
+    art = find_cached(req.config_set, req.ksrc, req.patches, base_fixes=req.base_fixes)
     if art is None:
         print("testbed: no kernel built for these inputs; run 'testbed kernel build'", file=sys.stderr)
         return 1

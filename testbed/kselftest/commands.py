@@ -10,8 +10,10 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+from ..kernel.request import SUITE_SETS
+from ..kernel.request import add_options as add_kernel_options
+from ..kernel.request import from_options as kernel_request
 from ..paths import REPO_ROOT
 from .catalog import SUITES
 
@@ -28,15 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("topology", metavar="TOPO", help="topology name or YAML file (e.g. kselftest)")
     p.add_argument("suites", nargs="*", metavar="SUITE", help=f"suites to run: {', '.join(SUITE_NAMES)} (default: all)")
-    p.add_argument(
-        "--kernel-config",
-        default="default",
-        choices=("default", "debug"),
-        help="base config set; the selftest fragment goes on top (default: %(default)s)",
-    )
-    p.add_argument("--ksrc", type=Path, metavar="DIR", help="your kernel tree (default: Debian's 7.2 source)")
-    p.add_argument("--kernel", type=Path, metavar="BZIMAGE", help="boot this bzImage (its tree builds the tests)")
-    p.add_argument("--patches", type=Path, metavar="PATH", help="patch series applied to --ksrc")
+    add_kernel_options(p.add_argument, SUITE_SETS)  # the selftest fragment goes on top of the set
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
     p.add_argument("--nightly", action="store_true", help="include the slow programs (iommufd_fail_nth, ...)")
     p.add_argument("--list", action="store_true", help="list the cases that would run, run nothing")
@@ -64,11 +58,13 @@ def pytest_argv(args: argparse.Namespace) -> list[str]:
     ]
     for suite in args.suites:
         argv += ["--selftest-suite", suite]
-    kernel = args.kernel or args.ksrc
-    if kernel is not None:
-        argv += ["--kernel", str(kernel)]
-    if args.patches is not None:
-        argv += ["--patches", str(args.patches)]
+    kernel = kernel_request(lambda name: getattr(args, name))  # bad input fails here, before pytest
+    if kernel.bzimage or kernel.ksrc:
+        argv += ["--kernel", str(kernel.bzimage or kernel.ksrc)]
+    if kernel.patches is not None:
+        argv += ["--patches", str(kernel.patches)]
+    if kernel.base_fixes is False:
+        argv.append("--no-base-fixes")
     if args.nightly:
         argv.append("--matrix")
     argv += ["--collect-only", "-q"] if args.list else ["-q"]

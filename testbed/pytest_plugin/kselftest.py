@@ -18,6 +18,7 @@ import pytest
 
 from ..errors import TestbedError
 from ..guestvm import GuestVM
+from ..kernel.request import KernelRequest, selftest_set
 from ..kselftest.build import SelftestBuild, ensure_selftests
 from ..kselftest.catalog import Program, programs, selftest_devices
 from ..kselftest.known import KnownFailure, find_failure, load_failures
@@ -27,6 +28,7 @@ from ..logs.known import KnownSplat
 from ..topology import Topology, load_topology
 from ..topology.model import IommuType
 from .pool import VmPool, VmVariant
+from .state import state_of
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 # debug one (KASAN, lockdep); KVM seconds, scaled like every guest-paced wait
 KUNIT_BOOT_WORK_S = 60.0
 UNSAFE_INTERRUPTS = ("vfio_iommu_type1.allow_unsafe_interrupts=1", "iommufd.allow_unsafe_interrupts=1")
-SELFTEST_SETS = {"default": "selftest", "debug": "debug-selftest"}
 MARKS = ("kselftest", "kunit")
 
 
@@ -84,20 +85,17 @@ class KselftestSession:
 
     # -- which kernel ----------------------------------------------------------------------
 
+    def kernel(self) -> KernelRequest:
+        """The run's kernel request, with the selftest companion of its config set."""
+        request = state_of(self.config).kernel
+        return request.with_config(selftest_set(request.config_set)) if request.bzimage is None else request
+
     def kernel_config(self) -> str:
-        return SELFTEST_SETS[self.config.getoption("kernel_config")]
+        return self.kernel().config_set
 
     def bzimage(self, progress: Callable[[str], None]) -> Path:
         if self._bzimage is None:
-            kernel = self.config.getoption("kernel")
-            if kernel is not None and kernel.is_file():
-                self._bzimage = kernel  # the user's own build, as it is
-            else:
-                from ..kernel import ensure_kernel
-
-                self._bzimage = ensure_kernel(
-                    self.kernel_config(), ksrc=kernel, patches=self.config.getoption("patches"), progress=progress
-                ).bzimage
+            self._bzimage = self.kernel().bzimage_path(progress)  # the user's own build as it is, or ours
         return self._bzimage
 
     def build(self, progress: Callable[[str], None]) -> SelftestBuild:
@@ -188,8 +186,7 @@ class KselftestSession:
     def _variant(self, topology: str) -> VmVariant:
         """How the topology's selftest VM boots (worked out once: every item asks)."""
         if topology not in self.variants:
-            kernel = self.config.getoption("kernel")
-            config = None if kernel is not None and kernel.is_file() else self.kernel_config()
+            config = None if self.kernel().bzimage is not None else self.kernel_config()
             append: tuple[str, ...] = SELFTEST_APPEND
             if load_topology(topology).iommu.type is IommuType.VIRTIO:
                 append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without

@@ -21,15 +21,18 @@ import pytest
 from ..errors import ConfigError, TestbedError
 from ..guestvm import GuestVM
 from ..guestvm import window as kernel_window
+from ..kernel.request import SUITE_SETS
+from ..kernel.request import add_options as add_kernel_options
+from ..kernel.request import from_options as kernel_request
 from ..logs.known import KnownSplat, load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
 from . import artifacts
-from .kselftest import SELFTEST_SETS, SESSION_KEY, KselftestSession, session_of
+from .kselftest import SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
 from .record import BootRecord, RunRecord, SplatRecord
 from .report import CensusTable, VerdictTable
-from .state import KnownSeen, Stray, TestbedState
+from .state import STATE_KEY, KnownSeen, Stray, TestbedState, state_of
 
 if TYPE_CHECKING:
     from _pytest.terminal import TerminalReporter
@@ -55,13 +58,6 @@ UNCHECKED_KEY = pytest.StashKey[str]()  # per item: why part of it ran without l
 WINDOW_KEY = pytest.StashKey[tuple]()  # per item: its console window (first, last line)
 
 
-STATE_KEY = pytest.StashKey[TestbedState]()
-
-
-def state_of(config: pytest.Config) -> TestbedState:
-    return config.stash[STATE_KEY]
-
-
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
 
@@ -75,19 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME",
         help="run VM tests only on this topology (repeatable)",
     )
-    group.addoption(
-        "--kernel",
-        type=Path,
-        metavar="PATH",
-        help="a bzImage to boot, or a kernel source tree to build (default: Debian 7.2)",
-    )
-    group.addoption(
-        "--kernel-config",
-        choices=tuple(SELFTEST_SETS),
-        default="default",
-        help="config set for kernels the testbed builds (debug: KASAN, lockdep, ...)",
-    )
-    group.addoption("--patches", type=Path, metavar="PATH", help="patch series for --kernel SRC")
+    add_kernel_options(group.addoption, SUITE_SETS)
     group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
     group.addoption(
         "--keep-vm", action="store_true", help="leave shared VMs running at the end (ssh in with `testbed ssh`)"
@@ -109,11 +93,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where this run's verdicts, run.json and artifacts go (default: results/pytest/<date-time>)",
     )
     group.addoption(
-        "--no-base-fixes",
-        action="store_true",
-        help="build the debug kernels without kernel-configs/base-fixes (the unpatched base kernel)",
-    )
-    group.addoption(
         "--strict-splats",
         action="store_true",
         help="fail on splats the base kernel is known to print (known-splats.yaml) too",
@@ -128,13 +107,17 @@ def pytest_configure(config: pytest.Config) -> None:
         known = load_known(KNOWN_SPLATS_FILE)
     except ConfigError as exc:  # a broken file is reported before anything boots
         raise pytest.UsageError(str(exc)) from None
-    if config.getoption("no_base_fixes"):
-        os.environ["TESTBED_BASE_FIXES"] = "0"  # kernel builds read it (workers inherit it too)
+    try:
+        kernel = kernel_request(config.getoption)
+    except ConfigError as exc:  # a bad --kernel/--patches is reported before anything boots
+        raise pytest.UsageError(str(exc)) from None
+    if kernel.base_fixes is False:
+        os.environ["TESTBED_BASE_FIXES"] = "0"  # every kernel build of this run (workers inherit it)
     if hasattr(config, "workerinput"):  # an xdist worker: the controller chose the run's directory
         results = Path(config.workerinput["testbed_results"])
     else:
         results = config.getoption("results_dir") or results_root() / "pytest" / run
-    state = config.stash[STATE_KEY] = TestbedState(results.resolve(), known)
+    state = config.stash[STATE_KEY] = TestbedState(results.resolve(), known, kernel)
     config.pluginmanager.register(_OutcomeRecorder(state.record), "testbed-outcomes")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistController(state), "testbed-xdist")
@@ -269,16 +252,14 @@ def require_qemu() -> str:
 def testbed_pool(request: pytest.FixtureRequest) -> Iterator[VmPool]:
     _require_qemu()
     config = request.config
-    kernel = config.getoption("kernel")
-    bzimage = kernel if kernel is not None and kernel.is_file() else None
-    ksrc = kernel if kernel is not None and kernel.is_dir() else None
     accel = config.getoption("accel")
+    kernel = state_of(config).kernel
     options = BootOptions(
         accel=None if accel == "auto" else accel,
-        kernel_config=config.getoption("kernel_config"),
-        bzimage=bzimage,
-        ksrc=ksrc,
-        patches=config.getoption("patches"),
+        kernel_config=kernel.config_set,
+        bzimage=kernel.bzimage,
+        ksrc=kernel.ksrc,
+        patches=kernel.patches,
     )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 

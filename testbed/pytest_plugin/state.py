@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from ..kernel.request import KernelRequest
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
 from .pool import VmPool
@@ -53,6 +56,7 @@ class TestbedState:
 
     results: Path  # results/pytest/<run>
     known: tuple[KnownSplat, ...]  # known-splats.yaml
+    kernel: KernelRequest = field(default_factory=KernelRequest)  # --kernel, --ksrc, --patches, ...
     pool: VmPool | None = None  # made by the first VM test (in this process)
     verdicts: VerdictTable | None = None
     census: CensusTable | None = None
@@ -110,3 +114,10 @@ class TestbedState:
         self.boot_seconds += [(name, float(s)) for name, s in part["boot_seconds"]]
         self.kselftest_lines += [line for line in part["kselftest_lines"] if line not in self.kselftest_lines]
         self.kselftest_noted += [(str(a), str(b), str(c)) for a, b, c in part["kselftest_noted"]]
+
+
+STATE_KEY = pytest.StashKey[TestbedState]()
+
+
+def state_of(config: pytest.Config) -> TestbedState:
+    return config.stash[STATE_KEY]

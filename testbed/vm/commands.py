@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..guest.ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
-from ..kernel.configsets import CONFIG_SETS
+from ..kernel.request import add_options as add_kernel_options
+from ..kernel.request import from_options as kernel_request
 from .accel import ACCELS, resolve_accel
 
 if TYPE_CHECKING:
@@ -29,16 +30,7 @@ def _launch_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="accelerator (default: $ACCEL, else auto: KVM if a probe guest runs)",
     )
-    p.add_argument(
-        "--kernel-config",
-        default="default",
-        choices=sorted(CONFIG_SETS),
-        help="kernel config set (default: %(default)s)",
-    )
-    p.add_argument("--ksrc", type=Path, default=None, metavar="DIR", help="kernel source tree")
-    p.add_argument(
-        "--patches", type=Path, default=None, metavar="PATH", help="a patch, a directory of patches or a series file"
-    )
+    add_kernel_options(p.add_argument)  # as for testbed kernel, kselftest, ab and pytest
     p.add_argument(
         "--append", action="append", default=[], metavar="ARG", help="extra kernel command-line argument (repeatable)"
     )
@@ -75,15 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
     from .launch import plan_launch  # pulls in kernel/image/render only when launching
 
+    kernel = kernel_request(lambda name: getattr(args, name))
     return plan_launch(
         args.topology,
         accel=args.accel,
-        kernel_config=args.kernel_config,
-        ksrc=args.ksrc,
-        patches=args.patches,
+        kernel_config=kernel.config_set,
+        ksrc=kernel.ksrc,
+        patches=kernel.patches,
         extra_append=tuple(args.append),
         paused=paused,
         progress=_progress,
+        bzimage=kernel.bzimage,
+        base_fixes=kernel.base_fixes,
     )
 
 

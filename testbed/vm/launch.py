@@ -44,6 +44,7 @@ def plan_launch(
     progress: Progress = print,
     bzimage: Path | None = None,
     boot_work_s: float = 0.0,
+    base_fixes: bool | None = None,
 ) -> LaunchPlan:
     """Ensure kernel and image (building them if the cache lacks them), make the per-VM
     overlay and run directory, and render the QEMU argv. Starts nothing. A prebuilt `bzimage`
@@ -59,7 +60,9 @@ def plan_launch(
     decision = resolve_accel(accel)
     progress(f"accel: {decision.reason}")
     if bzimage is None:
-        bzimage = ensure_kernel(kernel_config, ksrc=ksrc, patches=patches, progress=progress).bzimage
+        bzimage = ensure_kernel(
+            kernel_config, ksrc=ksrc, patches=patches, progress=progress, base_fixes=base_fixes
+        ).bzimage
     image = ensure_image(progress=progress)
     name = registry.reserve(topo.name)
     (results_root() / "vm").mkdir(parents=True, exist_ok=True)

@@ -138,15 +138,20 @@ def test_kunit_list_output(tmp_path: Path):
     assert parse_list(console) == ("dma-buf-fence.test_sanitycheck", "x86_64_iommu_test.test_map_simple")
 
 
-def test_kselftest_command_is_a_front_door_to_pytest():
+def test_kselftest_command_is_a_front_door_to_pytest(tmp_path):
     from testbed.cli import parse_args
+    from testbed.errors import ConfigError
     from testbed.kselftest.commands import pytest_argv
 
-    args = parse_args(["kselftest", "kselftest", "iommu", "kunit", "--ksrc", "/src/linux", "--patches", "s.mbox"])
+    series = tmp_path / "s.mbox"
+    series.write_text("From x\n")
+    args = parse_args(["kselftest", "kselftest", "iommu", "kunit", "--ksrc", str(tmp_path), "--patches", str(series)])
     argv = pytest_argv(args)
     assert argv[argv.index("--topology") + 1] == "kselftest"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--selftest-suite"] == ["iommu", "kunit"]
-    assert argv[argv.index("--kernel") + 1] == "/src/linux" and "s.mbox" in argv
+    assert argv[argv.index("--kernel") + 1] == str(tmp_path) and str(series) in argv
+    with pytest.raises(ConfigError, match="--patches .*missing.mbox: no such file"):
+        pytest_argv(parse_args(["kselftest", "kselftest", "--patches", str(tmp_path / "missing.mbox")]))
     with pytest.raises(SystemExit, match="unknown suite net; allowed: iommu, vfio, kunit"):
         pytest_argv(parse_args(["kselftest", "kselftest", "net"]))
 

@@ -1,0 +1,49 @@
+"""One kernel request from the same options everywhere: bad combinations fail before anything runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.kernel.request import SUITE_SETS, KernelRequest, add_options, from_options, selftest_set
+
+
+def _parse(*argv: str) -> KernelRequest:
+    parser = argparse.ArgumentParser()
+    add_options(parser.add_argument)
+    args = parser.parse_args(argv)
+    return from_options(lambda name: getattr(args, name))
+
+
+def test_kernel_is_a_bzimage_or_a_tree(tmp_path):
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(b"x")
+    assert _parse("--kernel", str(bz)).bzimage == bz.resolve()
+    assert _parse("--kernel", str(tmp_path)).ksrc == tmp_path
+    assert _parse("--ksrc", str(tmp_path)) == _parse("--kernel", str(tmp_path))
+    assert _parse().describe() == "default set, Debian's linux-source"
+
+
+def test_bad_combinations_fail_early(tmp_path):
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(b"x")
+    (tmp_path / "s.mbox").write_text("x")
+    with pytest.raises(ConfigError, match="is a built kernel"):
+        _parse("--kernel", str(bz), "--patches", str(tmp_path / "s.mbox"))
+    with pytest.raises(ConfigError, match="no such bzImage or kernel tree"):
+        _parse("--kernel", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="name two trees"):
+        _parse("--kernel", str(tmp_path), "--ksrc", str(Path("/")))
+    with pytest.raises(ConfigError, match="no such file"):
+        _parse("--patches", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="unknown kernel config set"):
+        KernelRequest("nonsense")
+
+
+def test_suite_sets_and_their_selftest_companions():
+    assert SUITE_SETS == ("default", "debug")
+    assert [selftest_set(s) for s in SUITE_SETS] == ["selftest", "debug-selftest"]
+    assert _parse("--no-base-fixes").base_fixes is False and _parse().base_fixes is None
