@@ -13,7 +13,7 @@ from ..errors import GuestError
 from ..guest.ssh import RunResult
 from ..render import backing_files
 from ..render.qdev import endpoint_spec
-from ..topology import Layout, Topology, Verdict, build_layout, verdicts
+from ..topology import Layout, Topology, Verdict, verdicts
 from ..topology.model import EndpointKind
 from ..vm import Machine, hotplug
 from ..vm.hotplug import UnplugResult
@@ -40,7 +40,7 @@ class GuestVM:
     _agent: Agent | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.layout = build_layout(self.topology)
+        self.layout = self.plan.layout  # built once, with the argv
 
     # -- addresses ----------------------------------------------------------------------
 

@@ -82,8 +82,8 @@ def device_specs(topo: Topology, layout: Layout) -> list[DeviceSpec]:
     return specs
 
 
-def render_argv(topo: Topology, runtime: Runtime, qemu: str = QEMU_BINARY) -> list[str]:
-    layout = build_layout(topo)
+def render_argv(topo: Topology, runtime: Runtime, qemu: str = QEMU_BINARY, layout: Layout | None = None) -> list[str]:
+    layout = layout or build_layout(topo)
     backends, infra_devices = disk_and_net(runtime.disk, runtime.ssh_host_port)
     devices = []
     iommu = iommu_spec(topo)

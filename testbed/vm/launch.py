@@ -11,6 +11,7 @@ from pathlib import Path
 from ..paths import results_root, runtime_dir
 from ..render.qdev import BackingFile
 from ..render.runtime import Runtime
+from ..topology import Layout, Topology, build_layout, load_topology
 from . import registry
 from .accel import AccelDecision, resolve_accel
 from .machine import Machine
@@ -28,13 +29,15 @@ class LaunchPlan:
     timeouts: Timeouts
     accel: AccelDecision
     run_dir: Path
+    topology: Topology  # the model the argv was rendered from: loaded once, passed down
+    layout: Layout
 
     def machine(self) -> Machine:
         return Machine(self.argv, self.runtime, self.ssh_key, self.timeouts, self.name)
 
 
 def plan_launch(
-    topology: str,
+    topology: str | Topology,
     accel: str | None = None,
     kernel_config: str = "default",
     ksrc: Path | None = None,
@@ -54,9 +57,9 @@ def plan_launch(
     from ..image import ensure_image, make_overlay
     from ..kernel import ensure_kernel
     from ..render import backing_files, render_argv
-    from ..topology import load_topology
 
-    topo = load_topology(topology)
+    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    layout = build_layout(topo)  # once: the argv and the VM object share it
     decision = resolve_accel(accel)
     progress(f"accel: {decision.reason}")
     if bzimage is None:
@@ -83,7 +86,8 @@ def plan_launch(
     timeouts = Timeouts.for_accel(decision.accel)
     if boot_work_s:
         timeouts = timeouts.with_boot_work(boot_work_s, decision.accel)
-    return LaunchPlan(name, render_argv(topo, runtime), runtime, image.ssh_key, timeouts, decision, run_dir)
+    argv = render_argv(topo, runtime, layout=layout)
+    return LaunchPlan(name, argv, runtime, image.ssh_key, timeouts, decision, run_dir, topo, layout)
 
 
 def make_backing_files(files: Iterable[BackingFile]) -> None:
