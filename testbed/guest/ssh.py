@@ -19,6 +19,7 @@ from typing import IO
 import paramiko
 
 from ..errors import GuestError, InfraError
+from ..timeouts import Timeouts
 
 log = logging.getLogger(__name__)  # DEBUG: every command, its status and seconds
 
@@ -148,7 +149,9 @@ _RETRYABLE = (
 
 
 class SSH:
-    def __init__(self, port: int, key: Path, user: str = USER, host: str = HOST, command_timeout: float = 60.0) -> None:
+    def __init__(
+        self, port: int, key: Path, user: str = USER, host: str = HOST, command_timeout: float = Timeouts.guest_command
+    ) -> None:
         self.port = port
         self.key = key
         self.user = user
@@ -186,7 +189,7 @@ class SSH:
     def connect(
         self,
         timeout: float,
-        attempt_timeout: float = 10.0,
+        attempt_timeout: float = Timeouts.ssh_attempt,
         interval: float = 0.5,
         check: Callable[[], None] | None = None,
     ) -> int:
@@ -235,7 +238,7 @@ class SSH:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise InfraError(f"ssh connection to port {self.port} is closed")
-        return transport.open_session(timeout=30)
+        return transport.open_session(timeout=Timeouts.ssh_channel)
 
     def run(
         self, cmd: str | Sequence[str], timeout: float | None = None, check: bool = False, stdin: bytes | None = None

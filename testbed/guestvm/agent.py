@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..errors import GuestError, InfraError
-from ..vm.timeouts import Deadline
+from ..timeouts import Deadline
 
 log = logging.getLogger(__name__)  # DEBUG: every request and its answer, with seconds
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..timeouts import Timeouts
+
 if TYPE_CHECKING:
     from .guest import GuestVM
 
@@ -53,7 +55,7 @@ def _kernel(bzimage: Path | None) -> dict[str, Any]:
 
 def take(vm: GuestVM) -> Fingerprint:
     """Read the guest's side, add the host's, write it beside the console log."""
-    guest = vm.agent("fingerprint", "read", timeout=60)
+    guest = vm.agent("fingerprint", "read")
     plan = vm.plan
     doc = {
         "topology": vm.topology.name,
@@ -119,7 +121,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def qemu_version(binary: str = "qemu-system-x86_64") -> str:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=Timeouts().host_tool).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.splitlines()[0] if out else ""

@@ -158,7 +158,7 @@ class GuestVM:
         self.machine.run(f"echo {shlex.quote(line)} > /dev/kmsg", check=True)
 
     def dmesg(self) -> str:
-        return self.machine.run("dmesg", timeout=30).stdout
+        return self.machine.run("dmesg").stdout
 
 
 class Background:

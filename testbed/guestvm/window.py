@@ -20,8 +20,6 @@ from ..logs.windows import marker
 if TYPE_CHECKING:
     from .guest import GuestVM
 
-CONSOLE_FLUSH_S = 10.0  # the end marker reaches the serial log a moment after the write
-
 
 @dataclass
 class ExpectedMessages:
@@ -54,7 +52,7 @@ def debug_locks(vm: GuestVM) -> int | None:
     turns itself off after its first report or when it runs out of entries, and from then on
     reports nothing: a test after that point would pass blind."""
     try:
-        out = vm.machine.run("grep -s debug_locks: /proc/lockdep_stats", timeout=30).stdout
+        out = vm.machine.run("grep -s debug_locks: /proc/lockdep_stats").stdout
     except Exception:  # noqa: BLE001 - the guest may be gone; the window still gets judged
         return None
     words = out.split()
@@ -79,7 +77,7 @@ def begin(vm: GuestVM, test_id: str) -> int:
     text = marker("begin", test_id)
     start = len(vm.machine.console_log.read_text(errors="replace").splitlines())
     vm.kmsg(text)
-    line = wait_for_line(vm.machine.console_log, text, start, CONSOLE_FLUSH_S)
+    line = wait_for_line(vm.machine.console_log, text, start, vm.machine.timeouts.console_flush)
     return line if line is not None else start + 1
 
 
@@ -95,7 +93,7 @@ def end(
     complete = True
     try:
         vm.kmsg(text)
-        end_line = wait_for_line(vm.machine.console_log, text, begin_line, CONSOLE_FLUSH_S)
+        end_line = wait_for_line(vm.machine.console_log, text, begin_line, vm.machine.timeouts.console_flush)
     except Exception:  # noqa: BLE001 - the guest may be gone; judge what reached the console
         end_line = None
     lines = vm.machine.console_log.read_text(errors="replace").splitlines()

@@ -26,6 +26,7 @@ from ..errors import ConfigError, InfraError
 from ..hashing import short
 from ..inventory import mark_used
 from ..paths import GUEST_IMAGES_DIR, cache_dir
+from ..timeouts import Timeouts
 from . import rootfs
 from .model import GuestImage
 from .recipe import Recipe, load_recipe, recipe_key
@@ -170,7 +171,7 @@ def _run(argv: list[str], step: str, log: TextIO, log_path: Path) -> None:
         # Timeout or Ctrl-C: TERM first, so mmdebstrap unmounts what it mounted in the tree.
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=Timeouts().host_tool)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import InfraError
+from ..timeouts import Timeouts
 from .model import GuestImage
 from .steps import overlay_argv
 
@@ -21,7 +22,9 @@ def make_overlay(image: GuestImage, dest_dir: Path) -> Path:
     overlay.unlink(missing_ok=True)
     argv = overlay_argv(image.base, image.format, overlay)
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=Timeouts().host_tool
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InfraError(f"qemu-img create {overlay}: {exc}") from None
     if proc.returncode != 0:

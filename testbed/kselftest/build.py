@@ -25,6 +25,7 @@ from ..kernel.lock import locked
 from ..kernel.make import run_make
 from ..paths import cache_dir
 from ..probe.build import KernelTree, kernel_tree_of
+from ..timeouts import Timeouts
 from .catalog import Program
 from .fixes import BuildFix, fixes_for
 from .listing import case_names
@@ -97,7 +98,7 @@ def _headers(tree: KernelTree, work: Path, progress: Progress) -> Path:
 def _listing(binary: Path, program: Program) -> tuple[str, ...] | None:
     argv = [str(binary), "-l"] + ([LISTING_BDF] if program.device else [])
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, errors="replace")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=Timeouts().host_tool, errors="replace")
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.debug("%s -l: %s", binary, exc)
         return None

@@ -111,7 +111,7 @@ def run_program(
     vm.machine.wait_ssh().put(build.binary(program), remote)
     vm.run(["chmod", "+x", remote], check=True)
     bdf = vm.bdf(device) if device else None
-    ready = vm.agent("kselftest", "prepare", {"bdfs": [bdf] if bdf else [], "hugepages": HUGEPAGES}, timeout=60)
+    ready = vm.agent("kselftest", "prepare", {"bdfs": [bdf] if bdf else [], "hugepages": HUGEPAGES})
     if not ready.get("ok"):
         what = f"hand {device} ({bdf}) to vfio-pci" if device else "reserve hugepages"
         raise GuestError(f"could not {what} for {program.id}: {ready}")
@@ -132,7 +132,7 @@ def run_program(
     )
     verdict = kernel_window.end(vm, f"kselftest {tag}", first, kernel_window.ExpectedMessages(), locks, known)
     output = dest / f"{tag.replace('/', '_')}.ktap"
-    vm.machine.wait_ssh().get(out, output, timeout=60)
+    vm.machine.wait_ssh().get(out, output, timeout=vm.machine.timeouts.guest_command)
     text = output.read_text(errors="replace")
     lines = vm.machine.console_log.read_text(errors="replace").splitlines()
     begin_line, end_line = verdict.lines

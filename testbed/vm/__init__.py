@@ -1,7 +1,7 @@
 """The VM layer: launch QEMU, talk QMP, read the console, reach the guest over SSH."""
 
+from ..timeouts import Deadline, Timeouts
 from .accel import AccelDecision, resolve_accel
 from .machine import Machine
-from .timeouts import Deadline, Timeouts
 
 __all__ = ["AccelDecision", "Deadline", "Machine", "Timeouts", "resolve_accel"]

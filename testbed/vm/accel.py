@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..paths import runtime_dir
+from ..timeouts import Timeouts
 from .process import QemuProcess
-from .timeouts import Timeouts
 
 ACCELS = ("auto", "kvm", "tcg")
 ACCEL_ENV = "ACCEL"

@@ -31,16 +31,16 @@ def _guest_state(vm: Machine, port_bdf: str | None) -> str:
     parts = []
     try:
         if port_bdf:
-            slot = vm.run(f"lspci -vvv -s {port_bdf} 2>/dev/null | grep -E 'Slt(Sta|Ctl)' -A1", timeout=30)
+            slot = vm.run(f"lspci -vvv -s {port_bdf} 2>/dev/null | grep -E 'Slt(Sta|Ctl)' -A1")
             parts.append(f"slot of {port_bdf}:\n{slot.stdout.strip() or '(no slot capability)'}")
-        parts.append("dmesg tail:\n" + vm.run("dmesg | tail -25", timeout=30).stdout.rstrip())
+        parts.append("dmesg tail:\n" + vm.run("dmesg | tail -25").stdout.rstrip())
     except Exception as exc:  # noqa: BLE001 - the guest may be what is stuck
         parts.append(f"(guest unreachable: {exc})")
     return "\n".join(parts)
 
 
 def guest_has(vm: Machine, bdf: str) -> bool:
-    return vm.run(f"test -e /sys/bus/pci/devices/{bdf}", timeout=30).status == 0
+    return vm.run(f"test -e /sys/bus/pci/devices/{bdf}").status == 0
 
 
 def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None, timeout: float | None = None) -> UnplugResult:
@@ -83,7 +83,7 @@ def wait_ready(vm: Machine, bdf: str, driver: str | None, timeout: float | None 
         check = f'test "$(basename "$(readlink /sys/bus/pci/devices/{bdf}/driver)")" = {driver}'
         if driver in READY_CHECKS:
             check += " && " + READY_CHECKS[driver].format(bdf=bdf)
-    while vm.run(check, timeout=30).status != 0:
+    while vm.run(check).status != 0:
         if time.monotonic() - start > timeout:
             raise GuestError(
                 f"{what + ': ' if what else ''}{bdf} not "

@@ -11,11 +11,11 @@ from pathlib import Path
 from ..paths import results_root, runtime_dir
 from ..render.qdev import BackingFile
 from ..render.runtime import Runtime
+from ..timeouts import Timeouts
 from ..topology import Layout, Topology, build_layout, load_topology
 from . import registry
 from .accel import AccelDecision, resolve_accel
 from .machine import Machine
-from .timeouts import Timeouts
 
 Progress = Callable[[str], None]
 

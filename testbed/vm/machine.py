@@ -12,10 +12,10 @@ from ..errors import GuestError, InfraError
 from ..guest.ssh import SSH, RunResult
 from ..render.argv import inherited_monitor_args
 from ..render.runtime import Runtime
+from ..timeouts import Timeouts
 from . import console, registry
 from .process import QemuProcess, StopReport
 from .qmp import QMP, RunState
-from .timeouts import Timeouts
 from .usernet import host_port_for
 
 __all__ = ["Machine", "RunResult"]

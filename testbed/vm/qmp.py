@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from qemu.qmp import ConnectError, ExecuteError, QMPClient, Runstate
 
 from ..errors import GuestError, InfraError
-from .timeouts import Deadline
+from ..timeouts import Deadline, Timeouts
 
 log = logging.getLogger(__name__)  # DEBUG: commands, their answers and every event
 
@@ -99,7 +99,7 @@ class QMP:
         events_log: Path,
         command_timeout: float,
         name: str = "qmp",
-        event_timeout: float = 30.0,
+        event_timeout: float = Timeouts.event,
     ) -> None:
         self.name = name
         self.events_log = events_log

@@ -7,6 +7,7 @@ from pathlib import Path
 from testbed.guest.ssh import RunResult
 from testbed.guestvm.window import ExpectedMessages, WindowVerdict, begin, debug_locks, end
 from testbed.logs.known import load_known
+from testbed.timeouts import Timeouts
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
 
@@ -15,6 +16,7 @@ class FakeMachine:
     def __init__(self, log: Path, locks: str = ""):
         self.console_log = log
         self.locks = locks
+        self.timeouts = Timeouts.for_accel("kvm")
 
     def run(self, cmd: str | list[str], timeout: float | None = None) -> RunResult:  # only the lockdep read
         return RunResult(0, self.locks, "")

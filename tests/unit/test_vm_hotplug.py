@@ -6,8 +6,8 @@ import pytest
 
 from testbed.errors import GuestError
 from testbed.guest.ssh import RunResult
+from testbed.timeouts import Timeouts
 from testbed.vm import hotplug
-from testbed.vm.timeouts import Timeouts
 
 
 class FakeQMP:

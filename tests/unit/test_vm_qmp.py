@@ -23,10 +23,10 @@ import pytest
 from testbed.errors import InfraError
 from testbed.render import inherited_monitor_args
 from testbed.render.runtime import Runtime
+from testbed.timeouts import Timeouts
 from testbed.vm.machine import Machine
 from testbed.vm.process import QemuProcess
 from testbed.vm.qmp import QMP, QMPCommandError, RunState
-from testbed.vm.timeouts import Timeouts
 
 REPO = Path(__file__).resolve().parents[2]
 GREETING = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}

@@ -1,4 +1,4 @@
-from testbed.vm.timeouts import TCG_FACTOR, Deadline, Timeouts
+from testbed.timeouts import TCG_FACTOR, Deadline, Timeouts
 
 
 def test_tcg_scales_only_guest_paced_waits(monkeypatch):

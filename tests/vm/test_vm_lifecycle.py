@@ -15,11 +15,11 @@ import pytest
 
 from testbed.errors import GuestError
 from testbed.render.runtime import Runtime
+from testbed.timeouts import Timeouts
 from testbed.vm import accel
 from testbed.vm.machine import Machine
 from testbed.vm.process import pid_alive, wait_gone
 from testbed.vm.qmp import QMPCommandError, RunState
-from testbed.vm.timeouts import Timeouts
 
 REPO = Path(__file__).resolve().parents[2]
 
