@@ -23,7 +23,7 @@ class Timeouts:
     kill: float = 5.0  # SIGKILL → gone (only a D-state QEMU survives this)
     accel_probe: float = 5.0  # the probe guest needs milliseconds
     ssh_attempt: float = 10.0  # one TCP connect + banner + auth
-    ssh_retry_interval: float = 0.5
+    ssh_retry_interval: float = 0.1  # a refused TCP connect costs nothing; sshd answers sooner
     # guest-paced
     boot_to_ssh: float = 30.0
     guest_command: float = 60.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,9 +84,9 @@ class GuestVM:
         """Copy the in-guest helper modules (changing one needs no image rebuild) and start the
         agent that runs them: one process, one SSH channel, for every call of this VM."""
         ssh = self.machine.wait_ssh()
-        self.machine.run(["mkdir", "-p", GUEST_AGENT_DIR], check=True)
-        for path in sorted(AGENT_DIR.glob("*.py")):
-            ssh.put(path, f"{GUEST_AGENT_DIR}/{path.name}")
+        # one channel for every file (one `put` each cost ~0.2 s under TCG, 3 s in all)
+        unpack = f"mkdir -p {GUEST_AGENT_DIR} && tar -x -C {GUEST_AGENT_DIR}"
+        ssh.run(unpack, check=True, stdin=_tar(sorted(AGENT_DIR.glob("*.py"))))
         writer, reader, close = ssh.stream(["python3", "-u", f"{GUEST_AGENT_DIR}/agent.py"])
         self._agent = Agent(writer, reader, self.machine.name, close)
         self._agent.wait_ready(self.machine.timeouts.guest_command)
@@ -159,6 +161,14 @@ class GuestVM:
 
     def dmesg(self) -> str:
         return self.machine.run("dmesg").stdout
+
+
+def _tar(paths: list[Path]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in paths:
+            tar.add(path, arcname=path.name)
+    return buf.getvalue()
 
 
 class Background:

@@ -16,6 +16,7 @@ _FATAL = re.compile(
     r"---\[ end trace"
 )
 _PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)")
+SSHD_READY = "testbed-init: sshd ready"  # guest-images/rootfs/sbin/testbed-init, once sshd listens
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from ..errors import GuestError, InfraError
 from ..guest.ssh import SSH, RunResult
 from ..render.argv import inherited_monitor_args
 from ..render.runtime import Runtime
-from ..timeouts import Timeouts
+from ..timeouts import Deadline, Timeouts
 from . import console, registry
 from .process import QemuProcess, StopReport
 from .qmp import QMP, RunState
@@ -166,10 +166,12 @@ class Machine:
         if self.runtime.paused and self.qmp.run_state() is RunState.PRELAUNCH:
             self.qmp.command("cont")
         timeout = self.timeouts.boot_to_ssh if timeout is None else timeout
+        deadline = Deadline(timeout)
+        self._wait_sshd_listening(deadline)
         ssh = SSH(self.ssh_port, self.ssh_key, command_timeout=self.timeouts.guest_command)
         try:
             ssh.connect(
-                timeout,
+                max(deadline.remaining(), self.timeouts.ssh_attempt),
                 attempt_timeout=self.timeouts.ssh_attempt,
                 interval=self.timeouts.ssh_retry_interval,
                 check=self._check_alive,
@@ -183,6 +185,27 @@ class Machine:
             self.ssh_ready_seconds = time.monotonic() - self.started_at
         self._ssh = ssh
         return ssh
+
+    def _wait_sshd_listening(self, deadline: Deadline) -> None:
+        """Until the guest's init logs that sshd listens. Connecting before that parks the
+        TCP connection in QEMU's user-mode network, which retries the guest with TCP's
+        back-off: the login then came 1.5-4 s after sshd was up. Panics and a dead QEMU end
+        the wait at once; a console that never says it leaves the SSH retries to decide."""
+        marker = console.SSHD_READY.encode()
+        scanned = 0  # bytes of the console already searched
+        while not deadline.expired:
+            self._check_alive()
+            start = max(0, scanned - len(marker))  # a marker may straddle two reads
+            try:
+                with open(self.console_log, "rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            if marker in data:
+                return
+            scanned = start + len(data)
+            time.sleep(0.02)
 
     def _check_alive(self) -> None:
         """Raise if waiting longer is pointless: the kernel panicked or QEMU is gone."""
