@@ -1,4 +1,5 @@
-"""Driving one P2P transfer and judging it on both sides (guest CPU and host backing file)."""
+"""Driving one P2P transfer and judging it on both sides: the guest CPU, and the host (the
+client's backing file for `from_p2pmem`, the provider's CMB read out of QEMU for `to_p2pmem`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from testbed.guest.agent.pattern import first_mismatch, pattern
 from testbed.pytest_plugin.guestvm import GuestVM
@@ -42,9 +44,10 @@ class Transfer:
     seed: int
     result: dict
     guest_bytes_ok: bool
-    host_bytes_ok: bool | None  # None: nothing lands in a host file for this direction
+    host_bytes_ok: bool | None  # None: the transfer failed in the guest, nothing to check
     fault_lines: tuple[str, ...]
     refused_lines: tuple[str, ...]
+    host_where: str = ""  # what the host read: the backing file or the CMB's physical range
 
     @property
     def outcome(self) -> Outcome:
@@ -54,9 +57,10 @@ class Transfer:
     def describe(self) -> str:
         host = {None: "n/a", True: "match", False: "MISMATCH"}[self.host_bytes_ok]
         extra = f" fault: {self.fault_lines[0]}" if self.fault_lines else ""
+        where = f" ({self.host_where})" if self.host_where else ""
         return (
             f"{self.direction} {self.size}B @{self.offset} seed {self.seed}: {self.outcome.value}"
-            f" (guest bytes {'match' if self.guest_bytes_ok else 'MISMATCH'}, host file {host},"
+            f" (guest bytes {'match' if self.guest_bytes_ok else 'MISMATCH'}, host bytes {host}{where},"
             f" helper {self.result}){extra}"
         )
 
@@ -65,6 +69,54 @@ def host_file_bytes(vm: GuestVM, endpoint: str, offset: int, size: int) -> bytes
     with open(vm.backing_file(endpoint), "rb") as f:
         f.seek(offset)
         return f.read(size)
+
+
+def _pci_devices(buses: list[dict[str, Any]]):
+    """Every device of QMP query-pci's answer, below bridges too."""
+    for bus in buses:
+        for dev in bus.get("devices", []):
+            yield dev
+            bridge = dev.get("pci_bridge")
+            if bridge:
+                yield from _pci_devices([{"devices": bridge.get("devices", [])}])
+
+
+def qemu_bar(vm: GuestVM, endpoint: str, bar: int) -> tuple[int, int]:
+    """(address, size) of the endpoint's BAR as QEMU has it mapped (QMP query-pci)."""
+    for dev in _pci_devices(vm.machine.qmp.command("query-pci")):
+        if dev.get("qdev_id") == endpoint:
+            for region in dev.get("regions", []):
+                if region.get("bar") == bar and region.get("type") == "memory":
+                    return int(region["address"]), int(region["size"])
+            raise AssertionError(f"QEMU's {endpoint} has no memory BAR{bar}: {dev.get('regions')}")
+    raise AssertionError(f"QMP query-pci does not list {endpoint}")
+
+
+def host_cmb_bytes(vm: GuestVM, provider: str, cmb: dict[str, Any]) -> tuple[bytes, str]:
+    """The bytes of the provider's CMB where the guest helper's p2pmem buffer was, read by QEMU
+    itself (QMP pmemsave of guest-physical memory: the CMB BAR is device memory QEMU emulates,
+    and pmemsave dispatches to it). The BAR's address comes from the guest's sysfs `resource`
+    and must be where QEMU mapped that BAR: a buffer that was not in the CMB cannot pass."""
+    if "error" in cmb:
+        raise AssertionError(f"the guest helper cannot say where its p2pmem buffer is: {cmb['error']}")
+    start, size = qemu_bar(vm, provider, cmb["bar"])
+    if start != cmb["bar_start"]:
+        raise AssertionError(
+            f"{provider} BAR{cmb['bar']}: the guest says {cmb['bar_start']:#x}, QEMU maps it at {start:#x}"
+        )
+    out = bytearray()
+    where = []
+    for offset, length in cmb["extents"]:
+        if not 0 <= offset <= offset + length <= size:
+            raise AssertionError(f"p2pmem extent [{offset:#x}, +{length:#x}) outside {provider} BAR{cmb['bar']}")
+        dump = vm.plan.run_dir / f"cmb-{provider}-{start + offset:#x}.bin"
+        vm.machine.qmp.command("pmemsave", {"val": start + offset, "size": length, "filename": str(dump)})
+        try:
+            out += dump.read_bytes()
+        finally:
+            dump.unlink(missing_ok=True)
+        where.append(f"{start + offset:#x}+{length:#x}")
+    return bytes(out), f"{provider} CMB BAR{cmb['bar']} phys {', '.join(where)}"
 
 
 # The kernel rate-limits vIOMMU fault messages (dmar_fault(), viommu: 10 per 5 s). A
@@ -84,9 +136,65 @@ def _await_fault_window(vm: GuestVM) -> None:
 
 def fault_window(vm: GuestVM) -> None:
     """Call right before a DMA that must fault and be logged: waits out the previous fault's
-    rate-limit window, then opens this one."""
+    rate-limit window, then opens this one. Also right after DMAs that faulted without this
+    module seeing them (a DMA loop), so that the next expected fault is not rate-limited away."""
     _await_fault_window(vm)
     _last_fault[vm.machine.name] = time.monotonic()
+
+
+# One vIOMMU fault report of a device, with the address it names (drivers/iommu/intel/dmar.c,
+# virtio-iommu.c, amd/iommu.c): intel names the device by segment:bus:dev.fn, virtio-iommu by
+# endpoint (requester) ID, AMD-Vi by bus:dev.fn.
+DMAR_FAULT_RE = re.compile(
+    r"DMAR: \[DMA (?:Read|Write)[^\]]*\] Request device \[(?P<dev>[0-9a-f:.]+)\] fault addr 0x(?P<addr>[0-9a-f]+)"
+)
+VIOMMU_FAULT_RE = re.compile(r"virtio_iommu.* fault from EP (?P<ep>\d+)(?: at 0x(?P<addr>[0-9a-f]+))?")
+AMD_FAULT_RE = re.compile(r"IO_PAGE_FAULT.*?device=(?P<dev>[0-9a-f:.]+).*?address=0x(?P<addr>[0-9a-f]+)")
+
+
+def requester_id(bdf: str) -> int:
+    """The PCI requester ID of "0000:bb:dd.f" (what virtio-iommu calls the endpoint)."""
+    bus, devfn = bdf.split(":")[-2:]
+    dev, fn = devfn.split(".")
+    return int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn)
+
+
+def dma_fault_lines(lines: list[str], bdf: str, addr: int, size: int) -> list[str]:
+    """The vIOMMU fault lines naming device `bdf` and a page of [addr, addr + size)."""
+    pages = range(addr >> 12, ((addr + size - 1) >> 12) + 1)
+
+    def hits(found: str | None) -> bool:
+        return found is None or int(found, 16) >> 12 in pages
+
+    out = []
+    for line in lines:
+        m = DMAR_FAULT_RE.search(line)
+        if m and m["dev"] == bdf and hits(m["addr"]):
+            out.append(line)
+            continue
+        m = VIOMMU_FAULT_RE.search(line)
+        if m and int(m["ep"]) == requester_id(bdf) and hits(m["addr"]):
+            out.append(line)
+            continue
+        m = AMD_FAULT_RE.search(line)
+        if m and bdf.endswith(m["dev"]) and hits(m["addr"]):
+            out.append(line)
+    return out
+
+
+FAULT_LOG_WAIT_S = 10.0  # the fault is reported by an interrupt, maybe after the DMA "completed"
+
+
+def await_dma_fault(vm: GuestVM, cursor: int, bdf: str, addr: int, size: int) -> list[str]:
+    """The fault lines this one DMA left in the kernel log: records from `cursor` (taken right
+    before the DMA) naming the device and the address. A fault of an earlier DMA lies before
+    the cursor and cannot count. Waits a little for the fault interrupt; [] if none came."""
+    deadline = time.monotonic() + FAULT_LOG_WAIT_S
+    while True:
+        found = dma_fault_lines(vm.kmsg_since(cursor), bdf, addr, size)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def transfer(
@@ -124,8 +232,14 @@ def transfer(
     if faults or expect_fault:
         _last_fault[vm.machine.name] = time.monotonic()
     guest_ok = bool(result.get("ok")) and result.get("mismatch") == -1
-    host_ok = None
+    host_ok, where = None, ""
     if result.get("ok") and direction == "from_p2pmem":
         got = host_file_bytes(vm, client, offset, size)
         host_ok = first_mismatch(got, pattern(seed, size)) == -1
-    return Transfer(direction, size, offset, seed, result, guest_ok, host_ok, faults, refused)
+        where = f"{client} backing file @{offset:#x}"
+    elif result.get("ok") and direction == "to_p2pmem":
+        # the helper poisoned the buffer before the peer's DMA: only the DMA can have put the
+        # pattern there, and nothing allocates from the pool between the helper's exit and now
+        got, where = host_cmb_bytes(vm, provider, result["cmb"])
+        host_ok = first_mismatch(got, pattern(seed, size)) == -1
+    return Transfer(direction, size, offset, seed, result, guest_ok, host_ok, faults, refused, where)

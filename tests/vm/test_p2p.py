@@ -3,17 +3,19 @@
 A peer NVMe's O_DIRECT I/O uses a buffer mmapped from another NVMe's CMB (p2pmem/allocate),
 so its DMA lands in (or reads from) that BAR. The observed outcome of every (provider,
 client) pair must be the one the oracle derives from the kernel's rules; bytes are checked by
-the guest CPU and, for writes to a namespace, in the host's backing file.
+the guest CPU and on the host: in the client's backing file for writes to a namespace, in the
+provider's CMB (read out of QEMU at the buffer's guest-physical address) for writes into p2pmem.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from testbed.guest.agent.pattern import pattern
 from testbed.topology.model import EndpointKind
 from testbed.topology.outcome import Outcome, expected_outcome
 
-from .p2p_support import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, transfer
+from .p2p_support import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
 
 pytestmark = pytest.mark.p2p
 
@@ -72,7 +74,7 @@ def test_sizes_and_io_in_flight(vm, size, depth):
     """Same-switch BUS_ADDR: data lands in the CMB and, from it, in the peer's backing file."""
     provider, client = "nvme0", "nvme1"
     into = transfer(vm, provider, client, "to_p2pmem", size=size, offset=2 * MiB, depth=depth)
-    assert into.outcome is Outcome.TRANSFERRED, into.describe()
+    assert into.outcome is Outcome.TRANSFERRED and into.host_bytes_ok, into.describe()
     out = transfer(vm, provider, client, "from_p2pmem", size=size, offset=4 * MiB, depth=depth)
     assert out.outcome is Outcome.TRANSFERRED and out.host_bytes_ok, out.describe()
 
@@ -109,23 +111,33 @@ def test_virtio_blk_queue_refuses_p2p_with_eremoteio(vm):
 
 @pytest.mark.topology("two-switch", matrix=("single-switch",))
 def test_unmap_returns_p2pmem(vm):
-    """After munmap the pool is whole again: `available` equals its value before the map."""
+    """The map takes exactly its size from the pool (or "whole again" would prove nothing);
+    after munmap the pool is whole again: `available` equals its value before the map."""
     bdf = vm.bdf("nvme0")
+    size = 1 * MiB
     before = vm.agent("p2pmem", "state", bdf)["available"]
-    t = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=1 * MiB, offset=10 * MiB)
-    assert t.outcome is Outcome.TRANSFERRED, t.describe()
-    assert t.result["available_after"] == before
+    t = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=size, offset=10 * MiB)
+    assert t.outcome is Outcome.TRANSFERRED and t.host_bytes_ok, t.describe()
+    assert t.result["available_before"] == before, t.result
+    taken = before - t.result["available_mapped"]
+    assert taken == size, f"mapping {size} B of p2pmem took {taken} B from the pool: {t.result}"
+    assert t.result["available_after"] == before, t.result
     assert vm.agent("p2pmem", "state", bdf)["available"] == before
 
 
 @pytest.mark.topology("two-switch")
 def test_thousand_map_use_unmap_cycles(vm):
-    """>= 1000 map / peer DMA / check / unmap cycles: every cycle's bytes right, nothing leaked."""
+    """>= 1000 map / peer DMA / check / unmap cycles: every cycle's bytes right (the guest reads
+    each back, the host checks the last one in nvme1's backing file), nothing leaked."""
+    count, size, seed = 1000, 4 * KiB, fresh_seed()
     result = vm.agent(
         "p2pmem",
         "cycles",
-        {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"), "count": 1000, "size": 4 * KiB, "seed": fresh_seed()},
+        {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"), "count": count, "size": size, "seed": seed},
         timeout=600,
     )
     assert result["ok"], result["failures"]
+    assert result["cycles"] == count, result
+    last = pattern(seed + count - 1, size)  # every cycle writes offset 0 with pattern(seed + i)
+    assert host_file_bytes(vm, "nvme1", 0, size) == last, "nvme1's backing file does not hold the last cycle's pattern"
     assert result["available_after"] == result["baseline"], "p2pmem leaked across the cycles"

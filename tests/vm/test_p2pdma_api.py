@@ -35,7 +35,7 @@ from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuTy
 from testbed.topology.oracle import Verdict, verdict
 from testbed.vm import hotplug
 
-from .p2p_support import FAULT_RE, REFUSED_TEXT, fault_window, fresh_seed
+from .p2p_support import FAULT_RE, REFUSED_TEXT, await_dma_fault, dma_fault_lines, fault_window, fresh_seed
 from .test_vfio import Guest, bar_bytes
 
 pytestmark = [pytest.mark.p2pdma_api]
@@ -247,14 +247,28 @@ class Importer:
         )
 
     def dma(self, addr: int, name: str, faults: bool = False) -> tuple[bytes, bytes, bytes]:
-        """A fresh pattern from edu to addr: (pattern, BAR before, BAR after), read on the host."""
+        """A fresh pattern from edu to addr: (pattern, BAR before, BAR after), read on the host.
+        The DMA is proven issued: probe.py checks edu's own registers (a sentinel replaced by
+        this DMA's address and length, RUN clear), and the probe logs it in this DMA's window of
+        the kernel log. `faults`: this DMA must leave a vIOMMU fault line of its own in that
+        window (an earlier DMA's fault lies before the cursor and cannot count)."""
         seed = fresh_seed()
         before = bar_bytes(self.vm)
         if faults:
             fault_window(self.vm)
+        cursor = self.vm.kmsg_cursor()
         r = self.guest.call("probe_dma", client=self.edu, addr=addr, seed=seed, size=DMA_SIZE, name=name)
         assert r.get("error") == 0, f"edu did not complete the DMA to {addr:#x}: {r}"
-        return pattern(seed, DMA_SIZE), before, bar_bytes(self.vm)
+        after = bar_bytes(self.vm)
+        issued = f"# {name}: {self.edu} wrote {DMA_SIZE} bytes to {addr:#x}: 0"
+        assert issued in self.vm.kmsg_since(cursor), f"the probe did not log this DMA ({issued!r})"
+        if faults:
+            lines = await_dma_fault(self.vm, cursor, self.edu, addr, DMA_SIZE)
+            assert lines, (
+                f"edu's DMA to {addr:#x} ({name}) logged no fault of its own; kernel log since "
+                f"the DMA: {self.vm.kmsg_since(cursor)[-10:]}"
+            )
+        return pattern(seed, DMA_SIZE), before, after
 
     def state(self, what: str = "state") -> dict:
         return self.guest.ok("probe_state", id=self.imp["id"], what=what, name=f"{what}_shm0_edu0")
@@ -381,6 +395,7 @@ def test_revoke_by_unplug(fresh_vm, kernel_messages):
         if loop is not None:
             loop.signal()
             assert loop.wait_exit(timeout=60) == 0, f"the DMA loop did not end cleanly: {loop.lines()}"
+            fault_window(vm)  # the loop's own faults: the next DMA's must not be rate-limited away
             done = loop.lines()[-1]
             assert done.get("ok") and done["dmas"] > 0 and not done["errors"], f"DMAs during the unplug: {done}"
         st = imp.state()
@@ -478,3 +493,15 @@ def test_iova_api(vm, kernel_messages):
     assert out["used_iova"] == iommu, f"dma_iova_try_alloc used an IOVA: {out['used_iova']}, IOMMU: {iommu}"
     # through the IOVA, or dma_map_phys() without one; the DMA after unlink left no trace
     assert_lands(before, after=bar_bytes(vm), want=linked, offset=offset)
+    if iommu:
+        # the DMA after unlink was issued and completed (edu_write_to() returned 0) and faulted:
+        # its fault line is in this ioctl's own kernel log (out["ktap"] holds every record
+        # from the ioctl's start). The DMA through the linked IOVA landed (checked above), so
+        # no fault for that address can be its.
+        issued = cases.get("iova_dma_after_unlink_issued")
+        assert issued is not None and issued.status is Status.PASS, f"the DMA after unlink was not issued: {issued}"
+        faults = dma_fault_lines(out["ktap"], edu, out["iova"], DMA_SIZE)
+        assert faults, (
+            f"edu's DMA to the unlinked IOVA {out['iova']:#x} logged no fault in the ioctl's kernel log:\n  "
+            + "\n  ".join(out["ktap"][-15:])
+        )

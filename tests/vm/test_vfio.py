@@ -27,7 +27,7 @@ from testbed.guest.agent.pattern import pattern
 from testbed.pytest_plugin.guestvm import GuestVM, start_background
 from testbed.vm import hotplug
 
-from .p2p_support import fault_window, fresh_seed
+from .p2p_support import await_dma_fault, fault_window, fresh_seed
 
 pytestmark = [pytest.mark.vfio, pytest.mark.topology("vfio-dmabuf")]
 
@@ -129,12 +129,21 @@ def dma_lands(vm, g: Guest, iova: int, bar_offset: int, size: int) -> None:
 
 
 def dma_blocked(vm, g: Guest, iova: int, size: int = 256) -> None:
-    """The DMA completes on edu's side (it cannot tell), but not one BAR byte changes. The
-    fault's line (which the test declares) must not be rate-limited away: fault_window()."""
+    """The DMA completes on edu's side (it cannot tell), but not one BAR byte changes, and this
+    very DMA left its own fault line: the kernel log is read from a cursor taken right before
+    it, so an earlier DMA's fault cannot stand in for it. edu.py checks the device ran it (its
+    command register reads back with this DMA's tag and RUN clear), or "dma" is not ok. The
+    fault must not be rate-limited away: fault_window()."""
     before = bar_bytes(vm)
     fault_window(vm)
+    cursor = vm.kmsg_cursor()
     r = g.ok("dma", iova=iova, size=size, seed=fresh_seed())
     assert bar_bytes(vm) == before, f"a DMA to revoked iova {iova:#x} changed the BAR ({r})"
+    faults = await_dma_fault(vm, cursor, vm.bdf("edu0"), iova, size)
+    assert faults, (
+        f"edu's DMA to revoked iova {iova:#x} logged no fault of its own (kernel log since the DMA: "
+        f"{vm.kmsg_since(cursor)[-10:]})"
+    )
 
 
 # -- data path ----------------------------------------------------------------------------------

@@ -8,9 +8,19 @@ check is off by one and aborts QEMU on a transfer of all 4096 bytes, so transfer
 that. The default dma_mask is 28 bits: bus addresses must stay below 256 MiB. The transfer
 runs on a QEMU timer 100 ms (virtual clock) after the RUN write; writes to the DMA registers
 while RUN is set are ignored, so every transfer waits for the previous one.
+
+Proof that a transfer was issued and ran: QEMU stores the whole command word (only bits 0-2
+mean anything) and clears RUN in it only after the timer did the DMA. Each transfer carries a
+fresh tag in bits 8-23 of its command; afterwards the command register must read back as that
+command with RUN clear, and src/dst/count as programmed. Anything else raises DmaNotIssued: a
+"completed" DMA the device never ran cannot pass. `EduMmio` reads the same registers through
+the BAR's sysfs resource0 (for an edu a kernel driver owns: the probe module).
 """
 
+import ctypes
+import mmap
 import os
+import random
 import struct
 import time
 
@@ -20,10 +30,31 @@ BUFFER = 0x40000
 BUFFER_SIZE = 4096
 MAX_TRANSFER = BUFFER_SIZE - 1  # QEMU 7.2 aborts on exactly BUFFER_SIZE
 DMA_LIMIT = 1 << 28  # default dma_mask
+TAG_SHIFT, TAG_MASK = 8, 0xFFFF  # command bits QEMU stores but does not interpret
+SYS_PCI = "/sys/bus/pci/devices"
 
 
 class DmaTimeout(Exception):
     pass
+
+
+class DmaNotIssued(Exception):
+    """The device's registers do not show the transfer that was asked for."""
+
+
+def dma_registers(dev) -> dict:
+    """src, dst, count (64-bit registers) and the command word, as the device holds them."""
+    return {
+        "src": dev.read64(REG_DMA_SRC),
+        "dst": dev.read64(REG_DMA_DST),
+        "cnt": dev.read64(REG_DMA_CNT),
+        "cmd": dev.read32(REG_DMA_CMD),
+    }
+
+
+def _next_tag(previous_cmd: int) -> int:
+    tag = random.randrange(1, TAG_MASK + 1)
+    return tag if tag != (previous_cmd >> TAG_SHIFT) & TAG_MASK else tag % TAG_MASK + 1
 
 
 class Edu:
@@ -39,6 +70,9 @@ class Edu:
         if os.pwrite(self.fd, struct.pack("<I", value & 0xFFFFFFFF), self.base + reg) != 4:
             raise OSError(5, f"short write to edu register {reg:#x}")
 
+    def read64(self, reg: int) -> int:
+        return struct.unpack("<Q", os.pread(self.fd, 8, self.base + reg))[0]
+
     def ident(self) -> int:
         return self.read32(REG_ID)
 
@@ -48,6 +82,10 @@ class Edu:
         for addr in (src, dst):
             if addr + count > DMA_LIMIT and not BUFFER <= addr < BUFFER + BUFFER_SIZE:
                 raise ValueError(f"bus address {addr:#x} beyond edu's 28-bit dma_mask")
+        previous = self.read32(REG_DMA_CMD)
+        if previous & CMD_RUN:
+            raise DmaNotIssued(f"edu is still running a DMA (command {previous:#x}): this one would be ignored")
+        cmd |= _next_tag(previous) << TAG_SHIFT
         start = time.monotonic()
         self.write32(REG_DMA_SRC, src)
         self.write32(REG_DMA_DST, dst)
@@ -57,7 +95,15 @@ class Edu:
             if time.monotonic() - start > timeout:
                 raise DmaTimeout(f"edu DMA {src:#x} -> {dst:#x} ({count} B) still busy after {timeout}s")
             time.sleep(0.01)
-        return time.monotonic() - start
+        seconds = time.monotonic() - start
+        want = {"src": src, "dst": dst, "cnt": count, "cmd": cmd}
+        got = dma_registers(self)
+        if got != want:
+            raise DmaNotIssued(
+                "edu's registers after the DMA do not show it ran: "
+                + ", ".join(f"{k} {got[k]:#x} (want {want[k]:#x})" for k in want if got[k] != want[k])
+            )
+        return seconds
 
     def from_bus(self, bus_addr: int, count: int, buf_off: int = 0, timeout: float = 10.0) -> float:
         """Bus address (an IOVA) -> device buffer: the device reads memory."""
@@ -66,3 +112,28 @@ class Edu:
     def to_bus(self, bus_addr: int, count: int, buf_off: int = 0, timeout: float = 10.0) -> float:
         """Device buffer -> bus address (an IOVA): the device writes memory."""
         return self._run(BUFFER + buf_off, bus_addr, count, CMD_TO_BUS, timeout)
+
+
+class EduMmio:
+    """edu's registers through the BAR0 sysfs resource file: for an edu a kernel driver drives
+    (the probe module), to see what the device did, not what the driver says."""
+
+    def __init__(self, bdf: str):
+        fd = os.open(os.path.join(SYS_PCI, bdf, "resource0"), os.O_RDWR | os.O_SYNC)
+        try:
+            self.map = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+
+    # one load or store of the register's width each (edu ignores other access sizes)
+    def read32(self, reg: int) -> int:
+        return ctypes.c_uint32.from_buffer(self.map, reg).value
+
+    def read64(self, reg: int) -> int:
+        return ctypes.c_uint64.from_buffer(self.map, reg).value
+
+    def write64(self, reg: int, value: int) -> None:
+        ctypes.c_uint64.from_buffer(self.map, reg).value = value
+
+    def close(self) -> None:
+        self.map.close()

@@ -11,13 +11,19 @@
         P2P writes from p2pmem to the client back to back until PATH exists or one fails
 
 `to_p2pmem`: the peer NVMe reads its namespace into the p2pmem buffer (its DMA writes the
-provider's BAR). `from_p2pmem`: the peer writes the buffer to its namespace (its DMA reads
-the BAR); the host then checks the namespace's backing file.
+provider's BAR); the host then reads the CMB itself (QMP pmemsave of the guest-physical range
+`transfer` reports under "cmb"). `from_p2pmem`: the peer writes the buffer to its namespace
+(its DMA reads the BAR); the host then checks the namespace's backing file.
+
+`transfer` also reports `available_mapped`: the pool's `available` while the buffer is
+mapped (the mmap allocates from the pool), so a caller can tell the mapping took memory.
 """
 
+import ctypes
 import json
 import mmap
 import os
+import struct
 import sys
 import threading
 import time
@@ -26,6 +32,9 @@ from common import SYS_PCI, block_device, emit, error_of, read
 from pattern import first_mismatch, pattern, poison
 
 PAGE = 4096
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_PFN_MASK = (1 << 55) - 1
+IORESOURCE_MEM = 0x200
 
 
 def state(bdf: str) -> dict:
@@ -43,6 +52,65 @@ def map_p2pmem(bdf: str, size: int) -> mmap.mmap:
         return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
     finally:
         os.close(fd)
+
+
+def _address_of(buf: mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def phys_extents(buf: mmap.mmap) -> list:
+    """[[physical address, length], ...] of the buffer's pages, merged where contiguous
+    (/proc/self/pagemap; root sees the PFNs). A page that is not present raises."""
+    start = _address_of(buf)
+    pages = (len(buf) + PAGE - 1) // PAGE
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        raw = os.pread(fd, 8 * pages, (start // PAGE) * 8)
+    finally:
+        os.close(fd)
+    extents = []
+    for i, (entry,) in enumerate(struct.iter_unpack("<Q", raw)):
+        pfn = entry & PAGEMAP_PFN_MASK
+        if not entry & PAGEMAP_PRESENT or not pfn:
+            raise OSError(14, f"page {i} of the p2pmem buffer: pagemap entry {entry:#x} has no PFN")
+        phys = pfn * PAGE
+        if extents and extents[-1][0] + extents[-1][1] == phys:
+            extents[-1][1] += PAGE
+        else:
+            extents.append([phys, PAGE])
+    return extents
+
+
+def bars(bdf: str) -> list:
+    """(index, start, size) of each memory BAR, from the device's sysfs `resource`."""
+    out = []
+    with open(os.path.join(SYS_PCI, bdf, "resource")) as f:
+        for index, line in enumerate(f):
+            start, end, flags = (int(v, 16) for v in line.split()[:3])
+            if index < 6 and flags & IORESOURCE_MEM and end > start:
+                out.append((index, start, end - start + 1))
+    return out
+
+
+def cmb_location(bdf: str, buf: mmap.mmap) -> dict:
+    """Where the p2pmem buffer lives: the provider's BAR holding it (index and start address as
+    the guest's sysfs `resource` says) and each physical extent as [offset into that BAR,
+    length]. The host reads those guest-physical ranges out of QEMU. {"error": ...} when the
+    buffer is in none of the provider's BARs (the host then has nothing to read)."""
+    try:
+        extents = phys_extents(buf)
+    except OSError as exc:
+        return {"error": str(exc)}
+    for index, start, size in bars(bdf):
+        if all(start <= phys and phys + length <= start + size for phys, length in extents):
+            return {
+                "bar": index,
+                "bar_start": start,
+                "bar_size": size,
+                "extents": [[phys - start, length] for phys, length in extents],
+            }
+    where = [[hex(phys), length] for phys, length in extents]
+    return {"error": f"the p2pmem buffer ({where}) is in no memory BAR of {bdf}"}
 
 
 def _chunks(size: int, depth: int) -> list:
@@ -93,9 +161,11 @@ def transfer(args: dict) -> dict:
     before = state(provider)
     result = {"device": device, "available_before": before["available"]}
     buf = map_p2pmem(provider, size)
+    result["available_mapped"] = state(provider)["available"]
     fd = os.open(device, os.O_RDWR | os.O_DIRECT)
     view = memoryview(buf)
     try:
+        result["cmb"] = cmb_location(provider, buf)
         if direction == "to_p2pmem":
             # the peer's namespace gets the pattern from RAM, the p2pmem buffer is poisoned,
             # then the peer DMAs the pattern into the provider's BAR
@@ -154,17 +224,22 @@ def ramwrite(args: dict) -> dict:
 
 
 def cycles(args: dict) -> dict:
-    """map / write by the peer from p2pmem / check / unmap, `count` times."""
+    """map (taking `size` from the pool) / write by the peer from p2pmem / check / unmap,
+    `count` times."""
     provider, client, size, count = args["provider"], args["client"], args["size"], args["count"]
     device = block_device(client)
     baseline = state(provider)["available"]
     fd = os.open(device, os.O_RDWR | os.O_DIRECT)
     ram = _ram_buffer(size)
     failures = []
+    done = 0
     try:
         for i in range(count):
             data = pattern(args["seed"] + i, size)
             buf = map_p2pmem(provider, size)
+            taken = baseline - state(provider)["available"]
+            if taken != size:  # the mapping must come out of the pool, or this is no p2pmem
+                failures.append({"cycle": i, "pool_taken": taken, "mapped": size})
             buf[:] = data
             try:
                 with memoryview(buf) as view:
@@ -175,6 +250,7 @@ def cycles(args: dict) -> dict:
             _parallel_io(fd, memoryview(ram), 0, 1, write=False)
             if bytes(ram[:]) != data:
                 failures.append({"cycle": i, "mismatch": first_mismatch(bytes(ram[:]), data)})
+            done = i + 1
             if len(failures) > 5:
                 break
     finally:
@@ -182,6 +258,7 @@ def cycles(args: dict) -> dict:
         ram.close()
     return {
         "ok": not failures,
+        "cycles": done,  # the last one wrote pattern(seed + cycles - 1) at offset 0
         "failures": failures,
         "baseline": baseline,
         "available_after": state(provider)["available"],

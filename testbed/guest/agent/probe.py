@@ -24,6 +24,7 @@ import time
 import probe_uapi as P
 from common import BIND_TIMEOUT_S, bind_driver, emit, error_of, kmsg_records
 from common import driver as _driver
+from edu import BUFFER, CMD_RUN, CMD_TO_BUS, REG_DMA_CMD, REG_DMA_CNT, REG_DMA_DST, DmaNotIssued, EduMmio, dma_registers
 
 DEVICE = "/dev/p2pdma_probe"
 
@@ -131,10 +132,36 @@ def state(request: int, import_id: int, name: str) -> dict:
     }
 
 
-def dma(client: str, addr: int, data: bytes, name: str) -> int:
-    buf = ctypes.create_string_buffer(data, len(data))
-    out = ioctl(P.P2PDMA_PROBE_DMA, P.DMA, (client.encode(), addr, ctypes.addressof(buf), len(data), 0, name.encode()))
-    return out[4]
+def dma(client: str, addr: int, data: bytes, name: str, verify: bool = True) -> int:
+    """The probe's edu writes `data` to `addr`; the probe's error (0: it saw the DMA finish).
+    With `verify`, the device itself must show the DMA: a sentinel goes into edu's dst and
+    count registers first (through resource0), and after the ioctl they must hold `addr` and
+    the length, with the command "to the bus" and RUN clear. Raises DmaNotIssued otherwise."""
+    regs = EduMmio(client) if verify else None
+    try:
+        if regs is not None:
+            sentinel = 0xDEAD000 if addr != 0xDEAD000 else 0xBEEF000
+            if regs.read32(REG_DMA_CMD) & CMD_RUN:
+                raise DmaNotIssued(f"{client}'s edu is busy before the DMA: {dma_registers(regs)}")
+            regs.write64(REG_DMA_DST, sentinel)
+            regs.write64(REG_DMA_CNT, 0)
+            if (regs.read64(REG_DMA_DST), regs.read64(REG_DMA_CNT)) != (sentinel, 0):
+                raise DmaNotIssued(f"{client}'s edu did not take the sentinel: {dma_registers(regs)}")
+        buf = ctypes.create_string_buffer(data, len(data))
+        fields = (client.encode(), addr, ctypes.addressof(buf), len(data), 0, name.encode())
+        error = ioctl(P.P2PDMA_PROBE_DMA, P.DMA, fields)[4]
+        if regs is not None and error == 0:
+            got = dma_registers(regs)
+            ran = got["cmd"] & (CMD_RUN | CMD_TO_BUS) == CMD_TO_BUS
+            if not ran or (got["src"], got["dst"], got["cnt"]) != (BUFFER, addr, len(data)):
+                raise DmaNotIssued(
+                    f"the probe says its edu wrote {len(data)} B to {addr:#x}, the device's registers "
+                    f"say otherwise: { {k: hex(v) for k, v in got.items()} }"
+                )
+        return error
+    finally:
+        if regs is not None:
+            regs.close()
 
 
 def branch(args: dict) -> dict:
@@ -203,7 +230,7 @@ def dmaloop(args: dict) -> dict:
     count, errors, started = 0, {}, time.monotonic()
     emit({"looping": True})
     while not os.path.exists(args["stop"]) and time.monotonic() - started < args.get("limit", 120):
-        err = dma(args["client"], args["addr"], pat.pattern(count + 1, args.get("size", 256)), "dmaloop")
+        err = dma(args["client"], args["addr"], pat.pattern(count + 1, args.get("size", 256)), "dmaloop", verify=False)
         count += 1
         if err:
             errors[str(err)] = errors.get(str(err), 0) + 1
