@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import TestbedError
 from ..guestvm import GuestVM
 from ..guestvm.fingerprint import take as take_fingerprint
 from ..logs.known import KnownSplat, find_known, kernel_release
-from ..logs.splat import Splat, scan_lines
+from ..logs.signature import SKIP_FRAMES, SUFFIX_RE, call_trace
+from ..logs.splat import EXCERPT_LINES, Splat, scan_lines
 from ..logs.windows import outside_windows
 from ..topology import load_topology
 from ..vm import Machine
@@ -105,11 +109,13 @@ class VmPool:
         return vm
 
     def release(self, vm: GuestVM | None, machine: Machine | None = None) -> None:
-        """Shut down, then scan the console outside every test window: a splat there fails
-        the session (it happened during boot, between tests or at shutdown)."""
+        """Scan for leaks (kmemleak kernels), shut down, then scan the console outside every
+        test window: a splat there, or a leak, fails the session (it happened during boot,
+        between tests or at shutdown, or was never freed in the VM's life)."""
         if machine is None:
             assert vm is not None, "release() needs the VM or its machine"
             machine = vm.machine
+        leaks = self._kmemleak(vm) if vm is not None else None
         try:
             machine.shutdown()
         finally:
@@ -117,14 +123,112 @@ class VmPool:
             release = kernel_release(lines)
             for first, last in outside_windows(lines):
                 for splat in scan_lines(lines[first - 1 : last], first_line=first):
+                    if leaks is not None and splat.kind == "kmemleak" and splat.first_line > leaks.console_mark:
+                        continue  # our scan's "N new suspected memory leaks": each leak is reported below
                     self.stray_splats.append(
                         StraySplat(machine.name, machine.console_log, splat, find_known(splat, release, self.known))
                     )
+            if leaks is not None:
+                for splat in leaks.splats:
+                    known = find_known(splat, release, self.known)
+                    self.stray_splats.append(StraySplat(machine.name, leaks.report, splat, known))
+
+    def _kmemleak(self, vm: GuestVM) -> KmemleakScan | None:
+        """kmemleak's verdict on the VM's whole life, before it shuts down (None: no kmemleak in
+        this kernel, or the guest cannot be asked). Each leak is printed with its backtrace."""
+        if not vm.machine.process.alive():
+            return None
+        mark = len(_read_lines(vm.machine.console_log))
+        start = time.monotonic()
+        try:
+            result = vm.run(KMEMLEAK_SCAN, timeout=KMEMLEAK_TIMEOUT_S)
+        except (TestbedError, OSError) as exc:  # a guest that cannot answer any more
+            self.progress(f"kmemleak: no leak check of {vm.machine.name}: {exc}")
+            return None
+        if result.status == NO_KMEMLEAK:
+            return None
+        if result.status != 0:
+            # kmemleak disabled itself (its log says why) or debugfs is missing: say so, loudly
+            self.progress(f"kmemleak: no leak check of {vm.machine.name}: {result.stderr.strip() or result.status}")
+            return None
+        report = vm.machine.console_log.parent / "kmemleak.txt"
+        report.write_text(result.stdout)
+        splats = parse_kmemleak(result.stdout)
+        took = time.monotonic() - start
+        self.progress(f"kmemleak: {vm.machine.name}: {len(splats)} leak(s) after its whole life (scan {took:.1f}s)")
+        for splat in splats:
+            self.progress(f"kmemleak: {vm.machine.name}: {splat.signature} ({report}:{splat.first_line})")
+            for line in splat.excerpt.splitlines():
+                self.progress(f"  {line}")
+        return KmemleakScan(report, mark, tuple(splats))
 
     def close(self) -> None:
         while self.shared:
             _, vm = self.shared.popitem()
             self.release(vm)
+
+
+# -- kmemleak -----------------------------------------------------------------------------------
+
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+NO_KMEMLEAK = 3
+# An object is reported once it is unreferenced and at least 5 s old (MSECS_MIN_AGE, counted
+# from the start of a scan), and one whose contents changed since the previous scan (a new one
+# has no checksum yet) waits for the next: scan, let the last allocations age, scan again, read
+# what is left. Writing "scan" returns when the scan is done; a 2 GiB TCG guest with KASAN takes
+# ~6 s for one, which is then most of the wait.
+KMEMLEAK_AGE_S = 6  # MSECS_MIN_AGE and a second of /proc/uptime truncation
+KMEMLEAK_SCAN = (
+    f"test -w {KMEMLEAK} || exit {NO_KMEMLEAK}; "
+    f"t0=$(cut -d. -f1 /proc/uptime); echo scan > {KMEMLEAK} || exit 1; "
+    f"w=$(({KMEMLEAK_AGE_S} - $(cut -d. -f1 /proc/uptime) + t0)); if [ $w -gt 0 ]; then sleep $w; fi; "
+    f"echo scan > {KMEMLEAK} && cat {KMEMLEAK}"
+)
+KMEMLEAK_TIMEOUT_S = 120.0  # two scans of a 2 GiB TCG guest with KASAN, and the wait
+OBJECT_RE = re.compile(r"^unreferenced object(?P<type> \(\w+\))? 0x[0-9a-f]+ \(size (?P<size>\d+)\):")
+# the allocator's own frames at the top of every kmemleak backtrace, never the leak's place
+ALLOCATOR_FRAME_RE = re.compile(
+    r"^_*(?:kmemleak|kmalloc|kmem_cache_alloc|k[vz]?[mz]alloc|kv?calloc|vmalloc|vzalloc|kv?realloc|kmemdup|"
+    r"kstrn?dup|kv?asprintf|devm_k|pcpu_alloc|alloc_percpu|alloc_pages|alloc_frozen_pages|folio_alloc|"
+    r"mempool_alloc|slab_|do_kmalloc|memblock_|alloc_slab|new_slab)"
+)
+
+
+@dataclass(frozen=True)
+class KmemleakScan:
+    report: Path  # /sys/kernel/debug/kmemleak as read at the end, beside the console log
+    console_mark: int  # console lines before the scan (its summary line comes after)
+    splats: tuple[Splat, ...]
+
+
+def parse_kmemleak(text: str) -> list[Splat]:
+    """One splat per object in a /sys/kernel/debug/kmemleak report (mm/kmemleak.c
+    print_unreferenced()): "kmemleak: unreferenced object in <where>", where is the first
+    frame of its allocation backtrace below the allocator; lines count in `text`."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if OBJECT_RE.match(line)]
+    splats = []
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        block = lines[start:end]
+        m = OBJECT_RE.match(block[0])
+        assert m is not None
+        body = "\n".join(block)
+        title = f"unreferenced object{m['type'] or ''} (size {m['size']})"
+        where = next(
+            (
+                SUFFIX_RE.sub("", f)
+                for f in call_trace(body)
+                if not ALLOCATOR_FRAME_RE.match(f) and not SKIP_FRAMES.search(f)
+            ),
+            "",
+        )
+        signature = "kmemleak: unreferenced object" + (f" in {where}" if where else "")
+        excerpt = "\n".join(block[:EXCERPT_LINES])
+        splats.append(Splat("kmemleak", title, start + 1, end, excerpt, body, signature))
+    return splats
 
 
 def _read_lines(path: Path) -> list[str]:
