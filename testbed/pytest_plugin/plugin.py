@@ -462,6 +462,8 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
                 f"({stray.console}:{stray.first_line}-{stray.last_line})",
                 red=True,
             )
+            for line in stray.excerpt.splitlines():
+                terminalreporter.write_line("    " + line, red=True)
     _base_fixes_summary(terminalreporter, state.record.boots)
     _known_summary(terminalreporter, state.known_seen, strict, state.results / "known-splats.tsv")
     _signature_summary(terminalreporter, state.record.splats)
@@ -562,7 +564,7 @@ def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
         where = f"outside any test in {s.vm}"
         state.strays.append(
             Stray(s.vm, str(s.console_log), s.splat.first_line, s.splat.last_line, s.splat.signature,
-                  s.known.where if s.known else None)
+                  s.known.where if s.known else None, s.splat.excerpt)
         )  # fmt: skip
         state.record.splats.append(SplatRecord.of(s.splat, where, s.known, s.console_log))
         if s.known is not None and not strict:

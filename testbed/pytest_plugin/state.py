@@ -48,6 +48,7 @@ class Stray:
     last_line: int
     signature: str
     known: str | None  # the known-splats entry, if any
+    excerpt: str = ""  # the report's first lines (a leak's backtrace, an oops), for the summary
 
 
 @dataclass
