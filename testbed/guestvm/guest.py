@@ -180,11 +180,6 @@ class Background:
         self.name = name
         self.spawned = spawned
 
-    @property
-    def flag(self) -> str:
-        """The file the helper waits for (hold: go; stream: stop)."""
-        return f"/run/testbed/{self.name}.flag"
-
     def lines(self) -> list[dict]:
         return self.spawned.lines()
 
@@ -194,7 +189,6 @@ class Background:
             self.spawned.send({"signal": "go"}, self.vm.machine.timeouts.guest_command)
         except GuestError:
             pass  # it has exited already (an I/O failed): wait_exit() tells
-        self.vm.run(["touch", self.flag], check=True)  # helpers that still wait for the file
 
     def wait_started(self, key: str, timeout: float | None = None) -> dict:
         timeout = self.vm.machine.timeouts.guest_command if timeout is None else timeout
@@ -206,6 +200,4 @@ class Background:
 
 
 def start_background(vm: GuestVM, name: str, module: str, command: str, args: dict) -> Background:
-    flag = f"/run/testbed/{name}.flag"
-    vm.run(["rm", "-f", flag], check=True)
-    return Background(vm, name, vm.spawn(module, command, {**args, "go": flag, "stop": flag}))
+    return Background(vm, name, vm.spawn(module, command, args))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.guest.agent.pattern import first_mismatch, pattern
-from testbed.pytest_plugin.guestvm import GuestVM
+from testbed.guestvm import GuestVM
 from testbed.topology.outcome import Outcome, observed_outcome
 
 # A fresh seed for every transfer: the P2P pool hands the same CMB addresses out again, so a

@@ -12,8 +12,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.guest.agent.pattern import pattern
-from testbed.pytest_plugin.guestvm import start_background
-from testbed.render import hotplug_device
+from testbed.guestvm import start_background
 from testbed.topology.outcome import Outcome, expected_outcome
 from testbed.vm import hotplug
 
@@ -25,18 +24,12 @@ SIGBUS = 7
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
 
-def _port_bdf(vm, device: str) -> str | None:
-    parent = vm.layout[device].upstream
-    return vm.layout[parent].bdf if parent else None
-
-
 def _unplug(vm, device: str) -> hotplug.UnplugResult:
-    vm.dirty = True
-    return hotplug.unplug(vm.machine, device, vm.bdf(device), _port_bdf(vm, device))
+    return vm.unplug(device)
 
 
 def _plug(vm, device: str) -> float:
-    return hotplug.plug(vm.machine, hotplug_device(vm.topology, device), vm.bdf(device), "nvme")
+    return vm.plug(device)
 
 
 class Written:

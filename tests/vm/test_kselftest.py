@@ -24,9 +24,9 @@ import re
 
 import pytest
 
+from testbed.guestvm import GuestVM
 from testbed.kselftest.run import ProgramRun
 from testbed.logs.ktap import KtapCase, Status, parse_ktap
-from testbed.pytest_plugin.guestvm import GuestVM
 from testbed.pytest_plugin.kselftest import KselftestSession, KunitCase, SelftestCase, session_of
 from testbed.pytest_plugin.plugin import in_ci
 from testbed.topology import Topology

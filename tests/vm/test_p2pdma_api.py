@@ -27,8 +27,8 @@ import re
 import pytest
 
 from testbed.guest.agent.pattern import pattern
+from testbed.guestvm import start_background
 from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
-from testbed.pytest_plugin.guestvm import start_background
 from testbed.pytest_plugin.report import CensusRow
 from testbed.topology import shipped_names
 from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, MapType, Topology
@@ -373,7 +373,6 @@ def test_revoke_by_unplug(fresh_vm, kernel_messages):
     keeps writing it: invalidate_mappings runs while the exporter's driver unbinds, before the
     device is deleted (event order recorded in the kernel), the DMA loop ends cleanly."""
     vm = fresh_vm
-    port = vm.layout[vm.layout["shm0"].upstream].bdf
     kernel_messages.expect(
         r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user",
         "vfio_pci_core_request() with a REQ eventfd registered",
@@ -391,7 +390,7 @@ def test_revoke_by_unplug(fresh_vm, kernel_messages):
                 vm, "dmaloop", "probe", "dmaloop", {"client": imp.edu, "addr": imp.imp["dma_addr"] + DMA_OFFSET}
             )
             loop.wait_started("looping", timeout=60)
-        hotplug.unplug(vm.machine, "shm0", vm.bdf("shm0"), port)
+        vm.unplug("shm0")
         if loop is not None:
             loop.signal()
             assert loop.wait_exit(timeout=60) == 0, f"the DMA loop did not end cleanly: {loop.lines()}"

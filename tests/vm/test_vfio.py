@@ -9,22 +9,20 @@ byte as before. A DMA that must not land leaves the file identical byte for byte
 guest logs the DMAR fault (declared with `kernel_messages.expect`).
 
 A guest session (`vfio.py serve`) keeps the fds open across host-side steps; the host sends it
-one command at a time (see `Guest`).
+one operation at a time on its stdin, through the VM's agent (testbed.guestvm.vfio.VfioSession).
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import re
-import shlex
 import time
 
 import pytest
 
-from testbed.errors import GuestError
 from testbed.guest.agent.pattern import pattern
-from testbed.pytest_plugin.guestvm import GuestVM, start_background
+from testbed.guestvm import GuestVM
+from testbed.guestvm.vfio import VfioSession
 from testbed.vm import hotplug
 
 from .p2p_support import await_dma_fault, fault_window, fresh_seed
@@ -37,66 +35,7 @@ BAR_SIZE = 1 * MiB
 PEER_IOVA = 0x800000  # where dma-bufs are mapped (edu's dma_mask is 28 bits)
 
 
-class Guest:
-    """The host end of one `vfio.py serve` session: numbered command files, one answer each."""
-
-    _count = 0
-
-    def __init__(
-        self, vm, exporter: str = "shm0", dma: str | None = "edu0", req: bool = False, close_on_req: bool = False
-    ):
-        Guest._count += 1
-        self.vm = vm
-        self.name = f"vfio{Guest._count}"
-        self.dir = f"/run/testbed/{self.name}.d"
-        self.seq = 0
-        self.closed = False
-        self.bg = start_background(vm, self.name, "vfio", "serve", {"dir": self.dir, "idle": 600})
-        self.bg.wait_started("serving", timeout=60)
-        # without dma the session only exports (the kernel-side probe imports, test_p2pdma_api)
-        self.opened = self.call(
-            "open", exporter=vm.bdf(exporter), dma=vm.bdf(dma) if dma else None, req=req, close_on_req=close_on_req
-        )
-        assert self.opened["ok"], self.opened
-
-    def call(self, op: str, timeout: float = 30.0, **args) -> dict:
-        self.seq += 1
-        cmd, res = f"{self.dir}/cmd.{self.seq}", f"{self.dir}/res.{self.seq}.json"
-        body = json.dumps({"op": op, **args})
-        polls = int(timeout / 0.05)
-        script = (
-            f"printf %s {shlex.quote(body)} > {cmd}.tmp && mv {cmd}.tmp {cmd}.json && "
-            f"i=0; while [ ! -e {res} ] && [ $i -lt {polls} ]; do sleep 0.05; i=$((i+1)); done; "
-            f"cat {res} 2>/dev/null"
-        )
-        out = self.vm.run(script, timeout=timeout + 30).stdout.strip()
-        if not out:
-            raise GuestError(
-                f"vfio session {self.name}: no answer to {op} {args} within {timeout:.0f}s; "
-                f"helper output: {self.bg.lines()}"
-            )
-        return json.loads(out)
-
-    def ok(self, op: str, **args) -> dict:
-        r = self.call(op, **args)
-        assert r.get("ok"), f"{op} {args}: {r}"
-        return r
-
-    def quit(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.call("quit")
-            self.bg.wait_exit(timeout=30)
-
-    def __enter__(self) -> Guest:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.quit()
-        except Exception:  # noqa: BLE001 - do not mask the test's own failure
-            if exc[0] is None:
-                raise
+Guest = VfioSession  # the host end of one `vfio.py serve` session (testbed/guestvm/vfio.py)
 
 
 def bar_bytes(vm) -> bytes:
@@ -415,8 +354,7 @@ def test_unplug_exporter_while_imported(fresh_vm, kernel_messages):
     with Guest(vm, req=True, close_on_req=True) as g:
         buf = _mapped(vm, g)
         before = bar_bytes(vm)
-        vm.dirty = True
-        result = hotplug.unplug(vm.machine, "shm0", vm.bdf("shm0"), port)
+        result = vm.unplug("shm0")
         assert result.seconds >= hotplug.PCIEHP_BUTTON_WAIT_S, result
         _closed_on_request_and_revoked(vm, g, buf, before)
 

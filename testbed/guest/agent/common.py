@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import re
+import select
 import sys
 import time
 
@@ -134,3 +135,18 @@ def kmsg_records(fd: int):
         fields = head.split(",")
         seq = int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None
         yield seq, text.rstrip("\n").split("\n")[0]
+
+
+def signalled() -> bool:
+    """Has the host signalled this helper (a line on its stdin, from Background.signal(), or
+    stdin closed)? Does not wait."""
+    ready, _, _ = select.select([0], [], [], 0)
+    if ready:
+        os.read(0, 4096)
+    return bool(ready)
+
+
+def wait_signal() -> None:
+    """Wait until the host signals this helper (a line on stdin, or stdin closed)."""
+    select.select([0], [], [])
+    os.read(0, 4096)

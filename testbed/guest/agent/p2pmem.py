@@ -5,10 +5,11 @@
                                  "size": N, "offset": N, "seed": N, "depth": N}'
     python3 p2pmem.py cycles '{"provider": BDF, "client": BDF, "count": N, "size": N, "seed": N}'
     python3 p2pmem.py ramwrite '{"client": BDF, "size": N, "offset": N, "seed": N}'   (no P2P)
-    python3 p2pmem.py hold '{"provider": BDF, "size": N, "seed": N, "go": PATH}'
-        mmap and fill, print {"mapped": ...}, wait until PATH exists, touch the buffer again
-    python3 p2pmem.py stream '{"provider": BDF, "client": BDF, "size": N, "seed": N, "stop": PATH}'
-        P2P writes from p2pmem to the client back to back until PATH exists or one fails
+    python3 p2pmem.py hold '{"provider": BDF, "size": N, "seed": N}'
+        mmap and fill, print {"mapped": ...}, wait for a line on stdin (the host's go), touch
+        the buffer again
+    python3 p2pmem.py stream '{"provider": BDF, "client": BDF, "size": N, "seed": N}'
+        P2P writes from p2pmem to the client back to back until a line on stdin or one fails
 
 `to_p2pmem`: the peer NVMe reads its namespace into the p2pmem buffer (its DMA writes the
 provider's BAR); the host then reads the CMB itself (QMP pmemsave of the guest-physical range
@@ -26,9 +27,8 @@ import os
 import struct
 import sys
 import threading
-import time
 
-from common import SYS_PCI, block_device, emit, error_of, read
+from common import SYS_PCI, block_device, emit, error_of, read, signalled, wait_signal
 from pattern import first_mismatch, pattern, poison
 
 PAGE = 4096
@@ -265,11 +265,6 @@ def cycles(args: dict) -> dict:
     }
 
 
-def _wait_for(path: str) -> None:
-    while not os.path.exists(path):
-        time.sleep(0.05)
-
-
 def hold(args: dict) -> None:
     """Map and fill a buffer, report, wait for the go file, then touch it again. If the
     provider went away meanwhile the touch raises SIGBUS and the process dies of it."""
@@ -277,7 +272,7 @@ def hold(args: dict) -> None:
     buf = map_p2pmem(args["provider"], size)
     buf[:] = pattern(args["seed"], size)
     emit({"mapped": True, "size": size, "pid": os.getpid()})
-    _wait_for(args["go"])
+    wait_signal()  # the host's go (after it unplugged the provider)
     intact = bytes(buf[:size]) == pattern(args["seed"], size)
     emit({"touched": True, "intact": intact})
     buf.close()
@@ -293,7 +288,7 @@ def stream(args: dict) -> None:
     emit({"started": True, "pid": os.getpid()})
     try:
         with memoryview(buf) as view:
-            while not os.path.exists(args["stop"]):
+            while not signalled():
                 _parallel_io(fd, view, 0, args.get("depth", 4), write=True)
                 done += 1
     except OSError as exc:

@@ -4,7 +4,7 @@
     python3 probe.py bind   '{"bdf": BDF, "driver": "p2pdma_probe"|"vfio-pci"|null}'
     python3 probe.py census '{}'
     python3 probe.py branch '{"provider": BDF, "bar": 2, "clients": [BDF, ...]}'
-    python3 probe.py dmaloop '{"client": BDF, "addr": X, "stop": PATH}'  (a DMA in use, background)
+    python3 probe.py dmaloop '{"client": BDF, "addr": X}'  (a DMA in use, until a line on stdin)
     python3 probe.py iova   '{"client": BDF, "provider": BDF, "bar": 2, "offset": O,
                               "pattern": HEX, "after_unlink": HEX, "repeats": N}'
 
@@ -22,7 +22,7 @@ import sys
 import time
 
 import probe_uapi as P
-from common import BIND_TIMEOUT_S, bind_driver, emit, error_of, kmsg_records
+from common import BIND_TIMEOUT_S, bind_driver, emit, error_of, kmsg_records, signalled
 from common import driver as _driver
 from edu import BUFFER, CMD_RUN, CMD_TO_BUS, REG_DMA_CMD, REG_DMA_CNT, REG_DMA_DST, DmaNotIssued, EduMmio, dma_registers
 
@@ -229,7 +229,7 @@ def dmaloop(args: dict) -> dict:
 
     count, errors, started = 0, {}, time.monotonic()
     emit({"looping": True})
-    while not os.path.exists(args["stop"]) and time.monotonic() - started < args.get("limit", 120):
+    while not signalled() and time.monotonic() - started < args.get("limit", 120):
         err = dma(args["client"], args["addr"], pat.pattern(count + 1, args.get("size", 256)), "dmaloop", verify=False)
         count += 1
         if err:

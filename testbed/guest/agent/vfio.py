@@ -1,14 +1,14 @@
 """VFIO dma-buf export of a BAR, iommufd import, and a peer's DMA into it (stdlib only).
 
     python3 vfio.py bind '{"bdfs": [BDF, ...]}'          bind to vfio-pci, report the cdevs
-    python3 vfio.py serve '{"dir": PATH, "idle": S}'     a long-lived session (below)
+    python3 vfio.py serve '{"idle": S}'                  a long-lived session (below)
 
 A session owns: the exporter's and the DMA engine's (edu) VFIO cdev fds, both bound to one
 iommufd, edu attached to one IOAS, a RAM buffer mapped in that IOAS at RAM_IOVA (the DMA
-source), and any dma-bufs exported from the exporter. `serve` reads commands from numbered
-files `DIR/cmd.N.json` (N = 1, 2, ...; the host writes each one atomically), runs them in
-order and writes `DIR/res.N.json` (atomically) plus one JSON line on stdout per command.
-Between commands it watches the exporter's REQ eventfd: when the kernel relays a device
+source), and any dma-bufs exported from the exporter. `serve` reads commands as JSON lines on
+stdin (the guest agent relays the host's), runs them in order and answers each with one JSON
+line on stdout carrying its sequence number (testbed/guestvm/vfio.py is the host end). In the
+same select it watches the exporter's REQ eventfd: when the kernel relays a device
 request (hot-unplug), the session records it and, if asked (`close_on_req`), closes the
 exporter's device fd at once so the unplug can finish. It exits on `quit` or after `idle`
 seconds without a command.
@@ -387,13 +387,6 @@ class Session:
             self.ram = None
 
 
-def _write_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.rename(tmp, path)
-
-
 def run_command(session: Session, cmd: dict) -> dict:
     handler = getattr(session, "op_" + cmd.get("op", ""), None)
     if handler is None:
@@ -446,38 +439,7 @@ def serve_stdin(args: dict) -> None:
 
 
 def serve(args: dict) -> None:
-    if "dir" not in args:
-        serve_stdin(args)
-        return
-    d = args["dir"]
-    idle = args.get("idle", 900)
-    os.makedirs(d, exist_ok=True)
-    session = Session()
-    seq, last = 1, time.monotonic()
-    emit({"serving": True, "pid": os.getpid(), "dir": d})
-    try:
-        while True:
-            path = os.path.join(d, f"cmd.{seq}.json")
-            if not os.path.exists(path):
-                session.poll_req(0.02)
-                if time.monotonic() - last > idle:
-                    emit({"idle_exit": True, "seq": seq})
-                    break
-                continue
-            with open(path) as f:
-                cmd = json.load(f)
-            if cmd.get("op") == "quit":
-                session.close()  # before answering: the next session may open the devices at once
-                result = {"ok": True}
-            else:
-                result = run_command(session, cmd)
-            _write_atomic(os.path.join(d, f"res.{seq}.json"), result)
-            emit({"seq": seq, "op": cmd.get("op"), **result})
-            seq, last = seq + 1, time.monotonic()
-            if cmd.get("op") == "quit":
-                break
-    finally:
-        session.close()
+    serve_stdin(args)
 
 
 def main() -> None:
