@@ -253,14 +253,7 @@ def testbed_pool(request: pytest.FixtureRequest) -> Iterator[VmPool]:
     _require_qemu()
     config = request.config
     accel = config.getoption("accel")
-    kernel = state_of(config).kernel
-    options = BootOptions(
-        accel=None if accel == "auto" else accel,
-        kernel_config=kernel.config_set,
-        bzimage=kernel.bzimage,
-        ksrc=kernel.ksrc,
-        patches=kernel.patches,
-    )
+    options = BootOptions(accel=None if accel == "auto" else accel, kernel=state_of(config).kernel)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def progress(line: str) -> None:

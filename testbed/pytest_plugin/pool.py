@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import TestbedError
 from ..guestvm import GuestVM
 from ..guestvm.fingerprint import take as take_fingerprint
+from ..kernel.request import KernelRequest
 from ..logs.known import KnownSplat, find_known, kernel_release
 from ..logs.signature import SKIP_FRAMES, SUFFIX_RE, call_trace
 from ..logs.splat import EXCERPT_LINES, Splat, scan_lines
@@ -26,10 +27,7 @@ MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM besi
 @dataclass(frozen=True)
 class BootOptions:
     accel: str | None
-    kernel_config: str
-    bzimage: Path | None
-    ksrc: Path | None
-    patches: Path | None
+    kernel: KernelRequest = KernelRequest()  # the run's --kernel/--ksrc/--patches/--kernel-config
 
 
 @dataclass(frozen=True)
@@ -65,24 +63,24 @@ class VmPool:
 
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise."""
-        o = self.options
-        topo = load_topology(topology)
+        o, k = self.options, self.options.kernel
         plan = plan_launch(
-            topology,
+            load_topology(topology),  # loaded once here; the plan and the VM carry the model
             accel=o.accel,
-            kernel_config=variant.kernel_config or o.kernel_config,
-            ksrc=o.ksrc,
-            patches=o.patches,
+            kernel_config=variant.kernel_config or k.config_set,
+            ksrc=k.ksrc,
+            patches=k.patches,
             extra_append=variant.extra_append,
             progress=self.progress,
-            bzimage=o.bzimage,
+            bzimage=k.bzimage,
             boot_work_s=variant.boot_work_s,
+            base_fixes=k.base_fixes,
         )
         machine = plan.machine()
         machine.__enter__()
         try:
             machine.wait_ssh()
-            vm = GuestVM(topo, plan, machine)
+            vm = GuestVM(plan.topology, plan, machine)
             vm.install_agent()
             vm.fingerprint = take_fingerprint(vm)
         except BaseException:

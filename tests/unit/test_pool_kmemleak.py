@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from testbed.guest.ssh import RunResult
+from testbed.kernel.request import KernelRequest
 from testbed.logs.known import KnownSplat
 from testbed.pytest_plugin.pool import KMEMLEAK_SCAN, NO_KMEMLEAK, BootOptions, VmPool, parse_kmemleak
 
@@ -107,7 +108,7 @@ SUMMARY = "[  300.000000] kmemleak: 2 new suspected memory leaks (see /sys/kerne
 
 
 def _pool(messages: list[str], known: tuple[KnownSplat, ...] = ()) -> VmPool:
-    return VmPool(BootOptions(None, "debug", None, None, None), messages.append, known)
+    return VmPool(BootOptions(None, KernelRequest("debug")), messages.append, known)
 
 
 def _vm(tmp_path: Path, answer: RunResult | Exception, console: str = BOOT, summary: str = "") -> FakeVM:
