@@ -206,7 +206,7 @@ class Agent:
     def close(self) -> None:
         try:
             self._writer.close()  # the agent exits when its stdin closes, killing its helpers
-        except OSError:
+        except (OSError, ValueError):  # the channel went first (QEMU gone)
             pass
         if self._on_close is not None:
             self._on_close()

@@ -114,6 +114,8 @@ class VmPool:
             assert vm is not None, "release() needs the VM or its machine"
             machine = vm.machine
         leaks = self._kmemleak(vm) if vm is not None else None
+        if vm is not None:
+            vm.close_agent()  # its channel's files closed by us, not by the garbage collector
         try:
             machine.shutdown()
         finally:
