@@ -29,7 +29,11 @@ def noisy(args):
     print("a stray print")
     return {"quiet": False}
 
-COMMANDS = {"echo": echo, "boom": boom, "noisy": noisy}
+def child_reads_stdin(args):
+    import subprocess
+    return {"read": subprocess.run(["cat"], stdout=subprocess.PIPE, timeout=10, text=True).stdout}
+
+COMMANDS = {"echo": echo, "boom": boom, "noisy": noisy, "child_reads_stdin": child_reads_stdin}
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
@@ -75,6 +79,11 @@ def test_call_in_process_and_as_a_child(agent):
 def test_a_stray_print_does_not_corrupt_the_channel(agent):
     assert agent.call("helper", ["noisy", "{}"], timeout=10) == {"quiet": False}
     assert agent.call("helper", ["echo", "1"], timeout=10) == {"echo": 1}
+
+
+def test_a_program_an_in_process_command_runs_cannot_read_the_requests(agent):
+    assert agent.call("helper", ["child_reads_stdin", "{}"], timeout=20) == {"read": ""}
+    assert agent.call("helper", ["echo", "2"], timeout=10) == {"echo": 2}
 
 
 def test_errors_keep_what_the_guest_said(agent):

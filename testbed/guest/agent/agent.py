@@ -156,12 +156,18 @@ HANDLERS = {"call": call, "spawn": spawn, "send": to_child, "kill": to_child}
 
 def main() -> None:
     global _proto
+    # the protocol moves to private descriptors (os.dup's are not inherited): a program an
+    # in-process command runs reads /dev/null, not the host's requests, and what it or the
+    # command prints goes to stderr, not into the answers
     _proto = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # what in-process commands (and their children) print goes to stderr
+    requests = os.fdopen(os.dup(0), "r")
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
     sys.path.insert(0, HERE)
     send({"agent": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
-    for line in sys.stdin:
+    for line in requests:
         if not line.strip():
             continue
         try:

@@ -37,19 +37,32 @@ def prepare(args: dict) -> dict:
 
 
 def _kmsg_writer(tag: str):
-    try:
-        fd = os.open("/dev/kmsg", os.O_WRONLY)
-    except OSError:
-        return lambda line: None
+    return _Relay(tag)
 
-    def relay(line: str) -> None:
-        text = f"kselftest {tag}: {line}"[:KMSG_MAX]
+
+class _Relay:
+    """Lines into the kernel log (/dev/kmsg), tagged; a no-op where it cannot be opened."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
         try:
-            os.write(fd, text.encode(errors="replace") + b"\n")
+            self.fd = os.open("/dev/kmsg", os.O_WRONLY)
+        except OSError:
+            self.fd = -1
+
+    def __call__(self, line: str) -> None:
+        if self.fd < 0:
+            return
+        text = f"kselftest {self.tag}: {line}"[:KMSG_MAX]
+        try:
+            os.write(self.fd, text.encode(errors="replace") + b"\n")
         except OSError:
             pass
 
-    return relay
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def run(args: dict) -> dict:
@@ -63,6 +76,7 @@ def run(args: dict) -> dict:
             args["argv"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             cwd=args.get("cwd") or None,
             start_new_session=True,
         )
@@ -91,6 +105,7 @@ def run(args: dict) -> dict:
             out.write(pending.decode(errors="replace") + "\n")
         status = proc.wait()
     relay(f"# testbed: exit {status}{' (timed out)' if timed_out else ''}")
+    relay.close()  # the agent lives on: no descriptor per run left open
     return {"ok": True, "status": status, "timed_out": timed_out, "seconds": round(time.monotonic() - start, 2)}
 
 
