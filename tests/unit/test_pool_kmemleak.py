@@ -92,6 +92,9 @@ class FakeVM:
     summary: str = ""  # what the scan prints on the console
     commands: list[str] = field(default_factory=list)
 
+    def close_agent(self) -> None:
+        pass  # no agent in a fake VM
+
     def run(self, cmd: str, timeout: float | None = None, check: bool = False) -> RunResult:
         self.commands.append(cmd)
         assert not self.machine.shut, "kmemleak must be asked before the VM shuts down"
