@@ -118,8 +118,14 @@ def _check_switch_buses(
             )
         else:
             occupants.setdefault(sw.bus, []).append((sw.id, 0, ("switches", i, "bus")))
-    if _switch_cycle(topo):
-        problem(("switches",), "switches are connected in a loop")
+    cycle = _switch_cycle(topo)
+    if cycle:
+        first = next(i for i, sw in enumerate(topo.switches) if sw.id == cycle[0])
+        problem(
+            ("switches", first, "bus"),
+            f"switches are connected in a loop: {' -> '.join([*cycle, cycle[0]])} (each below the next)",
+            "a tree: every switch below a root port or another switch's downstream port, none below itself",
+        )
 
 
 def _check_endpoint_bus(
@@ -214,20 +220,22 @@ def _explicit_root_port_slots(topo: Topology, root_slots: dict) -> Iterator[tupl
         seen[key] = rp.id
 
 
-def _switch_cycle(topo: Topology) -> bool:
+def _switch_cycle(topo: Topology) -> list[str]:
+    """The switches of a loop (each below a downstream port of the next), or [] for a tree."""
     parent_switch = {}
     owner = {d: sw.id for sw in topo.switches for d in sw.downstream}
     for sw in topo.switches:
         if sw.bus in owner:
             parent_switch[sw.id] = owner[sw.bus]
     for start in parent_switch:
-        seen, node = set(), start
+        path: list[str] = []
+        node = start
         while node in parent_switch:
-            if node in seen:
-                return True
-            seen.add(node)
+            if node in path:
+                return path[path.index(node) :]
+            path.append(node)
             node = parent_switch[node]
-    return False
+    return []
 
 
 def _check_sizes(topo: Topology, problem: Report) -> None:
@@ -342,9 +350,12 @@ def _check_kernel_args(topo: Topology, problem: Report) -> None:
 
 
 def _has_errors_blocking_layout(topo: Topology) -> bool:
+    """Problems a layout would trip over (an unknown bus; a switch loop, which it would walk
+    for ever): checks that need the layout are left out, the problems are reported anyway."""
     known = {ROOT_BUS} | {x for x, _ in _all_ids(topo)}
     return (
-        any(rp.bus not in known for rp in topo.root_ports)
+        bool(_switch_cycle(topo))
+        or any(rp.bus not in known for rp in topo.root_ports)
         or any(ep.bus not in known for ep in topo.endpoints)
         or any(sw.bus not in known for sw in topo.switches)
     )

@@ -328,3 +328,56 @@ def test_endpoint_directly_on_a_pxb_is_refused():
         load_topology("mine.yaml", text)
     message = str(exc.value)
     assert "mine.yaml:6" in message and "pxb-pcie host bridge" in message and "(rp2)" in message, message
+
+
+LOOP = """\
+description: two switches, each below the other
+root_ports:
+  - id: rp1
+switches:
+  - {id: swa, bus: swb-d0, downstream: [swa-d0]}
+  - {id: swb, bus: swa-d0, downstream: [swb-d0]}
+endpoints:
+  - {id: nvme0, kind: nvme, bus: rp1, size: 64M}
+"""
+
+
+@pytest.mark.parametrize("extra", ["", 'kernel_args: ["pci=disable_acs_redir=pci:1b36:000c"]\n'])
+def test_a_switch_loop_is_reported_on_a_switch_line_and_never_spins(extra):
+    import signal
+
+    def spinning(*_):
+        raise AssertionError("validation of a switch loop did not finish")
+
+    old = signal.signal(signal.SIGALRM, spinning)
+    signal.alarm(10)
+    try:
+        problem = one_problem(LOOP + extra, "switches are connected in a loop: swa -> swb -> swa")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert problem.startswith("t.yaml:5: switches[0].bus:"), problem
+
+
+def test_validate_goes_on_past_a_missing_file(tmp_path, capsys):
+    from testbed.cli import main
+
+    bad = tmp_path / "loop.yaml"
+    bad.write_text("name: loop\n" + LOOP)
+    assert main(["validate", str(tmp_path / "missing.yaml"), str(bad), "two-switch"]) == 2
+    out = capsys.readouterr().out
+    assert "missing.yaml: topology file not found" in out
+    assert "loop.yaml:6: switches[0].bus: switches are connected in a loop" in out
+    assert "ok: " in out and "two-switch.yaml" in out
+
+
+def test_explain_json_has_every_verdict(capsys):
+    import json
+
+    from testbed.cli import main
+
+    assert main(["explain", "two-switch", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    pairs = {(v["provider"], v["client"]): v["map_type"] for v in doc["verdicts"]}
+    assert pairs[("nvme0", "nvme1")] == "BUS_ADDR" and pairs[("nvme0", "nvme2")] == "NOT_SUPPORTED"
+    assert doc["cpu"]["family"] == 15 and doc["disagreements"] == []
