@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..timeouts import Timeouts
 
 if TYPE_CHECKING:
+    from ..topology import Layout, Topology
     from .guest import GuestVM
 
 log = logging.getLogger(__name__)
@@ -125,3 +126,38 @@ def qemu_version(binary: str = "qemu-system-x86_64") -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.splitlines()[0] if out else ""
+
+
+ACS_REDIRECT = 0x4 | 0x8  # PCI_ACS_RR | PCI_ACS_CR: what pci_p2pdma checks on the path
+
+
+def model_mismatches(doc: dict[str, Any], topo: Topology, layout: Layout) -> list[str]:
+    """Where the guest differs from what the verdict oracle assumed: a port's ACS redirect
+    (as the kernel set it: on under an IOMMU, cleared by disable_acs_redir) and the CPU
+    vendor and family. Empty: the oracle's inputs are verified, not assumed."""
+    from ..topology.oracle import acs_redirect_ports
+
+    out = []
+    guest = doc.get("guest", {})
+    seen = {d["bdf"]: d for d in guest.get("pci", [])}
+    redirect = acs_redirect_ports(topo, layout)
+    for p in layout.placements.values():
+        if not p.is_bridge:
+            continue
+        dev = seen.get(p.bdf)
+        if dev is None:
+            out.append(f"{p.id}: no device at {p.bdf} in the guest")
+            continue
+        ctrl = int(dev["acs"]["ctrl"], 16) if dev.get("acs") else 0
+        if bool(ctrl & ACS_REDIRECT) != (p.id in redirect):
+            out.append(
+                f"{p.id} ({p.bdf}): ACS redirect {'on' if ctrl & ACS_REDIRECT else 'off'} in the guest "
+                f"(ACS control {ctrl:#06x}), the oracle assumed {'on' if p.id in redirect else 'off'}"
+            )
+    cpu, want = guest.get("cpu", {}), topo.machine.cpu
+    if (cpu.get("vendor"), cpu.get("family")) != (want.vendor, want.family):
+        out.append(
+            f"CPU: the guest sees {cpu.get('vendor')} family {cpu.get('family'):#x}, "
+            f"the oracle assumed {want.vendor} family {want.family:#x}"
+        )
+    return out

@@ -38,6 +38,8 @@ class GuestVM:
     dirty: bool = False  # a test changed the device tree: do not share this VM any more
     probe_loaded: bool = False  # the probe module is in this guest's kernel (it is never unloaded)
     fingerprint: Fingerprint | None = None  # what the guest saw after boot (fingerprint.json)
+    model_problems: list[str] = field(default_factory=list)  # where the guest differs from the model
+    model_reported: bool = False  # the first test on this VM failed with them
     _release: str | None = field(default=None, init=False, repr=False)  # "" once read and absent
     _agent: Agent | None = field(default=None, init=False, repr=False)
 

@@ -271,11 +271,20 @@ def testbed_pool(request: pytest.FixtureRequest) -> Iterator[VmPool]:
 
 
 def _boot_or_fail(fn: Callable[[], GuestVM]) -> GuestVM:
-    """A VM that cannot boot is an error of the run, never a silent skip."""
+    """A VM that cannot boot is an error of the run, never a silent skip; one whose guest
+    differs from what the oracle assumed fails its first test with both values."""
     try:
-        return fn()
+        guest = fn()
     except TestbedError as exc:
         pytest.fail(f"VM could not boot: {exc}", pytrace=False)
+    if guest.model_problems and not guest.model_reported:
+        guest.model_reported = True
+        pytest.fail(
+            "the guest is not the machine the verdict oracle assumed (fingerprint "
+            f"{guest.fingerprint.path if guest.fingerprint else '?'}):\n  " + "\n  ".join(guest.model_problems),
+            pytrace=False,
+        )
+    return guest
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ..errors import TestbedError
 from ..guestvm import GuestVM
+from ..guestvm.fingerprint import load as load_fingerprint
+from ..guestvm.fingerprint import model_mismatches
 from ..guestvm.fingerprint import take as take_fingerprint
 from ..kernel.request import KernelRequest
 from ..logs.known import KnownSplat, find_known, kernel_release
@@ -83,6 +85,7 @@ class VmPool:
             vm = GuestVM(plan.topology, plan, machine)
             vm.install_agent()
             vm.fingerprint = take_fingerprint(vm)
+            vm.model_problems = model_mismatches(load_fingerprint(vm.fingerprint.path), plan.topology, plan.layout)
         except BaseException:
             self.release(None, machine)
             raise

@@ -67,3 +67,20 @@ def test_digest_ignores_what_differs_between_two_boots():
     b["vm"] = "two-switch-2"
     b["host"]["kernel"]["bzimage"] = "/elsewhere/bzImage"
     assert _stable(a) == _stable(b)
+
+
+def test_the_model_is_checked_against_what_the_guest_saw():
+    from testbed.guestvm.fingerprint import model_mismatches
+    from testbed.topology import build_layout, load_topology
+
+    topo = load_topology("two-switch")
+    layout = build_layout(topo)
+    doc = json.loads(REAL.read_text())
+    assert model_mismatches(doc, topo, layout) == []  # recorded from a real two-switch guest
+    wrong = copy.deepcopy(doc)
+    port = next(d for d in wrong["guest"]["pci"] if d["bdf"] == layout["rp1"].bdf)
+    port["acs"]["ctrl"] = "0x001d"  # redirect on where the kernel (no IOMMU) leaves it off
+    wrong["guest"]["cpu"]["family"] = 0x19
+    problems = model_mismatches(wrong, topo, layout)
+    assert any(p.startswith("rp1 (") and "ACS redirect on in the guest" in p for p in problems), problems
+    assert any(p.startswith("CPU: the guest sees AuthenticAMD family 0x19") for p in problems), problems
