@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, TestbedError
+from ..kernel.patches import SERIES_WORKTREE
 from ..paths import REPO_ROOT, results_root
 from ..pytest_plugin.record import RUN_FILE
 from .results import load_results
@@ -31,9 +32,9 @@ log = logging.getLogger(__name__)
 
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 STEPS_FILE = "steps.jsonl"
-# the worktree kernel/patches.py applies series in ("wt-<hash of the tree>"): sharing it shares
-# its warm kernel build directory, so a step rebuilds only what the commit changed
-WORKTREE = "wt"
+# the worktree the patch series are applied in: sharing it shares its warm kernel build
+# directory, so a step rebuilds only what the commit changed
+WORKTREE = SERIES_WORKTREE
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..hashing import hash_bytes, short
 from ..kernel.build import kernel_root
+from ..kernel.patches import worktree_path
 from ..kernel.source import git, is_git_toplevel
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def resolve(tree: Path, ref: str) -> str:
 def worktree(tree: Path, purpose: str) -> Path:
     """The worktree of `tree` for `purpose` (one per tree and purpose, so that its kernel
     build directory, keyed by path, rebuilds incrementally from one use to the next)."""
-    path = kernel_root() / "trees" / f"{purpose}-{short(hash_bytes(str(tree).encode()))}"
+    path = worktree_path(tree, kernel_root() / "trees", purpose)
     if not (path / ".git").exists():
         shutil.rmtree(path, ignore_errors=True)
         git(tree, "worktree", "prune", check=False)

@@ -110,7 +110,6 @@ class Agent:
         self._spawned: dict[int, Spawned] = {}
         self.dead: str | None = None  # why the channel is gone
         self.ready = threading.Event()
-        self.hello: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._read, name=f"agent-{name}", daemon=True)
         self._thread.start()
 
@@ -143,7 +142,6 @@ class Agent:
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "agent" in msg:
-            self.hello = msg
             self.ready.set()
             return
         rid = msg.get("id")

@@ -9,6 +9,7 @@ sees, the kernel release and config hash; QEMU's version, the accelerator and th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -120,6 +121,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
+@functools.cache  # one QEMU per run: asked once, not at every boot
 def qemu_version(binary: str = "qemu-system-x86_64") -> str:
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=Timeouts().host_tool).stdout

@@ -148,10 +148,19 @@ def _carry_local_changes(source: SourceTree, worktree: Path) -> None:
     _checked(worktree, "commit", "-q", "-m", "testbed: uncommitted changes of the source tree")
 
 
+SERIES_WORKTREE = "wt"  # the purpose of the worktree series are applied in
+
+
+def worktree_path(repo: Path, trees: Path, purpose: str = SERIES_WORKTREE) -> Path:
+    """The testbed's worktree of `repo` for `purpose`, one per repository: its kernel build
+    directory (keyed by path) stays warm from one use to the next."""
+    return trees / f"{purpose}-{short(hash_bytes(str(repo).encode()))}"
+
+
 def apply_series(source: SourceTree, series: tuple[Patch, ...], trees: Path) -> Path:
     """A worktree of `source` with `series` applied; returns its path."""
     repo, base = _base_repo(source, trees)
-    worktree = trees / f"wt-{short(hash_bytes(str(repo).encode()))}"
+    worktree = worktree_path(repo, trees)
     if not (worktree / ".git").exists():
         shutil.rmtree(worktree, ignore_errors=True)
         _git_in(repo, "worktree", "prune")

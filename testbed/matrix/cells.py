@@ -46,6 +46,7 @@ def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
     """(topology, config) -> seconds, from earlier runs' run.json: the tests' durations summed
     per run, the median over runs (a rerun of one failing cell does not skew it)."""
     per_run: dict[tuple[str, str], list[float]] = {}
+    names = sorted(shipped_names(), key=len, reverse=True)  # once, not per test
     for path in run_files:
         try:
             doc = json.loads(path.read_text())
@@ -57,7 +58,7 @@ def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
             continue
         totals: dict[str, float] = {}
         for nodeid, seconds in doc.get("durations", {}).items():
-            topology = _topology_of(nodeid)
+            topology = _topology_of(nodeid, names)
             if topology is not None:
                 totals[topology] = totals.get(topology, 0.0) + float(seconds)
         for topology, seconds in totals.items():
@@ -65,12 +66,13 @@ def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
     return {key: statistics.median(values) for key, values in per_run.items()}
 
 
-def _topology_of(nodeid: str) -> str | None:
-    """The topology a VM test ran on: the first word of its parameter id ("[two-switch-...]")."""
+def _topology_of(nodeid: str, names: list[str] | None = None) -> str | None:
+    """The topology a VM test ran on: the longest shipped name its parameter id starts with
+    ("[two-switch-iommu-pt-...]"). `names`: the shipped names, longest first."""
     if "[" not in nodeid:
         return None
     param = nodeid.rsplit("[", 1)[1].rstrip("]")
-    names = sorted(shipped_names(), key=len, reverse=True)
+    names = names if names is not None else sorted(shipped_names(), key=len, reverse=True)
     return next((n for n in names if param == n or param.startswith(n + "-")), None)
 
 

@@ -36,10 +36,6 @@ def prepare(args: dict) -> dict:
     return {"ok": all(b["ok"] for b in bound), "bound": bound, "hugepages": reserved}
 
 
-def _kmsg_writer(tag: str):
-    return _Relay(tag)
-
-
 class _Relay:
     """Lines into the kernel log (/dev/kmsg), tagged; a no-op where it cannot be opened."""
 
@@ -66,7 +62,7 @@ class _Relay:
 
 
 def run(args: dict) -> dict:
-    relay = _kmsg_writer(args["tag"])
+    relay = _Relay(args["tag"])
     start = time.monotonic()
     deadline = start + float(args["timeout"])
     timed_out = False
