@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,39 +16,24 @@ from testbed.kernel.cachekey import KeyInputs
 from testbed.kernel.configsets import load_config_set
 from testbed.kernel.source import user_tree
 
+from .git_repos import git, tiny_kernel
+
 QUIET = lambda _: None  # noqa: E731
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """A tiny "kernel" with a bug in lock.c: it takes the locks in the wrong order."""
-    repo = tmp_path / "linux"
-    repo.mkdir()
-    (repo / "Makefile").write_text("VERSION = 7\n")
-    (repo / "Kconfig").write_text('mainmenu "x"\n')
-    (repo / "lock.c").write_text("lock(b);\nlock(a);\nwork();\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "base")
-    return repo
+    return tiny_kernel(tmp_path / "linux", {"lock.c": "lock(b);\nlock(a);\nwork();\n"})
 
 
 def _format_patch(tree: Path, path: str, text: str, subject: str) -> str:
     """The change as `git format-patch` writes it; the tree is left as it was."""
     before = (tree / path).read_text()
     (tree / path).write_text(text)
-    _git(tree, "commit", "-q", "-a", "-m", subject)
-    mail = _git(tree, "format-patch", "-1", "--stdout")
-    _git(tree, "reset", "-q", "--hard", "HEAD~1")
+    git(tree, "commit", "-q", "-a", "-m", subject)
+    mail = git(tree, "format-patch", "-1", "--stdout")
+    git(tree, "reset", "-q", "--hard", "HEAD~1")
     assert (tree / path).read_text() == before
     return mail
 
@@ -220,14 +204,14 @@ def test_fixes_go_after_the_series_in_the_worktree(tree: Path, tmp_path: Path, f
     assert (
         decision.applied and (wt / "lock.c").read_text() == FIXED and (wt / "Makefile").read_text() == "VERSION = 8\n"
     )
-    assert _git(wt, "log", "-1", "--format=%s").strip() == "lock: take a before b"  # committed as the mail says
+    assert git(wt, "log", "-1", "--format=%s").strip() == "lock: take a before b"  # committed as the mail says
     assert (tree / "lock.c").read_text() != FIXED  # never in the user's tree
     # a series that fixes the bug itself wins: the base fix is skipped, the worktree starts over
     own = patches.Patch("0001 own", fix.patch.content, True)
     wt = patches.apply_series(source, (own,), tmp_path / "trees")
     (decision,) = basefixes.apply_fixes(wt, (fix,))
     assert not decision.applied and "already has the fix" in decision.reason
-    assert _git(wt, "log", "--format=%s").splitlines()[:2] == ["lock: take a before b", "base"]
+    assert git(wt, "log", "--format=%s").splitlines()[:2] == ["lock: take a before b", "base"]
 
 
 def _plan(tree: Path, config_set: str, fixes: tuple[basefixes.BaseFix, ...], on: bool = True) -> build.Plan:
@@ -242,7 +226,7 @@ def test_a_build_without_series_uses_a_worktree_only_when_a_fix_applies(tree, tm
     assert [d.applied for d in decisions] == [True]
     # the tree has the fix: built in place, so its build directory stays incremental
     (tree / "lock.c").write_text(FIXED)
-    _git(tree, "commit", "-q", "-a", "-m", "fixed upstream")
+    git(tree, "commit", "-q", "-a", "-m", "fixed upstream")
     srctree, decisions = build._source_tree(_plan(tree, "debug", (fix,)), root, QUIET)
     assert srctree == tree and [d.applied for d in decisions] == [False]
 

@@ -4,10 +4,11 @@ before anything builds."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 from testbed.ab.bisect import BisectResult, Step, _first_bad, read_steps
 from testbed.cli import main
+
+from .git_repos import git, tiny_kernel
 
 GIT_OUTPUT = """running  '/usr/bin/python3' '-m' 'testbed.ab.bisect' '/tmp/b' 'default' '--' '-m' 'p2p'
 testbed bisect: 0ceeefcc1a2b good (PCI/P2PDMA: say where pci_free_p2pmem() returns memory)
@@ -34,14 +35,9 @@ def test_steps_round_trip_and_report(tmp_path):
 
 
 def _repo(tmp_path):
-    repo = tmp_path / "linux"
-    repo.mkdir()
-    run = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*run, "init", "-q"], check=True)
-    for n in range(2):
-        (repo / "f").write_text(str(n))
-        subprocess.run([*run, "add", "f"], check=True)
-        subprocess.run([*run, "commit", "-q", "-m", f"c{n}"], check=True)
+    repo = tiny_kernel(tmp_path / "linux", {"f": "0"})
+    (repo / "f").write_text("1")
+    git(repo, "commit", "-q", "-a", "-m", "c1")
     return repo
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,8 @@ import pytest
 from testbed.errors import ConfigError
 from testbed.kernel import patches
 from testbed.kernel.source import SourceTree, git_identity, user_tree
+
+from .git_repos import git, tiny_kernel
 
 DIFF_A = """\
 diff --git a/Makefile b/Makefile
@@ -91,25 +92,9 @@ def test_series_hash_follows_content_and_order(tmp_path: Path):
 # applying, on a tiny git "kernel" in tmp
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    repo = tmp_path / "linux"
-    repo.mkdir()
-    (repo / "Makefile").write_text("VERSION = 7\n")
-    (repo / "Kconfig").write_text('mainmenu "x"\n')
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "base")
-    return repo
+    return tiny_kernel(tmp_path / "linux")
 
 
 def test_series_applies_in_a_worktree_and_leaves_the_tree_alone(tree: Path, tmp_path: Path):
@@ -122,7 +107,7 @@ def test_series_applies_in_a_worktree_and_leaves_the_tree_alone(tree: Path, tmp_
     assert (wt / "Makefile").read_text() == "VERSION = 8\n"
     assert "# patched" in (wt / "Kconfig").read_text()
     assert (tree / "Makefile").read_text() == "VERSION = 7\n"
-    assert _git(tree, "status", "--porcelain") == ""
+    assert git(tree, "status", "--porcelain") == ""
     # again with only the first patch: same worktree, reset to the base first
     again = patches.apply_series(source, series[:1], tmp_path / "trees")
     assert again == wt and "# patched" not in (wt / "Kconfig").read_text()
