@@ -22,6 +22,8 @@ SUITE ?=
 KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 # the same kernel for the suites: pytest builds (or reuses) KSRC + PATCHES itself
 PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+# make test TOPO=mine.yaml: the suites on the topologies given (TOPO's default is make boot's)
+PYTEST_TOPO := $(if $(filter command line environment,$(origin TOPO)),$(foreach t,$(TOPO),--topology $(t)))
 
 .PHONY: help deps venv check kernel image boot run test unit vm kselftest ab bisect nightly bench clean-results clean-cache
 
@@ -63,11 +65,11 @@ check: venv ## lint (ruff), formatting (ruff format --check), types (mypy), work
 unit: venv ## unit tests only (no QEMU, seconds)
 	$(PYTEST) tests/unit -q $(PYTEST_ARGS)
 
-test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the tree's own tests (kernels + image built if missing)
+test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the tree's own tests (kernels + image built if missing); TOPO=FILE: on your topologies
 	$(TB) kernel build $(KERNEL_OPTS)
 	$(TB) kernel build --kernel-config $(SELFTEST_CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 	$(TB) image build
-	$(PYTEST) tests -q $(PYTEST_JOBS) --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) --junitxml=results/junit.xml $(PYTEST_ARGS)
+	$(PYTEST) tests -q $(PYTEST_JOBS) --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) $(PYTEST_TOPO) --junitxml=results/junit.xml $(PYTEST_ARGS)
 
 kselftest: deps venv ## the tree's own selftests and KUnit suites in TOPO (SUITE=iommu|vfio|kunit)
 	$(TB) kselftest $(TOPO) $(SUITE) --accel $(ACCEL) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))

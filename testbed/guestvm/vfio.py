@@ -21,13 +21,14 @@ class VfioSession:
     def __init__(
         self,
         vm: GuestVM,
-        exporter: str = "shm0",
-        dma: str | None = "edu0",
+        exporter: str,
+        dma: str | None,
         req: bool = False,
         close_on_req: bool = False,
     ) -> None:
         VfioSession._count += 1
         self.vm = vm
+        self.exporter, self.dma = exporter, dma  # device ids: the ivshmem exported, the edu DMA engine
         self.name = f"vfio{VfioSession._count}"
         self.seq = 0
         self.closed = False

@@ -9,6 +9,7 @@ pytest --strict-splats              splats of the base kernel (known-splats.yaml
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -27,10 +28,12 @@ from ..kernel.request import from_options as kernel_request
 from ..logs.known import KnownSplat, load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
+from ..topology.model import Topology
+from ..topology.needs import Need, Roles
 from . import artifacts
 from .kselftest import SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool
-from .record import BootRecord, RunRecord, SplatRecord
+from .record import BootRecord, SplatRecord
 from .report import CensusTable, VerdictTable
 from .state import STATE_KEY, KnownSeen, Stray, TestbedState, state_of
 
@@ -48,10 +51,11 @@ MARKERS = {
     "slow": "long-running: cycles, soaks, debug kernels",
     "ab": "testbed ab and bisect end to end on the demo series (builds kernels, boots VMs; --matrix only)",
     "qemu": "starts real QEMU processes, no guest kernel needed",
-    "topology": "topology(*names, matrix=(...), any_topology=False, cases=None): the topologies a VM "
-    "test runs on (matrix: the wider set `--matrix` uses; any_topology: --topology may name "
-    "any topology or file; cases(topology, config) -> [(id, case)]: one item per case and topology, "
-    "None for a case the options leave out)",
+    "topology": "topology(*defaults, needs=NEED, matrix=(...), cases=None): what a VM test needs from a "
+    "topology (testbed/topology/needs.py; the `roles` fixture names the devices) and the shipped "
+    "topologies it runs on by default (matrix: more under --matrix); --topology NAME|FILE runs it on "
+    "every given topology that has what it needs. cases(topology, config) -> [(id, case)]: one item "
+    "per case and topology, None for a case the options leave out",
 }
 VM_KEY = pytest.StashKey[GuestVM]()  # per item: the VM the test used, for its artifacts
 UNCHECKED_KEY = pytest.StashKey[str]()  # per item: why part of it ran without lockdep
@@ -68,8 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--topology",
         action="append",
         default=[],
-        metavar="NAME",
-        help="run VM tests only on this topology (repeatable)",
+        metavar="NAME|FILE",
+        help="run every VM test that has what it needs on this topology, a shipped name or your "
+        "YAML file (repeatable); the end of the run lists the tests that did not apply and why",
     )
     add_kernel_options(group.addoption, SUITE_SETS)
     group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
@@ -118,7 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         results = config.getoption("results_dir") or results_root() / "pytest" / run
     state = config.stash[STATE_KEY] = TestbedState(results.resolve(), known, kernel)
-    config.pluginmanager.register(_OutcomeRecorder(state.record), "testbed-outcomes")
+    config.pluginmanager.register(_OutcomeRecorder(state), "testbed-outcomes")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistController(state), "testbed-xdist")
 
@@ -139,48 +144,77 @@ class _XdistController:
 
 
 class _OutcomeRecorder:
-    """Every test's outcome into run.json (reports carry no config, so a plugin object)."""
+    """Every test's outcome into run.json, and how many VM tests ran (reports carry no config,
+    so a plugin object; under xdist the controller's sees every worker's reports)."""
 
-    def __init__(self, record: RunRecord) -> None:
-        self.record = record
+    def __init__(self, state: TestbedState) -> None:
+        self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.record.outcome(report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"), report.duration)
+        self.state.record.outcome(
+            report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"), report.duration
+        )
+        on_vm = any(name == "topology" for name, _ in report.user_properties)
+        if on_vm and report.when == "call":
+            self.state.vm_tests_run += 1
+
+
+@functools.cache
+def _topology(name: str) -> Topology:
+    """A shipped name or a user's file, loaded once per session (problems are usage errors)."""
+    try:
+        return load_topology(name)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each VM test runs on every topology of the session that has what it needs: by default the
+    shipped ones it names (and its `matrix` under --matrix), with --topology the ones given."""
     if "testbed_topology" not in metafunc.fixturenames:
         return
+    nodeid = metafunc.definition.nodeid
     mark = metafunc.definition.get_closest_marker("topology")
-    if mark is None:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: a VM test needs @pytest.mark.topology(...)")
+    if mark is None or not isinstance(mark.kwargs.get("needs"), Need):
+        pytest.fail(
+            f"{nodeid}: a VM test declares what it needs: @pytest.mark.topology(<defaults>, needs=<Need>) "
+            "(testbed/topology/needs.py)",
+            pytrace=False,
+        )
+    need: Need = mark.kwargs["needs"]
+    state = state_of(metafunc.config)
+    state.vm_tests_declared = True
+    chosen = metafunc.config.getoption("topology")
     names = list(mark.args)
     if metafunc.config.getoption("matrix"):
         names = list(dict.fromkeys(names + list(mark.kwargs.get("matrix", ()))))
-    chosen = metafunc.config.getoption("topology")
-    if chosen and mark.kwargs.get("any_topology"):
-        names = list(chosen)  # a test for every topology runs on whatever the user names
-    elif chosen:
-        names = [n for n in names if n in chosen]
-        if not names:  # not a skip: this test does not apply to the chosen topologies
-            state_of(metafunc.config).not_here.add(metafunc.definition.nodeid)
+    applicable = []
+    for name in chosen or names:
+        topo = _topology(name)
+        if need.bind(topo) is not None:
+            applicable.append(name)
+        elif chosen:
+            state.not_applicable[(topo.name, nodeid)] = need.text
+        else:  # a shipped default that lost what the test needs: the declaration is wrong
+            pytest.fail(
+                f"{nodeid}: declared for topology '{name}', which lacks what it needs: {need.text}", pytrace=False
+            )
+    if not applicable:  # not a skip: this test does not apply to the chosen topologies
+        state.not_here.add(nodeid)
+    ids = [_topology(name).name for name in applicable]
     cases = mark.kwargs.get("cases")
     if cases is not None and "topology_case" in metafunc.fixturenames:
         params = []
-        for name in names:
-            try:
-                topo = load_topology(name)
-            except ConfigError as exc:
-                raise pytest.UsageError(str(exc)) from None
-            listed = cases(topo, metafunc.config)
-            params += [pytest.param(name, case, id=f"{topo.name}-{case_id}") for case_id, case in listed]
+        for name, ident in zip(applicable, ids, strict=True):
+            listed = cases(_topology(name), metafunc.config)
+            params += [pytest.param(name, case, id=f"{ident}-{case_id}") for case_id, case in listed]
         # function scope: the case must not split the VM's session-scoped topology group
         metafunc.parametrize(
             ("testbed_topology", "topology_case"), params, indirect=["testbed_topology"], scope="function"
         )
         return
     # session scope groups the tests by topology, so each VM boots once
-    metafunc.parametrize("testbed_topology", names, indirect=True, scope="session")
+    metafunc.parametrize("testbed_topology", applicable, ids=ids, indirect=True, scope="session")
 
 
 def _not_selected(item: pytest.Item) -> bool:
@@ -203,6 +237,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
     items[:] = group_by_topology(items)
+    for item in items:
+        topology = _topology_of(item)
+        if topology is not None:  # in JUnit, and how the end of the run counts the VM tests that ran
+            item.user_properties.append(("topology", _topology(topology).name))
     if config.pluginmanager.hasplugin("xdist"):  # --dist loadgroup keeps a topology's tests on one worker
         for item in items:
             topology = _topology_of(item)
@@ -230,6 +268,15 @@ def group_by_topology(items: list[pytest.Item]) -> list[pytest.Item]:
 @pytest.fixture(scope="session")
 def testbed_topology(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture
+def roles(request: pytest.FixtureRequest, testbed_topology: str) -> Roles:
+    """The devices that play this test's roles on its topology (`roles.provider`), from its need."""
+    mark = request.node.get_closest_marker("topology")
+    bound = mark.kwargs["needs"].bind(_topology(testbed_topology)) if mark else None
+    assert bound is not None, f"{request.node.nodeid}: collected for {testbed_topology} without its roles"
+    return bound
 
 
 def _require_qemu() -> str:
@@ -425,8 +472,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.sections.append(("testbed artifacts", f"{dest}\n  " + "\n  ".join(written)))
 
 
+def _no_vm_test_ran(config: pytest.Config) -> str | None:
+    """Under CI=true a selection meant for VMs that ran none is a failure: why, or None."""
+    state = state_of(config)
+    if not in_ci() or hasattr(config, "workerinput") or state.vm_tests_run or config.getoption("collectonly"):
+        return None
+    chosen = config.getoption("topology")
+    if not (chosen or state.vm_tests_declared):
+        return None  # a selection without VM tests (the unit tests)
+    where = f" on {', '.join(chosen)}" if chosen else ""
+    return f"CI=true: no VM test ran{where} (a selection that runs no VM test proves nothing)"
+
+
+def _boot_summary(terminalreporter: TerminalReporter, state: TestbedState) -> None:
+    for name, seconds in state.boot_seconds:
+        terminalreporter.write_line(f"testbed: booted {name} to SSH in {seconds:.1f}s")
+
+
+def _not_applicable_summary(terminalreporter: TerminalReporter, state: TestbedState, none_ran: str | None) -> None:
+    """Per chosen topology, the tests that did not apply and the need it lacks; and under CI,
+    that no VM test ran."""
+    if none_ran:
+        terminalreporter.write_line(f"testbed: {none_ran}", red=True)
+    by_topology: dict[str, list[tuple[str, str]]] = {}
+    for (topology, nodeid), why in sorted(state.not_applicable.items()):
+        by_topology.setdefault(topology, []).append((nodeid, why))
+    if not by_topology:
+        return
+    terminalreporter.section("tests that do not apply (what the topology lacks)")
+    for topology, tests in by_topology.items():
+        terminalreporter.write_line(f"{topology}: {len(tests)} test(s) not applicable")
+        for nodeid, why in tests:
+            terminalreporter.write_line(f"  {nodeid}: needs {why}")
+
+
 def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     state = state_of(config)
+    _not_applicable_summary(terminalreporter, state, _no_vm_test_ran(config))
     table = state.verdicts
     if table is not None and table.rows:
         path = state.results / "verdicts.tsv"
@@ -454,8 +536,7 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
             tsv.parent.mkdir(parents=True, exist_ok=True)
             tsv.write_text("\n".join(rows) + "\n")
             terminalreporter.write_line(f"(every skip and known failure in {tsv})")
-    for name, seconds in state.boot_seconds:
-        terminalreporter.write_line(f"testbed: booted {name} to SSH in {seconds:.1f}s")
+    _boot_summary(terminalreporter, state)
     strict = config.getoption("strict_splats")
     for stray in state.strays:
         if stray.known is None or strict:
@@ -547,6 +628,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput["testbed"] = state.export()
         return
     if any(s.known is None or strict for s in state.strays) and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if _no_vm_test_ran(config) and session.exitstatus in (0, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.record.outcomes and not config.getoption("collectonly"):
         state.record.write(state.results)

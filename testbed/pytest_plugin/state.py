@@ -62,6 +62,10 @@ class TestbedState:
     verdicts: VerdictTable | None = None
     census: CensusTable | None = None
     not_here: set[str] = field(default_factory=set)  # tests that do not apply to the chosen topologies
+    # (topology, test) -> the need the topology lacks, for the end of the run
+    not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)
+    vm_tests_declared: bool = False  # the selection had VM tests before the topologies were applied
+    vm_tests_run: int = 0  # VM tests that got past setup (counted where the reports arrive)
     known_seen: list[KnownSeen] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # tests that ran in part without lockdep
     record: RunRecord = field(default_factory=RunRecord)  # run.json, for testbed ab
@@ -95,6 +99,8 @@ class TestbedState:
             "boot_seconds": self.boot_seconds,
             "kselftest_lines": self.kselftest_lines,
             "kselftest_noted": self.kselftest_noted,
+            "not_applicable": [[t, n, why] for (t, n), why in self.not_applicable.items()],
+            "vm_tests_declared": self.vm_tests_declared,
         }
 
     def absorb(self, part: dict[str, Any] | None) -> None:
@@ -115,6 +121,8 @@ class TestbedState:
         self.boot_seconds += [(name, float(s)) for name, s in part["boot_seconds"]]
         self.kselftest_lines += [line for line in part["kselftest_lines"] if line not in self.kselftest_lines]
         self.kselftest_noted += [(str(a), str(b), str(c)) for a, b, c in part["kselftest_noted"]]
+        self.not_applicable.update({(str(t), str(n)): str(why) for t, n, why in part["not_applicable"]})
+        self.vm_tests_declared = self.vm_tests_declared or bool(part["vm_tests_declared"])
 
 
 STATE_KEY = pytest.StashKey[TestbedState]()

@@ -30,6 +30,8 @@ def _worker(tmp_path: Path, n: int) -> TestbedState:
     state.kselftest_lines += ["build fixes applied:", f"  fix {n}"]
     state.kselftest_noted.append((f"t{n}::k", "skip", "no IOMMU"))
     state.unchecked.append(f"t{n}::x")
+    state.not_applicable[(f"mine{n}", "t::y")] = "an NVMe with a CMB"
+    state.vm_tests_declared = n == 2
     return state
 
 
@@ -46,3 +48,8 @@ def test_two_workers_merge_into_one_state(tmp_path):
     assert [s.vm for s in controller.strays] == ["vm1", "vm2"]
     assert controller.kselftest_lines == ["build fixes applied:", "  fix 1", "  fix 2"]
     assert controller.unchecked == controller.record.unchecked == ["t1::x", "t2::x"]
+    assert controller.not_applicable == {
+        ("mine1", "t::y"): "an NVMe with a CMB",
+        ("mine2", "t::y"): "an NVMe with a CMB",
+    }
+    assert controller.vm_tests_declared

@@ -19,6 +19,7 @@ from testbed.kernel.build import kernel_root
 from testbed.kernel.patches import apply_series
 from testbed.kernel.source import debian_tree
 from testbed.paths import REPO_ROOT
+from testbed.topology.needs import written_for
 
 SERIES = REPO_ROOT / "tests" / "series"
 SELECTION = [
@@ -41,6 +42,10 @@ def _nightly(names: tuple[str, ...]):
     return cases
 
 
+# the demo series' expected changes name two-switch's devices (nvme0 -> nvme2 and so on)
+DEMO_SERIES = written_for("two-switch", "the demo series' expected changes name its devices")
+
+
 def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True)
     print(proc.stdout[-4000:], proc.stderr[-2000:])
@@ -58,7 +63,9 @@ def base_run(tmp_path_factory) -> Path:
 
 @pytest.mark.ab
 @pytest.mark.slow
-@pytest.mark.topology("two-switch", cases=_nightly(("changes-nothing", "adds-warning", "allows-q35")))
+@pytest.mark.topology(
+    "two-switch", needs=DEMO_SERIES, cases=_nightly(("changes-nothing", "adds-warning", "allows-q35"))
+)
 def test_ab_reports_what_a_series_changed(testbed_topology, topology_case, base_run, tmp_path):
     out = tmp_path / "ab"
     series = SERIES / topology_case
@@ -103,7 +110,7 @@ def _demo_history() -> tuple[Path, str]:
 
 @pytest.mark.ab
 @pytest.mark.slow
-@pytest.mark.topology("two-switch", cases=_nightly(("history",)))
+@pytest.mark.topology("two-switch", needs=DEMO_SERIES, cases=_nightly(("history",)))
 def test_bisect_finds_the_commit_that_flips_a_verdict(testbed_topology, topology_case, tmp_path):
     tree, base = _demo_history()
     out = tmp_path / "bisect"

@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 
 from testbed.topology.layout import NodeKind
+from testbed.topology.needs import ANY, CMB_NVME
 
 from .p2p_support import NVME_TOPOLOGIES
 
 
-@pytest.mark.topology(
-    "two-switch",
-    matrix=(*NVME_TOPOLOGIES, "vfio-dmabuf"),
-)
+@pytest.mark.topology("two-switch", matrix=(*NVME_TOPOLOGIES, "vfio-dmabuf"), needs=ANY)
 def test_guest_sees_the_modeled_tree(vm):
     seen = {d["bdf"]: d for d in vm.agent("pci", "devices")}
     for p in vm.layout.in_order():
@@ -25,10 +23,7 @@ def test_guest_sees_the_modeled_tree(vm):
             assert seen[p.bdf]["driver"] == "nvme", f"{p.id}: NVMe not bound to the nvme driver"
 
 
-@pytest.mark.topology(
-    "two-switch",
-    matrix=NVME_TOPOLOGIES,
-)
+@pytest.mark.topology("two-switch", matrix=NVME_TOPOLOGIES, needs=CMB_NVME)
 def test_cmb_is_published_as_p2pmem(vm):
     seen = {d["bdf"]: d for d in vm.agent("pci", "devices")}
     for ep in vm.topology.endpoints:
@@ -43,7 +38,7 @@ def test_cmb_is_published_as_p2pmem(vm):
             assert p2pmem is None, f"{ep.id} has no CMB but shows p2pmem"
 
 
-@pytest.mark.topology("two-switch")
+@pytest.mark.topology("two-switch", needs=ANY)
 def test_lspci_tree_shows_the_topology(vm):
     """`lspci -tv` draws every bridge with the bus range the model predicts, and the NVMe."""
     out = vm.run("lspci -tv", check=True).stdout

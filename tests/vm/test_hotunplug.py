@@ -13,6 +13,15 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
+from testbed.topology.needs import (
+    HOT_ADD_CMB,
+    HOTPLUG_CMB,
+    HOTPLUG_CMB_AND_SURVIVOR,
+    REPLUG_PROVIDER,
+    UNPLUG_DURING_IO,
+    WHOLE_SWITCH,
+)
+from testbed.topology.oracle import verdict
 from testbed.topology.outcome import Outcome, expected_outcome
 from testbed.vm import hotplug
 
@@ -65,49 +74,55 @@ def _p2p_peer(vm, provider: str) -> str:
     return provider
 
 
-@pytest.mark.topology("two-switch", "root-ports")
-def test_unplug_idle_provider(fresh_vm):
-    vm = fresh_vm
-    own = Written(vm, "nvme0", offset=1 * MiB)
-    p2p = Written(vm, _p2p_peer(vm, "nvme0"), offset=2 * MiB, via_p2p_from="nvme0")
-    _unplug(vm, "nvme0")
+@pytest.mark.topology("two-switch", "root-ports", needs=HOTPLUG_CMB_AND_SURVIVOR)
+def test_unplug_idle_provider(fresh_vm, roles):
+    vm, provider = fresh_vm, roles.provider
+    own = Written(vm, provider, offset=1 * MiB)
+    p2p = Written(vm, _p2p_peer(vm, provider), offset=2 * MiB, via_p2p_from=provider)
+    _unplug(vm, provider)
     assert own.intact() and p2p.intact(), "data written before the unplug changed on the host"
-    _still_usable(vm, "nvme1")
+    _still_usable(vm, roles.survivor)
 
 
-@pytest.mark.topology("two-switch")
-def test_unplug_provider_while_mapped_gives_sigbus(fresh_vm):
+@pytest.mark.topology("two-switch", needs=HOTPLUG_CMB_AND_SURVIVOR)
+def test_unplug_provider_while_mapped_gives_sigbus(fresh_vm, roles):
     """A process holds a p2pmem mmap across the unplug: its next access gets SIGBUS."""
     vm = fresh_vm
     holder = start_background(
-        vm, "hold", "p2pmem", "hold", {"provider": vm.bdf("nvme0"), "size": 1 * MiB, "seed": fresh_seed()}
+        vm, "hold", "p2pmem", "hold", {"provider": vm.bdf(roles.provider), "size": 1 * MiB, "seed": fresh_seed()}
     )
     holder.wait_started("mapped")
-    written = Written(vm, "nvme1", offset=3 * MiB)
-    _unplug(vm, "nvme0")
+    written = Written(vm, roles.survivor, offset=3 * MiB)
+    _unplug(vm, roles.provider)
     holder.signal()
     status = holder.wait_exit()
     assert status == 128 + SIGBUS, f"holder exited {status}, expected death by SIGBUS: {holder.lines()}"
     assert written.intact()
-    _still_usable(vm, "nvme1")
+    _still_usable(vm, roles.survivor)
 
 
-@pytest.mark.topology("two-switch")
-@pytest.mark.parametrize("victim", ["nvme0", "nvme1"], ids=["provider", "client"])
-def test_unplug_during_p2p_io(fresh_vm, victim):
-    """Back-to-back P2P writes nvme0's CMB -> nvme1 while one of them is unplugged."""
+@pytest.mark.topology("two-switch", needs=UNPLUG_DURING_IO)
+@pytest.mark.parametrize("victim", ["provider", "client"])
+def test_unplug_during_p2p_io(fresh_vm, roles, victim):
+    """Back-to-back P2P writes from the provider's CMB to the client while one of them is unplugged."""
     vm = fresh_vm
-    survivor = "nvme2"
+    survivor = roles.survivor
     before = Written(vm, survivor, offset=4 * MiB)
     io = start_background(
         vm,
         "stream",
         "p2pmem",
         "stream",
-        {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"), "size": 256 * KiB, "seed": fresh_seed(), "depth": 4},
+        {
+            "provider": vm.bdf(roles.provider),
+            "client": vm.bdf(roles.client),
+            "size": 256 * KiB,
+            "seed": fresh_seed(),
+            "depth": 4,
+        },
     )
     io.wait_started("started")
-    _unplug(vm, victim)
+    _unplug(vm, roles[victim])
     io.signal()
     status = io.wait_exit()
     lines = io.lines()
@@ -120,53 +135,57 @@ def test_unplug_during_p2p_io(fresh_vm, victim):
     _still_usable(vm, survivor)
 
 
-@pytest.mark.topology("two-switch")
-def test_unplug_and_replug_provider(fresh_vm):
+@pytest.mark.topology("two-switch", needs=REPLUG_PROVIDER)
+def test_unplug_and_replug_provider(fresh_vm, roles):
     """After a replug the CMB is published again and every verdict is computed afresh."""
-    vm = fresh_vm
-    first = transfer(vm, "nvme0", "nvme2", "from_p2pmem", size=64 * KiB)
+    vm, provider = fresh_vm, roles.provider
+    first = transfer(vm, provider, roles.refused, "from_p2pmem", size=64 * KiB)
     assert first.outcome is Outcome.EINVAL, first.describe()
-    own = Written(vm, "nvme0", offset=7 * MiB)  # the provider's namespace outlives the replug
-    peer = Written(vm, "nvme1", offset=7 * MiB, via_p2p_from="nvme0")
-    _unplug(vm, "nvme0")
-    _plug(vm, "nvme0")
+    own = Written(vm, provider, offset=7 * MiB)  # the provider's namespace outlives the replug
+    peer = Written(vm, roles.peer, offset=7 * MiB, via_p2p_from=provider)
+    _unplug(vm, provider)
+    _plug(vm, provider)
     assert own.intact() and peer.intact(), "data written before the unplug changed on the host"
-    state = vm.agent("p2pmem", "state", vm.bdf("nvme0"))
-    assert state["published"] and state["size"] == 64 * MiB, state
-    same_switch = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=64 * KiB, offset=5 * MiB)
-    assert same_switch.outcome is Outcome.TRANSFERRED and same_switch.host_bytes_ok, same_switch.describe()
-    again = transfer(vm, "nvme0", "nvme2", "from_p2pmem", size=64 * KiB)
+    state = vm.agent("p2pmem", "state", vm.bdf(provider))
+    cmb = vm.topology.endpoint(provider).cmb
+    assert state["published"] and state["size"] == cmb, state
+    allowed = transfer(vm, provider, roles.peer, "from_p2pmem", size=64 * KiB, offset=5 * MiB)
+    assert allowed.outcome is Outcome.TRANSFERRED and allowed.host_bytes_ok, allowed.describe()
+    again = transfer(vm, provider, roles.refused, "from_p2pmem", size=64 * KiB)
     assert again.outcome is Outcome.EINVAL, again.describe()
     assert again.refused_lines, f"a fresh provider must warn '{REFUSED_TEXT}' again"
 
 
-@pytest.mark.topology("two-switch")
-def test_unplug_whole_switch(fresh_vm):
-    """device_del of sw2's upstream port takes the switch, its ports and nvme2 with it."""
+@pytest.mark.topology("two-switch", needs=WHOLE_SWITCH)
+def test_unplug_whole_switch(fresh_vm, roles):
+    """device_del of a switch's upstream port takes the switch, its ports and the NVMe below."""
     vm = fresh_vm
-    written = Written(vm, "nvme2", offset=6 * MiB)
-    _unplug(vm, "sw2")
-    for gone in ("sw2-d0", "sw2-d1", "nvme2"):
+    written = Written(vm, roles.inside, offset=6 * MiB)
+    _unplug(vm, roles.switch)
+    (switch,) = [sw for sw in vm.topology.switches if sw.id == roles.switch]
+    for gone in (*switch.downstream, roles.inside):
         assert not hotplug.guest_has(vm.machine, vm.bdf(gone)), f"{gone} still in the guest"
     assert written.intact()
-    _still_usable(vm, "nvme1")
+    _still_usable(vm, roles.survivor)
 
 
-@pytest.mark.topology("root-ports")
-def test_hot_add_declared_device(fresh_vm):
-    """nvme3 (`plugged: false`) goes into the reserved root port and publishes its CMB."""
-    vm = fresh_vm
+@pytest.mark.topology("root-ports", needs=HOT_ADD_CMB)
+def test_hot_add_declared_device(fresh_vm, roles):
+    """A device declared `plugged: false` (root-ports: nvme3 into the reserved root port) is
+    added, publishes its CMB, and P2P with a plugged NVMe ends as the oracle says."""
+    vm, added = fresh_vm, roles.added
     vm.dirty = True
-    _plug(vm, "nvme3")
-    state = vm.agent("p2pmem", "state", vm.bdf("nvme3"))
-    assert state["published"] and state["size"] == 64 * MiB, state
-    t = transfer(vm, "nvme3", "nvme1", "from_p2pmem", size=64 * KiB)
-    assert t.outcome is Outcome.EINVAL, t.describe()
+    _plug(vm, added)
+    state = vm.agent("p2pmem", "state", vm.bdf(added))
+    assert state["published"] and state["size"] == vm.topology.endpoint(added).cmb, state
+    expected = expected_outcome(vm.topology, verdict(vm.topology, vm.layout, added, roles.client))
+    t = transfer(vm, added, roles.client, "from_p2pmem", size=64 * KiB, expect_fault=expected is Outcome.DMA_FAULT)
+    assert t.outcome is expected, t.describe()
 
 
 @pytest.mark.slow
-@pytest.mark.topology("root-ports", matrix=("two-switch",))
-def test_unplug_replug_cycles(fresh_vm):
+@pytest.mark.topology("root-ports", matrix=("two-switch",), needs=HOTPLUG_CMB)
+def test_unplug_replug_cycles(fresh_vm, roles):
     """20 unplug/replug cycles of the provider: no splat, p2pmem whole, no new leaks."""
     vm = fresh_vm
     kmemleak = vm.run("test -w /sys/kernel/debug/kmemleak").status == 0
@@ -174,19 +193,20 @@ def test_unplug_replug_cycles(fresh_vm):
         # what boot left unreferenced is not the cycles' doing: scan, then mark it reported.
         # check=True: a kmemleak that disabled itself refuses the write instead of passing blind
         vm.run(f"echo scan > {KMEMLEAK} && echo clear > {KMEMLEAK}", timeout=600, check=True)
-    bdf = vm.bdf("nvme0")
+    provider = roles.provider
+    bdf = vm.bdf(provider)
     hotplug.wait_ready(vm.machine, bdf, "nvme")  # its I/O queues take p2pmem from the CMB
     baseline = vm.agent("p2pmem", "state", bdf)["available"]
     landed = []
     for cycle in range(20):
-        t = transfer(vm, "nvme0", "nvme0", "from_p2pmem", size=64 * KiB, offset=cycle * MiB)
+        t = transfer(vm, provider, provider, "from_p2pmem", size=64 * KiB, offset=cycle * MiB)
         assert t.outcome is Outcome.TRANSFERRED, f"cycle {cycle}: {t.describe()}"
         landed.append((cycle * MiB, t.seed))
-        _unplug(vm, "nvme0")
-        _plug(vm, "nvme0")
+        _unplug(vm, provider)
+        _plug(vm, provider)
         assert vm.agent("p2pmem", "state", bdf)["available"] == baseline, f"cycle {cycle}: p2pmem not whole"
     changed = [
-        offset for offset, seed in landed if host_file_bytes(vm, "nvme0", offset, 64 * KiB) != pattern(seed, 64 * KiB)
+        offset for offset, seed in landed if host_file_bytes(vm, provider, offset, 64 * KiB) != pattern(seed, 64 * KiB)
     ]
     assert not changed, f"data written before an unplug changed on the host at offsets {changed}"
     if kmemleak:

@@ -30,6 +30,7 @@ from testbed.logs.ktap import KtapCase, Status, parse_ktap
 from testbed.pytest_plugin.kselftest import KselftestSession, KunitCase, SelftestCase, session_of
 from testbed.pytest_plugin.plugin import in_ci
 from testbed.topology import Topology
+from testbed.topology.needs import ANY
 
 pytestmark = pytest.mark.kselftest
 
@@ -104,7 +105,7 @@ def judge_case(
     )
 
 
-@pytest.mark.topology(*SHIPPED, matrix=MATRIX, any_topology=True, cases=_selftest_cases)
+@pytest.mark.topology(*SHIPPED, matrix=MATRIX, needs=ANY, cases=_selftest_cases)
 def test_selftest(
     request,
     testbed_pool,
@@ -203,7 +204,7 @@ def judge_run(
 
 
 @pytest.mark.kunit
-@pytest.mark.topology(*SHIPPED, matrix=MATRIX, any_topology=True, cases=_kunit_cases)
+@pytest.mark.topology(*SHIPPED, matrix=MATRIX, needs=ANY, cases=_kunit_cases)
 def test_kunit(request, testbed_pool, testbed_topology, topology_case: KunitCase, kselftest_session, known_splats):
     session = kselftest_session
     vm = session.vm(testbed_pool, testbed_topology)
@@ -235,7 +236,7 @@ def _by_hand_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, obj
     return [(p.name, p) for p in chosen] or [("not-selected", None)]
 
 
-@pytest.mark.topology(*SHIPPED, cases=_by_hand_cases)
+@pytest.mark.topology(*SHIPPED, needs=ANY, cases=_by_hand_cases)
 def test_relay_matches_a_run_by_hand(
     testbed_pool, testbed_topology, topology_case, kselftest_session, testbed_results, known_splats
 ):
@@ -255,7 +256,7 @@ def test_relay_matches_a_run_by_hand(
     assert not differ, f"{len(differ)} case(s) differ between the harness and a run by hand: {differ[:10]}"
 
 
-@pytest.mark.topology(*SHIPPED, matrix=MATRIX, any_topology=True, cases=_suite_cases)
+@pytest.mark.topology(*SHIPPED, matrix=MATRIX, needs=ANY, cases=_suite_cases)
 def test_suite_ran(testbed_topology, topology_case: str, kselftest_session):
     """Under CI=true a suite that ran nothing (every case skipped, or none collected) fails."""
     ran = kselftest_session.ran.get((testbed_topology, topology_case), 0)

@@ -13,6 +13,13 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.topology.model import EndpointKind
+from testbed.topology.needs import (
+    ACS_REDIR_CLEARED,
+    FAULTING_PAIR,
+    NVME_PAIRS,
+    TRANSFERRING_PAIR,
+    VIRTIO_BLK_CLIENT,
+)
 from testbed.topology.outcome import Outcome, expected_outcome
 
 from .p2p_support import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
@@ -32,7 +39,14 @@ def _nvme_pairs(vm):
 
 
 @pytest.mark.topology(
-    "two-switch", "single-switch", "amd-zen", "two-switch-iommu", "acs", "p2pdma-thru-iommu", matrix=NVME_TOPOLOGIES
+    "two-switch",
+    "single-switch",
+    "amd-zen",
+    "two-switch-iommu",
+    "acs",
+    "p2pdma-thru-iommu",
+    matrix=NVME_TOPOLOGIES,
+    needs=NVME_PAIRS,
 )
 def test_every_pair_matches_the_oracle(vm, verdict_table):
     """Both directions of every pair; a wrong declared expectation or oracle fails loudly."""
@@ -67,56 +81,58 @@ def _already_refused(vm, v) -> bool:
     return any(REFUSED_TEXT in line and client in line for line in vm.dmesg().splitlines())
 
 
-@pytest.mark.topology("two-switch", matrix=("single-switch", "two-switch-iommu-pt", "amd-zen"))
+@pytest.mark.topology("two-switch", matrix=("single-switch", "two-switch-iommu-pt", "amd-zen"), needs=TRANSFERRING_PAIR)
 @pytest.mark.parametrize("size", [4 * KiB, 64 * KiB, 1 * MiB])
 @pytest.mark.parametrize("depth", [1, 4])
-def test_sizes_and_io_in_flight(vm, size, depth):
-    """Same-switch BUS_ADDR: data lands in the CMB and, from it, in the peer's backing file."""
-    provider, client = "nvme0", "nvme1"
+def test_sizes_and_io_in_flight(vm, roles, size, depth):
+    """A pair that does P2P: data lands in the CMB and, from it, in the peer's backing file."""
+    provider, client = roles.provider, roles.client
     into = transfer(vm, provider, client, "to_p2pmem", size=size, offset=2 * MiB, depth=depth)
     assert into.outcome is Outcome.TRANSFERRED and into.host_bytes_ok, into.describe()
     out = transfer(vm, provider, client, "from_p2pmem", size=size, offset=4 * MiB, depth=depth)
     assert out.outcome is Outcome.TRANSFERRED and out.host_bytes_ok, out.describe()
 
 
-@pytest.mark.topology("two-switch-iommu", matrix=("virtio-iommu",))
-def test_translating_viommu_bus_addr_faults(vm, kernel_messages):
+@pytest.mark.topology("two-switch-iommu", matrix=("virtio-iommu",), needs=FAULTING_PAIR)
+def test_translating_viommu_bus_addr_faults(vm, roles, kernel_messages):
     """Declared divergence: the kernel maps BUS_ADDR, QEMU sends the DMA through the vIOMMU,
     it faults, the NVMe command still completes and no byte moves. Asserted, not hidden."""
     kernel_messages.expect(r"DMAR: \[DMA (Read|Write)|virtio_iommu", "the provoked vIOMMU fault")
-    (v,) = [v for v in vm.verdicts() if (v.provider, v.client) == ("nvme0", "nvme1")]
+    (v,) = [v for v in vm.verdicts() if (v.provider, v.client) == (roles.provider, roles.client)]
     assert v.divergence, "the oracle must declare this divergence"
-    t = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=64 * KiB, offset=6 * MiB, expect_fault=True)
+    t = transfer(vm, roles.provider, roles.client, "from_p2pmem", size=64 * KiB, offset=6 * MiB, expect_fault=True)
     assert t.result.get("ok"), f"the command should complete despite the fault: {t.describe()}"
     assert t.outcome is Outcome.DMA_FAULT, t.describe()
     assert t.host_bytes_ok is False
 
 
-@pytest.mark.topology("acs")
-def test_disable_acs_redir_restores_bus_addr(vm):
-    """rp2's ACS redirect is cleared on the command line: its two functions do P2P, rp1's
-    identical pair is refused."""
-    cleared = transfer(vm, "nvme2", "nvme3", "from_p2pmem", size=64 * KiB, offset=8 * MiB)
+@pytest.mark.topology("acs", needs=ACS_REDIR_CLEARED)
+def test_disable_acs_redir_restores_bus_addr(vm, roles):
+    """One port's ACS redirect is cleared on the command line: the pair below it does P2P, a
+    pair below a port that keeps its redirect is refused (in acs: rp2 and rp1)."""
+    cleared = transfer(vm, roles.cleared_provider, roles.cleared_client, "from_p2pmem", size=64 * KiB, offset=8 * MiB)
     assert cleared.outcome is Outcome.TRANSFERRED and cleared.host_bytes_ok, cleared.describe()
-    redirected = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=64 * KiB, offset=8 * MiB)
+    redirected = transfer(
+        vm, roles.redirected_provider, roles.redirected_client, "from_p2pmem", size=64 * KiB, offset=8 * MiB
+    )
     assert redirected.outcome is Outcome.EINVAL, redirected.describe()
     assert "disable_acs_redir" in vm.run("cat /proc/cmdline").stdout
 
 
-@pytest.mark.topology("single-switch")
-def test_virtio_blk_queue_refuses_p2p_with_eremoteio(vm):
-    t = transfer(vm, "nvme0", "vblk0", "from_p2pmem", size=64 * KiB)
+@pytest.mark.topology("single-switch", needs=VIRTIO_BLK_CLIENT)
+def test_virtio_blk_queue_refuses_p2p_with_eremoteio(vm, roles):
+    t = transfer(vm, roles.provider, roles.client, "from_p2pmem", size=64 * KiB)
     assert t.outcome is Outcome.EREMOTEIO, t.describe()
 
 
-@pytest.mark.topology("two-switch", matrix=("single-switch",))
-def test_unmap_returns_p2pmem(vm):
+@pytest.mark.topology("two-switch", matrix=("single-switch",), needs=TRANSFERRING_PAIR)
+def test_unmap_returns_p2pmem(vm, roles):
     """The map takes exactly its size from the pool (or "whole again" would prove nothing);
     after munmap the pool is whole again: `available` equals its value before the map."""
-    bdf = vm.bdf("nvme0")
+    bdf = vm.bdf(roles.provider)
     size = 1 * MiB
     before = vm.agent("p2pmem", "state", bdf)["available"]
-    t = transfer(vm, "nvme0", "nvme1", "from_p2pmem", size=size, offset=10 * MiB)
+    t = transfer(vm, roles.provider, roles.client, "from_p2pmem", size=size, offset=10 * MiB)
     assert t.outcome is Outcome.TRANSFERRED and t.host_bytes_ok, t.describe()
     assert t.result["available_before"] == before, t.result
     taken = before - t.result["available_mapped"]
@@ -125,19 +141,27 @@ def test_unmap_returns_p2pmem(vm):
     assert vm.agent("p2pmem", "state", bdf)["available"] == before
 
 
-@pytest.mark.topology("two-switch")
-def test_thousand_map_use_unmap_cycles(vm):
+@pytest.mark.topology("two-switch", needs=TRANSFERRING_PAIR)
+def test_thousand_map_use_unmap_cycles(vm, roles):
     """>= 1000 map / peer DMA / check / unmap cycles: every cycle's bytes right (the guest reads
-    each back, the host checks the last one in nvme1's backing file), nothing leaked."""
+    each back, the host checks the last one in the client's backing file), nothing leaked."""
     count, size, seed = 1000, 4 * KiB, fresh_seed()
     result = vm.agent(
         "p2pmem",
         "cycles",
-        {"provider": vm.bdf("nvme0"), "client": vm.bdf("nvme1"), "count": count, "size": size, "seed": seed},
+        {
+            "provider": vm.bdf(roles.provider),
+            "client": vm.bdf(roles.client),
+            "count": count,
+            "size": size,
+            "seed": seed,
+        },
         timeout=600,
     )
     assert result["ok"], result["failures"]
     assert result["cycles"] == count, result
     last = pattern(seed + count - 1, size)  # every cycle writes offset 0 with pattern(seed + i)
-    assert host_file_bytes(vm, "nvme1", 0, size) == last, "nvme1's backing file does not hold the last cycle's pattern"
+    assert host_file_bytes(vm, roles.client, 0, size) == last, (
+        f"{roles.client}'s backing file does not hold the last cycle's pattern"
+    )
     assert result["available_after"] == result["baseline"], "p2pmem leaked across the cycles"

@@ -32,6 +32,7 @@ from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
 from testbed.pytest_plugin.report import CensusRow
 from testbed.topology import shipped_names
 from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, MapType, Topology
+from testbed.topology.needs import ANY, vfio_pair
 from testbed.topology.oracle import Verdict, verdict
 from testbed.vm import hotplug
 
@@ -47,6 +48,8 @@ PCI_COMMAND_MEMORY = 0x2
 MiB = 1 << 20
 DMA_SIZE = 3000  # below edu's 4096-byte limit, crossing no page of interest
 DMA_OFFSET = 0x2345  # into the ivshmem BAR: not page aligned, not at the start
+# the cases' offsets and the 1 MiB import are written for a 1 MiB ivshmem BAR2
+PEERS = vfio_pair(bar_size=MiB)
 IMPORT_TOPOLOGIES = (
     "p2pdma-switch",
     "p2pdma-switch-iommu",
@@ -144,7 +147,7 @@ def probe_runs() -> dict:
 # -- census ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.topology(*SHIPPED, any_topology=True, cases=census_cases)
+@pytest.mark.topology(*SHIPPED, needs=ANY, cases=census_cases)
 def test_census(vm, topology_case, probe_runs, census_table):
     """map-P-C: the kernel's map type and distance for the pair equal `testbed explain`'s.
     branch-P-C: a real VFIO dma-buf attachment for C takes the branch that map type implies."""
@@ -227,13 +230,13 @@ def check_branch(vm, provider: str, client: str, probe_runs: dict, census_table)
 class Importer:
     """edu bound to the probe; ivshmem exported by a `vfio.py serve` session; the probe imports."""
 
-    def __init__(self, vm, req: bool = False, close_on_req: bool = False):
-        self.vm = vm
-        self.edu, self.shm = vm.bdf("edu0"), vm.bdf("shm0")
+    def __init__(self, vm, roles, req: bool = False, close_on_req: bool = False):
+        self.vm, self.roles = vm, roles
+        self.edu, self.shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
         vm.load_probe()
         bound = vm.agent("probe", "bind", {"bdf": self.edu, "driver": "p2pdma_probe"})
         assert bound["ok"], bound
-        self.guest = Guest(vm, exporter="shm0", dma=None, req=req, close_on_req=close_on_req)
+        self.guest = Guest(vm, roles.exporter, None, req=req, close_on_req=close_on_req)
         self.buf = self.guest.ok("export", ranges=[[0, MiB]])["buf"]
         self.imp = self.guest.ok(
             "probe_import",
@@ -242,7 +245,7 @@ class Importer:
             provider=self.shm,
             bar=2,
             offset=0,
-            name="import_shm0_edu0",
+            name=f"import_{roles.exporter}_{roles.dma}",
             hold=True,
         )
 
@@ -253,13 +256,13 @@ class Importer:
         the kernel log. `faults`: this DMA must leave a vIOMMU fault line of its own in that
         window (an earlier DMA's fault lies before the cursor and cannot count)."""
         seed = fresh_seed()
-        before = bar_bytes(self.vm)
+        before = bar_bytes(self.vm, self.roles.exporter)
         if faults:
             fault_window(self.vm)
         cursor = self.vm.kmsg_cursor()
         r = self.guest.call("probe_dma", client=self.edu, addr=addr, seed=seed, size=DMA_SIZE, name=name)
         assert r.get("error") == 0, f"edu did not complete the DMA to {addr:#x}: {r}"
-        after = bar_bytes(self.vm)
+        after = bar_bytes(self.vm, self.roles.exporter)
         issued = f"# {name}: {self.edu} wrote {DMA_SIZE} bytes to {addr:#x}: 0"
         assert issued in self.vm.kmsg_since(cursor), f"the probe did not log this DMA ({issued!r})"
         if faults:
@@ -271,7 +274,9 @@ class Importer:
         return pattern(seed, DMA_SIZE), before, after
 
     def state(self, what: str = "state") -> dict:
-        return self.guest.ok("probe_state", id=self.imp["id"], what=what, name=f"{what}_shm0_edu0")
+        return self.guest.ok(
+            "probe_state", id=self.imp["id"], what=what, name=f"{what}_{self.roles.exporter}_{self.roles.dma}"
+        )
 
     def close(self) -> None:
         """Leave the shared VM as found: no import, edu and ivshmem bound to no driver."""
@@ -290,17 +295,17 @@ def assert_lands(before: bytes, after: bytes, want: bytes, offset: int) -> None:
     )
 
 
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=IMPORT_TOPOLOGIES)
-def test_import_dma(vm, kernel_messages):
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=IMPORT_TOPOLOGIES, needs=PEERS)
+def test_import_dma(vm, roles, kernel_messages):
     """map_dma_buf for edu: the kernel's branch; edu's write to that address lands on the host (or,
     where QEMU diverges or the kernel refuses, is asserted not to)."""
-    verdict = oracle(vm, "shm0", "edu0")
+    verdict = oracle(vm, roles.exporter, roles.dma)
     want = expected_branch(vm.topology, verdict)
     if want == "none":
         kernel_messages.expect(REFUSED_TEXT, "pci_p2pdma_map_type() refuses the pair")
     if verdict.divergence:
         kernel_messages.expect(FAULT_RE.pattern, "QEMU sends the bus-address DMA through the vIOMMU")
-    imp = Importer(vm)
+    imp = Importer(vm, roles)
     try:
         got = imp.imp
         assert (got["map_type"], got["branch"]) == (verdict.map_type.value, want), (got, verdict.reason)
@@ -334,11 +339,11 @@ REVOKES = {"memory": ("command", {"clear": PCI_COMMAND_MEMORY}), "close": ("clos
 
 
 @pytest.mark.parametrize("how", list(REVOKES))
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",))
-def test_revoke(vm, how, kernel_messages):
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=PEERS)
+def test_revoke(vm, roles, how, kernel_messages):
     """Each revoke reaches the probe's invalidate_mappings; the address stops working."""
     kernel_messages.expect(FAULT_RE.pattern, "edu writes the revoked IOVA")
-    imp = Importer(vm)
+    imp = Importer(vm, roles)
     try:
         want, before, after = imp.dma(imp.imp["dma_addr"] + DMA_OFFSET, "before_revoke")
         assert_lands(before, after, want, DMA_OFFSET)
@@ -349,12 +354,12 @@ def test_revoke(vm, how, kernel_messages):
         imp.close()
 
 
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",))
-def test_revoke_during_reset(vm):
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=PEERS)
+def test_revoke_during_reset(vm, roles):
     """VFIO_DEVICE_RESET revokes for the reset and restores after it while MEMORY stays enabled
     (vfio_pci_core_ioctl_reset: dma_buf_move(true), reset, dma_buf_move(false)): the probe sees
     invalidate_mappings twice and drops its mapping; a new map works and edu's DMA lands again."""
-    imp = Importer(vm)
+    imp = Importer(vm, roles)
     try:
         imp.guest.ok("reset")
         st = imp.state()
@@ -367,18 +372,18 @@ def test_revoke_during_reset(vm):
         imp.close()
 
 
-@pytest.mark.topology("p2pdma-thru-iommu", "p2pdma-thru-iommu-acpi")
-def test_revoke_by_unplug(fresh_vm, kernel_messages):
+@pytest.mark.topology("p2pdma-thru-iommu", "p2pdma-thru-iommu-acpi", needs=vfio_pair(bar_size=MiB, hotplug=True))
+def test_revoke_by_unplug(fresh_vm, roles, kernel_messages):
     """device_del of the exporter (pciehp, or ACPI eject) while the probe holds a mapping and edu
     keeps writing it: invalidate_mappings runs while the exporter's driver unbinds, before the
     device is deleted (event order recorded in the kernel), the DMA loop ends cleanly."""
     vm = fresh_vm
     kernel_messages.expect(
-        r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user",
+        r"vfio-pci " + re.escape(vm.bdf(roles.exporter)) + r": Relaying device request to user",
         "vfio_pci_core_request() with a REQ eventfd registered",
     )
     kernel_messages.expect(FAULT_RE.pattern, "edu writes the IOVA of the unplugged BAR")
-    imp = Importer(vm, req=True, close_on_req=True)
+    imp = Importer(vm, roles, req=True, close_on_req=True)
     try:
         vm.dirty = True
         # edu keeps writing the mapped address while the exporter goes: the use must end cleanly.
@@ -390,7 +395,7 @@ def test_revoke_by_unplug(fresh_vm, kernel_messages):
                 vm, "dmaloop", "probe", "dmaloop", {"client": imp.edu, "addr": imp.imp["dma_addr"] + DMA_OFFSET}
             )
             loop.wait_started("looping", timeout=60)
-        vm.unplug("shm0")
+        vm.unplug(roles.exporter)
         if loop is not None:
             loop.signal()
             assert loop.wait_exit(timeout=60) == 0, f"the DMA loop did not end cleanly: {loop.lines()}"
@@ -424,8 +429,8 @@ def rfc_exports(vm) -> list[str]:
     return sorted(n for n in names if RFC_SYMBOLS.match(n))
 
 
-@pytest.mark.topology("p2pdma-thru-iommu")
-def test_rfc_cpu_mapping(vm):
+@pytest.mark.topology("p2pdma-thru-iommu", needs=PEERS)
+def test_rfc_cpu_mapping(vm, roles):
     """dma_buf_get_pfn()-style mapping of a VFIO dma-buf, when the kernel under test has it. This
     kernel's Module.symvers decides; without it the VFIO exporter must refuse a CPU mmap."""
     exports = rfc_exports(vm)
@@ -434,10 +439,10 @@ def test_rfc_cpu_mapping(vm):
             f"this kernel exports {', '.join(exports)}: the probe has no case for it yet "
             "(add one in testbed/probe/kmod before trusting a pass here)"
         )
-    with Guest(vm, exporter="shm0", dma=None) as g:
+    with Guest(vm, roles.exporter, None) as g:
         buf = g.ok("export", ranges=[[0, MiB]])["buf"]
         r = g.ok("mmap_buf", buf=buf, length=MiB)
-    vm.agent("probe", "bind", {"bdf": vm.bdf("shm0"), "driver": None})  # leave the VM as found
+    vm.agent("probe", "bind", {"bdf": vm.bdf(roles.exporter), "driver": None})  # leave the VM as found
     assert not r["mapped"] and r["errno"] == errno.EINVAL, f"a CPU mmap of the VFIO dma-buf: {r}"
     pytest.skip(
         "no dma_buf_get_pfn-style API in this kernel (Module.symvers); checked instead that "
@@ -449,9 +454,12 @@ def test_rfc_cpu_mapping(vm):
 
 
 @pytest.mark.topology(
-    "p2pdma-thru-iommu", "p2pdma-no-iommu", matrix=("p2pdma-thru-virtio-iommu", "p2pdma-switch", "p2pdma-host-bridges")
+    "p2pdma-thru-iommu",
+    "p2pdma-no-iommu",
+    matrix=("p2pdma-thru-virtio-iommu", "p2pdma-switch", "p2pdma-host-bridges"),
+    needs=vfio_pair(bar_size=MiB, iommu=False),
 )
-def test_iova_api(vm, kernel_messages):
+def test_iova_api(vm, roles, kernel_messages):
     """dma_iova_try_alloc/link/sync/unlink/destroy on edu against the ivshmem BAR: every KTAP case
     passes, the peer DMA through the IOVA lands on the host, the one after unlink does not.
     Without a translating domain try_alloc declines and the dma_map_phys() fallback is checked."""
@@ -459,12 +467,12 @@ def test_iova_api(vm, kernel_messages):
     if iommu:
         kernel_messages.expect(FAULT_RE.pattern, "edu writes the unlinked IOVA")
     vm.load_probe()
-    edu, shm = vm.bdf("edu0"), vm.bdf("shm0")
+    edu, shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
     assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
     seeds = fresh_seed(), fresh_seed()
     linked, unlinked = pattern(seeds[0], DMA_SIZE), pattern(seeds[1], DMA_SIZE)
     offset = 0x10000
-    before = bar_bytes(vm)
+    before = bar_bytes(vm, roles.exporter)
     if iommu:
         fault_window(vm)  # the DMA after unlink faults inside the ioctl
     try:
@@ -491,7 +499,7 @@ def test_iova_api(vm, kernel_messages):
     assert not failed, "\n\n".join(f"{c.name}: {c.status.value}\n{case_log(c)}" for c in failed)
     assert out["used_iova"] == iommu, f"dma_iova_try_alloc used an IOVA: {out['used_iova']}, IOMMU: {iommu}"
     # through the IOVA, or dma_map_phys() without one; the DMA after unlink left no trace
-    assert_lands(before, after=bar_bytes(vm), want=linked, offset=offset)
+    assert_lands(before, after=bar_bytes(vm, roles.exporter), want=linked, offset=offset)
     if iommu:
         # the DMA after unlink was issued and completed (edu_write_to() returned 0) and faulted:
         # its fault line is in this ioctl's own kernel log (out["ktap"] holds every record

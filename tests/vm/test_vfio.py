@@ -23,31 +23,33 @@ import pytest
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import GuestVM
 from testbed.guestvm.vfio import VfioSession
+from testbed.topology.needs import vfio_pair
 from testbed.vm import hotplug
 
 from .p2p_support import await_dma_fault, fault_window, fresh_seed
 
-pytestmark = [pytest.mark.vfio, pytest.mark.topology("vfio-dmabuf")]
-
 KiB, MiB = 1 << 10, 1 << 20
 BAR2 = 2
 BAR_SIZE = 1 * MiB
+# the fault lines are intel-iommu's, the cases' offsets are written for a 1 MiB BAR2
+VFIO = vfio_pair(intel=True, bar_size=BAR_SIZE)
+pytestmark = [pytest.mark.vfio, pytest.mark.topology("vfio-dmabuf", needs=VFIO)]
 PEER_IOVA = 0x800000  # where dma-bufs are mapped (edu's dma_mask is 28 bits)
 
 
 Guest = VfioSession  # the host end of one `vfio.py serve` session (testbed/guestvm/vfio.py)
 
 
-def bar_bytes(vm) -> bytes:
-    data = vm.backing_file("shm0").read_bytes()
+def bar_bytes(vm, exporter: str) -> bytes:
+    data = vm.backing_file(exporter).read_bytes()
     assert len(data) == BAR_SIZE, f"backing file is {len(data)} bytes"
     return data
 
 
-def fault_re(vm, iova: int) -> str:
+def fault_re(vm, dma: str, iova: int) -> str:
     """The intel-iommu line for an edu write to `iova` (drivers/iommu/intel/dmar.c)."""
     return (
-        rf"DMAR: \[DMA Write NO_PASID\] Request device \[{re.escape('0000:' + vm.bdf('edu0')[5:])}\] "
+        rf"DMAR: \[DMA Write NO_PASID\] Request device \[{re.escape('0000:' + vm.bdf(dma)[5:])}\] "
         rf"fault addr {iova:#x}"
     )
 
@@ -55,9 +57,9 @@ def fault_re(vm, iova: int) -> str:
 def dma_lands(vm, g: Guest, iova: int, bar_offset: int, size: int) -> None:
     """A fresh pattern DMAed to iova lands at bar_offset, and no other byte of the BAR changes."""
     seed = fresh_seed()
-    before = bar_bytes(vm)
+    before = bar_bytes(vm, g.exporter)
     g.ok("dma", iova=iova, size=size, seed=seed)
-    after = bar_bytes(vm)
+    after = bar_bytes(vm, g.exporter)
     want = pattern(seed, size)
     got = after[bar_offset : bar_offset + size]
     assert got == want, f"{size} B to iova {iova:#x}: BAR bytes at {bar_offset:#x} are not the pattern"
@@ -73,12 +75,12 @@ def dma_blocked(vm, g: Guest, iova: int, size: int = 256) -> None:
     it, so an earlier DMA's fault cannot stand in for it. edu.py checks the device ran it (its
     command register reads back with this DMA's tag and RUN clear), or "dma" is not ok. The
     fault must not be rate-limited away: fault_window()."""
-    before = bar_bytes(vm)
+    before = bar_bytes(vm, g.exporter)
     fault_window(vm)
     cursor = vm.kmsg_cursor()
     r = g.ok("dma", iova=iova, size=size, seed=fresh_seed())
-    assert bar_bytes(vm) == before, f"a DMA to revoked iova {iova:#x} changed the BAR ({r})"
-    faults = await_dma_fault(vm, cursor, vm.bdf("edu0"), iova, size)
+    assert bar_bytes(vm, g.exporter) == before, f"a DMA to revoked iova {iova:#x} changed the BAR ({r})"
+    faults = await_dma_fault(vm, cursor, vm.bdf(g.dma), iova, size)
     assert faults, (
         f"edu's DMA to revoked iova {iova:#x} logged no fault of its own (kernel log since the DMA: "
         f"{vm.kmsg_since(cursor)[-10:]})"
@@ -89,8 +91,8 @@ def dma_blocked(vm, g: Guest, iova: int, size: int = 256) -> None:
 
 
 @pytest.fixture
-def guest(vm):
-    with Guest(vm) as g:
+def guest(vm, roles):
+    with Guest(vm, roles.exporter, roles.dma) as g:
         yield g
 
 
@@ -255,11 +257,11 @@ def _remap_lands(vm, g: Guest, old_buf: int) -> None:
     dma_lands(vm, g, PEER_IOVA + 8 * KiB - 4000, REVOKE_RANGE[0] + 8 * KiB - 4000, 4000 - 1)
 
 
-def test_revoke_by_clearing_memory_enable(vm, kernel_messages):
+def test_revoke_by_clearing_memory_enable(vm, roles, kernel_messages):
     """MEMORY off in the exporter's command register revokes; MEMORY on again does not restore
     the iommufd mapping (iopt_revoke_notify zeroes it for good); unmap + new export works."""
-    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the revoked IOVA")
-    with Guest(vm) as g:
+    kernel_messages.expect(fault_re(vm, roles.dma, PEER_IOVA), "edu writes the revoked IOVA")
+    with Guest(vm, roles.exporter, roles.dma) as g:
         buf = _mapped(vm, g)
         r = g.ok("command", clear=0x2)
         assert not r["after"] & 0x2, r
@@ -274,35 +276,36 @@ def test_revoke_by_clearing_memory_enable(vm, kernel_messages):
         _remap_lands(vm, g, buf)
 
 
-def test_revoke_by_closing_exporter_fd(vm, kernel_messages):
+def test_revoke_by_closing_exporter_fd(vm, roles, kernel_messages):
     """Closing the exporter's device fd (vfio_pci_dma_buf_cleanup) revokes the mapping."""
-    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the revoked IOVA")
-    with Guest(vm) as g:
+    kernel_messages.expect(fault_re(vm, roles.dma, PEER_IOVA), "edu writes the revoked IOVA")
+    with Guest(vm, roles.exporter, roles.dma) as g:
         buf = _mapped(vm, g)
         g.ok("close_exporter")
         dma_blocked(vm, g, PEER_IOVA)
         assert g.ok("unmap", iova=PEER_IOVA, length=REVOKE_RANGE[1])["unmapped"] == REVOKE_RANGE[1]
         g.ok("close_buf", buf=buf)
-    with Guest(vm) as g:  # the device opens again and exports afresh
+    with Guest(vm, roles.exporter, roles.dma) as g:  # the device opens again and exports afresh
         _mapped(vm, g)
 
 
-def test_revoke_by_device_reset(vm, kernel_messages):
+@pytest.mark.topology("vfio-dmabuf", needs=vfio_pair(intel=True, bar_size=BAR_SIZE, alone=True))
+def test_revoke_by_device_reset(vm, roles, kernel_messages):
     """VFIO_DEVICE_RESET revokes: vfio_pci_ioctl_reset() calls vfio_pci_dma_buf_move(true) before
     pci_try_reset_function(). ivshmem-plain has neither FLR nor a PM capability, but it sits
     alone below its root port, so the kernel's reset method is "bus" (a secondary bus reset
     through pciehp's reset_slot) and the reset succeeds. The command register is restored
     afterwards, so vfio un-revokes the dma-buf (dma_buf_move(false)), yet the iommufd mapping
     stays dead: iopt_revoke_notify() zeroed it for good."""
-    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the revoked IOVA")
-    with Guest(vm) as g:
+    kernel_messages.expect(fault_re(vm, roles.dma, PEER_IOVA), "edu writes the revoked IOVA")
+    with Guest(vm, roles.exporter, roles.dma) as g:
         assert g.opened["exporter_info"]["reset"], f"VFIO_DEVICE_FLAGS_RESET not set: {g.opened}"
         assert g.opened["reset_method"] == "bus", g.opened
         buf = _mapped(vm, g)
-        before = bar_bytes(vm)
+        before = bar_bytes(vm, g.exporter)
         r = g.ok("reset")
         assert r["ret"] == 0 and r["command_after"] & 0x2, f"reset restores MEMORY: {r}"
-        assert bar_bytes(vm) == before, "a bus reset must not touch the host-backed BAR memory"
+        assert bar_bytes(vm, g.exporter) == before, "a bus reset must not touch the host-backed BAR memory"
         dma_blocked(vm, g, PEER_IOVA)
         _remap_lands(vm, g, buf)
 
@@ -333,47 +336,48 @@ def _closed_on_request_and_revoked(vm: GuestVM, g: Guest, buf: dict, before: byt
     assert status["events"] and status["events"][0].get("closed_exporter"), status
     assert not status["exporter_open"], status
     dma_blocked(vm, g, PEER_IOVA)
-    assert bar_bytes(vm) == before
+    assert bar_bytes(vm, g.exporter) == before
     assert g.ok("unmap", iova=PEER_IOVA, length=REVOKE_RANGE[1])["unmapped"] == REVOKE_RANGE[1]
     g.ok("close_buf", buf=buf)
 
 
 @pytest.mark.hotunplug
-def test_unplug_exporter_while_imported(fresh_vm, kernel_messages):
+@pytest.mark.topology("vfio-dmabuf", needs=vfio_pair(intel=True, bar_size=BAR_SIZE, native=True))
+def test_unplug_exporter_while_imported(fresh_vm, roles, kernel_messages):
     """device_del of the exporter while its dma-buf is mapped: after pciehp's 5 s button wait the
     kernel relays the request to the REQ eventfd, the session closes the device fd (revoking the
     dma-buf), DEVICE_DELETED follows, and edu's next DMA to the IOVA faults."""
     vm = fresh_vm
-    port = vm.layout[vm.layout["shm0"].upstream].bdf
+    port = vm.layout[vm.layout[roles.exporter].upstream].bdf
     _require_native_pciehp(vm, port)
     kernel_messages.expect(
-        r"vfio-pci " + re.escape(vm.bdf("shm0")) + r": Relaying device request to user \(#0\)",
+        r"vfio-pci " + re.escape(vm.bdf(roles.exporter)) + r": Relaying device request to user \(#0\)",
         "vfio_pci_core_request() with a REQ eventfd registered",
     )
-    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the IOVA of the unplugged BAR")
-    with Guest(vm, req=True, close_on_req=True) as g:
+    kernel_messages.expect(fault_re(vm, roles.dma, PEER_IOVA), "edu writes the IOVA of the unplugged BAR")
+    with Guest(vm, roles.exporter, roles.dma, req=True, close_on_req=True) as g:
         buf = _mapped(vm, g)
-        before = bar_bytes(vm)
-        result = vm.unplug("shm0")
+        before = bar_bytes(vm, g.exporter)
+        result = vm.unplug(roles.exporter)
         assert result.seconds >= hotplug.PCIEHP_BUTTON_WAIT_S, result
         _closed_on_request_and_revoked(vm, g, buf, before)
 
 
 @pytest.mark.hotunplug
-def test_guest_remove_of_exporter_while_imported(fresh_vm, kernel_messages):
+def test_guest_remove_of_exporter_while_imported(fresh_vm, roles, kernel_messages):
     """The same REQ path driven from inside the guest (sysfs `remove`, no pciehp needed): the
     removal blocks in vfio_unregister_group_dev() until the session, told through the REQ
     eventfd, closes the device fd; that revokes the dma-buf and edu's next DMA faults."""
     vm = fresh_vm
-    bdf = vm.bdf("shm0")
+    bdf = vm.bdf(roles.exporter)
     kernel_messages.expect(
         r"vfio-pci " + re.escape(bdf) + r": Relaying device request to user \(#0\)",
         "vfio_pci_core_request() with a REQ eventfd registered",
     )
-    kernel_messages.expect(fault_re(vm, PEER_IOVA), "edu writes the IOVA of the removed BAR")
-    with Guest(vm, req=True, close_on_req=True) as g:
+    kernel_messages.expect(fault_re(vm, roles.dma, PEER_IOVA), "edu writes the IOVA of the removed BAR")
+    with Guest(vm, roles.exporter, roles.dma, req=True, close_on_req=True) as g:
         buf = _mapped(vm, g)
-        before = bar_bytes(vm)
+        before = bar_bytes(vm, g.exporter)
         vm.dirty = True
         start = time.monotonic()
         r = vm.run(f"echo 1 > /sys/bus/pci/devices/{bdf}/remove", timeout=60)
