@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from testbed.guestvm import lspci
 from testbed.topology.layout import NodeKind
 from testbed.topology.needs import ANY, CMB_NVME
 
@@ -50,3 +53,15 @@ def test_lspci_tree_shows_the_topology(vm):
             assert span in out, f"{p.id}: no bridge to buses {span} in lspci -tv:\n{out}"
     nvme = sum(1 for ep in vm.topology.endpoints if ep.kind.value == "nvme" and ep.plugged)
     assert out.count("NVM Express Controller") == nvme, out
+
+
+@pytest.mark.topology("two-switch", "acs", "two-switch-iommu", matrix=(*NVME_TOPOLOGIES, "vfio-dmabuf"), needs=ANY)
+def test_fingerprint_agrees_with_lspci(vm):
+    """The fingerprint every result points at says what `lspci -vvv` says in the same guest:
+    each BDF's IDs, BARs, IOMMU group, ACS capability and control bits, and bound driver."""
+    assert vm.fingerprint is not None, "no fingerprint was taken after boot"
+    pci = json.loads(vm.fingerprint.path.read_text())["guest"]["pci"]
+    text = vm.run("lspci -D -vvv -nn", check=True).stdout
+    seen = lspci.parse(text)
+    assert any(d.acs for d in seen.values()) or not any(rp.acs for rp in vm.topology.root_ports), "no ACS in lspci"
+    assert lspci.differences(pci, seen) == []
