@@ -32,7 +32,7 @@ from ..topology.model import Topology
 from ..topology.needs import Need, Roles
 from . import artifacts
 from .kselftest import SESSION_KEY, KselftestSession, session_of
-from .pool import BootOptions, VmPool
+from .pool import BootOptions, VmPool, fresh_summary
 from .record import BootRecord, SplatRecord
 from .report import CensusTable, VerdictTable
 from .state import STATE_KEY, KnownSeen, Stray, TestbedState, state_of
@@ -96,6 +96,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=Path,
         metavar="DIR",
         help="where this run's verdicts, run.json and artifacts go (default: results/pytest/<date-time>)",
+    )
+    group.addoption(
+        "--no-spare-vms",
+        action="store_true",
+        help="boot each destructive test's VM when it starts, not as a warm spare during the test before",
     )
     group.addoption(
         "--strict-splats",
@@ -345,10 +350,23 @@ def vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: s
 @pytest.fixture
 def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: str) -> Iterator[GuestVM]:
     """A VM of its own, for tests that destroy state (unplug, reset); shut down afterwards."""
-    guest = _boot_or_fail(lambda: testbed_pool.boot(testbed_topology))
+    spare_next = not request.config.getoption("no_spare_vms") and _fresh_follows(request.node, testbed_topology)
+    guest = _boot_or_fail(lambda: testbed_pool.fresh(testbed_topology, spare_next))
     request.node.stash[VM_KEY] = guest
     yield guest
     testbed_pool.release(guest)
+
+
+def _fresh_follows(item: pytest.Item, topology: str) -> bool:
+    """Another test that takes a fresh VM of this topology comes later in this process (under
+    xdist --dist loadgroup a topology's tests all run on one worker, in collection order)."""
+    items = item.session.items
+    try:
+        index = items.index(item)
+    except ValueError:
+        return False
+    later = items[index + 1 :]
+    return any("fresh_vm" in getattr(i, "fixturenames", ()) and _topology_of(i) == topology for i in later)
 
 
 @pytest.fixture(scope="session")
@@ -487,6 +505,9 @@ def _no_vm_test_ran(config: pytest.Config) -> str | None:
 def _boot_summary(terminalreporter: TerminalReporter, state: TestbedState) -> None:
     for name, seconds in state.boot_seconds:
         terminalreporter.write_line(f"testbed: booted {name} to SSH in {seconds:.1f}s")
+    fresh = fresh_summary(state.fresh_waits)
+    if fresh:
+        terminalreporter.write_line(f"testbed: {fresh}")
 
 
 def _not_applicable_summary(terminalreporter: TerminalReporter, state: TestbedState, none_ran: str | None) -> None:
@@ -645,6 +666,7 @@ def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
     if pool is None:
         return
     state.boot_seconds += pool.boot_seconds
+    state.fresh_waits += pool.fresh_waits
     for s in pool.stray_splats:
         where = f"outside any test in {s.vm}"
         state.strays.append(

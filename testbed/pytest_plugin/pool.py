@@ -1,11 +1,14 @@
-"""Booted VMs shared across tests: one per topology, rebooted only when a test dirtied it."""
+"""Booted VMs shared across tests: one per topology, rebooted only when a test dirtied it; and
+fresh VMs for destructive tests, the next one booted as a warm spare while the current test runs."""
 
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from ..topology import load_topology
 from ..vm import Machine
 from ..vm.launch import plan_launch
 
-MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM beside them
+MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM (and its spare) beside them
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,27 @@ DEFAULT_VARIANT = VmVariant()
 
 
 @dataclass(frozen=True)
+class FreshWait:
+    """How long one destructive test waited for its VM, and where the VM came from."""
+
+    topology: str
+    seconds: float
+    how: str  # "spare" | "booted" | "spare failed" | "spare rejected"
+
+
+def fresh_summary(waits: list[FreshWait]) -> str | None:
+    """How long destructive tests waited for their VM: spares handed over, median wait."""
+    if not waits:
+        return None
+    warm = sum(1 for w in waits if w.how == "spare")
+    seconds = [w.seconds for w in waits]
+    return (
+        f"fresh VMs: {len(seconds)} for destructive tests, {warm} of them warm spares; waited median "
+        f"{statistics.median(seconds):.1f} s, max {max(seconds):.1f} s, {sum(seconds):.0f} s in all"
+    )
+
+
+@dataclass(frozen=True)
 class StraySplat:
     vm: str
     console_log: Path
@@ -62,6 +86,11 @@ class VmPool:
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
         self.launches: list[tuple[str, str, Path | None, str, Path | None]] = []  # (topology, vm, bzImage, accel, fp)
+        # One warm spare at a time, booted on one long-lived thread: QEMU's parent-death signal
+        # follows the thread that started it, so that thread lives until close().
+        self._spare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spare-vm")
+        self.spares: dict[tuple, Future[GuestVM]] = {}
+        self.fresh_waits: list[FreshWait] = []
 
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise."""
@@ -89,10 +118,54 @@ class VmPool:
         except BaseException:
             self.release(None, machine)
             raise
-        self.boot_seconds.append((topology, machine.ssh_ready_seconds or 0.0))
+        self.boot_seconds.append((plan.topology.name, machine.ssh_ready_seconds or 0.0))
         fingerprint = vm.fingerprint.path if vm.fingerprint else None
         self.launches.append((topology, plan.name, plan.runtime.kernel, plan.accel.accel, fingerprint))
         return vm
+
+    def fresh(self, topology: str, spare_next: bool, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
+        """A VM of its own for a destructive test: the warm spare if one was booted for this
+        topology and it came up clean, else one booted now. `spare_next`: another destructive
+        test of this topology follows, so boot its VM while this one is used."""
+        key = (topology, variant)
+        start = time.monotonic()
+        vm, how = None, "booted"
+        spare = self.spares.pop(key, None)
+        if spare is not None:
+            vm, how = self._take_spare(spare)
+        if vm is None:
+            vm = self.boot(topology, variant)
+        self.fresh_waits.append(FreshWait(topology, time.monotonic() - start, how))
+        if spare_next:
+            self.spares[key] = self._spare_thread.submit(self.boot, topology, variant)
+        return vm
+
+    def _take_spare(self, spare: Future[GuestVM]) -> tuple[GuestVM | None, str]:
+        """The spare, if it booted cleanly: QEMU alive, no splat on its console so far (a known
+        one is fine), the guest the model describes. Otherwise it is released (its splat is
+        reported as outside any test) and (None, why) sends the caller to a boot of its own."""
+        try:
+            vm = spare.result()
+        except TestbedError as exc:
+            self.progress(f"spare VM did not boot ({exc}); booting one now")
+            return None, "spare failed"
+        lines = _read_lines(vm.machine.console_log)
+        release = kernel_release(lines)
+        splats = [s for s in scan_lines(lines) if find_known(s, release, self.known) is None]
+        why = (
+            "QEMU exited"
+            if not vm.machine.process.alive()
+            else f"a splat during its boot: {splats[0].signature}"
+            if splats
+            else "the guest differs from the model"
+            if vm.model_problems
+            else None
+        )
+        if why is None:
+            return vm, "spare"
+        self.progress(f"spare VM {vm.machine.name} not handed over: {why}; booting one now")
+        self.release(vm)
+        return None, "spare rejected"
 
     def shared_vm(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         key = (topology, variant)
@@ -169,6 +242,13 @@ class VmPool:
         while self.shared:
             _, vm = self.shared.popitem()
             self.release(vm)
+        for spare in self.spares.values():  # booted for a test that did not come (deselected, failed early)
+            try:
+                self.release(spare.result())
+            except TestbedError:
+                pass  # its boot failed: nothing runs, nothing to scan beyond what boot() reported
+        self.spares.clear()
+        self._spare_thread.shutdown()
 
 
 # -- kmemleak -----------------------------------------------------------------------------------

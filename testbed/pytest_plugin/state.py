@@ -13,7 +13,7 @@ import pytest
 from ..kernel.request import KernelRequest
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
-from .pool import VmPool
+from .pool import FreshWait, VmPool
 from .record import BootRecord, RunRecord, SplatRecord
 from .report import CensusRow, CensusTable, Row, VerdictTable
 
@@ -71,6 +71,7 @@ class TestbedState:
     record: RunRecord = field(default_factory=RunRecord)  # run.json, for testbed ab
     strays: list[Stray] = field(default_factory=list)
     boot_seconds: list[tuple[str, float]] = field(default_factory=list)
+    fresh_waits: list[FreshWait] = field(default_factory=list)  # destructive tests' waits for their VM
     kselftest_lines: list[str] = field(default_factory=list)  # the tree's own tests' end-of-run notes
     kselftest_noted: list[tuple[str, str, str]] = field(default_factory=list)  # (test, what, reason)
 
@@ -97,6 +98,7 @@ class TestbedState:
             "vms": self.record.vms,
             "strays": [asdict(s) for s in self.strays],
             "boot_seconds": self.boot_seconds,
+            "fresh_waits": [asdict(w) for w in self.fresh_waits],
             "kselftest_lines": self.kselftest_lines,
             "kselftest_noted": self.kselftest_noted,
             "not_applicable": [[t, n, why] for (t, n), why in self.not_applicable.items()],
@@ -119,6 +121,7 @@ class TestbedState:
         self.record.vms.update(part["vms"])
         self.strays += [Stray(**s) for s in part["strays"]]
         self.boot_seconds += [(name, float(s)) for name, s in part["boot_seconds"]]
+        self.fresh_waits += [FreshWait(**w) for w in part["fresh_waits"]]
         self.kselftest_lines += [line for line in part["kselftest_lines"] if line not in self.kselftest_lines]
         self.kselftest_noted += [(str(a), str(b), str(c)) for a, b, c in part["kselftest_noted"]]
         self.not_applicable.update({(str(t), str(n)): str(why) for t, n, why in part["not_applicable"]})

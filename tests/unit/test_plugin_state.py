@@ -7,6 +7,7 @@ from pathlib import Path
 
 from testbed.logs import scan_text
 from testbed.logs.known import find_known, load_known
+from testbed.pytest_plugin.pool import FreshWait, fresh_summary
 from testbed.pytest_plugin.record import SplatRecord
 from testbed.pytest_plugin.report import CensusRow, Row
 from testbed.pytest_plugin.state import KnownSeen, Stray, TestbedState
@@ -27,6 +28,7 @@ def _worker(tmp_path: Path, n: int) -> TestbedState:
     state.record.vms[f"t{n}::x"] = f"vm{n}"
     state.strays.append(Stray(f"vm{n}", "c.log", 1, 2, "WARNING in f", None))
     state.boot_seconds.append((f"t{n}", 7.5))
+    state.fresh_waits.append(FreshWait(f"t{n}", 0.2 * n, "spare"))
     state.kselftest_lines += ["build fixes applied:", f"  fix {n}"]
     state.kselftest_noted.append((f"t{n}::k", "skip", "no IOMMU"))
     state.unchecked.append(f"t{n}::x")
@@ -53,3 +55,6 @@ def test_two_workers_merge_into_one_state(tmp_path):
         ("mine2", "t::y"): "an NVMe with a CMB",
     }
     assert controller.vm_tests_declared
+    assert fresh_summary(controller.fresh_waits) == (
+        "fresh VMs: 2 for destructive tests, 2 of them warm spares; waited median 0.3 s, max 0.4 s, 1 s in all"
+    )
