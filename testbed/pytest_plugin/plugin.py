@@ -212,14 +212,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = []
         for name, ident in zip(applicable, ids, strict=True):
             listed = cases(_topology(name), metafunc.config)
-            params += [pytest.param(name, case, id=f"{ident}-{case_id}") for case_id, case in listed]
+            params += [
+                pytest.param(name, case, id=f"{ident}-{case_id}", marks=_group(name)) for case_id, case in listed
+            ]
         # function scope: the case must not split the VM's session-scoped topology group
         metafunc.parametrize(
             ("testbed_topology", "topology_case"), params, indirect=["testbed_topology"], scope="function"
         )
         return
     # session scope groups the tests by topology, so each VM boots once
-    metafunc.parametrize("testbed_topology", applicable, ids=ids, indirect=True, scope="session")
+    params = [pytest.param(name, id=ident, marks=_group(name)) for name, ident in zip(applicable, ids, strict=True)]
+    metafunc.parametrize("testbed_topology", params, indirect=True, scope="session")
+
+
+def _group(topology: str) -> pytest.MarkDecorator:
+    """pytest -n N --dist loadgroup: a topology's tests on one worker, so its VMs are shared
+    there and its warm spares are used. A mark on the parameter is on the item from its
+    creation (one added in collection_modifyitems came too late for xdist's workers)."""
+    return pytest.mark.xdist_group(name=topology)
 
 
 def _not_selected(item: pytest.Item) -> bool:
@@ -228,7 +238,7 @@ def _not_selected(item: pytest.Item) -> bool:
     return "topology_case" in params and params["topology_case"] is None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     placeholders = [i for i in items if _not_selected(i)]
     if placeholders:
@@ -246,11 +256,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         topology = _topology_of(item)
         if topology is not None:  # in JUnit, and how the end of the run counts the VM tests that ran
             item.user_properties.append(("topology", _topology(topology).name))
-    if config.pluginmanager.hasplugin("xdist"):  # --dist loadgroup keeps a topology's tests on one worker
-        for item in items:
-            topology = _topology_of(item)
-            if topology is not None:
-                item.add_marker(pytest.mark.xdist_group(name=topology))
 
 
 def _topology_of(item: pytest.Item) -> str | None:

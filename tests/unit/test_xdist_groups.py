@@ -1,0 +1,37 @@
+"""pytest -n 2 --dist loadgroup keeps a topology's tests on one worker (its VMs are shared
+there, its warm spares used). This broke silently once: pytest 9.2 with pytest-xdist 3.8 split
+every group and booted each topology's VM on both workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SUITE = """\
+import pytest
+from testbed.topology.needs import ANY
+
+@pytest.mark.topology("two-switch", "acs", "root-ports", needs=ANY)
+@pytest.mark.parametrize("n", range(4))
+def test_grouped(testbed_topology, n):
+    pass
+"""
+
+
+def test_a_topologys_tests_run_on_one_worker(tmp_path: Path):
+    (tmp_path / "test_groups.py").write_text(SUITE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-n", "2", "--dist", "loadgroup",
+         "--results-dir", str(tmp_path / "r")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "CI": "false"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    workers: dict[str, set[str]] = {}
+    for worker, topology in re.findall(r"\[(gw\d)\] .*PASSED .*test_grouped\[([a-z-]+?)-\d\]", proc.stdout):
+        workers.setdefault(topology, set()).add(worker)
+    assert sorted(workers) == ["acs", "root-ports", "two-switch"], proc.stdout
+    split = {t: w for t, w in workers.items() if len(w) > 1}
+    assert not split, f"topology groups split across workers: {split}"
