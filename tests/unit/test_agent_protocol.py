@@ -13,6 +13,7 @@ import pytest
 
 from testbed.errors import GuestError
 from testbed.guestvm.agent import Agent
+from testbed.guestvm.guest import AGENT_BOOTSTRAP, agent_bundle
 
 AGENT = Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent" / "agent.py"
 
@@ -55,20 +56,35 @@ if __name__ == "__main__":
 
 @pytest.fixture
 def agent(tmp_path):
-    agent_dir = tmp_path / "agent"
-    agent_dir.mkdir()
+    """Started as the guest starts it: the bootstrap unpacks the helpers from the head of its
+    stdin (this test's helper among them) and runs the agent in the same process."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
     for src in AGENT.parent.glob("*.py"):
-        (agent_dir / src.name).write_text(src.read_text())
-    (agent_dir / "helper.py").write_text(HELPER)
+        (sources / src.name).write_text(src.read_text())
+    (sources / "helper.py").write_text(HELPER)
+    bundle = agent_bundle(sorted(sources.glob("*.py")))
     proc = subprocess.Popen(
-        [sys.executable, str(agent_dir / "agent.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-u", "-c", AGENT_BOOTSTRAP, str(tmp_path / "agent")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(bundle)
+    proc.stdin.flush()
     a = Agent(proc.stdin, proc.stdout, "local")
     a.wait_ready(10)
     yield a
     a.close()
     proc.wait(10)
+
+
+def test_the_bootstrap_wrote_every_helper_and_its_bytecode(agent, tmp_path):
+    where = tmp_path / "agent"
+    assert (where / "helper.py").read_text() == HELPER
+    tag = sys.implementation.cache_tag
+    assert (where / "__pycache__" / f"agent.{tag}.pyc").is_file()
+    assert {p.name for p in where.glob("*.py")} == {p.name for p in AGENT.parent.glob("*.py")} | {"helper.py"}
 
 
 def test_call_in_process_and_as_a_child(agent):
