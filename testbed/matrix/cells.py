@@ -1,16 +1,18 @@
-"""Matrix cells: every shipped topology (its IOMMU type and mode are the topology's own: the
-shipped set holds the IOMMU variants, e.g. two-switch, two-switch-iommu, two-switch-iommu-pt)
-x the suites' kernel configs x accelerator. A cell is one `pytest tests/vm --matrix` run."""
+"""Matrix cells: every shipped topology under its own IOMMU and, where the topology allows it,
+under the other IOMMU modes (`<name>.iommu-<mode>`, testbed/topology/load.py) x the suites'
+kernel configs x accelerator. A cell is one `pytest tests/vm --matrix --topology T` run."""
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..topology import load_topology, shipped_names
+from ..topology.load import IOMMU_VARIANTS, iommu_modes
 
 CONFIGS = ("default", "debug")  # the config sets the VM suites run on (selftest sets follow them)
 ACCELS = ("kvm", "tcg")
@@ -68,12 +70,19 @@ def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
 
 def _topology_of(nodeid: str, names: list[str] | None = None) -> str | None:
     """The topology a VM test ran on: the longest shipped name its parameter id starts with
-    ("[two-switch-iommu-pt-...]"). `names`: the shipped names, longest first."""
+    ("[two-switch-iommu-pt-...]"), with its IOMMU variant ("two-switch.iommu-intel").
+    `names`: the shipped names, longest first."""
     if "[" not in nodeid:
         return None
     param = nodeid.rsplit("[", 1)[1].rstrip("]")
     names = names if names is not None else sorted(shipped_names(), key=len, reverse=True)
-    return next((n for n in names if param == n or param.startswith(n + "-")), None)
+    for name in names:
+        variant = re.match(
+            rf"{re.escape(name)}(\.iommu-(?:{'|'.join(sorted(IOMMU_VARIANTS, key=len, reverse=True))}))?(?:-|$)", param
+        )
+        if variant:
+            return name + (variant.group(1) or "")
+    return None
 
 
 def cells(
@@ -81,14 +90,18 @@ def cells(
     configs: Iterable[str] = CONFIGS,
     accels: Iterable[str] = ("kvm",),
     durations: dict[tuple[str, str], float] | None = None,
+    iommu_variants: bool = True,
 ) -> list[Cell]:
     durations = durations or {}
     out = []
     for name in topologies or shipped_names():
-        topo = load_topology(name)
-        iommu = topo.iommu.type.value + (f"/{topo.iommu.mode.value}" if topo.iommu.enabled else "")
-        for config in configs:
-            for accel in accels:
-                estimate = durations.get((topo.name, config), DEFAULT_ESTIMATE_S)
-                out.append(Cell(f"{topo.name}-{config}-{accel}", topo.name, config, accel, iommu, round(estimate, 1)))
+        base = load_topology(name)
+        variants = [base] + ([load_topology(f"{name}.iommu-{m}") for m in iommu_modes(base)] if iommu_variants else [])
+        for topo in variants:
+            iommu = topo.iommu.type.value + (f"/{topo.iommu.mode.value}" if topo.iommu.enabled else "")
+            for config in configs:
+                for accel in accels:
+                    estimate = durations.get((topo.name, config), DEFAULT_ESTIMATE_S)
+                    cell_id = f"{topo.name}-{config}-{accel}"
+                    out.append(Cell(cell_id, topo.name, config, accel, iommu, round(estimate, 1)))
     return out

@@ -15,13 +15,21 @@ from .shard import parse_shard, shards
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "matrix",
-        help="the nightly matrix: topology x kernel config x accel cells, as text or --json, whole or --shard K/N",
+        help="the nightly matrix: topology x IOMMU mode x kernel config x accel cells, as text or --json, "
+        "whole or --shard K/N",
     )
     p.add_argument("--json", action="store_true", help="one JSON document (a CI job's dynamic matrix)")
     p.add_argument("--shard", metavar="K/N", help="only the K-th of N shards, balanced by measured durations")
     p.add_argument("--topology", action="append", metavar="NAME", help="only these topologies (repeatable)")
     p.add_argument("--config", action="append", choices=CONFIGS, help="only these kernel configs (repeatable)")
     p.add_argument("--accel", action="append", choices=ACCELS, help="accelerators (default: kvm)")
+    p.add_argument(
+        "--iommu",
+        choices=("all", "own"),
+        default="all",
+        help="all: each topology under its own IOMMU and the other modes it allows (<name>.iommu-<mode>); "
+        "own: only its own",
+    )
     p.add_argument(
         "--durations",
         type=Path,
@@ -35,7 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _matrix(args: argparse.Namespace) -> int:
     dirs = args.durations or sorted((results_root() / "pytest").glob("*"))
     runs = [d / "run.json" for d in dirs]
-    found = cells(args.topology, args.config or CONFIGS, args.accel or ("kvm",), measured(runs))
+    found = cells(
+        args.topology,
+        args.config or CONFIGS,
+        args.accel or ("kvm",),
+        measured(runs),
+        iommu_variants=args.iommu == "all",
+    )
     if args.shard:
         try:
             k, n = parse_shard(args.shard)

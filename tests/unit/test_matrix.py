@@ -10,13 +10,18 @@ import pytest
 from testbed.cli import main
 from testbed.matrix.cells import DEFAULT_ESTIMATE_S, Cell, _topology_of, cells, measured
 from testbed.matrix.shard import parse_shard, shards
-from testbed.topology import shipped_names
+from testbed.topology import load_topology, shipped_names
+from testbed.topology.load import iommu_modes
 
 
-def test_every_shipped_topology_times_configs():
+def test_every_shipped_topology_and_its_iommu_variants_times_configs():
     found = cells(accels=("kvm", "tcg"))
-    assert len(found) == len(shipped_names()) * 2 * 2
+    topologies = sum(1 + len(iommu_modes(load_topology(n))) for n in shipped_names())
+    assert len(found) == topologies * 2 * 2
     assert len({c.id for c in found}) == len(found)
+    variant = next(c for c in found if c.id == "two-switch.iommu-intel-pt-default-kvm")
+    assert variant.iommu == "intel/passthrough" and variant.pytest_args()[3] == "two-switch.iommu-intel-pt"
+    assert len(cells(accels=("kvm",), iommu_variants=False)) == len(shipped_names()) * 2
     two = next(c for c in found if c.id == "two-switch-iommu-pt-debug-tcg")
     assert two.iommu == "intel/passthrough"
     assert two.pytest_args() == [
@@ -48,6 +53,7 @@ def test_topology_of_picks_the_longest_shipped_name():
     assert _topology_of("tests/vm/t.py::x[two-switch-iommu-pt]") == "two-switch-iommu-pt"
     assert _topology_of("tests/vm/t.py::x[two-switch-0-4096]") == "two-switch"
     assert _topology_of("tests/unit/t.py::x") is None
+    assert _topology_of("tests/vm/t.py::x[two-switch.iommu-intel-pt-0-4096]") == "two-switch.iommu-intel-pt"
 
 
 def _cell(name: str, seconds: float) -> Cell:
@@ -75,5 +81,13 @@ def test_matrix_command(capsys, tmp_path):
         main(["matrix", "--json", "--topology", "two-switch", "--config", "default", "--durations", str(tmp_path)]) == 0
     )
     doc = json.loads(capsys.readouterr().out)
-    assert [c["id"] for c in doc["include"]] == ["two-switch-default-kvm"]
+    assert [c["id"] for c in doc["include"]] == [
+        "two-switch-default-kvm",
+        "two-switch.iommu-intel-default-kvm",
+        "two-switch.iommu-intel-pt-default-kvm",
+        "two-switch.iommu-virtio-default-kvm",
+    ]
+    argv = ["matrix", "--json", "--topology", "two-switch", "--config", "default", "--iommu", "own"]
+    assert main([*argv, "--durations", str(tmp_path)]) == 0
+    assert [c["id"] for c in json.loads(capsys.readouterr().out)["include"]] == ["two-switch-default-kvm"]
     assert main(["matrix", "--shard", "9/2"]) == 2
