@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..logs.known import KnownSplat, find_known, kernel_release
-from ..logs.splat import Splat, scan_lines, strip_prefix
+from ..logs.splat import END_RE, MAX_LINES, Splat, scan_lines, strip_prefix
 from ..logs.windows import marker
 
 if TYPE_CHECKING:
@@ -72,6 +72,25 @@ def wait_for_line(path: Path, needle: str, after_line: int, timeout: float) -> i
         time.sleep(0.2)
 
 
+def through_report(path: Path, end_line: int, timeout: float) -> list[str]:
+    """The console from the end marker (1-based `end_line`, blanked so the report reads on
+    through it) to the end of the report it interrupted: its closing line, else what came until
+    the console stayed quiet for a second, at most MAX_LINES lines and `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    seen, quiet_since = -1, time.monotonic()
+    while True:
+        after = path.read_text(errors="replace").splitlines()[end_line - 1 : end_line - 1 + MAX_LINES]
+        if any(END_RE.match(strip_prefix(line)) for line in after[1:]):
+            break
+        if len(after) != seen:
+            seen, quiet_since = len(after), time.monotonic()
+        if time.monotonic() - quiet_since >= 1.0 or time.monotonic() > deadline or len(after) >= MAX_LINES:
+            break
+        time.sleep(0.1)
+    closing = next((i for i, line in enumerate(after) if i and END_RE.match(strip_prefix(line))), len(after) - 1)
+    return [""] + after[1 : closing + 1]
+
+
 def begin(vm: GuestVM, test_id: str) -> int:
     """Write the begin marker and return its console line."""
     text = marker("begin", test_id)
@@ -101,9 +120,15 @@ def end(
         complete = False
         end_line = len(lines)
     window = lines[begin_line : end_line - 1] if complete else lines[begin_line:]
+    found = scan_lines(window, first_line=begin_line + 1)
+    if complete and found and found[-1].last_line >= end_line - 1:
+        # the end marker landed inside a report (another CPU was still printing it): judge the
+        # report whole, as far as it goes past the marker, or its signature loses its place
+        rest = through_report(vm.machine.console_log, end_line, vm.machine.timeouts.console_flush)
+        found = [s for s in scan_lines(window + rest, first_line=begin_line + 1) if s.first_line < end_line]
     release = kernel_release(lines)
     splats, known_seen = [], []
-    for splat in scan_lines(window, first_line=begin_line + 1):
+    for splat in found:
         entry = find_known(splat, release, known)
         if entry is None:
             splats.append(splat)

@@ -25,9 +25,10 @@ class FakeMachine:
 class FakeVM:
     """kmsg() appends to the console the way the guest's /dev/kmsg write would."""
 
-    def __init__(self, log: Path, between: list[str]):
+    def __init__(self, log: Path, between: list[str], after: list[str] | None = None):
         self.machine = FakeMachine(log)
         self.between = between
+        self.after = after or []  # what another CPU prints after the end marker
 
     def kmsg(self, line: str) -> None:
         with open(self.machine.console_log, "a") as f:
@@ -36,6 +37,7 @@ class FakeVM:
             else:
                 f.writelines(self.between)
                 f.write(f"[ 9.0] {line}\n")
+                f.writelines(self.after)
 
 
 def _judge(
@@ -130,3 +132,26 @@ def test_a_test_that_begins_with_lockdep_off_is_marked(tmp_path):
     assert verdict.lockdep_off_at_start and not verdict.lockdep_lost
     (tmp_path / "on").mkdir()
     assert not _judge(tmp_path / "on", [], locks_after=" debug_locks: 1\n").lockdep_off_at_start
+
+
+def test_a_report_the_end_marker_landed_in_is_judged_whole(tmp_path):
+    """Recorded: the end marker written while another CPU printed an ODEBUG warning landed
+    before its call trace; cut there, the report lost its place and read as a new splat."""
+    real = (LOGS.parent / "real" / "debug-odebug-straddles-end-marker.log").read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(real) if "testbed: end" in line)
+    log = tmp_path / "console.log"
+    log.write_text("[ 0.0] Linux version 7.2.13-testbed (gcc) #1 PREEMPT\n")
+    vm = FakeVM(log, real[:cut], after=real[cut + 1 :])
+    first = begin(vm, "tests/x.py::t")
+    verdict = end(vm, "tests/x.py::t", first, ExpectedMessages(), None, load_known())
+    assert verdict.splats == []
+    assert [s.signature for s, _ in verdict.known] == ["ODEBUG: free active timer_list in bdev_free_inode"]
+    # a report that starts after the end marker is not this test's
+    later = tmp_path / "later"
+    later.mkdir()
+    log = later / "console.log"
+    log.write_text("[ 0.0] Linux version 7.2.13-testbed (gcc) #1 PREEMPT\n")
+    vm = FakeVM(log, ["[ 2.0] nothing here\n"], after=real[:cut] + real[cut + 1 :])
+    first = begin(vm, "tests/x.py::t")
+    verdict = end(vm, "tests/x.py::t", first, ExpectedMessages(), None, load_known())
+    assert verdict.splats == [] and verdict.known == []
