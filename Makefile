@@ -11,12 +11,13 @@ CONFIG ?= default
 KSRC ?=
 PATCHES ?=
 PYTEST_ARGS ?=
-JOBS ?= 1
-# JOBS>1: pytest-xdist workers, each topology's tests on one worker (its VMs are shared there)
+# pytest-xdist workers, each topology's tests on one worker (its VMs and warm spares are shared
+# there): one per core, at most 4 (a worker holds up to four 2 GiB guests); JOBS=1: one process
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 
 # the tree's own tests boot the selftest kernel that goes with CONFIG (kernel-configs/selftest.config)
-SELFTEST_CONFIG := $(if $(filter debug,$(CONFIG)),debug-selftest,selftest)
+SELFTEST_CONFIG := $(if $(filter default,$(CONFIG)),selftest,$(CONFIG)-selftest)
 SUITE ?=
 
 KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
@@ -30,7 +31,7 @@ PYTEST_TOPO := $(if $(filter command line environment,$(origin TOPO)),$(foreach 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug)"
+	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug|debug-full)"
 	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
 	@echo "             SUITE=iommu|vfio|kunit (make kselftest; TOPO=kselftest has one device of each kind)"
 	@echo "             ARGS='-m p2p --topology two-switch' BASE=REF (make ab)  GOOD=REF BAD=REF (make bisect)"
@@ -82,19 +83,28 @@ bisect: deps venv ## first bad commit in KSRC= between GOOD= and BAD= for the py
 	@test -n "$(KSRC)" -a -n "$(GOOD)" -a -n "$(BAD)" || { echo "make bisect needs KSRC= GOOD= BAD= (and ARGS=)"; exit 2; }
 	$(TB) bisect --ksrc $(KSRC) --good $(GOOD) --bad $(BAD) --kernel-config $(CONFIG) -- $(or $(ARGS),-m p2p --topology $(TOPO))
 
-nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x kernel config
+nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x kernel config (default, debug-full)
 	$(TB) image build
-	status=0; for config in default debug; do \
+	status=0; for config in default debug-full; do \
 	  $(TB) kernel build --kernel-config $$config $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
-	  $(TB) kernel build --kernel-config $$([ $$config = debug ] && echo debug-selftest || echo selftest) \
+	  $(TB) kernel build --kernel-config $$([ $$config = default ] && echo selftest || echo $$config-selftest) \
 	    $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
 	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config $(PYTEST_KERNEL) \
 	    --junitxml=results/junit-nightly-$$config.xml $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
-bench: deps venv ## print boot and kernel rebuild timings (bench/boot, bench/rebuild; suites: bench/suites)
-	$(VENV)/bin/python bench/boot
-	$(VENV)/bin/python bench/rebuild
+BENCH_OUT := results/bench/$(shell date +%Y%m%d-%H%M%S).jsonl
+bench: deps venv ## measure boots, a kernel rebuild and every suite (~40 min), then regenerate README's timing table
+	$(TB) kernel build --kernel-config debug
+	@mkdir -p results/bench
+	$(VENV)/bin/python bench/boot --json >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/boot --json --kernel-config debug --runs 3 >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/rebuild --json >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/suites --json --jobs 1 make-test >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) make-test >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) --kernel-config debug hotunplug >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/table --add $(BENCH_OUT) --kernels --update README.md
 
 clean-results: ## remove results/ (console logs, JUnit)
 	rm -rf results

@@ -26,7 +26,7 @@ from . import patches as patchmod
 from . import source as sourcemod
 from .artifact import KernelArtifact, artifact_in, load_cached, write_manifest
 from .cachekey import KeyInputs, compiler_version
-from .configsets import load_config_set
+from .configsets import build_set, load_config_set
 from .kconfig import MergedConfig
 from .lock import locked
 from .make import jobs, make_argv, run_make
@@ -234,7 +234,9 @@ def ensure_kernel(
     base_fixes: bool | None = None,
 ) -> KernelArtifact:
     """The bzImage for these inputs: from the cache, or built (incrementally) and cached.
-    `base_fixes`: False builds without the base fixes; None leaves it to TESTBED_BASE_FIXES."""
+    `base_fixes`: False builds without the base fixes; None leaves it to TESTBED_BASE_FIXES.
+    A boot profile's name (debug-full) builds the config set it boots (debug)."""
+    config_set = build_set(config_set)
     p = plan(config_set, ksrc, patches, progress, base_fixes=base_fixes)
     assert p is not None  # fetch=True always resolves a source
     root = kernel_root()

@@ -1,4 +1,5 @@
-"""Named config sets: which fragments of kernel-configs/ are merged, in order (later wins)."""
+"""Named config sets: which fragments of kernel-configs/ are merged, in order (later wins); and
+boot profiles: names that boot another set's build with detectors switched at boot."""
 
 from __future__ import annotations
 
@@ -15,6 +16,29 @@ CONFIG_SETS: dict[str, tuple[str, ...]] = {
     "selftest": ("base", "p2p", "selftest"),
     "debug-selftest": ("base", "p2p", "debug", "selftest"),
 }
+
+# --kernel-config names that boot a config set's build with kernel arguments: one 20-minute
+# build, two ways to boot it. `debug` is the working loop: kmemleak switched off at boot (of
+# the debug kernel's 20 s from boot to init, 11 are kmemleak's; bench/debug-options), and with
+# it the leak scan at the end of every VM. `debug-full` switches nothing off (the nightly).
+BOOT_PROFILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "debug": ("debug", ("kmemleak=off",)),
+    "debug-selftest": ("debug-selftest", ("kmemleak=off",)),
+    "debug-full": ("debug", ()),
+    "debug-full-selftest": ("debug-selftest", ()),
+}
+# every name --kernel-config takes
+KERNEL_CONFIGS = tuple(dict.fromkeys([*CONFIG_SETS, *BOOT_PROFILES]))
+
+
+def build_set(name: str) -> str:
+    """The config set whose build a --kernel-config name boots."""
+    return BOOT_PROFILES.get(name, (name, ()))[0]
+
+
+def boot_args(name: str) -> tuple[str, ...]:
+    """The kernel arguments a --kernel-config name boots its build with."""
+    return BOOT_PROFILES.get(name, (name, ()))[1]
 
 
 def fragment_paths(config_set: str, configs_dir: Path = KERNEL_CONFIGS_DIR) -> tuple[Path, ...]:

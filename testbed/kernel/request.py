@@ -4,7 +4,8 @@ kernel`, `boot`, `run`, `kselftest`, `ab` and pytest, read into one KernelReques
     --kernel PATH        a bzImage to boot as it is, or a kernel tree to build
     --ksrc TREE          a kernel tree to build (the same as --kernel TREE)
     --patches SERIES     an mbox or a directory of *.patch files, applied in a worktree
-    --kernel-config SET  the config set (kernel-configs/; the suites take default or debug)
+    --kernel-config SET  the config set (kernel-configs/; the suites take default, debug or
+                         debug-full: the debug build booted with kmemleak on)
     --no-base-fixes      leave out kernel-configs/base-fixes (the unpatched base kernel)
 """
 
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .configsets import CONFIG_SETS
+from .configsets import KERNEL_CONFIGS
 
 # the sets the VM suites boot; each has a selftest companion for the tree's own tests
-SUITE_SETS = tuple(s for s in CONFIG_SETS if not s.endswith("selftest"))
+SUITE_SETS = tuple(s for s in KERNEL_CONFIGS if not s.endswith("selftest"))
 
 
 def selftest_set(config_set: str) -> str:
@@ -36,8 +37,8 @@ class KernelRequest:
     base_fixes: bool | None = None  # None: TESTBED_BASE_FIXES decides
 
     def __post_init__(self) -> None:
-        if self.config_set not in CONFIG_SETS:
-            raise ConfigError(f"unknown kernel config set {self.config_set!r}; allowed: {', '.join(CONFIG_SETS)}")
+        if self.config_set not in KERNEL_CONFIGS:
+            raise ConfigError(f"unknown kernel config set {self.config_set!r}; allowed: {', '.join(KERNEL_CONFIGS)}")
         if self.bzimage is not None and (self.patches is not None or self.ksrc is not None):
             raise ConfigError(
                 f"--kernel {self.bzimage} is a built kernel: --patches and --ksrc need a tree to build, not a bzImage"
@@ -67,7 +68,7 @@ class KernelRequest:
         )
 
 
-def add_options(add: Callable[..., Any], config_sets: tuple[str, ...] = tuple(CONFIG_SETS)) -> None:
+def add_options(add: Callable[..., Any], config_sets: tuple[str, ...] = KERNEL_CONFIGS) -> None:
     """Add the kernel options with `add` (argparse's add_argument or pytest's addoption)."""
     add(
         "--kernel",
@@ -81,7 +82,8 @@ def add_options(add: Callable[..., Any], config_sets: tuple[str, ...] = tuple(CO
         "--kernel-config",
         default="default",
         choices=config_sets,
-        help="config set of kernel-configs/ (default: %(default)s; debug: KASAN, lockdep, ...)",
+        help="config set of kernel-configs/ (default: %(default)s; debug: KASAN, lockdep, ... booted with "
+        "kmemleak off; debug-full: the same kernel with kmemleak on)",
     )
     add(
         "--no-base-fixes",

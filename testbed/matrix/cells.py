@@ -14,7 +14,9 @@ from pathlib import Path
 from ..topology import load_topology, shipped_names
 from ..topology.load import IOMMU_VARIANTS, iommu_modes
 
-CONFIGS = ("default", "debug")  # the config sets the VM suites run on (selftest sets follow them)
+# the kernel configs the nightly runs the VM suites on (selftest sets follow them): every
+# detector there, debug-full (kmemleak on); `debug` is the same build for the working loop
+CONFIGS = ("default", "debug-full")
 ACCELS = ("kvm", "tcg")
 DEFAULT_ESTIMATE_S = 300.0  # a cell no run has measured yet
 

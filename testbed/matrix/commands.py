@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..kernel.request import SUITE_SETS
 from ..paths import results_root
 from .cells import ACCELS, CONFIGS, cells, measured
 from .shard import parse_shard, shards
@@ -21,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document (a CI job's dynamic matrix)")
     p.add_argument("--shard", metavar="K/N", help="only the K-th of N shards, balanced by measured durations")
     p.add_argument("--topology", action="append", metavar="NAME", help="only these topologies (repeatable)")
-    p.add_argument("--config", action="append", choices=CONFIGS, help="only these kernel configs (repeatable)")
+    p.add_argument(
+        "--config",
+        action="append",
+        choices=SUITE_SETS,
+        help="only these kernel configs (repeatable; default: default, debug-full)",
+    )
     p.add_argument("--accel", action="append", choices=ACCELS, help="accelerators (default: kvm)")
     p.add_argument(
         "--iommu",

@@ -56,6 +56,7 @@ def plan_launch(
     # imported here: `testbed --help` must not pay for the whole stack
     from ..image import ensure_image, make_overlay
     from ..kernel import ensure_kernel
+    from ..kernel.configsets import boot_args
     from ..render import backing_files, render_argv
 
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
@@ -66,6 +67,7 @@ def plan_launch(
         bzimage = ensure_kernel(
             kernel_config, ksrc=ksrc, patches=patches, progress=progress, base_fixes=base_fixes
         ).bzimage
+    extra_append = boot_args(kernel_config) + extra_append  # a boot profile's switches (debug: kmemleak=off)
     image = ensure_image(progress=progress)
     name = registry.reserve(topo.name)
     (results_root() / "vm").mkdir(parents=True, exist_ok=True)

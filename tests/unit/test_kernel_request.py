@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
+from testbed.kernel.configsets import boot_args, build_set
 from testbed.kernel.request import SUITE_SETS, KernelRequest, add_options, from_options, selftest_set
 
 
@@ -44,6 +45,16 @@ def test_bad_combinations_fail_early(tmp_path):
 
 
 def test_suite_sets_and_their_selftest_companions():
-    assert SUITE_SETS == ("default", "debug")
-    assert [selftest_set(s) for s in SUITE_SETS] == ["selftest", "debug-selftest"]
+    assert SUITE_SETS == ("default", "debug", "debug-full")
+    assert [selftest_set(s) for s in SUITE_SETS] == ["selftest", "debug-selftest", "debug-full-selftest"]
+
+
+def test_debug_full_boots_the_debug_build_with_kmemleak_on():
+    assert [(build_set(n), boot_args(n)) for n in ("default", "debug", "debug-full", "debug-full-selftest")] == [
+        ("default", ()),
+        ("debug", ("kmemleak=off",)),
+        ("debug", ()),
+        ("debug-selftest", ()),
+    ]
+    assert _parse("--kernel-config", "debug-full").config_set == "debug-full"
     assert _parse("--no-base-fixes").base_fixes is False and _parse().base_fixes is None

@@ -22,10 +22,10 @@ def test_every_shipped_topology_and_its_iommu_variants_times_configs():
     variant = next(c for c in found if c.id == "two-switch.iommu-intel-pt-default-kvm")
     assert variant.iommu == "intel/passthrough" and variant.pytest_args()[3] == "two-switch.iommu-intel-pt"
     assert len(cells(accels=("kvm",), iommu_variants=False)) == len(shipped_names()) * 2
-    two = next(c for c in found if c.id == "two-switch-iommu-pt-debug-tcg")
+    two = next(c for c in found if c.id == "two-switch-iommu-pt-debug-full-tcg")
     assert two.iommu == "intel/passthrough"
     assert two.pytest_args() == [
-        "tests/vm", "--matrix", "--topology", "two-switch-iommu-pt", "--kernel-config", "debug", "--accel", "tcg"
+        "tests/vm", "--matrix", "--topology", "two-switch-iommu-pt", "--kernel-config", "debug-full", "--accel", "tcg"
     ]  # fmt: skip
 
 
