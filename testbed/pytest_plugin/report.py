@@ -52,11 +52,14 @@ class VerdictTable:
         )
 
     def lines(self) -> list[str]:
-        out = [f"{'topology':20} {'pair':16} {'direction':12} {'map type':17} {'expected':12} observed"]
+        # columns as wide as their longest entry (a user's file or an IOMMU variant has a long name)
+        tw = max([20, *(len(r.topology) for r in self.rows)])
+        pw = max([16, *(len(r.provider) + 2 + len(r.client) for r in self.rows)])
+        out = [f"{'topology':{tw}} {'pair':{pw}} {'direction':12} {'map type':17} {'expected':12} observed"]
         for r in self.rows:
             mark = "" if r.agrees else "   <-- DISAGREES"
             out.append(
-                f"{r.topology:20} {r.provider + '->' + r.client:16} {r.direction:12} "
+                f"{r.topology:{tw}} {r.provider + '->' + r.client:{pw}} {r.direction:12} "
                 f"{r.map_type:17} {r.expected:12} {r.observed}{mark}"
             )
         return out
