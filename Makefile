@@ -94,7 +94,7 @@ nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x k
 	done; exit $$status
 
 BENCH_OUT := results/bench/$(shell date +%Y%m%d-%H%M%S).jsonl
-bench: deps venv ## measure boots, a kernel rebuild and every suite (~40 min), then regenerate README's timing table
+bench: deps venv ## measure boots, a kernel rebuild, every suite and concurrent launches (~50 min); regenerate README's timing table
 	$(TB) kernel build --kernel-config debug
 	@mkdir -p results/bench
 	$(VENV)/bin/python bench/boot --json >> $(BENCH_OUT)
@@ -104,7 +104,8 @@ bench: deps venv ## measure boots, a kernel rebuild and every suite (~40 min), t
 	$(VENV)/bin/python bench/suites --json --jobs 1 make-test >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) make-test >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) --kernel-config debug hotunplug >> $(BENCH_OUT)
-	$(VENV)/bin/python bench/table --add $(BENCH_OUT) --kernels --update README.md
+	$(VENV)/bin/python bench/launches --json >> $(BENCH_OUT) || true
+	$(VENV)/bin/python bench/table --add $(BENCH_OUT) --update README.md
 
 clean-results: ## remove results/ (console logs, JUnit)
 	rm -rf results
