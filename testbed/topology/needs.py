@@ -76,18 +76,30 @@ def _cmb_nvme(topo: Topology) -> list[Endpoint]:
     return [ep for ep in _plugged(topo, EndpointKind.NVME) if ep.cmb > 0]
 
 
+def _bus_of(topo: Topology, device: str) -> str:
+    """The bus (port id) a switch or an endpoint plugs into."""
+    return next((sw.bus for sw in topo.switches if sw.id == device), None) or topo.endpoint(device).bus
+
+
+def alone_below_port(topo: Topology, device: str) -> bool:
+    """The only device (endpoint or switch) below a root port or switch downstream port: its
+    slot can go, or be reset, without taking anything else with it. A function of a
+    multi-function device is not alone."""
+    bus = _bus_of(topo, device)
+    ports = {rp.id for rp in topo.root_ports} | {d for sw in topo.switches for d in sw.downstream}
+    below = [ep.id for ep in topo.endpoints if ep.bus == bus] + [sw.id for sw in topo.switches if sw.bus == bus]
+    return bus in ports and below == [device]
+
+
 def hot_pluggable(topo: Topology, device: str) -> bool:
-    """The device's slot can take it out and back on its own: it is the only device below a
-    root port or switch downstream port with hotplug on (pciehp or ACPI, as the topology says).
-    A function of a multi-function device is not: its slot goes as a whole."""
-    ports = {rp.id: rp.hotplug for rp in topo.root_ports}
-    ports |= {d: sw.hotplug for sw in topo.switches for d in sw.downstream}
-    bus = next((sw.bus for sw in topo.switches if sw.id == device), None)
-    if bus is None:
-        bus = topo.endpoint(device).bus
-    sharing = [ep.id for ep in topo.endpoints if ep.bus == bus and ep.id != device]
-    sharing += [sw.id for sw in topo.switches if sw.bus == bus and sw.id != device]
-    return ports.get(bus, False) and not sharing
+    """Alone below a port with hotplug on (pciehp or ACPI, as the topology says)."""
+    if not alone_below_port(topo, device):
+        return False
+    bus = _bus_of(topo, device)
+    hotplug = {rp.id: rp.hotplug for rp in topo.root_ports} | {
+        d: sw.hotplug for sw in topo.switches for d in sw.downstream
+    }
+    return hotplug[bus]
 
 
 def _translating(topo: Topology) -> bool:
@@ -275,13 +287,6 @@ def _hot_add(topo: Topology, layout: Layout) -> dict[str, str] | None:
 HOT_ADD_CMB = Need("an NVMe with a CMB declared `plugged: false` (added later), and a plugged NVMe", _hot_add)
 
 
-def _alone_below_port(topo: Topology, device: str) -> bool:
-    """The only function below its port: a secondary bus reset takes nothing else with it."""
-    bus = topo.endpoint(device).bus
-    ports = {rp.id for rp in topo.root_ports} | {d for sw in topo.switches for d in sw.downstream}
-    return bus in ports and not [ep for ep in topo.endpoints if ep.bus == bus and ep.id != device]
-
-
 def vfio_pair(
     translating: bool = False,
     intel: bool = False,
@@ -315,7 +320,7 @@ def vfio_pair(
             ep
             for ep in _plugged(topo, EndpointKind.IVSHMEM)
             if (not (hotplug or native) or hot_pluggable(topo, ep.id))
-            and (not alone or _alone_below_port(topo, ep.id))
+            and (not alone or alone_below_port(topo, ep.id))
             and (bar_size is None or ep.size == bar_size)
         ]
         edu = _plugged(topo, EndpointKind.EDU)
