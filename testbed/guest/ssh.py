@@ -299,13 +299,33 @@ class SSH:
             )
         return result
 
-    def stream(self, cmd: str | Sequence[str]) -> tuple[IO[bytes], IO[bytes], Callable[[], None]]:
-        """A long-lived command on its own channel: (its stdin, its stdout, close). The guest
-        agent speaks JSON lines over this (testbed/guestvm/agent.py)."""
-        chan = self._session()
-        chan.exec_command(_command_line(cmd))
-        log.debug("ssh :%d stream %s", self.port, _command_line(cmd)[:300])
-        return chan.makefile_stdin("wb"), chan.makefile("rb"), chan.close
+    def forward(self, port: int, timeout: float) -> tuple[IO[bytes], IO[bytes], Callable[[], None]]:
+        """A connection to 127.0.0.1:`port` inside the guest, made by sshd (a direct-tcpip
+        channel: no exec, no shell): (to it, from it, close). Retries while nothing listens
+        there yet, until `timeout`; then a GuestError."""
+        deadline = time.monotonic() + timeout
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise InfraError(f"ssh connection to port {self.port} is closed")
+        while True:
+            try:
+                chan = transport.open_channel(
+                    "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=Timeouts.ssh_channel
+                )
+                break
+            except paramiko.ChannelException as exc:  # "Connect failed": not listening yet
+                if time.monotonic() >= deadline:
+                    raise GuestError(
+                        f"ssh :{self.port}: nothing listens on the guest's 127.0.0.1:{port} "
+                        f"after {timeout:.0f}s ({exc})"
+                    ) from None
+                time.sleep(0.02)
+        log.debug("ssh :%d forward to guest 127.0.0.1:%d", self.port, port)
+
+        def close() -> None:
+            chan.close()  # sshd then closes its connection: the far end reads EOF
+
+        return chan.makefile("wb"), chan.makefile("rb"), close
 
     def put(self, local: Path, remote: str, mode: int | None = None, timeout: float | None = None) -> None:
         data = Path(local).read_bytes()

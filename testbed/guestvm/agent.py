@@ -1,7 +1,8 @@
 """The host end of the guest agent (testbed/guest/agent/agent.py): one long-lived process per
-VM on one SSH channel, JSON lines tagged with request ids, answers and events matched to
-their requests by a reader thread. Calls and spawned helpers share the channel; every wait
-has a deadline from vm/timeouts.py and fails with what the guest said."""
+VM on one SSH channel (a direct-tcpip one to the interpreter testbed-init started), JSON
+lines tagged with request ids, answers and events matched to their requests by a reader
+thread. Calls and spawned helpers share the channel; every wait has a deadline from
+vm/timeouts.py and fails with what the guest said."""
 
 from __future__ import annotations
 

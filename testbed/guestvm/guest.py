@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import py_compile
 import shlex
@@ -10,12 +11,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import GuestError
-from ..guest.ssh import RunResult
+from ..guest.ssh import SSH, RunResult
 from ..render import backing_files
 from ..render.qdev import endpoint_spec
+from ..timeouts import Deadline
 from ..topology import Layout, Topology, Verdict, verdicts
 from ..topology.model import EndpointKind
 from ..vm import Machine, hotplug
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
 
 AGENT_DIR = Path(__file__).resolve().parent.parent / "guest" / "agent"
 GUEST_AGENT_DIR = "/run/testbed/agent"
+# the guest image's agent listener, which testbed-init starts
+LISTENER = "/usr/local/sbin/testbed-agent-listen"  # guest-images/rootfs/usr/local/sbin/
+LISTENER_LOG = "/var/log/testbed-agent-listen.log"
+AGENT_PORT = 5171
+LISTENER_CHECK_S = 5.0  # refused this long: is it still starting, or did it die?
 
 
 @dataclass
@@ -87,14 +94,32 @@ class GuestVM:
         """Copy the in-guest helper modules (changing one needs no image rebuild) and start the
         agent that runs them: one process, one SSH channel, for every call of this VM."""
         ssh = self.machine.wait_ssh()
-        # One channel and one interpreter: the bootstrap unpacks the helpers from the head of
-        # its stdin and runs the agent in the same process (a `tar` exec, a second channel
-        # and a second Python start cost ~0.4 s under TCG).
-        writer, reader, close = ssh.stream(["python3", "-u", "-c", AGENT_BOOTSTRAP, GUEST_AGENT_DIR])
+        # The interpreter is testbed-init's agent listener, started while sshd was: sshd
+        # connects this channel to it (no exec), it forks, and the bootstrap sent here unpacks
+        # the helpers from the head of the stream and runs the agent in that process.
+        writer, reader, close = self._connect_to_listener(ssh)
+        writer.write(listener_preamble(AGENT_BOOTSTRAP, [GUEST_AGENT_DIR]))
         writer.write(agent_bundle(sorted(AGENT_DIR.glob("*.py"))))
         writer.flush()
         self._agent = Agent(writer, reader, self.machine.name, close)
         self._agent.wait_ready(self.machine.timeouts.guest_command)
+
+    def _connect_to_listener(self, ssh: SSH) -> tuple[IO[bytes], IO[bytes], Callable[[], None]]:
+        """The forwarded channel to the agent listener, waiting while it still starts (a debug
+        kernel can log sshd ready first); if it died, a GuestError with what it logged."""
+        deadline = Deadline(self.machine.timeouts.guest_command)
+        while True:
+            try:
+                return ssh.forward(AGENT_PORT, min(LISTENER_CHECK_S, max(deadline.remaining(), 0.0)))
+            except GuestError as exc:
+                # [t]: the pattern must not match this command's own shell
+                alive = f"pgrep -f '[{LISTENER[0]}]{LISTENER[1:]}' >/dev/null || echo NOT RUNNING"
+                said = ssh.run(f"cat {LISTENER_LOG} 2>&1; {alive}")
+                if "NOT RUNNING" in said.stdout or deadline.expired:
+                    raise GuestError(
+                        f"{self.machine.name}: the guest's agent listener does not answer: {exc}\n"
+                        f"--- {LISTENER_LOG} ---\n{said.stdout.strip()}"
+                    ) from None
 
     @property
     def channel(self) -> Agent:
@@ -199,12 +224,27 @@ agent.main()
 """
 
 
+def listener_preamble(source: str, args: list[str]) -> bytes:
+    """What testbed-agent-listen reads first: "<size> <arg>...\\n" and the source it runs
+    as `python3 -c SOURCE ARG...` would."""
+    if any(not a or " " in a or "\n" in a for a in args):
+        raise ValueError(f"listener arguments must be single words: {args!r}")
+    data = source.encode()
+    return " ".join([str(len(data)), *args]).encode() + b"\n" + data
+
+
 def agent_bundle(paths: list[Path]) -> bytes:
     """The helpers as AGENT_BOOTSTRAP reads them, with their bytecode: compiled here for this
     Python's cache tag as unchecked-hash .pyc (a guest Python of another version ignores a
-    tag not its own and compiles the source; Debian bookworm's is 3.11, so is the venv's)."""
+    tag not its own and compiles the source; Debian bookworm's is 3.11, so is the venv's).
+    Built once per process while the files stay the same (~25 ms a boot otherwise)."""
+    return _bundle(tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+
+
+@functools.lru_cache(maxsize=4)
+def _bundle(files: tuple[tuple[Path, int, int], ...]) -> bytes:
     out = bytearray()
-    for path in paths:
+    for path, _, _ in files:
         data = path.read_bytes()
         out += f"{path.name} {len(data)}\n".encode() + data
         pyc = _bytecode(path)

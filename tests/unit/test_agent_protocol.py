@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 
 from testbed.errors import GuestError
 from testbed.guestvm.agent import Agent
-from testbed.guestvm.guest import AGENT_BOOTSTRAP, agent_bundle
+from testbed.guestvm.guest import AGENT_BOOTSTRAP, agent_bundle, listener_preamble
 
 AGENT = Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent" / "agent.py"
 
@@ -26,6 +28,9 @@ def echo(args):
 def boom(args):
     raise ValueError("boom")
 
+def pid(args):
+    return os.getpid()
+
 def noisy(args):
     print("a stray print")
     return {"quiet": False}
@@ -34,7 +39,7 @@ def child_reads_stdin(args):
     import subprocess
     return {"read": subprocess.run(["cat"], stdout=subprocess.PIPE, timeout=10, text=True).stdout}
 
-COMMANDS = {"echo": echo, "boom": boom, "noisy": noisy, "child_reads_stdin": child_reads_stdin}
+COMMANDS = {"echo": echo, "pid": pid, "boom": boom, "noisy": noisy, "child_reads_stdin": child_reads_stdin}
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
@@ -54,16 +59,12 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture
-def agent(tmp_path):
-    """Started as the guest starts it: the bootstrap unpacks the helpers from the head of its
-    stdin (this test's helper among them) and runs the agent in the same process."""
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    for src in AGENT.parent.glob("*.py"):
-        (sources / src.name).write_text(src.read_text())
-    (sources / "helper.py").write_text(HELPER)
-    bundle = agent_bundle(sorted(sources.glob("*.py")))
+LISTENER = Path(__file__).resolve().parents[2] / "guest-images" / "rootfs" / "usr" / "local" / "sbin"
+LISTENER = LISTENER / "testbed-agent-listen"
+
+
+def _start_by_exec(tmp_path: Path, bundle: bytes):
+    """As `python3 -c AGENT_BOOTSTRAP DIR` started over an SSH exec channel would."""
     proc = subprocess.Popen(
         [sys.executable, "-u", "-c", AGENT_BOOTSTRAP, str(tmp_path / "agent")],
         stdin=subprocess.PIPE,
@@ -72,11 +73,64 @@ def agent(tmp_path):
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(bundle)
     proc.stdin.flush()
-    a = Agent(proc.stdin, proc.stdout, "local")
-    a.wait_ready(10)
-    yield a
-    a.close()
-    proc.wait(10)
+    return proc, proc.stdin, proc.stdout, lambda: None
+
+
+def _listener() -> tuple[subprocess.Popen, int]:
+    """The image's testbed-agent-listen (testbed-init starts it in the guest) on a free port."""
+    proc = subprocess.Popen([sys.executable, "-u", str(LISTENER), "--port", "0"], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    said = proc.stderr.readline()
+    port = re.search(r"listening on 127\.0\.0\.1:(\d+)", said)
+    assert port, f"the listener said {said!r}"
+    return proc, int(port.group(1))
+
+
+def _connect(port: int, where: Path, bundle: bytes):
+    """As sshd's direct-tcpip connection in the guest: the bootstrap, then the bundle."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.settimeout(None)
+    writer, reader = conn.makefile("wb"), conn.makefile("rb")
+    writer.write(listener_preamble(AGENT_BOOTSTRAP, [str(where)]) + bundle)
+    writer.flush()
+
+    def close() -> None:
+        conn.shutdown(socket.SHUT_RDWR)  # its files hold the descriptor open: end it for both
+        conn.close()
+
+    return writer, reader, close
+
+
+def _start_by_listener(tmp_path: Path, bundle: bytes):
+    """As the guest starts it: a connection to the listener gets a forked session that runs
+    the bootstrap sent ahead of the bundle."""
+    proc, port = _listener()
+    return (proc, *_connect(port, tmp_path / "agent", bundle))
+
+
+@pytest.fixture(params=["exec", "listener"])
+def agent(request, tmp_path):
+    """The real agent, its helpers (this test's among them) unpacked by the bootstrap from the
+    head of its stream, started each way the harness can start it."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    for src in AGENT.parent.glob("*.py"):
+        (sources / src.name).write_text(src.read_text())
+    (sources / "helper.py").write_text(HELPER)
+    bundle = agent_bundle(sorted(sources.glob("*.py")))
+    start = _start_by_exec if request.param == "exec" else _start_by_listener
+    proc, writer, reader, close = start(tmp_path, bundle)
+    a = Agent(writer, reader, "local", close)
+    try:
+        a.wait_ready(10)
+        yield a
+    finally:
+        a.close()
+        if request.param == "exec":
+            proc.wait(10)
+        else:
+            proc.terminate()
+            proc.wait(10)
 
 
 def test_the_bootstrap_wrote_every_helper_and_its_bytecode(agent, tmp_path):
@@ -145,3 +199,27 @@ def test_closing_the_channel_ends_helpers_and_waits(agent):
         status = None  # the channel went first: the waiter is told at once
     assert status in (None, 128 + signal.SIGKILL)
     assert time.monotonic() - started < 10
+
+
+def test_the_listener_serves_one_session_per_connection(tmp_path):
+    """A second connection (the agent installed again on the same VM) gets a session of its
+    own, and a session that ends leaves the listener listening."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "helper.py").write_text(HELPER)
+    bundle = agent_bundle([AGENT, sources / "helper.py"])
+    proc, port = _listener()
+    try:
+        pids = []
+        for n in range(2):
+            writer, reader, close = _connect(port, tmp_path / f"agent{n}", bundle)
+            a = Agent(writer, reader, f"session{n}", close)
+            a.wait_ready(10)
+            assert a.call("helper", ["echo", str(n)], timeout=10) == {"echo": n}
+            pids.append(a.call("helper", ["pid", "{}"], timeout=10))
+            a.close()
+        assert proc.poll() is None, "the listener exited with its first session"
+        assert len(set(pids)) == 2 and proc.pid not in pids, pids
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from testbed.errors import GuestError
 from testbed.guestvm import lspci
+from testbed.guestvm.guest import LISTENER
 from testbed.topology.layout import NodeKind
 from testbed.topology.needs import ANY, CMB_NVME
 
@@ -65,3 +67,30 @@ def test_fingerprint_agrees_with_lspci(vm):
     seen = lspci.parse(text)
     assert any(d.acs for d in seen.values()) or not any(rp.acs for rp in vm.topology.root_ports), "no ACS in lspci"
     assert lspci.differences(pci, seen) == []
+
+
+@pytest.mark.topology("two-switch", needs=ANY)
+def test_the_agent_runs_in_the_interpreter_init_started(vm):
+    """Boot speed rests on this: the agent is a forked child of the listener testbed-init
+    started (PID 1 its parent), not a python3 the harness started over SSH after the login."""
+    procs = [line.split(None, 2) for line in vm.run("ps -eo pid=,ppid=,args=", check=True).stdout.splitlines()]
+    listener = [p for p in procs if LISTENER in p[2] and p[1] == "1"]
+    assert len(listener) == 1, f"one listener, child of init, expected:\n{procs}"
+    sessions = [p for p in procs if LISTENER in p[2] and p[1] == listener[0][0]]
+    assert sessions, f"no agent session forked by the listener:\n{procs}"
+    assert not [p for p in procs if "python3" in p[2] and " -c " in p[2]], "an agent started by exec is running"
+    assert vm.agent("kmsg", "cursor")["next"] > 0
+
+
+@pytest.mark.topology("two-switch", needs=ANY)
+def test_a_dead_agent_listener_is_reported_with_its_log(fresh_vm):
+    """The agent installed again gets a session of its own; with the listener gone, the
+    install fails at once with the listener's log instead of waiting out its deadline."""
+    vm = fresh_vm
+    vm.close_agent()
+    vm.install_agent()
+    assert vm.agent("kmsg", "cursor")["next"] > 0
+    vm.run(f"pkill -f '[{LISTENER[0]}]{LISTENER[1:]}'", check=True)
+    vm.close_agent()
+    with pytest.raises(GuestError, match=r"(?s)does not answer.*listening on 127\.0\.0\.1:5171.*NOT RUNNING"):
+        vm.install_agent()

@@ -1,7 +1,9 @@
 """`python3 agent.py`: the one protocol between the host and the guest's helpers.
 
-One long-lived process per VM on one SSH channel. The host writes JSON lines on its stdin,
-it answers with JSON lines on stdout, each tagged with the request's id:
+One long-lived process per VM on one SSH channel (forwarded to the guest image's
+testbed-agent-listen, which runs it in a forked child; or `python3 -c BOOTSTRAP` on a pipe).
+The host writes JSON lines on its stdin, it answers with JSON lines on stdout, each tagged with
+the request's id:
 
   {"id": 1, "op": "call", "module": "kmsg", "argv": ["cursor"]}
       -> {"id": 1, "result": {...}}            or {"id": 1, "error": "...", "status": N}
