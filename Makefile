@@ -98,6 +98,7 @@ bench: deps venv ## measure boots, a kernel rebuild, every suite and concurrent 
 	$(TB) kernel build --kernel-config debug
 	@mkdir -p results/bench
 	$(VENV)/bin/python bench/boot --json >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/boot --json --order alternate >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/boot --json --kernel-config debug --runs 3 >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/rebuild --json >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) >> $(BENCH_OUT)
