@@ -56,7 +56,11 @@ def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        configs = {str(b.get("kernel", {}).get("config_set") or "default") for b in doc.get("boots", [])}
+        # the --kernel-config name a boot used; runs before it was recorded: its build's set
+        configs = {
+            str(b.get("kernel_config") or b.get("kernel", {}).get("config_set") or "default")
+            for b in doc.get("boots", [])
+        }
         config = configs.pop() if len(configs) == 1 else None
         if config is None:
             continue

@@ -681,10 +681,10 @@ def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
         state.record.splats.append(SplatRecord.of(s.splat, where, s.known, s.console_log))
         if s.known is not None and not strict:
             state.known_seen.append(KnownSeen.of(where, s.console_log, s.splat, s.known))
-    for topology, vm, bzimage, accel, fingerprint in pool.launches:
+    for launch in pool.launches:
         kept = None
-        if fingerprint is not None and fingerprint.is_file():  # kept with the run's results
-            kept = state.results / "fingerprints" / f"{vm}.json"
+        if launch.fingerprint is not None and launch.fingerprint.is_file():  # kept with the run's results
+            kept = state.results / "fingerprints" / f"{launch.vm}.json"
             kept.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(fingerprint, kept)
-        state.record.boot(topology, vm, bzimage, accel, kept)
+            shutil.copyfile(launch.fingerprint, kept)
+        state.record.boot(launch.topology, launch.vm, launch.bzimage, launch.accel, kept, launch.kernel_config)

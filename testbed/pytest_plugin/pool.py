@@ -77,6 +77,18 @@ class StraySplat:
     known: KnownSplat | None = None  # declared in known-splats.yaml: reported, not failed
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One VM this process booted, for run.json."""
+
+    topology: str
+    vm: str
+    bzimage: Path | None
+    accel: str
+    fingerprint: Path | None
+    kernel_config: str  # the --kernel-config name ("debug-full"), not only its build's set
+
+
 class VmPool:
     def __init__(self, options: BootOptions, progress: Callable[[str], None], known: tuple[KnownSplat, ...] = ()):
         self.options = options
@@ -85,7 +97,7 @@ class VmPool:
         self.shared: OrderedDict[tuple, GuestVM] = OrderedDict()
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
-        self.launches: list[tuple[str, str, Path | None, str, Path | None]] = []  # (topology, vm, bzImage, accel, fp)
+        self.launches: list[Launch] = []
         # One warm spare at a time, booted on one long-lived thread: QEMU's parent-death signal
         # follows the thread that started it, so that thread lives until close().
         self._spare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spare-vm")
@@ -120,7 +132,10 @@ class VmPool:
             raise
         self.boot_seconds.append((plan.topology.name, machine.ssh_ready_seconds or 0.0))
         fingerprint = vm.fingerprint.path if vm.fingerprint else None
-        self.launches.append((topology, plan.name, plan.runtime.kernel, plan.accel.accel, fingerprint))
+        kernel_config = variant.kernel_config or o.kernel.config_set
+        self.launches.append(
+            Launch(topology, plan.name, plan.runtime.kernel, plan.accel.accel, fingerprint, kernel_config)
+        )
         return vm
 
     def fresh(self, topology: str, spare_next: bool, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:

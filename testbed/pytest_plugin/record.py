@@ -52,6 +52,8 @@ class BootRecord:
     kernel: dict[str, object]  # the kernel cache's manifest (key, release, config set, patches), if any
     accel: str
     fingerprint: str | None = None  # the VM's fingerprint.json
+    # the --kernel-config name it booted ("debug-full" boots the "debug" set's build)
+    kernel_config: str | None = None
 
 
 @dataclass
@@ -78,7 +80,15 @@ class RunRecord:
         if old is None or SEVERITY.index(value) < SEVERITY.index(old):
             self.outcomes[nodeid] = value
 
-    def boot(self, topology: str, vm: str, bzimage: Path | None, accel: str, fingerprint: Path | None = None) -> None:
+    def boot(
+        self,
+        topology: str,
+        vm: str,
+        bzimage: Path | None,
+        accel: str,
+        fingerprint: Path | None = None,
+        kernel_config: str | None = None,
+    ) -> None:
         kernel: dict[str, object] = {}
         manifest = bzimage.parent / "manifest.json" if bzimage else None
         if manifest is not None and manifest.is_file():
@@ -89,7 +99,7 @@ class RunRecord:
                 {"name": a.get("name"), "why": a.get("why")} for a in fixes.get("applied", []) if isinstance(a, dict)
             ]
         fp = str(fingerprint) if fingerprint else None
-        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp))
+        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp, kernel_config))
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

@@ -30,20 +30,25 @@ def test_every_shipped_topology_and_its_iommu_variants_times_configs():
 
 
 def test_durations_come_from_earlier_runs(tmp_path):
-    def run(name: str, config: str, durations: dict) -> None:
+    def run(name: str, config: str, durations: dict, booted_as: str | None = None) -> None:
         d = tmp_path / name
         d.mkdir()
         boots = [{"kernel": {"config_set": config}}]
+        if booted_as is not None:
+            boots[0]["kernel_config"] = booted_as
         (d / "run.json").write_text(json.dumps({"boots": boots, "durations": durations}))
 
     run("a", "default", {"t.py::x[two-switch]": 10, "t.py::y[two-switch-iommu-pt-case]": 5, "t.py::unit": 99})
     run("b", "default", {"t.py::x[two-switch]": 30})
     run("c", "debug", {"t.py::x[two-switch]": 100})
+    # debug-full boots the debug set's build: the run counts for debug-full, not debug
+    run("d", "debug", {"t.py::x[two-switch]": 300}, booted_as="debug-full")
     got = measured(sorted(tmp_path.glob("*/run.json")))
     assert got == {
         ("two-switch", "default"): 20.0,
         ("two-switch-iommu-pt", "default"): 5.0,
         ("two-switch", "debug"): 100.0,
+        ("two-switch", "debug-full"): 300.0,
     }
     by_id = {c.id: c.estimate_s for c in cells(["two-switch", "acs"], durations=got)}
     assert by_id["two-switch-default-kvm"] == 20.0 and by_id["acs-default-kvm"] == DEFAULT_ESTIMATE_S

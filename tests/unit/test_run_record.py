@@ -39,8 +39,9 @@ def test_written_record_round_trips(tmp_path):
     kernel_dir = tmp_path / "k"
     kernel_dir.mkdir()
     (kernel_dir / "manifest.json").write_text(json.dumps({"key": "abc", "release": "7.2.13-testbed", "x": 1}))
-    r.boot("two-switch", "two-switch-1", kernel_dir / "bzImage", "tcg")
+    r.boot("two-switch", "two-switch-1", kernel_dir / "bzImage", "tcg", kernel_config="debug-full")
     doc = json.loads(r.write(tmp_path / "run").read_text())
+    assert doc["boots"][0]["kernel_config"] == "debug-full"
     assert doc["outcomes"] == {"t::a": "passed"}
     assert doc["splats"][0]["signature"] == "KASAN: slab-use-after-free Read in pci_p2pdma_map_type"
     assert doc["splats"][0]["known"] is None
