@@ -513,6 +513,8 @@ def _boot_summary(terminalreporter: TerminalReporter, state: TestbedState) -> No
     fresh = fresh_summary(state.fresh_waits)
     if fresh:
         terminalreporter.write_line(f"testbed: {fresh}")
+    for why in state.boot_retries:
+        terminalreporter.write_line(f"testbed: booted again after a stalled boot: {why}", yellow=True)
 
 
 def _not_applicable_summary(terminalreporter: TerminalReporter, state: TestbedState, none_ran: str | None) -> None:
@@ -672,6 +674,7 @@ def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
         return
     state.boot_seconds += pool.boot_seconds
     state.fresh_waits += pool.fresh_waits
+    state.boot_retries += pool.boot_retries
     for s in pool.stray_splats:
         where = f"outside any test in {s.vm}"
         state.strays.append(

@@ -23,7 +23,7 @@ from ..logs.signature import SKIP_FRAMES, SUFFIX_RE, call_trace
 from ..logs.splat import EXCERPT_LINES, Splat, scan_lines
 from ..logs.windows import outside_windows
 from ..topology import load_topology
-from ..vm import Machine
+from ..vm import BootStalled, Machine
 from ..vm.launch import plan_launch
 
 MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM (and its spare) beside them
@@ -55,6 +55,11 @@ class FreshWait:
     topology: str
     seconds: float
     how: str  # "spare" | "booted" | "spare failed" | "spare rejected"
+
+
+def _part_of_a_stall(splat: Splat) -> bool:
+    """An RCU stall report, or the NMI backtrace's "handler took too long" it brings along."""
+    return splat.kind == "rcu-stall" or splat.signature.startswith("INFO: NMI handler")
 
 
 def fresh_summary(waits: list[FreshWait]) -> str | None:
@@ -103,9 +108,21 @@ class VmPool:
         self._spare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spare-vm")
         self.spares: dict[tuple, Future[GuestVM]] = {}
         self.fresh_waits: list[FreshWait] = []
+        self.boot_retries: list[str] = []  # boots that stalled and were tried again: why
 
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
-        """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise."""
+        """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise.
+        A boot that stalled (BootStalled: a TCG vCPU starved of host CPU) is tried once more,
+        and the end of the run says so; a second stall is the error."""
+        try:
+            return self._boot_once(topology, variant)
+        except BootStalled as exc:
+            first_line = str(exc).splitlines()[0]
+            self.progress(f"{first_line}; booting it once more")
+            self.boot_retries.append(first_line)
+            return self._boot_once(topology, variant)
+
+    def _boot_once(self, topology: str, variant: VmVariant) -> GuestVM:
         o, k = self.options, self.options.kernel
         plan = plan_launch(
             load_topology(topology),  # loaded once here; the plan and the VM carry the model
@@ -127,8 +144,8 @@ class VmPool:
             vm.install_agent()
             vm.fingerprint = take_fingerprint(vm)
             vm.model_problems = model_mismatches(load_fingerprint(vm.fingerprint.path), plan.topology, plan.layout)
-        except BaseException:
-            self.release(None, machine)
+        except BaseException as exc:
+            self.release(None, machine, boot_stalled=isinstance(exc, BootStalled))
             raise
         self.boot_seconds.append((plan.topology.name, machine.ssh_ready_seconds or 0.0))
         fingerprint = vm.fingerprint.path if vm.fingerprint else None
@@ -197,10 +214,12 @@ class VmPool:
         self.shared.move_to_end(key)
         return vm
 
-    def release(self, vm: GuestVM | None, machine: Machine | None = None) -> None:
+    def release(self, vm: GuestVM | None, machine: Machine | None = None, boot_stalled: bool = False) -> None:
         """Scan for leaks (kmemleak kernels), shut down, then scan the console outside every
         test window: a splat there, or a leak, fails the session (it happened during boot,
-        between tests or at shutdown, or was never freed in the VM's life)."""
+        between tests or at shutdown, or was never freed in the VM's life). `boot_stalled`:
+        the boot ended in an RCU stall, which boot() reports with its retry; the stall's own
+        reports are not counted twice, any other splat still is."""
         if machine is None:
             assert vm is not None, "release() needs the VM or its machine"
             machine = vm.machine
@@ -214,6 +233,8 @@ class VmPool:
             release = kernel_release(lines)
             for first, last in outside_windows(lines):
                 for splat in scan_lines(lines[first - 1 : last], first_line=first):
+                    if boot_stalled and _part_of_a_stall(splat):
+                        continue
                     if leaks is not None and splat.kind == "kmemleak" and splat.first_line > leaks.console_mark:
                         continue  # our scan's "N new suspected memory leaks": each leak is reported below
                     self.stray_splats.append(

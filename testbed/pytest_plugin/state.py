@@ -72,6 +72,7 @@ class TestbedState:
     strays: list[Stray] = field(default_factory=list)
     boot_seconds: list[tuple[str, float]] = field(default_factory=list)
     fresh_waits: list[FreshWait] = field(default_factory=list)  # destructive tests' waits for their VM
+    boot_retries: list[str] = field(default_factory=list)  # boots that stalled and were tried again
     kselftest_lines: list[str] = field(default_factory=list)  # the tree's own tests' end-of-run notes
     kselftest_noted: list[tuple[str, str, str]] = field(default_factory=list)  # (test, what, reason)
 
@@ -99,6 +100,7 @@ class TestbedState:
             "strays": [asdict(s) for s in self.strays],
             "boot_seconds": self.boot_seconds,
             "fresh_waits": [asdict(w) for w in self.fresh_waits],
+            "boot_retries": self.boot_retries,
             "kselftest_lines": self.kselftest_lines,
             "kselftest_noted": self.kselftest_noted,
             "not_applicable": [[t, n, why] for (t, n), why in self.not_applicable.items()],
@@ -122,6 +124,7 @@ class TestbedState:
         self.strays += [Stray(**s) for s in part["strays"]]
         self.boot_seconds += [(name, float(s)) for name, s in part["boot_seconds"]]
         self.fresh_waits += [FreshWait(**w) for w in part["fresh_waits"]]
+        self.boot_retries += [str(why) for why in part["boot_retries"]]
         self.kselftest_lines += [line for line in part["kselftest_lines"] if line not in self.kselftest_lines]
         self.kselftest_noted += [(str(a), str(b), str(c)) for a, b, c in part["kselftest_noted"]]
         self.not_applicable.update({(str(t), str(n)): str(why) for t, n, why in part["not_applicable"]})

@@ -2,6 +2,6 @@
 
 from ..timeouts import Deadline, Timeouts
 from .accel import AccelDecision, resolve_accel
-from .machine import Machine
+from .machine import BootStalled, Machine
 
-__all__ = ["AccelDecision", "Deadline", "Machine", "Timeouts", "resolve_accel"]
+__all__ = ["AccelDecision", "BootStalled", "Deadline", "Machine", "Timeouts", "resolve_accel"]

@@ -17,6 +17,10 @@ _FATAL = re.compile(
 )
 _PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)")
 SSHD_READY = "testbed-init: sshd ready"  # guest-images/rootfs/sbin/testbed-init, once sshd listens
+# An RCU stall before init has sshd up: seen under TCG with more busy guests than host cores,
+# a vCPU that stops taking timer interrupts ("Possible timer handling issue on cpu=1"); the
+# boot then waits out every deadline (NVMe admin commands time out one a minute).
+_STALL = re.compile(r"rcu: INFO: rcu_\w+ (?:self-)?detected stalls?")
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,28 @@ def describe(path: Path, n: int = 40) -> str:
     """Console tail plus its path, for error messages."""
     body = tail(path, n) or "(console log is empty)"
     return f"--- last {n} console lines ({path}) ---\n{body}\n--- end of console ---"
+
+
+def find_stall(line: str) -> bool:
+    return _STALL.search(line) is not None
+
+
+class ConsoleLines:
+    """The complete lines the console gained since the last look (the boot wait looks every
+    20 ms; reading the whole log each time took host CPU from the guest it waited for)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def new(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        return [line.decode("utf-8", errors="replace").replace("\r", "") for line in lines]

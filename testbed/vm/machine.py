@@ -18,7 +18,12 @@ from .process import QemuProcess, StopReport
 from .qmp import QMP, RunState
 from .usernet import host_port_for
 
-__all__ = ["Machine", "RunResult"]
+__all__ = ["BootStalled", "Machine", "RunResult"]
+
+
+class BootStalled(InfraError):
+    """The guest stalled while booting (an RCU stall before sshd came up): under TCG, a vCPU
+    starved of host CPU. The pool boots such a VM once more and says so."""
 
 
 def _monitor_socketpair() -> tuple[socket.socket, socket.socket]:
@@ -189,22 +194,27 @@ class Machine:
     def _wait_sshd_listening(self, deadline: Deadline) -> None:
         """Until the guest's init logs that sshd listens. Connecting before that parks the
         TCP connection in QEMU's user-mode network, which retries the guest with TCP's
-        back-off: the login then came 1.5-4 s after sshd was up. Panics and a dead QEMU end
-        the wait at once; a console that never says it leaves the SSH retries to decide."""
-        marker = console.SSHD_READY.encode()
-        scanned = 0  # bytes of the console already searched
+        back-off: the login then came 1.5-4 s after sshd was up. A panic, an RCU stall
+        (BootStalled) and a dead QEMU end the wait at once; a console that never says it
+        leaves the SSH retries to decide."""
+        lines = console.ConsoleLines(self.console_log)
         while not deadline.expired:
-            self._check_alive()
-            start = max(0, scanned - len(marker))  # a marker may straddle two reads
-            try:
-                with open(self.console_log, "rb") as f:
-                    f.seek(start)
-                    data = f.read()
-            except FileNotFoundError:
-                data = b""
-            if marker in data:
-                return
-            scanned = start + len(data)
+            exited = self.process.poll() is not None  # before the read: its last words are read
+            for line in lines.new():
+                if console.SSHD_READY in line:
+                    return
+                panic = console.find_panic(line)
+                if panic:
+                    raise GuestError(
+                        f"{self.name}: guest kernel panicked: {panic.reason}\n{console.describe(self.console_log)}"
+                    )
+                if console.find_stall(line):
+                    raise BootStalled(
+                        f"{self.name}: the guest stalled while booting ({line.strip()}); under TCG a vCPU "
+                        f"that gets no host CPU stops taking timer interrupts\n{console.describe(self.console_log)}"
+                    )
+            if exited:
+                self._check_exited()
             time.sleep(0.02)
 
     def _check_alive(self) -> None:
@@ -214,6 +224,9 @@ class Machine:
             raise GuestError(
                 f"{self.name}: guest kernel panicked: {panic.reason}\n{console.describe(self.console_log)}"
             )
+        self._check_exited()
+
+    def _check_exited(self) -> None:
         code = self.process.poll()
         if code is not None:
             raise InfraError(

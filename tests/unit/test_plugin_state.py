@@ -29,6 +29,7 @@ def _worker(tmp_path: Path, n: int) -> TestbedState:
     state.strays.append(Stray(f"vm{n}", "c.log", 1, 2, "WARNING in f", None))
     state.boot_seconds.append((f"t{n}", 7.5))
     state.fresh_waits.append(FreshWait(f"t{n}", 0.2 * n, "spare"))
+    state.boot_retries.append(f"vm{n}: the guest stalled while booting")
     state.kselftest_lines += ["build fixes applied:", f"  fix {n}"]
     state.kselftest_noted.append((f"t{n}::k", "skip", "no IOMMU"))
     state.unchecked.append(f"t{n}::x")
@@ -55,6 +56,7 @@ def test_two_workers_merge_into_one_state(tmp_path):
         ("mine2", "t::y"): "an NVMe with a CMB",
     }
     assert controller.vm_tests_declared
+    assert controller.boot_retries == ["vm1: the guest stalled while booting", "vm2: the guest stalled while booting"]
     assert fresh_summary(controller.fresh_waits) == (
         "fresh VMs: 2 for destructive tests, 2 of them warm spares; waited median 0.3 s, max 0.4 s, 1 s in all"
     )
