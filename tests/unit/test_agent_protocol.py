@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import signal
 import socket
@@ -31,6 +33,9 @@ def boom(args):
 def pid(args):
     return os.getpid()
 
+def env(args):
+    return {"environ": dict(os.environ), "cwd": os.getcwd()}
+
 def noisy(args):
     print("a stray print")
     return {"quiet": False}
@@ -39,7 +44,7 @@ def child_reads_stdin(args):
     import subprocess
     return {"read": subprocess.run(["cat"], stdout=subprocess.PIPE, timeout=10, text=True).stdout}
 
-COMMANDS = {"echo": echo, "pid": pid, "boom": boom, "noisy": noisy, "child_reads_stdin": child_reads_stdin}
+COMMANDS = {"echo": echo, "pid": pid, "env": env, "boom": boom, "noisy": noisy, "child_reads_stdin": child_reads_stdin}
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
@@ -77,8 +82,12 @@ def _start_by_exec(tmp_path: Path, bundle: bytes):
 
 
 def _listener() -> tuple[subprocess.Popen, int]:
-    """The image's testbed-agent-listen (testbed-init starts it in the guest) on a free port."""
-    proc = subprocess.Popen([sys.executable, "-u", str(LISTENER), "--port", "0"], stderr=subprocess.PIPE, text=True)
+    """The image's testbed-agent-listen (testbed-init starts it in the guest) on a free port,
+    with what the kernel puts in init's environment."""
+    init_env = {**os.environ, "HOME": "/", "TERM": "linux", "no_timer_check": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(LISTENER), "--port", "0"], stderr=subprocess.PIPE, text=True, env=init_env
+    )
     assert proc.stderr is not None
     said = proc.stderr.readline()
     port = re.search(r"listening on 127\.0\.0\.1:(\d+)", said)
@@ -223,3 +232,23 @@ def test_the_listener_serves_one_session_per_connection(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_listener_session_has_a_login_environment_not_inits(tmp_path):
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "helper.py").write_text(HELPER)
+    proc, port = _listener()
+    try:
+        writer, reader, close = _connect(port, tmp_path / "agent", agent_bundle([AGENT, sources / "helper.py"]))
+        a = Agent(writer, reader, "session", close)
+        a.wait_ready(10)
+        got = a.call("helper", ["env", "{}"], timeout=10)
+        a.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    assert got["cwd"] == home
+    assert got["environ"]["HOME"] == home and got["environ"]["USER"] == pwd.getpwuid(os.getuid()).pw_name
+    assert "TERM" not in got["environ"] and "no_timer_check" not in got["environ"]
