@@ -23,7 +23,7 @@ from ..logs.signature import SKIP_FRAMES, SUFFIX_RE, call_trace
 from ..logs.splat import EXCERPT_LINES, Splat, scan_lines
 from ..logs.windows import outside_windows
 from ..topology import load_topology
-from ..vm import BootStalled, Machine
+from ..vm import BootStalled, Machine, console
 from ..vm.launch import plan_launch
 
 MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM (and its spare) beside them
@@ -226,6 +226,8 @@ class VmPool:
         leaks = self._kmemleak(vm) if vm is not None else None
         if vm is not None:
             vm.close_agent()  # its channel's files closed by us, not by the garbage collector
+        if machine.process.alive():
+            console.settle(machine.console_log)  # delayed kobject releases print their splats
         try:
             machine.shutdown()
         finally:

@@ -5,7 +5,7 @@ guests booting at once on 2 host cores)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -111,9 +111,16 @@ def test_a_second_stall_is_the_error():
 
 
 @dataclass
+class Exited:
+    def alive(self) -> bool:
+        return False
+
+
+@dataclass
 class StoppedMachine:
     console_log: Path
     name: str = "two-switch-3"
+    process: Exited = field(default_factory=Exited)
 
     def shutdown(self) -> None:
         pass  # the recorded console is all there is
