@@ -313,13 +313,17 @@ class SSH:
                     "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=Timeouts.ssh_channel
                 )
                 break
-            except paramiko.ChannelException as exc:  # "Connect failed": not listening yet
-                if time.monotonic() >= deadline:
+            except paramiko.ChannelException as exc:
+                if exc.code != paramiko.common.OPEN_FAILED_CONNECT_FAILED:  # refused by sshd itself
+                    raise InfraError(f"ssh :{self.port}: sshd refused a channel to 127.0.0.1:{port}: {exc}") from None
+                if time.monotonic() >= deadline:  # "Connect failed": nothing listens (yet)
                     raise GuestError(
                         f"ssh :{self.port}: nothing listens on the guest's 127.0.0.1:{port} "
                         f"after {timeout:.0f}s ({exc})"
                     ) from None
                 time.sleep(0.02)
+            except (paramiko.SSHException, EOFError, OSError) as exc:  # the connection itself broke
+                raise InfraError(f"ssh :{self.port}: opening a channel to 127.0.0.1:{port} failed: {exc}") from None
         log.debug("ssh :%d forward to guest 127.0.0.1:%d", self.port, port)
 
         def close() -> None:

@@ -115,8 +115,13 @@ class Agent:
         self._thread.start()
 
     def wait_ready(self, timeout: float) -> None:
-        if not self.ready.wait(timeout):
-            raise GuestError(f"{self.name}: the guest agent did not start within {timeout:.0f}s ({self.dead})")
+        """Until the agent says it runs; at once a GuestError if its channel closes first."""
+        deadline = Deadline(timeout)
+        while not self.ready.wait(min(0.1, max(deadline.remaining(), 0.0))):
+            if self.dead is not None:
+                raise GuestError(f"{self.name}: the guest agent did not start: {self.dead}")
+            if deadline.expired:
+                raise GuestError(f"{self.name}: the guest agent did not start within {timeout:.0f}s")
 
     # -- reader thread ------------------------------------------------------------------
 
@@ -204,7 +209,7 @@ class Agent:
 
     def close(self) -> None:
         try:
-            self._writer.close()  # the agent exits when its stdin closes, killing its helpers
+            self._writer.close()  # a pipe's EOF; over SSH the channel's close (on_close) is the EOF
         except (OSError, ValueError):  # the channel went first (QEMU gone)
             pass
         if self._on_close is not None:

@@ -35,6 +35,10 @@ LISTENER = "/usr/local/sbin/testbed-agent-listen"  # guest-images/rootfs/usr/loc
 LISTENER_LOG = "/var/log/testbed-agent-listen.log"
 AGENT_PORT = 5171
 LISTENER_CHECK_S = 5.0  # refused this long: is it still starting, or did it die?
+# The listener's pid, if it runs. Its forked sessions keep its command line but lead sessions
+# of their own (pid = sid), and outlive it as children of init; the pattern's first character
+# is bracketed so that it does not match this command line itself.
+LISTENER_PS = "ps -eo pid=,sid=,args= | awk '$1 != $2 && /[/]" + LISTENER[1:].replace("/", "\\/") + "/ { print $1 }'"
 
 
 @dataclass
@@ -102,7 +106,10 @@ class GuestVM:
         writer.write(agent_bundle(sorted(AGENT_DIR.glob("*.py"))))
         writer.flush()
         self._agent = Agent(writer, reader, self.machine.name, close)
-        self._agent.wait_ready(self.machine.timeouts.guest_command)
+        try:
+            self._agent.wait_ready(self.machine.timeouts.guest_command)
+        except GuestError as exc:  # the session failed: the listener's log says why
+            raise GuestError(f"{exc}\n{self._listener_said(ssh)}") from None
 
     def _connect_to_listener(self, ssh: SSH) -> tuple[IO[bytes], IO[bytes], Callable[[], None]]:
         """The forwarded channel to the agent listener, waiting while it still starts (a debug
@@ -112,14 +119,16 @@ class GuestVM:
             try:
                 return ssh.forward(AGENT_PORT, min(LISTENER_CHECK_S, max(deadline.remaining(), 0.0)))
             except GuestError as exc:
-                # [t]: the pattern must not match this command's own shell
-                alive = f"pgrep -f '[{LISTENER[0]}]{LISTENER[1:]}' >/dev/null || echo NOT RUNNING"
-                said = ssh.run(f"cat {LISTENER_LOG} 2>&1; {alive}")
-                if "NOT RUNNING" in said.stdout or deadline.expired:
+                said = self._listener_said(ssh)
+                if "NOT RUNNING" in said or deadline.expired:
                     raise GuestError(
-                        f"{self.machine.name}: the guest's agent listener does not answer: {exc}\n"
-                        f"--- {LISTENER_LOG} ---\n{said.stdout.strip()}"
+                        f"{self.machine.name}: the guest's agent listener does not answer: {exc}\n{said}"
                     ) from None
+
+    def _listener_said(self, ssh: SSH) -> str:
+        """The tail of the listener's log, and NOT RUNNING if no listener is left."""
+        said = ssh.run(f"tail -n 50 {LISTENER_LOG} 2>&1; {LISTENER_PS} | grep -q . || echo NOT RUNNING")
+        return f"--- {LISTENER_LOG} (last 50 lines) ---\n{said.stdout.strip()}"
 
     @property
     def channel(self) -> Agent:

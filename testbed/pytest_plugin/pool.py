@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import TestbedError
+from ..errors import GuestError, TestbedError
 from ..guestvm import GuestVM
 from ..guestvm.fingerprint import load as load_fingerprint
 from ..guestvm.fingerprint import model_mismatches
@@ -113,16 +113,20 @@ class VmPool:
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise.
         A boot that stalled (BootStalled: a TCG vCPU starved of host CPU) is tried once more,
-        and the end of the run says so; a second stall is the error."""
+        and the end of the run says so; a second stall is the kernel's (GuestError), with its
+        reports counted as splats."""
         try:
-            return self._boot_once(topology, variant)
+            return self._boot_once(topology, variant, may_retry=True)
         except BootStalled as exc:
             first_line = str(exc).splitlines()[0]
             self.progress(f"{first_line}; booting it once more")
             self.boot_retries.append(first_line)
-            return self._boot_once(topology, variant)
+        try:
+            return self._boot_once(topology, variant, may_retry=False)
+        except BootStalled as exc:
+            raise GuestError(f"stalled while booting twice in a row, so not only a starved host: {exc}") from None
 
-    def _boot_once(self, topology: str, variant: VmVariant) -> GuestVM:
+    def _boot_once(self, topology: str, variant: VmVariant, may_retry: bool) -> GuestVM:
         o, k = self.options, self.options.kernel
         plan = plan_launch(
             load_topology(topology),  # loaded once here; the plan and the VM carry the model
@@ -145,7 +149,7 @@ class VmPool:
             vm.fingerprint = take_fingerprint(vm)
             vm.model_problems = model_mismatches(load_fingerprint(vm.fingerprint.path), plan.topology, plan.layout)
         except BaseException as exc:
-            self.release(None, machine, boot_stalled=isinstance(exc, BootStalled))
+            self.release(None, machine, boot_stalled=may_retry and isinstance(exc, BootStalled))
             raise
         self.boot_seconds.append((plan.topology.name, machine.ssh_ready_seconds or 0.0))
         fingerprint = vm.fingerprint.path if vm.fingerprint else None

@@ -194,8 +194,8 @@ class Machine:
     def _wait_sshd_listening(self, deadline: Deadline) -> None:
         """Until the guest's init logs that sshd listens. Connecting before that parks the
         TCP connection in QEMU's user-mode network, which retries the guest with TCP's
-        back-off: the login then came 1.5-4 s after sshd was up. A panic, an RCU stall
-        (BootStalled) and a dead QEMU end the wait at once; a console that never says it
+        back-off: the login then came 1.5-4 s after sshd was up. A panic, an RCU stall under
+        TCG (BootStalled) and a dead QEMU end the wait at once; a console that never says it
         leaves the SSH retries to decide."""
         lines = console.ConsoleLines(self.console_log)
         while not deadline.expired:
@@ -208,7 +208,7 @@ class Machine:
                     raise GuestError(
                         f"{self.name}: guest kernel panicked: {panic.reason}\n{console.describe(self.console_log)}"
                     )
-                if console.find_stall(line):
+                if console.find_stall(line) and self.runtime.accel == "tcg":
                     raise BootStalled(
                         f"{self.name}: the guest stalled while booting ({line.strip()}); under TCG a vCPU "
                         f"that gets no host CPU stops taking timer interrupts\n{console.describe(self.console_log)}"

@@ -33,6 +33,11 @@ def boom(args):
 def pid(args):
     return os.getpid()
 
+def child_sigign(args):
+    import subprocess
+    status = subprocess.run(["grep", "^SigIgn", "/proc/self/status"], capture_output=True, text=True).stdout
+    return int(status.split()[1], 16)
+
 def env(args):
     return {"environ": dict(os.environ), "cwd": os.getcwd()}
 
@@ -44,7 +49,15 @@ def child_reads_stdin(args):
     import subprocess
     return {"read": subprocess.run(["cat"], stdout=subprocess.PIPE, timeout=10, text=True).stdout}
 
-COMMANDS = {"echo": echo, "pid": pid, "env": env, "boom": boom, "noisy": noisy, "child_reads_stdin": child_reads_stdin}
+COMMANDS = {
+    "echo": echo,
+    "pid": pid,
+    "env": env,
+    "child_sigign": child_sigign,
+    "boom": boom,
+    "noisy": noisy,
+    "child_reads_stdin": child_reads_stdin,
+}
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
@@ -81,12 +94,22 @@ def _start_by_exec(tmp_path: Path, bundle: bytes):
     return proc, proc.stdin, proc.stdout, lambda: None
 
 
+def _as_a_background_job() -> None:
+    """How testbed-init's shell starts the listener (`... &`): SIGINT and SIGQUIT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
+
 def _listener() -> tuple[subprocess.Popen, int]:
     """The image's testbed-agent-listen (testbed-init starts it in the guest) on a free port,
     with what the kernel puts in init's environment."""
     init_env = {**os.environ, "HOME": "/", "TERM": "linux", "no_timer_check": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-u", str(LISTENER), "--port", "0"], stderr=subprocess.PIPE, text=True, env=init_env
+        [sys.executable, "-u", str(LISTENER), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=init_env,
+        preexec_fn=_as_a_background_job,
     )
     assert proc.stderr is not None
     said = proc.stderr.readline()
@@ -137,11 +160,11 @@ def agent(request, tmp_path):
         a.wait_ready(10)
         yield a
     finally:
-        a.close()
-        if request.param == "exec":
-            proc.wait(10)
-        else:
-            proc.terminate()
+        try:
+            a.close()
+        finally:  # a listener left behind would outlive the test run
+            if request.param != "exec":
+                proc.terminate()
             proc.wait(10)
 
 
@@ -255,3 +278,30 @@ def test_a_listener_session_has_a_login_environment_not_inits(tmp_path):
     assert got["cwd"] == home
     assert got["environ"]["HOME"] == home and got["environ"]["USER"] == pwd.getpwuid(os.getuid()).pw_name
     assert "TERM" not in got["environ"] and "no_timer_check" not in got["environ"]
+
+
+def test_helpers_get_sigint_and_sigquit_back(agent):
+    """Started from init's shell as a background job, the listener ignores SIGINT and SIGQUIT;
+    what the agent runs must not inherit that (under sshd it did not)."""
+    mask = agent.call("helper", ["child_sigign", "{}"], timeout=10)
+    assert not mask & (1 << (signal.SIGINT - 1)) and not mask & (1 << (signal.SIGQUIT - 1)), hex(mask)
+
+
+def test_a_session_that_fails_is_reported_at_once_with_its_traceback_in_the_log(tmp_path):
+    proc, port = _listener()
+    try:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.settimeout(None)
+        conn.sendall(b"not-a-size /tmp/x\n")
+        a = Agent(conn.makefile("wb"), conn.makefile("rb"), "session", conn.close)
+        started = time.monotonic()
+        with pytest.raises(GuestError, match="did not start: the agent's channel closed"):
+            a.wait_ready(30)
+        assert time.monotonic() - started < 5
+        a.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.stderr is not None
+    said = proc.stderr.read()
+    assert "session failed:\nTraceback" in said and "ValueError" in said, said

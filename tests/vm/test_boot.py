@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from testbed.errors import GuestError
 from testbed.guestvm import lspci
-from testbed.guestvm.guest import LISTENER
+from testbed.guestvm.guest import LISTENER, LISTENER_CHECK_S, LISTENER_PS
 from testbed.topology.layout import NodeKind
 from testbed.topology.needs import ANY, CMB_NVME
 
@@ -84,13 +85,19 @@ def test_the_agent_runs_in_the_interpreter_init_started(vm):
 
 @pytest.mark.topology("two-switch", needs=ANY)
 def test_a_dead_agent_listener_is_reported_with_its_log(fresh_vm):
-    """The agent installed again gets a session of its own; with the listener gone, the
-    install fails at once with the listener's log instead of waiting out its deadline."""
+    """The agent installed again gets a session of its own. With the listener gone (its
+    running session lives on), installing fails after one check, not the command deadline,
+    with the listener's log."""
     vm = fresh_vm
     vm.close_agent()
     vm.install_agent()
     assert vm.agent("kmsg", "cursor")["next"] > 0
-    vm.run(f"pkill -f '[{LISTENER[0]}]{LISTENER[1:]}'", check=True)
-    vm.close_agent()
+    listener = vm.run(LISTENER_PS, check=True).stdout.split()
+    assert len(listener) == 1, f"one listener expected: {listener}"
+    vm.run(f"kill {listener[0]}", check=True)
+    assert vm.agent("kmsg", "cursor")["next"] > 0  # the session outlives its listener
+    started = time.monotonic()
     with pytest.raises(GuestError, match=r"(?s)does not answer.*listening on 127\.0\.0\.1:5171.*NOT RUNNING"):
         vm.install_agent()
+    took = time.monotonic() - started
+    assert took < LISTENER_CHECK_S + 10 < vm.machine.timeouts.guest_command, took
