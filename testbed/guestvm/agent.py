@@ -110,18 +110,17 @@ class Agent:
         self._pending: dict[int, _Pending] = {}
         self._spawned: dict[int, Spawned] = {}
         self.dead: str | None = None  # why the channel is gone
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # the agent said it runs
+        self._settled = threading.Event()  # it said so, or its channel closed first
         self._thread = threading.Thread(target=self._read, name=f"agent-{name}", daemon=True)
         self._thread.start()
 
     def wait_ready(self, timeout: float) -> None:
         """Until the agent says it runs; at once a GuestError if its channel closes first."""
-        deadline = Deadline(timeout)
-        while not self.ready.wait(min(0.1, max(deadline.remaining(), 0.0))):
-            if self.dead is not None:
-                raise GuestError(f"{self.name}: the guest agent did not start: {self.dead}")
-            if deadline.expired:
-                raise GuestError(f"{self.name}: the guest agent did not start within {timeout:.0f}s")
+        if not self._settled.wait(timeout):
+            raise GuestError(f"{self.name}: the guest agent did not start within {timeout:.0f}s")
+        if not self.ready.is_set():
+            raise GuestError(f"{self.name}: the guest agent did not start: {self.dead}")
 
     # -- reader thread ------------------------------------------------------------------
 
@@ -137,6 +136,7 @@ class Agent:
             self.dead = "the agent's channel closed"
         except Exception as exc:  # noqa: BLE001 - the channel broke; every waiter is told
             self.dead = f"the agent's channel broke: {exc}"
+        self._settled.set()
         with self._lock:
             pending = list(self._pending.values())
             spawned = list(self._spawned.values())
@@ -149,6 +149,7 @@ class Agent:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "agent" in msg:
             self.ready.set()
+            self._settled.set()
             return
         rid = msg.get("id")
         with self._lock:
