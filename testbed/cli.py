@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "testbed.matrix.commands",
     "testbed.report.commands",
     "testbed.cache.commands",
+    "testbed.coverage.commands",
+    "testbed.mutate.commands",
 )
 
 

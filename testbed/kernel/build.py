@@ -5,6 +5,7 @@ Cache layout under cache_dir("kernel"):
   builds/<name>/         kbuild O= directories, one per (source tree, config set): incremental
   trees/                 git worktrees (and copies) where patch series (then base fixes) are applied
   trees/base-fixes/      the worktree of a build with base fixes but no series
+  trees/coverage/        the worktree of coverage builds (the scope's files profiled)
   debian/                the private apt configuration and the extracted linux-source
 """
 
@@ -17,16 +18,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..coverage.scope import DEFAULT_SCOPE, Scope, load_scope
 from ..errors import ConfigError
 from ..hashing import hash_bytes, short
 from ..inventory import mark_used
 from ..paths import cache_dir
-from . import basefixes, kconfig, kconfig_deps
+from . import basefixes, extmod, kconfig, kconfig_deps, profile
 from . import patches as patchmod
 from . import source as sourcemod
 from .artifact import KernelArtifact, artifact_in, load_cached, write_manifest
 from .cachekey import KeyInputs, compiler_version
-from .configsets import build_set, load_config_set
+from .configsets import COVERAGE_SETS, build_set, load_config_set
 from .kconfig import MergedConfig
 from .lock import locked
 from .make import jobs, make_argv, run_make
@@ -48,6 +50,7 @@ class Plan:
     inputs: KeyInputs
     base_fixes: tuple[basefixes.BaseFix, ...] = ()  # listed for this config set
     base_fixes_on: bool = True  # False: switched off, none applied
+    coverage: Scope | None = None  # a coverage set: the scope whose files are profiled
 
     @property
     def key(self) -> str:
@@ -65,10 +68,13 @@ def plan(
     progress: Progress = print,
     fetch: bool = True,
     base_fixes: bool | None = None,
+    coverage_scope: Path | None = None,
 ) -> Plan | None:
     """Resolve the inputs. Without `fetch`, a Debian source not fetched yet gives None.
-    `base_fixes`: apply the base fixes listed for the config set; None: TESTBED_BASE_FIXES."""
+    `base_fixes`: apply the base fixes listed for the config set; None: TESTBED_BASE_FIXES.
+    `coverage_scope`: the scope a coverage set profiles (default: coverage-scope.yaml)."""
     merged = load_config_set(config_set)  # bad fragments fail before any download
+    scope = load_scope(coverage_scope or DEFAULT_SCOPE) if config_set in COVERAGE_SETS else None
     fixes = basefixes.fixes_for(config_set, basefixes.load_fixes())
     fixes_on = basefixes.enabled() if base_fixes is None else base_fixes
     series = patchmod.discover(patches) if patches is not None else ()
@@ -89,8 +95,9 @@ def plan(
         compiler=compiler_version(),
         config_set=config_set,
         base_fixes=basefixes.fixes_hash(fixes) if fixes_on else "",
+        coverage=scope.digest() if scope is not None else "",
     )
-    return Plan(config_set, merged, src, series, inputs, fixes, fixes_on)
+    return Plan(config_set, merged, src, series, inputs, fixes, fixes_on, scope)
 
 
 def find_cached(
@@ -98,9 +105,13 @@ def find_cached(
     ksrc: Path | None = None,
     patches: Path | None = None,
     base_fixes: bool | None = None,
+    coverage_scope: Path | None = None,
 ) -> KernelArtifact | None:
     """The cached kernel for these inputs, without building or touching the network."""
-    p = plan(config_set, ksrc, patches, progress=lambda _: None, fetch=False, base_fixes=base_fixes)
+    quiet: Progress = lambda _: None  # noqa: E731
+    p = plan(
+        build_set(config_set), ksrc, patches, quiet, fetch=False, base_fixes=base_fixes, coverage_scope=coverage_scope
+    )
     return load_cached(kernel_root(), p.key) if p else None
 
 
@@ -153,6 +164,9 @@ def _source_tree(p: Plan, root: Path, progress: Progress) -> tuple[Path, tuple[b
     (its build directory stays incremental)."""
     fixes = p.base_fixes if p.base_fixes_on else ()
     decisions = () if p.base_fixes_on else basefixes.switched_off(p.base_fixes)
+    if p.coverage is not None:
+        worktree, applied = _coverage_tree(p, root, fixes, progress)
+        return worktree, decisions + applied
     if not p.series:
         checked = basefixes.decide_all(p.source.path, fixes)
         if not any(d.applied for d in checked):
@@ -168,6 +182,23 @@ def _source_tree(p: Plan, root: Path, progress: Progress) -> tuple[Path, tuple[b
     applied = basefixes.apply_fixes(worktree, fixes)
     _report(applied, progress)
     return worktree, decisions + applied
+
+
+def _coverage_tree(
+    p: Plan, root: Path, fixes: tuple[basefixes.BaseFix, ...], progress: Progress
+) -> tuple[Path, tuple[basefixes.Decision, ...]]:
+    """A worktree of its own (its build directory stays warm between coverage builds): the
+    series, the base fixes, then GCOV_PROFILE for the scope's files."""
+    assert p.coverage is not None
+    progress(f"kernel: coverage build: profiling the files of {p.coverage.file} in a worktree of {p.source.path}")
+    worktree = patchmod.apply_series(p.source, p.series, root / "trees" / "coverage")
+    applied = basefixes.apply_fixes(worktree, fixes)
+    _report(applied, progress)
+    missing = profile.missing_sources(worktree, p.coverage)
+    if missing:
+        raise ConfigError(f"coverage scope {p.coverage.file} names files this tree lacks: {', '.join(missing)}")
+    profile.add_profiling(worktree, p.coverage)
+    return worktree, applied
 
 
 def _report(decisions: tuple[basefixes.Decision, ...], progress: Progress) -> None:
@@ -202,6 +233,8 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     shutil.copy2(builddir / "arch" / "x86" / "boot" / "bzImage", art.bzimage)
     shutil.copy2(dotconfig, art.config)
     shutil.copy2(log, art.build_log)
+    coverage = _keep_coverage(p, srctree, builddir, staging, progress)
+    extmod.keep_module_build(srctree, builddir, staging / extmod.EXTMOD_DIR, art.build_log)
     seconds = round(time.monotonic() - started, 1)
     write_manifest(
         staging,
@@ -216,6 +249,7 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
             "patches": [patch.name for patch in p.series],
             "base_fixes": basefixes.manifest_record(fix_decisions, p.base_fixes_on),
             "build_seconds": seconds,
+            **({"coverage": coverage} if coverage else {}),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
@@ -226,18 +260,37 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     return artifact_in(final, p.key, release)
 
 
+def _keep_coverage(p: Plan, srctree: Path, builddir: Path, staging: Path, progress: Progress) -> dict | None:
+    """A coverage build keeps the scope's notes and sources with the kernel; the manifest says
+    which scope it profiled and what the build directory was (the guest's gcov paths start with it)."""
+    if p.coverage is None:
+        return None
+    not_built = profile.keep_for_reports(p.coverage, srctree, builddir, staging / profile.COVERAGE_DIR)
+    for path in not_built:
+        progress(f"kernel: coverage: {path} is in the scope but not built in the {p.config_set} set")
+    return {
+        "scope": str(p.coverage.file),
+        "digest": p.coverage.digest(),
+        "files": list(p.coverage.paths()),
+        "not_built": list(not_built),
+        "gcov_root": str(builddir),
+    }
+
+
 def ensure_kernel(
     config_set: str = "default",
     ksrc: Path | None = None,
     patches: Path | None = None,
     progress: Callable[[str], None] = print,
     base_fixes: bool | None = None,
+    coverage_scope: Path | None = None,
 ) -> KernelArtifact:
     """The bzImage for these inputs: from the cache, or built (incrementally) and cached.
     `base_fixes`: False builds without the base fixes; None leaves it to TESTBED_BASE_FIXES.
-    A boot profile's name (debug-full) builds the config set it boots (debug)."""
+    A boot profile's name (debug-full) builds the config set it boots (debug). A coverage set
+    profiles the files of `coverage_scope` (default: coverage-scope.yaml)."""
     config_set = build_set(config_set)
-    p = plan(config_set, ksrc, patches, progress, base_fixes=base_fixes)
+    p = plan(config_set, ksrc, patches, progress, base_fixes=base_fixes, coverage_scope=coverage_scope)
     assert p is not None  # fetch=True always resolves a source
     root = kernel_root()
     progress(

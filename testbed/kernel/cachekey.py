@@ -20,11 +20,13 @@ class KeyInputs:
     compiler: str  # first line of `gcc --version`
     config_set: str
     base_fixes: str = ""  # hash of the base fixes this build may apply (basefixes.py), "" for none
+    coverage: str = ""  # digest of the coverage scope's profiled files (coverage sets), "" for none
 
     def key(self) -> str:
         fields = asdict(self)
-        if not fields["base_fixes"]:
-            del fields["base_fixes"]  # a build without base fixes keeps the key it always had
+        for optional in ("base_fixes", "coverage"):
+            if not fields[optional]:
+                del fields[optional]  # a build without them keeps the key it always had
         parts = [RECIPE_VERSION.encode()]
         for name in sorted(fields):
             parts += [name.encode(), fields[name].encode()]

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import ConfigError
-from .build import ensure_kernel, find_cached, refresh_debian_source
+from .build import find_cached, refresh_debian_source
 from .request import KernelRequest, add_options, from_options
 
 
@@ -29,14 +29,14 @@ def _build(args: argparse.Namespace) -> int:
     req = _request(args)
     if args.refresh and req.ksrc is None:
         refresh_debian_source(_progress)
-    art = ensure_kernel(req.config_set, req.ksrc, req.patches, _progress, base_fixes=req.base_fixes)
+    art = req.artifact(_progress)
     print(art.bzimage)
     return 0
 
 
 def _path(args: argparse.Namespace) -> int:
     req = _request(args)
-    art = find_cached(req.config_set, req.ksrc, req.patches, base_fixes=req.base_fixes)
+    art = find_cached(req.config_set, req.ksrc, req.patches, req.base_fixes, req.coverage_scope)
     if art is None:
         print("testbed: no kernel built for these inputs; run 'testbed kernel build'", file=sys.stderr)
         return 1

@@ -15,7 +15,12 @@ CONFIG_SETS: dict[str, tuple[str, ...]] = {
     # the tree's own selftests and KUnit suites on top of each (kselftest/)
     "selftest": ("base", "p2p", "selftest"),
     "debug-selftest": ("base", "p2p", "debug", "selftest"),
+    # gcov for the coverage scope's files only (coverage-scope.yaml; build.py adds the profiling)
+    "coverage": ("base", "p2p", "coverage"),
+    "coverage-selftest": ("base", "p2p", "selftest", "coverage"),
 }
+# the sets whose builds profile the coverage scope's files
+COVERAGE_SETS = ("coverage", "coverage-selftest")
 
 # --kernel-config names that boot a config set's build with kernel arguments: one build, two
 # ways to boot it. `debug` is the working loop: kmemleak switched off at boot (of the debug

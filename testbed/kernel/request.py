@@ -7,6 +7,7 @@ kernel`, `boot`, `run`, `kselftest`, `ab` and pytest, read into one KernelReques
     --kernel-config SET  the config set (kernel-configs/; the suites take default, debug or
                          debug-full: the debug build booted with kmemleak on)
     --no-base-fixes      leave out kernel-configs/base-fixes (the unpatched base kernel)
+    --coverage-scope F   the files a coverage set profiles (default: coverage-scope.yaml)
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .configsets import KERNEL_CONFIGS
+
+if TYPE_CHECKING:
+    from .artifact import KernelArtifact
 
 # the sets the VM suites boot; each has a selftest companion for the tree's own tests
 SUITE_SETS = tuple(s for s in KERNEL_CONFIGS if not s.endswith("selftest"))
@@ -35,6 +39,7 @@ class KernelRequest:
     patches: Path | None = None
     bzimage: Path | None = None  # booted as it is (nothing built)
     base_fixes: bool | None = None  # None: TESTBED_BASE_FIXES decides
+    coverage_scope: Path | None = None  # a coverage set's scope; None: coverage-scope.yaml
 
     def __post_init__(self) -> None:
         if self.config_set not in KERNEL_CONFIGS:
@@ -45,17 +50,23 @@ class KernelRequest:
             )
         if self.patches is not None and not self.patches.exists():
             raise ConfigError(f"--patches {self.patches}: no such file or directory")
+        if self.coverage_scope is not None and not self.coverage_scope.is_file():
+            raise ConfigError(f"--coverage-scope {self.coverage_scope}: no such file")
 
     def with_config(self, config_set: str) -> KernelRequest:
-        return KernelRequest(config_set, self.ksrc, self.patches, self.bzimage, self.base_fixes)
+        return KernelRequest(config_set, self.ksrc, self.patches, self.bzimage, self.base_fixes, self.coverage_scope)
 
     def bzimage_path(self, progress: Callable[[str], None] = print) -> Path:
         """The bzImage to boot: the given one, or the cached or freshly built one."""
         if self.bzimage is not None:
             return self.bzimage
+        return self.artifact(progress).bzimage
+
+    def artifact(self, progress: Callable[[str], None] = print) -> KernelArtifact:
+        """The cached or freshly built kernel (not for a given bzImage)."""
         from .build import ensure_kernel
 
-        return ensure_kernel(self.config_set, self.ksrc, self.patches, progress, base_fixes=self.base_fixes).bzimage
+        return ensure_kernel(self.config_set, self.ksrc, self.patches, progress, self.base_fixes, self.coverage_scope)
 
     def describe(self) -> str:
         if self.bzimage is not None:
@@ -65,6 +76,7 @@ class KernelRequest:
             what
             + (f" + {self.patches}" if self.patches else "")
             + (", no base fixes" if self.base_fixes is False else "")
+            + (f", coverage scope {self.coverage_scope}" if self.coverage_scope else "")
         )
 
 
@@ -90,6 +102,13 @@ def add_options(add: Callable[..., Any], config_sets: tuple[str, ...] = KERNEL_C
         action="store_true",
         help="leave out kernel-configs/base-fixes (the unpatched base kernel; same as TESTBED_BASE_FIXES=0)",
     )
+    add(
+        "--coverage-scope",
+        type=Path,
+        metavar="FILE",
+        help="the files and functions a coverage build profiles and reports (default: coverage-scope.yaml; "
+        "the format is in that file)",
+    )
 
 
 def from_options(get: Callable[[str], Any]) -> KernelRequest:
@@ -112,4 +131,5 @@ def from_options(get: Callable[[str], Any]) -> KernelRequest:
         patches=get("patches"),
         bzimage=bzimage,
         base_fixes=False if get("no_base_fixes") else None,
+        coverage_scope=get("coverage_scope"),
     )

@@ -1,6 +1,8 @@
 """Build the probe module against the very build directory the guest's bzImage came from.
 
-A testbed-built kernel records its source tree and kbuild O= directory in its manifest; a
+A testbed-built kernel keeps what an external module build needs in its cache entry (extmod/,
+kernel/extmod.py), so the probe builds against any cached kernel; a kernel cached before that
+records its source tree and kbuild O= directory in its manifest, used while they last; a
 user's own build (`--kernel ~/linux/arch/x86/boot/bzImage`) is found from the bzImage's place
 in the tree. The module is cached under cache_dir("probe")/<kernel key + module sources>, so a
 series that changes an API the probe uses fails here, with the compiler's message.
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..hashing import hash_bytes, hash_files, short
+from ..kernel.extmod import module_build_dir
 from ..kernel.lock import locked
 from ..kernel.make import make_argv, run_make
 from ..paths import cache_dir
@@ -55,6 +58,9 @@ def kernel_tree_of(bzimage: Path) -> KernelTree:
     manifest = bzimage.parent / "manifest.json"
     if manifest.is_file():
         data = json.loads(manifest.read_text())
+        kept = module_build_dir(bzimage.parent)
+        if kept is not None:  # the kernel's own copy of what a module build needs: always right
+            return KernelTree(kept, kept, str(data["key"]))
         builddir = Path(data["build_dir"])
         built = builddir / "arch" / "x86" / "boot" / "bzImage"
         if not built.is_file() or built.read_bytes() != bzimage.read_bytes():

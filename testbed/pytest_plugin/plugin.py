@@ -5,6 +5,7 @@ pytest -m hotunplug --kernel-config debug
 pytest --topology two-switch-iommu  only tests that can run there, only there
 pytest --kernel ~/linux/arch/x86/boot/bzImage   your own build (or a source tree)
 pytest --strict-splats              splats of the base kernel (known-splats.yaml) fail too
+pytest -m p2p --coverage            kernel coverage of the scope's code, per test (results/.../coverage/)
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..coverage.runreport import report_run
+from ..coverage.scope import DEFAULT_SCOPE, load_scope
 from ..errors import ConfigError, TestbedError
 from ..guestvm import GuestVM
 from ..guestvm import window as kernel_window
-from ..kernel.request import SUITE_SETS
+from ..kernel.configsets import COVERAGE_SETS, build_set
+from ..kernel.request import SUITE_SETS, KernelRequest
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
 from ..logs.known import KnownSplat, load_known
@@ -31,6 +35,7 @@ from ..topology import load_topology
 from ..topology.model import Topology
 from ..topology.needs import Need, Roles
 from . import artifacts
+from .coverage import CoverageCollector
 from .kselftest import SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool, fresh_summary
 from .record import BootRecord, SplatRecord
@@ -103,6 +108,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="boot each destructive test's VM when it starts, not as a warm spare during the test before",
     )
     group.addoption(
+        "--coverage",
+        action="store_true",
+        help="boot the coverage kernel (--kernel-config coverage: gcov for the files of coverage-scope.yaml "
+        "or --coverage-scope) and report which lines of the scope each test executed: a table at the end, "
+        "lcov, Cobertura XML, HTML and uncovered.md under <results>/coverage",
+    )
+    group.addoption(
         "--strict-splats",
         action="store_true",
         help="fail on splats the base kernel is known to print (known-splats.yaml) too",
@@ -121,6 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
         kernel = kernel_request(config.getoption)
     except ConfigError as exc:  # a bad --kernel/--patches is reported before anything boots
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("coverage"):
+        kernel = _coverage_kernel(kernel)
     if kernel.base_fixes is False:
         os.environ["TESTBED_BASE_FIXES"] = "0"  # every kernel build of this run (workers inherit it)
     if hasattr(config, "workerinput"):  # an xdist worker: the controller chose the run's directory
@@ -128,9 +142,29 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         results = config.getoption("results_dir") or results_root() / "pytest" / run
     state = config.stash[STATE_KEY] = TestbedState(results.resolve(), known, kernel)
+    if build_set(kernel.config_set) in COVERAGE_SETS:
+        worker = config.workerinput["workerid"] if hasattr(config, "workerinput") else "main"
+        state.coverage = CoverageCollector(state.results, worker)
     config.pluginmanager.register(_OutcomeRecorder(state), "testbed-outcomes")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistController(state), "testbed-xdist")
+
+
+def _coverage_kernel(kernel: KernelRequest) -> KernelRequest:
+    """--coverage: the coverage build of the default set (the only one with a coverage twin)."""
+    if kernel.bzimage is not None:
+        raise pytest.UsageError(
+            f"--coverage builds its own kernel (gcov for the scope's files); --kernel {kernel.bzimage} is built "
+            "already: give the tree (--kernel TREE) instead"
+        )
+    if build_set(kernel.config_set) in COVERAGE_SETS:
+        return kernel
+    if kernel.config_set != "default":
+        raise pytest.UsageError(
+            f"--coverage boots the coverage config set (default + gcov); it does not combine with "
+            f"--kernel-config {kernel.config_set}"
+        )
+    return kernel.with_config("coverage")
 
 
 class _XdistController:
@@ -319,6 +353,13 @@ def testbed_pool(request: pytest.FixtureRequest) -> Iterator[VmPool]:
 
     pool = VmPool(options, progress, state_of(config).known)
     state_of(config).pool = pool
+    collector = state_of(config).coverage
+    if collector is not None:  # what ran since the last test (its end, or the boot) before it goes
+
+        def take_the_rest(guest: GuestVM) -> None:
+            collector.take(guest)
+
+        pool.before_shutdown = take_the_rest
     yield pool
     if config.getoption("keep_vm"):
         for vm in pool.shared.values():
@@ -420,8 +461,13 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     guest: GuestVM = request.getfixturevalue(uses[0])
     expected: kernel_window.ExpectedMessages = request.getfixturevalue("kernel_messages")
     locks = kernel_window.debug_locks(guest)
+    coverage = state_of(request.config).coverage
+    if coverage is not None:  # the counters so far are not this test's
+        coverage.take(guest)
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
+    if coverage is not None and guest.machine.process.alive():
+        coverage.take(guest, request.node.nodeid)
     strict = request.config.getoption("strict_splats")
     verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
     request.node.stash[WINDOW_KEY] = verdict.lines
@@ -576,6 +622,7 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
             for line in stray.excerpt.splitlines():
                 terminalreporter.write_line("    " + line, red=True)
     _base_fixes_summary(terminalreporter, state.record.boots)
+    _coverage_summary(terminalreporter, state.coverage_lines)
     _known_summary(terminalreporter, state.known_seen, strict, state.results / "known-splats.tsv")
     _signature_summary(terminalreporter, state.record.splats)
     unchecked = state.unchecked
@@ -587,6 +634,13 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
         )
         for nodeid in unchecked:
             terminalreporter.write_line(f"  {nodeid}")
+
+
+def _coverage_summary(terminalreporter: TerminalReporter, lines: list[str]) -> None:
+    if lines:
+        terminalreporter.section("kernel coverage of the scope (pytest --coverage)")
+        for line in lines:
+            terminalreporter.write_line(line, red=line.startswith("kernel coverage: no report"))
 
 
 def _base_fixes_summary(terminalreporter: TerminalReporter, boots: list[BootRecord]) -> None:
@@ -661,6 +715,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.record.outcomes and not config.getoption("collectonly"):
         state.record.write(state.results)
+    if state.coverage is not None and state.vm_tests_run and not _coverage_report(state):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _coverage_report(state: TestbedState) -> bool:
+    """--coverage: the run's reports (testbed/coverage/runreport.py); False when they failed."""
+    assert state.coverage is not None
+    scope_file = state.kernel.coverage_scope or DEFAULT_SCOPE
+    try:
+        state.coverage_lines = report_run(state.coverage.root, load_scope(scope_file), progress=lambda _: None)
+    except TestbedError as exc:
+        state.coverage_lines = [f"kernel coverage: no report: {exc}"]
+        return False
+    return True
 
 
 def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:

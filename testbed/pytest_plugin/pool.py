@@ -108,6 +108,8 @@ class VmPool:
         self._spare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spare-vm")
         self.spares: dict[tuple, Future[GuestVM]] = {}
         self.fresh_waits: list[FreshWait] = []
+        # called with each VM before it shuts down, while its guest still answers (coverage)
+        self.before_shutdown: Callable[[GuestVM], None] | None = None
         self.boot_retries: list[str] = []  # boots that stalled and were tried again: why
 
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
@@ -139,6 +141,7 @@ class VmPool:
             bzimage=k.bzimage,
             boot_work_s=variant.boot_work_s,
             base_fixes=k.base_fixes,
+            coverage_scope=k.coverage_scope,
         )
         machine = plan.machine()
         machine.__enter__()
@@ -227,6 +230,11 @@ class VmPool:
         if machine is None:
             assert vm is not None, "release() needs the VM or its machine"
             machine = vm.machine
+        if vm is not None and self.before_shutdown is not None and machine.process.alive():
+            try:
+                self.before_shutdown(vm)
+            except (TestbedError, OSError) as exc:  # a guest that cannot answer any more
+                self.progress(f"before the shutdown of {machine.name}: {exc}")
         leaks = self._kmemleak(vm) if vm is not None else None
         if vm is not None:
             vm.close_agent()  # its channel's files closed by us, not by the garbage collector

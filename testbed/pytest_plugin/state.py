@@ -13,6 +13,7 @@ import pytest
 from ..kernel.request import KernelRequest
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
+from .coverage import CoverageCollector
 from .pool import FreshWait, VmPool
 from .record import BootRecord, RunRecord, SplatRecord
 from .report import CensusRow, CensusTable, Row, VerdictTable
@@ -75,6 +76,8 @@ class TestbedState:
     boot_retries: list[str] = field(default_factory=list)  # boots that stalled and were tried again
     kselftest_lines: list[str] = field(default_factory=list)  # the tree's own tests' end-of-run notes
     kselftest_noted: list[tuple[str, str, str]] = field(default_factory=list)  # (test, what, reason)
+    coverage: CoverageCollector | None = None  # --coverage: this process's gcov snapshots
+    coverage_lines: list[str] = field(default_factory=list)  # the end of the run's coverage table
 
     def verdict_table(self) -> VerdictTable:
         self.verdicts = self.verdicts or VerdictTable()

@@ -79,6 +79,7 @@ def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
         progress=_progress,
         bzimage=kernel.bzimage,
         base_fixes=kernel.base_fixes,
+        coverage_scope=kernel.coverage_scope,
     )
 
 

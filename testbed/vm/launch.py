@@ -48,6 +48,7 @@ def plan_launch(
     bzimage: Path | None = None,
     boot_work_s: float = 0.0,
     base_fixes: bool | None = None,
+    coverage_scope: Path | None = None,
 ) -> LaunchPlan:
     """Ensure kernel and image (building them if the cache lacks them), make the per-VM
     overlay and run directory, and render the QEMU argv. Starts nothing. A prebuilt `bzimage`
@@ -64,9 +65,7 @@ def plan_launch(
     decision = resolve_accel(accel)
     progress(f"accel: {decision.reason}")
     if bzimage is None:
-        bzimage = ensure_kernel(
-            kernel_config, ksrc=ksrc, patches=patches, progress=progress, base_fixes=base_fixes
-        ).bzimage
+        bzimage = ensure_kernel(kernel_config, ksrc, patches, progress, base_fixes, coverage_scope).bzimage
     extra_append = boot_args(kernel_config) + extra_append  # a boot profile's switches (debug: kmemleak=off)
     image = ensure_image(progress=progress)
     name = registry.reserve(topo.name)

@@ -126,7 +126,8 @@ def test_every_problem_is_reported_with_file_and_line(fix_dir: Path):
         f"{bad}:8: fixes.0.colour: unknown key (allowed: name, patch, config_sets, why, upstream, detect)",
         f"{bad}:9: fixes.1: missing 'why'",
         f"{bad}:15: fixes.2.patch: no file '../lock-order.patch' in {fix_dir}",
-        "fixes.2.config_sets: must be a list of config sets, got [] (allowed: debug, debug-selftest, default,",
+        "fixes.2.config_sets: must be a list of config sets, got [] "
+        "(allowed: coverage, coverage-selftest, debug, debug-selftest, default,",
         f"{bad}:21: fixes.3.patch: must hold exactly one patch in git format-patch form, found 2",
         f"{bad}:26: fixes.4: must be a mapping",
     ):
@@ -255,11 +256,11 @@ BASE = KeyInputs(source="debian:x", patches="", fragment="CONFIG_A=y\n", compile
 
 
 def test_no_fixes_keep_the_key_a_build_always_had():
-    # the key of these inputs before base fixes existed (no "base_fixes" field at all)
+    # the key of these inputs before base fixes and coverage builds existed (neither field at all)
     from testbed.hashing import hash_bytes, short
     from testbed.kernel.cachekey import RECIPE_VERSION
 
-    fields = {k: v for k, v in dataclasses.asdict(BASE).items() if k != "base_fixes"}
+    fields = {k: v for k, v in dataclasses.asdict(BASE).items() if k not in ("base_fixes", "coverage")}
     legacy = short(
         hash_bytes(RECIPE_VERSION.encode(), *(p for k in sorted(fields) for p in (k.encode(), fields[k].encode())))
     )

@@ -167,5 +167,7 @@ def test_config_set_order_and_unknown_set(tmp_path: Path):
     assert [p.name for p in fragment_paths("debug", tmp_path)] == ["base.config", "p2p.config", "debug.config"]
     assert load_config_set("debug", tmp_path).get("CONFIG_B").value == "n"
     assert load_config_set("default", tmp_path).get("CONFIG_B").value == "y"
-    with pytest.raises(ConfigError, match="allowed: debug, debug-selftest, default, selftest"):
+    with pytest.raises(
+        ConfigError, match="allowed: coverage, coverage-selftest, debug, debug-selftest, default, selftest"
+    ):
         load_config_set("fast", tmp_path)

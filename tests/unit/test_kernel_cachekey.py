@@ -31,6 +31,8 @@ def test_same_inputs_same_key():
         ("fragment", "CONFIG_A=y\nCONFIG_B=y\n"),
         ("compiler", "gcc (Debian 14.2.0-1) 14.2.0"),
         ("config_set", "debug"),
+        ("base_fixes", "ab12"),
+        ("coverage", "cd34"),
     ],
 )
 def test_each_input_changes_the_key(field, value):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.kernel.configsets import boot_args, build_set
+from testbed.kernel.configsets import KERNEL_CONFIGS, boot_args, build_set
 from testbed.kernel.request import SUITE_SETS, KernelRequest, add_options, from_options, selftest_set
 
 
@@ -45,8 +45,14 @@ def test_bad_combinations_fail_early(tmp_path):
 
 
 def test_suite_sets_and_their_selftest_companions():
-    assert SUITE_SETS == ("default", "debug", "debug-full")
-    assert [selftest_set(s) for s in SUITE_SETS] == ["selftest", "debug-selftest", "debug-full-selftest"]
+    assert SUITE_SETS == ("default", "debug", "coverage", "debug-full")
+    assert [selftest_set(s) for s in SUITE_SETS] == [
+        "selftest",
+        "debug-selftest",
+        "coverage-selftest",
+        "debug-full-selftest",
+    ]
+    assert all(selftest_set(s) in KERNEL_CONFIGS for s in SUITE_SETS)
 
 
 def test_debug_full_boots_the_debug_build_with_kmemleak_on():

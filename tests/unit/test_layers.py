@@ -13,12 +13,12 @@ ROOT = Path(__file__).resolve().parents[2] / "testbed"
 LAYERS: list[set[str]] = [
     {"errors", "paths", "hashing", "inventory", "timeouts", "debian_mirror"},
     {"topology"},
-    {"render", "logs", "kernel", "image", "guest"},
+    {"render", "logs", "kernel", "image", "guest", "coverage"},
     {"vm", "probe"},
     {"guestvm"},
     {"kselftest"},
     {"pytest_plugin"},
-    {"ab", "matrix", "report", "cache", "cli"},
+    {"ab", "matrix", "report", "cache", "cli", "mutate"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -1,0 +1,141 @@
+"""The reports of a coverage run, from its snapshots (snapshots.py): one gcovr tracefile per
+snapshot, merged across VMs, topologies and xdist workers into lcov, Cobertura XML and HTML;
+the per-file and per-function table; uncovered.md; and index.json, the "which tests execute
+this line" index `testbed mutate` runs only the relevant tests from.
+
+Everything lands in `<results>/coverage/`. A snapshot's notes (.gcno) come from its kernel's
+cache entry (`coverage/gcno/`, kept by the build), its sources from the tree the kernel was
+built in (the notes name them by absolute path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .declared import load_declared
+from .gcovr import merge, tracefile
+from .report import Index, index, not_built, summarize, table_lines, tests_for, uncovered_markdown, uncovered_ranges
+from .scope import Scope
+from .snapshots import OUTSIDE, SnapshotRecord, load_records
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+INDEX_FILE = "index.json"
+TABLE_FILE = "table.txt"
+UNCOVERED_FILE = "uncovered.md"
+
+
+@dataclass(frozen=True)
+class KernelNotes:
+    """Where a snapshot's notes and sources are."""
+
+    gcno: Path  # the kernel's kept notes, laid out like its build directory
+    srctree: Path  # the tree it was built in
+
+
+def notes_of(record: SnapshotRecord) -> KernelNotes:
+    entry = Path(record.kernel).parent
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"coverage: the kernel {record.kernel} of snapshot {record.directory} is gone ({exc})"
+        ) from None
+    return KernelNotes(entry / "coverage" / "gcno", Path(manifest["built_in"]))
+
+
+def _check_sources(notes: KernelNotes, scope: Scope) -> None:
+    """The tree must still hold the sources the kernel was built from (a later coverage build of
+    another series resets it): the kept copies say what they were."""
+    kept = notes.gcno.parent / "src"
+    changed = [
+        p for p in scope.paths()
+        if (kept / p).is_file() and (notes.srctree / p).read_bytes() != (kept / p).read_bytes()
+    ]  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"coverage: {notes.srctree} has moved on since this kernel was built ({', '.join(changed[:3])} changed: "
+            "another coverage build used the tree); rebuild the kernel and run again"
+        )
+
+
+def tracefiles(
+    coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope, progress: Progress
+) -> dict[str, Path]:
+    """One gcovr tracefile per snapshot (in parallel: each is a gcov + gcovr process)."""
+    out_dir = coverage_dir / "tracefiles"
+    notes = {r.kernel: notes_of(r) for r in records}
+    for n in {(k.gcno, k.srctree): k for k in notes.values()}.values():
+        _check_sources(n, scope)
+
+    def one(record: SnapshotRecord) -> tuple[str, Path]:
+        n = notes[record.kernel]
+        name = Path(record.directory).name
+        out = out_dir / f"{name}.json"
+        if not out.is_file():
+            tracefile(coverage_dir / record.directory, n.gcno, n.srctree, out, scope=scope)
+        return record.directory, out
+
+    progress(f"coverage: gcovr on {len(records)} snapshot(s)")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return dict(pool.map(one, records))
+
+
+def _per_test(records: Sequence[SnapshotRecord], traces: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each test's counters as one gcovr document (a test with two snapshots gets both files)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.test == OUTSIDE:
+            continue
+        doc = json.loads(traces[r.directory].read_text())
+        out.setdefault(r.test, {"files": []})["files"] += doc.get("files", [])
+    return out
+
+
+def report_run(coverage_dir: Path, scope: Scope, progress: Progress = print) -> list[str]:
+    """Every report of the run under coverage_dir; the table's lines."""
+    records = load_records(coverage_dir)
+    if not records:
+        raise ConfigError(f"coverage: no snapshots in {coverage_dir} (no VM test ran on a coverage kernel)")
+    srctrees = {notes_of(r).srctree for r in records}
+    if len(srctrees) > 1:
+        raise ConfigError(f"coverage: the run's kernels were built in several trees ({', '.join(map(str, srctrees))})")
+    srctree = srctrees.pop()
+    traces = tracefiles(coverage_dir, records, scope, progress)
+    merged = merge(list(traces.values()), srctree, coverage_dir, scope)
+    data = json.loads(merged.json.read_text())
+    files, functions = summarize(data, scope)
+    lines = table_lines(files, functions, not_built(data, scope))
+    (coverage_dir / TABLE_FILE).write_text("\n".join(lines) + "\n")
+    uncovered = uncovered_markdown(uncovered_ranges(data, scope), load_declared(), srctree)
+    (coverage_dir / UNCOVERED_FILE).write_text(uncovered)
+    idx = index(_per_test(records, traces))
+    (coverage_dir / INDEX_FILE).write_text(json.dumps(idx) + "\n")
+    tests = len({r.test for r in records if r.test != OUTSIDE})
+    lines.append(
+        f"(per test: {tests} test(s), {len(records)} snapshot(s) from {len({r.vm for r in records})} VM(s); "
+        f"{merged.lcov}, {merged.cobertura}, {merged.html}, {coverage_dir / UNCOVERED_FILE}, "
+        f"{coverage_dir / INDEX_FILE})"
+    )
+    return lines
+
+
+def load_index(run_dir: Path) -> Index:
+    """The line -> tests index of a `pytest --coverage` results directory."""
+    path = run_dir / "coverage" / INDEX_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no coverage index in {run_dir} ({exc}); was it a `pytest --coverage` run?") from None
+    return data
+
+
+__all__ = ["INDEX_FILE", "load_index", "report_run", "tests_for"]
