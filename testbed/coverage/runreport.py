@@ -1,5 +1,6 @@
-"""The reports of a coverage run, from its snapshots (snapshots.py): one gcovr tracefile per
-snapshot, merged across VMs, topologies and xdist workers into lcov, Cobertura XML and HTML;
+"""The reports of a coverage run, from its snapshots (snapshots.py): every snapshot's counters
+added up per kernel (across VMs, topologies and xdist workers) and turned by gcovr into lcov,
+Cobertura XML and HTML;
 the per-file and per-function table; uncovered.md; and index.json, the "which tests execute
 this line" index `testbed mutate` runs only the relevant tests from.
 
@@ -22,6 +23,7 @@ from typing import Any
 from ..errors import ConfigError
 from .declared import load_declared
 from .gcovr import merge, tracefile
+from .gcovtool import lines_of, merge_snapshots
 from .report import Index, index, not_built, summarize, table_lines, tests_for, uncovered_markdown, uncovered_ranges
 from .scope import Scope
 from .snapshots import OUTSIDE, SnapshotRecord, load_records
@@ -67,36 +69,38 @@ def _check_sources(notes: KernelNotes, scope: Scope) -> None:
         )
 
 
-def tracefiles(
-    coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope, progress: Progress
-) -> dict[str, Path]:
-    """One gcovr tracefile per snapshot (in parallel: each is a gcov + gcovr process)."""
-    out_dir = coverage_dir / "tracefiles"
+def _notes(records: Sequence[SnapshotRecord], scope: Scope) -> dict[str, KernelNotes]:
     notes = {r.kernel: notes_of(r) for r in records}
     for n in {(k.gcno, k.srctree): k for k in notes.values()}.values():
         _check_sources(n, scope)
-
-    def one(record: SnapshotRecord) -> tuple[str, Path]:
-        n = notes[record.kernel]
-        name = Path(record.directory).name
-        out = out_dir / f"{name}.json"
-        if not out.is_file():
-            tracefile(coverage_dir / record.directory, n.gcno, n.srctree, out, scope=scope)
-        return record.directory, out
-
-    progress(f"coverage: gcovr on {len(records)} snapshot(s)")
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return dict(pool.map(one, records))
+    return notes
 
 
-def _per_test(records: Sequence[SnapshotRecord], traces: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Each test's counters as one gcovr document (a test with two snapshots gets both files)."""
+def totals(coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope) -> list[Path]:
+    """Per kernel, every snapshot's counters added up (gcov-tool) and one gcovr tracefile of it."""
+    notes = _notes(records, scope)
+    out = []
+    for kernel, n in notes.items():
+        key = Path(kernel).parent.name
+        dirs = [coverage_dir / r.directory for r in records if r.kernel == kernel]
+        merged = merge_snapshots(dirs, coverage_dir / "merged" / key)
+        out.append(tracefile(merged, n.gcno, n.srctree, coverage_dir / "tracefiles" / f"{key}.json", scope=scope))
+    return out
+
+
+def per_test(coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope) -> dict[str, dict[str, Any]]:
+    """Each test's line counts (a test with two snapshots gets both), gcov in parallel."""
+    notes = _notes(records, scope)
+    mine = [r for r in records if r.test != OUTSIDE]
+
+    def one(r: SnapshotRecord) -> tuple[str, dict[str, Any]]:
+        n = notes[r.kernel]
+        return r.test, lines_of(coverage_dir / r.directory, n.gcno, n.srctree, scope)
+
     out: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.test == OUTSIDE:
-            continue
-        doc = json.loads(traces[r.directory].read_text())
-        out.setdefault(r.test, {"files": []})["files"] += doc.get("files", [])
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for test, doc in pool.map(one, mine):
+            out.setdefault(test, {"files": []})["files"] += doc["files"]
     return out
 
 
@@ -109,15 +113,15 @@ def report_run(coverage_dir: Path, scope: Scope, progress: Progress = print) -> 
     if len(srctrees) > 1:
         raise ConfigError(f"coverage: the run's kernels were built in several trees ({', '.join(map(str, srctrees))})")
     srctree = srctrees.pop()
-    traces = tracefiles(coverage_dir, records, scope, progress)
-    merged = merge(list(traces.values()), srctree, coverage_dir, scope)
+    progress(f"coverage: {len(records)} snapshot(s): adding up, then gcovr")
+    merged = merge(totals(coverage_dir, records, scope), srctree, coverage_dir, scope)
     data = json.loads(merged.json.read_text())
     files, functions = summarize(data, scope)
     lines = table_lines(files, functions, not_built(data, scope))
     (coverage_dir / TABLE_FILE).write_text("\n".join(lines) + "\n")
     uncovered = uncovered_markdown(uncovered_ranges(data, scope), load_declared(), srctree)
     (coverage_dir / UNCOVERED_FILE).write_text(uncovered)
-    idx = index(_per_test(records, traces))
+    idx = index(per_test(coverage_dir, records, scope))
     (coverage_dir / INDEX_FILE).write_text(json.dumps(idx) + "\n")
     tests = len({r.test for r in records if r.test != OUTSIDE})
     lines.append(

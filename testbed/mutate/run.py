@@ -1,0 +1,233 @@
+"""`testbed mutate`'s loop: mutants of the scope's functions, each built and tested, judged.
+
+For each mutant (one hunk in `git format-patch` form, generated from the tree that is built):
+the kernel is built incrementally as base + that patch (the testbed's series worktree: only the
+mutated file and the link are redone), then pytest runs the tests that execute the mutated lines
+(the coverage index of a `pytest --coverage` run; the whole selection without one) under a
+deadline, and the run is judged against one base run of the same selection (judge.py). Mutant
+kernels are removed from the cache once judged: they are never asked for again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..ab.results import RunResults, load_results
+from ..coverage.report import Index, tests_for
+from ..coverage.runreport import load_index
+from ..coverage.scope import Scope
+from ..errors import ConfigError, InfraError
+from ..kernel.build import ensure_kernel, kernel_root
+from ..kernel.source import debian_tree
+from ..paths import REPO_ROOT, cache_dir
+from ..pytest_plugin.record import RUN_FILE
+from . import report
+from .cfunc import find_functions
+from .equivalents import Equivalent, find_equivalent
+from .generate import Mutant, mutants_of, sample, shard
+from .judge import Status, Verdict, judge
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MutateOptions:
+    scope: Scope
+    selection: tuple[str, ...]  # the pytest arguments after --
+    functions: tuple[str, ...] = ()  # only these functions (empty: the scope's)
+    sample: int | None = None
+    seed: int = 0
+    shard: tuple[int, int] | None = None  # (k, n), 1-based
+    budget_s: float | None = None  # no new mutant starts after this
+    mutant_timeout_s: float = 900.0  # one mutant's pytest run
+    coverage_run: Path | None = None  # a `pytest --coverage` results directory (its index)
+    base_results: Path | None = None  # reuse this run as the base
+    ksrc: Path | None = None
+    kernel_config: str = "default"
+    equivalents: tuple[Equivalent, ...] = ()
+    keep_kernels: bool = False
+
+
+def source_root(ksrc: Path | None, progress: Progress) -> Path:
+    """The tree the mutants are generated from: the one that is built (the user's, or Debian's)."""
+    if ksrc is not None:
+        tree = ksrc.expanduser().resolve()
+        if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+            raise ConfigError(f"--ksrc {ksrc}: not a kernel source tree (no Makefile and Kconfig)")
+        return tree
+    return debian_tree(kernel_root() / "debian", progress=progress).path
+
+
+def source_text(tree: Path, path: str) -> str:
+    file = tree / path
+    if not file.is_file():
+        raise ConfigError(f"the coverage scope names {path}, which {tree} lacks")
+    return file.read_text(errors="surrogateescape")  # the patch carries odd bytes back unchanged
+
+
+def all_mutants(opts: MutateOptions, progress: Progress) -> tuple[Mutant, ...]:
+    """Every mutant of the scope (or of --function), in source order, then sampled and sharded."""
+    found: list[Mutant] = []
+    tree = source_root(opts.ksrc, progress)
+    for entry in opts.scope.entries:
+        text = source_text(tree, entry.path)
+        wanted = entry.functions
+        if opts.functions:
+            defined = wanted or tuple(f.name for f in find_functions(text))
+            wanted = tuple(f for f in defined if f in opts.functions)
+            if not wanted:
+                continue
+        found += mutants_of(entry.path, text, wanted)
+    if opts.functions and not found:
+        raise ConfigError(f"--function {', '.join(opts.functions)}: no such function in the scope's files")
+    chosen = tuple(found)
+    if opts.sample is not None:
+        chosen = sample(chosen, opts.sample, opts.seed)
+    if opts.shard is not None:
+        chosen = shard(chosen, *opts.shard)
+    return chosen
+
+
+def run_pytest(argv: list[str], results: Path, timeout: float | None, progress: Progress) -> tuple[int | None, float]:
+    """pytest in its own process group (a deadline kills its VMs too); (exit code or None on
+    timeout, seconds)."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv, "--results-dir", str(results)]
+    progress("$ " + " ".join(command))
+    start = time.monotonic()
+    log_file = results.parent / f"{results.name}.log"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as out:
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code: int | None = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            code = None
+    return code, time.monotonic() - start
+
+
+def base_run(opts: MutateOptions, run_dir: Path, progress: Progress) -> RunResults:
+    if opts.base_results is not None:
+        return load_results(opts.base_results)
+    results = run_dir / "base"
+    progress("mutate: the base run (unmutated kernel) of the selection")
+    code, _ = run_pytest([*opts.selection, *_kernel_args(opts)], results, None, progress)
+    if not (results / RUN_FILE).is_file():
+        raise InfraError(f"the base run did not complete (pytest exit {code}; log {results}.log)")
+    return load_results(results)
+
+
+def _kernel_args(opts: MutateOptions, patch: Path | None = None) -> list[str]:
+    args = ["--kernel-config", opts.kernel_config]
+    if opts.ksrc is not None:
+        args += ["--kernel", str(opts.ksrc)]
+    return args + (["--patches", str(patch)] if patch is not None else [])
+
+
+def test_one(
+    mutant: Mutant, opts: MutateOptions, base: RunResults, index: Index | None, run_dir: Path, progress: Progress
+) -> report.MutantResult:
+    patch = run_dir / "mutants" / f"{_file_name(mutant.id)}.patch"
+    patch.parent.mkdir(parents=True, exist_ok=True)
+    patch.write_text(mutant.patch)
+    rel = str(patch.relative_to(run_dir))
+
+    def result(
+        verdict: Verdict, tests: tuple[str, ...] = (), build_s: float = 0.0, test_s: float = 0.0
+    ) -> report.MutantResult:
+        return report.MutantResult(
+            mutant.id, mutant.path, mutant.function, mutant.operator, mutant.first_line, mutant.last_line,
+            mutant.description, rel, verdict.status, verdict.reasons, tests, round(build_s, 1), round(test_s, 1),
+        )  # fmt: skip
+
+    equivalent = find_equivalent(mutant, opts.equivalents)
+    if equivalent is not None:
+        return result(Verdict(Status.EQUIVALENT, (f"{equivalent.where}: {equivalent.why}",)))
+    tests: tuple[str, ...] = ()
+    if index is not None:
+        tests = tuple(
+            t for t in tests_for(index, mutant.path, mutant.first_line, mutant.last_line) if t in base.outcomes
+        )
+        if not tests:
+            return result(Verdict(Status.NOT_COVERED, ("no test of the selection executes these lines",)))
+    start = time.monotonic()
+    try:
+        art = ensure_kernel(opts.kernel_config, opts.ksrc, patch, lambda line: log.info("%s", line))
+    except ConfigError as exc:  # does not apply, or does not build: not a bug a test could see
+        return result(Verdict(Status.INVALID, (str(exc).splitlines()[0][:300],)), build_s=time.monotonic() - start)
+    build_s = time.monotonic() - start
+    results = run_dir / "runs" / _file_name(mutant.id)
+    code, test_s = run_pytest(
+        [*opts.selection, *tests, *_kernel_args(opts, patch)], results, opts.mutant_timeout_s, progress
+    )
+    if not opts.keep_kernels:
+        _forget_kernel(art.bzimage.parent)
+    if code is None:
+        return result(
+            Verdict(Status.TIMEOUT, (f"no verdict within {opts.mutant_timeout_s:.0f} s",)), tests, build_s, test_s
+        )
+    if not (results / RUN_FILE).is_file():
+        return result(
+            Verdict(Status.TIMEOUT, (f"pytest ended (exit {code}) without a run record: a crash",)),
+            tests,
+            build_s,
+            test_s,
+        )
+    verdict = judge(base, load_results(results), tests)
+    return result(verdict, tests, build_s, test_s)
+
+
+def _file_name(mutant_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in mutant_id)
+
+
+def _forget_kernel(entry: Path) -> None:
+    """A mutant's kernel (and its probe module) is asked for once: out of the cache."""
+    if entry.parent == kernel_root():
+        shutil.rmtree(entry, ignore_errors=True)
+        shutil.rmtree(cache_dir("probe") / entry.name, ignore_errors=True)
+
+
+def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[report.MutantResult]:
+    mutants = all_mutants(opts, progress)
+    progress(f"mutate: {len(mutants)} mutant(s) of {len({(m.path, m.function) for m in mutants})} function(s)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done = {r.id: r for r in report.load(run_dir)}  # a run continued after an interruption
+    index = load_index(opts.coverage_run) if opts.coverage_run is not None else None
+    base = base_run(opts, run_dir, progress)
+    start = time.monotonic()
+    results = []
+    for n, mutant in enumerate(mutants, 1):
+        if mutant.id in done:
+            results.append(done[mutant.id])
+            continue
+        if opts.budget_s is not None and time.monotonic() - start > opts.budget_s:
+            outcome = report.MutantResult(
+                mutant.id, mutant.path, mutant.function, mutant.operator, mutant.first_line, mutant.last_line,
+                mutant.description, "", Status.NOT_RUN, ("the --budget ran out",),
+            )  # fmt: skip
+        else:
+            progress(f"mutate: [{n}/{len(mutants)}] {mutant.id}: {mutant.description}")
+            outcome = test_one(mutant, opts, base, index, run_dir, progress)
+            progress(
+                f"mutate: [{n}/{len(mutants)}] {outcome.status.value}"
+                + (f": {outcome.reasons[0]}" if outcome.reasons else "")
+            )
+        report.append(run_dir, outcome)
+        results.append(outcome)
+    return results

@@ -1,0 +1,78 @@
+"""testbed mutate's loop, the parts decided before any build: which mutants, which tests run on
+each (the coverage index), equivalents and uncovered mutants judged without building."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from testbed.ab.results import RunResults
+from testbed.coverage.scope import load_scope
+from testbed.errors import ConfigError
+from testbed.mutate import run
+from testbed.mutate.equivalents import Equivalent
+from testbed.mutate.judge import Status
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mutate"
+DMABUF = "drivers/vfio/pci/vfio_pci_dmabuf.c"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "linux"
+    (root / DMABUF).parent.mkdir(parents=True)
+    shutil.copy(FIXTURES / DMABUF, root / DMABUF)
+    (root / "Makefile").write_text("")
+    (root / "Kconfig").write_text("")
+    return root
+
+
+@pytest.fixture
+def options(tree: Path, tmp_path: Path) -> run.MutateOptions:
+    scope_file = tmp_path / "scope.yaml"
+    scope_file.write_text(f"files:\n  - path: {DMABUF}\n    why: the exporter\n")
+    return run.MutateOptions(scope=load_scope(scope_file), selection=("-m", "vfio"), ksrc=tree)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def test_mutants_of_one_function_sampled_and_sharded(options: run.MutateOptions):
+    every = run.all_mutants(options, _quiet)
+    assert {m.path for m in every} == {DMABUF} and len(every) == 164
+    move = run.all_mutants(run.MutateOptions(**{**options.__dict__, "functions": ("vfio_pci_dma_buf_move",)}), _quiet)
+    assert len(move) == 23 and {m.function for m in move} == {"vfio_pci_dma_buf_move"}
+    sampled = run.all_mutants(run.MutateOptions(**{**options.__dict__, "sample": 10, "seed": 3}), _quiet)
+    assert len(sampled) == 10
+    assert sampled == run.all_mutants(run.MutateOptions(**{**options.__dict__, "sample": 10, "seed": 3}), _quiet)
+    shards = [run.all_mutants(run.MutateOptions(**{**options.__dict__, "shard": (k, 3)}), _quiet) for k in (1, 2, 3)]
+    assert sorted(m.id for s in shards for m in s) == sorted(m.id for m in every)
+
+
+def test_an_unknown_function_is_refused(options: run.MutateOptions):
+    with pytest.raises(ConfigError, match="no such function"):
+        run.all_mutants(run.MutateOptions(**{**options.__dict__, "functions": ("nope",)}), _quiet)
+
+
+BASE = RunResults(Path("/r"), {"tests/vm/test_vfio.py::test_revoke[x]": "passed"}, (), (), {}, {}, (), "", (), {})
+
+
+def test_a_mutant_no_test_executes_is_not_covered_without_a_build(options: run.MutateOptions, tmp_path: Path):
+    mutant = run.all_mutants(options, _quiet)[0]
+    index = {DMABUF: {str(mutant.first_line + 500): ["tests/vm/test_vfio.py::test_revoke[x]"]}}
+    result = run.test_one(mutant, options, BASE, index, tmp_path / "run", _quiet)
+    assert result.status is Status.NOT_COVERED
+    assert (tmp_path / "run" / result.patch_file).read_text() == mutant.patch
+
+
+def test_a_declared_equivalent_is_listed_not_built(options: run.MutateOptions, tmp_path: Path):
+    mutant = next(m for m in run.all_mutants(options, _quiet) if m.operator == "drop-call")
+    removed = next(line[1:] for line in mutant.patch.splitlines() if line.startswith("-\t"))
+    declared = (Equivalent(DMABUF, mutant.function, "drop-call", removed.strip(), "no test can see it", "eq.yaml:3"),)
+    opts = run.MutateOptions(**{**options.__dict__, "equivalents": declared})
+    result = run.test_one(mutant, opts, BASE, None, tmp_path / "run", _quiet)
+    assert result.status is Status.EQUIVALENT
+    assert result.reasons == ("eq.yaml:3: no test can see it",)
