@@ -26,7 +26,7 @@ PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATC
 # make test TOPO=mine.yaml: the suites on the topologies given (TOPO's default is make boot's)
 PYTEST_TOPO := $(if $(filter command line environment,$(origin TOPO)),$(foreach t,$(TOPO),--topology $(t)))
 
-.PHONY: help deps venv check kernel image boot run test unit vm kselftest ab bisect nightly bench clean-results clean-cache
+.PHONY: help deps venv check kernel image boot run test unit vm kselftest coverage mutate ab bisect nightly bench clean-results clean-cache
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,6 +36,8 @@ help: ## this list
 	@echo "             SUITE=iommu|vfio|kunit (make kselftest; TOPO=kselftest has one device of each kind)"
 	@echo "             ARGS='-m p2p --topology two-switch' BASE=REF (make ab)  GOOD=REF BAD=REF (make bisect)"
 	@echo "             JOBS=$(JOBS) (make test: parallel pytest-xdist workers, each with its own VMs)"
+	@echo "             SUITES='$(SUITES)' (make coverage, make mutate: the pytest -m selection)"
+	@echo "             MUTATE_ARGS='--function NAME --sample N --seed S --shard K/N --budget MIN --coverage-run DIR'"
 
 deps: ## install missing Debian packages (as root; otherwise print the command)
 	@scripts/install-deps
@@ -75,6 +77,18 @@ test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the t
 kselftest: deps venv ## the tree's own selftests and KUnit suites in TOPO (SUITE=iommu|vfio|kunit)
 	$(TB) kselftest $(TOPO) $(SUITE) --accel $(ACCEL) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
+# the suites that reach the coverage scope's code (make coverage, make mutate)
+SUITES ?= p2p or hotunplug or vfio or p2pdma_api
+MUTATE_ARGS ?= --sample 10
+coverage: deps venv ## kernel coverage of coverage-scope.yaml by the suites SUITES= (per test; table, lcov, Cobertura, HTML)
+	$(TB) kernel build --kernel-config coverage $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
+	$(TB) image build
+	$(PYTEST) tests/vm -q $(PYTEST_JOBS) --accel $(ACCEL) --coverage -m "$(SUITES)" $(PYTEST_KERNEL) $(PYTEST_TOPO) $(PYTEST_ARGS)
+
+mutate: deps venv ## mutation testing of the scope's functions against SUITES= (MUTATE_ARGS='--function NAME --sample N')
+	$(TB) image build
+	$(TB) mutate $(MUTATE_ARGS) $(if $(KSRC),--ksrc $(KSRC)) -- -m "$(SUITES)" $(PYTEST_TOPO) $(PYTEST_ARGS)
+
 ab: deps venv ## PATCHES= on the base kernel vs base + series over ARGS= (pytest selection); KSRC=, BASE=
 	@test -n "$(PATCHES)" || { echo "make ab needs PATCHES=SERIES (and ARGS=\"-m p2p ...\")"; exit 2; }
 	$(TB) ab --patches $(PATCHES) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(BASE),--base $(BASE)) -- $(or $(ARGS),-m p2p --topology $(TOPO))
@@ -83,7 +97,9 @@ bisect: deps venv ## first bad commit in KSRC= between GOOD= and BAD= for the py
 	@test -n "$(KSRC)" -a -n "$(GOOD)" -a -n "$(BAD)" || { echo "make bisect needs KSRC= GOOD= BAD= (and ARGS=)"; exit 2; }
 	$(TB) bisect --ksrc $(KSRC) --good $(GOOD) --bad $(BAD) --kernel-config $(CONFIG) -- $(or $(ARGS),-m p2p --topology $(TOPO))
 
-nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x kernel config (default, debug-full)
+NIGHTLY_MUTANTS ?= 200
+NIGHTLY_SEED ?= $(shell date +%Y%m%d)
+nightly: deps venv ## the full matrix (every topology, IOMMU modes, default and debug-full), then coverage and NIGHTLY_MUTANTS mutants
 	$(TB) image build
 	status=0; for config in default debug-full; do \
 	  $(TB) kernel build --kernel-config $$config $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
@@ -91,7 +107,13 @@ nightly: deps venv ## the full matrix: every topology (IOMMU modes included) x k
 	    $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
 	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config $(PYTEST_KERNEL) \
 	    --junitxml=results/junit-nightly-$$config.xml $(PYTEST_ARGS) || status=1; \
-	done; exit $$status
+	done; \
+	rm -rf results/nightly-coverage; \
+	$(PYTEST) tests -q --accel $(ACCEL) --coverage --results-dir results/nightly-coverage $(PYTEST_KERNEL) \
+	  --junitxml=results/junit-nightly-coverage.xml $(PYTEST_ARGS) || status=1; \
+	$(TB) mutate --coverage-run results/nightly-coverage --sample $(NIGHTLY_MUTANTS) --seed $(NIGHTLY_SEED) \
+	  --out results/nightly-mutate $(if $(KSRC),--ksrc $(KSRC)) -- -m "$(SUITES)" || status=1; \
+	exit $$status
 
 BENCH_OUT := results/bench/$(shell date +%Y%m%d-%H%M%S).jsonl
 bench: deps venv ## measure boots, a kernel rebuild, every suite and concurrent launches (~50 min); regenerate README's timing table

@@ -167,7 +167,7 @@ def test_one(
             return result(Verdict(Status.NOT_COVERED, ("no test of the selection executes these lines",)))
     start = time.monotonic()
     try:
-        art = ensure_kernel(opts.kernel_config, opts.ksrc, patch, lambda line: log.info("%s", line))
+        art = ensure_kernel(opts.kernel_config, opts.ksrc, patch, progress)
     except ConfigError as exc:  # does not apply, or does not build: not a bug a test could see
         return result(Verdict(Status.INVALID, (str(exc).splitlines()[0][:300],)), build_s=time.monotonic() - start)
     build_s = time.monotonic() - start
