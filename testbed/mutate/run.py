@@ -29,7 +29,7 @@ from ..errors import ConfigError, InfraError
 from ..kernel.build import ensure_kernel, kernel_root
 from ..kernel.source import debian_tree
 from ..paths import REPO_ROOT, cache_dir
-from ..pytest_plugin.record import RUN_FILE
+from ..pytest_plugin.record import RUN_FILE, plain
 from . import report
 from .cfunc import find_functions
 from .equivalents import Equivalent, find_equivalent
@@ -160,9 +160,9 @@ def test_one(
         return result(Verdict(Status.EQUIVALENT, (f"{equivalent.where}: {equivalent.why}",)))
     tests: tuple[str, ...] = ()
     if index is not None:
-        tests = tuple(
-            t for t in tests_for(index, mutant.path, mutant.first_line, mutant.last_line) if t in base.outcomes
-        )
+        executing = tests_for(index, mutant.path, mutant.first_line, mutant.last_line)
+        # an index written under xdist before node ids were recorded plain names "...]@group"
+        tests = tuple(dict.fromkeys(t for t in map(plain, executing) if t in base.outcomes))
         if not tests:
             return result(Verdict(Status.NOT_COVERED, ("no test of the selection executes these lines",)))
     start = time.monotonic()

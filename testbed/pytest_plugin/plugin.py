@@ -38,7 +38,7 @@ from . import artifacts
 from .coverage import CoverageCollector
 from .kselftest import SESSION_KEY, KselftestSession, session_of
 from .pool import BootOptions, VmPool, fresh_summary
-from .record import BootRecord, SplatRecord
+from .record import BootRecord, SplatRecord, plain
 from .report import CensusTable, VerdictTable
 from .state import STATE_KEY, KnownSeen, Stray, TestbedState, state_of
 
@@ -467,7 +467,7 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
     if coverage is not None and guest.machine.process.alive():
-        coverage.take(guest, request.node.nodeid)
+        coverage.take(guest, plain(request.node.nodeid))  # as run.json names it, without xdist's @group
     strict = request.config.getoption("strict_splats")
     verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
     request.node.stash[WINDOW_KEY] = verdict.lines

@@ -76,3 +76,17 @@ def test_a_declared_equivalent_is_listed_not_built(options: run.MutateOptions, t
     result = run.test_one(mutant, opts, BASE, None, tmp_path / "run", _quiet)
     assert result.status is Status.EQUIVALENT
     assert result.reasons == ("eq.yaml:3: no test can see it",)
+
+
+def test_index_node_ids_of_an_xdist_run_find_their_tests(options: run.MutateOptions, tmp_path: Path, monkeypatch):
+    mutant = run.all_mutants(options, _quiet)[0]
+    index = {DMABUF: {str(mutant.first_line): ["tests/vm/test_vfio.py::test_revoke[x]@vfio-dmabuf"]}}
+    seen = {}
+
+    def no_build(*args, **kwargs):
+        seen["tests"] = True
+        raise ConfigError("does not build")
+
+    monkeypatch.setattr(run, "ensure_kernel", no_build)
+    result = run.test_one(mutant, options, BASE, index, tmp_path / "run", _quiet)
+    assert seen and result.status is Status.INVALID  # it went on to build: its test was found
