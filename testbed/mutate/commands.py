@@ -133,7 +133,12 @@ def _mutate(args: argparse.Namespace) -> int:
         f"{len(tried)} mutant(s) in {hours * 60:.1f} min"
         + (f" ({len(tried) / hours:.1f} per hour)." if hours else "."),
     ]
-    path = report.write(results, run_dir, header)
+    meta = {
+        "selection": list(opts.selection),
+        "coverage_run": str(opts.coverage_run) if opts.coverage_run else None,
+        "minutes": round(hours * 60, 1),
+    }
+    path = report.write(results, run_dir, header, meta)
     for line in report.summary_lines(results):
         print(line)
     print(f"(report: {path})")

@@ -134,8 +134,11 @@ def render_markdown(results: list[MutantResult], run_dir: Path, header: Iterable
     return "\n".join(out) + "\n"
 
 
-def write(results: list[MutantResult], run_dir: Path, header: Iterable[str] = ()) -> Path:
+def write(
+    results: list[MutantResult], run_dir: Path, header: Iterable[str] = (), meta: dict | None = None
+) -> Path:
     doc = {
+        **(meta or {}),
         "score": asdict(score(results)) | {"percent": score(results).percent},
         "counts": counts(results),
         "functions": {
