@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--scope", type=Path, default=DEFAULT_SCOPE, metavar="FILE", help="coverage scope (default: %(default)s)"
     )
     p.add_argument("--function", action="append", default=[], metavar="NAME", help="only this function (repeatable)")
+    p.add_argument(
+        "--mutant",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only this mutant (repeatable; `--list` prints the ids)",
+    )
     p.add_argument("--sample", type=int, metavar="N", help="N mutants chosen at random (deterministic for --seed)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for --sample (default: %(default)s)")
     p.add_argument("--shard", metavar="K/N", help="the K-th of N shards of the mutants (CI runners in parallel)")
@@ -94,6 +101,7 @@ def _options(args: argparse.Namespace) -> MutateOptions:
         scope=load_scope(args.scope),
         selection=tuple(args.guest_command),
         functions=tuple(args.function),
+        ids=tuple(args.mutant),
         sample=args.sample,
         seed=args.seed,
         shard=_shard(args.shard),

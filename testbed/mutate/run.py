@@ -45,6 +45,7 @@ class MutateOptions:
     scope: Scope
     selection: tuple[str, ...]  # the pytest arguments after --
     functions: tuple[str, ...] = ()  # only these functions (empty: the scope's)
+    ids: tuple[str, ...] = ()  # only these mutants (--mutant; `--list` prints the ids)
     sample: int | None = None
     seed: int = 0
     shard: tuple[int, int] | None = None  # (k, n), 1-based
@@ -91,6 +92,13 @@ def all_mutants(opts: MutateOptions, progress: Progress) -> tuple[Mutant, ...]:
     if opts.functions and not found:
         raise ConfigError(f"--function {', '.join(opts.functions)}: no such function in the scope's files")
     chosen = tuple(found)
+    if opts.ids:
+        unknown = sorted(set(opts.ids) - {m.id for m in chosen})
+        if unknown:
+            raise ConfigError(
+                f"--mutant {', '.join(unknown)}: no such mutant here (`testbed mutate --list` lists them)"
+            )
+        chosen = tuple(m for m in chosen if m.id in opts.ids)
     if opts.sample is not None:
         chosen = sample(chosen, opts.sample, opts.seed)
     if opts.shard is not None:

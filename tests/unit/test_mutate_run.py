@@ -90,3 +90,11 @@ def test_index_node_ids_of_an_xdist_run_find_their_tests(options: run.MutateOpti
     monkeypatch.setattr(run, "ensure_kernel", no_build)
     result = run.test_one(mutant, options, BASE, index, tmp_path / "run", _quiet)
     assert seen and result.status is Status.INVALID  # it went on to build: its test was found
+
+
+def test_one_mutant_by_its_id(options: run.MutateOptions):
+    wanted = "vfio_pci_dmabuf:vfio_pci_dma_buf_move:358:drop-call:1"
+    (m,) = run.all_mutants(run.MutateOptions(**{**options.__dict__, "ids": (wanted,)}), _quiet)
+    assert m.id == wanted and "wait_for_completion" in m.description
+    with pytest.raises(ConfigError, match="--mutant nope: no such mutant"):
+        run.all_mutants(run.MutateOptions(**{**options.__dict__, "ids": ("nope",)}), _quiet)
