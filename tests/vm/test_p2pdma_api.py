@@ -230,7 +230,7 @@ def check_branch(vm, provider: str, client: str, probe_runs: dict, census_table)
 class Importer:
     """edu bound to the probe; ivshmem exported by a `vfio.py serve` session; the probe imports."""
 
-    def __init__(self, vm, roles, req: bool = False, close_on_req: bool = False):
+    def __init__(self, vm, roles, req: bool = False, close_on_req: bool = False, defer_unmap_ms: int = 0):
         self.vm, self.roles = vm, roles
         self.edu, self.shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
         vm.load_probe()
@@ -247,6 +247,7 @@ class Importer:
             offset=0,
             name=f"import_{roles.exporter}_{roles.dma}",
             hold=True,
+            defer_unmap_ms=defer_unmap_ms,
         )
 
     def dma(self, addr: int, name: str, faults: bool = False) -> tuple[bytes, bytes, bytes]:
@@ -350,6 +351,37 @@ def test_revoke(vm, roles, how, kernel_messages):
         op, args = REVOKES[how]
         imp.guest.ok(op, **args)
         _revoked(imp)
+    finally:
+        imp.close()
+
+
+DEFER_MS = 400  # the deferred importer's unmap, well above a revoke's own time under TCG
+REVOKERS = {**REVOKES, "reset": ("reset", {})}
+
+
+@pytest.mark.parametrize("how", list(REVOKERS))
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=PEERS)
+def test_revoke_waits_for_a_deferred_unmap(vm, roles, how):
+    """An importer with DMA in flight unmaps some time after invalidate_mappings (the probe's
+    deferred mode: a work item DEFER_MS later). The revoking operation (MEMORY cleared, the
+    exporter's fd closed, VFIO_DEVICE_RESET) must return only after that unmap:
+    vfio_pci_dma_buf_move() drops its kref and waits for the completion the last unmap
+    signals. A kernel that stopped waiting returns at once and fails here; with an importer
+    that unmaps inside invalidate_mappings no test could tell."""
+    imp = Importer(vm, roles, defer_unmap_ms=DEFER_MS)
+    try:
+        op, args = REVOKERS[how]
+        done = imp.guest.ok(op, **args)
+        st = imp.state()
+        assert st["invalidate_ns"] and st["unmap_ns"], f"no invalidate or no deferred unmap: {st}"
+        assert st["unmap_ns"] - st["invalidate_ns"] >= DEFER_MS * 1_000_000, f"the unmap was not deferred: {st}"
+        assert done["t1_ns"] >= st["unmap_ns"], (
+            f"{op} returned {(st['unmap_ns'] - done['t1_ns']) / 1e6:.0f} ms before the importer unmapped: "
+            f"the exporter did not wait for its importers ({st})"
+        )
+        took_ms = (done["t1_ns"] - done["t0_ns"]) / 1e6
+        assert took_ms >= DEFER_MS, f"{op} took {took_ms:.0f} ms, less than the importer's {DEFER_MS} ms"
+        assert not st["mapped"], f"still mapped after the revoke: {st}"
     finally:
         imp.close()
 

@@ -80,14 +80,16 @@ def census(args: dict) -> dict:
     return {"ok": True, "pairs": pairs, "map_type_observed": bool(observed), "ktap": kmsg.read()}
 
 
-def import_once(fd: int, client: str, provider: str, bar: int, offset: int, name: str, hold: bool = False) -> dict:
+def import_once(
+    fd: int, client: str, provider: str, bar: int, offset: int, name: str, hold: bool = False, defer_unmap_ms: int = 0
+) -> dict:
     values = (
         fd,
         P.IMPORT_HOLD if hold else 0,
         client.encode(),
         provider.encode(),
         bar,
-        0,
+        defer_unmap_ms,
         offset,
         name.encode(),
         0,
@@ -119,7 +121,7 @@ def import_once(fd: int, client: str, provider: str, bar: int, offset: int, name
 
 
 def state(request: int, import_id: int, name: str) -> dict:
-    out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, 0, 0, name.encode()))
+    out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, 0, 0, name.encode(), 0, 0, 0))
     return {
         "error": out[1],
         "mapped": bool(out[2]),
@@ -129,6 +131,9 @@ def state(request: int, import_id: int, name: str) -> dict:
         "dma_addr": out[6],
         "unbind_seq": out[7],
         "unbound_seq": out[8],
+        "invalidate_ns": out[10],
+        "unmap_ns": out[11],
+        "unmap_seq": out[12],
     }
 
 

@@ -14,7 +14,7 @@ FIELDS = {
         ("client", "16s"),
         ("provider", "16s"),
         ("bar", "I"),
-        ("pad", "I"),
+        ("defer_unmap_ms", "I"),
         ("offset", "Q"),
         ("name", "64s"),
         ("id", "I"),
@@ -40,6 +40,9 @@ FIELDS = {
         ("unbind_seq", "Q"),
         ("unbound_seq", "Q"),
         ("name", "64s"),
+        ("invalidate_ns", "Q"),
+        ("unmap_ns", "Q"),
+        ("unmap_seq", "Q"),
     ),
     "dma": (("client", "16s"), ("addr", "Q"), ("pattern", "Q"), ("len", "I"), ("error", "i"), ("name", "64s")),
     "iova": (

@@ -29,7 +29,8 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     close_exporter {}                             close the exporter's device fd
     status    {}                                  REQ events seen so far, fds still open
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
-                  "hold": bool}               the probe module imports the dma-buf for client
+                  "hold": bool, "defer_unmap_ms": N}   the probe module imports the dma-buf for
+                                                  client (N: it unmaps N ms after invalidate)
     probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
     probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}
@@ -242,6 +243,7 @@ class Session:
                 a.get("offset", 0),
                 a["name"],
                 hold=a.get("hold", True),
+                defer_unmap_ms=a.get("defer_unmap_ms", 0),
             ),
         }
 
@@ -400,7 +402,8 @@ def run_command(session: Session, cmd: dict) -> dict:
 
 
 def serve_stdin(args: dict) -> None:
-    """One session, operations as JSON lines on stdin, each answered on stdout with its seq;
+    """One session, operations as JSON lines on stdin, each answered on stdout with its seq and
+    the CLOCK_MONOTONIC times it ran between (t0_ns, t1_ns: the kernel's ktime_get_ns() clock);
     the device's REQ eventfd is watched in the same select, so nothing polls."""
     idle = args.get("idle", 900)
     session = Session()
@@ -433,7 +436,11 @@ def serve_stdin(args: dict) -> None:
                 session.close()  # before answering: the next session may open the devices at once
                 emit({"seq": seq, "op": "quit", "ok": True})
                 break
-            emit({"seq": seq, "op": cmd.get("op"), **run_command(session, cmd)})
+            # when the operation ran, on the clock the kernel's ktime_get_ns() reads
+            t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            answer = run_command(session, cmd)
+            t1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            emit({"seq": seq, "op": cmd.get("op"), **answer, "t0_ns": t0, "t1_ns": t1})
     finally:
         session.close()
 

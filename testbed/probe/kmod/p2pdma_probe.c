@@ -11,7 +11,8 @@
  *   client device; which branch the exporter's map_dma_buf took (bus address, IOVA linked
  *   through the client's IOMMU domain, dma_map_phys(), refusal), from the map type that
  *   pci_p2pdma_map_type() returned (kretprobe) and the address it handed back;
- *   invalidate_mappings unmaps and is counted and ordered against the exporter's removal;
+ *   invalidate_mappings unmaps (at once, or from a work item later, as an importer with DMA in
+ *   flight does) and is counted, timed and ordered against the exporter's removal;
  * - dma: an edu device bound to this module (driver_override) writes bytes to an address;
  * - iova: the two-step DMA API (dma_iova_try_alloc/link/sync/unlink/destroy) on an edu.
  *
@@ -34,6 +35,7 @@
 #include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/workqueue.h>
 
 #include "p2pdma_probe.h"
 
@@ -49,6 +51,7 @@
 #define EDU_BUFFER		0x40000
 #define EDU_MAX_TRANSFER	4095	/* QEMU 7.2's edu aborts on a full 4096-byte transfer */
 #define EDU_TIMEOUT_MS		20000
+#define PROBE_MAX_DEFER_MS	10000
 
 static unsigned int edu_dma_bits = 28;
 module_param(edu_dma_bits, uint, 0444);
@@ -188,6 +191,11 @@ struct probe_import {
 	dma_addr_t dma_addr;
 	unsigned int invalidations;	/* under dmabuf->resv */
 	u64 invalidate_seq;		/* under dmabuf->resv */
+	u64 invalidate_ns;		/* under dmabuf->resv */
+	u64 unmap_seq;			/* under dmabuf->resv */
+	u64 unmap_ns;			/* under dmabuf->resv */
+	unsigned int defer_unmap_ms;	/* 0: invalidate_mappings unmaps at once */
+	struct delayed_work unmap_work;	/* the deferred unmap */
 	u64 unbind_seq;			/* the exporter's driver starts to unbind */
 	u64 unbound_seq;		/* ... and is gone */
 	u64 removed_seq;		/* the exporter's device is deleted */
@@ -197,6 +205,29 @@ static DEFINE_MUTEX(probe_mutex);	/* one ioctl at a time; the import table's slo
 static DEFINE_SPINLOCK(imports_lock);	/* the table as the bus notifier reads it */
 static struct probe_import *imports[PROBE_MAX_IMPORTS];
 
+/* Under the resv lock: drop the mapping, and say when */
+static void import_unmap(struct probe_import *imp)
+{
+	dma_resv_assert_held(imp->dmabuf->resv);
+	if (!imp->sgt)
+		return;
+	dma_buf_unmap_attachment(imp->attach, imp->sgt, DMA_BIDIRECTIONAL);
+	imp->sgt = NULL;
+	imp->unmap_seq = atomic64_inc_return(&event_seq);
+	imp->unmap_ns = ktime_get_ns();
+}
+
+static void import_deferred_unmap(struct work_struct *work)
+{
+	struct probe_import *imp = container_of(to_delayed_work(work), struct probe_import,
+						unmap_work);
+
+	dma_resv_lock(imp->dmabuf->resv, NULL);
+	import_unmap(imp);
+	dma_resv_unlock(imp->dmabuf->resv);
+	pr_info("p2pdma_probe: %s: deferred unmap done (event %llu)\n", imp->name, imp->unmap_seq);
+}
+
 static void probe_invalidate_mappings(struct dma_buf_attachment *attach)
 {
 	struct probe_import *imp = attach->importer_priv;
@@ -204,13 +235,21 @@ static void probe_invalidate_mappings(struct dma_buf_attachment *attach)
 
 	dma_resv_assert_held(attach->dmabuf->resv);
 	imp->invalidations++;
-	if (!imp->invalidate_seq)
+	if (!imp->invalidate_seq) {
 		imp->invalidate_seq = seq;
-	/* The exporter waits until every mapping is gone: unmap now, as a real importer must */
-	if (imp->sgt) {
-		dma_buf_unmap_attachment(attach, imp->sgt, DMA_BIDIRECTIONAL);
-		imp->sgt = NULL;
+		imp->invalidate_ns = ktime_get_ns();
 	}
+	/*
+	 * The exporter must wait until every mapping is gone. An importer with DMA in flight
+	 * unmaps when it has stopped it, later: the deferred mode makes that wait observable.
+	 */
+	if (imp->defer_unmap_ms && imp->sgt) {
+		schedule_delayed_work(&imp->unmap_work, msecs_to_jiffies(imp->defer_unmap_ms));
+		pr_info("p2pdma_probe: %s: invalidate_mappings (event %llu), unmap in %u ms\n",
+			imp->name, seq, imp->defer_unmap_ms);
+		return;
+	}
+	import_unmap(imp);
 	pr_info("p2pdma_probe: %s: invalidate_mappings (event %llu), unmapped\n",
 		imp->name, seq);
 }
@@ -386,6 +425,8 @@ static const char *classify(struct p2pdma_probe_import *arg, struct iommu_domain
 
 static void import_free(struct probe_import *imp)
 {
+	/* before the resv lock: the deferred unmap takes it */
+	cancel_delayed_work_sync(&imp->unmap_work);
 	if (imp->attach) {
 		dma_resv_lock(imp->dmabuf->resv, NULL);
 		if (imp->sgt)
@@ -483,7 +524,11 @@ static int probe_import(struct p2pdma_probe_import *arg)
 	arg->provider[sizeof(arg->provider) - 1] = 0;
 	/* every out field starts from zero, whatever userspace left there */
 	memset(&arg->id, 0, sizeof(*arg) - offsetof(struct p2pdma_probe_import, id));
-	if (arg->bar >= PCI_STD_NUM_BARS || arg->pad || arg->flags & ~P2PDMA_PROBE_IMPORT_HOLD)
+	if (arg->bar >= PCI_STD_NUM_BARS || arg->flags & ~P2PDMA_PROBE_IMPORT_HOLD ||
+	    arg->defer_unmap_ms > PROBE_MAX_DEFER_MS)
+		return -EINVAL;
+	/* only a held import is still mapped when an invalidate comes */
+	if (arg->defer_unmap_ms && !(arg->flags & P2PDMA_PROBE_IMPORT_HOLD))
 		return -EINVAL;
 	/* a held mapping must be torn down with its client: only an edu of this module */
 	if (arg->flags & P2PDMA_PROBE_IMPORT_HOLD && !edu_find(arg->client))
@@ -492,6 +537,8 @@ static int probe_import(struct p2pdma_probe_import *arg)
 	if (!imp)
 		return -ENOMEM;
 	strscpy(imp->name, arg->name, sizeof(imp->name));
+	INIT_DELAYED_WORK(&imp->unmap_work, import_deferred_unmap);
+	imp->defer_unmap_ms = arg->defer_unmap_ms;
 	imp->client = probe_pci_get(arg->client);
 	imp->provider = probe_pci_get(arg->provider);
 	if (!imp->client || !imp->provider) {
@@ -578,6 +625,9 @@ static void state_report(struct probe_import *imp, struct p2pdma_probe_state *ar
 	arg->mapped = !!imp->sgt;
 	arg->invalidations = imp->invalidations;
 	arg->invalidate_seq = imp->invalidate_seq;
+	arg->invalidate_ns = imp->invalidate_ns;
+	arg->unmap_ns = imp->unmap_ns;
+	arg->unmap_seq = imp->unmap_seq;
 	dma_resv_unlock(imp->dmabuf->resv);
 	spin_lock_irqsave(&imports_lock, flags);
 	arg->unbind_seq = imp->unbind_seq;
@@ -585,9 +635,9 @@ static void state_report(struct probe_import *imp, struct p2pdma_probe_state *ar
 	arg->removed_seq = imp->removed_seq;
 	spin_unlock_irqrestore(&imports_lock, flags);
 	arg->dma_addr = imp->dma_addr;
-	pr_info("# %s: import %u mapped=%u invalidations=%u events: unbind=%llu invalidate=%llu unbound=%llu deleted=%llu\n",
+	pr_info("# %s: import %u mapped=%u invalidations=%u events: unbind=%llu invalidate=%llu unmap=%llu unbound=%llu deleted=%llu\n",
 		arg->name, imp->id, arg->mapped, arg->invalidations, arg->unbind_seq,
-		arg->invalidate_seq, arg->unbound_seq, arg->removed_seq);
+		arg->invalidate_seq, arg->unmap_seq, arg->unbound_seq, arg->removed_seq);
 }
 
 static int probe_state(struct p2pdma_probe_state *arg, unsigned int cmd)

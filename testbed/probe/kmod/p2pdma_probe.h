@@ -42,7 +42,10 @@ struct p2pdma_probe_import {
 	char client[P2PDMA_PROBE_NAME_LEN];	/* in: the importing device */
 	char provider[P2PDMA_PROBE_NAME_LEN];	/* in: the exporting device */
 	__u32 bar;		/* in: the exported BAR */
-	__u32 pad;
+	__u32 defer_unmap_ms;	/* in: HOLD only: invalidate_mappings leaves the unmap to a work
+				 * item this many ms later, as an importer with DMA in flight
+				 * does (0: unmap at once; at most 10000)
+				 */
 	__u64 offset;		/* in: the exported range's offset in the BAR */
 	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
 	__u32 id;		/* out: handle of a held import */
@@ -70,6 +73,9 @@ struct p2pdma_probe_state {
 	__u64 unbind_seq;	/* out: the exporter's driver started to unbind (event number) */
 	__u64 unbound_seq;	/* out: the exporter's driver was unbound (event number) */
 	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
+	__u64 invalidate_ns;	/* out: CLOCK_MONOTONIC of the first invalidate_mappings, 0: none */
+	__u64 unmap_ns;		/* out: CLOCK_MONOTONIC of the last unmap it caused, 0: none */
+	__u64 unmap_seq;	/* out: event number of that unmap, 0: none */
 };
 
 /* P2PDMA_PROBE_DMA: the probe's edu copies the pattern to addr (RAM -> edu -> addr) */
