@@ -295,9 +295,14 @@ def vfio_pair(
     alone: bool = False,
     bar_size: int | None = None,
     iommu: bool = True,
+    lands: bool = False,
 ) -> Need:
     """An ivshmem (the exporter, its BAR2 a host file) and an edu (the DMA engine), behind an
-    IOMMU unless `iommu=False` (VFIO needs its groups); roles `exporter` and `dma`."""
+    IOMMU unless `iommu=False` (VFIO needs its groups); roles `exporter` and `dma`. `lands`: the
+    kernel maps that BAR for that edu (the oracle's map type is BUS_ADDR or THRU_HOST_BRIDGE)
+    and QEMU delivers the edu's DMA there (no declared divergence): what a test needs that
+    imports, writes and then revokes; on a topology where the kernel rightly refuses the pair
+    such a test would be a false red."""
     behind = "a translating intel-iommu" if intel else "a translating IOMMU" if translating else "an IOMMU"
     about = []
     if bar_size is not None:
@@ -308,6 +313,7 @@ def vfio_pair(
         about.append("alone below its port, for a bus reset")
     text = "an ivshmem" + (f" ({', '.join(about)})" if about else "") + " and an edu"
     text += f" behind {behind}" if iommu else ""
+    text += ", the edu's DMA into that BAR mapped by the kernel and delivered by QEMU" if lands else ""
 
     def find(topo: Topology, layout: Layout) -> dict[str, str] | None:
         if (iommu and topo.iommu.type is IommuType.NONE) or ((translating or intel) and not _translating(topo)):
@@ -324,7 +330,11 @@ def vfio_pair(
             and (bar_size is None or ep.size == bar_size)
         ]
         edu = _plugged(topo, EndpointKind.EDU)
-        return {"exporter": shm[0].id, "dma": edu[0].id} if shm and edu else None
+        pairs = [(s.id, e.id) for s in shm for e in edu]
+        if lands:
+            delivered = {(v.provider, v.client) for v in _verdicts(topo) if v.p2p_allowed and not v.divergence}
+            pairs = [p for p in pairs if p in delivered]
+        return {"exporter": pairs[0][0], "dma": pairs[0][1]} if pairs else None
 
     return Need(text, find)
 

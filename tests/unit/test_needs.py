@@ -140,3 +140,22 @@ def test_a_declaration_that_contradicts_its_topology_or_names_no_need_is_a_usage
     bare = SUITE.replace(", needs=HOT_ADD_CMB", "")
     out = _pytest(tmp_path, bare, "--collect-only", ci=False)
     assert out.returncode == 2 and "a VM test declares what it needs" in out.stdout
+
+
+def test_a_pair_the_kernel_maps_is_a_need_of_its_own():
+    """Importing, writing and revoking need a pair the kernel maps and QEMU delivers: where the
+    kernel rightly refuses it (vfio-dmabuf: two root ports, qemu64 is AMD family 15) or QEMU diverges
+    (bus addresses behind a translating vIOMMU), a revoke test would be a false red."""
+    lands = N.vfio_pair(bar_size=1 << 20, lands=True)
+    for name in ("p2pdma-thru-iommu", "p2pdma-thru-virtio-iommu"):
+        assert lands.bind(load_topology(name)) is not None, name
+    refused = load_topology("vfio-dmabuf")
+    assert N.vfio_pair(bar_size=1 << 20).bind(refused) is not None
+    assert lands.bind(refused) is None
+    assert "mapped by the kernel and delivered by QEMU" in lands.text
+    for name in shipped_names():  # wherever it binds, the oracle says the pair maps and lands
+        topo = load_topology(name)
+        roles = lands.bind(topo)
+        if roles is not None:
+            (v,) = [v for v in N._verdicts(topo) if (v.provider, v.client) == (roles.exporter, roles.dma)]
+            assert v.p2p_allowed and not v.divergence, (name, v)
