@@ -31,7 +31,7 @@ from ..kernel.source import debian_tree
 from ..paths import REPO_ROOT, cache_dir
 from ..pytest_plugin.record import RUN_FILE, plain
 from . import report
-from .cfunc import find_functions
+from .cfunc import code_mask, find_functions
 from .equivalents import Equivalent, find_equivalent
 from .generate import Mutant, mutants_of, sample, shard
 from .judge import Status, Verdict, judge
@@ -74,6 +74,18 @@ def source_text(tree: Path, path: str) -> str:
     if not file.is_file():
         raise ConfigError(f"the coverage scope names {path}, which {tree} lacks")
     return file.read_text(errors="surrogateescape")  # the patch carries odd bytes back unchanged
+
+
+def statement_start(code_lines: list[str], first_line: int) -> int:
+    """The first line of the statement that line `first_line` continues: gcov counts a statement
+    spread over lines (a call's arguments, a condition) on one of them, not on each."""
+    start = first_line
+    while start > 1:
+        previous = code_lines[start - 2].strip()
+        if not previous or previous.endswith((";", "{", "}", ":")):
+            break
+        start -= 1
+    return start
 
 
 def all_mutants(opts: MutateOptions, progress: Progress) -> tuple[Mutant, ...]:
@@ -148,8 +160,16 @@ def _kernel_args(opts: MutateOptions, patch: Path | None = None) -> list[str]:
 
 
 def test_one(
-    mutant: Mutant, opts: MutateOptions, base: RunResults, index: Index | None, run_dir: Path, progress: Progress
+    mutant: Mutant,
+    opts: MutateOptions,
+    base: RunResults,
+    index: Index | None,
+    run_dir: Path,
+    progress: Progress,
+    statement_line: int | None = None,
 ) -> report.MutantResult:
+    """Build and test one mutant; `statement_line`: where the statement the mutated lines belong
+    to starts (the index counts a statement on one of its lines)."""
     patch = run_dir / "mutants" / f"{_file_name(mutant.id)}.patch"
     patch.parent.mkdir(parents=True, exist_ok=True)
     patch.write_text(mutant.patch)
@@ -168,7 +188,8 @@ def test_one(
         return result(Verdict(Status.EQUIVALENT, (f"{equivalent.where}: {equivalent.why}",)))
     tests: tuple[str, ...] = ()
     if index is not None:
-        executing = tests_for(index, mutant.path, mutant.first_line, mutant.last_line)
+        first = min(statement_line or mutant.first_line, mutant.first_line)
+        executing = tests_for(index, mutant.path, first, mutant.last_line)
         # an index written under xdist before node ids were recorded plain names "...]@group"
         tests = tuple(dict.fromkeys(t for t in map(plain, executing) if t in base.outcomes))
         if not tests:
@@ -217,6 +238,8 @@ def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[repor
     run_dir.mkdir(parents=True, exist_ok=True)
     done = {r.id: r for r in report.load(run_dir)}  # a run continued after an interruption
     index = load_index(opts.coverage_run) if opts.coverage_run is not None else None
+    tree = source_root(opts.ksrc, progress)
+    code = {path: code_mask(source_text(tree, path)).splitlines() for path in {m.path for m in mutants}}
     base = base_run(opts, run_dir, progress)
     start = time.monotonic()
     results = []
@@ -231,7 +254,8 @@ def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[repor
             )  # fmt: skip
         else:
             progress(f"mutate: [{n}/{len(mutants)}] {mutant.id}: {mutant.description}")
-            outcome = test_one(mutant, opts, base, index, run_dir, progress)
+            first = statement_start(code[mutant.path], mutant.first_line)
+            outcome = test_one(mutant, opts, base, index, run_dir, progress, first)
             progress(
                 f"mutate: [{n}/{len(mutants)}] {outcome.status.value}"
                 + (f": {outcome.reasons[0]}" if outcome.reasons else "")

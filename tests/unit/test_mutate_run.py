@@ -98,3 +98,16 @@ def test_one_mutant_by_its_id(options: run.MutateOptions):
     assert m.id == wanted and "wait_for_completion" in m.description
     with pytest.raises(ConfigError, match="--mutant nope: no such mutant"):
         run.all_mutants(run.MutateOptions(**{**options.__dict__, "ids": ("nope",)}), _quiet)
+
+
+def test_a_mutant_on_a_continuation_line_finds_the_tests_of_its_statement(options: run.MutateOptions, tree: Path):
+    from testbed.mutate.cfunc import code_mask
+
+    code = code_mask((tree / DMABUF).read_text()).splitlines()
+    # dma_resv_wait_timeout(priv->dmabuf->resv,\n DMA_RESV_USAGE_BOOKKEEP, false,\n MAX_SCHEDULE_TIMEOUT);
+    mutant = run.all_mutants(
+        run.MutateOptions(**{**options.__dict__, "ids": ("vfio_pci_dmabuf:vfio_pci_dma_buf_move:353:swap-sibling:1",)}),
+        _quiet,
+    )[0]
+    assert run.statement_start(code, mutant.first_line) == 352
+    assert run.statement_start(code, 352) == 352  # a statement's own first line
