@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import GuestError
+from ..errors import GuestError, TestbedError
 from ..guest.ssh import SSH, RunResult
 from ..render import backing_files
 from ..render.qdev import endpoint_spec
@@ -139,11 +139,17 @@ class GuestVM:
     def agent(self, module: str, *args: Any, timeout: float | None = None) -> Any:
         """`<module>.py args...` in the guest, through the agent; its JSON answer."""
         words = [a if isinstance(a, str) else json.dumps(a) for a in args]
-        return self.channel.call(module, words, self.machine.timeouts.guest_command if timeout is None else timeout)
+        try:
+            return self.channel.call(module, words, self.machine.timeouts.guest_command if timeout is None else timeout)
+        except TestbedError as exc:  # a closed channel: say why, if QEMU is what ended
+            raise self.machine.explain(exc) from None
 
     def spawn(self, module: str, *args: Any) -> Spawned:
         """`<module>.py args...` as a helper that runs on (its lines arrive as events)."""
-        return self.channel.spawn(module, [a if isinstance(a, str) else json.dumps(a) for a in args])
+        try:
+            return self.channel.spawn(module, [a if isinstance(a, str) else json.dumps(a) for a in args])
+        except TestbedError as exc:
+            raise self.machine.explain(exc) from None
 
     def close_agent(self) -> None:
         if self._agent is not None:

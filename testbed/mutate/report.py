@@ -134,9 +134,7 @@ def render_markdown(results: list[MutantResult], run_dir: Path, header: Iterable
     return "\n".join(out) + "\n"
 
 
-def write(
-    results: list[MutantResult], run_dir: Path, header: Iterable[str] = (), meta: dict | None = None
-) -> Path:
+def write(results: list[MutantResult], run_dir: Path, header: Iterable[str] = (), meta: dict | None = None) -> Path:
     doc = {
         **(meta or {}),
         "score": asdict(score(results)) | {"percent": score(results).percent},

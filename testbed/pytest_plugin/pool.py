@@ -103,8 +103,8 @@ class VmPool:
         self.stray_splats: list[StraySplat] = []
         self.boot_seconds: list[tuple[str, float]] = []
         self.launches: list[Launch] = []
-        # One warm spare at a time, booted on one long-lived thread: QEMU's parent-death signal
-        # follows the thread that started it, so that thread lives until close().
+        # One warm spare at a time, booted on one thread (QEMU itself is forked on the VM
+        # layer's launcher thread, so its parent-death signal does not depend on this one).
         self._spare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spare-vm")
         self.spares: dict[tuple, Future[GuestVM]] = {}
         self.fresh_waits: list[FreshWait] = []
@@ -192,7 +192,7 @@ class VmPool:
         release = kernel_release(lines)
         splats = [s for s in scan_lines(lines) if find_known(s, release, self.known) is None]
         why = (
-            "QEMU exited"
+            f"QEMU ended: {vm.machine.gone()}"
             if not vm.machine.process.alive()
             else f"a splat during its boot: {splats[0].signature}"
             if splats
@@ -210,6 +210,8 @@ class VmPool:
         key = (topology, variant)
         vm = self.shared.get(key)
         if vm is not None and (vm.dirty or not vm.machine.process.alive()):
+            if not vm.machine.process.alive():
+                self.progress(f"{vm.machine.name} is gone: {vm.machine.gone()}; booting another")
             self.release(self.shared.pop(key))
             vm = None
         if vm is None:

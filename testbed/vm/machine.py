@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import socket
 import time
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import GuestError, InfraError
+import paramiko
+
+from ..errors import GuestError, InfraError, TestbedError
 from ..guest.ssh import SSH, RunResult
 from ..render.argv import inherited_monitor_args
 from ..render.runtime import Runtime
 from ..timeouts import Deadline, Timeouts
 from . import console, registry
+from .exits import QemuExit
 from .process import QemuProcess, StopReport
 from .qmp import QMP, RunState
 from .usernet import host_port_for
 
 __all__ = ["BootStalled", "Machine", "RunResult"]
+
+log = logging.getLogger(__name__)  # a QEMU that ended unasked (pytest shows the record with the failure)
+
+# A broken SSH or QMP connection is often seen a moment before QEMU's exit status: how long an
+# error met talking to the guest waits for it, to say why QEMU ended (or that it still runs).
+GONE_GRACE_S = 1.0
+SHUTDOWN_EVENT_WAIT_S = 0.5  # for QMP to read QEMU's last words (SHUTDOWN) after its exit
 
 
 class BootStalled(InfraError):
@@ -43,13 +54,18 @@ class Machine:
         vm.wait_ssh().run("uname -r", check=True)
         vm.qmp.command("device_del", {"id": "nvme1"}); vm.qmp.wait_event("DEVICE_DELETED", ...)
 
-    Artifacts sit next to the console log: qemu.log (QEMU's stderr), qmp-events.jsonl.
+    Artifacts sit next to the console log: qemu.log (QEMU's stderr), qmp-events.jsonl, and
+    exit.txt once QEMU has ended: its status or signal, when, and who (`death`), also appended
+    to qemu.log and, when nobody here asked for it, logged as an ERROR and added to the errors
+    that its end causes (`explain`).
 
     Two QMP monitors: the testbed's own, on a socketpair QEMU inherits (`vm.qmp`, connected as
     QEMU starts, no socket to wait for), and the rendered `-qmp unix:PATH` one that `testbed boot
     --paused` users and other processes reach through the registry's `qmp_socket`. `argv` is the
     rendered command; `process.argv` is what ran (with the inherited monitor added).
     """
+
+    death: str | None = None  # why QEMU ended, once it has
 
     def __init__(self, argv: list[str], runtime: Runtime, ssh_key: Path, timeouts: Timeouts, name: str) -> None:
         self.argv = list(argv)
@@ -61,8 +77,10 @@ class Machine:
         self.artifacts_dir = runtime.console_log.parent
         self.qemu_log = self.artifacts_dir / "qemu.log"
         self.events_log = self.artifacts_dir / "qmp-events.jsonl"
+        self.exit_file = self.artifacts_dir / "exit.txt"
         self.process = QemuProcess(self.argv, self.qemu_log)  # replaced in start(), with the monitor
         self.qmp = QMP(self.events_log, timeouts.qmp_command, name, event_timeout=timeouts.event)
+        self.qmp.gone = self.gone
         self.ssh_port: int | None = None
         self._ssh: SSH | None = None
         self._registered = False
@@ -92,7 +110,8 @@ class Machine:
         ours, qemus = _monitor_socketpair()
         with qemus:  # closed here once QEMU has its copy: QEMU's exit is then EOF on ours
             fd = qemus.fileno()
-            self.process = QemuProcess(self.argv + inherited_monitor_args(fd), self.qemu_log, pass_fds=(fd,))
+            argv = self.argv + inherited_monitor_args(fd)
+            self.process = QemuProcess(argv, self.qemu_log, pass_fds=(fd,), on_exit=self._qemu_ended)
             try:
                 self.process.start()
             except BaseException:
@@ -101,10 +120,7 @@ class Machine:
         try:
             self.qmp.connect(ours, self.timeouts.qmp_connect)
         except InfraError as exc:
-            code = self.process.wait(1.0)  # EOF: QEMU is exiting, let its status say so
-            ended = (
-                f"QEMU exited with status {code}" if code is not None else f"QEMU pid {self.process.pid} still running"
-            )
+            ended = self.gone(GONE_GRACE_S) or f"QEMU pid {self.process.pid} still running"  # EOF: it is exiting
             raise InfraError(f"{exc}\n{ended}\n{self._qemu_said()}") from None
         self.ssh_port = self._read_ssh_port()
         registry.register(
@@ -229,13 +245,68 @@ class Machine:
     def _check_exited(self) -> None:
         code = self.process.poll()
         if code is not None:
+            ended = self.death or f"QEMU exited with status {code}"
             raise InfraError(
-                f"{self.name}: QEMU exited with status {code} before SSH came "
-                f"up\n{self._qemu_said()}\n{console.describe(self.console_log)}"
+                f"{self.name}: QEMU ended before SSH came up: {ended}\n{self._qemu_said()}\n"
+                f"{console.describe(self.console_log)}"
             )
 
     def run(self, cmd: str | list[str], timeout: float | None = None, check: bool = False) -> RunResult:
-        return self.wait_ssh().run(cmd, timeout=timeout, check=check)
+        try:
+            return self.wait_ssh().run(cmd, timeout=timeout, check=check)
+        except (TestbedError, OSError, EOFError, paramiko.SSHException) as exc:
+            explained = self.explain(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
+
+    # -- QEMU's end -----------------------------------------------------------------------
+
+    def gone(self, grace: float = 0.0) -> str | None:
+        """Why QEMU ended, if it has (waiting up to `grace` seconds for an end under way);
+        None while it runs."""
+        if self.process.poll() is None and (grace <= 0 or self.process.wait(grace) is None):
+            return None
+        return self.death or f"QEMU exited with status {self.process.poll()}"
+
+    def explain(self, exc: BaseException, grace: float = GONE_GRACE_S) -> BaseException:
+        """`exc`, an error met talking to the guest, with why QEMU ended appended if it has
+        (a TestbedError keeps its type; anything else becomes an InfraError). A GuestError
+        (a command that failed or timed out) does not wait for an end under way."""
+        why = self.gone(0.0 if isinstance(exc, GuestError) else grace)
+        if why is None or why in str(exc):
+            return exc
+        if isinstance(exc, TestbedError):
+            exc.args = (f"{exc}\n{self.name}: {why}",)
+            return exc
+        return InfraError(f"{self.name}: {type(exc).__name__}: {exc}\n{self.name}: {why}")
+
+    def _qemu_ended(self, end: QemuExit) -> None:
+        """On the process's watcher thread, as QEMU ends: say why, in the artifacts and errors."""
+        said = self._shutdown_event()
+        text = end.describe() + (f"; before it, {said}" if said else "")
+        self.death = text
+        try:
+            self.exit_file.write_text(text + "\n")
+            with open(self.qemu_log, "a") as f:
+                f.write(f"[testbed] {text}\n")
+        except OSError as exc:
+            log.warning("%s: cannot record QEMU's end in %s: %s", self.name, self.artifacts_dir, exc)
+        if not end.expected:  # a clean exit is the guest's doing (poweroff, reset); anything else is not
+            level = logging.WARNING if end.returncode == 0 else logging.ERROR
+            log.log(level, "%s: %s (console: %s)", self.name, text, self.console_log)
+
+    def _shutdown_event(self) -> str | None:
+        """QEMU's SHUTDOWN event, if it sent one before it ended (why the guest or QEMU quit:
+        guest-shutdown, guest-reset, guest-panic, host-qmp-quit, host-signal, ...)."""
+        deadline = Deadline(SHUTDOWN_EVENT_WAIT_S)
+        while self.qmp.connected and not deadline.expired:  # its EOF comes after its last event
+            time.sleep(0.02)
+        for event in reversed(self.qmp.events):
+            if event.get("event") == "SHUTDOWN":
+                data = event.get("data") or {}
+                return f"QMP said SHUTDOWN (reason {data.get('reason', '?')}, guest {data.get('guest', '?')})"
+        return None
 
     def console_tail(self, n: int = 40) -> str:
         return console.tail(self.console_log, n)

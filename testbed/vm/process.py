@@ -1,4 +1,4 @@
-"""Start QEMU in its own session, tied to our life; stop it in stages."""
+"""Start QEMU in its own session, tied to our life; stop it in stages; say why it ended."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ..errors import InfraError
+from .exits import QemuExit, note_sent, oom_kill_counter, qemu_kill_report, read_oom_kills, sent_to
+from .launcher import LAUNCHER
 
 log = logging.getLogger(__name__)  # DEBUG: each teardown stage
 
 PR_SET_PDEATHSIG = 1
+PDEATHSIG = signal.SIGKILL
 # Loaded here, not in the child: dlopen between fork and exec can deadlock on loader locks.
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -25,9 +30,10 @@ def _die_with_parent(parent_pid: int) -> None:
     """preexec_fn (runs in the child between fork and exec): SIGKILL us when the parent dies.
 
     Only async-signal-safe work here: one prctl and a getppid. The death signal fires when the
-    *thread* that forked exits, so launch from a thread that lives as long as the VM.
+    *thread* that forked exits, so QemuProcess.start() forks on the launcher thread, which
+    lives as long as the process (launcher.py).
     """
-    if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if _LIBC.prctl(PR_SET_PDEATHSIG, PDEATHSIG, 0, 0, 0) != 0:
         os._exit(127)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(127)
@@ -47,32 +53,70 @@ class QemuProcess:
 
     `pass_fds`: descriptors QEMU inherits under the same numbers (its end of the QMP
     socketpair, named in argv as `fd=N`); every other descriptor of ours is closed in it.
+
+    A watcher thread waits for QEMU's end from the moment it starts: it takes the status
+    (os.waitid), kills what is left of its process group while QEMU is still an unreaped
+    zombie (so the group's id cannot have been reused by then), reaps it, keeps `exit` (a
+    QemuExit: status or signal, when, who if that can be known) and calls `on_exit` with it.
+    Only then do poll()/wait() report the end; nothing else reaps QEMU.
     """
 
-    def __init__(self, argv: list[str], log: Path, pass_fds: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log: Path,
+        pass_fds: Iterable[int] = (),
+        on_exit: Callable[[QemuExit], None] | None = None,
+    ) -> None:
         if not argv:
             raise InfraError("empty QEMU command")
         self.argv = list(argv)
         self.log = log  # QEMU's own stdout+stderr ("could not open ...")
         self.pass_fds = tuple(pass_fds)
+        self.on_exit = on_exit  # called on the watcher thread, before poll() reports the end
+        self.exit: QemuExit | None = None
         self._popen: subprocess.Popen[bytes] | None = None
+        self._gone = threading.Event()  # set once `exit` is known and on_exit has run
+        self._reap_lock = threading.RLock()  # a signal to the group never races the reap
+        self._reaped = False
+        self._stage: str | None = None  # the teardown stage under way: an end from now on is ours
+        self._forker: threading.Thread | None = None
+        self._started_at = 0.0
+        self._oom_counter: Path | None = None
+        self._oom_before: int | None = None
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._oom_counter = oom_kill_counter()
+        self._oom_before = read_oom_kills(self._oom_counter)
         with open(self.log, "ab") as out:
             try:
-                self._popen = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                    pass_fds=self.pass_fds,
-                    preexec_fn=_preexec_for(os.getpid()),
-                )
+                LAUNCHER.call(lambda: self._spawn(out), undo=lambda _: self._abandon())
             except OSError as exc:
                 raise InfraError(f"cannot start {self.argv[0]}: {exc}") from None
+
+    def _spawn(self, out: IO[bytes]) -> subprocess.Popen[bytes]:
+        """On the launcher thread (QEMU's parent-death signal follows the thread that forks),
+        with its watcher: nothing between the two can be interrupted."""
+        self._forker = threading.current_thread()
+        self._popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=self.pass_fds,
+            preexec_fn=_preexec_for(os.getpid()),
+        )
+        self._started_at = time.time()
+        threading.Thread(target=self._watch, name=f"qemu-{self._popen.pid}-exit", daemon=True).start()
+        return self._popen
+
+    def _abandon(self) -> None:
+        """Its starter was interrupted (Ctrl-C) while QEMU started: it goes at once."""
+        self._stage = "sigkill"
+        self._kill_group(signal.SIGKILL, f"the interrupted start of QEMU pid {self.pid}")
 
     @property
     def pid(self) -> int:
@@ -85,19 +129,20 @@ class QemuProcess:
         return self._popen is not None
 
     def poll(self) -> int | None:
-        return None if self._popen is None else self._popen.poll()
+        return self._popen.returncode if self._popen is not None and self._gone.is_set() else None
 
     def alive(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
+        return self._popen is not None and not self._gone.is_set()
 
     def wait(self, timeout: float) -> int | None:
         """The exit status, or None if still running after `timeout` seconds."""
-        if self._popen is None:
+        if self._popen is None or not self._gone.wait(timeout):
             return None
-        try:
-            return self._popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        return self._popen.returncode
+
+    def describe_exit(self) -> str | None:
+        """Why QEMU ended (None while it runs)."""
+        return self.exit.describe() if self.exit is not None and self._gone.is_set() else None
 
     def log_tail(self, n: int = 20) -> str:
         try:
@@ -105,6 +150,61 @@ class QemuProcess:
         except OSError:
             return ""
         return "\n".join(lines[-n:])
+
+    # -- its end --------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        popen = self._popen
+        assert popen is not None
+        info: os.waitid_result | None = None
+        try:
+            info = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOWAIT)  # ended; not reaped yet
+        except ChildProcessError:
+            pass  # reaped behind our back (a stray waitpid(-1)): the status is lost
+        ended = time.time()
+        stage = self._stage
+        with self._reap_lock:
+            if info is not None:
+                self._kill_group(signal.SIGKILL)  # what QEMU forked into its group goes too
+            popen.wait()
+            self._reaped = True
+        try:
+            self.exit = self._exit_record(info, ended, stage)
+            log.debug("%s", self.exit.describe())
+            if self.on_exit is not None:
+                self.on_exit(self.exit)
+        except Exception:  # noqa: BLE001 - poll() must still see the end
+            log.exception("qemu pid %d: recording its end failed", popen.pid)
+        finally:
+            self._gone.set()
+
+    def _exit_record(self, info: os.waitid_result | None, ended: float, stage: str | None) -> QemuExit:
+        returncode, dumped = None, False
+        if info is not None:
+            killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+            returncode = -info.si_status if killed else info.si_status
+            dumped = info.si_code == os.CLD_DUMPED
+        after = read_oom_kills(self._oom_counter)
+        oom = None
+        if self._oom_counter is not None and self._oom_before is not None and after is not None:
+            oom = (self._oom_counter, self._oom_before, after)
+        sig = -returncode if returncode is not None and returncode < 0 else None
+        return QemuExit(
+            pid=self.pid,
+            returncode=returncode,
+            core_dumped=dumped,
+            started=self._started_at,
+            ended=ended,
+            stage=stage,
+            forker=self._forker.name if self._forker is not None else "?",
+            forker_alive=self._forker is not None and self._forker.is_alive(),
+            pdeathsig=PDEATHSIG,
+            oom_kills=oom,
+            qemu_said=qemu_kill_report(self.log),
+            sent_by_us=sent_to(self.pid, sig, self._started_at) if sig else None,
+        )
+
+    # -- teardown -------------------------------------------------------------------------
 
     def stop(
         self, quit_fn: Callable[[], object] | None, quit_timeout: float, term_timeout: float, kill_timeout: float
@@ -115,18 +215,19 @@ class QemuProcess:
         """
         if self._popen is None:
             return StopReport("exited", None)
-        if self._popen.poll() is not None:
-            self._reap_group()
-            return StopReport("exited", self._popen.returncode)
+        if self._gone.is_set() or self._ended_unseen():
+            return StopReport("exited", self.wait(5.0))
         stages = [("sigterm", term_timeout), ("sigkill", kill_timeout)]
         if quit_fn is not None:
             stages.insert(0, ("quit", quit_timeout))
         for stage, timeout in stages:
+            self._stage = stage
             try:
                 if stage == "quit" and quit_fn is not None:
                     quit_fn()
                 else:
-                    self._signal_group(signal.SIGTERM if stage == "sigterm" else signal.SIGKILL)
+                    sig = signal.SIGTERM if stage == "sigterm" else signal.SIGKILL
+                    self._kill_group(sig, f"the teardown of QEMU pid {self.pid} ({stage})")
             except Exception:  # noqa: BLE001 - a dead monitor must not stop the next stage
                 pass
             code = self.wait(timeout)
@@ -138,22 +239,28 @@ class QemuProcess:
                 timeout,
             )
             if code is not None:
-                self._reap_group()
                 return StopReport(stage, code)
         return StopReport("survived", None)
 
-    def _signal_group(self, sig: int) -> None:
+    def _ended_unseen(self) -> bool:
+        """QEMU has ended though the watcher has not said so yet (its end is not our teardown's)."""
         try:
-            os.killpg(self.pid, sig)  # start_new_session: the pgid is QEMU's pid
-        except ProcessLookupError:
-            pass
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
 
-    def _reap_group(self) -> None:
-        # QEMU is gone; anything it forked into its group goes too.
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def _kill_group(self, sig: int, by: str | None = None) -> None:
+        """Signal QEMU's process group (start_new_session: its id is QEMU's pid), only while
+        QEMU is unreaped: after that the id is free and could name somebody else's group."""
+        with self._reap_lock:
+            if self._reaped:
+                return
+            if by is not None:
+                note_sent(self.pid, sig, by)
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _preexec_for(parent_pid: int) -> Callable[[], None]:

@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
@@ -114,6 +114,9 @@ class QMP:
         self._consumed: set[int] = set()  # indexes already returned by wait_event
         self._pump_task: asyncio.Task[None] | None = None
         self._log_file: TextIO | None = None
+        # why QEMU ended, if it has (waiting up to the given seconds for an end under way):
+        # the machine's, so that an error caused by QEMU's end says what ended it
+        self.gone: Callable[[float], str | None] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -124,6 +127,10 @@ class QMP:
         except TimeoutError:
             future.cancel()
             raise InfraError(f"QMP {what}: no answer within {timeout:.0f}s ({self.peer})") from None
+
+    def _why(self, message: str, grace: float) -> str:
+        why = self.gone(grace) if self.gone is not None else None
+        return f"{message}\n{self.name}: {why}" if why else message
 
     def _record(self, message: Mapping[str, Any]) -> None:
         event = json.loads(json.dumps(dict(message), default=str))  # a plain, copyable dict
@@ -224,18 +231,18 @@ class QMP:
         property named `timeout` stays a device property.
         """
         if self._client is None:
-            raise InfraError(f"QMP {name}: not connected")
+            raise InfraError(self._why(f"QMP {name}: not connected", 0.0))
         timeout = self.command_timeout if timeout is None else timeout
         log.debug("qmp -> %s %s", name, dict(args or {}))
         try:
             result = self._run(self._client.execute(name, dict(args) if args else None), timeout, name)
-        except InfraError:
-            raise
+        except InfraError as exc:  # no answer in time
+            raise InfraError(self._why(str(exc), 0.0)) from None
         except ExecuteError as exc:  # QEMU said no: keep what it said
             log.debug("qmp <- %s: %s: %s", name, exc.error_class, exc)
             raise QMPCommandError(name, args, exc.error_class, str(exc)) from None
         except Exception as exc:  # disconnects, protocol errors
-            raise InfraError(f"QMP {name} {args}: {exc}") from None
+            raise InfraError(self._why(f"QMP {name} {args}: {exc}", 1.0)) from None
         log.debug("qmp <- %s: %s", name, str(result)[:300])
         return result
 
@@ -275,7 +282,10 @@ class QMP:
                     # Events that depend on QEMU alone come at once; a late one (DEVICE_DELETED,
                     # a guest SHUTDOWN) means the guest did not do its part.
                     raise GuestError(
-                        f"QMP event {name} {dict(match or {})} not seen within "
-                        f"{timeout:.0f}s; events so far in {self.events_log}"
+                        self._why(
+                            f"QMP event {name} {dict(match or {})} not seen within "
+                            f"{timeout:.0f}s; events so far in {self.events_log}",
+                            0.0,
+                        )
                     )
                 self._cond.wait(min(deadline.remaining(), 1.0))
