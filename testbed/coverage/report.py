@@ -261,13 +261,15 @@ def _source(path: Path) -> list[str] | None:
 
 
 def index(per_test: Mapping[str, GcovrJson]) -> Index:
-    """file -> line -> the tests whose counters executed it, from one tracefile per test."""
+    """file -> line -> the tests whose counters executed it, from one tracefile per test. Every
+    line gcov counts is a key (an empty list: no test executed it), so a line that is not a key
+    is one gcov does not count on its own (folded into a line before it)."""
     out: Index = {}
     for test in sorted(per_test):
         for file in per_test[test].get("files", []):
             for line in _lines(file):
+                tests = out.setdefault(file["file"], {}).setdefault(str(line["line_number"]), [])
                 if line.get("count", 0) > 0:
-                    tests = out.setdefault(file["file"], {}).setdefault(str(line["line_number"]), [])
                     if not tests or tests[-1] != test:  # a line repeated in one tracefile counts once
                         tests.append(test)
     return {path: dict(sorted(lines.items(), key=lambda kv: int(kv[0]))) for path, lines in sorted(out.items())}

@@ -31,7 +31,7 @@ from ..kernel.source import debian_tree
 from ..paths import REPO_ROOT, cache_dir
 from ..pytest_plugin.record import RUN_FILE, plain
 from . import report
-from .cfunc import code_mask, find_functions
+from .cfunc import code_mask, find_function, find_functions
 from .equivalents import Equivalent, find_equivalent
 from .generate import Mutant, mutants_of, sample, shard
 from .judge import Status, Verdict, judge
@@ -86,6 +86,19 @@ def statement_start(code_lines: list[str], first_line: int) -> int:
             break
         start -= 1
     return start
+
+
+def counted_from(index: Index, path: str, first: int, last: int, floor: int) -> int:
+    """Where to look the lines up: `first`, or, when gcov counts none of first..last on its own
+    (an inlined call folded into the block's line before it: kref_init() after
+    wait_for_completion()), the nearest line before it that gcov counts, not above `floor`."""
+    counted = index.get(path, {})
+    if any(str(n) in counted for n in range(first, last + 1)):
+        return first
+    line = first - 1
+    while line >= floor and str(line) not in counted:
+        line -= 1
+    return line if line >= floor else first
 
 
 def all_mutants(opts: MutateOptions, progress: Progress) -> tuple[Mutant, ...]:
@@ -239,7 +252,8 @@ def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[repor
     done = {r.id: r for r in report.load(run_dir)}  # a run continued after an interruption
     index = load_index(opts.coverage_run) if opts.coverage_run is not None else None
     tree = source_root(opts.ksrc, progress)
-    code = {path: code_mask(source_text(tree, path)).splitlines() for path in {m.path for m in mutants}}
+    texts = {path: source_text(tree, path) for path in {m.path for m in mutants}}
+    code = {path: code_mask(text).splitlines() for path, text in texts.items()}
     base = base_run(opts, run_dir, progress)
     start = time.monotonic()
     results = []
@@ -255,6 +269,10 @@ def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[repor
         else:
             progress(f"mutate: [{n}/{len(mutants)}] {mutant.id}: {mutant.description}")
             first = statement_start(code[mutant.path], mutant.first_line)
+            if index is not None:
+                found = find_function(texts[mutant.path], mutant.function)
+                floor = found.body_start if found else first
+                first = counted_from(index, mutant.path, first, mutant.last_line, floor)
             outcome = test_one(mutant, opts, base, index, run_dir, progress, first)
             progress(
                 f"mutate: [{n}/{len(mutants)}] {outcome.status.value}"

@@ -111,3 +111,10 @@ def test_a_mutant_on_a_continuation_line_finds_the_tests_of_its_statement(option
     )[0]
     assert run.statement_start(code, mutant.first_line) == 352
     assert run.statement_start(code, 352) == 352  # a statement's own first line
+
+
+def test_lines_gcov_folds_into_the_line_before_are_looked_up_there():
+    index = {DMABUF: {"356": ["t::a"], "357": ["t::a"], "358": ["t::a", "t::b"], "371": []}}
+    assert run.counted_from(index, DMABUF, 368, 368, floor=336) == 358  # kref_init() after wait_for_completion()
+    assert run.counted_from(index, DMABUF, 357, 357, floor=336) == 357
+    assert run.counted_from(index, DMABUF, 340, 340, floor=339) == 340  # nothing counted above: as it was
