@@ -393,6 +393,54 @@ def test_revoke_waits_for_a_deferred_unmap(vm, roles, how):
         imp.close()
 
 
+def _second_import(imp: Importer, name: str, importer: str = "revocable") -> dict:
+    """Another importer of the same dma-buf for the same edu, not held (map, unmap, detach)."""
+    return imp.guest.ok(
+        "probe_import", buf=imp.buf, client=imp.edu, provider=imp.shm, bar=2, offset=0, name=name, hold=False,
+        importer=importer,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("importer", ["no-p2p", "not-revocable"])
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=PEERS)
+def test_an_importer_that_cannot_be_revoked_is_refused(vm, roles, importer):
+    """An exporter of MMIO must refuse an importer without allow_peer2peer (it cannot use a peer
+    address) and one without invalidate_mappings (nothing could make it let go of the BAR before
+    the BAR goes: dma_buf_attach_revocable()): vfio_pci_dma_buf_attach() answers -EOPNOTSUPP
+    at attach, before anything is mapped, while a revocable importer holds the same buffer."""
+    imp = Importer(vm, roles)
+    try:
+        refused = _second_import(imp, f"import_{importer}", importer)
+        assert refused["attach_error"] == -errno.EOPNOTSUPP, f"a {importer} importer was not refused: {refused}"
+        assert refused["map_error"] == 0 and refused["branch"] == "none" and not refused["id"], refused
+        assert imp.state()["mapped"], "the revocable importer lost its mapping meanwhile"
+    finally:
+        imp.close()
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
+def test_a_revoked_buffer_takes_no_importer_until_memory_returns(vm, roles):
+    """MEMORY cleared revokes: a new importer's attach fails with -ENODEV and the held import's
+    remap too (a revoked buffer is never mapped again). MEMORY set again un-revokes
+    (vfio_pci_dma_buf_move(false)): a new importer attaches and maps, the held import remaps,
+    and edu's DMA through the new mapping lands (host file)."""
+    imp = Importer(vm, roles)
+    try:
+        imp.guest.ok("command", clear=PCI_COMMAND_MEMORY)
+        late = _second_import(imp, "import_revoked")
+        assert late["attach_error"] == -errno.ENODEV, f"attach to a revoked dma-buf: {late}"
+        assert imp.state("remap")["error"] == -errno.ENODEV, "a remap of the revoked dma-buf"
+        imp.guest.ok("command", set=PCI_COMMAND_MEMORY)
+        again = _second_import(imp, "import_unrevoked")
+        assert again["attach_error"] == 0 and again["map_error"] == 0 and again["dma_len"] == MiB, again
+        remap = imp.state("remap")
+        assert remap["error"] == 0 and remap["mapped"], f"no new map after MEMORY came back: {remap}"
+        want, before, after = imp.dma(remap["dma_addr"] + DMA_OFFSET, "after_unrevoke")
+        assert_lands(before, after, want, DMA_OFFSET)
+    finally:
+        imp.close()
+
+
 @pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
 def test_revoke_during_reset(vm, roles):
     """VFIO_DEVICE_RESET revokes for the reset and restores after it while MEMORY stays enabled

@@ -81,11 +81,22 @@ def census(args: dict) -> dict:
 
 
 def import_once(
-    fd: int, client: str, provider: str, bar: int, offset: int, name: str, hold: bool = False, defer_unmap_ms: int = 0
+    fd: int,
+    client: str,
+    provider: str,
+    bar: int,
+    offset: int,
+    name: str,
+    hold: bool = False,
+    defer_unmap_ms: int = 0,
+    importer: str = "revocable",
 ) -> dict:
+    """`importer`: revocable (a dynamic peer2peer importer with invalidate_mappings), no-p2p
+    (without allow_peer2peer) or not-revocable (without invalidate_mappings)."""
+    kind = {"revocable": 0, "no-p2p": P.IMPORT_NO_P2P, "not-revocable": P.IMPORT_NO_INVALIDATE}[importer]
     values = (
         fd,
-        P.IMPORT_HOLD if hold else 0,
+        (P.IMPORT_HOLD if hold else 0) | kind,
         client.encode(),
         provider.encode(),
         bar,

@@ -79,6 +79,8 @@ CENSUS, IMPORT, STATE, DMA, IOVA = (_layout(n) for n in ("census", "import", "st
 
 IOC_TYPE = 0xB7
 IMPORT_HOLD = 0x1
+IMPORT_NO_P2P = 0x2
+IMPORT_NO_INVALIDATE = 0x4
 MAP_UNOBSERVED = 0xFFFFFFFF
 MAP_TYPES = {
     0: "UNKNOWN",

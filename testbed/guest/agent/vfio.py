@@ -29,8 +29,9 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     close_exporter {}                             close the exporter's device fd
     status    {}                                  REQ events seen so far, fds still open
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
-                  "hold": bool, "defer_unmap_ms": N}   the probe module imports the dma-buf for
-                                                  client (N: it unmaps N ms after invalidate)
+                  "hold": bool, "defer_unmap_ms": N,   the probe module imports the dma-buf for
+                  "importer": "revocable"|"no-p2p"|"not-revocable"}   client (N: it unmaps N ms
+                                                  after invalidate_mappings)
     probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
     probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}
@@ -244,6 +245,7 @@ class Session:
                 a["name"],
                 hold=a.get("hold", True),
                 defer_unmap_ms=a.get("defer_unmap_ms", 0),
+                importer=a.get("importer", "revocable"),
             ),
         }
 

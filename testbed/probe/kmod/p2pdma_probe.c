@@ -259,6 +259,25 @@ static const struct dma_buf_attach_ops probe_importer_ops = {
 	.invalidate_mappings = probe_invalidate_mappings,
 };
 
+/* Importers an exporter of MMIO must refuse: one that cannot take peer addresses ... */
+static const struct dma_buf_attach_ops probe_no_p2p_ops = {
+	.invalidate_mappings = probe_invalidate_mappings,
+};
+
+/* ... and one that cannot be told to let go (not revocable) */
+static const struct dma_buf_attach_ops probe_not_revocable_ops = {
+	.allow_peer2peer = true,
+};
+
+static const struct dma_buf_attach_ops *importer_ops(u32 flags)
+{
+	if (flags & P2PDMA_PROBE_IMPORT_NO_P2P)
+		return &probe_no_p2p_ops;
+	if (flags & P2PDMA_PROBE_IMPORT_NO_INVALIDATE)
+		return &probe_not_revocable_ops;
+	return &probe_importer_ops;
+}
+
 static int probe_bus_notify(struct notifier_block *nb, unsigned long action, void *data)
 {
 	struct device *dev = data;
@@ -524,8 +543,13 @@ static int probe_import(struct p2pdma_probe_import *arg)
 	arg->provider[sizeof(arg->provider) - 1] = 0;
 	/* every out field starts from zero, whatever userspace left there */
 	memset(&arg->id, 0, sizeof(*arg) - offsetof(struct p2pdma_probe_import, id));
-	if (arg->bar >= PCI_STD_NUM_BARS || arg->flags & ~P2PDMA_PROBE_IMPORT_HOLD ||
+	if (arg->bar >= PCI_STD_NUM_BARS || arg->flags & ~(P2PDMA_PROBE_IMPORT_HOLD |
+	    P2PDMA_PROBE_IMPORT_NO_P2P | P2PDMA_PROBE_IMPORT_NO_INVALIDATE) ||
 	    arg->defer_unmap_ms > PROBE_MAX_DEFER_MS)
+		return -EINVAL;
+	/* an importer that cannot be revoked must never hold a mapping of this module's */
+	if (arg->flags & (P2PDMA_PROBE_IMPORT_NO_P2P | P2PDMA_PROBE_IMPORT_NO_INVALIDATE) &&
+	    arg->flags & P2PDMA_PROBE_IMPORT_HOLD)
 		return -EINVAL;
 	/* only a held import is still mapped when an invalidate comes */
 	if (arg->defer_unmap_ms && !(arg->flags & P2PDMA_PROBE_IMPORT_HOLD))
@@ -571,7 +595,7 @@ static int probe_import(struct p2pdma_probe_import *arg)
 	arg->map_type = P2PDMA_PROBE_MAP_UNOBSERVED;
 
 	imp->attach = dma_buf_dynamic_attach(imp->dmabuf, &imp->client->dev,
-					     &probe_importer_ops, imp);
+					     importer_ops(arg->flags), imp);
 	if (IS_ERR(imp->attach)) {
 		arg->attach_error = PTR_ERR(imp->attach);
 		imp->attach = NULL;

@@ -35,6 +35,8 @@ struct p2pdma_probe_census {
 
 /* P2PDMA_PROBE_IMPORT: attach to a dma-buf on the client's behalf and map it */
 #define P2PDMA_PROBE_IMPORT_HOLD	0x1	/* keep the mapping (else unmap, detach) */
+#define P2PDMA_PROBE_IMPORT_NO_P2P	0x2	/* an importer without allow_peer2peer */
+#define P2PDMA_PROBE_IMPORT_NO_INVALIDATE 0x4	/* ... without invalidate_mappings: not revocable */
 
 struct p2pdma_probe_import {
 	__s32 fd;		/* in: the dma-buf */
