@@ -46,3 +46,15 @@ def test_a_bad_entry_names_its_line(tmp_path: Path):
     f.write_text(ENTRY.replace("    why: bus and CPU addresses are the same on q35\n", ""))
     with pytest.raises(ConfigError, match=r"eq.yaml:2: an entry has exactly the fields"):
         load_equivalents(f)
+
+
+def test_every_shipped_declaration_matches_a_mutant_of_the_recorded_sources():
+    from testbed.mutate.generate import mutants_of
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "mutate"
+    for e in load_equivalents(EQUIVALENTS_FILE):
+        source = fixtures / e.path
+        if not source.is_file():
+            continue  # a file the unit tests keep no copy of
+        mutants = mutants_of(e.path, source.read_text(), [e.function])
+        assert any(find_equivalent(m, (e,)) is e for m in mutants), f"{e.where} matches no mutant"
