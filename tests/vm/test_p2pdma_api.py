@@ -32,7 +32,7 @@ from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
 from testbed.pytest_plugin.report import CensusRow
 from testbed.topology import shipped_names
 from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, MapType, Topology
-from testbed.topology.needs import ANY, vfio_pair
+from testbed.topology.needs import ANY, Need, vfio_pair
 from testbed.topology.oracle import Verdict, verdict
 from testbed.vm import hotplug
 
@@ -391,6 +391,32 @@ def test_revoke_waits_for_a_deferred_unmap(vm, roles, how):
         assert not st["mapped"], f"still mapped after the revoke: {st}"
     finally:
         imp.close()
+
+
+def _narrow_edu(topo: Topology, layout) -> dict[str, str] | None:
+    edus = [ep for ep in topo.endpoints if ep.kind is EndpointKind.EDU and ep.plugged]
+    narrow = [ep for ep in edus if ep.dma_mask is None or ep.dma_mask < (1 << 64) - 1]
+    return {"dma": narrow[0].id} if narrow else None
+
+
+NARROW_EDU = Need("an edu whose dma_mask is narrower than 64 bits (QEMU's default: 28)", _narrow_edu)
+
+
+@pytest.mark.topology("vfio-dmabuf", needs=NARROW_EDU)
+def test_a_dma_beyond_the_edus_mask_is_refused(vm, roles):
+    """QEMU's edu drops the address bits above its dma_mask: a write to 1 << bits would land at
+    a truncated address while edu's registers say it was issued. The probe refuses every
+    transfer that does not fit below the mask (-ERANGE), the last byte included; before, it
+    reported such a DMA issued (error 0) and QEMU wrote it at the truncated address."""
+    edu, bits = vm.bdf(roles.dma), vm.edu_dma_bits()
+    vm.load_probe()
+    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
+    try:
+        for addr, size in (((1 << bits), 64), ((1 << bits) - 32, 64), ((1 << 63) + 0x1000, 64)):
+            r = vm.agent("probe", "dma", {"client": edu, "addr": addr, "size": size, "name": "beyond_mask"})
+            assert r["error"] == -errno.ERANGE, f"{size} B to {addr:#x} with a {bits}-bit edu: {r}"
+    finally:
+        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
 
 
 def _second_import(imp: Importer, name: str, importer: str = "revocable") -> dict:

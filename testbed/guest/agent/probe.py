@@ -253,8 +253,19 @@ def dmaloop(args: dict) -> dict:
     return {"ok": True, "dmas": count, "errors": errors, "seconds": round(time.monotonic() - started, 1)}
 
 
+def dma_once(args: dict) -> dict:
+    """One DMA of the probe's edu: {"client", "addr", "size", "name"} -> {"ok", "error"}; a
+    refused DMA (an address beyond edu's mask) issues nothing, so the registers are not read."""
+    import pattern as pat
+
+    data = pat.pattern(args.get("seed", 1), args.get("size", 64))
+    error = dma(args["client"], args["addr"], data, args.get("name", "dma"), verify=args.get("verify", False))
+    return {"ok": True, "error": error}
+
+
 COMMANDS = {
     "load": load,
+    "dma": dma_once,
     "dmaloop": dmaloop,
     "census": census,
     "branch": branch,

@@ -13,7 +13,8 @@
  *   pci_p2pdma_map_type() returned (kretprobe) and the address it handed back;
  *   invalidate_mappings unmaps (at once, or from a work item later, as an importer with DMA in
  *   flight does) and is counted, timed and ordered against the exporter's removal;
- * - dma: an edu device bound to this module (driver_override) writes bytes to an address;
+ * - dma: an edu device bound to this module (driver_override) writes bytes to an address
+ *   within its DMA mask (a wider one is refused: QEMU's edu would truncate it);
  * - iova: the two-step DMA API (dma_iova_try_alloc/link/sync/unlink/destroy) on an edu.
  *
  * pci_p2pdma_map_type() is not exported to modules; the probe never calls it, it watches
@@ -719,6 +720,9 @@ static int edu_run(struct probe_edu *edu, u64 src, u64 dst, u32 count, u32 cmd)
 {
 	unsigned long deadline = jiffies + msecs_to_jiffies(EDU_TIMEOUT_MS);
 
+	/* QEMU's edu ignores register writes while a transfer runs: this one would never start */
+	if (readl(edu->regs + EDU_DMA_CMD) & EDU_CMD_RUN)
+		return -EBUSY;
 	writeq(src, edu->regs + EDU_DMA_SRC);
 	writeq(dst, edu->regs + EDU_DMA_DST);
 	writeq(count, edu->regs + EDU_DMA_CNT);
@@ -738,6 +742,12 @@ static int edu_write_to(struct probe_edu *edu, u64 addr, u32 len)
 
 	if (!len || len > EDU_MAX_TRANSFER)
 		return -EINVAL;
+	/*
+	 * QEMU's edu drops the address bits above its dma_mask: without an IOMMU the write would
+	 * land at a truncated address while the registers say it was issued. Refuse it.
+	 */
+	if (addr > DMA_BIT_MASK(edu_dma_bits) - (len - 1))
+		return -ERANGE;
 	ret = edu_run(edu, edu->ram_dma, EDU_BUFFER, len, 0);
 	if (ret)
 		return ret;

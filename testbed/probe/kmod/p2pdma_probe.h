@@ -86,7 +86,7 @@ struct p2pdma_probe_dma {
 	__u64 addr;		/* in: bus address/IOVA to write */
 	__u64 pattern;		/* in: user pointer to the bytes */
 	__u32 len;		/* in: 1..4095 (QEMU 7.2's edu aborts on 4096) */
-	__s32 error;		/* out */
+	__s32 error;		/* out: 0, -ERANGE beyond edu's DMA mask, -EBUSY, -ETIMEDOUT */
 	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
 };
 
