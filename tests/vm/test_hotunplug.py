@@ -13,6 +13,7 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
+from testbed.topology.model import EndpointKind
 from testbed.topology.needs import (
     HOT_ADD_CMB,
     HOTPLUG_CMB,
@@ -67,9 +68,18 @@ def _still_usable(vm, endpoint: str) -> None:
 
 
 def _p2p_peer(vm, provider: str) -> str:
-    """A client the provider can really do P2P with here (itself if nothing else)."""
+    """A block device the provider can really do P2P with here (itself if nothing else). Only
+    NVMe and virtio-blk clients take O_DIRECT I/O: an edu or ivshmem the oracle lets map the CMB
+    is no client for this (on p2pdma-thru-iommu the edu was taken, a false red)."""
+    blocks = {EndpointKind.NVME, EndpointKind.VIRTIO_BLK}
     for v in vm.verdicts():
-        if v.provider == provider and v.client != provider and expected_outcome(vm.topology, v) is Outcome.TRANSFERRED:
+        client_is_block = vm.topology.endpoint(v.client).kind in blocks
+        if (
+            v.provider == provider
+            and v.client != provider
+            and client_is_block
+            and (expected_outcome(vm.topology, v) is Outcome.TRANSFERRED)
+        ):
             return v.client
     return provider
 
