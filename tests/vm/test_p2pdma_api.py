@@ -53,6 +53,8 @@ PEERS = vfio_pair(bar_size=MiB)
 # importing, writing and revoking need a pair the kernel maps and QEMU delivers: on vfio-dmabuf
 # the kernel rightly refuses the pair, and a revoke test there would be a false red
 MAPPED_PEERS = vfio_pair(bar_size=MiB, lands=True)
+# and a revoke test that asserts the old address now faults needs a translating IOMMU to fault
+FAULTING_PEERS = vfio_pair(bar_size=MiB, lands=True, translating=True)
 IMPORT_TOPOLOGIES = (
     "p2pdma-switch",
     "p2pdma-switch-iommu",
@@ -343,7 +345,7 @@ REVOKES = {"memory": ("command", {"clear": PCI_COMMAND_MEMORY}), "close": ("clos
 
 
 @pytest.mark.parametrize("how", list(REVOKES))
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=FAULTING_PEERS)
 def test_revoke(vm, roles, how, kernel_messages):
     """Each revoke reaches the probe's invalidate_mappings; the address stops working."""
     kernel_messages.expect(FAULT_RE.pattern, "edu writes the revoked IOVA")
@@ -428,7 +430,7 @@ def _second_import(imp: Importer, name: str, importer: str = "revocable") -> dic
 
 
 @pytest.mark.parametrize("importer", ["no-p2p", "not-revocable"])
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=PEERS)
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
 def test_an_importer_that_cannot_be_revoked_is_refused(vm, roles, importer):
     """An exporter of MMIO must refuse an importer without allow_peer2peer (it cannot use a peer
     address) and one without invalidate_mappings (nothing could make it let go of the BAR before
@@ -486,7 +488,9 @@ def test_revoke_during_reset(vm, roles):
 
 
 @pytest.mark.topology(
-    "p2pdma-thru-iommu", "p2pdma-thru-iommu-acpi", needs=vfio_pair(bar_size=MiB, hotplug=True, lands=True)
+    "p2pdma-thru-iommu",
+    "p2pdma-thru-iommu-acpi",
+    needs=vfio_pair(bar_size=MiB, hotplug=True, lands=True, translating=True),
 )
 def test_revoke_by_unplug(fresh_vm, roles, kernel_messages):
     """device_del of the exporter (pciehp, or ACPI eject) while the probe holds a mapping and edu
