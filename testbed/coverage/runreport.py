@@ -69,16 +69,21 @@ def _check_sources(notes: KernelNotes, scope: Scope) -> None:
         )
 
 
-def _notes(records: Sequence[SnapshotRecord], scope: Scope) -> dict[str, KernelNotes]:
-    notes = {r.kernel: notes_of(r) for r in records}
-    for n in {(k.gcno, k.srctree): k for k in notes.values()}.values():
-        _check_sources(n, scope)
+def kernel_notes(records: Sequence[SnapshotRecord], scope: Scope) -> dict[str, KernelNotes]:
+    """The notes of each kernel the run booted (read once per kernel, not per snapshot), its
+    tree checked to still hold what it was built from."""
+    notes = {}
+    for r in records:
+        if r.kernel not in notes:
+            notes[r.kernel] = notes_of(r)
+            _check_sources(notes[r.kernel], scope)
     return notes
 
 
-def totals(coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope) -> list[Path]:
+def totals(
+    coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope, notes: dict[str, KernelNotes]
+) -> list[Path]:
     """Per kernel, every snapshot's counters added up (gcov-tool) and one gcovr tracefile of it."""
-    notes = _notes(records, scope)
     out = []
     for kernel, n in notes.items():
         key = Path(kernel).parent.name
@@ -88,9 +93,10 @@ def totals(coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope) 
     return out
 
 
-def per_test(coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope) -> dict[str, dict[str, Any]]:
+def per_test(
+    coverage_dir: Path, records: Sequence[SnapshotRecord], scope: Scope, notes: dict[str, KernelNotes]
+) -> dict[str, dict[str, Any]]:
     """Each test's line counts (a test with two snapshots gets both), gcov in parallel."""
-    notes = _notes(records, scope)
     mine = [r for r in records if r.test != OUTSIDE]
 
     def one(r: SnapshotRecord) -> tuple[str, dict[str, Any]]:
@@ -109,19 +115,20 @@ def report_run(coverage_dir: Path, scope: Scope, progress: Progress = print) -> 
     records = load_records(coverage_dir)
     if not records:
         raise ConfigError(f"coverage: no snapshots in {coverage_dir} (no VM test ran on a coverage kernel)")
-    srctrees = {notes_of(r).srctree for r in records}
+    notes = kernel_notes(records, scope)
+    srctrees = {n.srctree for n in notes.values()}
     if len(srctrees) > 1:
         raise ConfigError(f"coverage: the run's kernels were built in several trees ({', '.join(map(str, srctrees))})")
     srctree = srctrees.pop()
     progress(f"coverage: {len(records)} snapshot(s): adding up, then gcovr")
-    merged = merge(totals(coverage_dir, records, scope), srctree, coverage_dir, scope)
+    merged = merge(totals(coverage_dir, records, scope, notes), srctree, coverage_dir, scope)
     data = json.loads(merged.json.read_text())
     files, functions = summarize(data, scope)
     lines = table_lines(files, functions, not_built(data, scope))
     (coverage_dir / TABLE_FILE).write_text("\n".join(lines) + "\n")
     uncovered = uncovered_markdown(uncovered_ranges(data, scope), load_declared(), srctree)
     (coverage_dir / UNCOVERED_FILE).write_text(uncovered)
-    idx = index(per_test(coverage_dir, records, scope))
+    idx = index(per_test(coverage_dir, records, scope, notes))
     (coverage_dir / INDEX_FILE).write_text(json.dumps(idx) + "\n")
     tests = len({r.test for r in records if r.test != OUTSIDE})
     lines.append(

@@ -466,17 +466,16 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
         coverage.take(guest)
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
-    if coverage is not None and guest.machine.process.alive():
-        coverage.take(guest, plain(request.node.nodeid))  # as run.json names it, without xdist's @group
     strict = request.config.getoption("strict_splats")
     verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
+    # after the window is judged: a guest too broken to answer must not hide its splat
+    problems = _take_counters(coverage, guest, request.node.nodeid)
     request.node.stash[WINDOW_KEY] = verdict.lines
     log = guest.machine.console_log
     record = state_of(request.config).record
     record.vms[request.node.nodeid] = guest.machine.name
     if guest.fingerprint is not None:  # which machine this result came from
         request.node.user_properties.append(("fingerprint", f"{guest.fingerprint.digest} {guest.fingerprint.path}"))
-    problems = []
     for splat in verdict.splats:
         record.splats.append(SplatRecord.of(splat, request.node.nodeid, None, log))
         problems.append(
@@ -515,6 +514,18 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
         problems.append(f"the end marker never reached the console ({guest.machine.console_log})")
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def _take_counters(coverage: CoverageCollector | None, guest: GuestVM, nodeid: str) -> list[str]:
+    """--coverage: the test's own counters (named as run.json names the test, without xdist's
+    @group); a problem, not an exception, when the guest cannot give them."""
+    if coverage is None or not guest.machine.process.alive():
+        return []
+    try:
+        coverage.take(guest, plain(nodeid))
+    except TestbedError as exc:
+        return [f"kernel coverage: the test's counters could not be read: {exc}"]
+    return []
 
 
 def pytest_report_teststatus(
