@@ -29,6 +29,7 @@ from ..errors import ConfigError, InfraError
 from ..kernel.build import ensure_kernel, kernel_root
 from ..kernel.source import debian_tree
 from ..paths import REPO_ROOT, cache_dir
+from ..probe.build import kernel_tree_of, probe_key
 from ..pytest_plugin.record import RUN_FILE, plain
 from . import report
 from .cfunc import code_mask, find_function, find_functions
@@ -240,9 +241,13 @@ def _file_name(mutant_id: str) -> str:
 
 def _forget_kernel(entry: Path) -> None:
     """A mutant's kernel (and its probe module) is asked for once: out of the cache."""
-    if entry.parent == kernel_root():
-        shutil.rmtree(entry, ignore_errors=True)
-        shutil.rmtree(cache_dir("probe") / entry.name, ignore_errors=True)
+    if entry.parent != kernel_root():
+        return
+    try:  # the probe's cache is keyed by the kernel and the probe's sources, not by the kernel's key
+        shutil.rmtree(cache_dir("probe") / probe_key(kernel_tree_of(entry / "bzImage")), ignore_errors=True)
+    except ConfigError:
+        pass  # no probe was built for it
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[report.MutantResult]:

@@ -118,3 +118,25 @@ def test_lines_gcov_folds_into_the_line_before_are_looked_up_there():
     assert run.counted_from(index, DMABUF, 368, 368, floor=336) == 358  # kref_init() after wait_for_completion()
     assert run.counted_from(index, DMABUF, 357, 357, floor=336) == 357
     assert run.counted_from(index, DMABUF, 340, 340, floor=339) == 340  # nothing counted above: as it was
+
+
+def test_a_judged_mutants_kernel_and_its_probe_module_leave_the_cache(tmp_path: Path, monkeypatch):
+    import json
+
+    from testbed.paths import cache_dir
+    from testbed.probe.build import kernel_tree_of, probe_key
+
+    monkeypatch.setenv("TESTBED_CACHE", str(tmp_path / "cache"))
+    entry = run.kernel_root() / "k1"
+    (entry / "extmod").mkdir(parents=True)
+    for name in ("Module.symvers", "Makefile"):
+        (entry / "extmod" / name).write_text("")
+    (entry / "bzImage").write_bytes(b"")
+    (entry / "manifest.json").write_text(json.dumps({"key": "k1", "build_dir": "/gone"}))
+    probe = cache_dir("probe") / probe_key(kernel_tree_of(entry / "bzImage"))
+    probe.mkdir(parents=True)
+    other = cache_dir("probe") / "of-another-kernel"
+    other.mkdir()
+    run._forget_kernel(entry)
+    assert not entry.exists() and not probe.exists() and other.exists()
+    run._forget_kernel(tmp_path / "elsewhere")  # outside the kernel cache: never touched
