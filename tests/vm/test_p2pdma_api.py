@@ -421,6 +421,14 @@ def test_a_dma_beyond_the_edus_mask_is_refused(vm, roles):
         vm.agent("probe", "bind", {"bdf": edu, "driver": None})
 
 
+def _remap_lands(imp: Importer, name: str, why: str) -> None:
+    """The held import maps again, and edu's DMA through the new mapping lands on the host."""
+    remap = imp.state("remap")
+    assert remap["error"] == 0 and remap["mapped"], f"{why}: {remap}"
+    want, before, after = imp.dma(remap["dma_addr"] + DMA_OFFSET, name)
+    assert_lands(before, after, want, DMA_OFFSET)
+
+
 def _second_import(imp: Importer, name: str, importer: str = "revocable") -> dict:
     """Another importer of the same dma-buf for the same edu, not held (map, unmap, detach)."""
     return imp.guest.ok(
@@ -461,10 +469,7 @@ def test_a_revoked_buffer_takes_no_importer_until_memory_returns(vm, roles):
         imp.guest.ok("command", set=PCI_COMMAND_MEMORY)
         again = _second_import(imp, "import_unrevoked")
         assert again["attach_error"] == 0 and again["map_error"] == 0 and again["dma_len"] == MiB, again
-        remap = imp.state("remap")
-        assert remap["error"] == 0 and remap["mapped"], f"no new map after MEMORY came back: {remap}"
-        want, before, after = imp.dma(remap["dma_addr"] + DMA_OFFSET, "after_unrevoke")
-        assert_lands(before, after, want, DMA_OFFSET)
+        _remap_lands(imp, "after_unrevoke", "no new map after MEMORY came back")
     finally:
         imp.close()
 
@@ -479,10 +484,7 @@ def test_revoke_during_reset(vm, roles):
         imp.guest.ok("reset")
         st = imp.state()
         assert st["invalidations"] >= 2 and not st["mapped"], f"revoke + restore not seen: {st}"
-        remap = imp.state("remap")
-        assert remap["error"] == 0 and remap["mapped"], f"no new map after the reset: {remap}"
-        want, before, after = imp.dma(remap["dma_addr"] + DMA_OFFSET, "after_reset")
-        assert_lands(before, after, want, DMA_OFFSET)
+        _remap_lands(imp, "after_reset", "no new map after the reset")
     finally:
         imp.close()
 
