@@ -5,7 +5,8 @@ kernel/extmod.py), so the probe builds against any cached kernel; a kernel cache
 records its source tree and kbuild O= directory in its manifest, used while they last; a
 user's own build (`--kernel ~/linux/arch/x86/boot/bzImage`) is found from the bzImage's place
 in the tree. The module is cached under cache_dir("probe")/<kernel key + module sources>, so a
-series that changes an API the probe uses fails here, with the compiler's message.
+series that changes an API the probe uses fails here, with the compiler's message. Map type names
+are generated from that tree's own enum (map_types.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..kernel.extmod import module_build_dir
 from ..kernel.lock import locked
 from ..kernel.make import make_argv, run_make
 from ..paths import cache_dir
+from .map_types import generate as generate_map_types
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,9 @@ def kernel_tree_of(bzimage: Path) -> KernelTree:
 
 
 def probe_key(tree: KernelTree) -> str:
-    return short(hash_bytes(tree.identity.encode(), hash_files(_sources()).encode()))
+    # the generator is a source of the module too
+    sources = [*_sources(), Path(__file__).with_name("map_types.py")]
+    return short(hash_bytes(tree.identity.encode(), hash_files(sources).encode()))
 
 
 def ensure_probe(bzimage: Path, progress: Progress = print) -> ProbeModule:
@@ -105,6 +109,7 @@ def ensure_probe(bzimage: Path, progress: Progress = print) -> ProbeModule:
         work.mkdir(parents=True)
         for src in _sources():
             shutil.copy2(src, work / src.name)
+        generate_map_types(tree.srctree, work)
         progress(f"probe: building {MODULE_NAME}.ko against {tree.builddir}")
         log.debug("probe build: srctree %s builddir %s into %s", tree.srctree, tree.builddir, work)
         run_make(

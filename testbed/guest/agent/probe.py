@@ -5,6 +5,7 @@
     python3 probe.py census '{}'
     python3 probe.py branch '{"provider": BDF, "bar": 2, "clients": [BDF, ...]}'
     python3 probe.py dmaloop '{"client": BDF, "addr": X}'  (a DMA in use, until a line on stdin)
+    python3 probe.py remaploop '{"id": N}'  (a held import mapped again and again, until a line on stdin)
     python3 probe.py iova   '{"client": BDF, "provider": BDF, "bar": 2, "offset": O,
                               "pattern": HEX, "after_unlink": HEX, "repeats": N}'
 
@@ -90,9 +91,11 @@ def import_once(
     hold: bool = False,
     defer_unmap_ms: int = 0,
     importer: str = "revocable",
+    dma_bits: int = 0,
 ) -> dict:
     """`importer`: revocable (a dynamic peer2peer importer with invalidate_mappings), no-p2p
-    (without allow_peer2peer) or not-revocable (without invalidate_mappings)."""
+    (without allow_peer2peer) or not-revocable (without invalidate_mappings). `dma_bits`: the
+    client (an edu of the probe's, not held) maps with its DMA mask narrowed to that many bits."""
     kind = {"revocable": 0, "no-p2p": P.IMPORT_NO_P2P, "not-revocable": P.IMPORT_NO_INVALIDATE}[importer]
     values = (
         fd,
@@ -114,14 +117,18 @@ def import_once(
         0,
         0,
         0,
+        b"",
+        0,
+        dma_bits,
     )
     out = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values)
     return {
         "id": out[8],
         "attach_error": out[9],
         "map_error": out[10],
-        "map_type": P.MAP_TYPES.get(out[11], str(out[11])),
+        "map_type": _cstr(out[19]),  # the kernel's own name for out[11]
         "branch": P.BRANCHES[out[12]],
+        "branch_observed": bool(out[20]),
         "nents": out[13],
         "dma_addr": out[14],
         "dma_len": out[15],
@@ -129,6 +136,10 @@ def import_once(
         "phys_addr": out[17],
         "iova_phys": out[18],
     }
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 def state(request: int, import_id: int, name: str) -> dict:
@@ -180,6 +191,21 @@ def dma(client: str, addr: int, data: bytes, name: str, verify: bool = True) -> 
             regs.close()
 
 
+# devices the probe's driver can own as import clients (edu, ivshmem): vendor, device
+PROBE_CLIENTS = {("0x1234", "0x11e8"), ("0x1af4", "0x1110")}
+
+
+def _needs_owner(bdf: str, owner) -> bool:
+    """The probe imports only for a client a kernel driver owns (no driver: nothing keeps
+    vfio-pci from taking it mid-map; vfio-pci: userspace owns its DMA). Such an edu or ivshmem
+    is lent to the probe's driver for the import."""
+    if owner not in (None, "vfio-pci"):
+        return False
+    base = f"/sys/bus/pci/devices/{bdf}"
+    with open(f"{base}/vendor") as v, open(f"{base}/device") as d:
+        return (v.read().strip(), d.read().strip()) in PROBE_CLIENTS
+
+
 def branch(args: dict) -> dict:
     """Export a BAR range through VFIO and import it on behalf of each client in turn."""
     import vfio  # the VFIO cdev/iommufd plumbing lives there
@@ -195,16 +221,16 @@ def branch(args: dict) -> dict:
         buf = session.op_export({"ranges": [[0, length]], "region": args["bar"]})
         for client in args["clients"]:
             name = f"branch_{provider}_{client}"
-            # a client userspace owns (vfio-pci) has no kernel DMA API: release it for the import
             owner = _driver(client)
-            if owner == "vfio-pci":
-                bind_driver(client, None)
+            lend = _needs_owner(client, owner)
+            if lend:
+                bind_driver(client, "p2pdma_probe")
             try:
                 results[client] = import_once(session.bufs[buf["buf"]], client, provider, args["bar"], 0, name)
             except OSError as exc:
                 results[client] = error_of(exc)
             finally:
-                if owner == "vfio-pci":
+                if lend:
                     bind_driver(client, owner)
     finally:
         session.close()
@@ -234,9 +260,19 @@ def iova(args: dict) -> dict:
             0,
             0,
             0,
+            0,
+            0,
+            b"",
         ),
     )
-    return {"ok": True, "failed": out[8], "used_iova": bool(out[9]), "iova": out[11], "ktap": kmsg.read()}
+    return {
+        "ok": True,
+        "failed": out[8],
+        "used_iova": bool(out[9]),
+        "iova": out[11],
+        "map_type": _cstr(out[14]),
+        "ktap": kmsg.read(),
+    }
 
 
 def dmaloop(args: dict) -> dict:
@@ -253,6 +289,21 @@ def dmaloop(args: dict) -> dict:
     return {"ok": True, "dmas": count, "errors": errors, "seconds": round(time.monotonic() - started, 1)}
 
 
+def remaploop(args: dict) -> dict:
+    """Map a held import again and again (P2PDMA_PROBE_REMAP) until signalled, while the host
+    revokes and restores it: {"errors": {errno: count}, "remaps": N, "mapped": N}."""
+    count, mapped, errors, started = 0, 0, {}, time.monotonic()
+    emit({"looping": True})
+    while not signalled() and time.monotonic() - started < args.get("limit", 120):
+        out = state(P.P2PDMA_PROBE_REMAP, args["id"], "remaploop")
+        count += 1
+        if out["error"]:
+            errors[str(out["error"])] = errors.get(str(out["error"]), 0) + 1
+        else:
+            mapped += 1
+    return {"ok": True, "remaps": count, "mapped": mapped, "errors": errors}
+
+
 def dma_once(args: dict) -> dict:
     """One DMA of the probe's edu: {"client", "addr", "size", "name"} -> {"ok", "error"}; a
     refused DMA (an address beyond edu's mask) issues nothing, so the registers are not read."""
@@ -267,6 +318,7 @@ COMMANDS = {
     "load": load,
     "dma": dma_once,
     "dmaloop": dmaloop,
+    "remaploop": remaploop,
     "census": census,
     "branch": branch,
     "iova": iova,

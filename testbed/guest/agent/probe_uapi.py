@@ -28,6 +28,9 @@ FIELDS = {
         ("bus_addr", "Q"),
         ("phys_addr", "Q"),
         ("iova_phys", "Q"),
+        ("map_type_name", "32s"),
+        ("branch_observed", "I"),
+        ("dma_bits", "I"),
     ),
     "state": (
         ("id", "I"),
@@ -58,6 +61,9 @@ FIELDS = {
         ("used_iova", "I"),
         ("pad", "I"),
         ("iova", "Q"),
+        ("map_type", "I"),
+        ("pad2", "I"),
+        ("map_type_name", "32s"),
     ),
 }
 
@@ -81,15 +87,7 @@ IOC_TYPE = 0xB7
 IMPORT_HOLD = 0x1
 IMPORT_NO_P2P = 0x2
 IMPORT_NO_INVALIDATE = 0x4
-MAP_UNOBSERVED = 0xFFFFFFFF
-MAP_TYPES = {
-    0: "UNKNOWN",
-    1: "NONE",
-    2: "NOT_SUPPORTED",
-    3: "BUS_ADDR",
-    4: "THRU_HOST_BRIDGE",
-    MAP_UNOBSERVED: "unobserved",
-}
+MAP_UNOBSERVED = 0xFFFFFFFF  # map types travel by name: the module's table is the tree's own enum
 BRANCHES = ("none", "bus_addr", "iova", "phys", "unexplained")
 
 

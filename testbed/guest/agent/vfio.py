@@ -30,8 +30,9 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     status    {}                                  REQ events seen so far, fds still open
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
                   "hold": bool, "defer_unmap_ms": N,   the probe module imports the dma-buf for
-                  "importer": "revocable"|"no-p2p"|"not-revocable"}   client (N: it unmaps N ms
-                                                  after invalidate_mappings)
+                  "importer": "revocable"|"no-p2p"|"not-revocable",   client (N: it unmaps N ms
+                  "dma_bits": B}                  after invalidate_mappings; B: the client's
+                                                  DMA mask narrowed for a non-held import)
     probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
     probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}
@@ -246,6 +247,7 @@ class Session:
                 hold=a.get("hold", True),
                 defer_unmap_ms=a.get("defer_unmap_ms", 0),
                 importer=a.get("importer", "revocable"),
+                dma_bits=a.get("dma_bits", 0),
             ),
         }
 

@@ -14,17 +14,25 @@
 
 #define P2PDMA_PROBE_NAME_LEN	16
 #define P2PDMA_PROBE_CASE_LEN	64
+#define P2PDMA_PROBE_TYPE_LEN	32	/* a map type's name, as the kernel's enum spells it */
 
-/* What pci_p2pdma_map_type() or calc_map_type_and_dist() returned, as the kernel numbers it */
+/*
+ * What pci_p2pdma_map_type() or calc_map_type_and_dist() returned, as the kernel under test
+ * numbers it; the name beside it comes from that kernel's own enum (read at build time).
+ */
 #define P2PDMA_PROBE_MAP_UNOBSERVED	0xffffffffu
 
-/* How the exporter's map_dma_buf mapped the range for the client */
+/*
+ * How the exporter's map_dma_buf mapped the range for the client: seen by kprobes on
+ * dma_iova_link() and dma_map_phys() during the map (neither ran: the bus address), since on
+ * x86 a BAR's bus address, its CPU address and an identity IOVA are the same number.
+ */
 enum p2pdma_probe_branch {
 	P2PDMA_PROBE_BRANCH_NONE = 0,	/* not mapped (refused, or not tried) */
 	P2PDMA_PROBE_BRANCH_BUS_ADDR,	/* pci_p2pdma_bus_addr_map(): the BAR's bus address */
 	P2PDMA_PROBE_BRANCH_IOVA,	/* dma_iova_link(): an IOVA mapped to the BAR */
-	P2PDMA_PROBE_BRANCH_PHYS,	/* dma_map_phys(), untranslated: the CPU address */
-	P2PDMA_PROBE_BRANCH_UNEXPLAINED, /* an address none of the above explains */
+	P2PDMA_PROBE_BRANCH_PHYS,	/* dma_map_phys(): the CPU address, or its IOVA */
+	P2PDMA_PROBE_BRANCH_UNEXPLAINED, /* calls or an address the map type does not explain */
 };
 
 /* P2PDMA_PROBE_CENSUS: every (endpoint with an MMIO BAR, endpoint) pair */
@@ -61,6 +69,11 @@ struct p2pdma_probe_import {
 	__u64 bus_addr;		/* out: the range's PCI bus address */
 	__u64 phys_addr;	/* out: the range's CPU physical address */
 	__u64 iova_phys;	/* out: what the client's IOMMU domain maps dma_addr to (0: none) */
+	char map_type_name[P2PDMA_PROBE_TYPE_LEN];	/* out: map_type as the kernel names it */
+	__u32 branch_observed;	/* out: 1: the branch was seen (kprobes), 0: inferred */
+	__u32 dma_bits;		/* in: not HOLD, an edu of this module: its DMA mask for this
+				 * import (12..64; 0: the module's edu_dma_bits)
+				 */
 };
 
 /* P2PDMA_PROBE_STATE: where a held import stands (also P2PDMA_PROBE_REMAP, _RELEASE) */
@@ -90,7 +103,11 @@ struct p2pdma_probe_dma {
 	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name */
 };
 
-/* P2PDMA_PROBE_IOVA: the two-step DMA API on an edu of this module, against a peer BAR */
+/*
+ * P2PDMA_PROBE_IOVA: the two-step DMA API on an edu of this module, against a peer BAR. The
+ * kernel's P2P decision for the pair comes first: the peer's BAR is linked into an IOVA only
+ * when the kernel maps the pair THRU_HOST_BRIDGE, as dma_buf_phys_vec_to_sgt() does.
+ */
 struct p2pdma_probe_iova {
 	char client[P2PDMA_PROBE_NAME_LEN];	/* in: an edu bound to this module */
 	char provider[P2PDMA_PROBE_NAME_LEN];	/* in: the peer whose BAR is linked */
@@ -104,6 +121,9 @@ struct p2pdma_probe_iova {
 	__u32 used_iova;	/* out: 1 if dma_iova_try_alloc() gave an IOVA */
 	__u32 pad;
 	__u64 iova;		/* out: the IOVA the peer's page was linked at */
+	__u32 map_type;		/* out: calc_map_type_and_dist() for (peer, client) */
+	__u32 pad2;
+	char map_type_name[P2PDMA_PROBE_TYPE_LEN];	/* out */
 };
 
 #define P2PDMA_PROBE_IOC	0xb7
