@@ -26,9 +26,31 @@ class ExpectedMessages:
     """Kernel messages a test provokes on purpose (regexes on the console text)."""
 
     patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    # splats provoked on purpose: (signature, regex on the report's text, why)
+    splats: list[tuple[str, re.Pattern[str], str]] = field(default_factory=list)
 
     def expect(self, regex: str, why: str = "") -> None:
         self.patterns.append((re.compile(regex), why))
+
+    def expect_splat(self, signature: str, regex: str, why: str) -> None:
+        """A kernel report the test provokes (a WARN a user can reach, recorded as 7.2 behaves):
+        one with exactly this signature whose text matches `regex` must appear, and does not
+        fail the test. Any other splat still does."""
+        self.splats.append((signature, re.compile(regex), why))
+
+    def provoked(self, splat: Splat, text: str) -> bool:
+        """`text`: the report with the lines just before it (a WARN's message precedes it)."""
+        return any(sig == splat.signature and rx.search(text) for sig, rx, _ in self.splats)
+
+
+LEAD_LINES = 3  # "cut here", then the WARN's own message, then the report
+
+
+def _report_text(lines: list[str], splat: Splat) -> str:
+    """The report's console lines (1-based first/last line) with the lines that lead into it."""
+    return "".join(
+        strip_prefix(line) + "\n" for line in lines[max(splat.first_line - 1 - LEAD_LINES, 0) : splat.last_line]
+    )
 
 
 @dataclass(frozen=True)
@@ -127,16 +149,22 @@ def end(
         rest = through_report(vm.machine.console_log, end_line, vm.machine.timeouts.console_flush)
         found = [s for s in scan_lines(window + rest, first_line=begin_line + 1) if s.first_line < end_line]
     release = kernel_release(lines)
-    splats, known_seen = [], []
+    splats, known_seen, provoked = [], [], []
     for splat in found:
         entry = find_known(splat, release, known)
-        if entry is None:
+        if expected.provoked(splat, _report_text(lines, splat)):
+            provoked.append(splat)
+        elif entry is None:
             splats.append(splat)
         else:
             known_seen.append((splat, entry))
     texts = [strip_prefix(line) for line in window]
     missing = [
         p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns if not any(p.search(t) for t in texts)
+    ] + [
+        f"{sig} matching {rx.pattern} ({why})"
+        for sig, rx, why in expected.splats
+        if not any(s.signature == sig and rx.search(_report_text(lines, s)) for s in provoked)
     ]
     lost = locks_before == 1 and debug_locks(vm) == 0
     return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen, locks_before == 0)

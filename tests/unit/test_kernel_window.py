@@ -155,3 +155,27 @@ def test_a_report_the_end_marker_landed_in_is_judged_whole(tmp_path):
     first = begin(vm, "tests/x.py::t")
     verdict = end(vm, "tests/x.py::t", first, ExpectedMessages(), None, load_known())
     assert verdict.splats == [] and verdict.known == []
+
+
+def test_a_provoked_splat_is_expected_by_signature_and_text_and_nothing_else(tmp_path):
+    """A test that records a WARN 7.2 gives on purpose (a client mask narrower than the BAR)
+    names its signature and text: that report does not fail it, a missing one does, and a
+    report of another signature or text still fails."""
+    warn = (REAL / "dma-map-phys-overflow.log").read_text().splitlines(keepends=True)
+    expected = ExpectedMessages()
+    expected.expect_splat("WARNING in dma_map_phys", r"DMA addr 0x[0-9a-f]+\+1048576 overflow \(mask fffffff,", "why")
+    verdict = _judge(tmp_path, warn, expected)
+    assert verdict.splats == [] and verdict.missing == []
+
+    other = tmp_path / "other-text"
+    other.mkdir()
+    wrong = ExpectedMessages()
+    wrong.expect_splat("WARNING in dma_map_phys", r"overflow \(mask ffffffff,", "a wider mask")
+    verdict = _judge(other, warn, wrong)
+    assert [s.signature for s in verdict.splats] == ["WARNING in dma_map_phys"]
+    assert verdict.missing == [r"WARNING in dma_map_phys matching overflow \(mask ffffffff, (a wider mask)"]
+
+    absent = tmp_path / "absent"
+    absent.mkdir()
+    verdict = _judge(absent, [], expected)
+    assert verdict.missing and verdict.splats == []
