@@ -1,16 +1,17 @@
-"""A detached worktree of the user's tree at a given commit, in the cache: `testbed ab --base`
-and `testbed bisect` build other commits without touching the user's checkout."""
+"""The testbed's own repository of the user's tree at a given commit, in the cache: `testbed ab
+--base` and `testbed bisect` build other commits without touching the user's checkout or its
+`.git` (the repository borrows its objects read-only, see kernel/ownrepo.py)."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..kernel import ownrepo
 from ..kernel.build import kernel_root
 from ..kernel.patches import worktree_path
-from ..kernel.source import git, is_git_toplevel
+from ..kernel.source import is_git_toplevel
 
 log = logging.getLogger(__name__)
 
@@ -23,30 +24,20 @@ def require_git_tree(tree: Path, what: str) -> Path:
 
 
 def resolve(tree: Path, ref: str) -> str:
-    proc = git(tree, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    proc = ownrepo.read(tree, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     if proc.returncode != 0:
         raise ConfigError(f"{ref!r} is not a commit in {tree}")
     return proc.stdout.decode().strip()
 
 
-def worktree(tree: Path, purpose: str) -> Path:
-    """The worktree of `tree` for `purpose` (one per tree and purpose, so that its kernel
-    build directory, keyed by path, rebuilds incrementally from one use to the next)."""
-    path = worktree_path(tree, kernel_root() / "trees", purpose)
-    if not (path / ".git").exists():
-        shutil.rmtree(path, ignore_errors=True)
-        git(tree, "worktree", "prune", check=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        git(tree, "worktree", "add", "--detach", "-f", str(path), "HEAD")
-        log.debug("added worktree %s of %s", path, tree)
-    return path
-
-
 def checkout(tree: Path, ref: str, purpose: str) -> Path:
-    """`worktree(tree, purpose)` at `ref`, clean."""
+    """The testbed's repository of `tree` for `purpose` at `ref`, clean (one per tree and
+    purpose, so that its kernel build directory, keyed by path, rebuilds incrementally from one
+    use to the next)."""
     commit = resolve(tree, ref)
-    path = worktree(tree, purpose)
-    git(path, "bisect", "reset", check=False)
-    git(path, "checkout", "-q", "-f", "--detach", commit)
-    git(path, "clean", "-q", "-f", "-d")
+    path = ownrepo.ensure(worktree_path(tree, kernel_root() / "trees", purpose), tree)
+    # a bisect an interrupted run left open; HEAD: end it where it stands, no extra checkout
+    ownrepo.run(path, "bisect", "reset", "HEAD")
+    ownrepo.checkout(path, tree, commit)
+    log.debug("%s of %s at %s", path, tree, commit)
     return path

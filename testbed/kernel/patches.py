@@ -1,36 +1,28 @@
-"""Patch series: find them (an mbox as b4 writes it, or a directory of .patch files) and apply
-them in a git worktree of the source, never in the user's tree.
+"""Patch series: find them (an mbox read by b4's rules, see mbox.py, or a directory of .patch
+files) and apply them in the testbed's own repository of the source (ownrepo.py: it borrows the
+source's objects; the user's .git is only read), never in the user's tree.
 
-The worktree lives as long as the source location does: re-applying a changed series only
-rewrites the files that differ, so kbuild rebuilds only what the series touches.
+That repository lives as long as the source location does: re-applying a changed series only
+rewrites the files that differ, so kbuild rebuilds only what the series touches. A series with
+a `base-commit:` line is applied on that commit, which the source repository must have.
 """
 
 from __future__ import annotations
 
-import re
+import gzip
+import logging
 import shutil
 import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, InfraError
 from ..hashing import hash_bytes, short
-from .source import SourceTree, git
+from . import mbox, ownrepo
+from .source import SourceTree
 
-# an mbox postmark: "From <sha or git@z> <weekday> <month> <day> <hh:mm:ss> <year>"
-_POSTMARK = re.compile(rb"^From \S+ +\w{3} \w{3} [ \d]?\d \d\d:\d\d:\d\d \d{4}\s*$", re.MULTILINE)
-_SUBJECT = re.compile(rb"^Subject: *(.*(?:\n[ \t].*)*)", re.MULTILINE)
-# git's own settings for our commands: no user hooks, no signing, a fixed committer
-_GIT_CONFIG = (
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "commit.gpgsign=false",
-    "-c",
-    "user.name=testbed",
-    "-c",
-    "user.email=testbed@localhost",
-)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,73 +30,70 @@ class Patch:
     name: str  # file name, or "NNNN subject" for a message of an mbox
     content: bytes
     is_mail: bool  # has mail headers: `git am`; a bare diff goes through `git apply`
-
-
-def _has_diff(content: bytes) -> bool:
-    return b"\ndiff --git " in content or b"\n--- " in content
+    base_commit: str = ""  # the series' `base-commit:` (the same on each of its patches); "" for none
 
 
 def split_mbox(data: bytes, name: str) -> tuple[Patch, ...]:
-    """Messages of an mbox that carry a diff (a cover letter has none and is skipped)."""
-    starts = [m.start() for m in _POSTMARK.finditer(data)]
-    if not starts or data[: starts[0]].strip():
-        starts = [0, *starts]
-    chunks = [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
-    out: list[Patch] = []
-    for chunk in chunks:
-        if not _has_diff(b"\n" + chunk):
-            continue
-        subject = _SUBJECT.search(chunk)
-        title = b" ".join(subject.group(1).split()).decode(errors="replace") if subject else name
-        is_mail = bool(_POSTMARK.match(chunk)) or bool(subject)
-        out.append(Patch(f"{len(out) + 1:04d} {title}", chunk, is_mail))
-    return tuple(out)
+    """The series of an mbox, by b4's rules (mbox.py): the newest revision, in [n/N] order,
+    without cover letter and replies."""
+    chosen = mbox.read(data, f"--patches {name}")
+    if chosen.dropped:
+        log.info(
+            "--patches %s: v%d, %d patch(es); left out: %s",
+            name,
+            chosen.revision,
+            len(chosen.patches),
+            "; ".join(chosen.dropped),
+        )
+    title = Path(name).name
+    return tuple(
+        Patch(f"{i:04d} {m.subject.text or title}", m.raw, m.is_mail, chosen.base_commit)
+        for i, m in enumerate(chosen.patches, 1)
+    )
+
+
+def _from_directory(path: Path) -> tuple[Patch, ...]:
+    """*.patch files in name order; cover letters, replies and files without a diff left out."""
+    files = sorted(p for p in path.iterdir() if p.suffix == ".patch" and p.is_file())
+    if not files:
+        raise ConfigError(f"--patches {path}: directory has no *.patch files")
+    parsed = [(file, mbox.parse(file.read_bytes())) for file in files]
+    kept = [(file, m) for file, m in parsed if not m.why_not_a_patch()]
+    if not kept:
+        raise ConfigError(f"--patches {path}: no *.patch file contains a diff")
+    base = mbox.base_commit([*(m for _, m in parsed if m.is_cover), kept[0][1]])
+    return tuple(Patch(file.name, m.raw, m.is_mail, base) for file, m in kept)
 
 
 def discover(path: Path) -> tuple[Patch, ...]:
-    """The series at `path`: a directory of *.patch files (name order) or one mbox/patch file."""
+    """The series at `path`: a directory of *.patch files (name order) or one mbox/patch file
+    (gzip'ed too, as lore serves threads)."""
     path = path.expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".patch" and p.is_file())
-        if not files:
-            raise ConfigError(f"--patches {path}: directory has no *.patch files")
-        series = []
-        for file in files:
-            data = file.read_bytes()
-            if not _has_diff(b"\n" + data):
-                continue  # e.g. 0000-cover-letter.patch
-            series.append(
-                Patch(file.name, data, bool(_POSTMARK.match(data)) or data.startswith((b"From:", b"Subject:")))
-            )
-        if not series:
-            raise ConfigError(f"--patches {path}: no *.patch file contains a diff")
-        return tuple(series)
-    if path.is_file():
-        from_mbox = split_mbox(path.read_bytes(), path.name)
-        if not from_mbox:
-            raise ConfigError(f"--patches {path}: no patch (no diff) found in this file")
-        return from_mbox
-    raise ConfigError(f"--patches {path}: no such file or directory")
+        return _from_directory(path)
+    if not path.is_file():
+        raise ConfigError(f"--patches {path}: no such file or directory")
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ConfigError(f"--patches {path}: a damaged gzip file ({exc})") from exc
+    return split_mbox(data, str(path))
+
+
+def _hashed(patch: Patch) -> tuple[bytes, ...]:
+    # the base commit counts only when there is one: series without it keep their keys
+    base = (patch.base_commit.encode(),) if patch.base_commit else ()
+    return (patch.name.encode(), patch.content, *base)
 
 
 def series_hash(series: tuple[Patch, ...]) -> str:
-    return hash_bytes(*(part for p in series for part in (p.name.encode(), p.content)))
-
-
-def _git_in(tree: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", *_GIT_CONFIG, "-C", str(tree), *args], input=stdin, capture_output=True)
-
-
-def _checked(tree: Path, *args: str) -> None:
-    proc = _git_in(tree, *args)
-    if proc.returncode != 0:
-        raise InfraError(
-            f"git {' '.join(args)} in {tree} failed: {(proc.stdout + proc.stderr).decode(errors='replace').strip()}"
-        )
+    return hash_bytes(*(part for p in series for part in _hashed(p)))
 
 
 def _base_repo(source: SourceTree, trees: Path) -> tuple[Path, str]:
-    """A git repository holding the source as a commit: the user's repo, or our own one."""
+    """A git repository holding the source as a commit: the user's repo (only read), or our own one."""
     if source.kind == "git" and source.git_head:
         return source.path, source.git_head
     # Debian's tree is ours to turn into a repository; a user's plain tree is copied first
@@ -117,80 +106,111 @@ def _base_repo(source: SourceTree, trees: Path) -> tuple[Path, str]:
             repo.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-a", "--reflink=auto", str(source.path), str(repo)], check=True)
         shutil.rmtree(repo / ".git", ignore_errors=True)
-        _checked(repo, "init", "-q")
-        _checked(repo, "add", "-A", "-f", ".")  # -f: the tarball may hold .gitignore'd files
-        _checked(repo, "commit", "-q", "-m", f"testbed base: {source.identity}")
-        head = _git_in(repo, "rev-parse", "HEAD").stdout.decode().strip()
+        ownrepo.checked(repo, "init", "-q", "--template=")
+        ownrepo.checked(repo, "add", "-A", "-f", ".")  # -f: the tarball may hold .gitignore'd files
+        ownrepo.checked(repo, "commit", "-q", "-m", f"testbed base: {source.identity}")
+        head = ownrepo.checked(repo, "rev-parse", "HEAD").decode().strip()
         marker.write_text(head + "\n")
     return repo, marker.read_text().strip()
 
 
-def _carry_local_changes(source: SourceTree, worktree: Path) -> None:
+def _local_changes(source: SourceTree) -> tuple[bytes, list[str]]:
+    """The user's uncommitted diff against HEAD and untracked files, read without writing:
+    `git diff` would refresh (rewrite) their index when files are only touched, and it obeys
+    diff settings (noprefix, external drivers) `git apply` cannot read back; diff-index does not."""
+    diff = ownrepo.read(source.path, "diff-index", "-p", "--binary", "HEAD").stdout
+    untracked = ownrepo.read(source.path, "ls-files", "-z", "--others", "--exclude-standard").stdout
+    return diff, [n for n in untracked.decode(errors="surrogateescape").split("\0") if n]
+
+
+def _carry_local_changes(source: SourceTree, tree: Path) -> None:
     """A user's uncommitted and untracked changes are part of what they asked to build."""
-    diff = git(source.path, "diff", "HEAD", "--binary").stdout
-    untracked = git(source.path, "ls-files", "-z", "--others", "--exclude-standard").stdout
-    names = [n for n in untracked.decode(errors="surrogateescape").split("\0") if n]
+    diff, names = _local_changes(source)
     if not diff and not names:
         return
     if diff:
-        proc = _git_in(worktree, "apply", "--index", "--binary", "-", stdin=diff)
+        proc = ownrepo.run(tree, "apply", "--index", "--binary", "-", stdin=diff)
         if proc.returncode != 0:
             raise InfraError(
                 f"could not carry the uncommitted changes of {source.path} into "
-                f"{worktree}: {proc.stderr.decode(errors='replace')}"
+                f"{tree}: {proc.stderr.decode(errors='replace')}"
             )
     for name in names:
-        dest = worktree / name
+        dest = tree / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source.path / name, dest)
     if names:
-        _checked(worktree, "add", "-f", "--", *names)
-    _checked(worktree, "commit", "-q", "-m", "testbed: uncommitted changes of the source tree")
+        ownrepo.checked(tree, "add", "-f", "--", *names)
+    ownrepo.checked(tree, "commit", "-q", "-m", "testbed: uncommitted changes of the source tree")
 
 
-SERIES_WORKTREE = "wt"  # the purpose of the worktree series are applied in
+SERIES_WORKTREE = "wt"  # the purpose of the tree series are applied in
 
 
 def worktree_path(repo: Path, trees: Path, purpose: str = SERIES_WORKTREE) -> Path:
-    """The testbed's worktree of `repo` for `purpose`, one per repository: its kernel build
-    directory (keyed by path) stays warm from one use to the next."""
+    """The testbed's own repository of `repo` for `purpose` (ownrepo.py), one per repository:
+    its kernel build directory (keyed by path) stays warm from one use to the next."""
     return trees / f"{purpose}-{short(hash_bytes(str(repo).encode()))}"
 
 
-def apply_series(source: SourceTree, series: tuple[Patch, ...], trees: Path) -> Path:
-    """A worktree of `source` with `series` applied; returns its path."""
-    repo, base = _base_repo(source, trees)
-    worktree = worktree_path(repo, trees)
-    if not (worktree / ".git").exists():
-        shutil.rmtree(worktree, ignore_errors=True)
-        _git_in(repo, "worktree", "prune")
-        _checked(repo, "worktree", "add", "-q", "--detach", str(worktree), base)
-    else:
-        _git_in(worktree, "am", "--abort")  # a failed run may have left one open
-        _checked(worktree, "reset", "-q", "--hard", base)  # rewrites only differing files
-        _checked(worktree, "clean", "-q", "-f", "-d")
+def _series_base(source: SourceTree, series: tuple[Patch, ...], tree: Path, head: str) -> str:
+    """The commit to apply `series` on: its `base-commit:`, which the source must have, else `head`."""
+    wanted = series[0].base_commit if series else ""
+    if not wanted:
+        return head
+    found = ownrepo.commit_of(tree, wanted)
+    if found:
+        log.info("applying the series on %s, its base-commit", found[:12])
+        return found
     if source.kind == "git":
-        _carry_local_changes(source, worktree)
+        raise ConfigError(
+            f"the series is based on commit {wanted} (its base-commit: line), which {source.path} does not "
+            f"have. Fetch that commit into it (e.g. `git -C {source.path} fetch <the tree the series was "
+            f"made against>`), or delete the base-commit: line from the series to apply it on HEAD ({head[:12]})"
+        )
+    raise ConfigError(
+        f"the series is based on commit {wanted} (its base-commit: line), and the kernel source "
+        f"{source.path} is a {source.kind} tree without git history. Build with --ksrc <a git tree "
+        f"holding {wanted[:12]}>, or delete the base-commit: line from the series to apply it on this tree"
+    )
+
+
+def apply_series(source: SourceTree, series: tuple[Patch, ...], trees: Path) -> Path:
+    """The testbed's repository of `source` with `series` applied (on its base-commit when it
+    names one, else on the source with its uncommitted changes); returns its path."""
+    repo, head = _base_repo(source, trees)
+    tree = ownrepo.ensure(worktree_path(repo, trees), repo)
+    base = _series_base(source, series, tree, head)
+    ownrepo.run(tree, "am", "--abort")  # a failed run may have left one open
+    ownrepo.checkout(tree, repo, base)  # rewrites only differing files
+    if source.kind == "git" and base == head:
+        _carry_local_changes(source, tree)
+    elif source.kind == "git" and any(_local_changes(source)):
+        log.warning(
+            "the uncommitted changes of %s are not carried: they are made on HEAD, the series applies on %s",
+            source.path,
+            base[:12],
+        )
     for patch in series:
-        failure = apply_patch(worktree, patch)
+        failure = apply_patch(tree, patch)
         if failure:
             tool, output = failure
             raise ConfigError(f"patch {patch.name!r} does not apply on {source.path} ({tool}):\n{output}")
-    return worktree
+    return tree
 
 
 def apply_patch(worktree: Path, patch: Patch) -> tuple[str, str] | None:
     """Commit `patch` in `worktree` (`git am` for a mail, `git apply` + commit for a bare diff).
     None when it applied, else (tool, its output); a failed `git am` is aborted."""
     if patch.is_mail:
-        proc = _git_in(worktree, "am", "--no-3way", stdin=patch.content)
+        proc = ownrepo.run(worktree, "am", "--no-3way", stdin=patch.content)
         tool = "git am"
     else:
-        proc = _git_in(worktree, "apply", "--index", "-", stdin=patch.content)
+        proc = ownrepo.run(worktree, "apply", "--index", "-", stdin=patch.content)
         tool = "git apply"
         if proc.returncode == 0:
-            proc = _git_in(worktree, "commit", "-q", "-m", patch.name)
+            proc = ownrepo.run(worktree, "commit", "-q", "-m", patch.name)
     if proc.returncode == 0:
         return None
-    _git_in(worktree, "am", "--abort")
+    ownrepo.run(worktree, "am", "--abort")
     return tool, (proc.stdout + proc.stderr).decode(errors="replace").strip()

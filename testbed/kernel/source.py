@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +26,10 @@ class SourceTree:
     git_head: str | None = None  # the commit, for a git tree
 
 
-def git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True)
+def git(
+    tree: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, env=env)
     if check and proc.returncode != 0:
         raise InfraError(f"git {' '.join(args)} in {tree} failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc
@@ -35,10 +40,23 @@ def is_git_toplevel(tree: Path) -> bool:
     return proc.returncode == 0 and Path(proc.stdout.decode().strip()).resolve() == tree.resolve()
 
 
+def _diff_head(tree: Path) -> bytes:
+    """`git diff HEAD --binary` of the user's tree without writing its index: git refreshes the
+    stat data of touched files in the index it reads, so it reads a private copy."""
+    index = Path(git(tree, "rev-parse", "--git-path", "index").stdout.decode().strip())
+    index = index if index.is_absolute() else tree / index
+    with tempfile.TemporaryDirectory(prefix="testbed-index-") as tmp:
+        private = Path(tmp) / "index"
+        if index.is_file():
+            shutil.copyfile(index, private)
+        env = {**os.environ, "GIT_INDEX_FILE": str(private), "GIT_OPTIONAL_LOCKS": "0"}
+        return git(tree, "diff", "HEAD", "--binary", env=env).stdout
+
+
 def git_identity(tree: Path) -> tuple[str, str]:
     """(HEAD, identity): HEAD plus a hash of uncommitted changes and untracked files."""
     head = git(tree, "rev-parse", "HEAD").stdout.decode().strip()
-    diff = git(tree, "diff", "HEAD", "--binary").stdout
+    diff = _diff_head(tree)
     untracked = git(tree, "ls-files", "-z", "--others", "--exclude-standard").stdout
     names = [tree / n for n in untracked.decode(errors="surrogateescape").split("\0") if n]
     extra = hash_files((p for p in names if p.is_file()), tree)

@@ -31,10 +31,10 @@ diff --git a/Kconfig b/Kconfig
 """
 
 
-def _mail(n: int, subject: str, diff: str, postmark: str = "From git@z Thu Jan  1 00:00:00 1970") -> str:
+def _mail(n: int, subject: str, diff: str, postmark: str = "From git@z Thu Jan  1 00:00:00 1970", of: int = 2) -> str:
     return (
         f"{postmark}\nFrom: Dev <dev@example.org>\nDate: Thu, 1 Jan 2026 00:00:00 +0000\n"
-        f"Subject: [PATCH {n}/2] {subject}\n\nWhy.\n\nSigned-off-by: Dev <dev@example.org>\n"
+        f"Subject: [PATCH {n}/{of}] {subject}\n\nWhy.\n\nSigned-off-by: Dev <dev@example.org>\n"
         f"---\n{diff}--\n2.47.0\n\n"
     )
 
@@ -55,9 +55,9 @@ def test_mbox_is_split_and_the_cover_letter_skipped(tmp_path: Path):
 
 
 def test_format_patch_postmark_is_recognised():
-    text = _mail(1, "x", DIFF_A, "From 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001")
+    text = _mail(1, "x", DIFF_A, "From 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001", of=1)
     (patch,) = patches.split_mbox(text.encode(), "x.patch")
-    assert patch.is_mail and patch.name == "0001 [PATCH 1/2] x"
+    assert patch.is_mail and patch.name == "0001 [PATCH 1/1] x"
 
 
 def test_directory_is_applied_in_name_order(tmp_path: Path):
