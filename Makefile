@@ -59,11 +59,19 @@ image: deps venv ## build (or reuse) the guest image
 boot: deps venv ## boot TOPO and open a shell in the guest; leaving it shuts the VM down
 	$(TB) boot $(TOPO) --accel $(ACCEL) $(KERNEL_OPTS)
 
-check: venv ## lint (ruff), formatting (ruff format --check), types (mypy), workflows (actionlint); CI runs it first
+# make check's workflow linters, from the venv ('.[dev]'). actionlint runs shellcheck on every
+# `run:` script but skips it without a word when it cannot run it: shellcheck checks the shell
+# scripts itself first, so a broken one stops here. zizmor runs offline: its online audits need
+# the GitHub API.
+WORKFLOWS := $(wildcard .github/workflows/*.yml)
+SHELL_SCRIPTS := scripts/install-deps
+check: venv ## lint (ruff), formatting (ruff format --check), types (mypy), workflows (actionlint + shellcheck, zizmor); CI runs it first
 	$(VENV)/bin/ruff check testbed tests
 	$(VENV)/bin/ruff format --check testbed tests
 	$(VENV)/bin/mypy
-	scripts/actionlint
+	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+	$(VENV)/bin/actionlint -shellcheck=$(VENV)/bin/shellcheck -pyflakes= $(WORKFLOWS)
+	$(VENV)/bin/zizmor --offline --no-progress $(WORKFLOWS)
 
 unit: venv ## unit tests only (no QEMU, seconds)
 	$(PYTEST) tests/unit -q $(PYTEST_ARGS)

@@ -38,23 +38,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     key = actions.add_parser(
         "key",
         help="print the content keys of the kernels and the image a run needs (for a CI cache key); "
-        "fetches Debian's source when it is not here yet",
+        "Debian's package index gives the source's version: the source itself is not fetched",
     )
-    key.add_argument("--kernel-config", action="append", metavar="SET", help="config sets (default: every set)")
+    key.add_argument(
+        "--kernel-config", action="append", metavar="NAME", help="config sets or boot profiles (default: every set)"
+    )
+    key.add_argument("--selftest", action="store_true", help="each with its selftest companion (default -> selftest)")
+    key.add_argument(
+        "--github-output",
+        type=Path,
+        metavar="FILE",
+        help="append `key=testbed-<configs>-<digest of the keys>` to FILE ($GITHUB_OUTPUT)",
+    )
     key.set_defaults(func=_key)
 
 
 def _key(args: argparse.Namespace) -> int:
-    from ..image.recipe import load_recipe, recipe_key
-    from ..kernel.build import plan
     from ..kernel.configsets import CONFIG_SETS
-    from ..paths import GUEST_IMAGES_DIR
+    from .keys import cache_keys, config_names
 
-    for config_set in args.kernel_config or CONFIG_SETS:
-        p = plan(config_set, progress=lambda line: print(line, file=sys.stderr))
-        assert p is not None  # fetch=True always resolves a source
-        print(f"kernel-{config_set}={p.key}")
-    print(f"image={recipe_key(load_recipe(GUEST_IMAGES_DIR))[:16]}")
+    names = config_names(args.kernel_config or CONFIG_SETS, args.selftest)
+    keys = cache_keys(names, progress=lambda line: print(line, file=sys.stderr))
+    print(keys.lines(), end="")
+    if args.github_output:
+        with args.github_output.open("a") as out:  # the runner's file collects every step's outputs
+            out.write(f"key={keys.ci_key()}\n")
     return 0
 
 

@@ -8,9 +8,10 @@ import json
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..topology import load_topology, shipped_names
 from ..topology.load import IOMMU_VARIANTS, iommu_modes
 
@@ -22,6 +23,23 @@ DEFAULT_ESTIMATE_S = 300.0  # a cell no run has measured yet
 
 
 @dataclass(frozen=True)
+class Preset:
+    """A named choice of cells: what one trigger of the CI workflow runs."""
+
+    topologies: tuple[str, ...] | None  # None: every shipped topology
+    configs: tuple[str, ...]
+    iommu_variants: bool
+
+
+PRESETS = {
+    # schedule and manual runs: every topology under every IOMMU mode it allows, both configs
+    "nightly": Preset(None, CONFIGS, True),
+    # a push or a pull request: minutes, not hours; a switch topology and one through an IOMMU
+    "fast": Preset(("two-switch", "p2pdma-thru-iommu"), ("default",), False),
+}
+
+
+@dataclass(frozen=True)
 class Cell:
     id: str  # "<topology>-<config>-<accel>", a job name and an artifact name
     topology: str
@@ -30,7 +48,8 @@ class Cell:
     iommu: str  # "intel/translated", "none", ...: the topology's, for the table
     estimate_s: float  # measured in earlier runs, else DEFAULT_ESTIMATE_S
 
-    def pytest_args(self) -> list[str]:
+    def pytest_args(self, accel: str | None = None) -> list[str]:
+        """`accel`: what to pass instead of the cell's own (`testbed matrix run`: auto)."""
         return [
             "tests/vm",
             "--matrix",
@@ -39,11 +58,27 @@ class Cell:
             "--kernel-config",
             self.config,
             "--accel",
-            self.accel,
+            accel or self.accel,
         ]
 
     def as_json(self) -> dict[str, object]:
         return asdict(self) | {"pytest_args": self.pytest_args()}
+
+
+def cell_from_json(doc: object, where: str) -> Cell:
+    """A cell as `as_json` wrote it (pytest_args are derived, so ignored); `where` names the
+    source in errors."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: a cell is a JSON object, not {type(doc).__name__}")
+    try:
+        values = {f.name: doc[f.name] for f in fields(Cell)}
+    except KeyError as exc:
+        raise ConfigError(f"{where}: cell {doc.get('id', '?')!r} lacks {exc.args[0]!r}") from None
+    estimate = values.pop("estimate_s")
+    bad = sorted(k for k, v in values.items() if not (isinstance(v, str) and v))
+    if bad or isinstance(estimate, bool) or not isinstance(estimate, int | float):
+        raise ConfigError(f"{where}: cell {values['id']!r}: malformed {', '.join(bad) or 'estimate_s'}")
+    return Cell(**values, estimate_s=float(estimate))
 
 
 def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:

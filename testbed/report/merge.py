@@ -1,5 +1,6 @@
 """Many cells, one verdict: a merged JUnit, a Markdown summary (the CI job summary), an HTML
-page with the cell x test table and the P2P verdicts of every cell."""
+page with the cell x test table and the P2P verdicts of every cell. Cells without usable results
+(lost: broken, or planned and missing) head the summary: a run that lost them did not pass."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import html
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .cells import CellResults
+from .cells import CellResults, LostCell
 
 ORDER = ("failed", "error", "xpassed", "passed", "xfailed", "skipped")
 BAD = {"failed", "error", "xpassed"}
@@ -21,10 +22,20 @@ COLOURS = {
 }
 
 
-def merged_junit(cells: list[CellResults]) -> ET.ElementTree:
+def _lost_suite(cell: LostCell) -> ET.Element:
+    # a JUnit reader that only counts failures must not see a lost cell as green
+    suite = ET.Element("testsuite", name=f"{cell.id}: no results", tests="1", errors="1", failures="0", skipped="0")
+    case = ET.SubElement(suite, "testcase", classname=cell.id, name="results")
+    ET.SubElement(case, "error", message=cell.reason)
+    return suite
+
+
+def merged_junit(cells: list[CellResults], lost: tuple[LostCell, ...] = ()) -> ET.ElementTree:
     """One <testsuites>: each cell's suites renamed after the cell, each case's classname too,
-    so the same test on two cells stays two cases."""
+    so the same test on two cells stays two cases; each lost cell one erroring case."""
     root = ET.Element("testsuites", name="p2p-testbed matrix")
+    for lost_cell in lost:
+        root.append(_lost_suite(lost_cell))
     for cell in cells:
         if cell.junit is None:
             continue
@@ -45,7 +56,24 @@ def failing(cells: list[CellResults]) -> list[tuple[str, str, str]]:
     ]
 
 
-def markdown(cells: list[CellResults]) -> str:
+def _headline(bad: list[tuple[str, str, str]], lost: tuple[LostCell, ...]) -> list[str]:
+    lines = [f"**{len(lost)} cell(s) without results**"] if lost else []
+    lines += [f"**{len(bad)} failing result(s)**"] if bad else []
+    return lines or ["**Every cell passed.**"]
+
+
+def _lost_rows(lost: tuple[LostCell, ...], unplanned: tuple[str, ...]) -> list[str]:
+    out = []
+    if lost:
+        out += ["", "## Cells without results", "", "| cell | why |", "|---|---|"]
+        out += [f"| {c.id} | {c.reason.replace('|', '/')} |" for c in lost]
+    if unplanned:
+        out += ["", "## Cells not in the plan (merged all the same)", ""]
+        out += [f"- {cell_id}" for cell_id in unplanned]
+    return out
+
+
+def markdown(cells: list[CellResults], lost: tuple[LostCell, ...] = (), unplanned: tuple[str, ...] = ()) -> str:
     out = ["# p2p-testbed matrix", "", "| cell | " + " | ".join(ORDER) + " | new splats | kernel |"]
     out.append("|---" * (len(ORDER) + 3) + "|")
     for c in cells:
@@ -54,7 +82,8 @@ def markdown(cells: list[CellResults]) -> str:
         kernel = "<br>".join(c.run.kernels) or "-"
         out.append(f"| {c.id} | " + " | ".join(str(counts.get(o, 0)) for o in ORDER) + f" | {splats} | {kernel} |")
     bad = failing(cells)
-    out += ["", f"**{len(bad)} failing result(s)**" if bad else "**Every cell passed.**"]
+    out += ["", *_headline(bad, lost)]
+    out += _lost_rows(lost, unplanned)
     if bad:
         out += ["", "| cell | test | outcome |", "|---|---|---|"]
         out += [f"| {cell} | `{nodeid}` | {outcome} |" for cell, nodeid, outcome in bad]
@@ -73,7 +102,7 @@ def markdown(cells: list[CellResults]) -> str:
     return "\n".join(out) + "\n"
 
 
-def html_page(cells: list[CellResults]) -> str:
+def html_page(cells: list[CellResults], lost: tuple[LostCell, ...] = (), unplanned: tuple[str, ...] = ()) -> str:
     tests = sorted({nodeid for c in cells for nodeid in c.run.outcomes})
     head = "".join(f"<th>{html.escape(c.id)}</th>" for c in cells)
     rows = []
@@ -84,21 +113,24 @@ def html_page(cells: list[CellResults]) -> str:
             colour = COLOURS.get(outcome or "", "#ffffff")
             tds.append(f'<td style="background:{colour}">{outcome or ""}</td>')
         rows.append(f"<tr><td><code>{html.escape(nodeid)}</code></td>{''.join(tds)}</tr>")
-    summary = markdown(cells)
+    summary = markdown(cells, lost, unplanned)
+    title = f"{len(cells)} cells, {len(tests)} tests" + (f", {len(lost)} cells without results" if lost else "")
     return (
         "<!doctype html><meta charset=utf-8><title>p2p-testbed matrix</title>"
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style>"
-        f"<h1>p2p-testbed matrix: {len(cells)} cells, {len(tests)} tests</h1>"
+        f"<h1>p2p-testbed matrix: {title}</h1>"
         f"<pre>{html.escape(summary)}</pre>"
         f"<h2>cell x test</h2><table><tr><th>test</th>{head}</tr>{''.join(rows)}</table>"
     )
 
 
-def write_all(cells: list[CellResults], out: Path) -> dict[str, Path]:
+def write_all(
+    cells: list[CellResults], out: Path, lost: tuple[LostCell, ...] = (), unplanned: tuple[str, ...] = ()
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"junit": out / "junit.xml", "markdown": out / "summary.md", "html": out / "index.html"}
-    merged_junit(cells).write(paths["junit"], encoding="utf-8", xml_declaration=True)
-    paths["markdown"].write_text(markdown(cells))
-    paths["html"].write_text(html_page(cells))
+    merged_junit(cells, lost).write(paths["junit"], encoding="utf-8", xml_declaration=True)
+    paths["markdown"].write_text(markdown(cells, lost, unplanned))
+    paths["html"].write_text(html_page(cells, lost, unplanned))
     return paths

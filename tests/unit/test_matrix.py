@@ -4,11 +4,24 @@ shards that are stable and balanced."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from testbed.cli import main
-from testbed.matrix.cells import DEFAULT_ESTIMATE_S, Cell, _topology_of, cells, measured
+from testbed.errors import ConfigError
+from testbed.matrix.cells import (
+    CONFIGS,
+    DEFAULT_ESTIMATE_S,
+    PRESETS,
+    Cell,
+    _topology_of,
+    cell_from_json,
+    cells,
+    measured,
+)
+from testbed.matrix.plan import load_plan
+from testbed.matrix.run import prepare
 from testbed.matrix.shard import parse_shard, shards
 from testbed.topology import load_topology, shipped_names
 from testbed.topology.load import iommu_modes
@@ -96,3 +109,90 @@ def test_matrix_command(capsys, tmp_path):
     assert main([*argv, "--durations", str(tmp_path)]) == 0
     assert [c["id"] for c in json.loads(capsys.readouterr().out)["include"]] == ["two-switch-default-kvm"]
     assert main(["matrix", "--shard", "9/2"]) == 2
+
+
+# -- presets, the plan file and the step outputs a CI run is wired with ---------------------------
+
+
+def test_presets_choose_the_cells_of_a_trigger(capsys, tmp_path):
+    assert main(["matrix", "--json", "--preset", "fast", "--durations", str(tmp_path)]) == 0
+    fast = [c["id"] for c in json.loads(capsys.readouterr().out)["include"]]
+    assert fast == ["two-switch-default-kvm", "p2pdma-thru-iommu-default-kvm"]
+    assert main(["matrix", "--json", "--preset", "nightly", "--durations", str(tmp_path)]) == 0
+    nightly = json.loads(capsys.readouterr().out)["include"]
+    assert len(nightly) == len(cells()) and {c["config"] for c in nightly} == {"default", "debug-full"}
+    # an explicit option overrides its part of the preset
+    assert main(["matrix", "--json", "--preset", "fast", "--iommu", "all", "--durations", str(tmp_path)]) == 0
+    assert len(json.loads(capsys.readouterr().out)["include"]) > len(fast)
+    assert PRESETS["nightly"].configs == CONFIGS
+
+
+def test_the_plan_file_and_the_github_outputs(capsys, tmp_path):
+    plan_file, outputs = tmp_path / "plan" / "matrix-plan.json", tmp_path / "github-output"
+    outputs.write_text("earlier=1\n")
+    argv = ["matrix", "--preset", "fast", "--config", "debug-full", "--config", "default"]
+    assert main([*argv, "--plan", str(plan_file), "--github-output", str(outputs), "--durations", str(tmp_path)]) == 0
+    assert "4 cells" in capsys.readouterr().out  # the table still goes to the log
+    plan = load_plan(plan_file)
+    assert plan.ids[:2] == ("two-switch-debug-full-kvm", "two-switch-default-kvm") and len(plan.ids) == 4
+    lines = outputs.read_text().splitlines()
+    assert lines[0] == "earlier=1" and len(lines) == 3  # appended, one line each
+    name, _, value = lines[1].partition("=")
+    assert name == "cells" and json.loads(value) == plan.document() == json.loads(plan_file.read_text())
+    name, _, value = lines[2].partition("=")
+    assert name == "kernels" and json.loads(value) == {
+        "include": [
+            {"config": "debug-full", "selftest": "debug-full-selftest"},
+            {"config": "default", "selftest": "selftest"},
+        ]
+    }
+
+
+def test_a_cell_reads_back_from_its_json():
+    cell = cells(["two-switch"], ["default"], iommu_variants=False)[0]
+    assert cell_from_json(json.loads(json.dumps(cell.as_json())), "t") == cell
+    with pytest.raises(ConfigError, match="lacks 'accel'"):
+        cell_from_json({k: v for k, v in cell.as_json().items() if k != "accel"}, "t")
+    with pytest.raises(ConfigError, match="malformed topology"):
+        cell_from_json(cell.as_json() | {"topology": ""}, "t")
+    with pytest.raises(ConfigError, match="JSON object"):
+        cell_from_json([cell.id], "t")
+
+
+def test_a_plan_that_is_not_one(tmp_path):
+    path = tmp_path / "plan.json"
+    for text, why in (("{", "not valid JSON"), ('{"cells": []}', "no include list")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=why):
+            load_plan(path)
+    cell = cells(["two-switch"], ["default"], iommu_variants=False)[0].as_json()
+    path.write_text(json.dumps({"include": [cell, cell]}))
+    with pytest.raises(ConfigError, match="planned twice: two-switch-default-kvm"):
+        load_plan(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_plan(tmp_path / "none.json")
+
+
+def test_matrix_run_lays_a_cell_out_for_the_merge(tmp_path, monkeypatch):
+    kvm, tcg = cells(["two-switch"], ["default"], ("kvm", "tcg"), iommu_variants=False)
+    run = prepare(kvm, tmp_path / "artifacts", python="py")
+    cell_dir = (tmp_path / "artifacts" / kvm.id).resolve()
+    assert run.directory == cell_dir
+    # a kvm cell takes KVM where it works and TCG where not; the results go where merge looks
+    assert run.argv[:3] == ("py", "-m", "pytest") and run.argv[3:11] == tuple(kvm.pytest_args("auto"))
+    assert "--accel" in run.argv and run.argv[run.argv.index("--accel") + 1] == "auto"
+    assert run.argv[-4:] == ("--junitxml", str(cell_dir / "junit.xml"), "--results-dir", str(cell_dir / "results"))
+    assert dict(run.env) == {"CI": "true", "TESTBED_RESULTS": str(cell_dir)}
+    assert prepare(tcg, tmp_path).argv[10] == "tcg"
+
+    seen = {}
+
+    def fake_run(argv, cwd, env):
+        seen.update(argv=argv, cwd=cwd, env=env)
+        return subprocess.CompletedProcess(argv, 1)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert main(["matrix", "run", "--cell", json.dumps(kvm.as_json()), "--out", str(tmp_path / "artifacts")]) == 1
+    assert json.loads((cell_dir / "cell.json").read_text())["id"] == kvm.id
+    assert seen["env"]["TESTBED_RESULTS"] == str(cell_dir) and seen["env"]["CI"] == "true"
+    assert main(["matrix", "run", "--cell", "{", "--out", str(tmp_path)]) == ConfigError.exit_code

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from testbed.cli import main
-from testbed.errors import ConfigError
-from testbed.report.cells import find_cells
+from testbed.errors import ConfigError, InfraError
+from testbed.report.cells import find_cells, lost_cells, scan_cells, unplanned
 from testbed.report.kcidb import kcidb, path_of
 from testbed.report.merge import markdown, merged_junit
 
@@ -85,3 +85,95 @@ def test_merge_command_fails_on_a_failing_cell(tmp_path, capsys):
 def test_no_cells_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="no cell"):
         find_cells([tmp_path])
+
+
+# -- a plan: every planned cell has results, or the merge fails naming it -------------------------
+
+
+def _plan(tmp_path: Path, *extra: str) -> Path:
+    """The plan `testbed matrix --plan` would write for the two recorded cells and `extra` ids."""
+    include = [json.loads((d / "cell.json").read_text()) for d in sorted(CELLS.iterdir())]
+    for cell_id in extra:
+        topology = cell_id.removesuffix("-default-tcg")
+        include.append(include[0] | {"id": cell_id, "topology": topology})
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"include": include}))
+    return path
+
+
+def test_a_complete_plan_merges_as_before(tmp_path, capsys):
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    args = ["merge", str(CELLS), "--plan", str(_plan(tmp_path)), "--out", str(tmp_path / "m"), "--append-summary"]
+    assert main([*args, str(summary)]) == 0
+    assert "**Every cell passed.**" in summary.read_text() and summary.read_text().startswith("earlier step\n")
+    assert "0 without results" in capsys.readouterr().out
+
+
+def test_a_planned_cell_without_results_fails_the_merge_by_name(tmp_path, capsys):
+    plan = _plan(tmp_path, "p2pdma-thru-iommu-default-tcg")
+    out = tmp_path / "m"
+    assert main(["merge", str(CELLS), "--plan", str(plan), "--out", str(out)]) == InfraError.exit_code
+    err = capsys.readouterr().err
+    assert "1 cell(s) without usable results" in err and "p2pdma-thru-iommu-default-tcg: no results" in err
+    summary = (out / "summary.md").read_text()
+    assert "Every cell passed" not in summary and "**1 cell(s) without results**" in summary
+    assert "| p2pdma-thru-iommu-default-tcg | no results" in summary
+    # the results that did arrive are merged all the same, and JUnit readers see the lost cell
+    suites = {s.get("name", "") for s in ET.parse(out / "junit.xml").getroot().iter("testsuite")}
+    assert "p2pdma-thru-iommu-default-tcg: no results" in suites
+    assert any(name.startswith("two-switch-default-tcg: ") for name in suites)
+
+
+def test_broken_cells_fail_the_merge_by_name(tmp_path, capsys):
+    root = tmp_path / "cells"
+    shutil.copytree(CELLS, root)
+    (root / "acs-default-tcg" / "results" / "run.json").write_text('{"outcomes": ')  # cut off mid-upload
+    died = root / "two-switch-default-tcg"
+    shutil.rmtree(died / "results")  # cell.json written, the run never finished
+    (died / "junit.xml").unlink()
+    out = tmp_path / "m"
+    assert main(["merge", str(root), "--plan", str(_plan(tmp_path)), "--out", str(out)]) == InfraError.exit_code
+    err = capsys.readouterr().err
+    assert "2 cell(s) without usable results" in err
+    assert "acs-default-tcg: broken: " in err and "not valid JSON" in err
+    assert "two-switch-default-tcg: broken: no results/run.json" in err
+    assert "**2 cell(s) without results**" in (out / "summary.md").read_text()
+
+
+def test_a_broken_cell_fails_without_a_plan_too(tmp_path, capsys):
+    root = tmp_path / "cells"
+    shutil.copytree(CELLS, root)
+    run = root / "acs-default-tcg" / "results" / "run.json"
+    run.write_text(json.dumps(json.loads(run.read_text()) | {"outcomes": {}}))
+    assert main(["merge", str(root), "--out", str(tmp_path / "m")]) == InfraError.exit_code
+    assert (
+        "acs-default-tcg: broken: " in capsys.readouterr().err
+        and "records no test outcome" in (tmp_path / "m" / "summary.md").read_text()
+    )
+    with pytest.raises(ConfigError, match="acs-default-tcg"):
+        find_cells([root])
+
+
+def test_no_artifacts_at_all_names_every_planned_cell(tmp_path, capsys):
+    # download-artifact found nothing: the directory is not even there
+    plan = _plan(tmp_path)
+    assert main(["merge", str(tmp_path / "none"), "--plan", str(plan), "--out", str(tmp_path / "m")]) == 3
+    err = capsys.readouterr().err
+    assert "acs-default-tcg: no results" in err and "two-switch-default-tcg: no results" in err
+
+
+def test_lost_and_unplanned_cells_from_a_scan():
+    scan = scan_cells([CELLS])
+    assert lost_cells(scan) == ()
+    lost = lost_cells(scan, ["acs-default-tcg", "x-default-kvm"])
+    assert [(c.id, c.reason.split(":")[0]) for c in lost] == [("x-default-kvm", "no results")]
+    assert unplanned(scan, ["acs-default-tcg"]) == ("two-switch-default-tcg",)
+
+
+def test_a_bad_plan_is_a_config_error(tmp_path):
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps({"include": [{"id": "a"}]}))
+    assert main(["merge", str(CELLS), "--plan", str(bad), "--out", str(tmp_path / "m")]) == ConfigError.exit_code
+    bad.write_text("[]")
+    assert main(["merge", str(CELLS), "--plan", str(bad), "--out", str(tmp_path / "m")]) == ConfigError.exit_code
