@@ -158,6 +158,11 @@ HANDLERS = {"call": call, "spawn": spawn, "send": to_child, "kill": to_child}
 
 def main() -> None:
     global _proto
+    # Started from a shell's background job (init's, or the host's when `make test` runs as
+    # one), SIGINT and SIGQUIT arrive ignored, and an ignored disposition survives exec: a
+    # handler of our own does not, so every helper starts with the defaults (as under sshd)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     # the protocol moves to private descriptors (os.dup's are not inherited): a program an
     # in-process command runs reads /dev/null, not the host's requests, and what it or the
     # command prints goes to stderr, not into the answers
