@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..paths import REPO_ROOT
-from ..topology.problems import Problem, ProblemsError, TopologyError
-from ..topology.yamlpos import Located, format_path, load_located
+from ..topology.problems import Problem, ProblemsError, load_entry_list
+from ..topology.yamlpos import Located, format_path
 from .scope import IDENTIFIER
 
 DECLARED_FILE = REPO_ROOT / "coverage-uncovered.yaml"
@@ -67,22 +67,7 @@ def find_declared(declared: Sequence[Declared], file: str, function: str, source
 
 def load_declared(path: Path = DECLARED_FILE) -> tuple[Declared, ...]:
     """The declarations, validated; every problem at once with file:line."""
-    if not path.is_file():
-        raise DeclaredUncoveredError([Problem(path, 0, "", "the file does not exist")])
-    try:
-        doc = load_located(path)
-    except TopologyError as exc:
-        raise DeclaredUncoveredError(exc.problems) from None
-    if not isinstance(doc.data, dict):
-        raise DeclaredUncoveredError([Problem(path, doc.line(()), "", "must be a mapping with 'uncovered:'", _USAGE)])
-    data = doc.data
-    problems = [Problem(path, doc.line((k,)), k, "unknown key", "uncovered") for k in sorted(set(data) - {"uncovered"})]
-    entries = data.get("uncovered")
-    if entries is None:
-        entries = []  # `uncovered:` with nothing under it: no declarations yet
-    if not isinstance(entries, list):
-        problems.append(Problem(path, doc.line(("uncovered",)), "uncovered", "must be a list of entries", _USAGE))
-        raise DeclaredUncoveredError(problems)
+    doc, entries, problems = load_entry_list(path, DeclaredUncoveredError, _USAGE, "uncovered")
     out = []
     for i, entry in enumerate(entries):
         declared = _entry(doc, ("uncovered", i), entry, problems)

@@ -18,8 +18,8 @@ from typing import Any
 
 from ..hashing import hash_bytes
 from ..paths import REPO_ROOT
-from ..topology.problems import Problem, ProblemsError, TopologyError
-from ..topology.yamlpos import Located, format_path, load_located
+from ..topology.problems import Problem, ProblemsError, load_entry_list
+from ..topology.yamlpos import Located, format_path
 
 DEFAULT_SCOPE = REPO_ROOT / "coverage-scope.yaml"
 FIELDS = ("path", "why", "functions")
@@ -79,20 +79,7 @@ def profile_lines(scope: Scope) -> dict[str, list[str]]:
 
 def load_scope(path: Path = DEFAULT_SCOPE) -> Scope:
     """The scope file, validated; a CoverageScopeError lists every problem with file:line."""
-    if not path.is_file():
-        raise CoverageScopeError([Problem(path, 0, "", "the coverage scope file does not exist")])
-    try:
-        doc = load_located(path)
-    except TopologyError as exc:
-        raise CoverageScopeError(exc.problems) from None
-    problems: list[Problem] = []
-    data = doc.data if isinstance(doc.data, dict) else {}
-    for key in sorted(set(data) - {"files"}):
-        problems.append(Problem(path, doc.line((key,)), key, "unknown key", "files"))
-    files = data.get("files")
-    if not isinstance(files, list) or not files:
-        problems.append(Problem(path, doc.line(("files",)), "files", "must be a non-empty list of entries", _USAGE))
-        raise CoverageScopeError(problems)
+    doc, files, problems = load_entry_list(path, CoverageScopeError, _USAGE, "files", non_empty=True)
     entries: list[ScopeEntry] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(files):

@@ -53,8 +53,9 @@ def find_failure(
 
 
 def load_failures(path: Path = KNOWN_FAILURES_FILE) -> tuple[KnownFailure, ...]:
-    doc, entries = load_entry_list(path, KnownFailuresError, "known: [{test, device, kernel, output, why}, ...]")
-    problems: list[Problem] = []
+    doc, entries, problems = load_entry_list(
+        path, KnownFailuresError, "known: [{test, device, kernel, output, why}, ...]"
+    )
     out = []
     for i, entry in enumerate(entries):
         at = ("known", i)

@@ -76,8 +76,9 @@ def find_known(splat: Splat, release: str | None, known: tuple[KnownSplat, ...])
 
 
 def load_known(path: Path = KNOWN_SPLATS_FILE) -> tuple[KnownSplat, ...]:
-    doc, entries = load_entry_list(path, KnownSplatsError, "known: [{kind, signature, chain, stack, kernel, why}, ...]")
-    problems: list[Problem] = []
+    doc, entries, problems = load_entry_list(
+        path, KnownSplatsError, "known: [{kind, signature, chain, stack, kernel, why}, ...]"
+    )
     out = []
     for i, entry in enumerate(entries):
         known = _entry(doc, ("known", i), entry, problems)

@@ -42,18 +42,29 @@ class TopologyError(ProblemsError):
     what = "topology"
 
 
-def load_entry_list(path: Path, error: type[ProblemsError], usage: str) -> tuple[Located, list]:
-    """A declarations file (`known: [...]`): its located document and the list, or `error` with
-    file:line problems. `usage` shows what an entry looks like."""
+def load_entry_list(
+    path: Path, error: type[ProblemsError], usage: str, key: str = "known", non_empty: bool = False
+) -> tuple[Located, list, list[Problem]]:
+    """A declarations file (`known: [...]`, `uncovered: [...]`): its located document, the list
+    under `key`, and the problems found so far (other top-level keys), for the caller to add its
+    entries' problems to. `error` with file:line problems when there is no usable list. `usage`
+    shows what an entry looks like; `key:` present with nothing under it is an empty list
+    unless `non_empty`."""
     from .yamlpos import load_located
 
     if not path.is_file():
-        raise ConfigError(f"{error.what} {path} does not exist")
+        raise error([Problem(path, 0, "", f"{error.what} file does not exist")])
     try:
         doc = load_located(path)
     except TopologyError as exc:
         raise error(exc.problems) from None
-    entries = doc.data.get("known") if isinstance(doc.data, dict) else None
-    if not isinstance(entries, list):
-        raise error([Problem(path, doc.line(()), "known", "must be a list of entries", usage)])
-    return doc, entries
+    if not isinstance(doc.data, dict):
+        raise error([Problem(path, doc.line(()), "", f"must be a mapping with '{key}:'", usage)])
+    problems = [Problem(path, doc.line((k,)), k, "unknown key", key) for k in sorted(set(doc.data) - {key})]
+    entries = doc.data.get(key)
+    if key in doc.data and entries is None and not non_empty:
+        entries = []  # `key:` with nothing under it: no entries yet
+    if not isinstance(entries, list) or (non_empty and not entries):
+        what = "must be a non-empty list of entries" if non_empty else "must be a list of entries"
+        raise error([*problems, Problem(path, doc.line((key,)), key, what, usage)])
+    return doc, entries, problems
