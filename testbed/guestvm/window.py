@@ -152,8 +152,9 @@ def end(
     splats, known_seen, provoked = [], [], []
     for splat in found:
         entry = find_known(splat, release, known)
-        if expected.provoked(splat, _report_text(lines, splat)):
-            provoked.append(splat)
+        text = _report_text(lines, splat) if expected.splats else ""
+        if expected.provoked(splat, text):
+            provoked.append((splat, text))
         elif entry is None:
             splats.append(splat)
         else:
@@ -164,7 +165,7 @@ def end(
     ] + [
         f"{sig} matching {rx.pattern} ({why})"
         for sig, rx, why in expected.splats
-        if not any(s.signature == sig and rx.search(_report_text(lines, s)) for s in provoked)
+        if not any(s.signature == sig and rx.search(text) for s, text in provoked)
     ]
     lost = locks_before == 1 and debug_locks(vm) == 0
     return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen, locks_before == 0)

@@ -142,8 +142,9 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
-def state(request: int, import_id: int, name: str) -> dict:
-    out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, 0, 0, name.encode(), 0, 0, 0))
+def state(request: int, import_id: int, name: str, quiet: bool = False) -> dict:
+    """`quiet`: the probe logs nothing (a loop would flood the console)."""
+    out = ioctl(request, P.STATE, (import_id, 0, 0, 0, 0, 0, 0, 0, 0, name.encode(), 0, 0, 0, int(quiet), 0))
     return {
         "error": out[1],
         "mapped": bool(out[2]),
@@ -295,7 +296,7 @@ def remaploop(args: dict) -> dict:
     count, mapped, errors, started = 0, 0, {}, time.monotonic()
     emit({"looping": True})
     while not signalled() and time.monotonic() - started < args.get("limit", 120):
-        out = state(P.P2PDMA_PROBE_REMAP, args["id"], "remaploop")
+        out = state(P.P2PDMA_PROBE_REMAP, args["id"], "remaploop", quiet=True)
         count += 1
         if out["error"]:
             errors[str(out["error"])] = errors.get(str(out["error"]), 0) + 1

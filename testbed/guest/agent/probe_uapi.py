@@ -46,6 +46,8 @@ FIELDS = {
         ("invalidate_ns", "Q"),
         ("unmap_ns", "Q"),
         ("unmap_seq", "Q"),
+        ("quiet", "I"),
+        ("pad", "I"),
     ),
     "dma": (("client", "16s"), ("addr", "Q"), ("pattern", "Q"), ("len", "I"), ("error", "i"), ("name", "64s")),
     "iova": (

@@ -196,6 +196,13 @@ static struct probe_seen observe_end(const void *client)
 	return seen;
 }
 
+/* What calc_map_type_and_dist() may answer: UNKNOWN and NONE never leave it */
+static bool map_type_is_answer(u32 type)
+{
+	return type == PCI_P2PDMA_MAP_NOT_SUPPORTED || type == PCI_P2PDMA_MAP_BUS_ADDR ||
+	       type == PCI_P2PDMA_MAP_THRU_HOST_BRIDGE;
+}
+
 static const char *map_type_name(u32 type)
 {
 	if (type == P2PDMA_PROBE_MAP_UNOBSERVED)
@@ -430,12 +437,13 @@ static int probe_census(struct p2pdma_probe_census *arg)
 			pr_info("# census: provider=%s client=%s distance=%d map_type=%s\n",
 				pci_name(devs[i]), pci_name(devs[j]), dist,
 				map_type_name(type));
-			/* the host holds the answer against its oracle; here: was it seen */
+			/* the host holds the answer against its oracle; here: is it one */
 			if (type == P2PDMA_PROBE_MAP_UNOBSERVED)
 				pr_info("ok %u census_%s_%s # SKIP the map type was not observed\n",
 					++case_no, pci_name(devs[i]), pci_name(devs[j]));
 			else
-				pr_info("ok %u census_%s_%s\n", ++case_no,
+				pr_info("%sok %u census_%s_%s\n",
+					map_type_is_answer(type) ? "" : "not ", ++case_no,
 					pci_name(devs[i]), pci_name(devs[j]));
 		}
 	}
@@ -726,6 +734,8 @@ static void state_report(struct probe_import *imp, struct p2pdma_probe_state *ar
 	arg->removed_seq = imp->removed_seq;
 	spin_unlock_irqrestore(&imports_lock, flags);
 	arg->dma_addr = imp->dma_addr;
+	if (arg->quiet)
+		return;
 	pr_info("# %s: import %u mapped=%u invalidations=%u events: unbind=%llu invalidate=%llu unmap=%llu unbound=%llu deleted=%llu\n",
 		arg->name, imp->id, arg->mapped, arg->invalidations, arg->unbind_seq,
 		arg->invalidate_seq, arg->unmap_seq, arg->unbound_seq, arg->removed_seq);
@@ -753,7 +763,8 @@ static int probe_state(struct p2pdma_probe_state *arg, unsigned int cmd)
 			}
 		}
 		dma_resv_unlock(imp->dmabuf->resv);
-		pr_info("# %s: remap of import %u: %d\n", arg->name, imp->id, arg->error);
+		if (!arg->quiet)
+			pr_info("# %s: remap of import %u: %d\n", arg->name, imp->id, arg->error);
 	}
 	state_report(imp, arg);
 	if (release)
@@ -1030,7 +1041,8 @@ static void iova_decide(struct iova_suite *s, struct p2pdma_probe_iova *arg,
 	default:
 		s->no_p2p = "the kernel answered a map type this probe does not know";
 	}
-	iova_case(s, true, "p2p_decision", arg->map_type == P2PDMA_PROBE_MAP_UNOBSERVED ?
+	iova_case(s, map_type_is_answer(arg->map_type), "p2p_decision",
+		  arg->map_type == P2PDMA_PROBE_MAP_UNOBSERVED ?
 		  "calc_map_type_and_dist() is not probe-able in this kernel" : NULL);
 }
 

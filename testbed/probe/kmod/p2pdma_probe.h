@@ -91,6 +91,8 @@ struct p2pdma_probe_state {
 	__u64 invalidate_ns;	/* out: CLOCK_MONOTONIC of the first invalidate_mappings, 0: none */
 	__u64 unmap_ns;		/* out: CLOCK_MONOTONIC of the last unmap it caused, 0: none */
 	__u64 unmap_seq;	/* out: event number of that unmap, 0: none */
+	__u32 quiet;		/* in: 1: no kernel log line (a caller that remaps in a loop) */
+	__u32 pad;
 };
 
 /* P2PDMA_PROBE_DMA: the probe's edu copies the pattern to addr (RAM -> edu -> addr) */
