@@ -288,7 +288,8 @@ static void probe_invalidate_mappings(struct dma_buf_attachment *attach)
 	 * unmaps when it has stopped it, later: the deferred mode makes that wait observable.
 	 */
 	if (imp->defer_unmap_ms && imp->sgt) {
-		schedule_delayed_work(&imp->unmap_work, msecs_to_jiffies(imp->defer_unmap_ms));
+		/* + 1: the current jiffy is partly gone; never unmap sooner than asked */
+		schedule_delayed_work(&imp->unmap_work, msecs_to_jiffies(imp->defer_unmap_ms) + 1);
 		pr_info("p2pdma_probe: %s: invalidate_mappings (event %llu), unmap in %u ms\n",
 			imp->name, seq, imp->defer_unmap_ms);
 		return;
