@@ -233,10 +233,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if need.bind(topo) is not None:
             applicable.append(name)
         elif chosen:
-            state.not_applicable[(topo.name, nodeid)] = need.text
+            state.not_applicable[(topo.name, nodeid)] = need.why_not(topo)
         else:  # a shipped default that lost what the test needs: the declaration is wrong
             pytest.fail(
-                f"{nodeid}: declared for topology '{name}', which lacks what it needs: {need.text}", pytrace=False
+                f"{nodeid}: declared for topology '{name}', which lacks what it needs: {need.why_not(topo)}",
+                pytrace=False,
             )
     if not applicable:  # not a skip: this test does not apply to the chosen topologies
         state.not_here.add(nodeid)

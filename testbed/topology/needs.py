@@ -14,10 +14,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 
+from . import reliance as R
 from .layout import Layout, build_layout
 from .model import Endpoint, EndpointKind, HotplugMode, IommuMode, IommuType, Topology
 from .oracle import Verdict, verdicts
 from .outcome import Outcome, expected_outcome
+from .reliance import Reliance, unmet
+from .slots import alone_below_port, below_switch, hot_pluggable
 
 
 class Roles(Mapping[str, str]):
@@ -49,10 +52,26 @@ class Roles(Mapping[str, str]):
 class Need:
     text: str  # what the test needs, as the end of the run says it when a topology lacks it
     find: Callable[[Topology, Layout], Mapping[str, str] | None]
+    relies: tuple[Reliance, ...] = ()  # what the test relies on once bound (reliance.py)
+
+    def found(self, topology: Topology) -> tuple[Roles | None, list[str]]:
+        """The roles `find` picked, and the reliances they break (a testbed bug when any)."""
+        found = self.find(topology, _layout(topology))
+        if found is None:
+            return None, []
+        return Roles(found), unmet(self.relies, topology, found)
 
     def bind(self, topology: Topology) -> Roles | None:
-        found = self.find(topology, _layout(topology))
-        return None if found is None else Roles(found)
+        """The roles, or None where the topology lacks them. Roles that break a reliance are
+        not used: the test would be a false red (`why_not` says it)."""
+        roles, broken = self.found(topology)
+        return None if broken else roles
+
+    def why_not(self, topology: Topology) -> str:
+        roles, broken = self.found(topology)
+        if not broken:
+            return self.text
+        return f"{self.text}; the testbed picked {dict(roles or {})}, which break: {'; '.join(broken)} (a testbed bug)"
 
 
 @cache
@@ -76,32 +95,6 @@ def _cmb_nvme(topo: Topology) -> list[Endpoint]:
     return [ep for ep in _plugged(topo, EndpointKind.NVME) if ep.cmb > 0]
 
 
-def _bus_of(topo: Topology, device: str) -> str:
-    """The bus (port id) a switch or an endpoint plugs into."""
-    return next((sw.bus for sw in topo.switches if sw.id == device), None) or topo.endpoint(device).bus
-
-
-def alone_below_port(topo: Topology, device: str) -> bool:
-    """The only device (endpoint or switch) below a root port or switch downstream port: its
-    slot can go, or be reset, without taking anything else with it. A function of a
-    multi-function device is not alone."""
-    bus = _bus_of(topo, device)
-    ports = {rp.id for rp in topo.root_ports} | {d for sw in topo.switches for d in sw.downstream}
-    below = [ep.id for ep in topo.endpoints if ep.bus == bus] + [sw.id for sw in topo.switches if sw.bus == bus]
-    return bus in ports and below == [device]
-
-
-def hot_pluggable(topo: Topology, device: str) -> bool:
-    """Alone below a port with hotplug on (pciehp or ACPI, as the topology says)."""
-    if not alone_below_port(topo, device):
-        return False
-    bus = _bus_of(topo, device)
-    hotplug = {rp.id: rp.hotplug for rp in topo.root_ports} | {
-        d: sw.hotplug for sw in topo.switches for d in sw.downstream
-    }
-    return hotplug[bus]
-
-
 def _translating(topo: Topology) -> bool:
     return topo.iommu.type is not IommuType.NONE and topo.iommu.mode is IommuMode.TRANSLATED
 
@@ -114,16 +107,6 @@ def _pairs(topo: Topology, outcome: Outcome) -> list[Verdict]:
         for v in _verdicts(topo)
         if v.provider in nvme and v.client in nvme and v.provider != v.client and expected_outcome(topo, v) is outcome
     ]
-
-
-def _below(topo: Topology, switch: str) -> set[str]:
-    """Every port and device below a switch (its downstream ports, deeper switches, endpoints)."""
-    switches, ports = {switch}, set()
-    for _ in topo.switches:  # a switch below a port below an inside switch is inside (no loops: validated)
-        ports = {d for sw in topo.switches if sw.id in switches for d in sw.downstream}
-        switches |= {sw.id for sw in topo.switches if sw.bus in ports}
-    ports = {d for sw in topo.switches if sw.id in switches for d in sw.downstream}
-    return switches | ports | {ep.id for ep in topo.endpoints if ep.bus in ports}
 
 
 # -- the needs the suites declare ------------------------------------------------------------
@@ -141,7 +124,7 @@ def _cmb(topo: Topology, layout: Layout) -> dict[str, str] | None:
     return {"provider": found[0].id} if found else None
 
 
-CMB_NVME = Need("an NVMe with a CMB", _cmb)
+CMB_NVME = Need("an NVMe with a CMB", _cmb, (R.kind("provider", EndpointKind.NVME), R.cmb("provider")))
 
 
 def _nvme_pairs(topo: Topology, layout: Layout) -> dict[str, str] | None:
@@ -153,7 +136,17 @@ def _nvme_pairs(topo: Topology, layout: Layout) -> dict[str, str] | None:
     return None
 
 
-NVME_PAIRS = Need("an NVMe with a CMB and a second block device (NVMe or virtio-blk) at boot", _nvme_pairs)
+NVME_PAIRS = Need(
+    "an NVMe with a CMB and a second block device (NVMe or virtio-blk) at boot",
+    _nvme_pairs,
+    (
+        R.kind("provider", EndpointKind.NVME),
+        R.cmb("provider"),
+        R.kind("client", EndpointKind.NVME, EndpointKind.VIRTIO_BLK),
+        R.plugged("client"),
+        R.distinct("provider", "client"),
+    ),
+)
 
 
 def _transferring(topo: Topology, layout: Layout) -> dict[str, str] | None:
@@ -161,8 +154,15 @@ def _transferring(topo: Topology, layout: Layout) -> dict[str, str] | None:
     return {"provider": found[0].provider, "client": found[0].client} if found else None
 
 
+_NVME_PAIR = (
+    R.kind("provider", EndpointKind.NVME),
+    R.kind("client", EndpointKind.NVME),
+    R.distinct("provider", "client"),
+)
 TRANSFERRING_PAIR = Need(
-    "an NVMe with a CMB and a second NVMe it does P2P with (the oracle expects the bytes to land)", _transferring
+    "an NVMe with a CMB and a second NVMe it does P2P with (the oracle expects the bytes to land)",
+    _transferring,
+    (*_NVME_PAIR, R.pair_ends("provider", "client", Outcome.TRANSFERRED)),
 )
 
 
@@ -172,7 +172,9 @@ def _faulting(topo: Topology, layout: Layout) -> dict[str, str] | None:
 
 
 FAULTING_PAIR = Need(
-    "an NVMe pair the kernel maps BUS_ADDR behind a translating vIOMMU (the declared DMA fault)", _faulting
+    "an NVMe pair the kernel maps BUS_ADDR behind a translating vIOMMU (the declared DMA fault)",
+    _faulting,
+    (*_NVME_PAIR, R.behind_iommu(translating=True), R.pair_ends("provider", "client", Outcome.DMA_FAULT)),
 )
 
 _ACS_ARG = re.compile(r"disable_acs_redir=")
@@ -199,6 +201,12 @@ ACS_REDIR_CLEARED = Need(
     "pci=disable_acs_redir= letting one NVMe pair do P2P that ACS redirect refuses without it, "
     "and a pair still refused by ACS redirect",
     _acs_cleared,
+    (
+        *(R.kind(role, EndpointKind.NVME) for role in ("cleared_provider", "cleared_client")),
+        *(R.kind(role, EndpointKind.NVME) for role in ("redirected_provider", "redirected_client")),
+        R.pair_ends("cleared_provider", "cleared_client", Outcome.TRANSFERRED),
+        R.pair_ends("redirected_provider", "redirected_client", Outcome.EINVAL),
+    ),
 )
 
 
@@ -207,7 +215,11 @@ def _virtio_blk(topo: Topology, layout: Layout) -> dict[str, str] | None:
     return {"provider": providers[0].id, "client": disks[0].id} if providers and disks else None
 
 
-VIRTIO_BLK_CLIENT = Need("an NVMe with a CMB and a virtio-blk disk", _virtio_blk)
+VIRTIO_BLK_CLIENT = Need(
+    "an NVMe with a CMB and a virtio-blk disk",
+    _virtio_blk,
+    (R.kind("provider", EndpointKind.NVME), R.cmb("provider"), R.kind("client", EndpointKind.VIRTIO_BLK)),
+)
 
 
 def _hotplug_cmb(topo: Topology, layout: Layout) -> dict[str, str] | None:
@@ -215,7 +227,11 @@ def _hotplug_cmb(topo: Topology, layout: Layout) -> dict[str, str] | None:
     return {"provider": found[0].id} if found else None
 
 
-HOTPLUG_CMB = Need("an NVMe with a CMB in a hot-pluggable slot", _hotplug_cmb)
+HOTPLUG_CMB = Need(
+    "an NVMe with a CMB in a hot-pluggable slot",
+    _hotplug_cmb,
+    (R.kind("provider", EndpointKind.NVME), R.cmb("provider"), R.hot_pluggable("provider")),
+)
 
 
 def _hotplug_cmb_and_survivor(topo: Topology, layout: Layout) -> dict[str, str] | None:
@@ -229,7 +245,16 @@ def _hotplug_cmb_and_survivor(topo: Topology, layout: Layout) -> dict[str, str] 
 
 
 HOTPLUG_CMB_AND_SURVIVOR = Need(
-    "an NVMe with a CMB in a hot-pluggable slot and a second NVMe that stays", _hotplug_cmb_and_survivor
+    "an NVMe with a CMB in a hot-pluggable slot and a second NVMe that stays",
+    _hotplug_cmb_and_survivor,
+    (
+        R.kind("provider", EndpointKind.NVME),
+        R.cmb("provider"),
+        R.hot_pluggable("provider"),
+        R.kind("survivor", EndpointKind.NVME),
+        R.plugged("survivor"),
+        R.distinct("provider", "survivor"),
+    ),
 )
 
 
@@ -244,7 +269,16 @@ def _unplug_during_io(topo: Topology, layout: Layout) -> dict[str, str] | None:
 
 
 UNPLUG_DURING_IO = Need(
-    "an NVMe pair doing P2P, both in hot-pluggable slots, and a third NVMe that stays", _unplug_during_io
+    "an NVMe pair doing P2P, both in hot-pluggable slots, and a third NVMe that stays",
+    _unplug_during_io,
+    (
+        *_NVME_PAIR,
+        R.pair_ends("provider", "client", Outcome.TRANSFERRED),
+        R.hot_pluggable("provider"),
+        R.hot_pluggable("client"),
+        R.kind("survivor", EndpointKind.NVME),
+        R.distinct("provider", "client", "survivor"),
+    ),
 )
 
 
@@ -259,6 +293,12 @@ def _replug(topo: Topology, layout: Layout) -> dict[str, str] | None:
 REPLUG_PROVIDER = Need(
     "an NVMe with a CMB in a hot-pluggable slot, a peer NVMe it does P2P with and a peer the kernel refuses",
     _replug,
+    (
+        *(R.kind(role, EndpointKind.NVME) for role in ("provider", "peer", "refused")),
+        R.hot_pluggable("provider"),
+        R.pair_ends("provider", "peer", Outcome.TRANSFERRED),
+        R.pair_ends("provider", "refused", Outcome.EINVAL),
+    ),
 )
 
 
@@ -267,7 +307,7 @@ def _whole_switch(topo: Topology, layout: Layout) -> dict[str, str] | None:
     for sw in topo.switches:
         if not hot_pluggable(topo, sw.id):
             continue
-        inside = _below(topo, sw.id)
+        inside = below_switch(topo, sw.id)
         below = [ep for ep in nvme if ep.id in inside]
         outside = [ep for ep in nvme if ep.id not in inside]
         if below and outside:
@@ -275,7 +315,18 @@ def _whole_switch(topo: Topology, layout: Layout) -> dict[str, str] | None:
     return None
 
 
-WHOLE_SWITCH = Need("a switch on a hot-pluggable port with an NVMe below it, and an NVMe outside it", _whole_switch)
+WHOLE_SWITCH = Need(
+    "a switch on a hot-pluggable port with an NVMe below it, and an NVMe outside it",
+    _whole_switch,
+    (
+        R.Reliance("switch is a switch", lambda t, r: r["switch"] in {sw.id for sw in t.switches}, ("switch",)),
+        R.hot_pluggable("switch"),
+        R.kind("inside", EndpointKind.NVME),
+        R.kind("survivor", EndpointKind.NVME),
+        R.inside_switch("inside", "switch"),
+        R.inside_switch("survivor", "switch", inside=False),
+    ),
+)
 
 
 def _hot_add(topo: Topology, layout: Layout) -> dict[str, str] | None:
@@ -284,7 +335,17 @@ def _hot_add(topo: Topology, layout: Layout) -> dict[str, str] | None:
     return {"added": later[0].id, "client": clients[0].id} if later and clients else None
 
 
-HOT_ADD_CMB = Need("an NVMe with a CMB declared `plugged: false` (added later), and a plugged NVMe", _hot_add)
+HOT_ADD_CMB = Need(
+    "an NVMe with a CMB declared `plugged: false` (added later), and a plugged NVMe",
+    _hot_add,
+    (
+        R.kind("added", EndpointKind.NVME),
+        R.cmb("added"),
+        R.plugged("added", at_boot=False),
+        R.kind("client", EndpointKind.NVME),
+        R.plugged("client"),
+    ),
+)
 
 
 def vfio_pair(
@@ -336,7 +397,33 @@ def vfio_pair(
             pairs = [p for p in pairs if p in delivered]
         return {"exporter": pairs[0][0], "dma": pairs[0][1]} if pairs else None
 
-    return Need(text, find)
+    return Need(text, find, _vfio_relies(translating or intel, intel, hotplug, native, alone, bar_size, iommu, lands))
+
+
+def _vfio_relies(
+    translating: bool,
+    intel: bool,
+    hotplug: bool,
+    native: bool,
+    alone: bool,
+    bar_size: int | None,
+    iommu: bool,
+    lands: bool,
+) -> tuple[Reliance, ...]:
+    relies = [R.kind("exporter", EndpointKind.IVSHMEM), R.kind("dma", EndpointKind.EDU)]
+    if iommu or translating:
+        relies.append(R.behind_iommu(translating, IommuType.INTEL if intel else None))
+    if native:
+        relies.append(R.native_hotplug())
+    if hotplug or native:
+        relies.append(R.hot_pluggable("exporter"))
+    if alone:
+        relies.append(R.alone_below_port("exporter"))
+    if bar_size is not None:
+        relies.append(R.bar_size("exporter", bar_size))
+    if lands:
+        relies.append(R.pair_ends("exporter", "dma", Outcome.TRANSFERRED))
+    return tuple(relies)
 
 
 def written_for(name: str, why: str) -> Need:

@@ -30,6 +30,7 @@ from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
 from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
 from testbed.pytest_plugin.report import CensusRow
+from testbed.topology import reliance as R
 from testbed.topology import shipped_names
 from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, MapType, Topology
 from testbed.topology.needs import ANY, Need, vfio_pair
@@ -403,7 +404,11 @@ def _narrow_edu(topo: Topology, layout) -> dict[str, str] | None:
     return {"dma": narrow[0].id} if narrow else None
 
 
-NARROW_EDU = Need("an edu whose dma_mask is narrower than 64 bits (QEMU's default: 28)", _narrow_edu)
+NARROW_EDU = Need(
+    "an edu whose dma_mask is narrower than 64 bits (QEMU's default: 28)",
+    _narrow_edu,
+    (R.kind("dma", EndpointKind.EDU), R.narrow_mask("dma")),
+)
 
 
 @pytest.mark.topology("vfio-dmabuf", needs=NARROW_EDU)
