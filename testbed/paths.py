@@ -12,6 +12,7 @@ TOPOLOGIES_DIR = REPO_ROOT / "topologies"
 KERNEL_CONFIGS_DIR = REPO_ROOT / "kernel-configs"
 GUEST_IMAGES_DIR = REPO_ROOT / "guest-images"
 KNOWN_SPLATS_FILE = REPO_ROOT / "known-splats.yaml"
+UPSTREAM_FIXES_DIR = REPO_ROOT / "upstream-fixes"
 
 
 def cache_root() -> Path:

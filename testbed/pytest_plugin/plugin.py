@@ -25,10 +25,12 @@ from ..coverage.scope import DEFAULT_SCOPE, load_scope
 from ..errors import ConfigError, TestbedError
 from ..guestvm import GuestVM
 from ..guestvm import window as kernel_window
+from ..kernel.artifact import MANIFEST
 from ..kernel.configsets import COVERAGE_SETS, build_set
 from ..kernel.request import SUITE_SETS, KernelRequest
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
+from ..kernel.upstream_fixes import KernelBug, built_with, expectation
 from ..logs.known import KnownSplat, load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
@@ -50,6 +52,7 @@ MARKERS = {
     "hotunplug": "hot-unplug and replug of P2P providers and clients (boots VMs)",
     "vfio": "VFIO dma-buf export, iommufd import and revoke (boots VMs)",
     "p2pdma_api": "the kernel-side probe module: map type census, dma-buf import, revoke, IOVA API (boots VMs)",
+    "aer": "AER errors injected into the ports above P2P providers and dma-buf exporters (boots VMs)",
     "kselftest": "the kernel tree's own tests in a topology: iommufd and VFIO selftests, KUnit at boot "
     "(boots VMs with the selftest kernel)",
     "kunit": "the KUnit suites of the selftest kernel, run at boot (dma-buf, IOMMU page tables)",
@@ -444,6 +447,23 @@ def known_splats(request: pytest.FixtureRequest) -> tuple[KnownSplat, ...]:
 def census_table(request: pytest.FixtureRequest) -> CensusTable:
     """The probe's kernel answers against `testbed explain`: a line at the end, census.tsv."""
     return state_of(request.config).census_table()
+
+
+@pytest.fixture
+def kernel_bug(request: pytest.FixtureRequest) -> Callable[[GuestVM, KernelBug], None]:
+    """`kernel_bug(vm, KNOWN_BUG)` at the start of a case that found a kernel bug: an expected
+    failure where the bug is (testbed/kernel/upstream_fixes.py), strict on the base kernel."""
+
+    def mark(vm: GuestVM, bug: KernelBug) -> None:
+        kernel = vm.plan.runtime.kernel
+        manifest = kernel.parent / MANIFEST if kernel is not None else None
+        # a kernel the testbed did not build (--kernel bzImage): what it carries is unknown
+        patches = built_with(manifest) if manifest is not None and manifest.is_file() else None
+        want = expectation(bug, vm.kernel_release() or "", patches)
+        if want.xfail:
+            request.applymarker(pytest.mark.xfail(strict=want.strict, reason=want.reason))
+
+    return mark
 
 
 @pytest.fixture

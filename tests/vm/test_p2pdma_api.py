@@ -28,6 +28,7 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
+from testbed.kernel.upstream_fixes import KernelBug
 from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
 from testbed.pytest_plugin.report import CensusRow
 from testbed.topology import reliance as R
@@ -565,6 +566,60 @@ def test_a_remap_racing_revokes_never_outlives_one(vm, roles):
         if not stopped:  # the import is released under a loop that still maps it otherwise
             loop.signal()
             loop.wait_exit(timeout=60)
+        imp.close()
+
+
+def _revoked_while(imp: Importer, why: str) -> None:
+    """invalidate_mappings ran, the import holds no mapping, and a new map is refused."""
+    st = imp.state()
+    assert st["invalidations"] >= 1 and not st["mapped"], f"{why} did not revoke: {st}"
+    remap = imp.state("remap")
+    assert remap["error"] == -errno.ENODEV, f"{why}: the revoked dma-buf was mapped again: {remap}"
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
+def test_runtime_pm_revokes_until_low_power_exit(vm, roles):
+    """VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY lets the PM core suspend the exporter: the dma-buf is
+    revoked (vfio_pci_runtime_pm_entry: dma_buf_move(true)) and stays revoked while the device
+    is in low power, even across an access that resumes it for a moment (the uAPI: only
+    LOW_POWER_EXIT ends it); LOW_POWER_EXIT un-revokes, a remap works and edu's DMA lands."""
+    imp = Importer(vm, roles)
+    try:
+        entered = imp.guest.ok("low_power", mode="entry")
+        assert entered["runtime_status"] == "suspended", f"the PM core never suspended the exporter: {entered}"
+        _revoked_while(imp, "LOW_POWER_ENTRY")
+        woke = imp.guest.ok("wake")  # resumed for the access, still in low power by the uAPI
+        assert woke["woken"] == 0, woke
+        _revoked_while(imp, "an access during LOW_POWER_ENTRY")
+        imp.guest.ok("low_power", mode="exit")
+        _remap_lands(imp, "after_low_power_exit", "no new map after LOW_POWER_EXIT")
+    finally:
+        imp.close()
+
+
+WAKEUP_KEEPS_REVOKE = KernelBug(
+    "0001-vfio-pci-un-revoke-dma-bufs-when-a-wake-up-ends-low-.patch",
+    r"7\.2\.",
+    "vfio_pci_core_runtime_resume() ends low power on a wake-up but leaves the dma-bufs revoked",
+)
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
+def test_a_wakeup_from_runtime_pm_ends_the_revoke(vm, roles, kernel_bug):
+    """LOW_POWER_ENTRY_WITH_WAKEUP revokes like LOW_POWER_ENTRY. An access through the uAPI
+    resumes the exporter, the kernel signals the wake-up eventfd and, by the uAPI, low power is
+    over ("calling LOW_POWER_EXIT is optional" after the notification): the BAR's mmap works
+    again, and so must the dma-buf: a remap works and edu's DMA lands."""
+    kernel_bug(vm, WAKEUP_KEEPS_REVOKE)
+    imp = Importer(vm, roles)
+    try:
+        entered = imp.guest.ok("low_power", mode="wakeup")
+        assert entered["runtime_status"] == "suspended", f"the PM core never suspended the exporter: {entered}"
+        _revoked_while(imp, "LOW_POWER_ENTRY_WITH_WAKEUP")
+        woke = imp.guest.ok("wake")
+        assert woke["woken"] >= 1 and woke["runtime_status"] == "active", f"no wake-up notification: {woke}"
+        _remap_lands(imp, "after_wakeup", "still revoked after the wake-up ended low power")
+    finally:
         imp.close()
 
 

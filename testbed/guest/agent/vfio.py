@@ -27,6 +27,8 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     command   {"set": bits, "clear": bits}        exporter's PCI_COMMAND via its config region
     reset     {}                                  VFIO_DEVICE_RESET on the exporter
     close_exporter {}                             close the exporter's device fd
+    low_power {"mode": "entry"|"wakeup"|"exit"}   VFIO runtime PM on the exporter
+    wake      {"timeout": S}                      a uAPI access; the wake-up eventfd's count
     status    {}                                  REQ events seen so far, fds still open
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
                   "hold": bool, "defer_unmap_ms": N,   the probe module imports the dma-buf for
@@ -168,6 +170,12 @@ class Device:
     def reset(self) -> int:
         return fcntl.ioctl(self.fd, U.VFIO_DEVICE_RESET, 0)
 
+    def feature_set(self, feature: int, body: bytes = b"") -> int:
+        return fcntl.ioctl(self.fd, U.VFIO_DEVICE_FEATURE, U.feature_set(feature, body))
+
+    def runtime_status(self) -> str:
+        return read(os.path.join(SYS_PCI, self.bdf, "power", "runtime_status"), "?").strip()
+
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
@@ -192,6 +200,7 @@ class Session:
         self.req_efd = None
         self.close_on_req = False
         self.events = []
+        self.wake_efd = None  # the runtime-PM wake-up eventfd, while low power is entered with one
 
     # commands -----------------------------------------------------------------------------
 
@@ -342,6 +351,41 @@ class Session:
         ret = self.exporter.reset()
         return {"ok": True, "ret": ret, "command_after": self.exporter.config_read16(U.PCI_COMMAND)}
 
+    def op_low_power(self, a: dict) -> dict:
+        """VFIO runtime PM on the exporter: "entry", "wakeup" (entry with a wake-up eventfd) or
+        "exit". An entry waits (up to `settle` s) for the PM core to suspend the device; the
+        answer says the runtime status it reached."""
+        mode = a["mode"]
+        if mode == "exit":
+            self.exporter.feature_set(U.VFIO_DEVICE_FEATURE_LOW_POWER_EXIT)
+            return {"ok": True, "runtime_status": self.exporter.runtime_status()}
+        if mode == "wakeup":
+            self._close_wake_efd()
+            self.wake_efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            body = U.LOW_POWER_WAKEUP.pack(self.wake_efd, 0)
+            self.exporter.feature_set(U.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, body)
+        else:
+            self.exporter.feature_set(U.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY)
+        deadline = time.monotonic() + a.get("settle", 10)
+        while self.exporter.runtime_status() != "suspended" and time.monotonic() < deadline:
+            time.sleep(0.05)  # the suspend is the PM core's asynchronous idle work
+        return {"ok": True, "runtime_status": self.exporter.runtime_status()}
+
+    def op_wake(self, a: dict) -> dict:
+        """An access through the uAPI (VFIO_DEVICE_GET_INFO) resumes a suspended exporter; with
+        a wake-up eventfd the kernel signals it and leaves low power for good."""
+        self.exporter.info()
+        woken = 0
+        if self.wake_efd is not None:
+            ready, _, _ = select.select([self.wake_efd], [], [], a.get("timeout", 5))
+            woken = os.eventfd_read(self.wake_efd) if ready else 0
+        return {"ok": True, "woken": woken, "runtime_status": self.exporter.runtime_status()}
+
+    def _close_wake_efd(self) -> None:
+        if self.wake_efd is not None:
+            os.close(self.wake_efd)
+            self.wake_efd = None
+
     def op_close_exporter(self, a: dict) -> dict:
         self.exporter.close()
         return {"ok": True}
@@ -388,6 +432,7 @@ class Session:
         if self.req_efd is not None:
             os.close(self.req_efd)
             self.req_efd = None
+        self._close_wake_efd()
         if self.ram is not None:
             self.ram.close()
             self.ram = None

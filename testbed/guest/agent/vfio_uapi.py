@@ -67,6 +67,10 @@ VFIO_DEVICE_FEATURE_GET = 1 << 16
 VFIO_DEVICE_FEATURE_SET = 1 << 17
 VFIO_DEVICE_FEATURE_PROBE = 1 << 18
 VFIO_DEVICE_FEATURE_DMA_BUF = 11
+# runtime PM (include/uapi/linux/vfio.h): entry, entry with a wake-up eventfd, exit
+VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY = 3
+VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP = 4
+VFIO_DEVICE_FEATURE_LOW_POWER_EXIT = 5
 
 # struct vfio_device_info { u32 argsz, flags, num_regions, num_irqs, cap_offset, pad; }
 DEVICE_INFO = struct.Struct("<IIIIII")
@@ -159,6 +163,15 @@ def feature_dma_buf(
     body = FEATURE_DMA_BUF.pack(region_index, open_flags, flags, len(ranges) if nr_ranges is None else nr_ranges)
     body += b"".join(DMA_RANGE.pack(off, length) for off, length in ranges)
     return bytearray(DEVICE_FEATURE.pack(DEVICE_FEATURE.size + len(body), feature_flags) + body)
+
+
+def feature_set(feature: int, body: bytes = b"") -> bytearray:
+    """VFIO_DEVICE_FEATURE SET of `feature` with its argument `body`."""
+    return bytearray(DEVICE_FEATURE.pack(DEVICE_FEATURE.size + len(body), VFIO_DEVICE_FEATURE_SET | feature) + body)
+
+
+# struct vfio_device_low_power_entry_with_wakeup { s32 wakeup_eventfd; u32 reserved; }
+LOW_POWER_WAKEUP = struct.Struct("<iI")
 
 
 def bind_iommufd(iommufd: int) -> bytearray:

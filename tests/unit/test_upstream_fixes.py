@@ -1,0 +1,62 @@
+"""Known kernel bugs and their candidate fixes: where a case is an expected failure."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.kernel.upstream_fixes import KernelBug, expectation
+from testbed.paths import UPSTREAM_FIXES_DIR
+
+from .test_needs_walk import VM_TESTS
+
+BUG = KernelBug("0001-vfio-pci-un-revoke-dma-bufs-when-a-wake-up-ends-low-.patch", r"7\.2\.", "stays revoked")
+SUBJECT = "vfio/pci: un-revoke dma-bufs when a wake-up ends low power"
+
+
+def test_the_subject_is_read_from_the_fix():
+    assert BUG.subject == SUBJECT
+
+
+@pytest.mark.parametrize(
+    ("release", "patches", "xfail", "strict"),
+    [
+        ("7.2.13-testbed", [], True, True),  # the base kernel: a strict expected failure
+        ("7.2.13-testbed", [BUG.fix], False, False),  # built with the fix: must pass
+        ("7.2.13-testbed", [f"0003 {SUBJECT}"], False, False),  # the fix as a mail of a series
+        ("7.2.13-testbed", ["0001 mm: something else"], True, False),  # a series: may fix it
+        ("7.2.13", None, True, False),  # the user's own build: what it carries is unknown
+        ("7.3.0-testbed", [], False, False),  # another release: the case must pass
+    ],
+)
+def test_where_a_case_that_found_a_bug_is_expected_to_fail(release, patches, xfail, strict):
+    want = expectation(BUG, release, patches)
+    assert (want.xfail, want.strict) == (xfail, strict)
+    if xfail:
+        assert "upstream-fixes/0001-" in want.reason and "stays revoked" in want.reason
+
+
+def test_a_missing_or_malformed_fix_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="candidate fix of a known kernel bug is missing"):
+        _ = KernelBug("no-such.patch", "7", "x").subject
+    bad = UPSTREAM_FIXES_DIR / "no-such.patch"
+    monkeypatch.setattr(KernelBug, "path", property(lambda self: tmp_path / "x.patch"))
+    (tmp_path / "x.patch").write_text("diff --git a/x b/x\n")
+    with pytest.raises(ConfigError, match="not a git format-patch file"):
+        _ = KernelBug(bad.name, "7", "x").subject
+
+
+def test_every_known_bug_of_the_suites_has_its_fix_in_the_tree():
+    bugs = []
+    for path in sorted(VM_TESTS.glob("test_*.py")):
+        module = importlib.import_module(f"tests.vm.{path.stem}")
+        bugs += [v for v in vars(module).values() if isinstance(v, KernelBug)]
+    assert bugs, "no KernelBug declared in tests/vm"
+    for bug in bugs:
+        text = bug.path.read_text()
+        assert text.startswith("From ") and "\n---\n" in text and "diff --git" in text, bug.fix
+        assert bug.subject
+    shipped = {p.name for p in UPSTREAM_FIXES_DIR.glob("*.patch")}
+    assert shipped <= {b.fix for b in bugs}, "a candidate fix no case reproduces"
