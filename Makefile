@@ -86,7 +86,7 @@ kselftest: deps venv ## the tree's own selftests and KUnit suites in TOPO (SUITE
 	$(TB) kselftest $(TOPO) $(SUITE) --accel $(ACCEL) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 
 # the suites that reach the coverage scope's code (make coverage, make mutate)
-SUITES ?= p2p or hotunplug or vfio or p2pdma_api
+SUITES ?= p2p or hotunplug or vfio or p2pdma_api or aer
 MUTATE_ARGS ?= --sample 10
 coverage: deps venv ## kernel coverage of coverage-scope.yaml by the suites SUITES= (per test; table, lcov, Cobertura, HTML)
 	$(TB) kernel build --kernel-config coverage $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
@@ -107,7 +107,7 @@ bisect: deps venv ## first bad commit in KSRC= between GOOD= and BAD= for the py
 
 NIGHTLY_MUTANTS ?= 200
 NIGHTLY_SEED ?= $(shell date +%Y%m%d)
-nightly: deps venv ## the full matrix (every topology, IOMMU modes, default and debug-full), then coverage and NIGHTLY_MUTANTS mutants
+nightly: deps venv ## the full matrix (every topology, IOMMU modes, default and debug-full), hot-unplug on debug-full without base fixes, then coverage and NIGHTLY_MUTANTS mutants
 	$(TB) image build
 	status=0; for config in default debug-full; do \
 	  $(TB) kernel build --kernel-config $$config $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
@@ -116,6 +116,9 @@ nightly: deps venv ## the full matrix (every topology, IOMMU modes, default and 
 	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config $(PYTEST_KERNEL) \
 	    --junitxml=results/junit-nightly-$$config.xml $(PYTEST_ARGS) || status=1; \
 	done; \
+	$(TB) kernel build --kernel-config debug-full --no-base-fixes $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
+	$(PYTEST) tests/vm -q -m hotunplug --accel $(ACCEL) --kernel-config debug-full --no-base-fixes $(PYTEST_KERNEL) \
+	  --results-dir results/nightly-no-base-fixes --junitxml=results/junit-nightly-no-base-fixes.xml $(PYTEST_ARGS) || status=1; \
 	rm -rf results/nightly-coverage; \
 	$(PYTEST) tests -q --accel $(ACCEL) --coverage --results-dir results/nightly-coverage $(PYTEST_KERNEL) \
 	  --junitxml=results/junit-nightly-coverage.xml $(PYTEST_ARGS) || status=1; \

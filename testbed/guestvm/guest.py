@@ -201,6 +201,16 @@ class GuestVM:
             raise GuestError(f"the kernel log wrapped: records from {seq} on are gone (read them sooner)")
         return list(out["lines"])
 
+    def kmsg_wait(self, seq: int, pattern: str, timeout: float) -> list[str]:
+        """The kernel log records from `seq` up to the first matching `pattern` (a regex); a
+        GuestError with what was logged if none matched within `timeout` seconds."""
+        out = self.agent("kmsg", "wait", {"seq": seq, "pattern": pattern, "timeout": timeout}, timeout=timeout + 30)
+        if not out.get("ok"):
+            raise GuestError(
+                f"no kernel message matching {pattern!r} within {timeout:.0f} s; logged: {out['lines'][-20:]}"
+            )
+        return list(out["lines"])
+
     def kmsg(self, line: str) -> None:
         self.machine.run(f"echo {shlex.quote(line)} > /dev/kmsg", check=True)
 

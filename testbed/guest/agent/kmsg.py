@@ -3,6 +3,10 @@
     kmsg.py cursor                  {"ok", "next"}: the sequence number the next record will get
     kmsg.py since '{"seq": N}'      {"ok", "lines", "next", "lost"}: records N.. in order; lost
                                     is true when the ring buffer has already dropped record N
+    kmsg.py wait '{"seq": N, "pattern": RE, "timeout": S}'
+                                    {"ok", "line", "lines"}: blocks (select on /dev/kmsg, no
+                                    polling) until a record from N on matches RE; "ok" false
+                                    with "timeout" when none did within S seconds
 
 A record's text is its first line (continuation lines of a multi-line record are dropped, as
 dmesg shows them indented under it anyway).
@@ -10,7 +14,10 @@ dmesg shows them indented under it anyway).
 
 import json
 import os
+import re
+import select
 import sys
+import time
 
 from common import emit, error_of, kmsg_records
 
@@ -39,7 +46,28 @@ def since(args: dict) -> dict:
     return {"ok": True, "lines": lines, "next": records[-1][0] + 1 if records else seq, "lost": lost}
 
 
-COMMANDS = {"cursor": cursor, "since": since}
+def wait(args: dict) -> dict:
+    seq, pattern = int(args["seq"]), re.compile(args["pattern"])
+    deadline = time.monotonic() + float(args.get("timeout", 30))
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    seen = []
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while True:
+            for n, text in kmsg_records(fd):
+                if n is None or n < seq:
+                    continue
+                seen.append(text)
+                if pattern.search(text):
+                    return {"ok": True, "line": text, "lines": seen}
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return {"ok": False, "timeout": True, "lines": seen}
+    finally:
+        os.close(fd)
+
+
+COMMANDS = {"cursor": cursor, "since": since, "wait": wait}
 
 if __name__ == "__main__":
     try:
