@@ -57,6 +57,9 @@ PEERS = vfio_pair(bar_size=MiB)
 MAPPED_PEERS = vfio_pair(bar_size=MiB, lands=True)
 # and a revoke test that asserts the old address now faults needs a translating IOMMU to fault
 FAULTING_PEERS = vfio_pair(bar_size=MiB, lands=True, translating=True)
+# a reset of the exporter (VFIO_DEVICE_RESET: ivshmem has no FLR, so a bus reset; hot reset) takes
+# its slot: alone there, it takes nothing else (not the edu) and no other owner must agree
+RESETTABLE_PEERS = vfio_pair(bar_size=MiB, lands=True, alone=True)
 IMPORT_TOPOLOGIES = (
     "p2pdma-switch",
     "p2pdma-switch-iommu",
@@ -238,15 +241,24 @@ def check_branch(vm, provider: str, client: str, probe_runs: dict, census_table)
 class Importer:
     """edu bound to the probe; ivshmem exported by a `vfio.py serve` session; the probe imports."""
 
-    def __init__(self, vm, roles, req: bool = False, close_on_req: bool = False, defer_unmap_ms: int = 0):
+    def __init__(
+        self,
+        vm,
+        roles,
+        req: bool = False,
+        close_on_req: bool = False,
+        defer_unmap_ms: int = 0,
+        ranges: tuple[tuple[int, int], ...] = ((0, MiB),),
+        check: bool = True,
+    ):
         self.vm, self.roles = vm, roles
         self.edu, self.shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
         vm.load_probe()
         bound = vm.agent("probe", "bind", {"bdf": self.edu, "driver": "p2pdma_probe"})
         assert bound["ok"], bound
         self.guest = Guest(vm, roles.exporter, None, req=req, close_on_req=close_on_req)
-        self.buf = self.guest.ok("export", ranges=[[0, MiB]])["buf"]
-        self.imp = self.guest.ok(
+        self.buf = self.guest.ok("export", ranges=[list(r) for r in ranges])["buf"]
+        self.imp = (self.guest.ok if check else self.guest.call)(
             "probe_import",
             buf=self.buf,
             client=self.edu,
@@ -365,11 +377,11 @@ def test_revoke(vm, roles, how, kernel_messages):
 
 
 DEFER_MS = 400  # the deferred importer's unmap, well above a revoke's own time under TCG
-REVOKERS = {**REVOKES, "reset": ("reset", {})}
+REVOKERS = {**REVOKES, "reset": ("reset", {}), "hot_reset": ("hot_reset", {})}
 
 
 @pytest.mark.parametrize("how", list(REVOKERS))
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=RESETTABLE_PEERS)
 def test_revoke_waits_for_a_deferred_unmap(vm, roles, how):
     """An importer with DMA in flight unmaps some time after invalidate_mappings (the probe's
     deferred mode: a work item DEFER_MS later). The revoking operation (MEMORY cleared, the
@@ -488,6 +500,44 @@ def _remap_lands(imp: Importer, name: str, why: str) -> None:
     assert remap["error"] == 0 and remap["mapped"], f"{why}: {remap}"
     want, before, after = imp.dma(remap["dma_addr"] + DMA_OFFSET, name)
     assert_lands(before, after, want, DMA_OFFSET)
+
+
+RANGES = ((0, 64 * 1024), (256 * 1024, 64 * 1024), (768 * 1024, 4096))  # page aligned, gaps between
+MULTI_RANGE_LINKED_AT_ZERO = KernelBug(
+    "0003-dma-buf-link-each-range-at-its-own-IOVA-offset.patch",
+    r"7\.2\.",
+    "dma_buf_phys_vec_to_sgt() links every range at IOVA offset 0: the second link fails (-EADDRINUSE)",
+)
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=FAULTING_PEERS)
+def test_a_multi_range_export_maps_range_by_range(vm, roles, kernel_bug):
+    """A dma-buf of three ranges of the BAR (gaps between them) imported for an edu behind a
+    translating IOMMU, P2P through the host bridge: dma_buf_phys_vec_to_sgt() takes the IOVA
+    branch and links the ranges one after another into one IOVA allocation (one entry, the
+    total length). edu's DMA at each range's IOVA offset lands at that range's BAR offset and
+    nowhere else (the whole BAR, host file); the gaps stay untouched."""
+    kernel_bug(vm, MULTI_RANGE_LINKED_AT_ZERO)
+    imp = Importer(vm, roles, ranges=RANGES, check=False)
+    try:
+        got = imp.imp
+        assert got.get("map_error") == 0, f"map_dma_buf of a {len(RANGES)}-range export failed: {got}"
+        assert got["branch"] == "iova" and got["nents"] == 1, got
+        assert got["dma_len"] == sum(size for _, size in RANGES), got
+        iova = 0
+        for start, size in RANGES:
+            offset = size // 2 - 16 if size > DMA_SIZE else 0  # inside the range, the DMA fits
+            want, before, after = imp.dma(got["dma_addr"] + iova + offset, f"range_at_{start:#x}")
+            assert after[start + offset : start + offset + len(want)] == want, (
+                f"edu's DMA at IOVA offset {iova + offset:#x} did not land at BAR offset {start + offset:#x}"
+            )
+            changed = [i for i in range(len(after)) if after[i] != before[i]]
+            assert all(start + offset <= i < start + offset + len(want) for i in changed), (
+                f"bytes outside the target changed: first at BAR offset {changed[0]:#x}"
+            )
+            iova += size
+    finally:
+        imp.close()
 
 
 def _second_import(imp: Importer, name: str, importer: str = "revocable") -> dict:
@@ -623,17 +673,19 @@ def test_a_wakeup_from_runtime_pm_ends_the_revoke(vm, roles, kernel_bug):
         imp.close()
 
 
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=MAPPED_PEERS)
-def test_revoke_during_reset(vm, roles):
-    """VFIO_DEVICE_RESET revokes for the reset and restores after it while MEMORY stays enabled
-    (vfio_pci_core_ioctl_reset: dma_buf_move(true), reset, dma_buf_move(false)): the probe sees
-    invalidate_mappings twice and drops its mapping; a new map works and edu's DMA lands again."""
+@pytest.mark.parametrize("how", ["reset", "hot_reset"])
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=RESETTABLE_PEERS)
+def test_revoke_during_reset(vm, roles, how):
+    """VFIO_DEVICE_RESET and VFIO_DEVICE_PCI_HOT_RESET revoke for the reset and restore after it
+    while MEMORY stays enabled (vfio_pci_ioctl_reset, vfio_pci_dev_set_hot_reset:
+    dma_buf_move(true), reset, dma_buf_move(false)): the probe sees invalidate_mappings twice and
+    drops its mapping; a new map works and edu's DMA lands again."""
     imp = Importer(vm, roles)
     try:
-        imp.guest.ok("reset")
+        imp.guest.ok(how)
         st = imp.state()
         assert st["invalidations"] >= 2 and not st["mapped"], f"revoke + restore not seen: {st}"
-        _remap_lands(imp, "after_reset", "no new map after the reset")
+        _remap_lands(imp, f"after_{how}", f"no new map after the {how}")
     finally:
         imp.close()
 

@@ -26,6 +26,7 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     ram_loop  {"size": N, "seed": S}              RAM -> edu -> RAM, checked by the guest
     command   {"set": bits, "clear": bits}        exporter's PCI_COMMAND via its config region
     reset     {}                                  VFIO_DEVICE_RESET on the exporter
+    hot_reset {}                                  VFIO_DEVICE_PCI_HOT_RESET (its bus, cdev/iommufd)
     close_exporter {}                             close the exporter's device fd
     low_power {"mode": "entry"|"wakeup"|"exit"}   VFIO runtime PM on the exporter
     wake      {"timeout": S}                      a uAPI access; the wake-up eventfd's count
@@ -169,6 +170,9 @@ class Device:
 
     def reset(self) -> int:
         return fcntl.ioctl(self.fd, U.VFIO_DEVICE_RESET, 0)
+
+    def hot_reset(self) -> int:
+        return fcntl.ioctl(self.fd, U.VFIO_DEVICE_PCI_HOT_RESET, bytearray(U.HOT_RESET.pack(U.HOT_RESET.size, 0, 0)))
 
     def feature_set(self, feature: int, body: bytes = b"") -> int:
         return fcntl.ioctl(self.fd, U.VFIO_DEVICE_FEATURE, U.feature_set(feature, body))
@@ -385,6 +389,10 @@ class Session:
         if self.wake_efd is not None:
             os.close(self.wake_efd)
             self.wake_efd = None
+
+    def op_hot_reset(self, a: dict) -> dict:
+        ret = self.exporter.hot_reset()
+        return {"ok": True, "ret": ret, "command_after": self.exporter.config_read16(U.PCI_COMMAND)}
 
     def op_close_exporter(self, a: dict) -> dict:
         self.exporter.close()

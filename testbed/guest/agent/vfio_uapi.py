@@ -33,6 +33,7 @@ VFIO_DEVICE_GET_REGION_INFO = _IO(VFIO_TYPE, VFIO_BASE + 8)
 VFIO_DEVICE_GET_IRQ_INFO = _IO(VFIO_TYPE, VFIO_BASE + 9)
 VFIO_DEVICE_SET_IRQS = _IO(VFIO_TYPE, VFIO_BASE + 10)
 VFIO_DEVICE_RESET = _IO(VFIO_TYPE, VFIO_BASE + 11)
+VFIO_DEVICE_PCI_HOT_RESET = _IO(VFIO_TYPE, VFIO_BASE + 13)
 VFIO_DEVICE_FEATURE = _IO(VFIO_TYPE, VFIO_BASE + 17)
 VFIO_DEVICE_BIND_IOMMUFD = _IO(VFIO_TYPE, VFIO_BASE + 18)
 VFIO_DEVICE_ATTACH_IOMMUFD_PT = _IO(VFIO_TYPE, VFIO_BASE + 19)
@@ -169,6 +170,10 @@ def feature_set(feature: int, body: bytes = b"") -> bytearray:
     """VFIO_DEVICE_FEATURE SET of `feature` with its argument `body`."""
     return bytearray(DEVICE_FEATURE.pack(DEVICE_FEATURE.size + len(body), VFIO_DEVICE_FEATURE_SET | feature) + body)
 
+
+# struct vfio_pci_hot_reset { u32 argsz, flags, count; s32 group_fds[]; }: count 0 on a cdev,
+# whose iommufd proves the ownership of every device the reset takes
+HOT_RESET = struct.Struct("<III")
 
 # struct vfio_device_low_power_entry_with_wakeup { s32 wakeup_eventfd; u32 reserved; }
 LOW_POWER_WAKEUP = struct.Struct("<iI")
