@@ -632,12 +632,15 @@ def test_runtime_pm_revokes_until_low_power_exit(vm, roles):
     """VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY lets the PM core suspend the exporter: the dma-buf is
     revoked (vfio_pci_runtime_pm_entry: dma_buf_move(true)) and stays revoked while the device
     is in low power, even across an access that resumes it for a moment (the uAPI: only
-    LOW_POWER_EXIT ends it); LOW_POWER_EXIT un-revokes, a remap works and edu's DMA lands."""
+    LOW_POWER_EXIT ends it); a second entry meanwhile is refused (-EINVAL: the PM usage count
+    must not drop twice); LOW_POWER_EXIT un-revokes, a remap works and edu's DMA lands."""
     imp = Importer(vm, roles)
     try:
         entered = imp.guest.ok("low_power", mode="entry")
         assert entered["runtime_status"] == "suspended", f"the PM core never suspended the exporter: {entered}"
         _revoked_while(imp, "LOW_POWER_ENTRY")
+        again = imp.guest.call("low_power", mode="entry", settle=0)
+        assert again.get("errno") == errno.EINVAL, f"a second LOW_POWER_ENTRY was not refused: {again}"
         woke = imp.guest.ok("wake")  # resumed for the access, still in low power by the uAPI
         assert woke["woken"] == 0, woke
         _revoked_while(imp, "an access during LOW_POWER_ENTRY")
