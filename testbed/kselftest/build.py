@@ -110,7 +110,7 @@ def _listing(binary: Path, program: Program) -> tuple[str, ...] | None:
 
 def ensure_selftests(bzimage: Path, programs: tuple[Program, ...], progress: Progress = print) -> SelftestBuild:
     """The programs built for the tree behind `bzimage` (seconds; cached)."""
-    tree = kernel_tree_of(bzimage)
+    tree = kernel_tree_of(bzimage, for_modules=False)  # the selftests' sources, not the module kit
     fixes = _fixes(tree, programs)
     key = selftest_key(tree, programs, fixes)
     root = cache_dir("kselftest")

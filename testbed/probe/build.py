@@ -54,13 +54,15 @@ def _sources() -> list[Path]:
     return [KMOD_DIR / name for name in SOURCES]
 
 
-def kernel_tree_of(bzimage: Path) -> KernelTree:
-    """The tree behind a bzImage, or a ConfigError that says what to pass instead."""
+def kernel_tree_of(bzimage: Path, for_modules: bool = True) -> KernelTree:
+    """The tree behind a bzImage, or a ConfigError that says what to pass instead.
+    `for_modules`: the kernel's own copy of what an external module build needs will do (it
+    has no selftests and no uAPI headers to export: the tree's own tests need the source)."""
     bzimage = bzimage.resolve()
     manifest = bzimage.parent / "manifest.json"
     if manifest.is_file():
         data = json.loads(manifest.read_text())
-        kept = module_build_dir(bzimage.parent)
+        kept = module_build_dir(bzimage.parent) if for_modules else None
         if kept is not None:  # the kernel's own copy of what a module build needs: always right
             return KernelTree(kept, kept, str(data["key"]))
         builddir = Path(data["build_dir"])

@@ -80,6 +80,19 @@ def test_tree_of_a_testbed_kernel(tmp_path):
     assert (tree.srctree, tree.builddir.name, tree.identity) == (Path("/src"), "b", "k1")
 
 
+def test_the_kept_module_kit_serves_modules_and_the_source_serves_selftests(tmp_path):
+    """A kernel entry with its install-extmod-build copy: a module builds against the copy, but
+    the tree's own tests need the source tree (the copy has no selftests and, built in place,
+    cannot export uAPI headers: CI failed collecting kselftests against it)."""
+    bzimage = _fake_build(tmp_path)
+    kit = bzimage.parent / "extmod"
+    kit.mkdir()
+    (kit / "Module.symvers").write_text("")
+    (kit / "Makefile").write_text("")
+    assert kernel_tree_of(bzimage).srctree == kit
+    assert kernel_tree_of(bzimage, for_modules=False).srctree == Path("/src")
+
+
 def test_build_dir_that_moved_on_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="has since built another kernel"):
         kernel_tree_of(_fake_build(tmp_path, same=False))
