@@ -17,7 +17,7 @@ from functools import cache
 from . import reliance as R
 from .layout import Layout, build_layout
 from .model import Endpoint, EndpointKind, HotplugMode, IommuMode, IommuType, Topology
-from .oracle import Verdict, verdicts
+from .oracle import Verdict, topology_verdicts
 from .outcome import Outcome, expected_outcome
 from .reliance import Reliance, unmet
 from .slots import alone_below_port, below_switch, hot_pluggable
@@ -79,9 +79,7 @@ def _layout(topology: Topology) -> Layout:
     return build_layout(topology)
 
 
-@cache
-def _verdicts(topology: Topology) -> tuple[Verdict, ...]:
-    return tuple(verdicts(topology, _layout(topology)))
+_verdicts = topology_verdicts
 
 
 # -- facts about devices -------------------------------------------------------------------

@@ -11,6 +11,7 @@ THRU_HOST_BRIDGE, else NOT_SUPPORTED. Distance = hops from each side to the meet
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from .kernel_args import parse_kernel_args
 from .layout import Q35_HOST_BRIDGE_ID, Layout, NodeKind, Placement, build_layout
@@ -243,6 +244,13 @@ def verdicts(topo: Topology, layout: Layout | None = None) -> list[Verdict]:
         for client in topo.endpoints
         if client.is_dma_client
     ]
+
+
+@cache
+def topology_verdicts(topo: Topology) -> tuple[Verdict, ...]:
+    """verdicts() once per topology: every need binds, and checks its reliances, for every
+    collected test."""
+    return tuple(verdicts(topo))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .model import EndpointKind, IommuMode, IommuType, Topology
-from .oracle import verdicts
+from .oracle import topology_verdicts
 from .outcome import Outcome, expected_outcome
 from .slots import alone_below_port as _alone
 from .slots import hot_pluggable as _pluggable
@@ -48,7 +48,7 @@ def pair_ends(provider: str, client: str, *outcomes: Outcome) -> Reliance:
     names = " or ".join(o.value for o in outcomes)
 
     def holds(topo: Topology, roles: RoleMap) -> bool:
-        found = [v for v in verdicts(topo) if (v.provider, v.client) == (roles[provider], roles[client])]
+        found = [v for v in topology_verdicts(topo) if (v.provider, v.client) == (roles[provider], roles[client])]
         return len(found) == 1 and expected_outcome(topo, found[0]) in outcomes
 
     return Reliance(f"P2P from {provider}'s BAR by {client} ends {names} (the oracle)", holds)
