@@ -36,6 +36,16 @@ def load_cached(root: Path, key: str) -> KernelArtifact | None:
     return art if art.bzimage.is_file() and art.config.is_file() else None
 
 
+def built_patches(bzimage: Path) -> list[str] | None:
+    """The patches a kernel the testbed built carries (the manifest's names: a patch file's
+    name, or "NNNN subject" for a mail); None for a kernel it did not build (no manifest)."""
+    try:
+        manifest = json.loads((bzimage.parent / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return [str(name) for name in manifest.get("patches", [])]
+
+
 def write_manifest(directory: Path, data: dict[str, Any]) -> None:
     tmp = directory / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

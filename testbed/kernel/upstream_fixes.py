@@ -57,13 +57,3 @@ def expectation(bug: KernelBug, release: str, patches: list[str] | None) -> Expe
         return Expectation(False, False, "")
     reason = f"kernel bug: {bug.why} (candidate fix: upstream-fixes/{bug.fix})"
     return Expectation(True, patches == [], reason)
-
-
-def built_with(manifest: Path) -> list[str]:
-    """The patches a cached kernel was built with (its manifest's names)."""
-    import json
-
-    try:
-        return list(json.loads(manifest.read_text()).get("patches", []))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{manifest}: cannot read the kernel's manifest ({exc})") from exc

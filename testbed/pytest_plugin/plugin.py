@@ -25,12 +25,12 @@ from ..coverage.scope import DEFAULT_SCOPE, load_scope
 from ..errors import ConfigError, TestbedError
 from ..guestvm import GuestVM
 from ..guestvm import window as kernel_window
-from ..kernel.artifact import MANIFEST
+from ..kernel.artifact import built_patches
 from ..kernel.configsets import COVERAGE_SETS, build_set
 from ..kernel.request import SUITE_SETS, KernelRequest
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
-from ..kernel.upstream_fixes import KernelBug, built_with, expectation
+from ..kernel.upstream_fixes import KernelBug, expectation
 from ..logs.known import KnownSplat, load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..topology import load_topology
@@ -456,9 +456,7 @@ def kernel_bug(request: pytest.FixtureRequest) -> Callable[[GuestVM, KernelBug],
 
     def mark(vm: GuestVM, bug: KernelBug) -> None:
         kernel = vm.plan.runtime.kernel
-        manifest = kernel.parent / MANIFEST if kernel is not None else None
-        # a kernel the testbed did not build (--kernel bzImage): what it carries is unknown
-        patches = built_with(manifest) if manifest is not None and manifest.is_file() else None
+        patches = built_patches(kernel) if kernel is not None else None
         want = expectation(bug, vm.kernel_release() or "", patches)
         if want.xfail:
             request.applymarker(pytest.mark.xfail(strict=want.strict, reason=want.reason))

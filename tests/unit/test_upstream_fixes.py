@@ -7,6 +7,7 @@ import importlib
 import pytest
 
 from testbed.errors import ConfigError
+from testbed.kernel.artifact import built_patches
 from testbed.kernel.upstream_fixes import KernelBug, expectation
 from testbed.paths import UPSTREAM_FIXES_DIR
 
@@ -46,6 +47,14 @@ def test_a_missing_or_malformed_fix_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "x.patch").write_text("diff --git a/x b/x\n")
     with pytest.raises(ConfigError, match="not a git format-patch file"):
         _ = KernelBug(bad.name, "7", "x").subject
+
+
+def test_the_patches_a_kernel_was_built_with(tmp_path):
+    entry = tmp_path / "k1"
+    entry.mkdir()
+    assert built_patches(entry / "bzImage") is None  # not the testbed's: unknown
+    (entry / "manifest.json").write_text('{"patches": ["0001 vfio/pci: x"]}')
+    assert built_patches(entry / "bzImage") == ["0001 vfio/pci: x"]
 
 
 def test_every_known_bug_of_the_suites_has_its_fix_in_the_tree():
