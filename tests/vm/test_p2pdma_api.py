@@ -642,7 +642,9 @@ def test_runtime_pm_revokes_until_low_power_exit(vm, roles):
         again = imp.guest.call("low_power", mode="entry", settle=0)
         assert again.get("errno") == errno.EINVAL, f"a second LOW_POWER_ENTRY was not refused: {again}"
         woke = imp.guest.ok("wake")  # resumed for the access, still in low power by the uAPI
-        assert woke["woken"] == 0, woke
+        assert woke["woken"] == 0 and woke["runtime_status"] == "suspended", (
+            f"an access ended LOW_POWER_ENTRY (the PM core did not suspend the exporter again): {woke}"
+        )
         _revoked_while(imp, "an access during LOW_POWER_ENTRY")
         imp.guest.ok("low_power", mode="exit")
         _remap_lands(imp, "after_low_power_exit", "no new map after LOW_POWER_EXIT")

@@ -370,20 +370,27 @@ class Session:
             self.exporter.feature_set(U.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, body)
         else:
             self.exporter.feature_set(U.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY)
-        deadline = time.monotonic() + a.get("settle", 10)
-        while self.exporter.runtime_status() != "suspended" and time.monotonic() < deadline:
-            time.sleep(0.05)  # the suspend is the PM core's asynchronous idle work
-        return {"ok": True, "runtime_status": self.exporter.runtime_status()}
+        return {"ok": True, "runtime_status": self._settle(a.get("settle", 10))}
 
     def op_wake(self, a: dict) -> dict:
         """An access through the uAPI (VFIO_DEVICE_GET_INFO) resumes a suspended exporter; with
-        a wake-up eventfd the kernel signals it and leaves low power for good."""
+        a wake-up eventfd the kernel signals it and leaves low power for good, without one the
+        PM core suspends it again (waited for up to `settle` s)."""
         self.exporter.info()
         woken = 0
         if self.wake_efd is not None:
             ready, _, _ = select.select([self.wake_efd], [], [], a.get("timeout", 5))
             woken = os.eventfd_read(self.wake_efd) if ready else 0
-        return {"ok": True, "woken": woken, "runtime_status": self.exporter.runtime_status()}
+            return {"ok": True, "woken": woken, "runtime_status": self.exporter.runtime_status()}
+        return {"ok": True, "woken": woken, "runtime_status": self._settle(a.get("settle", 10))}
+
+    def _settle(self, seconds: float) -> str:
+        """The exporter's runtime status once it reads "suspended", or after `seconds`: the
+        suspend is the PM core's asynchronous idle work, and sysfs announces nothing."""
+        deadline = time.monotonic() + seconds
+        while self.exporter.runtime_status() != "suspended" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.exporter.runtime_status()
 
     def _close_wake_efd(self) -> None:
         if self.wake_efd is not None:
