@@ -695,6 +695,26 @@ def test_revoke_during_reset(vm, roles, how):
         imp.close()
 
 
+PCI_CAP_ID_PM, PCI_CAP_ID_EXP = 0x01, 0x10
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="emulation limit: QEMU's ivshmem has no PCI Express capability (no Initiate FLR bit in "
+    "Device Control) and no power-management capability (no PMCSR), so the config-space FLR and "
+    "D3hot revokes of vfio_exp_config_write()/vfio_pm_config_write() cannot be reached on it "
+    "(QEMU's NVMe has both: a case exporting its BAR0 could reach them, none is written yet)",
+)
+@pytest.mark.topology("p2pdma-thru-iommu", needs=RESETTABLE_PEERS)
+def test_config_space_flr_and_d3hot_can_reach_the_exporter(vm, roles):
+    """The revokes a user triggers through config space (Initiate FLR, PMCSR to D3hot) need the
+    exporter to have those capabilities; this case fails while ivshmem lacks them and turns red
+    (XPASS, strict) the day QEMU adds them, when the revoke cases should gain these triggers."""
+    with Guest(vm, roles.exporter, None) as g:
+        ids = g.ok("capabilities")["ids"]
+    assert PCI_CAP_ID_EXP in ids and PCI_CAP_ID_PM in ids, f"the exporter's capabilities: {ids}"
+
+
 @pytest.mark.topology(
     "p2pdma-thru-iommu",
     "p2pdma-thru-iommu-acpi",

@@ -29,6 +29,7 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     hot_reset {}                                  VFIO_DEVICE_PCI_HOT_RESET (its bus, cdev/iommufd)
     close_exporter {}                             close the exporter's device fd
     low_power {"mode": "entry"|"wakeup"|"exit"}   VFIO runtime PM on the exporter
+    capabilities {}                               the exporter's standard capability IDs
     wake      {"timeout": S}                      a uAPI access; the wake-up eventfd's count
     status    {}                                  REQ events seen so far, fds still open
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
@@ -354,6 +355,17 @@ class Session:
     def op_reset(self, a: dict) -> dict:
         ret = self.exporter.reset()
         return {"ok": True, "ret": ret, "command_after": self.exporter.config_read16(U.PCI_COMMAND)}
+
+    def op_capabilities(self, a: dict) -> dict:
+        """The exporter's standard capability IDs, walking its list through the config region."""
+        ids = []
+        if self.exporter.config_read16(U.PCI_STATUS) & U.PCI_STATUS_CAP_LIST:
+            pos = self.exporter.config_read16(U.PCI_CAPABILITY_LIST) & 0xFC
+            while pos and len(ids) < 48:  # 48: the most a 256-byte space can hold, loops included
+                header = self.exporter.config_read16(pos)
+                ids.append(header & 0xFF)
+                pos = (header >> 8) & 0xFC
+        return {"ok": True, "ids": ids}
 
     def op_low_power(self, a: dict) -> dict:
         """VFIO runtime PM on the exporter: "entry", "wakeup" (entry with a wake-up eventfd) or

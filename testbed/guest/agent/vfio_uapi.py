@@ -129,6 +129,11 @@ PCI_COMMAND = 0x04
 PCI_COMMAND_IO = 0x1
 PCI_COMMAND_MEMORY = 0x2
 PCI_COMMAND_MASTER = 0x4
+PCI_STATUS = 0x06
+PCI_STATUS_CAP_LIST = 0x10
+PCI_CAPABILITY_LIST = 0x34
+PCI_CAP_ID_PM = 0x01
+PCI_CAP_ID_EXP = 0x10
 
 
 # -- packers --------------------------------------------------------------------------------
