@@ -26,21 +26,22 @@ class ExpectedMessages:
     """Kernel messages a test provokes on purpose (regexes on the console text)."""
 
     patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
-    # splats provoked on purpose: (signature, regex on the report's text, why)
-    splats: list[tuple[str, re.Pattern[str], str]] = field(default_factory=list)
+    # splats provoked on purpose: (signature, regex on the report's text, why, must appear)
+    splats: list[tuple[str, re.Pattern[str], str, bool]] = field(default_factory=list)
 
     def expect(self, regex: str, why: str = "") -> None:
         self.patterns.append((re.compile(regex), why))
 
-    def expect_splat(self, signature: str, regex: str, why: str) -> None:
+    def expect_splat(self, signature: str, regex: str, why: str, required: bool = True) -> None:
         """A kernel report the test provokes (a WARN a user can reach, recorded as 7.2 behaves):
-        one with exactly this signature whose text matches `regex` must appear, and does not
-        fail the test. Any other splat still does."""
-        self.splats.append((signature, re.compile(regex), why))
+        one with exactly this signature whose text matches `regex` does not fail the test, and
+        must appear unless not `required` (a known bug's report on a kernel that may carry its
+        fix). Any other splat still fails it."""
+        self.splats.append((signature, re.compile(regex), why, required))
 
     def provoked(self, splat: Splat, text: str) -> bool:
         """`text`: the report with the lines just before it (a WARN's message precedes it)."""
-        return any(sig == splat.signature and rx.search(text) for sig, rx, _ in self.splats)
+        return any(sig == splat.signature and rx.search(text) for sig, rx, _, _ in self.splats)
 
 
 LEAD_LINES = 3  # "cut here", then the WARN's own message, then the report
@@ -164,8 +165,8 @@ def end(
         p.pattern + (f" ({why})" if why else "") for p, why in expected.patterns if not any(p.search(t) for t in texts)
     ] + [
         f"{sig} matching {rx.pattern} ({why})"
-        for sig, rx, why in expected.splats
-        if not any(s.signature == sig and rx.search(text) for s, text in provoked)
+        for sig, rx, why, required in expected.splats
+        if required and not any(s.signature == sig and rx.search(text) for s, text in provoked)
     ]
     lost = locks_before == 1 and debug_locks(vm) == 0
     return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen, locks_before == 0)

@@ -24,6 +24,9 @@ class KernelBug:
     fix: str  # file name under upstream-fixes/
     release: str  # regex matched at the start of the kernel release the bug is known on
     why: str  # the wrong result, in a sentence
+    # the kernel report the bug leaves when it shows, (signature, regex on its text): tolerated
+    # where the bug is expected, required where it certainly is (the base kernel)
+    splat: tuple[str, str] | None = None
 
     @property
     def path(self) -> Path:

@@ -452,7 +452,9 @@ def census_table(request: pytest.FixtureRequest) -> CensusTable:
 @pytest.fixture
 def kernel_bug(request: pytest.FixtureRequest) -> Callable[[GuestVM, KernelBug], None]:
     """`kernel_bug(vm, KNOWN_BUG)` at the start of a case that found a kernel bug: an expected
-    failure where the bug is (testbed/kernel/upstream_fixes.py), strict on the base kernel."""
+    failure where the bug is (testbed/kernel/upstream_fixes.py), strict on the base kernel; the
+    report the bug leaves, if it has one, is expected there and tolerated where it may be."""
+    messages: kernel_window.ExpectedMessages = request.getfixturevalue("kernel_messages")
 
     def mark(vm: GuestVM, bug: KernelBug) -> None:
         kernel = vm.plan.runtime.kernel
@@ -460,6 +462,8 @@ def kernel_bug(request: pytest.FixtureRequest) -> Callable[[GuestVM, KernelBug],
         want = expectation(bug, vm.kernel_release() or "", patches)
         if want.xfail:
             request.applymarker(pytest.mark.xfail(strict=want.strict, reason=want.reason))
+            if bug.splat is not None:
+                messages.expect_splat(*bug.splat, want.reason, required=want.strict)
 
     return mark
 

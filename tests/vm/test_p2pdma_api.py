@@ -250,6 +250,7 @@ class Importer:
         defer_unmap_ms: int = 0,
         ranges: tuple[tuple[int, int], ...] = ((0, MiB),),
         check: bool = True,
+        dma_bits: int = 0,
     ):
         self.vm, self.roles = vm, roles
         self.edu, self.shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
@@ -268,6 +269,7 @@ class Importer:
             name=f"import_{roles.exporter}_{roles.dma}",
             hold=True,
             defer_unmap_ms=defer_unmap_ms,
+            dma_bits=dma_bits,
         )
 
     def dma(self, addr: int, name: str, faults: bool = False) -> tuple[bytes, bytes, bytes]:
@@ -510,34 +512,137 @@ MULTI_RANGE_LINKED_AT_ZERO = KernelBug(
 )
 
 
-@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=FAULTING_PEERS)
+def _lands_range_by_range(imp: Importer, at: list[tuple[int, int, int]]) -> None:
+    """edu's DMA at each DMA address lands at its range's BAR offset and nowhere else (the whole
+    BAR, host file). `at`: (DMA address of the range's start, its BAR offset, its size)."""
+    for addr, start, size in at:
+        offset = (size - DMA_SIZE) // 2  # inside the range, the whole DMA fits
+        want, before, after = imp.dma(addr + offset, f"range_at_{start:#x}")
+        assert after[start + offset : start + offset + len(want)] == want, (
+            f"edu's DMA to {addr + offset:#x} did not land at BAR offset {start + offset:#x}"
+        )
+        changed = [i for i in range(len(after)) if after[i] != before[i]]
+        assert all(start + offset <= i < start + offset + len(want) for i in changed), (
+            f"bytes outside the target changed: first at BAR offset {changed[0]:#x}"
+        )
+
+
+def _entries_are_the_ranges(got: dict, ranges, base: int, why: str) -> list[tuple[int, int, int]]:
+    """One scatterlist entry per range, in order, each of its range's length; `base`: the BAR's
+    address the entries must carry (bus or CPU physical), 0: any address (an IOVA)."""
+    assert got["nents"] == len(ranges) and len(got["entries"]) == len(ranges), f"{why}: {got}"
+    at = []
+    for (start, size), entry in zip(ranges, got["entries"], strict=True):
+        assert entry["len"] == size, f"the entry of the range at {start:#x}: {entry}"
+        if base:
+            assert entry["addr"] == base + start, f"the range at {start:#x} is not at {base + start:#x}: {entry}"
+        at.append((entry["addr"], start, size))
+    return at
+
+
+MULTI_RANGE_TOPOLOGIES = ("p2pdma-thru-virtio-iommu", "p2pdma-host-bridges", "p2pdma-switch")
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=MULTI_RANGE_TOPOLOGIES, needs=MAPPED_PEERS)
 def test_a_multi_range_export_maps_range_by_range(vm, roles, kernel_bug):
-    """A dma-buf of three ranges of the BAR (gaps between them) imported for an edu behind a
-    translating IOMMU, P2P through the host bridge: dma_buf_phys_vec_to_sgt() takes the IOVA
-    branch and links the ranges one after another into one IOVA allocation (one entry, the
-    total length). edu's DMA at each range's IOVA offset lands at that range's BAR offset and
+    """A dma-buf of three ranges of the BAR (gaps between them), mapped for edu by each branch of
+    dma_buf_phys_vec_to_sgt(): behind a translating IOMMU through the host bridge the ranges
+    are linked one after another into one IOVA allocation (one entry, the total length); with
+    the bus address or dma_map_phys() (an identity domain) one entry per range, at the range's
+    own bus or physical address. edu's DMA into each range lands at that range's BAR offset and
     nowhere else (the whole BAR, host file); the gaps stay untouched."""
-    kernel_bug(vm, MULTI_RANGE_LINKED_AT_ZERO)
+    want = expected_branch(vm.topology, oracle(vm, roles.exporter, roles.dma))
+    if want == "iova":
+        kernel_bug(vm, MULTI_RANGE_LINKED_AT_ZERO)
     imp = Importer(vm, roles, ranges=RANGES, check=False)
     try:
         got = imp.imp
         assert got.get("map_error") == 0, f"map_dma_buf of a {len(RANGES)}-range export failed: {got}"
-        assert got["branch"] == "iova" and got["nents"] == 1, got
-        assert got["dma_len"] == sum(size for _, size in RANGES), got
-        iova = 0
-        for start, size in RANGES:
-            offset = (size - DMA_SIZE) // 2  # inside the range, the whole DMA fits
-            want, before, after = imp.dma(got["dma_addr"] + iova + offset, f"range_at_{start:#x}")
-            assert after[start + offset : start + offset + len(want)] == want, (
-                f"edu's DMA at IOVA offset {iova + offset:#x} did not land at BAR offset {start + offset:#x}"
-            )
-            changed = [i for i in range(len(after)) if after[i] != before[i]]
-            assert all(start + offset <= i < start + offset + len(want) for i in changed), (
-                f"bytes outside the target changed: first at BAR offset {changed[0]:#x}"
-            )
-            iova += size
+        assert got["branch"] == want and got["dma_len"] == sum(size for _, size in RANGES), got
+        if want == "iova":
+            assert got["nents"] == 1, got
+            offsets = [sum(size for _, size in RANGES[:i]) for i in range(len(RANGES))]
+            at = [(got["dma_addr"] + o, start, size) for o, (start, size) in zip(offsets, RANGES, strict=True)]
+        else:
+            base = got["bus_addr"] if want == "bus_addr" else got["phys_addr"]
+            at = _entries_are_the_ranges(got, RANGES, base, f"{want}: one entry per range")
+        _lands_range_by_range(imp, at)
     finally:
         imp.close()
+
+
+# edu's IOVA space narrowed to 1 MiB: pfn 0 is never allocated and the host bridge's legacy VGA
+# window (0xa0000-0xbffff) is reserved in every DMA domain, so no size-aligned 640 KiB fits there
+# while 256, 256 and 128 KiB fit one after another
+SMALL_IOVA_BITS = 20
+KiB = 1024
+FITS_ONE_BY_ONE = ((0, 256 * KiB), (384 * KiB, 256 * KiB), (768 * KiB, 128 * KiB))
+# ... and here the last range no longer fits once the first two are mapped
+LAST_DOES_NOT_FIT = ((0, 256 * KiB), (256 * KiB, 256 * KiB), (512 * KiB, 512 * KiB))
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=FAULTING_PEERS)
+def test_a_too_small_iova_space_maps_range_by_range(vm, roles):
+    """edu's DMA mask narrowed to 20 bits for the map: dma_iova_try_alloc() cannot place the
+    whole 640 KiB export below it and declines, and dma_buf_phys_vec_to_sgt() falls back to
+    dma_map_phys() per range: three entries, each an IOVA below the mask that the client's
+    domain translates to its range, and edu's DMA into each lands there (host file)."""
+    imp = Importer(vm, roles, ranges=FITS_ONE_BY_ONE, check=False, dma_bits=SMALL_IOVA_BITS)
+    try:
+        got = imp.imp
+        assert got.get("map_error") == 0 and got["branch"] == "phys", (
+            f"no range-by-range fallback when the IOVA space cannot hold the export: {got}"
+        )
+        at = _entries_are_the_ranges(got, FITS_ONE_BY_ONE, 0, "dma_map_phys(): one entry per range")
+        for (start, _), entry in zip(FITS_ONE_BY_ONE, got["entries"], strict=True):
+            assert entry["addr"] + entry["len"] <= 1 << SMALL_IOVA_BITS, f"an IOVA beyond the mask: {entry}"
+            assert entry["phys"] == got["phys_addr"] + start, f"the domain does not map {entry} to its range"
+        _lands_range_by_range(imp, at)
+    finally:
+        imp.close()
+
+
+UNWIND_UNMAPS_UNMAPPED_ENTRIES = KernelBug(
+    "0004-dma-buf-unwind-only-the-ranges-that-were-mapped.patch",
+    r"7\.2\.",
+    "dma_buf_phys_vec_to_sgt()'s dma_map_phys() unwind also unmaps the zeroed entries past the "
+    "failed range: __iommu_dma_unmap(dev, 0, 0) frees IOVA pfn 0, never allocated, into the IOVA "
+    "cache, and the next flush of that cache WARNs in iova_magazine_free_pfns()",
+    splat=("WARNING in iova_magazine_free_pfns", r"iova_magazine_free_pfns"),
+)
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=FAULTING_PEERS)
+def test_a_failed_range_unwinds_only_what_was_mapped(vm, roles, kernel_bug):
+    """The range-by-range fallback with a later range that cannot be mapped (its IOVA does not
+    fit below the 20-bit mask once the first two are placed): map_dma_buf fails with -ENOMEM
+    and must undo exactly the two ranges it mapped. The scatterlist has an entry for every
+    range, zeroed past the failure. Settled by a second such map: its whole-export IOVA
+    allocation fails too, which flushes the domain's IOVA caches; a pfn there that the
+    allocator never handed out (an unwind that also "unmapped" a zeroed entry: IOVA 0, length
+    0) makes that flush WARN."""
+    kernel_bug(vm, UNWIND_UNMAPS_UNMAPPED_ENTRIES)
+    vm.load_probe()
+    edu, shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
+    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
+    try:
+        with Guest(vm, roles.exporter, None) as g:
+            buf = g.ok("export", ranges=[list(r) for r in LAST_DOES_NOT_FIT])["buf"]
+            tries = []
+            for name in ("import_last_range_does_not_fit", "import_again_flushing_the_iova_cache"):
+                cursor = vm.kmsg_cursor()
+                tries.append(g.ok(
+                    "probe_import", buf=buf, client=edu, provider=shm, bar=2, offset=0, name=name, hold=False,
+                    dma_bits=SMALL_IOVA_BITS,
+                ))  # fmt: skip
+    finally:
+        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
+        vm.agent("probe", "bind", {"bdf": shm, "driver": None})
+    for got in tries:
+        assert got["map_error"] == -errno.ENOMEM, f"the third range should not fit below the mask: {got}"
+    log = vm.kmsg_since(cursor)
+    warned = [line for line in log if "iova_magazine_free_pfns" in line or "WARNING" in line]
+    assert not warned, f"the IOVA cache held a pfn nobody allocated after the failed map's unwind: {warned[:3]}"
 
 
 def _second_import(imp: Importer, name: str, importer: str = "revocable") -> dict:

@@ -95,46 +95,39 @@ def import_once(
 ) -> dict:
     """`importer`: revocable (a dynamic peer2peer importer with invalidate_mappings), no-p2p
     (without allow_peer2peer) or not-revocable (without invalidate_mappings). `dma_bits`: the
-    client (an edu of the probe's, not held) maps with its DMA mask narrowed to that many bits."""
+    client (an edu of the probe's) maps with its DMA mask narrowed to that many bits (a held
+    import's later remaps use the module's mask)."""
     kind = {"revocable": 0, "no-p2p": P.IMPORT_NO_P2P, "not-revocable": P.IMPORT_NO_INVALIDATE}[importer]
-    values = (
-        fd,
-        (P.IMPORT_HOLD if hold else 0) | kind,
-        client.encode(),
-        provider.encode(),
-        bar,
-        defer_unmap_ms,
-        offset,
-        name.encode(),
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        b"",
-        0,
-        dma_bits,
-    )
-    out = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values)
+    names = [field for field, _ in P.FIELDS["import"]]
+    given = {
+        "fd": fd,
+        "flags": (P.IMPORT_HOLD if hold else 0) | kind,
+        "client": client.encode(),
+        "provider": provider.encode(),
+        "bar": bar,
+        "defer_unmap_ms": defer_unmap_ms,
+        "offset": offset,
+        "name": name.encode(),
+        "map_type_name": b"",
+        "dma_bits": dma_bits,
+    }
+    raw = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, tuple(given.get(n, 0) for n in names))
+    out = dict(zip(names, raw, strict=True))
+    entries = [{part: out[f"sg[{i}].{part}"] for part in ("addr", "len", "phys")} for i in range(out["sg_count"])]
     return {
-        "id": out[8],
-        "attach_error": out[9],
-        "map_error": out[10],
-        "map_type": _cstr(out[19]),  # the kernel's own name for out[11]
-        "branch": P.BRANCHES[out[12]],
-        "branch_observed": bool(out[20]),
-        "nents": out[13],
-        "dma_addr": out[14],
-        "dma_len": out[15],
-        "bus_addr": out[16],
-        "phys_addr": out[17],
-        "iova_phys": out[18],
+        "id": out["id"],
+        "attach_error": out["attach_error"],
+        "map_error": out["map_error"],
+        "map_type": _cstr(out["map_type_name"]),  # the kernel's own name for out["map_type"]
+        "branch": P.BRANCHES[out["branch"]],
+        "branch_observed": bool(out["branch_observed"]),
+        "nents": out["nents"],
+        "dma_addr": out["dma_addr"],
+        "dma_len": out["dma_len"],
+        "bus_addr": out["bus_addr"],
+        "phys_addr": out["phys_addr"],
+        "iova_phys": out["iova_phys"],
+        "entries": entries,  # the first MAX_SG of the mapping's nents
     }
 
 

@@ -5,6 +5,8 @@ padding): tests/unit/test_probe.py compiles the header and checks every size and
 
 import struct
 
+MAX_SG = 8  # P2PDMA_PROBE_MAX_SG
+
 # (field, format) in header order: the unit test checks every offset against the C compiler
 FIELDS = {
     "census": (("pairs", "I"), ("map_type_observed", "I")),
@@ -31,6 +33,9 @@ FIELDS = {
         ("map_type_name", "32s"),
         ("branch_observed", "I"),
         ("dma_bits", "I"),
+        ("sg_count", "I"),
+        ("pad", "I"),
+        *((f"sg[{i}].{part}", "Q") for i in range(MAX_SG) for part in ("addr", "len", "phys")),
     ),
     "state": (
         ("id", "I"),

@@ -36,7 +36,7 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
                   "hold": bool, "defer_unmap_ms": N,   the probe module imports the dma-buf for
                   "importer": "revocable"|"no-p2p"|"not-revocable",   client (N: it unmaps N ms
                   "dma_bits": B}                  after invalidate_mappings; B: the client's
-                                                  DMA mask narrowed for a non-held import)
+                                                  DMA mask narrowed for this map)
     probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
     probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}

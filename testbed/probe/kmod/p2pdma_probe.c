@@ -584,6 +584,7 @@ static struct probe_import *import_take(u32 id, bool remove)
 static void import_report(struct p2pdma_probe_import *arg, const char *wrong)
 {
 	const char *branch = "?";
+	u32 i;
 
 	if (arg->branch < ARRAY_SIZE(branch_names))
 		branch = branch_names[arg->branch];
@@ -598,6 +599,9 @@ static void import_report(struct p2pdma_probe_import *arg, const char *wrong)
 		arg->branch_observed ? "seen" : "inferred", arg->nents);
 	pr_info("# import: dma_addr=%#llx dma_len=%#llx bus_addr=%#llx phys_addr=%#llx iova_phys=%#llx\n",
 		arg->dma_addr, arg->dma_len, arg->bus_addr, arg->phys_addr, arg->iova_phys);
+	for (i = 0; i < arg->sg_count; i++)
+		pr_info("# import: sg[%u] addr=%#llx len=%#llx phys=%#llx\n", i,
+			arg->sg[i].addr, arg->sg[i].len, arg->sg[i].phys);
 	if (wrong) {
 		pr_info("# import: %s\n", wrong);
 		pr_info("not ok 1 %s\n", arg->name);
@@ -622,6 +626,7 @@ static int probe_import(struct p2pdma_probe_import *arg, struct pci_dev *client)
 	/* every out field starts from zero, whatever userspace left there */
 	memset(&arg->id, 0, offsetof(struct p2pdma_probe_import, dma_bits) -
 	       offsetof(struct p2pdma_probe_import, id));
+	memset(&arg->sg_count, 0, sizeof(*arg) - offsetof(struct p2pdma_probe_import, sg_count));
 	if (arg->bar >= PCI_STD_NUM_BARS || arg->flags & ~(P2PDMA_PROBE_IMPORT_HOLD |
 	    P2PDMA_PROBE_IMPORT_NO_P2P | P2PDMA_PROBE_IMPORT_NO_INVALIDATE) ||
 	    arg->defer_unmap_ms > PROBE_MAX_DEFER_MS)
@@ -689,15 +694,24 @@ static int probe_import(struct p2pdma_probe_import *arg, struct pci_dev *client)
 		imp->sgt = NULL;
 	} else {
 		arg->dma_addr = sg_dma_address(imp->sgt->sgl);
-		for_each_sgtable_dma_sg(imp->sgt, sg, i)
+		for_each_sgtable_dma_sg(imp->sgt, sg, i) {
 			arg->dma_len += sg_dma_len(sg);
+			if (i < P2PDMA_PROBE_MAX_SG) {
+				arg->sg[i].addr = sg_dma_address(sg);
+				arg->sg[i].len = sg_dma_len(sg);
+				arg->sg_count = i + 1;
+			}
+		}
 		arg->nents = imp->sgt->nents;
 		imp->dma_addr = arg->dma_addr;
 	}
 	/* under the resv lock: an invalidate cannot unmap between the map and this read */
 	domain = iommu_get_domain_for_dev(&imp->client->dev);
-	if (!arg->map_error && domain_translates(domain))
+	if (!arg->map_error && domain_translates(domain)) {
 		arg->iova_phys = iommu_iova_to_phys(domain, arg->dma_addr);
+		for (i = 0; i < arg->sg_count; i++)
+			arg->sg[i].phys = iommu_iova_to_phys(domain, arg->sg[i].addr);
+	}
 	dma_resv_unlock(imp->dmabuf->resv);
 
 	if (!map_type_probed)
@@ -1349,8 +1363,9 @@ static int probe_iova(struct p2pdma_probe_iova *arg)
 }
 
 /*
- * Under probe_mutex: the import, with the client's DMA mask narrowed for it when asked (a mask
- * narrower than the exporter's BAR: what does each branch of map_dma_buf do with it?)
+ * Under probe_mutex: the import, with the client's DMA mask narrowed for its map when asked (a
+ * mask narrower than the exporter's BAR: what does each branch of map_dma_buf do with it? an
+ * IOVA space below the mask too small for the whole export: dma_iova_try_alloc() declines)
  */
 static int probe_import_masked(struct p2pdma_probe_import *arg, struct pci_dev *client)
 {
@@ -1359,7 +1374,7 @@ static int probe_import_masked(struct p2pdma_probe_import *arg, struct pci_dev *
 
 	if (!arg->dma_bits)
 		return probe_import(arg, client);
-	if (arg->dma_bits < 12 || arg->dma_bits > 64 || arg->flags & P2PDMA_PROBE_IMPORT_HOLD)
+	if (arg->dma_bits < 12 || arg->dma_bits > 64)
 		return -EINVAL;
 	edu = edu_claim(arg->client);
 	if (IS_ERR(edu))

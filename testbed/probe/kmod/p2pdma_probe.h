@@ -46,6 +46,15 @@ struct p2pdma_probe_census {
 #define P2PDMA_PROBE_IMPORT_NO_P2P	0x2	/* an importer without allow_peer2peer */
 #define P2PDMA_PROBE_IMPORT_NO_INVALIDATE 0x4	/* ... without invalidate_mappings: not revocable */
 
+#define P2PDMA_PROBE_MAX_SG	8	/* entries of a mapping reported one by one */
+
+/* One entry of the client's mapping */
+struct p2pdma_probe_sg {
+	__u64 addr;		/* sg_dma_address() */
+	__u64 len;		/* sg_dma_len() */
+	__u64 phys;		/* what the client's IOMMU domain maps addr to (0: none) */
+};
+
 struct p2pdma_probe_import {
 	__s32 fd;		/* in: the dma-buf */
 	__u32 flags;		/* in: P2PDMA_PROBE_IMPORT_* */
@@ -71,9 +80,13 @@ struct p2pdma_probe_import {
 	__u64 iova_phys;	/* out: what the client's IOMMU domain maps dma_addr to (0: none) */
 	char map_type_name[P2PDMA_PROBE_TYPE_LEN];	/* out: map_type as the kernel names it */
 	__u32 branch_observed;	/* out: 1: the branch was seen (kprobes), 0: inferred */
-	__u32 dma_bits;		/* in: not HOLD, an edu of this module: its DMA mask for this
-				 * import (12..64; 0: the module's edu_dma_bits)
+	__u32 dma_bits;		/* in: an edu of this module: its DMA mask for this map
+				 * (12..64; 0: the module's edu_dma_bits); a held import's
+				 * later remaps use the module's mask
 				 */
+	__u32 sg_count;		/* out: entries in sg[]: the first P2PDMA_PROBE_MAX_SG of nents */
+	__u32 pad;
+	struct p2pdma_probe_sg sg[P2PDMA_PROBE_MAX_SG];	/* out */
 };
 
 /* P2PDMA_PROBE_STATE: where a held import stands (also P2PDMA_PROBE_REMAP, _RELEASE) */
