@@ -29,36 +29,46 @@ class Preset:
     topologies: tuple[str, ...] | None  # None: every shipped topology
     configs: tuple[str, ...]
     iommu_variants: bool
+    # (suite marker, config) runs on a kernel without kernel-configs/base-fixes, each test on
+    # its own topologies: a base fix changes locking and could hide a deadlock a series adds
+    without_base_fixes: tuple[tuple[str, str], ...] = ()
 
 
 PRESETS = {
     # schedule and manual runs: every topology under every IOMMU mode it allows, both configs
-    "nightly": Preset(None, CONFIGS, True),
+    "nightly": Preset(None, CONFIGS, True, (("hotunplug", "debug-full"),)),
     # a push or a pull request: minutes, not hours; a switch topology and one through an IOMMU
     "fast": Preset(("two-switch", "p2pdma-thru-iommu"), ("default",), False),
 }
 
 
+EACH_OWN = "*"  # a cell's topology: every test on its own topologies (no --topology)
+OPTIONAL = ("suite", "base_fixes")  # cell fields with a default (plans written before them lack them)
+
+
 @dataclass(frozen=True)
 class Cell:
     id: str  # "<topology>-<config>-<accel>", a job name and an artifact name
-    topology: str
+    topology: str  # or EACH_OWN
     config: str
     accel: str
     iommu: str  # "intel/translated", "none", ...: the topology's, for the table
     estimate_s: float  # measured in earlier runs, else DEFAULT_ESTIMATE_S
+    suite: str = ""  # a pytest -m marker expression; "": every VM suite
+    base_fixes: bool = True  # False: the kernel built without kernel-configs/base-fixes
 
     def pytest_args(self, accel: str | None = None) -> list[str]:
         """`accel`: what to pass instead of the cell's own (`testbed matrix run`: auto)."""
+        where = [] if self.topology == EACH_OWN else ["--matrix", "--topology", self.topology]
         return [
             "tests/vm",
-            "--matrix",
-            "--topology",
-            self.topology,
+            *where,
             "--kernel-config",
             self.config,
             "--accel",
             accel or self.accel,
+            *(["-m", self.suite] if self.suite else []),
+            *([] if self.base_fixes else ["--no-base-fixes"]),
         ]
 
     def as_json(self) -> dict[str, object]:
@@ -71,14 +81,17 @@ def cell_from_json(doc: object, where: str) -> Cell:
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: a cell is a JSON object, not {type(doc).__name__}")
     try:
-        values = {f.name: doc[f.name] for f in fields(Cell)}
+        values = {f.name: doc[f.name] for f in fields(Cell) if f.name not in OPTIONAL}
     except KeyError as exc:
         raise ConfigError(f"{where}: cell {doc.get('id', '?')!r} lacks {exc.args[0]!r}") from None
     estimate = values.pop("estimate_s")
+    suite, base_fixes = doc.get("suite", ""), doc.get("base_fixes", True)
     bad = sorted(k for k, v in values.items() if not (isinstance(v, str) and v))
+    bad += [] if isinstance(suite, str) else ["suite"]
+    bad += [] if isinstance(base_fixes, bool) else ["base_fixes"]
     if bad or isinstance(estimate, bool) or not isinstance(estimate, int | float):
         raise ConfigError(f"{where}: cell {values['id']!r}: malformed {', '.join(bad) or 'estimate_s'}")
-    return Cell(**values, estimate_s=float(estimate))
+    return Cell(**values, estimate_s=float(estimate), suite=suite, base_fixes=base_fixes)
 
 
 def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
@@ -146,3 +159,22 @@ def cells(
                     cell_id = f"{topo.name}-{config}-{accel}"
                     out.append(Cell(cell_id, topo.name, config, accel, iommu, round(estimate, 1)))
     return out
+
+
+def without_base_fixes_cells(runs: Iterable[tuple[str, str]], accels: Iterable[str] = ("kvm",)) -> list[Cell]:
+    """One cell per (suite, config, accel): the suite on each test's own topologies, on a kernel
+    built without the base fixes."""
+    return [
+        Cell(
+            f"{suite}-{config}-no-base-fixes-{accel}",
+            EACH_OWN,
+            config,
+            accel,
+            "each test's",
+            DEFAULT_ESTIMATE_S,
+            suite=suite,
+            base_fixes=False,
+        )
+        for suite, config in runs
+        for accel in accels
+    ]

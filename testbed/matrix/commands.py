@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..kernel.request import SUITE_SETS
 from ..paths import results_root
-from .cells import ACCELS, CONFIGS, PRESETS, Cell, cell_from_json, cells, measured
+from .cells import ACCELS, CONFIGS, PRESETS, Cell, cell_from_json, cells, measured, without_base_fixes_cells
 from .plan import Plan, append_github_outputs, write_plan
 from .run import run_cell
 from .shard import parse_shard, shards
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="a named selection: nightly (every topology, IOMMU mode and config) or fast (two topologies, "
+        help="a named selection: nightly (every topology, IOMMU mode and config, and the hot-unplug suite on "
+        "debug-full without the base fixes) or fast (two topologies, "
         "their own IOMMU, the default config); --topology, --config and --iommu override its parts",
     )
     p.add_argument("--topology", action="append", metavar="NAME", help="only these topologies (repeatable)")
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="FILE",
         help="append the step outputs cells (the cell jobs' matrix, one line of JSON) and kernels (the "
-        "kernel jobs': each config and its selftest companion) to FILE ($GITHUB_OUTPUT)",
+        "kernel jobs': each config, its selftest companion, base fixes on or off) to FILE ($GITHUB_OUTPUT)",
     )
     p.set_defaults(func=_matrix)
     actions = p.add_subparsers(dest="matrix_command", metavar="ACTION")
@@ -87,6 +88,8 @@ def _selected(args: argparse.Namespace) -> list[Cell]:
         measured(d / "run.json" for d in dirs),
         iommu_variants=iommu == "all",
     )
+    if preset is not None:
+        found += without_base_fixes_cells(preset.without_base_fixes, args.accel or ("kvm",))
     if not args.shard:
         return found
     try:

@@ -25,14 +25,20 @@ class Plan:
         return tuple(c.id for c in self.cells)
 
     @property
-    def configs(self) -> tuple[str, ...]:
-        """The kernel configs the cells boot, in plan order: one kernel job each."""
-        return tuple(dict.fromkeys(c.config for c in self.cells))
+    def kernels(self) -> tuple[tuple[str, bool], ...]:
+        """The kernels the cells boot, (config, base fixes on), in plan order: one job each."""
+        return tuple(dict.fromkeys((c.config, c.base_fixes) for c in self.cells))
 
     def kernel_jobs(self) -> dict[str, object]:
-        """A matrix of the kernel jobs: each config the cells boot and its selftest companion
-        (the cells' tree tests boot that one)."""
-        return {"include": [{"config": c, "selftest": selftest_set(c)} for c in self.configs]}
+        """A matrix of the kernel jobs: each kernel the cells boot, its selftest companion (the
+        cells' tree tests boot that one), and whether the base fixes go in (as the
+        TESTBED_BASE_FIXES value the job's key and builds read)."""
+        return {
+            "include": [
+                {"config": c, "selftest": selftest_set(c), "base_fixes": "1" if fixes else "0"}
+                for c, fixes in self.kernels
+            ]
+        }
 
     def document(self) -> dict[str, object]:
         """The `testbed matrix --json` document: GitHub's `strategy.matrix` with `include`."""

@@ -20,7 +20,7 @@ from testbed.matrix.cells import (
     cells,
     measured,
 )
-from testbed.matrix.plan import load_plan
+from testbed.matrix.plan import Plan, load_plan
 from testbed.matrix.run import prepare
 from testbed.matrix.shard import parse_shard, shards
 from testbed.topology import load_topology, shipped_names
@@ -120,7 +120,19 @@ def test_presets_choose_the_cells_of_a_trigger(capsys, tmp_path):
     assert fast == ["two-switch-default-kvm", "p2pdma-thru-iommu-default-kvm"]
     assert main(["matrix", "--json", "--preset", "nightly", "--durations", str(tmp_path)]) == 0
     nightly = json.loads(capsys.readouterr().out)["include"]
-    assert len(nightly) == len(cells()) and {c["config"] for c in nightly} == {"default", "debug-full"}
+    assert {c["config"] for c in nightly} == {"default", "debug-full"}
+    # every topology cell, and the hot-unplug suite on debug-full without the base fixes (a base
+    # fix changes locking and could hide a deadlock a series adds), each test on its own topologies
+    assert len(nightly) == len(cells()) + 1 and all(c["base_fixes"] for c in nightly[:-1])
+    unfixed = nightly[-1]
+    assert (unfixed["suite"], unfixed["config"], unfixed["base_fixes"]) == ("hotunplug", "debug-full", False)
+    assert unfixed["pytest_args"] == [
+        "tests/vm", "--kernel-config", "debug-full", "--accel", "kvm", "-m", "hotunplug", "--no-base-fixes",
+    ]  # fmt: skip
+    assert cell_from_json(unfixed, "t").id == "hotunplug-debug-full-no-base-fixes-kvm"
+    kernels = Plan(tuple(cell_from_json(c, "t") for c in nightly)).kernel_jobs()["include"]
+    assert {"config": "debug-full", "selftest": "debug-full-selftest", "base_fixes": "0"} in kernels
+    assert len(kernels) == 3
     # an explicit option overrides its part of the preset
     assert main(["matrix", "--json", "--preset", "fast", "--iommu", "all", "--durations", str(tmp_path)]) == 0
     assert len(json.loads(capsys.readouterr().out)["include"]) > len(fast)
@@ -142,8 +154,8 @@ def test_the_plan_file_and_the_github_outputs(capsys, tmp_path):
     name, _, value = lines[2].partition("=")
     assert name == "kernels" and json.loads(value) == {
         "include": [
-            {"config": "debug-full", "selftest": "debug-full-selftest"},
-            {"config": "default", "selftest": "selftest"},
+            {"config": "debug-full", "selftest": "debug-full-selftest", "base_fixes": "1"},
+            {"config": "default", "selftest": "selftest", "base_fixes": "1"},
         ]
     }
 
@@ -157,6 +169,11 @@ def test_a_cell_reads_back_from_its_json():
         cell_from_json(cell.as_json() | {"topology": ""}, "t")
     with pytest.raises(ConfigError, match="JSON object"):
         cell_from_json([cell.id], "t")
+    # a plan written before cells could name a suite or drop the base fixes still reads
+    older = {k: v for k, v in cell.as_json().items() if k not in ("suite", "base_fixes")}
+    assert cell_from_json(older, "t") == cell
+    with pytest.raises(ConfigError, match="malformed base_fixes"):
+        cell_from_json(cell.as_json() | {"base_fixes": "no"}, "t")
 
 
 def test_a_plan_that_is_not_one(tmp_path):
