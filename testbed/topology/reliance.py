@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 
+from .layout import Layout, build_layout
 from .model import EndpointKind, IommuMode, IommuType, Topology
-from .oracle import topology_verdicts
+from .oracle import topology_verdicts, verdict
 from .outcome import Outcome, expected_outcome
 from .slots import alone_below_port as _alone
 from .slots import hot_pluggable as _pluggable
@@ -52,6 +54,21 @@ def pair_ends(provider: str, client: str, *outcomes: Outcome) -> Reliance:
         return len(found) == 1 and expected_outcome(topo, found[0]) in outcomes
 
     return Reliance(f"P2P from {provider}'s BAR by {client} ends {names} (the oracle)", holds)
+
+
+def maps(provider: str, client: str) -> Reliance:
+    """The kernel maps any BAR of `provider` for `client` (the oracle's map type for the pair,
+    which need not be a declared P2P provider: a VFIO exporter's BAR is one)."""
+
+    def holds(topo: Topology, roles: RoleMap) -> bool:
+        return verdict(topo, _layout(topo), roles[provider], roles[client]).p2p_allowed
+
+    return Reliance(f"the kernel maps {provider}'s BAR for {client} (the oracle)", holds)
+
+
+@cache
+def _layout(topo: Topology) -> Layout:
+    return build_layout(topo)
 
 
 def hot_pluggable(role: str) -> Reliance:

@@ -808,16 +808,90 @@ PCI_CAP_ID_PM, PCI_CAP_ID_EXP = 0x01, 0x10
     reason="emulation limit: QEMU's ivshmem has no PCI Express capability (no Initiate FLR bit in "
     "Device Control) and no power-management capability (no PMCSR), so the config-space FLR and "
     "D3hot revokes of vfio_exp_config_write()/vfio_pm_config_write() cannot be reached on it "
-    "(QEMU's NVMe has both: a case exporting its BAR0 could reach them, none is written yet)",
+    "(test_config_space_flr_and_d3hot_revoke reaches them with QEMU's NVMe, without a host-side "
+    "byte check)",
 )
 @pytest.mark.topology("p2pdma-thru-iommu", needs=RESETTABLE_PEERS)
 def test_config_space_flr_and_d3hot_can_reach_the_exporter(vm, roles):
     """The revokes a user triggers through config space (Initiate FLR, PMCSR to D3hot) need the
     exporter to have those capabilities; this case fails while ivshmem lacks them and turns red
-    (XPASS, strict) the day QEMU adds them, when the revoke cases should gain these triggers."""
+    (XPASS, strict) the day QEMU adds them, when the revoke cases with bytes checked on the host
+    should gain these triggers."""
     with Guest(vm, roles.exporter, None) as g:
         ids = g.ok("capabilities")["ids"]
     assert PCI_CAP_ID_EXP in ids and PCI_CAP_ID_PM in ids, f"the exporter's capabilities: {ids}"
+
+
+def _nvme_exporter(topo: Topology, layout) -> dict[str, str] | None:
+    """An NVMe whose BAR the kernel maps for an edu, behind an IOMMU; one without a CMB first
+    (the p2pmem provider stays with the nvme driver)."""
+    if topo.iommu.type is IommuType.NONE:
+        return None
+    nvmes = sorted((ep for ep in _plugged(topo) if ep.kind is EndpointKind.NVME), key=lambda ep: ep.cmb > 0)
+    edus = [ep for ep in _plugged(topo) if ep.kind is EndpointKind.EDU]
+    pairs = [(n.id, e.id) for n in nvmes for e in edus if verdict(topo, layout, n.id, e.id).p2p_allowed]
+    return {"exporter": pairs[0][0], "dma": pairs[0][1]} if pairs else None
+
+
+NVME_EXPORTER = Need(
+    "an NVMe (QEMU's has PCIe FLR and power management) and an edu behind an IOMMU, the kernel "
+    "mapping the NVMe's BAR for the edu",
+    _nvme_exporter,
+    (
+        R.kind("exporter", EndpointKind.NVME),
+        R.kind("dma", EndpointKind.EDU),
+        R.behind_iommu(),
+        R.maps("exporter", "dma"),
+    ),
+)
+CONFIG_REVOKES = {"flr": ("flr", {}), "d3hot": ("power_state", {"state": "D3hot"})}
+
+
+@pytest.mark.parametrize("how", list(CONFIG_REVOKES))
+@pytest.mark.topology("p2pdma-thru-iommu", needs=NVME_EXPORTER)
+def test_config_space_flr_and_d3hot_revoke(vm, roles, how):
+    """The revokes a user triggers through the exporter's config region, on an NVMe taken from
+    its driver (QEMU's ivshmem lacks both capabilities): the first page of BAR0 is exported and
+    the probe imports it for edu with the deferred unmap. Initiate FLR in Device Control
+    (vfio_exp_config_write()) and PMCSR to D3hot (vfio_pm_config_write()) must revoke, and the
+    config write return only after the importer unmapped; FLR then restores at once (memory is
+    still enabled: a new map works), D3hot keeps the buffer revoked until D0. No DMA: BAR0 is the
+    controller's registers, and QEMU's NVMe memory is not a host file to check."""
+    vm.load_probe()
+    edu, nvme = vm.bdf(roles.dma), vm.bdf(roles.exporter)
+    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
+    try:
+        with Guest(vm, roles.exporter, None) as g:
+            buf = g.ok("export", ranges=[[0, 4096]], region=0)["buf"]
+            name = f"import_{roles.exporter}_bar0_{how}"
+            imp = g.ok(
+                "probe_import", buf=buf, client=edu, provider=nvme, bar=0, offset=0, name=name, hold=True,
+                defer_unmap_ms=DEFER_MS,
+            )  # fmt: skip
+            assert imp["map_error"] == 0 and imp["id"], f"the NVMe's BAR0 did not map for edu: {imp}"
+            op, args = CONFIG_REVOKES[how]
+            done = g.ok(op, **args)
+            if how == "flr":
+                assert done["flr_capable"], f"QEMU's NVMe no longer offers FLR: {done}"
+            else:
+                assert done["state"] == "D3hot", done
+            st = g.ok("probe_state", id=imp["id"], what="state", name=f"{name}_state")
+            assert st["invalidate_ns"] and st["unmap_ns"], f"{op} never revoked the dma-buf: {st}"
+            assert st["unmap_ns"] - st["invalidate_ns"] >= DEFER_MS * 1_000_000, f"the unmap was not deferred: {st}"
+            assert done["t1_ns"] >= st["unmap_ns"], (
+                f"{op} returned {(st['unmap_ns'] - done['t1_ns']) / 1e6:.0f} ms before the importer unmapped: "
+                f"the exporter did not wait for its importers ({st})"
+            )
+            remap = g.ok("probe_state", id=imp["id"], what="remap", name=f"{name}_remap")
+            if how == "d3hot":
+                assert remap["error"] == -errno.ENODEV, f"a new map while the exporter is in D3hot: {remap}"
+                assert g.ok("power_state", state="D0")["state"] == "D0"
+                remap = g.ok("probe_state", id=imp["id"], what="remap", name=f"{name}_remap_in_d0")
+            assert remap["error"] == 0 and remap["mapped"], f"no new map once {how} was over: {remap}"
+            g.ok("probe_state", id=imp["id"], what="release", name=f"{name}_release")
+    finally:
+        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
+        vm.agent("probe", "bind", {"bdf": nvme, "driver": "nvme"})
 
 
 @pytest.mark.topology(

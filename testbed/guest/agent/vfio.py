@@ -30,6 +30,8 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     close_exporter {}                             close the exporter's device fd
     low_power {"mode": "entry"|"wakeup"|"exit"}   VFIO runtime PM on the exporter
     capabilities {}                               the exporter's standard capability IDs
+    flr       {}                                  Initiate FLR in the exporter's PCIe Device Control
+    power_state {"state": "D0"|"D3hot"}           the exporter's PMCSR power state
     wake      {"timeout": S}                      a uAPI access; the wake-up eventfd's count
     status    {}                                  REQ events seen so far, fds still open
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
@@ -147,6 +149,28 @@ class Device:
     def config_read16(self, reg: int) -> int:
         off = self.region(U.VFIO_PCI_CONFIG_REGION_INDEX)["offset"]
         return struct.unpack("<H", os.pread(self.fd, 2, off + reg))[0]
+
+    def config_read32(self, reg: int) -> int:
+        off = self.region(U.VFIO_PCI_CONFIG_REGION_INDEX)["offset"]
+        return struct.unpack("<I", os.pread(self.fd, 4, off + reg))[0]
+
+    def capabilities(self) -> list[tuple[int, int]]:
+        """(ID, offset) of each standard capability, walking the list through the config region."""
+        found = []
+        if self.config_read16(U.PCI_STATUS) & U.PCI_STATUS_CAP_LIST:
+            pos = self.config_read16(U.PCI_CAPABILITY_LIST) & 0xFC
+            while pos and len(found) < 48:  # 48: the most a 256-byte space can hold, loops included
+                header = self.config_read16(pos)
+                found.append((header & 0xFF, pos))
+                pos = (header >> 8) & 0xFC
+        return found
+
+    def capability(self, cap_id: int) -> int:
+        """The offset of capability `cap_id`; OSError(ENODEV) when the device has none."""
+        for found, pos in self.capabilities():
+            if found == cap_id:
+                return pos
+        raise OSError(errno.ENODEV, f"no capability {cap_id:#x}")
 
     def config_write16(self, reg: int, value: int) -> None:
         off = self.region(U.VFIO_PCI_CONFIG_REGION_INDEX)["offset"]
@@ -358,14 +382,26 @@ class Session:
 
     def op_capabilities(self, a: dict) -> dict:
         """The exporter's standard capability IDs, walking its list through the config region."""
-        ids = []
-        if self.exporter.config_read16(U.PCI_STATUS) & U.PCI_STATUS_CAP_LIST:
-            pos = self.exporter.config_read16(U.PCI_CAPABILITY_LIST) & 0xFC
-            while pos and len(ids) < 48:  # 48: the most a 256-byte space can hold, loops included
-                header = self.exporter.config_read16(pos)
-                ids.append(header & 0xFF)
-                pos = (header >> 8) & 0xFC
-        return {"ok": True, "ids": ids}
+        return {"ok": True, "ids": [cap_id for cap_id, _ in self.exporter.capabilities()]}
+
+    def op_flr(self, a: dict) -> dict:
+        """Initiate Function Level Reset in the exporter's PCIe Device Control, as a user does
+        through the config region: VFIO revokes, resets the function and restores."""
+        exp = self.exporter.capability(U.PCI_CAP_ID_EXP)
+        capable = bool(self.exporter.config_read32(exp + U.PCI_EXP_DEVCAP) & U.PCI_EXP_DEVCAP_FLR)
+        ctl = self.exporter.config_read16(exp + U.PCI_EXP_DEVCTL)
+        self.exporter.config_write16(exp + U.PCI_EXP_DEVCTL, ctl | U.PCI_EXP_DEVCTL_BCR_FLR)
+        after = self.exporter.config_read16(exp + U.PCI_EXP_DEVCTL)
+        return {"ok": True, "flr_capable": capable, "devctl_after": after}
+
+    def op_power_state(self, a: dict) -> dict:
+        """Write the exporter's PMCSR power state ("D0" or "D3hot") through the config region."""
+        reg = self.exporter.capability(U.PCI_CAP_ID_PM) + U.PCI_PM_CTRL
+        pmcsr = self.exporter.config_read16(reg)
+        state = U.POWER_STATES[a["state"]]
+        self.exporter.config_write16(reg, (pmcsr & ~U.PCI_PM_CTRL_STATE_MASK) | state)
+        now = self.exporter.config_read16(reg) & U.PCI_PM_CTRL_STATE_MASK
+        return {"ok": True, "state": {v: k for k, v in U.POWER_STATES.items()}.get(now, f"D{now}")}
 
     def op_low_power(self, a: dict) -> dict:
         """VFIO runtime PM on the exporter: "entry", "wakeup" (entry with a wake-up eventfd) or

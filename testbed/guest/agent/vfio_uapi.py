@@ -134,6 +134,13 @@ PCI_STATUS_CAP_LIST = 0x10
 PCI_CAPABILITY_LIST = 0x34
 PCI_CAP_ID_PM = 0x01
 PCI_CAP_ID_EXP = 0x10
+PCI_PM_CTRL = 0x04  # PMCSR, from the PM capability
+PCI_PM_CTRL_STATE_MASK = 0x3
+PCI_EXP_DEVCAP = 0x04  # from the PCI Express capability
+PCI_EXP_DEVCAP_FLR = 0x10000000
+PCI_EXP_DEVCTL = 0x08
+PCI_EXP_DEVCTL_BCR_FLR = 0x8000
+POWER_STATES = {"D0": 0, "D3hot": 3}
 
 
 # -- packers --------------------------------------------------------------------------------
