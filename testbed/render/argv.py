@@ -40,9 +40,11 @@ def kernel_append(topo: Topology, runtime: Runtime) -> str:
     if topo.iommu.type is IommuType.INTEL:
         args.append("intel_iommu=on")
     if topo.iommu.type is not IommuType.NONE:
-        # strict: unmaps are flushed at once, so a revoked mapping faults on the next DMA
+        # strict unless the topology asks for lazy flushes: an unmap is flushed before it returns,
+        # so a revoked mapping faults on the next DMA
+        strict = f"iommu.strict={int(topo.iommu.strict)}"
         args.append(
-            "iommu.passthrough=1" if topo.iommu.mode is IommuMode.PASSTHROUGH else "iommu.passthrough=0 iommu.strict=1"
+            "iommu.passthrough=1" if topo.iommu.mode is IommuMode.PASSTHROUGH else f"iommu.passthrough=0 {strict}"
         )
     args += topo.kernel_args
     args += runtime.extra_append

@@ -97,6 +97,8 @@ IOMMU_VARIANTS = {
     "intel": Iommu(IommuType.INTEL, IommuMode.TRANSLATED),
     "intel-pt": Iommu(IommuType.INTEL, IommuMode.PASSTHROUGH),
     "virtio": Iommu(IommuType.VIRTIO, IommuMode.TRANSLATED),
+    "virtio-lazy": Iommu(IommuType.VIRTIO, IommuMode.TRANSLATED, strict=False),
+    "intel-lazy": Iommu(IommuType.INTEL, IommuMode.TRANSLATED, strict=False),
 }
 VARIANT_RE = re.compile(r"^(?P<base>.+)\.iommu-(?P<mode>[a-z-]+)$")
 # kernel arguments that tune the IOMMU: a topology with them is not varied
@@ -197,11 +199,15 @@ def _iommu(r: Reader) -> Iommu:
     raw = r.value(("iommu",))
     if isinstance(raw, str):  # shorthand: `iommu: intel`
         return Iommu(r.choice(("iommu",), IommuType, IommuType.NONE), IommuMode.TRANSLATED)
-    r.mapping(("iommu",), ("type", "mode"))
-    return Iommu(
+    r.mapping(("iommu",), ("type", "mode", "strict"))
+    iommu = Iommu(
         r.choice(("iommu", "type"), IommuType, IommuType.NONE),
         r.choice(("iommu", "mode"), IommuMode, IommuMode.TRANSLATED),
+        r.boolean(("iommu", "strict"), True),
     )
+    if not iommu.strict and (not iommu.enabled or iommu.mode is not IommuMode.TRANSLATED):
+        r.problem(("iommu", "strict"), "strict: false (lazy IOTLB flushes) needs a translating IOMMU")
+    return iommu
 
 
 def _ident(r: Reader, path: tuple) -> str | None:
@@ -393,7 +399,9 @@ def iommu_variant(topo: Topology, mode: str) -> Topology:
     return replace(
         topo,
         name=f"{topo.name}.iommu-{mode}",
-        description=f"{topo.description.strip()} Varied: IOMMU {iommu.type.value}/{iommu.mode.value}.",
+        description=f"{topo.description.strip()} Varied: IOMMU {iommu.type.value}/{iommu.mode.value}"
+        + ("" if iommu.strict else ", lazy IOTLB flushes")
+        + ".",
         iommu=iommu,
         kernel_args=kernel_args,
         expectations=(),

@@ -51,6 +51,9 @@ class MachineSpec:
 class Iommu:
     type: IommuType
     mode: IommuMode
+    # strict: an unmap's IOTLB flush is done before it returns; False (iommu.strict=0): queued,
+    # the flush queue flushes within its timeout (10 ms); the IOVA is reused only after it
+    strict: bool = True
 
     @property
     def enabled(self) -> bool:

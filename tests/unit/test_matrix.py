@@ -104,6 +104,8 @@ def test_matrix_command(capsys, tmp_path):
         "two-switch.iommu-intel-default-kvm",
         "two-switch.iommu-intel-pt-default-kvm",
         "two-switch.iommu-virtio-default-kvm",
+        "two-switch.iommu-virtio-lazy-default-kvm",
+        "two-switch.iommu-intel-lazy-default-kvm",
     ]
     argv = ["matrix", "--json", "--topology", "two-switch", "--config", "default", "--iommu", "own"]
     assert main([*argv, "--durations", str(tmp_path)]) == 0

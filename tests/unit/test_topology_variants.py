@@ -9,6 +9,7 @@ from testbed.topology import load_topology
 from testbed.topology.load import iommu_modes
 from testbed.topology.model import IommuMode, IommuType
 from testbed.topology.oracle import check_expectations, verdicts
+from testbed.topology.problems import TopologyError
 
 from .topo_helpers import BASE
 
@@ -32,8 +33,8 @@ def test_virtio_variant_of_a_vfio_topology_allows_unsafe_interrupts():
 
 
 def test_which_modes_a_topology_allows(tmp_path):
-    assert iommu_modes(load_topology("two-switch")) == ["intel", "intel-pt", "virtio"]
-    assert iommu_modes(load_topology("two-switch-iommu")) == ["none", "intel-pt", "virtio"]
+    assert iommu_modes(load_topology("two-switch")) == ["intel", "intel-pt", "virtio", "virtio-lazy", "intel-lazy"]
+    assert iommu_modes(load_topology("two-switch-iommu")) == ["none", "intel-pt", "virtio", "virtio-lazy", "intel-lazy"]
     tuned = tmp_path / "tuned.yaml"
     tuned.write_text(BASE + 'kernel_args: ["intel_iommu=on,sm_on"]\niommu: intel\n')
     assert iommu_modes(load_topology(tuned)) == []
@@ -47,5 +48,21 @@ def test_a_users_file_has_variants_and_bad_ones_are_refused(tmp_path):
     assert load_topology(f"{mine}.iommu-intel-pt").name == "mine.iommu-intel-pt"
     with pytest.raises(ConfigError, match="that is its own IOMMU"):
         load_topology("two-switch.iommu-none")
-    with pytest.raises(ConfigError, match="unknown IOMMU variant 'xen'; allowed: none, intel, intel-pt, virtio"):
+    allowed = "none, intel, intel-pt, virtio, virtio-lazy, intel-lazy"
+    with pytest.raises(ConfigError, match=f"unknown IOMMU variant 'xen'; allowed: {allowed}"):
         load_topology("two-switch.iommu-xen")
+
+
+def test_lazy_flushes_are_a_variant_and_a_key(tmp_path):
+    """iommu.strict=0 as an axis: lazy variants of the translating IOMMUs; a file says
+    `strict: false`, only for a translating IOMMU."""
+    lazy = load_topology("two-switch.iommu-virtio-lazy")
+    assert (lazy.iommu.type.value, lazy.iommu.strict) == ("virtio", False)
+    assert "lazy IOTLB flushes" in lazy.description
+    assert not load_topology("p2pdma-thru-iommu.iommu-intel-lazy").iommu.strict
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(BASE + "iommu: {type: intel, strict: false}\n")
+    assert not load_topology(mine).iommu.strict
+    mine.write_text(BASE + "iommu: {type: intel, mode: passthrough, strict: false}\n")
+    with pytest.raises(TopologyError, match="needs a translating IOMMU"):
+        load_topology(mine)
