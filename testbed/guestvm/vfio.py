@@ -25,6 +25,7 @@ class VfioSession:
         dma: str | None,
         req: bool = False,
         close_on_req: bool = False,
+        noiommu: bool = False,
     ) -> None:
         VfioSession._count += 1
         self.vm = vm
@@ -35,8 +36,14 @@ class VfioSession:
         self.bg = Background(vm, self.name, vm.spawn("vfio", "serve", {"idle": 600}))
         self.bg.wait_started("serving", timeout=START_TIMEOUT_S)
         # without dma the session only exports (the kernel-side probe imports, test_p2pdma_api)
+        # noiommu: VFIO's no-IOMMU mode for the session (an exporter without an IOMMU)
         self.opened = self.call(
-            "open", exporter=vm.bdf(exporter), dma=vm.bdf(dma) if dma else None, req=req, close_on_req=close_on_req
+            "open",
+            exporter=vm.bdf(exporter),
+            dma=vm.bdf(dma) if dma else None,
+            req=req,
+            close_on_req=close_on_req,
+            noiommu=noiommu,
         )
         assert self.opened["ok"], self.opened
 

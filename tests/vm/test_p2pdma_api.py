@@ -83,7 +83,8 @@ def map_cases(topo: Topology) -> list[tuple[str, tuple[str, str]]]:
 
 
 def branch_cases(topo: Topology) -> list[tuple[str, tuple[str, str]]]:
-    """VFIO needs IOMMU groups to export (no-IOMMU mode is not in the kernel configs)."""
+    """VFIO's cdev needs an IOMMU group to export (its no-IOMMU mode, through the legacy group,
+    has a case of its own: test_vfio_without_an_iommu_exports_and_revokes)."""
     if topo.iommu.type is IommuType.NONE:
         return []
     eps = _plugged(topo)
@@ -251,13 +252,14 @@ class Importer:
         ranges: tuple[tuple[int, int], ...] = ((0, MiB),),
         check: bool = True,
         dma_bits: int = 0,
+        noiommu: bool = False,
     ):
         self.vm, self.roles = vm, roles
         self.edu, self.shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
         vm.load_probe()
         bound = vm.agent("probe", "bind", {"bdf": self.edu, "driver": "p2pdma_probe"})
         assert bound["ok"], bound
-        self.guest = Guest(vm, roles.exporter, None, req=req, close_on_req=close_on_req)
+        self.guest = Guest(vm, roles.exporter, None, req=req, close_on_req=close_on_req, noiommu=noiommu)
         self.buf = self.guest.ok("export", ranges=[list(r) for r in ranges])["buf"]
         self.imp = (self.guest.ok if check else self.guest.call)(
             "probe_import",
@@ -411,6 +413,47 @@ def test_a_lazy_iommu_still_ends_the_dma_at_revoke(vm, roles, kernel_messages):
         assert_lands(before, after, want_bytes, DMA_OFFSET)
         imp.guest.ok("command", clear=PCI_COMMAND_MEMORY)
         _revoked(imp)
+    finally:
+        imp.close()
+
+
+def _no_iommu_pair(topo: Topology, layout) -> dict[str, str] | None:
+    return NO_IOMMU_PAIR.find(topo, layout) if topo.iommu.type is IommuType.NONE else None
+
+
+NO_IOMMU_PAIR = vfio_pair(bar_size=MiB, lands=True, iommu=False)
+NO_IOMMU_PEERS = Need(
+    NO_IOMMU_PAIR.text + ", no IOMMU (VFIO's no-IOMMU mode)",
+    _no_iommu_pair,
+    (*NO_IOMMU_PAIR.relies, R.Reliance("there is no IOMMU", lambda t, r: t.iommu.type is IommuType.NONE)),
+)
+
+
+@pytest.mark.topology("p2pdma-no-iommu", needs=NO_IOMMU_PEERS)
+def test_vfio_without_an_iommu_exports_and_revokes(vm, roles):
+    """VFIO's no-IOMMU mode (vfio.enable_unsafe_noiommu_mode; 7.2's cdev has none, so the
+    legacy group in a VFIO_NOIOMMU_IOMMU container): the ivshmem's BAR is exported and the
+    probe imports it for edu with dma-direct, the kernel's map type and branch as the oracle
+    says, and edu's DMA lands (host file). Clearing MEMORY revokes: invalidate_mappings runs,
+    the probe unmaps, a new map is refused, and edu's DMA to the old address changes nothing
+    (the BAR no longer decodes; no IOMMU stands between them, so only the importer's unmap
+    and the exporter's decode end it)."""
+    verdict = oracle(vm, roles.exporter, roles.dma)
+    want = expected_branch(vm.topology, verdict)
+    imp = Importer(vm, roles, noiommu=True)
+    try:
+        assert imp.guest.opened["noiommu_group"], f"the exporter was not opened in no-IOMMU mode: {imp.guest.opened}"
+        got = imp.imp
+        assert (got["map_type"], got["branch"]) == (verdict.map_type.value, want), (got, verdict.reason)
+        want_bytes, before, after = imp.dma(got["dma_addr"] + DMA_OFFSET, "noiommu_import")
+        assert_lands(before, after, want_bytes, DMA_OFFSET)
+        imp.guest.ok("command", clear=PCI_COMMAND_MEMORY)
+        st = imp.state()
+        assert st["invalidations"] >= 1 and not st["mapped"], f"the revoke never reached the importer: {st}"
+        remap = imp.state("remap")
+        assert remap["error"] == -errno.ENODEV, f"a new map of the revoked dma-buf: {remap}"
+        _, before, after = imp.dma(got["dma_addr"] + DMA_OFFSET, "noiommu_after_revoke")
+        assert after == before, "edu's DMA to the revoked address changed the BAR (host file)"
     finally:
         imp.close()
 

@@ -68,7 +68,16 @@ def bind_driver(bdf: str, name, timeout: float = BIND_TIMEOUT_S) -> dict:
 def _bound(bdf: str, name) -> bool:
     if driver(bdf) != name:
         return False
-    return name != "vfio-pci" or vfio_cdev(bdf) is not None
+    return name != "vfio-pci" or vfio_cdev(bdf) is not None or vfio_noiommu_group(bdf) is not None
+
+
+def vfio_noiommu_group(bdf: str):
+    """/dev/vfio/noiommu-N of a device vfio-pci took in no-IOMMU mode, once it exists, else None."""
+    group = os.path.join(SYS_PCI, bdf, "iommu_group")
+    if read(os.path.join(group, "name")) != "vfio-noiommu":
+        return None
+    path = f"/dev/vfio/noiommu-{os.path.basename(os.readlink(group))}"
+    return path if os.path.exists(path) else None
 
 
 def vfio_cdev(bdf: str):

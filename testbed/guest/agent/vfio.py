@@ -14,7 +14,8 @@ exporter's device fd at once so the unplug can finish. It exits on `quit` or aft
 seconds without a command.
 
 Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"error"):
-    open      {"exporter": BDF, "dma": BDF or null, "req": bool, "close_on_req": bool}
+    open      {"exporter": BDF, "dma": BDF or null, "req": bool, "close_on_req": bool,
+               "noiommu": bool}                no-IOMMU mode on for the session (legacy group)
     export    {"ranges": [[off, len], ...], "region": 2, "flags": 0, "nr_ranges": N,
                "feature_flags": F}            -> {"buf": K, "fd": FD}
     probe     {}                              VFIO_DEVICE_FEATURE PROBE|GET of DMA_BUF
@@ -56,7 +57,7 @@ import sys
 import time
 
 import vfio_uapi as U
-from common import SYS_PCI, bind_driver, emit, error_of, read, vfio_cdev
+from common import SYS_PCI, bind_driver, emit, error_of, read, vfio_cdev, vfio_noiommu_group
 from edu import BUFFER_SIZE, DmaTimeout, Edu
 from pattern import first_mismatch, pattern
 
@@ -69,11 +70,18 @@ RAM_SIZE = 2 * BUFFER_SIZE
 
 
 def bind_vfio(bdf: str) -> str:
-    """Bind bdf to vfio-pci; return its /dev/vfio/devices node."""
+    """Bind bdf to vfio-pci; return its /dev/vfio/devices node (no-IOMMU mode: its group node)."""
     bound = bind_driver(bdf, "vfio-pci")
     if not bound["ok"]:
         raise RuntimeError(f"{bound['error']} with a cdev (driver {bound['driver']})")
-    return vfio_cdev(bdf)
+    return vfio_cdev(bdf) or vfio_noiommu_group(bdf)
+
+
+def set_noiommu_mode(on: bool) -> None:
+    """vfio's enable_unsafe_noiommu_mode: vfio-pci gives a device without an IOMMU a no-IOMMU
+    group while it is on (it taints the kernel)."""
+    with open(U.NOIOMMU_PARAM, "w") as f:
+        f.write("Y" if on else "N")
 
 
 def bind(args: dict) -> dict:
@@ -114,9 +122,26 @@ class Iommufd:
 class Device:
     def __init__(self, bdf: str):
         self.bdf = bdf
-        self.cdev = bind_vfio(bdf)
-        self.fd = os.open(self.cdev, os.O_RDWR | os.O_CLOEXEC)
+        node = bind_vfio(bdf)
+        self.cdev = vfio_cdev(bdf)
+        self.container = self.group = None  # no-IOMMU mode: the legacy container and group
+        self.fd = os.open(node, os.O_RDWR | os.O_CLOEXEC) if self.cdev else self._open_noiommu(node)
         self.devid = None
+
+    def _open_noiommu(self, group: str) -> int:
+        """The device fd through a no-IOMMU group in a container of type VFIO_NOIOMMU_IOMMU."""
+        self.container = os.open("/dev/vfio/vfio", os.O_RDWR | os.O_CLOEXEC)
+        if fcntl.ioctl(self.container, U.VFIO_CHECK_EXTENSION, U.VFIO_NOIOMMU_IOMMU) != 1:
+            raise OSError(errno.ENODEV, "the VFIO container offers no VFIO_NOIOMMU_IOMMU")
+        self.group = os.open(group, os.O_RDWR | os.O_CLOEXEC)
+        status = bytearray(U.GROUP_STATUS.pack(U.GROUP_STATUS.size, 0))
+        fcntl.ioctl(self.group, U.VFIO_GROUP_GET_STATUS, status)
+        if not U.GROUP_STATUS.unpack(status)[1] & U.VFIO_GROUP_FLAGS_VIABLE:
+            raise OSError(errno.EBUSY, f"{group} is not viable")
+        fcntl.ioctl(self.group, U.VFIO_GROUP_SET_CONTAINER, struct.pack("<i", self.container))
+        fcntl.ioctl(self.container, U.VFIO_SET_IOMMU, U.VFIO_NOIOMMU_IOMMU)
+        # a mutable buffer: fcntl.ioctl then returns the ioctl's value, the new fd
+        return fcntl.ioctl(self.group, U.VFIO_GROUP_GET_DEVICE_FD, bytearray(self.bdf.encode() + b"\0"))
 
     def bind_iommufd(self, iommufd: int) -> int:
         arg = U.bind_iommufd(iommufd)
@@ -206,9 +231,10 @@ class Device:
         return read(os.path.join(SYS_PCI, self.bdf, "power", "runtime_status"), "?").strip()
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for name in ("fd", "group", "container"):  # the device before its group and container
+            if getattr(self, name) is not None:
+                os.close(getattr(self, name))
+                setattr(self, name, None)
 
 
 def _address_of(buf: mmap.mmap) -> int:
@@ -230,15 +256,20 @@ class Session:
         self.close_on_req = False
         self.events = []
         self.wake_efd = None  # the runtime-PM wake-up eventfd, while low power is entered with one
+        self.noiommu = False  # this session turned vfio's no-IOMMU mode on
 
     # commands -----------------------------------------------------------------------------
 
     def op_open(self, a: dict) -> dict:
         """The exporter, bound to an iommufd; with "dma", edu too, attached to an IOAS that maps
         a RAM buffer. Without it the session only exports (the probe module imports)."""
+        if a.get("noiommu"):
+            set_noiommu_mode(True)
+            self.noiommu = True
         self.exporter = Device(a["exporter"])
         self.iommufd = Iommufd()
-        devids = [self.exporter.bind_iommufd(self.iommufd.fd)]
+        # a no-IOMMU device has no cdev and nothing to bind: iommufd cannot own it
+        devids = [self.exporter.bind_iommufd(self.iommufd.fd)] if self.exporter.cdev else []
         if a.get("req"):
             self.req_efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self.exporter.set_req_eventfd(self.req_efd)
@@ -247,6 +278,7 @@ class Session:
             "ok": True,
             "devids": devids,
             "cdevs": [self.exporter.cdev],
+            "noiommu_group": self.exporter.group is not None,
             "exporter_info": self.exporter.info(),
             "exporter_bars": {i: self.exporter.region(i)["size"] for i in range(6)},
             "exporter_command": self.exporter.config_read16(U.PCI_COMMAND),
@@ -496,6 +528,9 @@ class Session:
             os.close(self.req_efd)
             self.req_efd = None
         self._close_wake_efd()
+        if self.noiommu:
+            set_noiommu_mode(False)
+            self.noiommu = False
         if self.ram is not None:
             self.ram.close()
             self.ram = None

@@ -28,6 +28,17 @@ def _IO(typ: str, nr: int) -> int:  # noqa: N802
 # -- vfio.h ---------------------------------------------------------------------------------
 VFIO_TYPE = ";"
 VFIO_BASE = 100
+# the legacy container and group (no-IOMMU mode: 7.2's cdev does not support it)
+VFIO_CHECK_EXTENSION = _IO(VFIO_TYPE, VFIO_BASE + 1)
+VFIO_SET_IOMMU = _IO(VFIO_TYPE, VFIO_BASE + 2)
+VFIO_GROUP_GET_STATUS = _IO(VFIO_TYPE, VFIO_BASE + 3)
+VFIO_GROUP_SET_CONTAINER = _IO(VFIO_TYPE, VFIO_BASE + 4)
+VFIO_GROUP_GET_DEVICE_FD = _IO(VFIO_TYPE, VFIO_BASE + 6)
+VFIO_NOIOMMU_IOMMU = 8
+VFIO_GROUP_FLAGS_VIABLE = 1 << 0
+# struct vfio_group_status { u32 argsz, flags; }
+GROUP_STATUS = struct.Struct("<II")
+NOIOMMU_PARAM = "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"
 VFIO_DEVICE_GET_INFO = _IO(VFIO_TYPE, VFIO_BASE + 7)
 VFIO_DEVICE_GET_REGION_INFO = _IO(VFIO_TYPE, VFIO_BASE + 8)
 VFIO_DEVICE_GET_IRQ_INFO = _IO(VFIO_TYPE, VFIO_BASE + 9)
