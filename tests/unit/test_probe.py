@@ -18,7 +18,7 @@ from testbed.probe.build import KMOD_DIR, kernel_tree_of, probe_key
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent"))
 import probe_uapi as P  # noqa: E402 - the guest's module, imported as the guest does
 
-LAYOUTS = {"census": P.CENSUS, "import": P.IMPORT, "state": P.STATE, "dma": P.DMA, "iova": P.IOVA}
+LAYOUTS = {"census": P.CENSUS, "import": P.IMPORT, "state": P.STATE, "dma": P.DMA, "iova": P.IOVA, "watch": P.WATCH}
 IOCTLS = {
     "CENSUS": P.P2PDMA_PROBE_CENSUS,
     "IMPORT": P.P2PDMA_PROBE_IMPORT,
@@ -27,6 +27,7 @@ IOCTLS = {
     "RELEASE": P.P2PDMA_PROBE_RELEASE,
     "DMA": P.P2PDMA_PROBE_DMA,
     "IOVA": P.P2PDMA_PROBE_IOVA,
+    "WATCH": P.P2PDMA_PROBE_WATCH,
 }
 
 

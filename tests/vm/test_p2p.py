@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.guest.agent.pattern import pattern
-from testbed.topology.model import EndpointKind
+from testbed.topology.model import EndpointKind, IommuMode, MapType
 from testbed.topology.needs import (
     ACS_REDIR_CLEARED,
     FAULTING_PAIR,
@@ -20,6 +20,7 @@ from testbed.topology.needs import (
     TRANSFERRING_PAIR,
     VIRTIO_BLK_CLIENT,
 )
+from testbed.topology.oracle import verdict as verdict_of
 from testbed.topology.outcome import Outcome, expected_outcome
 
 from .p2p_support import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
@@ -165,3 +166,37 @@ def test_thousand_map_use_unmap_cycles(vm, roles):
         f"{roles.client}'s backing file does not hold the last cycle's pattern"
     )
     assert result["available_after"] == result["baseline"], "p2pmem leaked across the cycles"
+
+
+PAGE_PATH_MATRIX = ("two-switch-iommu-pt", "amd-zen", "single-switch", "p2pdma-thru-iommu.iommu-intel-pt")
+
+
+@pytest.mark.topology("two-switch", "p2pdma-thru-iommu", matrix=PAGE_PATH_MATRIX, needs=TRANSFERRING_PAIR)
+def test_the_page_path_asks_the_kernel_and_maps_as_it_answers(vm, roles):
+    """The page-based provider path, seen kernel-side: a peer NVMe's O_DIRECT write from the
+    provider's p2pmem goes through the block layer's two-step iterator, whose
+    pci_p2pdma_state() asks pci_p2pdma_map_type() about the client (the probe's watch: a
+    kretprobe, any task). It must get the oracle's map type and then map the CMB the way that
+    answer says: by bus address (neither dma_iova_link() nor dma_map_phys() of the CMB), by an
+    IOVA link behind a translating IOMMU, or by dma_map_phys() in an identity domain. The bytes
+    land (the client's backing file, on the host)."""
+    verdict = verdict_of(vm.topology, vm.layout, roles.provider, roles.client)
+    provider, client = vm.bdf(roles.provider), vm.bdf(roles.client)
+    vm.load_probe()
+    name = f"watch_{roles.provider}_{roles.client}"
+    assert vm.agent("probe", "watch", {"client": client, "provider": provider, "name": name})["ok"]
+    try:
+        t = transfer(vm, roles.provider, roles.client, "from_p2pmem", size=64 * KiB, offset=12 * MiB)
+    finally:
+        seen = vm.agent("probe", "watch", {"client": client, "provider": provider, "name": name, "stop": True})
+    assert t.outcome is Outcome.TRANSFERRED and t.host_bytes_ok, t.describe()
+    assert seen["calls"] >= 1, f"the block layer never asked pci_p2pdma_map_type() about {client}: {seen}"
+    assert seen["map_type"] == verdict.map_type.value, f"the kernel answered {seen['map_type']}: {verdict.reason}"
+    maps = (seen["iova_links"], seen["phys_maps"])
+    translated = vm.topology.iommu.enabled and vm.topology.iommu.mode is IommuMode.TRANSLATED
+    if verdict.map_type is MapType.BUS_ADDR:
+        assert maps == (0, 0), f"a bus-address pair, yet the CMB was mapped through the DMA API: {seen}"
+    elif translated:
+        assert maps[0] >= 1 and maps[1] == 0, f"through the host bridge behind a translating IOMMU: {seen}"
+    else:
+        assert maps[0] == 0 and maps[1] >= 1, f"through the host bridge, identity domain: {seen}"

@@ -6,6 +6,7 @@
     python3 probe.py branch '{"provider": BDF, "bar": 2, "clients": [BDF, ...]}'
     python3 probe.py dmaloop '{"client": BDF, "addr": X}'  (a DMA in use, until a line on stdin)
     python3 probe.py remaploop '{"id": N}'  (a held import mapped again and again, until a line on stdin)
+    python3 probe.py watch  '{"client": BDF, "provider": BDF, "stop": false|true, "name": S}'
     python3 probe.py iova   '{"client": BDF, "provider": BDF, "bar": 2, "offset": O,
                               "pattern": HEX, "after_unlink": HEX, "repeats": N}'
 
@@ -308,8 +309,35 @@ def dma_once(args: dict) -> dict:
     return {"ok": True, "error": error}
 
 
+def watch(args: dict) -> dict:
+    """{"client", "provider", "stop": bool, "name"}: start watching the kernel's P2P maps of the
+    provider's memory for the client, or stop and get what was seen (also in KTAP)."""
+    kmsg = Kmsg()
+    names = [field for field, _ in P.FIELDS["watch"]]
+    given = {
+        "client": args["client"].encode(),
+        "provider": args["provider"].encode(),
+        "name": args.get("name", "watch").encode(),
+        "stop": int(bool(args.get("stop"))),
+        "map_type_name": b"",
+    }
+    raw = ioctl(P.P2PDMA_PROBE_WATCH, P.WATCH, tuple(given.get(n, 0) for n in names))
+    out = dict(zip(names, raw, strict=True))
+    if not args.get("stop"):
+        return {"ok": True}
+    return {
+        "ok": True,
+        "calls": out["calls"],
+        "map_type": _cstr(out["map_type_name"]),
+        "iova_links": out["iova_links"],
+        "phys_maps": out["phys_maps"],
+        "ktap": kmsg.read(),
+    }
+
+
 COMMANDS = {
     "load": load,
+    "watch": watch,
     "dma": dma_once,
     "dmaloop": dmaloop,
     "remaploop": remaploop,

@@ -72,6 +72,18 @@ FIELDS = {
         ("pad2", "I"),
         ("map_type_name", "32s"),
     ),
+    "watch": (
+        ("client", "16s"),
+        ("provider", "16s"),
+        ("name", "64s"),
+        ("stop", "I"),
+        ("calls", "I"),
+        ("map_type", "I"),
+        ("iova_links", "I"),
+        ("phys_maps", "I"),
+        ("pad", "I"),
+        ("map_type_name", "32s"),
+    ),
 }
 
 
@@ -88,7 +100,7 @@ def offsets(name: str) -> dict:
     return out
 
 
-CENSUS, IMPORT, STATE, DMA, IOVA = (_layout(n) for n in ("census", "import", "state", "dma", "iova"))
+CENSUS, IMPORT, STATE, DMA, IOVA, WATCH = (_layout(n) for n in ("census", "import", "state", "dma", "iova", "watch"))
 
 IOC_TYPE = 0xB7
 IMPORT_HOLD = 0x1
@@ -109,3 +121,4 @@ P2PDMA_PROBE_REMAP = _iowr(4, STATE.size)
 P2PDMA_PROBE_RELEASE = _iowr(5, STATE.size)
 P2PDMA_PROBE_DMA = _iowr(6, DMA.size)
 P2PDMA_PROBE_IOVA = _iowr(7, IOVA.size)
+P2PDMA_PROBE_WATCH = _iowr(8, WATCH.size)

@@ -18,6 +18,9 @@
  *   within its DMA mask (a wider one is refused: QEMU's edu would truncate it);
  * - iova: the two-step DMA API (dma_iova_try_alloc/link/sync/unlink/destroy) on an edu, the
  *   peer's BAR linked only where the kernel's own P2P decision for the pair says so.
+ * - watch: another driver's P2P maps for one client in any task (the block layer's page-based
+ *   path): its pci_p2pdma_map_type() calls and answers, its IOVA links and direct maps of the
+ *   provider's memory.
  *
  * pci_p2pdma_map_type() is not exported to modules; the probe never calls it, it watches
  * the calls the kernel makes itself. Map type names come from the tree's own enum
@@ -86,32 +89,59 @@ struct probe_seen {
 	unsigned int phys_maps;
 };
 
+/* Another driver's maps for one client, in any task (P2PDMA_PROBE_WATCH) */
+struct probe_watch {
+	const struct device *client;	/* NULL: no watch */
+	u64 start[PCI_STD_NUM_BARS];	/* the provider's memory BARs, CPU physical */
+	u64 end[PCI_STD_NUM_BARS];
+	unsigned int nr_bars;
+	unsigned int calls;		/* pci_p2pdma_map_type() for the client */
+	int map_type;			/* what the last one returned */
+	unsigned int iova_links;	/* dma_iova_link() of the provider's memory */
+	unsigned int phys_maps;		/* dma_map_phys() of the provider's memory */
+};
+
 static DEFINE_RAW_SPINLOCK(observe_lock);
 static struct probe_observation observed;
+static struct probe_watch watched;
+static struct pci_dev *watch_client;	/* the watch's reference, under probe_mutex */
 
 struct probe_call {
 	const void *client;
+	bool observe;	/* made by the ioctl being observed */
+	bool watch;	/* made for the watched client */
 };
+
+static struct kretprobe map_type_probe;
 
 static int map_type_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct probe_call *call = (struct probe_call *)ri->data;
 
-	if (READ_ONCE(observed.task) != current)
-		return 1;
 	call->client = (const void *)regs_get_kernel_argument(regs, 1);
-	return 0;
+	call->observe = READ_ONCE(observed.task) == current;
+	/* pci_p2pdma_map_type() takes a struct device, calc_map_type_and_dist() a pci_dev */
+	call->watch = get_kretprobe(ri) == &map_type_probe && call->client &&
+		      READ_ONCE(watched.client) == call->client;
+	return call->observe || call->watch ? 0 : 1;
 }
 
 static int map_type_return(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct probe_call *call = (struct probe_call *)ri->data;
+	int type = (int)regs_return_value(regs);
 	unsigned long flags;
 
 	raw_spin_lock_irqsave(&observe_lock, flags);
-	observed.client = call->client;
-	observed.map_type = (int)regs_return_value(regs);
-	observed.hits++;
+	if (call->observe) {
+		observed.client = call->client;
+		observed.map_type = type;
+		observed.hits++;
+	}
+	if (call->watch && watched.client == call->client) {
+		watched.calls++;
+		watched.map_type = type;
+	}
 	raw_spin_unlock_irqrestore(&observe_lock, flags);
 	return 0;
 }
@@ -147,18 +177,44 @@ static struct kprobe phys_map_probe = {
 	.symbol_name = "dma_map_phys",
 };
 
-/* The calls that tell map_dma_buf's branches apart: an IOVA link, or a direct map */
+/* Under observe_lock: @phys lies in a memory BAR of the watched provider */
+static bool watch_covers(u64 phys)
+{
+	unsigned int i;
+
+	for (i = 0; i < watched.nr_bars; i++)
+		if (phys >= watched.start[i] && phys <= watched.end[i])
+			return true;
+	return false;
+}
+
+/*
+ * The calls that tell the branches apart: an IOVA link, or a direct map.
+ * dma_iova_link(dev, state, phys, ...) and dma_map_phys(dev, phys, ...).
+ */
 static int branch_call_hit(struct kprobe *p, struct pt_regs *regs)
 {
+	bool link = p == &iova_link_probe;
+	const void *dev = (const void *)regs_get_kernel_argument(regs, 0);
+	u64 phys = regs_get_kernel_argument(regs, link ? 2 : 1);
+	bool mine = READ_ONCE(observed.task) == current;
 	unsigned long flags;
 
-	if (READ_ONCE(observed.task) != current)
+	if (!mine && READ_ONCE(watched.client) != dev)
 		return 0;
 	raw_spin_lock_irqsave(&observe_lock, flags);
-	if (p == &iova_link_probe)
-		observed.iova_links++;
-	else
-		observed.phys_maps++;
+	if (mine) {
+		if (link)
+			observed.iova_links++;
+		else
+			observed.phys_maps++;
+	}
+	if (watched.client && watched.client == dev && watch_covers(phys)) {
+		if (link)
+			watched.iova_links++;
+		else
+			watched.phys_maps++;
+	}
 	raw_spin_unlock_irqrestore(&observe_lock, flags);
 	return 0;
 }
@@ -1430,6 +1486,75 @@ put:
 
 /* -- the device node ----------------------------------------------------------------------- */
 
+/* -- watch ---------------------------------------------------------------------------------- */
+
+/* Under probe_mutex */
+static int watch_start(struct p2pdma_probe_watch *arg)
+{
+	struct pci_dev *client, *provider;
+	unsigned long flags;
+	int i;
+
+	if (watch_client)
+		return -EBUSY;
+	client = probe_pci_get(arg->client);
+	provider = probe_pci_get(arg->provider);
+	if (!client || !provider) {
+		pci_dev_put(client);
+		pci_dev_put(provider);
+		return -ENODEV;
+	}
+	raw_spin_lock_irqsave(&observe_lock, flags);
+	memset(&watched, 0, sizeof(watched));
+	for (i = 0; i < PCI_STD_NUM_BARS; i++) {
+		if (!(pci_resource_flags(provider, i) & IORESOURCE_MEM) ||
+		    !pci_resource_len(provider, i))
+			continue;
+		watched.start[watched.nr_bars] = pci_resource_start(provider, i);
+		watched.end[watched.nr_bars++] = pci_resource_end(provider, i);
+	}
+	watched.map_type = -1;
+	watched.client = &client->dev;
+	raw_spin_unlock_irqrestore(&observe_lock, flags);
+	pci_dev_put(provider);
+	watch_client = client;	/* its reference keeps the watched device while it is watched */
+	return 0;
+}
+
+/* Under probe_mutex: the watch's counts, reported in KTAP; the watch ends */
+static int watch_stop(struct p2pdma_probe_watch *arg)
+{
+	unsigned long flags;
+
+	if (!watch_client)
+		return -EINVAL;
+	raw_spin_lock_irqsave(&observe_lock, flags);
+	arg->calls = watched.calls;
+	arg->map_type = watched.calls ? watched.map_type : P2PDMA_PROBE_MAP_UNOBSERVED;
+	arg->iova_links = watched.iova_links;
+	arg->phys_maps = watched.phys_maps;
+	watched.client = NULL;
+	raw_spin_unlock_irqrestore(&observe_lock, flags);
+	pci_dev_put(watch_client);
+	watch_client = NULL;
+	strscpy(arg->map_type_name, map_type_name(arg->map_type), sizeof(arg->map_type_name));
+	pr_info("KTAP version 1\n");
+	pr_info("1..1\n");
+	pr_info("# watch: client=%s provider=%s calls=%u map_type=%s iova_links=%u phys_maps=%u\n",
+		arg->client, arg->provider, arg->calls, arg->map_type_name, arg->iova_links,
+		arg->phys_maps);
+	pr_info("%s 1 %s\n", map_type_probed ? "ok" : "not ok", arg->name);
+	return 0;
+}
+
+static int probe_watch(struct p2pdma_probe_watch *arg)
+{
+	arg->client[sizeof(arg->client) - 1] = 0;
+	arg->provider[sizeof(arg->provider) - 1] = 0;
+	case_name_clean(arg->name, sizeof(arg->name));
+	return arg->stop ? watch_stop(arg) : watch_start(arg);
+}
+
 static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long uarg)
 {
 	void __user *user = (void __user *)uarg;
@@ -1439,6 +1564,7 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long uarg)
 		struct p2pdma_probe_state state;
 		struct p2pdma_probe_dma dma;
 		struct p2pdma_probe_iova iova;
+		struct p2pdma_probe_watch watch;
 	} arg;
 	size_t size = _IOC_SIZE(cmd);
 	int ret;
@@ -1469,6 +1595,9 @@ static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long uarg)
 	case P2PDMA_PROBE_IOVA:
 		ret = probe_iova(&arg.iova);	/* drops probe_mutex */
 		goto out;
+	case P2PDMA_PROBE_WATCH:
+		ret = probe_watch(&arg.watch);
+		break;
 	default:
 		ret = -ENOTTY;
 	}
@@ -1562,6 +1691,11 @@ static void __exit probe_exit(void)
 
 		if (imp)
 			import_free(imp);
+	}
+	if (watch_client) {
+		struct p2pdma_probe_watch last = {};
+
+		watch_stop(&last);
 	}
 	mutex_unlock(&probe_mutex);
 	bus_unregister_notifier(&pci_bus_type, &probe_bus_nb);

@@ -119,6 +119,25 @@ struct p2pdma_probe_dma {
 };
 
 /*
+ * P2PDMA_PROBE_WATCH: what the kernel does for another driver's DMA (the block layer's
+ * page-based P2P path, an NVMe reading p2pmem): from start to stop, in any task, the calls of
+ * pci_p2pdma_map_type() for the client and the maps of the provider's memory for the client.
+ * One watch at a time.
+ */
+struct p2pdma_probe_watch {
+	char client[P2PDMA_PROBE_NAME_LEN];	/* in: the device whose maps are watched */
+	char provider[P2PDMA_PROBE_NAME_LEN];	/* in: whose memory BARs count as P2P memory */
+	char name[P2PDMA_PROBE_CASE_LEN];	/* in: the KTAP case name (stop) */
+	__u32 stop;		/* in: 0: start watching, 1: stop and report */
+	__u32 calls;		/* out: pci_p2pdma_map_type() calls for the client */
+	__u32 map_type;		/* out: what the last one returned */
+	__u32 iova_links;	/* out: dma_iova_link() of the provider's memory for the client */
+	__u32 phys_maps;	/* out: dma_map_phys() of the provider's memory for the client */
+	__u32 pad;
+	char map_type_name[P2PDMA_PROBE_TYPE_LEN];	/* out: map_type as the kernel names it */
+};
+
+/*
  * P2PDMA_PROBE_IOVA: the two-step DMA API on an edu of this module, against a peer BAR. The
  * kernel's P2P decision for the pair comes first: the peer's BAR is linked into an IOVA only
  * when the kernel maps the pair THRU_HOST_BRIDGE, as dma_buf_phys_vec_to_sgt() does.
@@ -149,5 +168,6 @@ struct p2pdma_probe_iova {
 #define P2PDMA_PROBE_RELEASE	_IOWR(P2PDMA_PROBE_IOC, 5, struct p2pdma_probe_state)
 #define P2PDMA_PROBE_DMA	_IOWR(P2PDMA_PROBE_IOC, 6, struct p2pdma_probe_dma)
 #define P2PDMA_PROBE_IOVA	_IOWR(P2PDMA_PROBE_IOC, 7, struct p2pdma_probe_iova)
+#define P2PDMA_PROBE_WATCH	_IOWR(P2PDMA_PROBE_IOC, 8, struct p2pdma_probe_watch)
 
 #endif /* _P2PDMA_PROBE_H */
