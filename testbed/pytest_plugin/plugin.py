@@ -60,7 +60,7 @@ MARKERS = {
     "ab": "testbed ab and bisect end to end on the demo series (builds kernels, boots VMs; --matrix only)",
     "qemu": "starts real QEMU processes, no guest kernel needed",
     "topology": "topology(*defaults, needs=NEED, matrix=(...), cases=None): what a VM test needs from a "
-    "topology (testbed/topology/needs.py; the `roles` fixture names the devices) and the shipped "
+    "topology (testbed/topology/needs/; the `roles` fixture names the devices) and the shipped "
     "topologies it runs on by default (matrix: more under --matrix); --topology NAME|FILE runs it on "
     "every given topology that has what it needs. cases(topology, config) -> [(id, case)]: one item "
     "per case and topology, None for a case the options leave out",
@@ -220,7 +220,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if mark is None or not isinstance(mark.kwargs.get("needs"), Need):
         pytest.fail(
             f"{nodeid}: a VM test declares what it needs: @pytest.mark.topology(<defaults>, needs=<Need>) "
-            "(testbed/topology/needs.py)",
+            "(testbed/topology/needs/)",
             pytrace=False,
         )
     need: Need = mark.kwargs["needs"]

@@ -13,6 +13,8 @@ import pytest
 
 from testbed.topology import load_topology, shipped_names
 from testbed.topology import needs as N
+from testbed.topology.oracle import topology_verdicts
+from testbed.topology.slots import hot_pluggable
 
 from .topo_helpers import BASE, load_text
 
@@ -50,9 +52,9 @@ def test_what_a_topology_lacks():
 
 def test_a_function_of_a_multifunction_device_is_not_hot_pluggable_alone():
     acs = load_topology("acs")  # two functions below each root port
-    assert not N.hot_pluggable(acs, "nvme0")
+    assert not hot_pluggable(acs, "nvme0")
     assert N.HOTPLUG_CMB.bind(acs) is None
-    assert N.hot_pluggable(load_topology("two-switch"), "nvme0")
+    assert hot_pluggable(load_topology("two-switch"), "nvme0")
 
 
 def test_hotplug_off_and_nested_switches():
@@ -157,5 +159,5 @@ def test_a_pair_the_kernel_maps_is_a_need_of_its_own():
         topo = load_topology(name)
         roles = lands.bind(topo)
         if roles is not None:
-            (v,) = [v for v in N._verdicts(topo) if (v.provider, v.client) == (roles.exporter, roles.dma)]
+            (v,) = [v for v in topology_verdicts(topo) if (v.provider, v.client) == (roles.exporter, roles.dma)]
             assert v.p2p_allowed and not v.divergence, (name, v)

@@ -19,6 +19,7 @@ from testbed.topology import needs as N
 from testbed.topology import reliance as R
 from testbed.topology.load import iommu_modes
 from testbed.topology.model import EndpointKind
+from testbed.topology.oracle import topology_verdicts
 from testbed.topology.outcome import Outcome
 
 VM_TESTS = Path(__file__).resolve().parents[1] / "vm"
@@ -73,7 +74,7 @@ def test_a_find_that_picks_the_wrong_device_is_caught():
     topo = load_topology("p2pdma-thru-iommu")
 
     def careless(t, layout):  # any P2P client the oracle lets map the provider's BAR
-        verdict = next(v for v in N._verdicts(t) if v.p2p_allowed and v.provider != v.client)
+        verdict = next(v for v in topology_verdicts(t) if v.p2p_allowed and v.provider != v.client)
         return {"provider": verdict.provider, "client": verdict.client}
 
     need = N.Need(
