@@ -82,7 +82,7 @@ def test_the_coverage_sets_add_gcov_to_their_companions():
 
 def test_pytest_coverage_boots_the_coverage_twin_of_the_default_set_only(tmp_path: Path):
     from testbed.kernel.request import KernelRequest
-    from testbed.pytest_plugin.plugin import _coverage_kernel
+    from testbed.pytest_plugin.options import _coverage_kernel
 
     assert _coverage_kernel(KernelRequest()).config_set == "coverage"
     assert _coverage_kernel(KernelRequest("coverage")).config_set == "coverage"

@@ -130,7 +130,7 @@ class _Reporter:
 
 
 def test_run_summary_lists_each_known_splat_and_writes_tsv(tmp_path):
-    from testbed.pytest_plugin.plugin import _known_summary
+    from testbed.pytest_plugin.summary import _known_summary
     from testbed.pytest_plugin.state import KnownSeen
 
     known = load_known()

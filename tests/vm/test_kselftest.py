@@ -28,7 +28,7 @@ from testbed.guestvm import GuestVM
 from testbed.kselftest.run import ProgramRun
 from testbed.logs.ktap import KtapCase, Status, parse_ktap
 from testbed.pytest_plugin.kselftest import KselftestSession, KunitCase, SelftestCase, session_of
-from testbed.pytest_plugin.plugin import in_ci
+from testbed.pytest_plugin.options import in_ci
 from testbed.topology import Topology
 from testbed.topology.needs import ANY
 

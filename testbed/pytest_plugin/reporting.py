@@ -1,0 +1,40 @@
+"""Per-test reports: a pass that was not lock-checked shows as such, and a failed VM test
+carries its artifacts (console excerpt, QEMU command, QMP events, dmesg)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import artifacts
+from .state import state_of
+
+if TYPE_CHECKING:
+    pass
+from .fixtures import UNCHECKED_KEY, VM_KEY, WINDOW_KEY
+
+
+def pytest_report_teststatus(
+    report: pytest.TestReport, config: pytest.Config
+) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    """A test that passed with part of it not lock-checked is not a plain pass: its teardown
+    reports "NOT LOCK-CHECKED" (U), counted in the final line, listed in the summary."""
+    if report.when == "teardown" and report.passed and getattr(report, "testbed_unchecked", None):
+        return "not lock-checked", "U", ("NOT LOCK-CHECKED", {"yellow": True})
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "teardown" and UNCHECKED_KEY in item.stash:
+        report.testbed_unchecked = item.stash[UNCHECKED_KEY]
+    guest = item.stash.get(VM_KEY, None)
+    if not report.failed or guest is None or report.when == "setup" and call.excinfo is None:
+        return
+    dest = artifacts.test_dir(state_of(item.config).results, item.nodeid)
+    written = artifacts.collect(guest, dest, item.stash.get(WINDOW_KEY, None))
+    report.sections.append(("testbed artifacts", f"{dest}\n  " + "\n  ".join(written)))
