@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..paths import KNOWN_SPLATS_FILE
-from .known import KnownSplat, find_known, kernel_release, load_known
-from .splat import Splat, scan_lines
+from .known import KnownSplat, console_splats, load_known
+from .splat import Splat
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ def scan_files(logs: list[Path], known: tuple[KnownSplat, ...]) -> list[Finding]
         if not path.is_file():
             raise ConfigError(f"no such log file: {path}")
         lines = path.read_text(errors="replace").splitlines()
-        release = kernel_release(lines)
-        findings += [Finding(path, s, find_known(s, release, known)) for s in scan_lines(lines)]
+        findings += [Finding(path, s, k) for s, k in console_splats(lines, known)]
     return findings
 
 

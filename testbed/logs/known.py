@@ -22,7 +22,7 @@ from ..paths import KNOWN_SPLATS_FILE
 from ..topology.problems import Problem, ProblemsError, load_entry_list
 from ..topology.yamlpos import Located, format_path
 from .signature import call_trace, lock_chain
-from .splat import HEADERS, Splat
+from .splat import HEADERS, Splat, scan_lines
 
 KINDS = tuple(dict.fromkeys(kind for kind, _ in HEADERS))
 FIELDS = {"kind", "signature", "chain", "stack", "kernel", "why"}
@@ -73,6 +73,17 @@ def kernel_release(console_lines: list[str]) -> str | None:
 
 def find_known(splat: Splat, release: str | None, known: tuple[KnownSplat, ...]) -> KnownSplat | None:
     return next((k for k in known if k.matches(splat, release)), None)
+
+
+def console_splats(
+    lines: list[str], known: tuple[KnownSplat, ...], part: tuple[int, int] | None = None
+) -> list[tuple[Splat, KnownSplat | None]]:
+    """Every splat of a console log with the known-splats entry that covers it (None: none),
+    judged by the kernel release of the log's own boot banner. `part`: only lines first..last
+    (1-based, inclusive), line numbers still counted in the whole log."""
+    first, last = part or (1, len(lines))
+    release = kernel_release(lines)
+    return [(s, find_known(s, release, known)) for s in scan_lines(lines[first - 1 : last], first_line=first)]
 
 
 def load_known(path: Path = KNOWN_SPLATS_FILE) -> tuple[KnownSplat, ...]:

@@ -1,5 +1,6 @@
 """The judge of a VM test's kernel window: what the window found and how strict the run is, in;
-the problems that fail the test and what the run's record keeps of it, out. No VM, no pytest."""
+the problems that fail the test and what the run's record keeps of it, out. No VM, no pytest.
+(What lies outside every window is strays.py's.)"""
 
 from __future__ import annotations
 

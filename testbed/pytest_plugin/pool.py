@@ -3,7 +3,6 @@ fresh VMs for destructive tests, the next one booted as a warm spare while the c
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections import OrderedDict
@@ -18,13 +17,12 @@ from ..guestvm.fingerprint import load as load_fingerprint
 from ..guestvm.fingerprint import model_mismatches
 from ..guestvm.fingerprint import take as take_fingerprint
 from ..kernel.request import KernelRequest
-from ..logs.known import KnownSplat, find_known, kernel_release
-from ..logs.signature import SKIP_FRAMES, SUFFIX_RE, call_trace
-from ..logs.splat import EXCERPT_LINES, Splat, scan_lines
-from ..logs.windows import outside_windows
+from ..logs.kmemleak import KMEMLEAK_SCAN, KMEMLEAK_TIMEOUT_S, NO_KMEMLEAK, KmemleakScan, parse_kmemleak
+from ..logs.known import KnownSplat, console_splats
 from ..topology import load_topology
 from ..vm import BootStalled, Machine, console
 from ..vm.launch import plan_launch
+from .strays import StraySplat, judge_outside_windows
 
 MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM (and its spare) beside them
 
@@ -57,11 +55,6 @@ class FreshWait:
     how: str  # "spare" | "booted" | "spare failed" | "spare rejected"
 
 
-def _part_of_a_stall(splat: Splat) -> bool:
-    """An RCU stall report, or the NMI backtrace's "handler took too long" it brings along."""
-    return splat.kind == "rcu-stall" or splat.signature.startswith("INFO: NMI handler")
-
-
 def fresh_summary(waits: list[FreshWait]) -> str | None:
     """How long destructive tests waited for their VM: spares handed over, median wait."""
     if not waits:
@@ -72,14 +65,6 @@ def fresh_summary(waits: list[FreshWait]) -> str | None:
         f"fresh VMs: {len(seconds)} for destructive tests, {warm} of them warm spares; waited median "
         f"{statistics.median(seconds):.1f} s, max {max(seconds):.1f} s, {sum(seconds):.0f} s in all"
     )
-
-
-@dataclass(frozen=True)
-class StraySplat:
-    vm: str
-    console_log: Path
-    splat: Splat
-    known: KnownSplat | None = None  # declared in known-splats.yaml: reported, not failed
 
 
 @dataclass(frozen=True)
@@ -188,9 +173,7 @@ class VmPool:
         except TestbedError as exc:
             self.progress(f"spare VM did not boot ({exc}); booting one now")
             return None, "spare failed"
-        lines = _read_lines(vm.machine.console_log)
-        release = kernel_release(lines)
-        splats = [s for s in scan_lines(lines) if find_known(s, release, self.known) is None]
+        splats = [s for s, k in console_splats(_read_lines(vm.machine.console_log), self.known) if k is None]
         why = (
             f"QEMU ended: {vm.machine.gone()}"
             if not vm.machine.process.alive()
@@ -246,20 +229,9 @@ class VmPool:
             machine.shutdown()
         finally:
             lines = _read_lines(machine.console_log)
-            release = kernel_release(lines)
-            for first, last in outside_windows(lines):
-                for splat in scan_lines(lines[first - 1 : last], first_line=first):
-                    if boot_stalled and _part_of_a_stall(splat):
-                        continue
-                    if leaks is not None and splat.kind == "kmemleak" and splat.first_line > leaks.console_mark:
-                        continue  # our scan's "N new suspected memory leaks": each leak is reported below
-                    self.stray_splats.append(
-                        StraySplat(machine.name, machine.console_log, splat, find_known(splat, release, self.known))
-                    )
-            if leaks is not None:
-                for splat in leaks.splats:
-                    known = find_known(splat, release, self.known)
-                    self.stray_splats.append(StraySplat(machine.name, leaks.report, splat, known))
+            self.stray_splats += judge_outside_windows(
+                machine.name, machine.console_log, lines, leaks, boot_stalled, self.known
+            )
 
     def _kmemleak(self, vm: GuestVM) -> KmemleakScan | None:
         """kmemleak's verdict on the VM's whole life, before it shuts down (None: no kmemleak in
@@ -301,70 +273,6 @@ class VmPool:
                 pass  # its boot failed: nothing runs, nothing to scan beyond what boot() reported
         self.spares.clear()
         self._spare_thread.shutdown()
-
-
-# -- kmemleak -----------------------------------------------------------------------------------
-
-KMEMLEAK = "/sys/kernel/debug/kmemleak"
-NO_KMEMLEAK = 3
-# An object is reported once it is unreferenced and at least 5 s old (MSECS_MIN_AGE, counted
-# from the start of a scan), and one whose contents changed since the previous scan (a new one
-# has no checksum yet) waits for the next: scan, let the last allocations age, scan again, read
-# what is left. Writing "scan" returns when the scan is done; a 2 GiB TCG guest with KASAN takes
-# ~6 s for one, which is then most of the wait.
-KMEMLEAK_AGE_S = 6  # MSECS_MIN_AGE and a second of /proc/uptime truncation
-KMEMLEAK_SCAN = (
-    # built in but switched off at boot (the debug profile's kmemleak=off): no leak check, by choice
-    f"test -w {KMEMLEAK} || exit {NO_KMEMLEAK}; grep -qw kmemleak=off /proc/cmdline && exit {NO_KMEMLEAK}; "
-    f"t0=$(cut -d. -f1 /proc/uptime); echo scan > {KMEMLEAK} || exit 1; "
-    f"w=$(({KMEMLEAK_AGE_S} - $(cut -d. -f1 /proc/uptime) + t0)); if [ $w -gt 0 ]; then sleep $w; fi; "
-    f"echo scan > {KMEMLEAK} && cat {KMEMLEAK}"
-)
-KMEMLEAK_TIMEOUT_S = 120.0  # two scans of a 2 GiB TCG guest with KASAN, and the wait
-OBJECT_RE = re.compile(r"^unreferenced object(?P<type> \(\w+\))? 0x[0-9a-f]+ \(size (?P<size>\d+)\):")
-# the allocator's own frames at the top of every kmemleak backtrace, never the leak's place
-ALLOCATOR_FRAME_RE = re.compile(
-    r"^_*(?:kmemleak|kmalloc|kmem_cache_alloc|k[vz]?[mz]alloc|kv?calloc|vmalloc|vzalloc|kv?realloc|kmemdup|"
-    r"kstrn?dup|kv?asprintf|devm_k|pcpu_alloc|alloc_percpu|alloc_pages|alloc_frozen_pages|folio_alloc|"
-    r"mempool_alloc|slab_|do_kmalloc|memblock_|alloc_slab|new_slab)"
-)
-
-
-@dataclass(frozen=True)
-class KmemleakScan:
-    report: Path  # /sys/kernel/debug/kmemleak as read at the end, beside the console log
-    console_mark: int  # console lines before the scan (its summary line comes after)
-    splats: tuple[Splat, ...]
-
-
-def parse_kmemleak(text: str) -> list[Splat]:
-    """One splat per object in a /sys/kernel/debug/kmemleak report (mm/kmemleak.c
-    print_unreferenced()): "kmemleak: unreferenced object in <where>", where is the first
-    frame of its allocation backtrace below the allocator; lines count in `text`."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if OBJECT_RE.match(line)]
-    splats = []
-    for n, start in enumerate(starts):
-        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
-        while end > start + 1 and not lines[end - 1].strip():
-            end -= 1
-        block = lines[start:end]
-        m = OBJECT_RE.match(block[0])
-        assert m is not None
-        body = "\n".join(block)
-        title = f"unreferenced object{m['type'] or ''} (size {m['size']})"
-        where = next(
-            (
-                SUFFIX_RE.sub("", f)
-                for f in call_trace(body)
-                if not ALLOCATOR_FRAME_RE.match(f) and not SKIP_FRAMES.search(f)
-            ),
-            "",
-        )
-        signature = "kmemleak: unreferenced object" + (f" in {where}" if where else "")
-        excerpt = "\n".join(block[:EXCERPT_LINES])
-        splats.append(Splat("kmemleak", title, start + 1, end, excerpt, body, signature))
-    return splats
 
 
 def _read_lines(path: Path) -> list[str]:

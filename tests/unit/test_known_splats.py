@@ -130,8 +130,8 @@ class _Reporter:
 
 
 def test_run_summary_lists_each_known_splat_and_writes_tsv(tmp_path):
-    from testbed.pytest_plugin.summary import _known_summary
     from testbed.pytest_plugin.state import KnownSeen
+    from testbed.pytest_plugin.summary import _known_summary
 
     known = load_known()
     log = LOGS / "real" / "debug-pciehp-switch-unplug.log"
