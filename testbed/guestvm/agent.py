@@ -134,7 +134,7 @@ class Agent:
                     continue
                 self._dispatch(msg)
             self.dead = "the agent's channel closed"
-        except Exception as exc:  # noqa: BLE001 - the channel broke; every waiter is told
+        except Exception as exc:  # the channel broke; every waiter is told
             self.dead = f"the agent's channel broke: {exc}"
         self._settled.set()
         with self._lock:

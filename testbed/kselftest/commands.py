@@ -15,6 +15,7 @@ from ..kernel.request import SUITE_SETS
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
 from ..paths import REPO_ROOT
+from ..vm.accel import ACCELS
 from .catalog import SUITES
 
 SUITE_NAMES = (*SUITES, "kunit")
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("topology", metavar="TOPO", help="topology name or YAML file (e.g. kselftest)")
     p.add_argument("suites", nargs="*", metavar="SUITE", help=f"suites to run: {', '.join(SUITE_NAMES)} (default: all)")
     add_kernel_options(p.add_argument, SUITE_SETS)  # the selftest fragment goes on top of the set
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
+    p.add_argument("--accel", choices=ACCELS, default=os.environ.get("ACCEL", "auto"))
     p.add_argument("--nightly", action="store_true", help="include the slow programs (iommufd_fail_nth, ...)")
     p.add_argument("--list", action="store_true", help="list the cases that would run, run nothing")
     p.set_defaults(func=cmd_kselftest)

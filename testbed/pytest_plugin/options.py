@@ -18,6 +18,7 @@ from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
 from ..logs.known import load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
+from ..vm.accel import ACCELS
 from .coverage import CoverageCollector
 from .state import STATE_KEY, TestbedState
 
@@ -60,7 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "YAML file (repeatable); the end of the run lists the tests that did not apply and why",
     )
     add_kernel_options(group.addoption, SUITE_SETS)
-    group.addoption("--accel", choices=("auto", "kvm", "tcg"), default=os.environ.get("ACCEL", "auto"))
+    group.addoption("--accel", choices=ACCELS, default=os.environ.get("ACCEL", "auto"))
     group.addoption(
         "--keep-vm", action="store_true", help="leave shared VMs running at the end (ssh in with `testbed ssh`)"
     )

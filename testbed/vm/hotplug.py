@@ -34,7 +34,7 @@ def _guest_state(vm: Machine, port_bdf: str | None) -> str:
             slot = vm.run(f"lspci -vvv -s {port_bdf} 2>/dev/null | grep -E 'Slt(Sta|Ctl)' -A1")
             parts.append(f"slot of {port_bdf}:\n{slot.stdout.strip() or '(no slot capability)'}")
         parts.append("dmesg tail:\n" + vm.run("dmesg | tail -25").stdout.rstrip())
-    except Exception as exc:  # noqa: BLE001 - the guest may be what is stuck
+    except Exception as exc:  # the guest may be what is stuck
         parts.append(f"(guest unreachable: {exc})")
     return "\n".join(parts)
 

@@ -72,7 +72,7 @@ class Launcher:
             job = self._jobs.get()
             try:
                 job.result = job.fn()
-            except BaseException as exc:  # noqa: BLE001 - the caller's, handed back to it
+            except BaseException as exc:  # the caller's, handed back to it
                 job.error = exc
             finally:
                 job.done.set()

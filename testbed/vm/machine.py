@@ -308,9 +308,6 @@ class Machine:
                 return f"QMP said SHUTDOWN (reason {data.get('reason', '?')}, guest {data.get('guest', '?')})"
         return None
 
-    def console_tail(self, n: int = 40) -> str:
-        return console.tail(self.console_log, n)
-
     def _qemu_said(self) -> str:
         said = self.process.log_tail(20).strip()
         return f"--- QEMU output ({self.qemu_log}) ---\n{said or '(nothing)'}"

@@ -173,7 +173,7 @@ class QemuProcess:
             log.debug("%s", self.exit.describe())
             if self.on_exit is not None:
                 self.on_exit(self.exit)
-        except Exception:  # noqa: BLE001 - poll() must still see the end
+        except Exception:  # poll() must still see the end
             log.exception("qemu pid %d: recording its end failed", popen.pid)
         finally:
             self._gone.set()
@@ -228,7 +228,7 @@ class QemuProcess:
                 else:
                     sig = signal.SIGTERM if stage == "sigterm" else signal.SIGKILL
                     self._kill_group(sig, f"the teardown of QEMU pid {self.pid} ({stage})")
-            except Exception:  # noqa: BLE001 - a dead monitor must not stop the next stage
+            except Exception:  # a dead monitor must not stop the next stage
                 pass
             code = self.wait(timeout)
             log.debug(

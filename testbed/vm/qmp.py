@@ -207,7 +207,7 @@ class QMP:
         if client is not None:
             try:
                 self._run(client.disconnect(), 5.0, "disconnect")
-            except Exception:  # noqa: BLE001 - QEMU may already be gone
+            except Exception:  # QEMU may already be gone
                 pass
         if self._thread.is_alive():
             with contextlib.suppress(Exception):

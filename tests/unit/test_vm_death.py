@@ -40,7 +40,7 @@ def _start_on_a_thread_that_ends(proc: QemuProcess) -> str:
     def start() -> None:
         try:
             proc.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:  # handed to the test
             errors.append(exc)
 
     thread = threading.Thread(target=start, name="short-lived-starter")

@@ -101,7 +101,7 @@ def call(req: dict) -> None:
             )
         else:
             send({"id": rid, "result": result})
-    except Exception:  # noqa: BLE001 - reported to the host, the agent goes on
+    except Exception:  # reported to the host, the agent goes on
         send({"id": rid, "error": traceback.format_exc()[-STDERR_TAIL:], "status": -1})
 
 
