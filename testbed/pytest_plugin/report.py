@@ -11,7 +11,7 @@ from ..topology.outcome import Outcome
 
 
 class TransferResult(Protocol):
-    """One transfer of a P2P test (tests/vm/p2p_support.Transfer): its direction and outcome."""
+    """One transfer of a P2P test (testbed/guestvm/p2p.Transfer): its direction and outcome."""
 
     direction: str
     outcome: Outcome

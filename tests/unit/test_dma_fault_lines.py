@@ -1,11 +1,11 @@
-"""Which vIOMMU fault lines belong to one DMA (tests/vm/p2p_support.py): the device and the
+"""Which vIOMMU fault lines belong to one DMA (testbed/guestvm/p2p.py): the device and the
 address must be this DMA's, so another device's or another address's fault cannot stand in."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.vm.p2p_support import dma_fault_lines, requester_id
+from testbed.guestvm.p2p import dma_fault_lines, requester_id
 
 # recorded in this testbed's guests (Linux 7.2, QEMU 7.2): intel-iommu and virtio-iommu
 DMAR = (

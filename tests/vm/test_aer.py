@@ -15,11 +15,11 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
+from testbed.guestvm.p2p import fresh_seed, host_file_bytes, transfer
 from testbed.kernel.upstream_fixes import KernelBug
 from testbed.topology.needs import UNPLUG_DURING_IO, vfio_pair
 from testbed.topology.outcome import Outcome
 
-from .p2p_support import fresh_seed, host_file_bytes, transfer
 from .test_p2pdma_api import DMA_OFFSET, PCI_COMMAND_MEMORY, Importer, MiB, assert_lands
 
 pytestmark = [pytest.mark.aer]

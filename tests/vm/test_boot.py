@@ -10,10 +10,9 @@ import pytest
 from testbed.errors import GuestError
 from testbed.guestvm import lspci
 from testbed.guestvm.guest import LISTENER, LISTENER_CHECK_S, LISTENER_PS
+from testbed.guestvm.p2p import NVME_TOPOLOGIES
 from testbed.topology.layout import NodeKind
 from testbed.topology.needs import ANY, CMB_NVME
-
-from .p2p_support import NVME_TOPOLOGIES
 
 
 @pytest.mark.topology("two-switch", matrix=(*NVME_TOPOLOGIES, "vfio-dmabuf"), needs=ANY)

@@ -13,6 +13,7 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
+from testbed.guestvm.p2p import REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
 from testbed.topology.model import EndpointKind
 from testbed.topology.needs import (
     HOT_ADD_CMB,
@@ -25,8 +26,6 @@ from testbed.topology.needs import (
 from testbed.topology.oracle import verdict
 from testbed.topology.outcome import Outcome, expected_outcome
 from testbed.vm import hotplug
-
-from .p2p_support import REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
 
 pytestmark = pytest.mark.hotunplug
 KiB, MiB = 1 << 10, 1 << 20

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.guest.agent.pattern import pattern
+from testbed.guestvm.p2p import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
 from testbed.topology.model import EndpointKind, IommuMode, MapType
 from testbed.topology.needs import (
     ACS_REDIR_CLEARED,
@@ -22,8 +23,6 @@ from testbed.topology.needs import (
 )
 from testbed.topology.oracle import verdict as verdict_of
 from testbed.topology.outcome import Outcome, expected_outcome
-
-from .p2p_support import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
 
 pytestmark = pytest.mark.p2p
 

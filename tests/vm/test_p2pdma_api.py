@@ -28,6 +28,7 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
+from testbed.guestvm.p2p import FAULT_RE, await_dma_fault, dma_fault_lines, fault_window, fresh_seed
 from testbed.kernel.upstream_fixes import KernelBug
 from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
 from testbed.pytest_plugin.report import CensusRow
@@ -38,7 +39,6 @@ from testbed.topology.needs import ANY, Need, vfio_pair
 from testbed.topology.oracle import Verdict, verdict
 from testbed.vm import hotplug
 
-from .p2p_support import FAULT_RE, await_dma_fault, dma_fault_lines, fault_window, fresh_seed
 from .test_vfio import Guest, bar_bytes
 
 pytestmark = [pytest.mark.p2pdma_api]

@@ -22,11 +22,10 @@ import pytest
 
 from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import GuestVM
+from testbed.guestvm.p2p import await_dma_fault, fault_window, fresh_seed
 from testbed.guestvm.vfio import VfioSession
 from testbed.topology.needs import vfio_pair
 from testbed.vm import hotplug
-
-from .p2p_support import await_dma_fault, fault_window, fresh_seed
 
 KiB, MiB = 1 << 10, 1 << 20
 BAR2 = 2

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.guest.agent.pattern import first_mismatch, pattern
-from testbed.guestvm import GuestVM
-from testbed.topology.outcome import Outcome, observed_outcome
+from ..guest.agent.pattern import first_mismatch, pattern
+from ..topology.outcome import Outcome, observed_outcome
+from .guest import GuestVM
 
 # A fresh seed for every transfer: the P2P pool hands the same CMB addresses out again, so a
 # repeated pattern could make a transfer that moved nothing look right.
