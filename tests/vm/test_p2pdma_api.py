@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import errno
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -320,6 +322,23 @@ def assert_lands(before: bytes, after: bytes, want: bytes, offset: int) -> None:
     )
 
 
+@contextmanager
+def exporting(vm, roles, ranges, region: int = 2, restore: str | None = None) -> Iterator[tuple[Guest, int, str, str]]:
+    """edu bound to the probe and the exporter's BAR `region` exported as `ranges` by a VFIO
+    session: (session, dma-buf, edu's BDF, exporter's BDF). Afterwards edu has no driver and the
+    exporter `restore` (None: none)."""
+    vm.load_probe()
+    edu, exporter = vm.bdf(roles.dma), vm.bdf(roles.exporter)
+    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
+    try:
+        with Guest(vm, roles.exporter, None) as g:
+            buf = g.ok("export", ranges=[list(r) for r in ranges], region=region)["buf"]
+            yield g, buf, edu, exporter
+    finally:
+        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
+        vm.agent("probe", "bind", {"bdf": exporter, "driver": restore})
+
+
 @pytest.mark.topology("p2pdma-thru-iommu", matrix=IMPORT_TOPOLOGIES, needs=PEERS)
 def test_import_dma(vm, roles, kernel_messages):
     """map_dma_buf for edu: the kernel's branch; edu's write to that address lands on the host (or,
@@ -549,19 +568,11 @@ def test_a_client_mask_narrower_than_the_bar(fresh_vm, roles, kernel_messages):
             rf"DMA addr 0x[0-9a-f]+\+{MiB} overflow \(mask {mask:x},",
             "dma_direct_map_phys() of a BAR beyond the client's mask: 7.2 WARNs, reachable by an importer",
         )
-    vm.load_probe()
-    edu, shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
-    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
-    try:
-        with Guest(vm, roles.exporter, None) as g:
-            buf = g.ok("export", ranges=[[0, MiB]])["buf"]
-            got = g.ok(
-                "probe_import", buf=buf, client=edu, provider=shm, bar=2, offset=0, name="import_narrow_mask",
-                hold=False, dma_bits=NARROW_BITS,
-            )  # fmt: skip
-    finally:
-        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
-        vm.agent("probe", "bind", {"bdf": shm, "driver": None})
+    with exporting(vm, roles, ((0, MiB),)) as (g, buf, edu, shm):
+        got = g.ok(
+            "probe_import", buf=buf, client=edu, provider=shm, bar=2, offset=0, name="import_narrow_mask",
+            hold=False, dma_bits=NARROW_BITS,
+        )  # fmt: skip
     assert got["attach_error"] == 0 and got["map_type"] == verdict.map_type.value, got
     assert got["bus_addr"] > mask, f"the BAR is within {NARROW_BITS} bits: this case proves nothing ({got})"
     if want == "bus_addr":
@@ -705,27 +716,88 @@ def test_a_failed_range_unwinds_only_what_was_mapped(fresh_vm, roles, kernel_bug
     a shared VM would inherit its WARN."""
     vm = fresh_vm
     kernel_bug(vm, UNWIND_UNMAPS_UNMAPPED_ENTRIES)
-    vm.load_probe()
-    edu, shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
-    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
-    try:
-        with Guest(vm, roles.exporter, None) as g:
-            buf = g.ok("export", ranges=[list(r) for r in LAST_DOES_NOT_FIT])["buf"]
-            tries = []
-            for name in ("import_last_range_does_not_fit", "import_again_flushing_the_iova_cache"):
-                cursor = vm.kmsg_cursor()
-                tries.append(g.ok(
-                    "probe_import", buf=buf, client=edu, provider=shm, bar=2, offset=0, name=name, hold=False,
-                    dma_bits=SMALL_IOVA_BITS,
-                ))  # fmt: skip
-    finally:
-        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
-        vm.agent("probe", "bind", {"bdf": shm, "driver": None})
+    tries = []
+    with exporting(vm, roles, LAST_DOES_NOT_FIT) as (g, buf, edu, shm):
+        for name in ("import_last_range_does_not_fit", "import_again_flushing_the_iova_cache"):
+            cursor = vm.kmsg_cursor()
+            tries.append(g.ok(
+                "probe_import", buf=buf, client=edu, provider=shm, bar=2, offset=0, name=name, hold=False,
+                dma_bits=SMALL_IOVA_BITS,
+            ))  # fmt: skip
     for got in tries:
         assert got["map_error"] == -errno.ENOMEM, f"the third range should not fit below the mask: {got}"
     log = vm.kmsg_since(cursor)
     warned = [line for line in log if "iova_magazine_free_pfns" in line or "WARNING" in line]
     assert not warned, f"the IOVA cache held a pfn nobody allocated after the failed map's unwind: {warned[:3]}"
+
+
+FAIL_NTH_LIMIT = 400  # far above the allocations of one import
+# edu's IOVA space during the sweep: room for the 1 MiB export exactly once (pfn 0 and the VGA
+# window are kept back), in a region no other case maps, so its IOMMU page tables are allocated
+SWEEP_BITS = 21
+
+
+UNWIND_LEAKS_THE_IOVA = KernelBug(
+    "0005-dma-buf-free-the-IOVA-when-a-map-fails-before-it-is-linked.patch",
+    r"7\.2\.",
+    "dma_buf_phys_vec_to_sgt() keeps the IOVA dma_iova_try_alloc() reserved when sg_alloc_table() "
+    "or the first dma_iova_link() fails: every later import finds the IOVA space full (-ENOMEM)",
+)
+
+
+@pytest.mark.topology("p2pdma-thru-iommu", matrix=("p2pdma-thru-virtio-iommu",), needs=FAULTING_PEERS)
+def test_every_allocation_failure_of_an_import_unwinds(fresh_vm, roles, kernel_bug, kernel_messages):
+    """The error unwinds of an import, swept with the kernel's fault injection: the probe's
+    import (attach, map_dma_buf, unmap, detach) runs with its 1st, 2nd, ... slab or page
+    allocation failing (/proc/thread-self/fail-nth; failslab, fail_page_alloc: the IOMMU's page
+    tables too) until one runs without reaching the nth. edu's DMA mask is narrowed to 21 bits
+    for the sweep: its IOVA space holds the export once, so an IOVA an unwind failed to free
+    leaves the last import no room. Each attempt must fail cleanly (an errno, never a mapping
+    handed back) or succeed, no splat (the kernel window); the last one maps through the IOVA
+    branch; then a held import maps, edu's DMA lands (host file), and closing the exporter
+    revokes and returns: a reference an unwind forgot would leave vfio_pci_dma_buf_move()
+    waiting for an importer that is gone."""
+    vm = fresh_vm  # on a kernel with the bug the sweep leaves edu's IOVA space short: not shared
+    kernel_bug(vm, UNWIND_LEAKS_THE_IOVA)
+    if vm.topology.iommu.type is IommuType.VIRTIO:
+        kernel_messages.expect_splat(
+            "WARNING in __iommu_dma_iova_unlink",
+            r"__iommu_dma_iova_unlink",
+            "the sweep also fails the allocation of virtio-iommu's UNMAP request (viommu_unmap_pages() "
+            "-> __viommu_add_req()): the driver has already dropped its own record of the mapping and "
+            "returns 0, so dma-iommu WARNs that nothing was unmapped (and the device keeps the mapping)",
+            required=False,
+        )
+    failures: dict[str, int] = {}
+    with exporting(vm, roles, ((0, MiB),)) as (g, buf, edu, shm):
+        for nth in range(1, FAIL_NTH_LIMIT + 1):
+            got = g.ok(
+                "probe_import", buf=buf, client=edu, provider=shm, bar=2, offset=0, name=f"fail_nth_{nth}",
+                hold=False, fail_nth=nth, dma_bits=SWEEP_BITS,
+            )  # fmt: skip
+            errors = {k: got[k] for k in ("ioctl_error", "attach_error", "map_error") if got[k]}
+            if got["injected"]:
+                where = ",".join(f"{k}={v}" for k, v in errors.items()) or "tolerated"
+                failures[where] = failures.get(where, 0) + 1
+                assert not errors or not got["dma_len"], f"allocation {nth} failed, yet a mapping came back: {got}"
+                assert all(v < 0 for v in errors.values()), f"allocation {nth}: {got}"
+                continue
+            assert not errors and got["dma_len"] == MiB and got["branch"] == "iova", (
+                f"the import with no fault left to inject (after {failures}): {got}"
+            )
+            break
+        else:
+            pytest.fail(f"an import still reached its {FAIL_NTH_LIMIT}th allocation: {failures}")
+    assert nth > 1 and any(k != "tolerated" for k in failures), f"no allocation failure was seen: {failures}"
+    imp = Importer(vm, roles)
+    try:
+        want, before, after = imp.dma(imp.imp["dma_addr"] + DMA_OFFSET, "after_the_sweep")
+        assert_lands(before, after, want, DMA_OFFSET)
+        imp.guest.ok("close_exporter")  # a revoke that waits forever fails the session's op timeout
+        st = imp.state()
+        assert st["invalidations"] >= 1 and not st["mapped"], f"the close did not revoke: {st}"
+    finally:
+        imp.close()
 
 
 def _second_import(imp: Importer, name: str, importer: str = "revocable") -> dict:
@@ -940,41 +1012,33 @@ def test_config_space_flr_and_d3hot_revoke(vm, roles, how):
     config write return only after the importer unmapped; FLR then restores at once (memory is
     still enabled: a new map works), D3hot keeps the buffer revoked until D0. No DMA: BAR0 is the
     controller's registers, and QEMU's NVMe memory is not a host file to check."""
-    vm.load_probe()
-    edu, nvme = vm.bdf(roles.dma), vm.bdf(roles.exporter)
-    assert vm.agent("probe", "bind", {"bdf": edu, "driver": "p2pdma_probe"})["ok"]
-    try:
-        with Guest(vm, roles.exporter, None) as g:
-            buf = g.ok("export", ranges=[[0, 4096]], region=0)["buf"]
-            name = f"import_{roles.exporter}_bar0_{how}"
-            imp = g.ok(
-                "probe_import", buf=buf, client=edu, provider=nvme, bar=0, offset=0, name=name, hold=True,
-                defer_unmap_ms=DEFER_MS,
-            )  # fmt: skip
-            assert imp["map_error"] == 0 and imp["id"], f"the NVMe's BAR0 did not map for edu: {imp}"
-            op, args = CONFIG_REVOKES[how]
-            done = g.ok(op, **args)
-            if how == "flr":
-                assert done["flr_capable"], f"QEMU's NVMe no longer offers FLR: {done}"
-            else:
-                assert done["state"] == "D3hot", done
-            st = g.ok("probe_state", id=imp["id"], what="state", name=f"{name}_state")
-            assert st["invalidate_ns"] and st["unmap_ns"], f"{op} never revoked the dma-buf: {st}"
-            assert st["unmap_ns"] - st["invalidate_ns"] >= DEFER_MS * 1_000_000, f"the unmap was not deferred: {st}"
-            assert done["t1_ns"] >= st["unmap_ns"], (
-                f"{op} returned {(st['unmap_ns'] - done['t1_ns']) / 1e6:.0f} ms before the importer unmapped: "
-                f"the exporter did not wait for its importers ({st})"
-            )
-            remap = g.ok("probe_state", id=imp["id"], what="remap", name=f"{name}_remap")
-            if how == "d3hot":
-                assert remap["error"] == -errno.ENODEV, f"a new map while the exporter is in D3hot: {remap}"
-                assert g.ok("power_state", state="D0")["state"] == "D0"
-                remap = g.ok("probe_state", id=imp["id"], what="remap", name=f"{name}_remap_in_d0")
-            assert remap["error"] == 0 and remap["mapped"], f"no new map once {how} was over: {remap}"
-            g.ok("probe_state", id=imp["id"], what="release", name=f"{name}_release")
-    finally:
-        vm.agent("probe", "bind", {"bdf": edu, "driver": None})
-        vm.agent("probe", "bind", {"bdf": nvme, "driver": "nvme"})
+    with exporting(vm, roles, ((0, 4096),), region=0, restore="nvme") as (g, buf, edu, nvme):
+        name = f"import_{roles.exporter}_bar0_{how}"
+        imp = g.ok(
+            "probe_import", buf=buf, client=edu, provider=nvme, bar=0, offset=0, name=name, hold=True,
+            defer_unmap_ms=DEFER_MS,
+        )  # fmt: skip
+        assert imp["map_error"] == 0 and imp["id"], f"the NVMe's BAR0 did not map for edu: {imp}"
+        op, args = CONFIG_REVOKES[how]
+        done = g.ok(op, **args)
+        if how == "flr":
+            assert done["flr_capable"], f"QEMU's NVMe no longer offers FLR: {done}"
+        else:
+            assert done["state"] == "D3hot", done
+        st = g.ok("probe_state", id=imp["id"], what="state", name=f"{name}_state")
+        assert st["invalidate_ns"] and st["unmap_ns"], f"{op} never revoked the dma-buf: {st}"
+        assert st["unmap_ns"] - st["invalidate_ns"] >= DEFER_MS * 1_000_000, f"the unmap was not deferred: {st}"
+        assert done["t1_ns"] >= st["unmap_ns"], (
+            f"{op} returned {(st['unmap_ns'] - done['t1_ns']) / 1e6:.0f} ms before the importer unmapped: "
+            f"the exporter did not wait for its importers ({st})"
+        )
+        remap = g.ok("probe_state", id=imp["id"], what="remap", name=f"{name}_remap")
+        if how == "d3hot":
+            assert remap["error"] == -errno.ENODEV, f"a new map while the exporter is in D3hot: {remap}"
+            assert g.ok("power_state", state="D0")["state"] == "D0"
+            remap = g.ok("probe_state", id=imp["id"], what="remap", name=f"{name}_remap_in_d0")
+        assert remap["error"] == 0 and remap["mapped"], f"no new map once {how} was over: {remap}"
+        g.ok("probe_state", id=imp["id"], what="release", name=f"{name}_release")
 
 
 @pytest.mark.topology(

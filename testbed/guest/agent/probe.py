@@ -66,6 +66,16 @@ def load(args: dict) -> dict:
     return {"ok": os.path.exists(DEVICE), "loaded": "now", "log": kmsg.read()}
 
 
+FAIL_NTH = "/proc/thread-self/fail-nth"
+# what the nth call may fail: slab allocations and page allocations (IOMMU page tables), of any
+# order, sleeping ones included (both default to leaving those alone)
+FAULT_KNOBS = {
+    "/sys/kernel/debug/failslab/ignore-gfp-wait": "N",
+    "/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait": "N",
+    "/sys/kernel/debug/fail_page_alloc/min-order": "0",
+}
+
+
 def ioctl(request: int, layout, values: tuple) -> tuple:
     buf = bytearray(layout.pack(*values))
     fd = os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC)
@@ -74,6 +84,32 @@ def ioctl(request: int, layout, values: tuple) -> tuple:
     finally:
         os.close(fd)
     return layout.unpack(buf)
+
+
+def ioctl_failing_nth(request: int, layout, values: tuple, nth: int) -> tuple[tuple, int, bool]:
+    """The ioctl with the kernel's fault injection armed for this thread: its nth slab or page
+    allocation fails (failslab, fail_page_alloc). (fields, -errno of the ioctl or 0, whether the
+    fault was injected: False once the call makes fewer than nth allocations). Everything is
+    opened first, so the write that arms it is followed by the ioctl alone."""
+    for knob, value in FAULT_KNOBS.items():
+        with open(knob, "w") as f:
+            f.write(value)
+    buf = bytearray(layout.pack(*values))
+    fd = os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    arm = os.open(FAIL_NTH, os.O_RDWR | os.O_CLOEXEC)
+    error = 0
+    try:
+        os.write(arm, str(nth).encode())
+        try:
+            fcntl.ioctl(fd, request, buf)
+        except OSError as exc:
+            error = -exc.errno
+        left = int(os.pread(arm, 32, 0).decode().strip() or 0)  # not reached yet: still > 0
+    finally:
+        os.write(arm, b"0")
+        os.close(arm)
+        os.close(fd)
+    return layout.unpack(buf), error, left == 0
 
 
 def census(args: dict) -> dict:
@@ -93,11 +129,13 @@ def import_once(
     defer_unmap_ms: int = 0,
     importer: str = "revocable",
     dma_bits: int = 0,
+    fail_nth: int = 0,
 ) -> dict:
     """`importer`: revocable (a dynamic peer2peer importer with invalidate_mappings), no-p2p
     (without allow_peer2peer) or not-revocable (without invalidate_mappings). `dma_bits`: the
     client (an edu of the probe's) maps with its DMA mask narrowed to that many bits (a held
-    import's later remaps use the module's mask)."""
+    import's later remaps use the module's mask). `fail_nth`: the kernel fails the call's nth
+    slab allocation (ioctl_failing_nth)."""
     kind = {"revocable": 0, "no-p2p": P.IMPORT_NO_P2P, "not-revocable": P.IMPORT_NO_INVALIDATE}[importer]
     names = [field for field, _ in P.FIELDS["import"]]
     given = {
@@ -112,7 +150,11 @@ def import_once(
         "map_type_name": b"",
         "dma_bits": dma_bits,
     }
-    raw = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, tuple(given.get(n, 0) for n in names))
+    values = tuple(given.get(n, 0) for n in names)
+    if fail_nth:
+        raw, error, injected = ioctl_failing_nth(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values, fail_nth)
+    else:
+        raw, error, injected = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values), 0, False
     out = dict(zip(names, raw, strict=True))
     entries = [{part: out[f"sg[{i}].{part}"] for part in ("addr", "len", "phys")} for i in range(out["sg_count"])]
     return {
@@ -129,6 +171,8 @@ def import_once(
         "phys_addr": out["phys_addr"],
         "iova_phys": out["iova_phys"],
         "entries": entries,  # the first MAX_SG of the mapping's nents
+        "ioctl_error": error,  # with fail_nth: the ioctl itself failed (-errno)
+        "injected": injected,  # with fail_nth: the nth allocation was reached and failed
     }
 
 

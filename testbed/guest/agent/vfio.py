@@ -38,8 +38,9 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
                   "hold": bool, "defer_unmap_ms": N,   the probe module imports the dma-buf for
                   "importer": "revocable"|"no-p2p"|"not-revocable",   client (N: it unmaps N ms
-                  "dma_bits": B}                  after invalidate_mappings; B: the client's
-                                                  DMA mask narrowed for this map)
+                  "dma_bits": B, "fail_nth": F}   after invalidate_mappings; B: the client's
+                                                  DMA mask narrowed for this map; F: the
+                                                  kernel fails the import's Fth slab allocation)
     probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
     probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}
@@ -318,6 +319,7 @@ class Session:
                 defer_unmap_ms=a.get("defer_unmap_ms", 0),
                 importer=a.get("importer", "revocable"),
                 dma_bits=a.get("dma_bits", 0),
+                fail_nth=a.get("fail_nth", 0),
             ),
         }
 
@@ -544,7 +546,7 @@ def run_command(session: Session, cmd: dict) -> dict:
         return handler(cmd)
     except OSError as exc:
         return error_of(exc)
-    except Exception as exc:  # noqa: BLE001 - reported to the host, the session goes on
+    except Exception as exc:  # reported to the host, the session goes on
         return {"ok": False, "exception": f"{type(exc).__name__}: {exc}"}
 
 
