@@ -619,11 +619,13 @@ def _lands_range_by_range(imp: Importer, at: list[tuple[int, int, int]]) -> None
 
 
 def _entries_are_the_ranges(got: dict, ranges, base: int, why: str) -> list[tuple[int, int, int]]:
-    """One scatterlist entry per range, in order, each of its range's length; `base`: the BAR's
-    address the entries must carry (bus or CPU physical), 0: any address (an IOVA)."""
-    assert got["nents"] == len(ranges) and len(got["entries"]) == len(ranges), f"{why}: {got}"
+    """One scatterlist entry per range, in order, each of its range's length (the probe reports
+    the first MAX_SG of them); `base`: the BAR's address the entries must carry (bus or CPU
+    physical), 0: any address (an IOVA). (DMA address, BAR offset, size) of every range."""
+    assert got["nents"] == len(ranges) and len(got["entries"]) == min(len(ranges), PROBE_MAX_SG), f"{why}: {got}"
     at = []
-    for (start, size), entry in zip(ranges, got["entries"], strict=True):
+    for i, (start, size) in enumerate(ranges):
+        entry = got["entries"][i] if i < len(got["entries"]) else {"addr": base + start, "len": size}
         assert entry["len"] == size, f"the entry of the range at {start:#x}: {entry}"
         if base:
             assert entry["addr"] == base + start, f"the range at {start:#x} is not at {base + start:#x}: {entry}"
@@ -632,32 +634,41 @@ def _entries_are_the_ranges(got: dict, ranges, base: int, why: str) -> list[tupl
 
 
 MULTI_RANGE_TOPOLOGIES = ("p2pdma-thru-virtio-iommu", "p2pdma-host-bridges", "p2pdma-switch")
+PROBE_MAX_SG = 8  # the entries the probe reports one by one
+# every page of the 1 MiB BAR a range of its own: 256 entries, past the 128 one scatterlist chunk
+# holds (SG_MAX_SINGLE_ALLOC on x86-64), so sg_alloc_table() chains; DMA into the ranges on
+# both sides of the link and at the ends
+PAGES = tuple((i * 4096, 4096) for i in range(MiB // 4096))
+RANGE_LAYOUTS = {"gaps": (RANGES, (0, 1, 2)), "chained": (PAGES, (0, 127, 128, 255))}
 
 
+@pytest.mark.parametrize("layout", list(RANGE_LAYOUTS))
 @pytest.mark.topology("p2pdma-thru-iommu", matrix=MULTI_RANGE_TOPOLOGIES, needs=MAPPED_PEERS)
-def test_a_multi_range_export_maps_range_by_range(vm, roles, kernel_bug):
-    """A dma-buf of three ranges of the BAR (gaps between them), mapped for edu by each branch of
-    dma_buf_phys_vec_to_sgt(): behind a translating IOMMU through the host bridge the ranges
-    are linked one after another into one IOVA allocation (one entry, the total length); with
-    the bus address or dma_map_phys() (an identity domain) one entry per range, at the range's
-    own bus or physical address. edu's DMA into each range lands at that range's BAR offset and
-    nowhere else (the whole BAR, host file); the gaps stay untouched."""
+def test_a_multi_range_export_maps_range_by_range(vm, roles, kernel_bug, layout):
+    """A dma-buf of several ranges of the BAR, mapped for edu by each branch of
+    dma_buf_phys_vec_to_sgt(): three ranges with gaps, or every page a range (256 entries, a
+    chained scatterlist). Behind a translating IOMMU through the host bridge the ranges are
+    linked one after another into one IOVA allocation (one entry, the total length); with the
+    bus address or dma_map_phys() (an identity domain) one entry per range, at the range's own
+    bus or physical address. edu's DMA into each range checked lands at that range's BAR offset
+    and nowhere else (the whole BAR, host file); the gaps stay untouched."""
+    ranges, checked = RANGE_LAYOUTS[layout]
     want = expected_branch(vm.topology, oracle(vm, roles.exporter, roles.dma))
     if want == "iova":
         kernel_bug(vm, MULTI_RANGE_LINKED_AT_ZERO)
-    imp = Importer(vm, roles, ranges=RANGES, check=False)
+    imp = Importer(vm, roles, ranges=ranges, check=False)
     try:
         got = imp.imp
-        assert got.get("map_error") == 0, f"map_dma_buf of a {len(RANGES)}-range export failed: {got}"
-        assert got["branch"] == want and got["dma_len"] == sum(size for _, size in RANGES), got
+        assert got.get("map_error") == 0, f"map_dma_buf of a {len(ranges)}-range export failed: {got}"
+        assert got["branch"] == want and got["dma_len"] == sum(size for _, size in ranges), got
         if want == "iova":
             assert got["nents"] == 1, got
-            offsets = [sum(size for _, size in RANGES[:i]) for i in range(len(RANGES))]
-            at = [(got["dma_addr"] + o, start, size) for o, (start, size) in zip(offsets, RANGES, strict=True)]
+            offsets = [sum(size for _, size in ranges[:i]) for i in range(len(ranges))]
+            at = [(got["dma_addr"] + o, start, size) for o, (start, size) in zip(offsets, ranges, strict=True)]
         else:
             base = got["bus_addr"] if want == "bus_addr" else got["phys_addr"]
-            at = _entries_are_the_ranges(got, RANGES, base, f"{want}: one entry per range")
-        _lands_range_by_range(imp, at)
+            at = _entries_are_the_ranges(got, ranges, base, f"{want}: one entry per range")
+        _lands_range_by_range(imp, [at[i] for i in checked])
     finally:
         imp.close()
 
@@ -754,9 +765,9 @@ def test_every_allocation_failure_of_an_import_unwinds(fresh_vm, roles, kernel_b
     for the sweep: its IOVA space holds the export once, so an IOVA an unwind failed to free
     leaves the last import no room. Each attempt must fail cleanly (an errno, never a mapping
     handed back) or succeed, no splat (the kernel window); the last one maps through the IOVA
-    branch; then a held import maps, edu's DMA lands (host file), and closing the exporter
-    revokes and returns: a reference an unwind forgot would leave vfio_pci_dma_buf_move()
-    waiting for an importer that is gone."""
+    branch; clearing MEMORY then revokes the swept buffer and returns, and a held import maps,
+    edu's DMA lands (host file) and closing the exporter revokes and returns: a reference an
+    unwind forgot would leave vfio_pci_dma_buf_move() waiting for an importer that is gone."""
     vm = fresh_vm  # on a kernel with the bug the sweep leaves edu's IOVA space short: not shared
     kernel_bug(vm, UNWIND_LEAKS_THE_IOVA)
     if vm.topology.iommu.type is IommuType.VIRTIO:
@@ -788,6 +799,9 @@ def test_every_allocation_failure_of_an_import_unwinds(fresh_vm, roles, kernel_b
             break
         else:
             pytest.fail(f"an import still reached its {FAIL_NTH_LIMIT}th allocation: {failures}")
+        # a reference a failed map kept would make this revoke wait for an importer that is gone:
+        # the op's timeout fails it
+        g.ok("command", clear=PCI_COMMAND_MEMORY)
     assert nth > 1 and any(k != "tolerated" for k in failures), f"no allocation failure was seen: {failures}"
     imp = Importer(vm, roles)
     try:
@@ -1000,6 +1014,8 @@ NVME_EXPORTER = Need(
     ),
 )
 CONFIG_REVOKES = {"flr": ("flr", {}), "d3hot": ("power_state", {"state": "D3hot"})}
+NVME_CC = 0x14  # Controller Configuration
+NVME_CC_QUEUE_SIZES = (4 << 20) | (6 << 16)  # IOCQES 16 B, IOSQES 64 B, EN clear
 
 
 @pytest.mark.parametrize("how", list(CONFIG_REVOKES))
@@ -1010,8 +1026,9 @@ def test_config_space_flr_and_d3hot_revoke(vm, roles, how):
     the probe imports it for edu with the deferred unmap. Initiate FLR in Device Control
     (vfio_exp_config_write()) and PMCSR to D3hot (vfio_pm_config_write()) must revoke, and the
     config write return only after the importer unmapped; FLR then restores at once (memory is
-    still enabled: a new map works), D3hot keeps the buffer revoked until D0. No DMA: BAR0 is the
-    controller's registers, and QEMU's NVMe memory is not a host file to check."""
+    still enabled: a new map works) and resets the function (the CC the case wrote reads 0 again),
+    D3hot keeps the buffer revoked until D0. No DMA: BAR0 is the controller's registers, and
+    QEMU's NVMe memory is not a host file to check."""
     with exporting(vm, roles, ((0, 4096),), region=0, restore="nvme") as (g, buf, edu, nvme):
         name = f"import_{roles.exporter}_bar0_{how}"
         imp = g.ok(
@@ -1019,10 +1036,15 @@ def test_config_space_flr_and_d3hot_revoke(vm, roles, how):
             defer_unmap_ms=DEFER_MS,
         )  # fmt: skip
         assert imp["map_error"] == 0 and imp["id"], f"the NVMe's BAR0 did not map for edu: {imp}"
+        # the controller is disabled (no driver): CC's queue entry sizes can be set, a reset clears them
+        cc = g.ok("bar32", bar=0, offset=NVME_CC, value=NVME_CC_QUEUE_SIZES)["value"]
+        assert cc == NVME_CC_QUEUE_SIZES, f"CC did not take {NVME_CC_QUEUE_SIZES:#x}: {cc:#x}"
         op, args = CONFIG_REVOKES[how]
         done = g.ok(op, **args)
         if how == "flr":
             assert done["flr_capable"], f"QEMU's NVMe no longer offers FLR: {done}"
+            cc = g.ok("bar32", bar=0, offset=NVME_CC)["value"]
+            assert cc == 0, f"Initiate FLR left the controller's CC at {cc:#x}: the function was not reset"
         else:
             assert done["state"] == "D3hot", done
         st = g.ok("probe_state", id=imp["id"], what="state", name=f"{name}_state")

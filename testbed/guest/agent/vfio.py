@@ -31,6 +31,7 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     close_exporter {}                             close the exporter's device fd
     low_power {"mode": "entry"|"wakeup"|"exit"}   VFIO runtime PM on the exporter
     capabilities {}                               the exporter's standard capability IDs
+    bar32     {"bar": B, "offset": O, "value": V}  a 32-bit register of the exporter's BAR (V: write first)
     flr       {}                                  Initiate FLR in the exporter's PCIe Device Control
     power_state {"state": "D0"|"D3hot"}           the exporter's PMCSR power state
     wake      {"timeout": S}                      a uAPI access; the wake-up eventfd's count
@@ -417,6 +418,15 @@ class Session:
     def op_capabilities(self, a: dict) -> dict:
         """The exporter's standard capability IDs, walking its list through the config region."""
         return {"ok": True, "ids": [cap_id for cap_id, _ in self.exporter.capabilities()]}
+
+    def op_bar32(self, a: dict) -> dict:
+        """Read (and first write, with "value") a 32-bit register of the exporter's BAR through
+        its VFIO region: {"bar": B, "offset": O, "value": V or absent} -> {"value": read}."""
+        off = self.exporter.region(a["bar"])["offset"] + a["offset"]
+        if "value" in a:
+            if os.pwrite(self.exporter.fd, struct.pack("<I", a["value"]), off) != 4:
+                raise OSError(errno.EIO, "short BAR write")
+        return {"ok": True, "value": struct.unpack("<I", os.pread(self.exporter.fd, 4, off))[0]}
 
     def op_flr(self, a: dict) -> dict:
         """Initiate Function Level Reset in the exporter's PCIe Device Control, as a user does
