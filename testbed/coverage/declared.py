@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..located import Located, Problem, ProblemsError, format_path, load_entry_list
 from ..paths import REPO_ROOT
-from ..topology.problems import Problem, ProblemsError, load_entry_list
-from ..topology.yamlpos import Located, format_path
 from .scope import IDENTIFIER
 
 DECLARED_FILE = REPO_ROOT / "coverage-uncovered.yaml"

@@ -17,9 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..hashing import hash_bytes
+from ..located import Located, Problem, ProblemsError, format_path, load_entry_list
 from ..paths import REPO_ROOT
-from ..topology.problems import Problem, ProblemsError, load_entry_list
-from ..topology.yamlpos import Located, format_path
 
 DEFAULT_SCOPE = REPO_ROOT / "coverage-scope.yaml"
 FIELDS = ("path", "why", "functions")

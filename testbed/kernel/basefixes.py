@@ -20,9 +20,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, InfraError
 from ..hashing import hash_bytes
+from ..located import Problem, ProblemsError, load_entry_list
 from ..paths import KERNEL_CONFIGS_DIR
-from ..topology.problems import Problem, ProblemsError
-from ..topology.yamlpos import Located
 from . import patches as patchmod
 from .artifact import MANIFEST, KernelArtifact
 from .configsets import CONFIG_SETS
@@ -87,8 +86,7 @@ def enabled(env: Mapping[str, str] = os.environ) -> bool:
 
 def load_fixes(path: Path = FIXES_FILE) -> tuple[BaseFix, ...]:
     """Every declared fix, or a BaseFixesError listing every problem with file:line."""
-    doc, entries = _document(path)
-    problems: list[Problem] = []
+    doc, entries, problems = load_entry_list(path, BaseFixesError, "fixes: [{name, patch, why, ...}, ...]", key="fixes")
     out: list[BaseFix] = []
     for i, entry in enumerate(entries):
         at = ("fixes", i)
@@ -104,22 +102,6 @@ def load_fixes(path: Path = FIXES_FILE) -> tuple[BaseFix, ...]:
 
 # a problem of one entry: (key path below the entry, message, allowed)
 _Found = list[tuple[tuple[str, ...], str, str]]
-
-
-def _document(path: Path) -> tuple[Located, list]:
-    from ..topology.problems import TopologyError
-    from ..topology.yamlpos import load_located
-
-    if not path.is_file():
-        raise ConfigError(f"{BaseFixesError.what} {path} does not exist")
-    try:
-        doc = load_located(path)
-    except TopologyError as exc:
-        raise BaseFixesError(exc.problems) from None
-    entries = doc.data.get("fixes") if isinstance(doc.data, dict) else None
-    if not isinstance(entries, list):
-        raise BaseFixesError([Problem(path, doc.line(()), "fixes", "must be a list of fixes", "fixes: [{...}, ...]")])
-    return doc, entries
 
 
 def _shape(entry: object) -> _Found:

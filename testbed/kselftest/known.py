@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..located import Problem, ProblemsError, load_entry_list
 from ..paths import REPO_ROOT
-from ..topology.problems import Problem, ProblemsError, load_entry_list
 
 KNOWN_FAILURES_FILE = REPO_ROOT / "known-failures.yaml"
 FIELDS = {"test", "device", "kernel", "output", "why"}

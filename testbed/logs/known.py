@@ -18,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..located import Located, Problem, ProblemsError, format_path, load_entry_list
 from ..paths import KNOWN_SPLATS_FILE
-from ..topology.problems import Problem, ProblemsError, load_entry_list
-from ..topology.yamlpos import Located, format_path
 from .signature import call_trace, lock_chain
 from .splat import HEADERS, Splat, scan_lines
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..located import YamlError, load_located
 from ..paths import REPO_ROOT
-from ..topology.problems import TopologyError
-from ..topology.yamlpos import load_located
 from .generate import Mutant
 
 EQUIVALENTS_FILE = REPO_ROOT / "mutation-equivalents.yaml"
@@ -35,7 +34,7 @@ def load_equivalents(file: Path = EQUIVALENTS_FILE) -> tuple[Equivalent, ...]:
         return ()
     try:
         doc = load_located(file)
-    except TopologyError as exc:
+    except YamlError as exc:
         raise ConfigError(f"the mutation equivalents file: {exc}") from None
     items = (doc.data or {}).get("equivalents") if isinstance(doc.data, dict) else None
     if not isinstance(items, list):

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..located import YamlError, load_located
 from ..paths import TOPOLOGIES_DIR
 from .model import (
     ROOT_BUS,
@@ -30,7 +31,6 @@ from .model import (
 from .problems import TopologyError
 from .reader import Reader
 from .units import GiB
-from .yamlpos import load_located
 
 # QEMU CPU models we know the CPUID vendor/family of. The kernel's P2P verdict depends on
 # them (AMD family >= 0x17 allows P2P through the host bridge), and under KVM an unpinned
@@ -114,7 +114,10 @@ def load_topology(name_or_path: str | Path, text: str | None = None) -> Topology
     if variant is not None:
         return iommu_variant(load_topology(variant["base"]), variant["mode"])
     path = resolve(name_or_path) if text is None else Path(name_or_path)
-    located = load_located(path, text)
+    try:
+        located = load_located(path, text)
+    except YamlError as exc:  # a topology's YAML problems are the topology's
+        raise TopologyError(exc.problems) from None
     reader = Reader(located)
     topology = _build(reader, path)
     problems = reader.problems + (validate(topology, reader) if topology else [])

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, TypeVar
 
+from ..located import KeyPath, Located, format_path
 from .problems import Problem
 from .units import parse_int, parse_size
-from .yamlpos import KeyPath, Located, format_path
 
 E = TypeVar("E", bound=Enum)
 D = TypeVar("D")  # a choice's default: a member, or None for "not given"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from ..located import format_path
 from .kernel_args import owned_arg, parse_kernel_args
 from .layout import ROOT_BUS_RESERVED, build_layout
 from .model import ROOT_BUS, Endpoint, EndpointKind, HotplugMode, IommuMode, IommuType, Topology
 from .problems import Problem
 from .reader import Reader
 from .units import MiB, format_size, is_power_of_two
-from .yamlpos import format_path
 
 Report = Callable[..., None]  # problem(path, message, allowed="")
 

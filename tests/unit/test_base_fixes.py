@@ -149,7 +149,7 @@ def test_duplicate_names_and_file_shape(fix_dir: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match="does not exist"):
         basefixes.load_fixes(tmp_path / "nope.yaml")
     (tmp_path / "list.yaml").write_text("- a\n")
-    with pytest.raises(basefixes.BaseFixesError, match=r"list.yaml:1: fixes: must be a list of fixes"):
+    with pytest.raises(basefixes.BaseFixesError, match=r"list.yaml:1: must be a mapping with 'fixes:'"):
         basefixes.load_fixes(tmp_path / "list.yaml")
     (tmp_path / "broken.yaml").write_text("fixes: [\n")
     with pytest.raises(basefixes.BaseFixesError, match="not valid YAML"):
