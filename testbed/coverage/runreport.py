@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..kernel.artifact import read_manifest
 from .declared import load_declared
 from .gcovr import merge, tracefile
 from .gcovtool import lines_of, merge_snapshots
@@ -45,13 +46,10 @@ class KernelNotes:
 
 def notes_of(record: SnapshotRecord) -> KernelNotes:
     entry = Path(record.kernel).parent
-    try:
-        manifest = json.loads((entry / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"coverage: the kernel {record.kernel} of snapshot {record.directory} is gone ({exc})"
-        ) from None
-    return KernelNotes(entry / "coverage" / "gcno", Path(manifest["built_in"]))
+    manifest = read_manifest(entry)
+    if manifest is None or manifest.built_in is None:
+        raise ConfigError(f"coverage: the kernel {record.kernel} of snapshot {record.directory} is gone")
+    return KernelNotes(entry / "coverage" / "gcno", manifest.built_in)
 
 
 def _check_sources(notes: KernelNotes, scope: Scope) -> None:

@@ -21,6 +21,43 @@ class KernelArtifact:
 MANIFEST = "manifest.json"
 
 
+@dataclass(frozen=True)
+class KernelManifest:
+    """What a built kernel's manifest.json says (kernel/build.py writes it last, so a readable
+    one means the build is complete)."""
+
+    key: str
+    release: str
+    build_dir: Path | None  # the kbuild O= directory it was built in
+    built_in: Path | None  # the source tree it was built from
+    patches: tuple[str, ...]  # a patch file's name, or "NNNN subject" for a mail
+    base_fixes: dict[str, Any]  # basefixes.manifest_record()
+
+
+def read_manifest(directory: Path) -> KernelManifest | None:
+    """The manifest of the kernel in `directory`; None when there is none (a kernel the testbed
+    did not build, or a build that did not finish)."""
+    try:
+        data = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+
+    def path(name: str) -> Path | None:
+        return Path(data[name]) if data.get(name) else None
+
+    fixes = data.get("base_fixes")
+    return KernelManifest(
+        str(data.get("key", "")),
+        str(data.get("release", "")),
+        path("build_dir"),
+        path("built_in"),
+        tuple(str(name) for name in data.get("patches", [])),
+        fixes if isinstance(fixes, dict) else {},
+    )
+
+
 def artifact_in(directory: Path, key: str, release: str) -> KernelArtifact:
     return KernelArtifact(directory / "bzImage", directory / ".config", directory / "build.log", key, release)
 
@@ -28,22 +65,18 @@ def artifact_in(directory: Path, key: str, release: str) -> KernelArtifact:
 def load_cached(root: Path, key: str) -> KernelArtifact | None:
     """The artifact for `key` if a complete one is in the cache (the manifest is written last)."""
     directory = root / key
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError):
+    manifest = read_manifest(directory)
+    if manifest is None:
         return None
-    art = artifact_in(directory, key, str(manifest.get("release", "")))
+    art = artifact_in(directory, key, manifest.release)
     return art if art.bzimage.is_file() and art.config.is_file() else None
 
 
 def built_patches(bzimage: Path) -> list[str] | None:
     """The patches a kernel the testbed built carries (the manifest's names: a patch file's
     name, or "NNNN subject" for a mail); None for a kernel it did not build (no manifest)."""
-    try:
-        manifest = json.loads((bzimage.parent / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return [str(name) for name in manifest.get("patches", [])]
+    manifest = read_manifest(bzimage.parent)
+    return list(manifest.patches) if manifest is not None else None
 
 
 def write_manifest(directory: Path, data: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ them all off.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -23,7 +22,7 @@ from ..hashing import hash_bytes
 from ..located import Problem, ProblemsError, load_entry_list
 from ..paths import KERNEL_CONFIGS_DIR
 from . import patches as patchmod
-from .artifact import MANIFEST, KernelArtifact
+from .artifact import KernelArtifact, read_manifest
 from .configsets import CONFIG_SETS
 
 log = logging.getLogger(__name__)
@@ -216,10 +215,6 @@ def manifest_record(decisions: tuple[Decision, ...], on: bool) -> dict[str, obje
 def applied_base_fixes(art: KernelArtifact) -> tuple[AppliedFix, ...]:
     """The base fixes a cached kernel was built with (name and why), from its manifest.json;
     none for a kernel built before base fixes existed or without a manifest."""
-    try:
-        data = json.loads((art.bzimage.parent / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return ()
-    entry = data.get("base_fixes") if isinstance(data, dict) else None
-    applied = entry.get("applied", []) if isinstance(entry, dict) else []
+    manifest = read_manifest(art.bzimage.parent)
+    applied = manifest.base_fixes.get("applied", []) if manifest is not None else []
     return tuple(AppliedFix(str(a.get("name", "")), str(a.get("why", ""))) for a in applied if isinstance(a, dict))

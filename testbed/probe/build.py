@@ -11,7 +11,6 @@ are generated from that tree's own enum (map_types.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..hashing import hash_bytes, hash_files, short
+from ..kernel.artifact import read_manifest
 from ..kernel.extmod import module_build_dir
 from ..kernel.lock import locked
 from ..kernel.make import make_argv, run_make
@@ -59,13 +59,12 @@ def kernel_tree_of(bzimage: Path, for_modules: bool = True) -> KernelTree:
     `for_modules`: the kernel's own copy of what an external module build needs will do (it
     has no selftests and no uAPI headers to export: the tree's own tests need the source)."""
     bzimage = bzimage.resolve()
-    manifest = bzimage.parent / "manifest.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        kept = module_build_dir(bzimage.parent) if for_modules else None
-        if kept is not None:  # the kernel's own copy of what a module build needs: always right
-            return KernelTree(kept, kept, str(data["key"]))
-        builddir = Path(data["build_dir"])
+    manifest = read_manifest(bzimage.parent)
+    kept = module_build_dir(bzimage.parent) if manifest is not None and for_modules else None
+    if manifest is not None and kept is not None:  # the kernel's own copy of what a module build needs
+        return KernelTree(kept, kept, manifest.key)
+    if manifest is not None and manifest.build_dir is not None and manifest.built_in is not None:
+        builddir = manifest.build_dir
         built = builddir / "arch" / "x86" / "boot" / "bzImage"
         if not built.is_file() or built.read_bytes() != bzimage.read_bytes():
             raise ConfigError(
@@ -73,7 +72,7 @@ def kernel_tree_of(bzimage: Path, for_modules: bool = True) -> KernelTree:
                 f"{builddir} has since built another kernel; rebuild this one "
                 f"(testbed kernel build) or remove {bzimage.parent} from the cache"
             )
-        return KernelTree(Path(data["built_in"]), builddir, str(data["key"]))
+        return KernelTree(manifest.built_in, builddir, manifest.key)
     # a user's build: <O= or tree>/arch/x86/boot/bzImage
     if bzimage.parts[-4:-1] == ("arch", "x86", "boot"):
         builddir = bzimage.parents[3]
