@@ -9,12 +9,12 @@ notes kept with the kernel (`<cache entry>/coverage/gcno/`) pair with them by pa
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GuestError
+from ..kernel.artifact import read_manifest
 from .guest import GuestVM
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,8 @@ def coverage_manifest(bzimage: Path | None) -> dict | None:
     """The `coverage` record of a testbed-built coverage kernel's manifest, or None."""
     if bzimage is None:
         return None
-    try:
-        manifest = json.loads((bzimage.parent / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    record = manifest.get("coverage")
-    return record if isinstance(record, dict) else None
+    manifest = read_manifest(bzimage.parent)
+    return manifest.coverage if manifest is not None else None
 
 
 def take(guest: GuestVM, directory: Path, gcov_root: str) -> Snapshot | None:

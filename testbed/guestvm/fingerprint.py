@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..kernel.artifact import read_manifest
 from ..timeouts import Timeouts
 
 if TYPE_CHECKING:
@@ -43,12 +44,15 @@ def _kernel(bzimage: Path | None) -> dict[str, Any]:
     if bzimage is None:
         return {}
     out: dict[str, Any] = {"bzimage": str(bzimage)}
-    manifest = bzimage.parent / "manifest.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        out |= {k: data.get(k) for k in ("key", "release", "config_set", "patches")}
-        applied = (data.get("base_fixes") or {}).get("applied", [])
-        out["base_fixes"] = [a.get("name") for a in applied if isinstance(a, dict)]
+    manifest = read_manifest(bzimage.parent)
+    if manifest is not None:
+        out |= {
+            "key": manifest.key,
+            "release": manifest.release,
+            "config_set": manifest.config_set,
+            "patches": list(manifest.patches),
+        }
+        out["base_fixes"] = [a.get("name") for a in manifest.applied_fixes]
     config = bzimage.parent / ".config"
     if config.is_file():
         out["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()[:16]

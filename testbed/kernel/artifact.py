@@ -32,6 +32,15 @@ class KernelManifest:
     built_in: Path | None  # the source tree it was built from
     patches: tuple[str, ...]  # a patch file's name, or "NNNN subject" for a mail
     base_fixes: dict[str, Any]  # basefixes.manifest_record()
+    config_set: str = ""
+    source_tree: str = ""  # what the source was: Debian's package and version, or a tree's path
+    coverage: dict[str, Any] | None = None  # a coverage build's record (scope, notes)
+
+    @property
+    def applied_fixes(self) -> list[dict[str, Any]]:
+        """The base fixes the build applied: {"name", "why", ...} each."""
+        applied = self.base_fixes.get("applied", [])
+        return [a for a in applied if isinstance(a, dict)] if isinstance(applied, list) else []
 
 
 def read_manifest(directory: Path) -> KernelManifest | None:
@@ -47,14 +56,17 @@ def read_manifest(directory: Path) -> KernelManifest | None:
     def path(name: str) -> Path | None:
         return Path(data[name]) if data.get(name) else None
 
-    fixes = data.get("base_fixes")
+    fixes, coverage = data.get("base_fixes"), data.get("coverage")
     return KernelManifest(
         str(data.get("key", "")),
         str(data.get("release", "")),
         path("build_dir"),
         path("built_in"),
-        tuple(str(name) for name in data.get("patches", [])),
+        tuple(str(name) for name in data.get("patches") or []),
         fixes if isinstance(fixes, dict) else {},
+        str(data.get("config_set") or ""),
+        str(data.get("source_tree") or ""),
+        coverage if isinstance(coverage, dict) else None,
     )
 
 

@@ -216,5 +216,5 @@ def applied_base_fixes(art: KernelArtifact) -> tuple[AppliedFix, ...]:
     """The base fixes a cached kernel was built with (name and why), from its manifest.json;
     none for a kernel built before base fixes existed or without a manifest."""
     manifest = read_manifest(art.bzimage.parent)
-    applied = manifest.base_fixes.get("applied", []) if manifest is not None else []
+    applied = manifest.applied_fixes if manifest is not None else []
     return tuple(AppliedFix(str(a.get("name", "")), str(a.get("why", ""))) for a in applied if isinstance(a, dict))

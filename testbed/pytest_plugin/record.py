@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..guestvm.fingerprint import qemu_version
+from ..kernel.artifact import read_manifest
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
 
@@ -90,14 +91,16 @@ class RunRecord:
         kernel_config: str | None = None,
     ) -> None:
         kernel: dict[str, object] = {}
-        manifest = bzimage.parent / "manifest.json" if bzimage else None
-        if manifest is not None and manifest.is_file():
-            data = json.loads(manifest.read_text())
-            kernel = {k: data.get(k) for k in ("key", "release", "config_set", "patches", "source_tree")}
-            fixes = data.get("base_fixes") or {}
-            kernel["base_fixes"] = [
-                {"name": a.get("name"), "why": a.get("why")} for a in fixes.get("applied", []) if isinstance(a, dict)
-            ]
+        manifest = read_manifest(bzimage.parent) if bzimage else None
+        if manifest is not None:
+            kernel = {
+                "key": manifest.key,
+                "release": manifest.release,
+                "config_set": manifest.config_set,
+                "patches": list(manifest.patches),
+                "source_tree": manifest.source_tree,
+            }
+            kernel["base_fixes"] = [{"name": a.get("name"), "why": a.get("why")} for a in manifest.applied_fixes]
         fp = str(fingerprint) if fingerprint else None
         self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp, kernel_config))
 
