@@ -19,7 +19,7 @@ from typing import IO
 import paramiko
 
 from ..errors import GuestError, InfraError
-from ..timeouts import Timeouts
+from ..timeouts import Deadline, Timeouts
 
 log = logging.getLogger(__name__)  # DEBUG: every command, its status and seconds
 
@@ -198,13 +198,13 @@ class SSH:
         Raises InfraError (with the last failure) at the deadline."""
         if not Path(self.key).is_file():
             raise InfraError(f"ssh key {self.key} does not exist")
-        end = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         attempts = 0
         last: BaseException | None = None
         while True:
             if check is not None:
                 check()
-            remaining = end - time.monotonic()
+            remaining = deadline.remaining()
             if remaining <= 0:
                 raise InfraError(
                     f"ssh {self.user}@{self.host}:{self.port}: not ready after "
@@ -219,7 +219,7 @@ class SSH:
                 raise InfraError(f"ssh {self.user}@{self.host}:{self.port}: {exc}") from None
             except _RETRYABLE as exc:
                 last = exc
-            time.sleep(min(interval, max(0.0, end - time.monotonic())))
+            time.sleep(min(interval, deadline.remaining()))
 
     @property
     def client(self) -> paramiko.SSHClient:
@@ -257,7 +257,7 @@ class SSH:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            end = time.monotonic() + timeout
+            deadline = Deadline(timeout)
             while True:
                 while chan.recv_ready():
                     out += chan.recv(65536)
@@ -272,7 +272,7 @@ class SSH:
                     and not chan.recv_stderr_ready()
                 ):
                     break
-                remaining = end - time.monotonic()
+                remaining = deadline.remaining()
                 if remaining <= 0:
                     raise GuestError(
                         f"guest command did not finish within {timeout:.0f}s: "
@@ -303,7 +303,7 @@ class SSH:
         """A connection to 127.0.0.1:`port` inside the guest, made by sshd (a direct-tcpip
         channel: no exec, no shell): (to it, from it, close). Retries while nothing listens
         there yet, until `timeout`; then a GuestError."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise InfraError(f"ssh connection to port {self.port} is closed")
@@ -316,7 +316,7 @@ class SSH:
             except paramiko.ChannelException as exc:
                 if exc.code != paramiko.common.OPEN_FAILED_CONNECT_FAILED:  # refused by sshd itself
                     raise InfraError(f"ssh :{self.port}: sshd refused a channel to 127.0.0.1:{port}: {exc}") from None
-                if time.monotonic() >= deadline:  # "Connect failed": nothing listens (yet)
+                if deadline.expired:  # "Connect failed": nothing listens (yet)
                     raise GuestError(
                         f"ssh :{self.port}: nothing listens on the guest's 127.0.0.1:{port} "
                         f"after {timeout:.0f}s ({exc})"
