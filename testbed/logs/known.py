@@ -14,7 +14,7 @@ top of its call trace frame by frame, and the kernel release.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,14 +75,18 @@ def find_known(splat: Splat, release: str | None, known: tuple[KnownSplat, ...])
 
 
 def console_splats(
-    lines: list[str], known: tuple[KnownSplat, ...], part: tuple[int, int] | None = None
+    lines: list[str], known: tuple[KnownSplat, ...], parts: Iterable[tuple[int, int]] | None = None
 ) -> list[tuple[Splat, KnownSplat | None]]:
     """Every splat of a console log with the known-splats entry that covers it (None: none),
-    judged by the kernel release of the log's own boot banner. `part`: only lines first..last
-    (1-based, inclusive), line numbers still counted in the whole log."""
-    first, last = part or (1, len(lines))
+    judged by the kernel release of the log's own boot banner. `parts`: only these line ranges
+    (first, last: 1-based, inclusive), line numbers still counted in the whole log."""
     release = kernel_release(lines)
-    return [(s, find_known(s, release, known)) for s in scan_lines(lines[first - 1 : last], first_line=first)]
+    ranges = [(1, len(lines))] if parts is None else parts
+    return [
+        (s, find_known(s, release, known))
+        for first, last in ranges
+        for s in scan_lines(lines[first - 1 : last], first_line=first)
+    ]
 
 
 def load_known(path: Path = KNOWN_SPLATS_FILE) -> tuple[KnownSplat, ...]:

@@ -38,13 +38,12 @@ def judge_outside_windows(
     scan: each fails the session unless known. `boot_stalled`: the boot ended in an RCU stall,
     reported with its retry, so the stall's own reports are not counted twice."""
     strays = []
-    for part in outside_windows(lines):
-        for splat, entry in console_splats(lines, known, part):
-            if boot_stalled and _part_of_a_stall(splat):
-                continue
-            if leaks is not None and splat.kind == "kmemleak" and splat.first_line > leaks.console_mark:
-                continue  # the scan's "N new suspected memory leaks": each leak is reported below
-            strays.append(StraySplat(vm, console_log, splat, entry))
+    for splat, entry in console_splats(lines, known, outside_windows(lines)):
+        if boot_stalled and _part_of_a_stall(splat):
+            continue
+        if leaks is not None and splat.kind == "kmemleak" and splat.first_line > leaks.console_mark:
+            continue  # the scan's "N new suspected memory leaks": each leak is reported below
+        strays.append(StraySplat(vm, console_log, splat, entry))
     if leaks is not None:
         release = kernel_release(lines)
         strays += [StraySplat(vm, leaks.report, s, find_known(s, release, known)) for s in leaks.splats]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 
 from .model import ROOT_BUS, Endpoint, EndpointKind, Topology
 
@@ -142,6 +143,13 @@ def endpoint_device_id(ep: Endpoint, on_root_bus: bool) -> str:
     if ep.kind is EndpointKind.VIRTIO_BLK:
         return VIRTIO_BLK_IDS[on_root_bus]
     return ENDPOINT_IDS[ep.kind]
+
+
+@cache
+def topology_layout(topo: Topology) -> Layout:
+    """build_layout() once per topology: needs, reliances and the oracle's verdicts share it
+    for every collected test (the result is not modified by its users)."""
+    return build_layout(topo)
 
 
 def build_layout(topo: Topology) -> Layout:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from .kernel_args import parse_kernel_args
-from .layout import Q35_HOST_BRIDGE_ID, Layout, NodeKind, Placement, build_layout
+from .layout import Q35_HOST_BRIDGE_ID, Layout, NodeKind, Placement, build_layout, topology_layout
 from .model import EndpointKind, IommuMode, IommuType, MapType, Topology
 
 ZEN_FAMILY = 0x17
@@ -250,7 +250,7 @@ def verdicts(topo: Topology, layout: Layout | None = None) -> list[Verdict]:
 def topology_verdicts(topo: Topology) -> tuple[Verdict, ...]:
     """verdicts() once per topology: every need binds, and checks its reliances, for every
     collected test."""
-    return tuple(verdicts(topo))
+    return tuple(verdicts(topo, topology_layout(topo)))
 
 
 @dataclass(frozen=True)

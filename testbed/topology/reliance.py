@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 
-from .layout import Layout, build_layout
+from .layout import topology_layout
 from .model import EndpointKind, IommuMode, IommuType, Topology
 from .oracle import topology_verdicts, verdict
 from .outcome import Outcome, expected_outcome
@@ -61,14 +60,9 @@ def maps(provider: str, client: str) -> Reliance:
     which need not be a declared P2P provider: a VFIO exporter's BAR is one)."""
 
     def holds(topo: Topology, roles: RoleMap) -> bool:
-        return verdict(topo, _layout(topo), roles[provider], roles[client]).p2p_allowed
+        return verdict(topo, topology_layout(topo), roles[provider], roles[client]).p2p_allowed
 
     return Reliance(f"the kernel maps {provider}'s BAR for {client} (the oracle)", holds)
-
-
-@cache
-def _layout(topo: Topology) -> Layout:
-    return build_layout(topo)
 
 
 def hot_pluggable(role: str) -> Reliance:

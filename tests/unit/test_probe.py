@@ -143,3 +143,13 @@ def test_module_source_is_checkpatch_strict_clean():
         text=True,
     )
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
+def test_structs_are_packed_and_read_by_field_name():
+    """pack() puts the given fields in header order and zeroes the rest (b"" for strings);
+    unpack() names what an ioctl handed back."""
+    values = P.pack("watch", {"client": b"0000:01:00.0", "stop": 1})
+    assert len(values) == len(P.FIELDS["watch"]) and P.WATCH.size == len(P.WATCH.pack(*values))
+    out = P.unpack("watch", P.WATCH.unpack(P.WATCH.pack(*values)))
+    assert out["client"].rstrip(b"\0") == b"0000:01:00.0" and out["stop"] == 1 and out["calls"] == 0
+    assert out["map_type_name"] == bytes(32)

@@ -135,9 +135,8 @@ def import_once(
     (without allow_peer2peer) or not-revocable (without invalidate_mappings). `dma_bits`: the
     client (an edu of the probe's) maps with its DMA mask narrowed to that many bits (a held
     import's later remaps use the module's mask). `fail_nth`: the kernel fails the call's nth
-    slab allocation (ioctl_failing_nth)."""
+    slab or page allocation (ioctl_failing_nth)."""
     kind = {"revocable": 0, "no-p2p": P.IMPORT_NO_P2P, "not-revocable": P.IMPORT_NO_INVALIDATE}[importer]
-    names = [field for field, _ in P.FIELDS["import"]]
     given = {
         "fd": fd,
         "flags": (P.IMPORT_HOLD if hold else 0) | kind,
@@ -147,15 +146,14 @@ def import_once(
         "defer_unmap_ms": defer_unmap_ms,
         "offset": offset,
         "name": name.encode(),
-        "map_type_name": b"",
         "dma_bits": dma_bits,
     }
-    values = tuple(given.get(n, 0) for n in names)
+    values = P.pack("import", given)
     if fail_nth:
         raw, error, injected = ioctl_failing_nth(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values, fail_nth)
     else:
         raw, error, injected = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values), 0, False
-    out = dict(zip(names, raw, strict=True))
+    out = P.unpack("import", raw)
     entries = [{part: out[f"sg[{i}].{part}"] for part in ("addr", "len", "phys")} for i in range(out["sg_count"])]
     return {
         "id": out["id"],
@@ -357,16 +355,13 @@ def watch(args: dict) -> dict:
     """{"client", "provider", "stop": bool, "name"}: start watching the kernel's P2P maps of the
     provider's memory for the client, or stop and get what was seen (also in KTAP)."""
     kmsg = Kmsg()
-    names = [field for field, _ in P.FIELDS["watch"]]
     given = {
         "client": args["client"].encode(),
         "provider": args["provider"].encode(),
         "name": args.get("name", "watch").encode(),
         "stop": int(bool(args.get("stop"))),
-        "map_type_name": b"",
     }
-    raw = ioctl(P.P2PDMA_PROBE_WATCH, P.WATCH, tuple(given.get(n, 0) for n in names))
-    out = dict(zip(names, raw, strict=True))
+    out = P.unpack("watch", ioctl(P.P2PDMA_PROBE_WATCH, P.WATCH, P.pack("watch", given)))
     if not args.get("stop"):
         return {"ok": True}
     return {

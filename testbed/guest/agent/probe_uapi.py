@@ -91,6 +91,16 @@ def _layout(name: str) -> struct.Struct:
     return struct.Struct("<" + "".join(fmt for _, fmt in FIELDS[name]))
 
 
+def pack(name: str, given: dict) -> tuple:
+    """The values of struct `name` in header order: `given` by field name, zero for the rest."""
+    return tuple(given.get(field, b"" if fmt.endswith("s") else 0) for field, fmt in FIELDS[name])
+
+
+def unpack(name: str, raw: tuple) -> dict:
+    """The struct's fields, as an ioctl handed them back, by name."""
+    return dict(zip((field for field, _ in FIELDS[name]), raw, strict=True))
+
+
 def offsets(name: str) -> dict:
     """Each field's offset, as the packed layout places it."""
     out, fmt = {}, "<"

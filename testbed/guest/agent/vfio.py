@@ -41,7 +41,7 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
                   "importer": "revocable"|"no-p2p"|"not-revocable",   client (N: it unmaps N ms
                   "dma_bits": B, "fail_nth": F}   after invalidate_mappings; B: the client's
                                                   DMA mask narrowed for this map; F: the
-                                                  kernel fails the import's Fth slab allocation)
+                                                  kernel fails the import's Fth allocation)
     probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
     probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}

@@ -1484,8 +1484,6 @@ put:
 	return ret;
 }
 
-/* -- the device node ----------------------------------------------------------------------- */
-
 /* -- watch ---------------------------------------------------------------------------------- */
 
 /* Under probe_mutex */
@@ -1554,6 +1552,8 @@ static int probe_watch(struct p2pdma_probe_watch *arg)
 	case_name_clean(arg->name, sizeof(arg->name));
 	return arg->stop ? watch_stop(arg) : watch_start(arg);
 }
+
+/* -- the device node ----------------------------------------------------------------------- */
 
 static long probe_ioctl(struct file *file, unsigned int cmd, unsigned long uarg)
 {

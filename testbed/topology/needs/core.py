@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
 
-from ..layout import Layout, build_layout
+from ..layout import Layout, topology_layout
 from ..model import Endpoint, EndpointKind, IommuMode, IommuType, Topology
 from ..oracle import Verdict, topology_verdicts
 from ..outcome import Outcome, expected_outcome
@@ -65,9 +64,7 @@ class Need:
         return f"{self.text}; the testbed picked {dict(roles or {})}, which break: {'; '.join(broken)} (a testbed bug)"
 
 
-@cache
-def _layout(topology: Topology) -> Layout:
-    return build_layout(topology)
+_layout = topology_layout
 
 
 _verdicts = topology_verdicts
