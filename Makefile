@@ -45,7 +45,7 @@ deps: ## install missing Debian packages (as root; otherwise print the command)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,kcidb]'
 	@touch $@
 
 venv: $(VENV)/.installed ## create the Python environment

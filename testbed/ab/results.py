@@ -94,7 +94,9 @@ def _fingerprints(directory: Path, boots: list[dict]) -> dict[str, Path]:
     for boot in boots:
         path = boot.get("fingerprint")
         if path and boot["topology"] not in out:
-            found = Path(path) if Path(path).is_file() else directory / "fingerprints" / Path(path).name
+            found = directory / path  # relative to run.json; older runs: absolute, or moved with the run
+            found = found if found.is_file() else Path(path)
+            found = found if found.is_file() else directory / "fingerprints" / Path(path).name
             if found.is_file():
                 out[boot["topology"]] = found
     return out

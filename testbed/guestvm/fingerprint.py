@@ -1,10 +1,11 @@
 """A fingerprint of every booted VM: what the guest actually saw, and what the host ran it with.
 
 Read once after boot and stored beside the VM's console log (results/vm/<vm>/fingerprint.json);
-run.json and each JUnit test case point at it. A red result on another machine can then be told
-apart from a mis-rendered topology: the PCI tree with IDs and BDFs, IOMMU groups, every port's
-ACS capability and control bits, BAR addresses and sizes, the CPU vendor and family the guest
-sees, the kernel release and config hash; QEMU's version, the accelerator and the machine.
+run.json points at its copy in the run's results, JUnit names its digest. A red result on
+another machine can then be told apart from a mis-rendered topology: the PCI tree with IDs
+and BDFs, IOMMU groups, every port's ACS capability and control bits, BAR addresses and sizes,
+the CPU vendor and family the guest sees, the kernel release and config hash; QEMU's version,
+the accelerator and the machine.
 """
 
 from __future__ import annotations
@@ -77,9 +78,14 @@ def take(vm: GuestVM) -> Fingerprint:
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
     path = plan.run_dir / FILE
     path.write_text(text)
-    digest = hashlib.sha256(json.dumps(_stable(doc), sort_keys=True).encode()).hexdigest()[:12]
+    digest = digest_of(doc)
     log.debug("fingerprint of %s: %s (%s)", plan.name, digest, path)
     return Fingerprint(path, digest)
+
+
+def digest_of(doc: dict[str, Any]) -> str:
+    """The short hash that names a machine: equal for two boots of the same one."""
+    return hashlib.sha256(json.dumps(_stable(doc), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _stable(doc: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ and manifest.json (written last, so its presence means the rest is complete)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class KernelManifest:
     base_fixes: dict[str, Any]  # basefixes.manifest_record()
     config_set: str = ""
     source_tree: str = ""  # what the source was: Debian's package and version, or a tree's path
+    source: dict[str, Any] = field(default_factory=dict)  # source.provenance(): kind, git commit, remote
     coverage: dict[str, Any] | None = None  # a coverage build's record (scope, notes)
 
     @property
@@ -56,7 +57,7 @@ def read_manifest(directory: Path) -> KernelManifest | None:
     def path(name: str) -> Path | None:
         return Path(data[name]) if data.get(name) else None
 
-    fixes, coverage = data.get("base_fixes"), data.get("coverage")
+    fixes, coverage, source = data.get("base_fixes"), data.get("coverage"), data.get("source")
     return KernelManifest(
         str(data.get("key", "")),
         str(data.get("release", "")),
@@ -66,6 +67,7 @@ def read_manifest(directory: Path) -> KernelManifest | None:
         fixes if isinstance(fixes, dict) else {},
         str(data.get("config_set") or ""),
         str(data.get("source_tree") or ""),
+        source if isinstance(source, dict) else {},
         coverage if isinstance(coverage, dict) else None,
     )
 

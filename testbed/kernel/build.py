@@ -11,6 +11,7 @@ Cache layout under cache_dir("kernel"):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -244,6 +245,7 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
             "config_set": p.config_set,
             "inputs": asdict(p.inputs) | {"fragment": short(hash_bytes(p.inputs.fragment.encode()))},
             "source_tree": str(p.source.path),
+            "source": _provenance(p),
             "built_in": str(srctree),
             "build_dir": str(builddir),
             "patches": [patch.name for patch in p.series],
@@ -258,6 +260,18 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     os.replace(staging, final)
     progress(f"kernel: built {release} in {seconds:.0f}s")
     return artifact_in(final, p.key, release)
+
+
+def _provenance(p: Plan) -> dict[str, object]:
+    """The source's provenance and the series' own: each patch's SHA-256 (KCIDB's patchset
+    hash is computed from them) and the `base-commit:` it names, if it does."""
+    out = sourcemod.provenance(p.source)
+    if p.series:
+        out["patch_sha256"] = [hashlib.sha256(patch.content).hexdigest() for patch in p.series]
+        base = next((patch.base_commit for patch in p.series if patch.base_commit), "")
+        if base:
+            out["series_base_commit"] = base
+    return out
 
 
 def _keep_coverage(p: Plan, srctree: Path, builddir: Path, staging: Path, progress: Progress) -> dict | None:

@@ -63,6 +63,28 @@ def git_identity(tree: Path) -> tuple[str, str]:
     return head, f"git:{head}:diff={hash_bytes(diff)}:untracked={extra}"
 
 
+def provenance(source: SourceTree) -> dict[str, object]:
+    """Where the source came from, for reports (KCIDB's checkout): the kind, and for a git tree
+    its commit, `git describe`, branch and the remote it tracks (read-only git queries)."""
+    out: dict[str, object] = {"kind": source.kind, "identity": source.identity}
+    if source.kind != "git" or source.git_head is None:
+        return out
+    out["commit"] = source.git_head
+    clean = f"git:{source.git_head}:diff={hash_bytes(b'')}:untracked={hash_files((), source.path)}"
+    out["dirty"] = source.identity != clean  # built with uncommitted changes or untracked files
+    queries = {
+        "describe": ("describe", "--always", "--tags"),
+        "branch": ("symbolic-ref", "--quiet", "--short", "HEAD"),
+        "remote_url": ("config", "--get", "remote.origin.url"),
+    }
+    for name, args in queries.items():
+        proc = git(source.path, *args, check=False, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        value = proc.stdout.decode(errors="replace").strip()
+        if proc.returncode == 0 and value:
+            out[name] = value
+    return out
+
+
 def user_tree(ksrc: Path, progress: Callable[[str], None] = print) -> SourceTree:
     tree = ksrc.expanduser().resolve()
     if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():

@@ -4,7 +4,6 @@ the order: a topology's tests one after another, on one xdist worker."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,8 +13,8 @@ from ..topology.model import Topology
 from ..topology.needs import Need
 from .state import state_of
 
-if TYPE_CHECKING:
-    pass
+# not user_properties: xunit2 JUnit has properties per suite only (run.json has the rest)
+TOPOLOGY_KEY = pytest.StashKey[str]()
 
 
 @functools.cache
@@ -109,8 +108,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = group_by_topology(items)
     for item in items:
         topology = _topology_of(item)
-        if topology is not None:  # in JUnit, and how the end of the run counts the VM tests that ran
-            item.user_properties.append(("topology", _topology(topology).name))
+        if topology is not None:  # on the call's report: how the end of the run counts the VM tests that ran
+            item.stash[TOPOLOGY_KEY] = _topology(topology).name
 
 
 def _topology_of(item: pytest.Item) -> str | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,18 +17,15 @@ from ..kernel.artifact import built_patches
 from ..kernel.upstream_fixes import KernelBug, expectation
 from ..logs.known import KnownSplat
 from ..topology.needs import Roles
+from .collection import _topology, _topology_of
 from .coverage import CoverageCollector
+from .judge import judge_window
 from .kselftest import KselftestSession, session_of
+from .options import in_ci
 from .pool import BootOptions, VmPool
 from .record import plain
 from .report import CensusTable, VerdictTable
 from .state import state_of
-
-if TYPE_CHECKING:
-    pass
-from .collection import _topology, _topology_of
-from .judge import judge_window
-from .options import in_ci
 
 VM_KEY = pytest.StashKey[GuestVM]()  # per item: the VM the test used, for its artifacts
 
@@ -223,8 +219,6 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     request.node.stash[WINDOW_KEY] = verdict.lines
     state = state_of(request.config)
     state.record.vms[request.node.nodeid] = guest.machine.name
-    if guest.fingerprint is not None:  # which machine this result came from
-        request.node.user_properties.append(("fingerprint", f"{guest.fingerprint.digest} {guest.fingerprint.path}"))
     judged = judge_window(verdict, request.node.nodeid, guest.machine.console_log, strict)
     state.record.splats += judged.splats
     state.known_seen += judged.known_seen
@@ -232,7 +226,6 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
         state.unchecked.append(request.node.nodeid)
         state.record.unchecked.append(request.node.nodeid)
         request.node.stash[UNCHECKED_KEY] = judged.unchecked
-        request.node.user_properties.append(("lock_checked", f"no: {judged.unchecked}"))
     problems = [*counter_problems, *judged.problems]
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)

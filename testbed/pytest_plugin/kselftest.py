@@ -27,6 +27,7 @@ from ..kselftest.run import ProgramRun, run_program
 from ..logs.known import KnownSplat
 from ..topology import Topology, load_topology
 from ..topology.model import IommuType
+from .kernelci import kselftest_path, kunit_path
 from .pool import VmPool, VmVariant
 from .state import state_of
 
@@ -52,6 +53,10 @@ class SelftestCase:
         """The name known-failures.yaml matches: `<program id>:<case>` (`:run` for the run)."""
         return f"{self.program.id}:{self.case or 'run'}"
 
+    @property
+    def kernelci_path(self) -> str:
+        return kselftest_path(self.program.suite, self.program.name, self.case)
+
 
 @dataclass(frozen=True)
 class KunitCase:
@@ -60,6 +65,10 @@ class KunitCase:
     @property
     def test(self) -> str:
         return f"kunit:{self.case or 'boot'}"
+
+    @property
+    def kernelci_path(self) -> str:
+        return kunit_path(self.case)
 
 
 @dataclass

@@ -22,10 +22,6 @@ from ..vm.accel import ACCELS
 from .coverage import CoverageCollector
 from .state import STATE_KEY, TestbedState
 
-if TYPE_CHECKING:
-    pass
-
-
 MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
     "hotunplug": "hot-unplug and replug of P2P providers and clients (boots VMs)",
@@ -172,6 +168,9 @@ class _OutcomeRecorder:
         self.state.record.outcome(
             report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"), report.duration
         )
-        on_vm = any(name == "topology" for name, _ in report.user_properties)
-        if on_vm and report.when == "call":
+        facts = {"topology": getattr(report, "testbed_topology", None), "path": getattr(report, "testbed_path", None)}
+        self.state.record.describe(report.nodeid, **{k: v for k, v in facts.items() if v})
+        if getattr(report, "wasxfail", None):
+            self.state.record.describe(report.nodeid, xfail=str(report.wasxfail))
+        if report.when == "call" and getattr(report, "testbed_topology", None):
             self.state.vm_tests_run += 1

@@ -12,7 +12,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..guestvm.fingerprint import qemu_version
+from ..guestvm.fingerprint import digest_of, qemu_version
+from ..guestvm.fingerprint import load as load_fingerprint
 from ..kernel.artifact import read_manifest
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
@@ -52,9 +53,10 @@ class BootRecord:
     bzimage: str
     kernel: dict[str, object]  # the kernel cache's manifest (key, release, config set, patches), if any
     accel: str
-    fingerprint: str | None = None  # the VM's fingerprint.json
+    fingerprint: str | None = None  # the VM's fingerprint.json, relative to run.json's directory
     # the --kernel-config name it booted ("debug-full" boots the "debug" set's build)
     kernel_config: str | None = None
+    fingerprint_digest: str | None = None  # equal digests, equal machines
 
 
 @dataclass
@@ -65,6 +67,11 @@ class RunRecord:
     boots: list[BootRecord] = field(default_factory=list)
     vms: dict[str, str] = field(default_factory=dict)  # test -> the VM it ran in
     durations: dict[str, float] = field(default_factory=dict)  # test -> seconds, all phases
+    # test -> its facts for reports: "topology", "path" (KernelCI's), "xfail" (the reason)
+    tests: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def describe(self, nodeid: str, **facts: str) -> None:
+        self.tests.setdefault(nodeid, {}).update(facts)
 
     def outcome(self, nodeid: str, when: str, outcome: str, xfail: bool, seconds: float = 0.0) -> None:
         """Fold one phase's report into the test's outcome (the worst phase wins)."""
@@ -89,7 +96,10 @@ class RunRecord:
         accel: str,
         fingerprint: Path | None = None,
         kernel_config: str | None = None,
+        results: Path | None = None,
     ) -> None:
+        """One VM's boot; `fingerprint` is recorded relative to `results` (run.json's directory)
+        when it lies there, so the record resolves wherever the results are copied."""
         kernel: dict[str, object] = {}
         manifest = read_manifest(bzimage.parent) if bzimage else None
         if manifest is not None:
@@ -99,10 +109,15 @@ class RunRecord:
                 "config_set": manifest.config_set,
                 "patches": list(manifest.patches),
                 "source_tree": manifest.source_tree,
+                "source": manifest.source,
             }
             kernel["base_fixes"] = [{"name": a.get("name"), "why": a.get("why")} for a in manifest.applied_fixes]
-        fp = str(fingerprint) if fingerprint else None
-        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp, kernel_config))
+        fp = digest = None
+        if fingerprint is not None:
+            digest = digest_of(load_fingerprint(fingerprint))
+            inside = results is not None and fingerprint.is_relative_to(results)
+            fp = str(fingerprint.relative_to(results) if inside and results else fingerprint)
+        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp, kernel_config, digest))
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -116,6 +131,7 @@ class RunRecord:
             "boots": [asdict(b) for b in self.boots],
             "vms": {plain(k): v for k, v in self.vms.items()},
             "durations": {plain(k): v for k, v in self.durations.items()},
+            "tests": {plain(k): v for k, v in self.tests.items()},
         }
         path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         log.debug("wrote %s (%d outcomes, %d splats)", path, len(self.outcomes), len(self.splats))

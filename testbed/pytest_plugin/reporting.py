@@ -4,16 +4,22 @@ carries its artifacts (console excerpt, QEMU command, QMP events, dmesg)."""
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from . import artifacts
+from .collection import TOPOLOGY_KEY
+from .fixtures import UNCHECKED_KEY, VM_KEY, WINDOW_KEY
+from .kernelci import own_test_path
 from .state import state_of
 
-if TYPE_CHECKING:
-    pass
-from .fixtures import UNCHECKED_KEY, VM_KEY, WINDOW_KEY
+
+def _kernelci_path(item: pytest.Item, topology: str | None) -> str:
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("topology_case") if callspec is not None else None
+    path = getattr(case, "kernelci_path", None)  # a kselftest or KUnit case
+    return path if isinstance(path, str) else own_test_path(item.nodeid, topology)
 
 
 def pytest_report_teststatus(
@@ -30,6 +36,10 @@ def pytest_report_teststatus(
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
+    # every phase (a test skipped in setup has no call); report attributes cross xdist
+    topology = item.stash.get(TOPOLOGY_KEY, None)
+    report.testbed_topology = topology
+    report.testbed_path = _kernelci_path(item, topology)
     if report.when == "teardown" and UNCHECKED_KEY in item.stash:
         report.testbed_unchecked = item.stash[UNCHECKED_KEY]
     guest = item.stash.get(VM_KEY, None)

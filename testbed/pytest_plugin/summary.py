@@ -13,6 +13,7 @@ import pytest
 from ..coverage.runreport import report_run
 from ..coverage.scope import DEFAULT_SCOPE, load_scope
 from ..errors import TestbedError
+from .junit import add_suite_properties
 from .kselftest import SESSION_KEY
 from .pool import fresh_summary
 from .record import BootRecord, SplatRecord
@@ -183,6 +184,7 @@ def _known_summary(terminalreporter: TerminalReporter, seen: list[KnownSeen], st
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's junitxml writes its file
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state = state_of(config)
@@ -197,6 +199,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.record.outcomes and not config.getoption("collectonly"):
         state.record.write(state.results)
+    add_suite_properties(config, state.record)
     if state.coverage is not None and state.vm_tests_run and not _coverage_report(state):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -240,4 +243,6 @@ def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
             kept = state.results / "fingerprints" / f"{launch.vm}.json"
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(launch.fingerprint, kept)
-        state.record.boot(launch.topology, launch.vm, launch.bzimage, launch.accel, kept, launch.kernel_config)
+        state.record.boot(
+            launch.topology, launch.vm, launch.bzimage, launch.accel, kept, launch.kernel_config, state.results
+        )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, InfraError
 from .cells import LostCell, lost_cells, scan_cells, unplanned
-from .kcidb import kcidb
+from .kcidb import Links, kcidb, kcidb_available
 from .merge import failing, write_all
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="the plan(s) `testbed matrix --plan FILE` wrote: every planned cell must have results (repeatable)",
     )
-    p.add_argument("--kcidb", action="store_true", help="also write kcidb.json (KCIDB schema, validated)")
+    p.add_argument(
+        "--kcidb", action="store_true", help="also write kcidb.json (KCIDB schema, validated; the `kcidb` extra)"
+    )
+    p.add_argument(
+        "--log-base",
+        metavar="URL",
+        help="KCIDB log URLs: URL + each file's path below the cell directories (where the artifacts are "
+        "published); file:// URLs of the files here without it",
+    )
     p.add_argument(
         "--append-summary",
         type=Path,
@@ -56,6 +64,8 @@ def _planned(plans: list[Path] | None) -> tuple[str, ...] | None:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    if args.kcidb:
+        kcidb_available()
     planned = _planned(args.plan)
     scan = scan_cells(args.cells, missing_ok=planned is not None)
     if planned is None and not scan.ids():
@@ -66,7 +76,8 @@ def _merge(args: argparse.Namespace) -> int:
     paths = write_all(cells, args.out, lost, extra)
     if args.kcidb:
         paths["kcidb"] = args.out / "kcidb.json"
-        paths["kcidb"].write_text(json.dumps(kcidb(cells), indent=1) + "\n")
+        links = Links(args.cells[0], args.log_base)
+        paths["kcidb"].write_text(json.dumps(kcidb(cells, links), indent=1) + "\n")
     if args.append_summary:
         with args.append_summary.open("a") as out:
             out.write(paths["markdown"].read_text())

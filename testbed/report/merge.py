@@ -30,6 +30,13 @@ def _lost_suite(cell: LostCell) -> ET.Element:
     return suite
 
 
+def _drop_case_properties(case: ET.Element) -> None:
+    """xunit2 has properties per suite only; cells of older runs put some per case (run.json
+    holds the same facts)."""
+    for props in case.findall("properties"):
+        case.remove(props)
+
+
 def merged_junit(cells: list[CellResults], lost: tuple[LostCell, ...] = ()) -> ET.ElementTree:
     """One <testsuites>: each cell's suites renamed after the cell, each case's classname too,
     so the same test on two cells stays two cases; each lost cell one erroring case."""
@@ -45,6 +52,7 @@ def merged_junit(cells: list[CellResults], lost: tuple[LostCell, ...] = ()) -> E
             suite.set("name", f"{cell.id}: {suite.get('name', 'pytest')}")
             for case in suite.iter("testcase"):
                 case.set("classname", f"{cell.id}.{case.get('classname', '')}")
+                _drop_case_properties(case)
             root.append(suite)
     ET.indent(root)
     return ET.ElementTree(root)

@@ -1,0 +1,44 @@
+"""Test paths as KernelCI names them, so results join other KernelCI origins' in KCIDB.
+
+KernelCI's pipeline (kernelci-pipeline's send_kcidb, with Linaro's kselftest output parser)
+names a kselftest case `kselftest.<collection>.<collection>_<program>_<case>` (every run of
+characters outside [A-Za-z0-9_-] one "_") and a KUnit case `kunit.exec.<suite>.<case>`. The
+testbed's own tests are `testbed.<module>.<test>[.<parameters>]`; the topology is not part of
+a path (it is the test's environment in KCIDB), and a device a program ran against neither.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
+
+
+def slug(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("_")
+
+
+def kselftest_path(collection: str, program: str, case: str | None) -> str:
+    words = [collection, program] + ([case] if case else [])
+    return f"kselftest.{slug(collection)}.{slug('_'.join(words))}"
+
+
+def kunit_path(case: str | None) -> str:
+    """`case` is "suite.case" (None: the boot that ran them all)."""
+    if case is None:
+        return "kunit.exec"
+    suite, _, name = case.partition(".")
+    return ".".join(["kunit", "exec", slug(suite)] + ([slug(name)] if name else []))
+
+
+def own_test_path(nodeid: str, topology: str | None = None) -> str:
+    """ "tests/vm/test_p2p.py::test_x[two-switch-edu0-shm0]" on two-switch ->
+    "testbed.test_p2p.test_x.edu0-shm0" (the topology's part of the id dropped)."""
+    file, _, rest = nodeid.partition("::")
+    module = file.rsplit("/", 1)[-1].removesuffix(".py")
+    name, _, param = rest.partition("[")
+    param = param.removesuffix("]").split("]@", 1)[0]
+    if topology and (param == topology or param.startswith(f"{topology}-")):
+        param = param[len(topology) :].lstrip("-")
+    words = ["testbed", module, *name.split("::"), *([param] if param else [])]
+    return ".".join(slug(w) for w in words)
