@@ -84,6 +84,17 @@ def device_specs(topo: Topology, layout: Layout) -> list[DeviceSpec]:
     return specs
 
 
+def device_models(topo: Topology, layout: Layout | None = None) -> frozenset[str]:
+    """Every QEMU device model the topology uses, at boot or by hot-plug (what the binary that
+    runs it must have)."""
+    layout = layout or build_layout(topo)
+    endpoints = {ep.id: ep for ep in topo.endpoints}
+    specs = [endpoint_spec(layout, endpoints[p.id]) if p.kind is NodeKind.ENDPOINT else bridge_spec(topo, layout, p)
+             for p in layout.in_order()]  # fmt: skip
+    iommu = iommu_spec(topo)
+    return frozenset(s.driver for s in [*specs, *([iommu] if iommu else [])])
+
+
 def render_argv(topo: Topology, runtime: Runtime, qemu: str = QEMU_BINARY, layout: Layout | None = None) -> list[str]:
     layout = layout or build_layout(topo)
     backends, infra_devices = disk_and_net(runtime.disk, runtime.ssh_host_port)

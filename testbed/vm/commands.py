@@ -13,6 +13,7 @@ from ..guest.ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
 from .accel import ACCELS, resolve_accel
+from .qemu import probe as probe_qemu
 
 if TYPE_CHECKING:
     from .launch import LaunchPlan
@@ -136,6 +137,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 def cmd_accel(args: argparse.Namespace) -> int:
     decision = resolve_accel(args.accel)
     print(decision.reason)
+    print(f"qemu: {probe_qemu().describe()}")
     return 0
 
 

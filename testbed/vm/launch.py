@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..paths import results_root, runtime_dir
 from ..render.qdev import BackingFile
 from ..render.runtime import Runtime
@@ -16,6 +17,7 @@ from ..topology import Layout, Topology, build_layout, load_topology
 from . import registry
 from .accel import AccelDecision, resolve_accel
 from .machine import Machine
+from .qemu import probe as probe_qemu
 
 Progress = Callable[[str], None]
 
@@ -58,10 +60,14 @@ def plan_launch(
     from ..image import ensure_image, make_overlay
     from ..kernel import ensure_kernel
     from ..kernel.configsets import boot_args
-    from ..render import backing_files, render_argv
+    from ..render import backing_files, device_models, render_argv
 
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
     layout = build_layout(topo)  # once: the argv and the VM object share it
+    qemu = probe_qemu()
+    missing = qemu.missing(device_models(topo, layout))
+    if missing:  # before a kernel build or a boot, not as QEMU's exit
+        raise ConfigError(f"{topo.name} needs the device model(s) {', '.join(missing)}, which {qemu.describe()} lacks")
     decision = resolve_accel(accel)
     progress(f"accel: {decision.reason}")
     if bzimage is None:
