@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
-from .errors import TestbedError
+from .children import Terminated, raise_terminated
+from .errors import EXIT_CODES, INTERRUPTED, TestbedError
 
 # Each module exposes `register(subparsers)` adding its subcommands; a subcommand sets
 # `func(args) -> int` with `set_defaults`. Kept as names so `testbed --help` stays cheap.
@@ -32,11 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testbed",
         description="Emulated PCIe peer-to-peer DMA testbed: topologies, kernels, guest images, VMs.",
+        epilog="exit codes:\n" + "\n".join(f"  {code:<4}{meaning}" for code, meaning in _exit_table()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def _exit_table() -> tuple[tuple[int, str], ...]:
+    return tuple((code, meaning) for code, meaning in EXIT_CODES if not meaning.startswith("(also)"))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -53,6 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    signal.signal(signal.SIGTERM, raise_terminated)  # unwind: VMs stopped, children told (children.py)
     try:
         return int(args.func(args) or 0)
     except TestbedError as exc:
@@ -60,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("testbed: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except Terminated:
+        print("testbed: terminated", file=sys.stderr)
+        return Terminated.exit_code
 
 
 if __name__ == "__main__":

@@ -26,3 +26,19 @@ class GuestError(TestbedError):
     """The guest or its kernel misbehaved: that is the thing under test. Never retried."""
 
     exit_code = 4
+
+
+INTERRUPTED = 130  # Ctrl-C, as a shell reports a SIGINT death
+# `testbed --help` and the README print this table
+EXIT_CODES = (
+    (0, "success: the command did what it says, every result green"),
+    (1, "a verdict: tests or cells failed, new splats, a WORSE side of `ab` (the command itself worked)"),
+    (TestbedError.exit_code, "(also) an error of the testbed's own that fits no class below"),
+    (
+        ConfigError.exit_code,
+        "bad input: option, topology, path, series; nothing was started (argparse's usage errors too)",
+    ),
+    (InfraError.exit_code, "the machinery failed: QEMU, a build tool, a download, a timeout; worth a retry"),
+    (GuestError.exit_code, "the guest or its kernel misbehaved outside a test's verdict"),
+    (INTERRUPTED, "interrupted (SIGINT); SIGTERM ends a command with 143 after stopping its VMs"),
+)

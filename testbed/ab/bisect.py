@@ -21,9 +21,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..children import run_child
 from ..errors import ConfigError, TestbedError
 from ..kernel.patches import SERIES_WORKTREE
-from ..paths import REPO_ROOT, results_root
+from ..paths import checkout_root, results_root
 from ..pytest_plugin.record import RUN_FILE
 from .results import load_results
 from .worktree import checkout, require_git_tree, resolve
@@ -165,7 +166,7 @@ def step(out: Path, config: str, pytest_args: list[str]) -> int:
         record("skip")
         return SKIP
     argv = [*pytest_args, "--kernel", str(here), "--kernel-config", config, "--results-dir", str(results)]
-    code = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=REPO_ROOT).returncode
+    code = run_child([sys.executable, "-m", "pytest", *argv], checkout_root())
     if code not in (0, 1) or not (results / RUN_FILE).is_file():
         print(f"testbed bisect: pytest exited {code} at {commit[:12]}: aborting", flush=True)
         return ABORT

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ..children import run_child
 from ..errors import ConfigError
-from ..paths import REPO_ROOT, results_root
+from ..paths import checkout_root, results_root
 from ..pytest_plugin.record import RUN_FILE
 from .compare import Comparison, compare, render_markdown, render_text
 from .results import load_results
@@ -82,7 +82,7 @@ def run_pytest(argv: list[str], side: str) -> int:
     """One side's pytest run; failing tests are results, not errors."""
     command = [sys.executable, "-m", "pytest", *argv]
     print(f"testbed ab: {side}: {' '.join(command)}", flush=True)
-    code = subprocess.run(command, cwd=REPO_ROOT).returncode
+    code = run_child(command, checkout_root())
     results = Path(argv[argv.index("--results-dir") + 1])
     if code not in (0, 1) or not (results / RUN_FILE).is_file():
         raise ConfigError(f"the {side} run did not complete (pytest exit {code}); see its output above")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
+from ..children import run_child
 from ..kernel.request import SUITE_SETS
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
-from ..paths import REPO_ROOT
+from ..paths import REPO_ROOT, checkout_root
 from ..vm.accel import ACCELS
 from .catalog import SUITES
 
@@ -75,4 +75,4 @@ def pytest_argv(args: argparse.Namespace) -> list[str]:
 def cmd_kselftest(args: argparse.Namespace) -> int:
     argv = pytest_argv(args)
     print("testbed: " + " ".join(argv[2:]), file=sys.stderr, flush=True)
-    return subprocess.call(argv, cwd=REPO_ROOT)
+    return run_child(argv, checkout_root())

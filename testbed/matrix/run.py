@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import REPO_ROOT
+from ..children import run_child
+from ..paths import checkout_root
 from .cells import Cell
 
 log = logging.getLogger(__name__)
@@ -65,4 +65,4 @@ def run_cell(cell: Cell, out: Path) -> int:
     (run.directory / "cell.json").write_text(json.dumps(cell.as_json()) + "\n")
     print(f"cell {cell.id}: {' '.join(run.argv[1:])}", flush=True)
     log.debug("cell %s: environment %s", cell.id, dict(run.env))
-    return subprocess.run(run.argv, cwd=REPO_ROOT, env=os.environ | dict(run.env)).returncode
+    return run_child(run.argv, checkout_root(), os.environ | dict(run.env))

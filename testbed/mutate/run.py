@@ -28,7 +28,7 @@ from ..coverage.scope import Scope
 from ..errors import ConfigError, InfraError
 from ..kernel.build import ensure_kernel, kernel_root
 from ..kernel.source import debian_tree
-from ..paths import REPO_ROOT, cache_dir
+from ..paths import cache_dir, checkout_root
 from ..probe.build import kernel_tree_of, probe_key
 from ..pytest_plugin.record import RUN_FILE, plain
 from . import report
@@ -141,7 +141,9 @@ def run_pytest(argv: list[str], results: Path, timeout: float | None, progress: 
     log_file = results.parent / f"{results.name}.log"
     results.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as out:
-        proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=checkout_root(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             code: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -5,9 +5,11 @@ the plugin objects that see every report)."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -120,9 +122,25 @@ def pytest_configure(config: pytest.Config) -> None:
     if build_set(kernel.config_set) in COVERAGE_SETS:
         worker = config.workerinput["workerid"] if hasattr(config, "workerinput") else "main"
         state.coverage = CoverageCollector(state.results, worker)
+    _sigterm_stops_the_session()
     config.pluginmanager.register(_OutcomeRecorder(state), "testbed-outcomes")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistController(state), "testbed-xdist")
+
+
+def _sigterm_stops_the_session() -> None:
+    """A SIGTERM (a CI engine's cancel, `testbed ab` stopped) ends the run as Ctrl-C does: the
+    fixtures' teardowns stop the VMs, run.json and the JUnit file are written. Python's default
+    would end the process at once, its QEMUs going only with it."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _coverage_kernel(kernel: KernelRequest) -> KernelRequest:

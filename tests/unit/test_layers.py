@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2] / "testbed"
 
 # bottom first; a top-level module or package name -> its layer
 LAYERS: list[set[str]] = [
-    {"errors", "paths", "hashing", "inventory", "timeouts", "debian_mirror", "located"},
+    {"errors", "paths", "hashing", "inventory", "timeouts", "debian_mirror", "located", "children"},
     {"topology"},
     {"render", "logs", "kernel", "image", "guest", "coverage"},
     {"vm", "probe"},

@@ -4,12 +4,12 @@ shards that are stable and balanced."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from testbed.cli import main
 from testbed.errors import ConfigError
+from testbed.matrix import run as matrix_run
 from testbed.matrix.cells import (
     CONFIGS,
     DEFAULT_ESTIMATE_S,
@@ -208,9 +208,9 @@ def test_matrix_run_lays_a_cell_out_for_the_merge(tmp_path, monkeypatch):
 
     def fake_run(argv, cwd, env):
         seen.update(argv=argv, cwd=cwd, env=env)
-        return subprocess.CompletedProcess(argv, 1)
+        return 1
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(matrix_run, "run_child", fake_run)
     assert main(["matrix", "run", "--cell", json.dumps(kvm.as_json()), "--out", str(tmp_path / "artifacts")]) == 1
     assert json.loads((cell_dir / "cell.json").read_text())["id"] == kvm.id
     assert seen["env"]["TESTBED_RESULTS"] == str(cell_dir) and seen["env"]["CI"] == "true"

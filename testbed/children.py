@@ -1,0 +1,55 @@
+"""A child command (the pytest runs of `ab`, `bisect`, `kselftest`, a matrix cell) that ends
+with its parent: a SIGTERM sent to `testbed` is passed on, the child tears its VMs down and
+writes what it has, and only then does `testbed` stop (Terminated), instead of leaving a
+pytest and its QEMUs running. Ctrl-C reaches the whole foreground group by itself: the parent
+waits for the child's own teardown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt (cleanups run; `except Exception` does
+    not swallow it); `testbed` exits 143."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def run_child(argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> int:
+    """Run `argv` to its end and return its exit status; a SIGTERM meanwhile is forwarded to it
+    and raises Terminated once it has exited."""
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env) if env is not None else None)
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # the child got the same SIGINT: let it finish its teardown
+                log.debug("interrupted: waiting for pid %d to stop", proc.pid)
+                received.append(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if signal.SIGTERM in received:
+        raise Terminated()
+    if signal.SIGINT in received:
+        raise KeyboardInterrupt()
+    return code

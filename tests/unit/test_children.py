@@ -1,0 +1,93 @@
+"""A SIGTERM to `testbed` reaches the pytest it runs (ab, bisect, kselftest, a matrix cell):
+the child tears down before the parent ends, and the parent exits 143."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+out = Path(sys.argv[1])
+def stop(signum, frame):
+    time.sleep(0.3)  # a teardown that takes a while: the parent must wait for it
+    (out / "torn-down").write_text("yes")
+    sys.exit(1)
+signal.signal(signal.SIGTERM, stop)
+(out / "ready").write_text("yes")
+time.sleep(60)
+"""
+
+PARENT = """
+import signal, sys
+from pathlib import Path
+from testbed.children import Terminated, raise_terminated, run_child
+signal.signal(signal.SIGTERM, raise_terminated)
+try:
+    run_child([sys.executable, sys.argv[1], sys.argv[2]], Path(sys.argv[2]))
+except Terminated:
+    (Path(sys.argv[2]) / "parent-saw").write_text("terminated")
+    sys.exit(Terminated.exit_code)
+sys.exit(0)
+"""
+
+
+def test_sigterm_is_passed_on_and_waited_for(tmp_path: Path):
+    child = tmp_path / "child.py"
+    child.write_text(textwrap.dedent(CHILD))
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(child), str(tmp_path)])
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "ready").exists():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.02)
+    parent.terminate()
+    assert parent.wait(timeout=20) == 143
+    assert (tmp_path / "torn-down").read_text() == "yes"  # before the parent ended
+    assert (tmp_path / "parent-saw").read_text() == "terminated"
+
+
+def test_a_child_that_ends_gives_its_status(tmp_path: Path):
+    from testbed.children import run_child
+
+    assert run_child([sys.executable, "-c", "raise SystemExit(5)"], tmp_path) == 5
+
+
+def test_a_sigterm_to_pytest_tears_the_session_down_and_writes_results(tmp_path: Path):
+    """The plugin turns SIGTERM into pytest's interruption: session fixtures (the VM pool) are
+    finalized and the JUnit file written, where Python's default would just end the process."""
+    (tmp_path / "test_slow.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+            from pathlib import Path
+            import pytest
+
+            @pytest.fixture(scope="session")
+            def pool():
+                yield
+                Path("torn-down").write_text("yes")
+
+            def test_slow(pool):
+                Path("ready").write_text("yes")
+                time.sleep(60)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml=junit.xml", "test_slow.py"],
+        cwd=tmp_path,
+        env={**os.environ, "TESTBED_RESULTS": str(tmp_path / "results")},
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 2  # pytest's "interrupted"
+    assert (tmp_path / "torn-down").read_text() == "yes"
+    assert (tmp_path / "junit.xml").is_file()
