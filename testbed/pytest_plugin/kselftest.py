@@ -165,11 +165,29 @@ class KselftestSession:
         except TestbedError as exc:  # a tree whose selftests do not build: say so, before anything boots
             raise pytest.UsageError(f"the tree's own tests cannot be collected: {exc}") from None
 
+    def devices(self, topo: Topology, program: Program) -> tuple[str | None, ...]:
+        """What `program` runs against on `topo`: nothing for a program of its own, one device of
+        each kind otherwise, none without an IOMMU (vfio-pci takes no device outside an IOMMU
+        group: the program does not apply there, said at the end of the run)."""
+        if not program.device:
+            return (None,)
+        if topo.iommu.type is IommuType.NONE:
+            state_of(self.config).not_applicable[(topo.name, f"{program.id} (on a device)")] = (
+                "an IOMMU (vfio-pci takes no device outside an IOMMU group)"
+            )
+            return ()
+        return selftest_devices(topo)
+
+    def suites_for(self, topo: Topology) -> tuple[str, ...]:
+        """The selected suites with something to run on `topo` (KUnit always: it runs at boot)."""
+        runnable = {p.suite for p in self.programs() if self.devices(topo, p)}
+        return tuple(s for s in self.selected_suites() if s == "kunit" or s in runnable)
+
     def selftest_cases(self, topo: Topology, progress: Callable[[str], None]) -> list[tuple[str, SelftestCase]]:
         build = self.build(progress)
         out = []
         for program in self.programs():
-            for device in selftest_devices(topo) if program.device else (None,):
+            for device in self.devices(topo, program):
                 label = program.name + (f"@{device}" if device else "")
                 out.append((label, SelftestCase(program, device, None)))
                 for case in build.cases(program) or ():

@@ -49,7 +49,7 @@ def _kunit_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, objec
 
 
 def _suite_cases(topo: Topology, config: pytest.Config) -> list[tuple[str, object]]:
-    return [(suite, suite) for suite in session_of(config).selected_suites()]
+    return [(suite, suite) for suite in session_of(config).suites_for(topo)]
 
 
 def case_text(case: KtapCase) -> str:
