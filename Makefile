@@ -26,7 +26,7 @@ PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATC
 # make test TOPO=mine.yaml: the suites on the topologies given (TOPO's default is make boot's)
 PYTEST_TOPO := $(if $(filter command line environment,$(origin TOPO)),$(foreach t,$(TOPO),--topology $(t)))
 
-.PHONY: help deps venv check kernel image boot run test unit vm kselftest coverage mutate ab bisect nightly bench clean-results clean-cache
+.PHONY: help deps venv check kernel image boot run test unit vm kselftest coverage mutate ab bisect ci-rehearsal nightly bench clean-results clean-cache
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -34,7 +34,7 @@ help: ## this list
 	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug|debug-full)"
 	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
 	@echo "             SUITE=iommu|vfio|kunit (make kselftest; TOPO=kselftest has one device of each kind)"
-	@echo "             ARGS='-m p2p --topology two-switch' BASE=REF (make ab)  GOOD=REF BAD=REF (make bisect)"
+	@echo "             BASE=REF (make ab)  GOOD=REF BAD=REF (make bisect): PYTEST_ARGS is their pytest selection"
 	@echo "             JOBS=$(JOBS) (make test: parallel pytest-xdist workers, each with its own VMs)"
 	@echo "             SUITES='$(SUITES)' (make coverage, make mutate: the pytest -m selection)"
 	@echo "             MUTATE_ARGS='--function NAME --sample N --seed S --shard K/N --budget MIN --coverage-run DIR'"
@@ -64,11 +64,14 @@ boot: deps venv ## boot TOPO and open a shell in the guest; leaving it shuts the
 # scripts itself first, so a broken one stops here. zizmor runs offline: its online audits need
 # the GitHub API.
 WORKFLOWS := $(wildcard .github/workflows/*.yml)
-SHELL_SCRIPTS := scripts/install-deps
-check: venv ## lint (ruff), formatting (ruff format --check), types (mypy), workflows (actionlint + shellcheck, zizmor); CI runs it first
-	$(VENV)/bin/ruff check testbed tests
-	$(VENV)/bin/ruff format --check testbed tests
+# bench/ and scripts/ hold extensionless scripts: each by its interpreter line
+SHELL_SCRIPTS := $(shell grep -lE '^\#!/bin/(ba)?sh' scripts/* bench/*)
+PY_SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python3' scripts/* bench/*)
+check: venv ## lint (ruff), formatting (ruff format --check), types (mypy) of the package, tests, bench/ and scripts/; workflows (actionlint + shellcheck, zizmor); CI runs it first
+	$(VENV)/bin/ruff check testbed tests $(PY_SCRIPTS)
+	$(VENV)/bin/ruff format --check testbed tests $(PY_SCRIPTS)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --scripts-are-modules $(PY_SCRIPTS)
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 	$(VENV)/bin/actionlint -shellcheck=$(VENV)/bin/shellcheck -pyflakes= $(WORKFLOWS)
 	$(VENV)/bin/zizmor --offline --no-progress $(WORKFLOWS)
@@ -97,16 +100,21 @@ mutate: deps venv ## mutation testing of the scope's functions against SUITES= (
 	$(TB) image build
 	$(TB) mutate $(MUTATE_ARGS) $(if $(KSRC),--ksrc $(KSRC)) -- -m "$(SUITES)" $(PYTEST_TOPO) $(PYTEST_ARGS)
 
-ab: deps venv ## PATCHES= on the base kernel vs base + series over ARGS= (pytest selection); KSRC=, BASE=
-	@test -n "$(PATCHES)" || { echo "make ab needs PATCHES=SERIES (and ARGS=\"-m p2p ...\")"; exit 2; }
-	$(TB) ab --patches $(PATCHES) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(BASE),--base $(BASE)) -- $(or $(ARGS),-m p2p --topology $(TOPO))
+# ab and bisect: PYTEST_ARGS is the selection as everywhere (ARGS, its old name, still works)
+SELECTION := $(or $(PYTEST_ARGS),$(ARGS),-m p2p --topology $(TOPO))
+ab: deps venv ## PATCHES= on the base kernel vs base + series over PYTEST_ARGS= (pytest selection); KSRC=, BASE=
+	@test -n "$(PATCHES)" || { echo "make ab needs PATCHES=SERIES (and PYTEST_ARGS=\"-m p2p ...\")"; exit 2; }
+	$(TB) ab --patches $(PATCHES) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(BASE),--base $(BASE)) -- $(SELECTION)
 
-bisect: deps venv ## first bad commit in KSRC= between GOOD= and BAD= for the pytest selection ARGS=
-	@test -n "$(KSRC)" -a -n "$(GOOD)" -a -n "$(BAD)" || { echo "make bisect needs KSRC= GOOD= BAD= (and ARGS=)"; exit 2; }
-	$(TB) bisect --ksrc $(KSRC) --good $(GOOD) --bad $(BAD) --kernel-config $(CONFIG) -- $(or $(ARGS),-m p2p --topology $(TOPO))
+bisect: deps venv ## first bad commit in KSRC= between GOOD= and BAD= for the pytest selection PYTEST_ARGS=
+	@test -n "$(KSRC)" -a -n "$(GOOD)" -a -n "$(BAD)" || { echo "make bisect needs KSRC= GOOD= BAD= (and PYTEST_ARGS=)"; exit 2; }
+	$(TB) bisect --ksrc $(KSRC) --good $(GOOD) --bad $(BAD) --kernel-config $(CONFIG) -- $(SELECTION)
 
 NIGHTLY_MUTANTS ?= 200
 NIGHTLY_SEED ?= $(shell date +%Y%m%d)
+ci-rehearsal: deps venv ## the GitHub workflow's jobs here, same commands and variables: check, plan, kernels, cells, merge (PRESET=fast|nightly SHARD=K/N)
+	PRESET=$(or $(PRESET),fast) SHARD=$(SHARD) scripts/ci-rehearsal
+
 nightly: deps venv ## the full matrix (every topology, IOMMU modes, default and debug-full), hot-unplug on debug-full without base fixes, then coverage and NIGHTLY_MUTANTS mutants
 	$(TB) image build
 	status=0; for config in default debug-full; do \

@@ -189,6 +189,7 @@ def debian_mirror(apt_dir: Path = APT_DIR, environ: Mapping[str, str] = os.envir
         looked = ", ".join(str(f) for f in files) or f"nothing under {apt_dir}"
         raise ConfigError(
             f"no Debian archive found in the host's apt sources (read: {looked}); "
-            f"set {ENV_VAR}=<URL of a Debian archive, e.g. http://<mirror>/debian>"
+            f"set {ENV_VAR}=<URL of a Debian archive, e.g. http://<mirror>/debian> (a host that is not "
+            f"Debian; in the GitHub workflow: the repository variable {ENV_VAR})"
         )
     return mirror

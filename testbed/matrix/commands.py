@@ -29,14 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=sorted(PRESETS),
         help="a named selection: nightly (every topology, IOMMU mode and config, and the hot-unplug suite on "
         "debug-full without the base fixes) or fast (two topologies, "
-        "their own IOMMU, the default config); --topology, --config and --iommu override its parts",
+        "their own IOMMU, the default config); --topology, --kernel-config and --iommu override its parts",
     )
     p.add_argument("--topology", action="append", metavar="NAME", help="only these topologies (repeatable)")
     p.add_argument(
-        "--config",
+        "--kernel-config",
+        "--config",  # the old spelling; --kernel-config as everywhere else (testbed, pytest, make CONFIG=)
+        dest="kernel_config",
         action="append",
         choices=SUITE_SETS,
-        help="only these kernel configs (repeatable; default: default, debug-full)",
+        help="only these kernel config sets (repeatable; default: default, debug-full)",
     )
     p.add_argument("--accel", action="append", choices=ACCELS, help="accelerators (default: kvm)")
     p.add_argument(
@@ -83,7 +85,7 @@ def _selected(args: argparse.Namespace) -> list[Cell]:
     dirs = args.durations or sorted((results_root() / "pytest").glob("*"))
     found = cells(
         args.topology or (preset.topologies if preset else None),
-        args.config or (preset.configs if preset else CONFIGS),
+        args.kernel_config or (preset.configs if preset else CONFIGS),
         args.accel or ("kvm",),
         measured(d / "run.json" for d in dirs),
         iommu_variants=iommu == "all",

@@ -96,7 +96,10 @@ def test_shard_argument():
 
 def test_matrix_command(capsys, tmp_path):
     assert (
-        main(["matrix", "--json", "--topology", "two-switch", "--config", "default", "--durations", str(tmp_path)]) == 0
+        main(
+            ["matrix", "--json", "--topology", "two-switch", "--kernel-config", "default", "--durations", str(tmp_path)]
+        )
+        == 0
     )
     doc = json.loads(capsys.readouterr().out)
     assert [c["id"] for c in doc["include"]] == [
@@ -107,7 +110,7 @@ def test_matrix_command(capsys, tmp_path):
         "two-switch.iommu-virtio-lazy-default-kvm",
         "two-switch.iommu-intel-lazy-default-kvm",
     ]
-    argv = ["matrix", "--json", "--topology", "two-switch", "--config", "default", "--iommu", "own"]
+    argv = ["matrix", "--json", "--topology", "two-switch", "--kernel-config", "default", "--iommu", "own"]
     assert main([*argv, "--durations", str(tmp_path)]) == 0
     assert [c["id"] for c in json.loads(capsys.readouterr().out)["include"]] == ["two-switch-default-kvm"]
     assert main(["matrix", "--shard", "9/2"]) == 2
@@ -144,7 +147,7 @@ def test_presets_choose_the_cells_of_a_trigger(capsys, tmp_path):
 def test_the_plan_file_and_the_github_outputs(capsys, tmp_path):
     plan_file, outputs = tmp_path / "plan" / "matrix-plan.json", tmp_path / "github-output"
     outputs.write_text("earlier=1\n")
-    argv = ["matrix", "--preset", "fast", "--config", "debug-full", "--config", "default"]
+    argv = ["matrix", "--preset", "fast", "--config", "debug-full", "--kernel-config", "default"]
     assert main([*argv, "--plan", str(plan_file), "--github-output", str(outputs), "--durations", str(tmp_path)]) == 0
     assert "4 cells" in capsys.readouterr().out  # the table still goes to the log
     plan = load_plan(plan_file)

@@ -77,3 +77,39 @@ def test_cache_keys_come_from_testbed_without_root():
         (key,) = [s for s in _steps(job) if s.get("id") == "key"]
         assert key["run"].startswith(".venv/bin/testbed cache key ") and "--selftest" in key["run"]
         assert "sudo" not in key["run"]
+
+
+REHEARSAL = WORKFLOW.parents[2] / "scripts" / "ci-rehearsal"
+# `testbed <command> [<subcommand>] [--option ...]`, as the workflow and the rehearsal call it
+TESTBED_CALL = re.compile(r"testbed ((?:[a-z][\w-]*\s*)+)((?:\s*--[\w-]+)*)")
+
+
+def _calls(text: str) -> set[tuple[str, frozenset[str]]]:
+    text = re.sub(r"\\\n\s*", " ", text).replace('"$TB"', "testbed")  # continued lines; the script's $TB
+    text = re.sub(r'"?\$\{?\w+\}?"?', "X", text)  # variables: the values differ, not the words
+    calls = set()
+    for m in TESTBED_CALL.finditer(text):
+        words = m[1].split()
+        options = frozenset(re.findall(r"--[\w-]+", text[m.start() : text.find("\n", m.start())]))
+        calls.add((" ".join(words[:2] if words[0] in ("matrix", "cache", "kernel", "image") else words[:1]), options))
+    return calls
+
+
+def test_the_rehearsal_runs_every_testbed_command_of_the_workflow_with_its_options():
+    """make ci-rehearsal is only worth its name if it runs what the runners run."""
+    workflow = "\n".join(str(s["run"]) for job in _jobs().values() for s in job["steps"] if "run" in s)
+    script = REHEARSAL.read_text()
+    ours = _calls(script)
+    missing = [(cmd, sorted(opts)) for cmd, opts in _calls(workflow) if not any(
+        cmd == c and opts <= o for c, o in ours)]  # fmt: skip
+    assert missing == []
+    for make_target in re.findall(r"\bmake (check|unit|deps|venv)\b", workflow):
+        assert f"make {make_target}" in script or make_target in ("deps", "venv")  # the make target's prerequisites
+    env_names = set(re.findall(r"^\s+(TESTBED_\w+):", WORKFLOW.read_text(), re.MULTILINE))
+    assert env_names and all(name in script for name in env_names)
+
+
+def test_the_workflow_names_the_debian_mirror_and_runs_on_a_pinned_ubuntu():
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    assert "TESTBED_DEBIAN_MIRROR" in doc["env"]
+    assert {job["runs-on"] for job in doc["jobs"].values()} == {"ubuntu-24.04"}
