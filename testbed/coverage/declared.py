@@ -16,10 +16,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..located import Located, Problem, ProblemsError, format_path, load_entry_list
-from ..paths import REPO_ROOT
+from ..paths import COVERAGE_UNCOVERED_FILE
 from .scope import IDENTIFIER
 
-DECLARED_FILE = REPO_ROOT / "coverage-uncovered.yaml"
+DECLARED_FILE = COVERAGE_UNCOVERED_FILE
 FIELDS = ("file", "function", "match", "why", "kind")
 REQUIRED = ("file", "function", "why", "kind")
 KINDS = {

@@ -18,9 +18,9 @@ from typing import Any
 
 from ..hashing import hash_bytes
 from ..located import Located, Problem, ProblemsError, format_path, load_entry_list
-from ..paths import REPO_ROOT
+from ..paths import COVERAGE_SCOPE_FILE
 
-DEFAULT_SCOPE = REPO_ROOT / "coverage-scope.yaml"
+DEFAULT_SCOPE = COVERAGE_SCOPE_FILE
 FIELDS = ("path", "why", "functions")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _USAGE = "files: [{path: drivers/pci/p2pdma.c, why: ..., functions: [name, ...] (optional)}, ...]"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..paths import KERNEL_CONFIGS_DIR, REPO_ROOT
+from ..paths import DATA_ROOT, KERNEL_CONFIGS_DIR
 from .kconfig import MergedConfig, load_fragment, merge
 
 CONFIG_SETS: dict[str, tuple[str, ...]] = {
@@ -57,7 +57,7 @@ def fragment_paths(config_set: str, configs_dir: Path = KERNEL_CONFIGS_DIR) -> t
 
 def _display(path: Path) -> str:
     try:
-        return str(path.relative_to(REPO_ROOT))  # "kernel-configs/p2p.config:8" reads better
+        return str(path.relative_to(DATA_ROOT))  # "kernel-configs/p2p.config:8" reads better
     except ValueError:
         return str(path)
 

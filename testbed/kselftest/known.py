@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..located import Problem, ProblemsError, load_entry_list
-from ..paths import REPO_ROOT
+from ..paths import KNOWN_FAILURES_FILE
 
-KNOWN_FAILURES_FILE = REPO_ROOT / "known-failures.yaml"
 FIELDS = {"test", "device", "kernel", "output", "why"}
 REQUIRED = FIELDS - {"device"}
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..located import YamlError, load_located
-from ..paths import REPO_ROOT
+from ..paths import MUTATION_EQUIVALENTS_FILE
 from .generate import Mutant
 
-EQUIVALENTS_FILE = REPO_ROOT / "mutation-equivalents.yaml"
+EQUIVALENTS_FILE = MUTATION_EQUIVALENTS_FILE
 FIELDS = ("path", "function", "operator", "match", "why")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..located import YamlError, load_located
-from ..paths import TOPOLOGIES_DIR
+from ..paths import TOPOLOGIES_DIR, data_root
 from .model import (
     ROOT_BUS,
     Cpu,
@@ -88,7 +88,7 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def shipped_names() -> list[str]:
-    return sorted(p.stem for p in TOPOLOGIES_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in (data_root() / "topologies").glob("*.yaml"))
 
 
 # `<topology>.iommu-<mode>`: the topology under another IOMMU (the matrix's IOMMU axis)
