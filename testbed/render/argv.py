@@ -1,10 +1,8 @@
-"""Topology + Runtime → the QEMU argv, through a dumb Jinja2 template (StrictUndefined)."""
+"""Topology + Runtime → the QEMU argv, as a list (one element per argument, never split again)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import jinja2
 
 from ..topology.layout import Layout, NodeKind, build_layout
 from ..topology.model import HotplugMode, IommuMode, IommuType, Topology
@@ -23,15 +21,6 @@ BASE_APPEND = (
     # remapping (intel-iommu) check_timer() then panics the boot ("timer doesn't
     # work through Interrupt-remapped IO-APIC"): seen once in a CI-style run
     "no_timer_check",
-)
-
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("testbed.render", "templates"),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-    keep_trailing_newline=False,
 )
 
 
@@ -103,25 +92,22 @@ def render_argv(topo: Topology, runtime: Runtime, qemu: str = QEMU_BINARY, layou
     if iommu is not None:
         devices.append(iommu)  # before the devices it translates for
     devices += device_specs(topo, layout) + infra_devices
-    context = {
-        "qemu": qemu,
-        "name": f"testbed-{topo.name}",
-        "machine": machine_option(topo, runtime),
-        "accel": accel_option(runtime),
-        "cpu": f"{topo.machine.cpu.model},vendor={topo.machine.cpu.vendor},family={topo.machine.cpu.family}",
-        "smp": str(topo.machine.cpus),
-        "memory": f"{topo.machine.memory // (1 << 20)}M",
-        "console_log": str(runtime.console_log),
-        "qmp_socket": str(runtime.qmp_socket),
-        "kernel": str(runtime.kernel) if runtime.kernel else "",
-        "append": kernel_append(topo, runtime),
-        "globals": global_options(topo),
-        "backends": backend_options(topo, runtime.backing_dir) + backends,
-        "devices": [d.option() for d in devices],
-        "paused": runtime.paused,
-    }
-    text = _env.get_template("qemu.argv.j2").render(**context)
-    argv = [line for line in text.split("\n") if line != ""]
+    cpu = topo.machine.cpu
+    argv = [qemu, "-name", f"testbed-{topo.name}", "-machine", machine_option(topo, runtime)]
+    argv += ["-accel", accel_option(runtime), "-cpu", f"{cpu.model},vendor={cpu.vendor},family={cpu.family}"]
+    argv += ["-smp", str(topo.machine.cpus), "-m", f"{topo.machine.memory // (1 << 20)}M"]
+    argv += ["-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{runtime.console_log}"]
+    argv += ["-qmp", f"unix:{runtime.qmp_socket},server=on,wait=off"]
+    if runtime.kernel:
+        argv += ["-kernel", str(runtime.kernel), "-append", kernel_append(topo, runtime)]
+    for name, value in global_options(topo):
+        argv += ["-global", f"{name}={value}"]
+    for option, spec in backend_options(topo, runtime.backing_dir) + backends:
+        argv += [option, spec]
+    for device in devices:
+        argv += ["-device", device.option()]
+    if runtime.paused:
+        argv.append("-S")
     return argv
 
 
