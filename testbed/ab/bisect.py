@@ -25,8 +25,8 @@ from ..children import run_child
 from ..errors import ConfigError, TestbedError
 from ..kernel.patches import SERIES_WORKTREE
 from ..paths import checkout_root, results_root
-from ..pytest_plugin.record import RUN_FILE
-from .results import load_results
+from ..runs.record import RUN_FILE
+from ..runs.results import load_results
 from .worktree import checkout, require_git_tree, resolve
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ def _step(doc: dict) -> Step:
 def step(out: Path, config: str, pytest_args: list[str]) -> int:
     """One bisect step in the current directory (the worktree at the commit under test)."""
     from ..kernel import ensure_kernel
+    from ..kernel.request import KernelRequest
 
     here = Path.cwd()
     commit = _git_out(here, "rev-parse", "HEAD")
@@ -160,7 +161,7 @@ def step(out: Path, config: str, pytest_args: list[str]) -> int:
         print(f"testbed bisect: {commit[:12]} {verdict} ({subject})", flush=True)
 
     try:
-        ensure_kernel(config, ksrc=here, progress=lambda line: print(f"testbed bisect: {line}", flush=True))
+        ensure_kernel(KernelRequest(config, ksrc=here), lambda line: print(f"testbed bisect: {line}", flush=True))
     except TestbedError as exc:
         print(f"testbed bisect: {commit[:12]} does not build, skipped: {exc}", flush=True)
         record("skip")

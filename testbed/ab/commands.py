@@ -20,9 +20,9 @@ from pathlib import Path
 from ..children import run_child
 from ..errors import ConfigError
 from ..paths import checkout_root, results_root
-from ..pytest_plugin.record import RUN_FILE
+from ..runs.record import RUN_FILE
+from ..runs.results import load_results
 from .compare import Comparison, compare, render_markdown, render_text
-from .results import load_results
 from .worktree import checkout, require_git_tree
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..guestvm.fingerprint import differences, load
-from .results import RunResults
+from ..runs.results import RunResults
 
 GOOD = {"passed", "xfailed", "skipped"}
 BAD = {"failed", "error", "xpassed"}

@@ -10,17 +10,15 @@ the accelerator and the machine.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..kernel.artifact import read_manifest
-from ..timeouts import Timeouts
+from ..vm.qemu import qemu_version
 
 if TYPE_CHECKING:
     from ..topology import Layout, Topology
@@ -129,15 +127,6 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
                 if da[bdf].get(key) != db[bdf].get(key):
                     out.append(f"{bdf} {key}: {da[bdf].get(key)} -> {db[bdf].get(key)}")
     return out
-
-
-@functools.cache  # one QEMU per run: asked once, not at every boot
-def qemu_version(binary: str = "qemu-system-x86_64") -> str:
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=Timeouts().host_tool).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.splitlines()[0] if out else ""
 
 
 ACS_REDIRECT = 0x4 | 0x8  # PCI_ACS_RR | PCI_ACS_CR: what pci_p2pdma checks on the path

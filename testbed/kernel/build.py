@@ -33,6 +33,7 @@ from .configsets import COVERAGE_SETS, build_set, load_config_set
 from .kconfig import MergedConfig
 from .lock import locked
 from .make import jobs, make_argv, run_make
+from .request import KernelRequest
 
 Progress = Callable[[str], None]
 # LOCALVERSION set (empty) stops kbuild adding "+" for a git tree, keeping release names
@@ -291,20 +292,23 @@ def _keep_coverage(p: Plan, srctree: Path, builddir: Path, staging: Path, progre
     }
 
 
-def ensure_kernel(
-    config_set: str = "default",
-    ksrc: Path | None = None,
-    patches: Path | None = None,
-    progress: Callable[[str], None] = print,
-    base_fixes: bool | None = None,
-    coverage_scope: Path | None = None,
-) -> KernelArtifact:
-    """The bzImage for these inputs: from the cache, or built (incrementally) and cached.
-    `base_fixes`: False builds without the base fixes; None leaves it to TESTBED_BASE_FIXES.
-    A boot profile's name (debug-full) builds the config set it boots (debug). A coverage set
-    profiles the files of `coverage_scope` (default: coverage-scope.yaml)."""
-    config_set = build_set(config_set)
-    p = plan(config_set, ksrc, patches, progress, base_fixes=base_fixes, coverage_scope=coverage_scope)
+def ensure_kernel(request: KernelRequest, progress: Callable[[str], None] = print) -> KernelArtifact:
+    """The kernel `request` names, from the cache or built (incrementally) and cached (not for a
+    request of a given bzImage: KernelRequest.bzimage_path() decides between the two).
+    base_fixes False builds without the base fixes; None leaves it to TESTBED_BASE_FIXES. A boot
+    profile's name (debug-full) builds the config set it boots (debug). A coverage set profiles
+    the files of its coverage scope (default: coverage-scope.yaml)."""
+    if request.bzimage is not None:
+        raise ValueError(f"{request.bzimage} is a built kernel: nothing to build")
+    config_set = build_set(request.config_set)
+    p = plan(
+        config_set,
+        request.ksrc,
+        request.patches,
+        progress,
+        base_fixes=request.base_fixes,
+        coverage_scope=request.coverage_scope,
+    )
     assert p is not None  # fetch=True always resolves a source
     root = kernel_root()
     progress(

@@ -66,7 +66,7 @@ class KernelRequest:
         """The cached or freshly built kernel (not for a given bzImage)."""
         from .build import ensure_kernel
 
-        return ensure_kernel(self.config_set, self.ksrc, self.patches, progress, self.base_fixes, self.coverage_scope)
+        return ensure_kernel(self, progress)
 
     def describe(self) -> str:
         if self.bzimage is not None:

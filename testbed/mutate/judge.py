@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ..ab.results import RunResults
+from ..runs.results import RunResults
 
 
 class Status(Enum):

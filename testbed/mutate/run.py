@@ -21,16 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ab.results import RunResults, load_results
 from ..coverage.report import Index, tests_for
 from ..coverage.runreport import load_index
 from ..coverage.scope import Scope
 from ..errors import ConfigError, InfraError
 from ..kernel.build import ensure_kernel, kernel_root
+from ..kernel.request import KernelRequest
 from ..kernel.source import debian_tree
 from ..paths import cache_dir, checkout_root
 from ..probe.build import kernel_tree_of, probe_key
-from ..pytest_plugin.record import RUN_FILE, plain
+from ..runs.record import RUN_FILE, plain
+from ..runs.results import RunResults, load_results
 from . import report
 from .cfunc import code_mask, find_function, find_functions
 from .equivalents import Equivalent, find_equivalent
@@ -212,7 +213,7 @@ def test_one(
             return result(Verdict(Status.NOT_COVERED, ("no test of the selection executes these lines",)))
     start = time.monotonic()
     try:
-        art = ensure_kernel(opts.kernel_config, opts.ksrc, patch, progress)
+        art = ensure_kernel(KernelRequest(opts.kernel_config, opts.ksrc, patch), progress)
     except ConfigError as exc:  # does not apply, or does not build: not a bug a test could see
         return result(Verdict(Status.INVALID, (str(exc).splitlines()[0][:300],)), build_s=time.monotonic() - start)
     build_s = time.monotonic() - start

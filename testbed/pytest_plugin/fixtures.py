@@ -16,6 +16,7 @@ from ..guestvm import window as kernel_window
 from ..kernel.artifact import built_patches
 from ..kernel.upstream_fixes import KernelBug, expectation
 from ..logs.known import KnownSplat
+from ..runs.record import plain
 from ..topology.needs import Roles
 from .collection import _topology, _topology_of
 from .coverage import CoverageCollector
@@ -23,7 +24,6 @@ from .judge import judge_window
 from .kselftest import KselftestSession, session_of
 from .options import in_ci
 from .pool import BootOptions, VmPool
-from .record import plain
 from .report import CensusTable, VerdictTable
 from .state import state_of
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..guestvm.window import WindowVerdict
-from .record import SplatRecord
+from ..runs.record import SplatRecord
 from .state import KnownSeen
 
 

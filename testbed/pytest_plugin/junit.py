@@ -15,8 +15,8 @@ import logging
 import pytest
 from _pytest.junitxml import xml_key  # LogXML: its add_global_property is what record_testsuite_property calls
 
-from ..guestvm.fingerprint import qemu_version
-from .record import BootRecord, RunRecord
+from ..runs.record import BootRecord, RunRecord
+from ..vm.qemu import qemu_version
 
 log = logging.getLogger(__name__)
 

@@ -115,18 +115,14 @@ class VmPool:
 
     def _boot_once(self, topology: str, variant: VmVariant, may_retry: bool) -> GuestVM:
         o, k = self.options, self.options.kernel
+        kernel = k.with_config(variant.kernel_config) if variant.kernel_config else k
         plan = plan_launch(
             load_topology(topology),  # loaded once here; the plan and the VM carry the model
             accel=o.accel,
-            kernel_config=variant.kernel_config or k.config_set,
-            ksrc=k.ksrc,
-            patches=k.patches,
+            kernel=kernel,
             extra_append=variant.extra_append,
             progress=self.progress,
-            bzimage=k.bzimage,
             boot_work_s=variant.boot_work_s,
-            base_fixes=k.base_fixes,
-            coverage_scope=k.coverage_scope,
         )
         machine = plan.machine()
         machine.__enter__()

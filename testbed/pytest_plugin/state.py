@@ -13,9 +13,9 @@ import pytest
 from ..kernel.request import KernelRequest
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
+from ..runs.record import BootRecord, RunRecord, SplatRecord
 from .coverage import CoverageCollector
 from .pool import FreshWait, VmPool
-from .record import BootRecord, RunRecord, SplatRecord
 from .report import CensusRow, CensusTable, Row, VerdictTable
 
 

@@ -13,10 +13,12 @@ import pytest
 from ..coverage.runreport import report_run
 from ..coverage.scope import DEFAULT_SCOPE, load_scope
 from ..errors import TestbedError
+from ..guestvm.fingerprint import digest_of
+from ..guestvm.fingerprint import load as load_fingerprint
+from ..runs.record import BootRecord, SplatRecord
 from .junit import add_suite_properties
 from .kselftest import SESSION_KEY
 from .pool import fresh_summary
-from .record import BootRecord, SplatRecord
 from .state import KnownSeen, Stray, TestbedState, state_of
 
 if TYPE_CHECKING:
@@ -243,6 +245,7 @@ def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
             kept = state.results / "fingerprints" / f"{launch.vm}.json"
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(launch.fingerprint, kept)
+        digest = digest_of(load_fingerprint(kept)) if kept else None
         state.record.boot(
-            launch.topology, launch.vm, launch.bzimage, launch.accel, kept, launch.kernel_config, state.results
+            launch.topology, launch.vm, launch.bzimage, launch.accel, kept, launch.kernel_config, state.results, digest
         )

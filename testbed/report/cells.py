@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ab.results import RunResults, load_results
 from ..errors import ConfigError
+from ..runs.results import RunResults, load_results
 
 log = logging.getLogger(__name__)
 

@@ -69,19 +69,7 @@ def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
     from .launch import plan_launch  # pulls in kernel/image/render only when launching
 
     kernel = kernel_request(lambda name: getattr(args, name))
-    return plan_launch(
-        args.topology,
-        accel=args.accel,
-        kernel_config=kernel.config_set,
-        ksrc=kernel.ksrc,
-        patches=kernel.patches,
-        extra_append=tuple(args.append),
-        paused=paused,
-        progress=_progress,
-        bzimage=kernel.bzimage,
-        base_fixes=kernel.base_fixes,
-        coverage_scope=kernel.coverage_scope,
-    )
+    return plan_launch(args.topology, args.accel, kernel, tuple(args.append), paused, _progress)
 
 
 def cmd_boot(args: argparse.Namespace) -> int:

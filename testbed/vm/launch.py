@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..kernel.request import KernelRequest
 from ..paths import results_root, runtime_dir
 from ..render.qdev import BackingFile
 from ..render.runtime import Runtime
@@ -41,24 +42,19 @@ class LaunchPlan:
 def plan_launch(
     topology: str | Topology,
     accel: str | None = None,
-    kernel_config: str = "default",
-    ksrc: Path | None = None,
-    patches: Path | None = None,
+    kernel: KernelRequest | None = None,
     extra_append: tuple[str, ...] = (),
     paused: bool = False,
     progress: Progress = print,
-    bzimage: Path | None = None,
     boot_work_s: float = 0.0,
-    base_fixes: bool | None = None,
-    coverage_scope: Path | None = None,
 ) -> LaunchPlan:
     """Ensure kernel and image (building them if the cache lacks them), make the per-VM
-    overlay and run directory, and render the QEMU argv. Starts nothing. A prebuilt `bzimage`
-    skips the kernel build (the user's own build, e.g. `--kernel arch/x86/boot/bzImage`).
+    overlay and run directory, and render the QEMU argv. Starts nothing. `kernel` (default: the
+    default set of Debian's source) names the kernel: a bzImage is booted as it is (the user's
+    own build, `--kernel arch/x86/boot/bzImage`), anything else is built or taken from the cache.
     `boot_work_s`: what the guest does before it is reachable (KUnit at boot), KVM seconds."""
     # imported here: `testbed --help` must not pay for the whole stack
     from ..image import ensure_image, make_overlay
-    from ..kernel import ensure_kernel
     from ..kernel.configsets import boot_args
     from ..render import backing_files, device_models, render_argv
 
@@ -70,9 +66,9 @@ def plan_launch(
         raise ConfigError(f"{topo.name} needs the device model(s) {', '.join(missing)}, which {qemu.describe()} lacks")
     decision = resolve_accel(accel)
     progress(f"accel: {decision.reason}")
-    if bzimage is None:
-        bzimage = ensure_kernel(kernel_config, ksrc, patches, progress, base_fixes, coverage_scope).bzimage
-    extra_append = boot_args(kernel_config) + extra_append  # a boot profile's switches (debug: kmemleak=off)
+    kernel = kernel or KernelRequest()
+    bzimage = kernel.bzimage_path(progress)
+    extra_append = boot_args(kernel.config_set) + extra_append  # a boot profile's switches (debug: kmemleak=off)
     image = ensure_image(progress=progress)
     name = registry.reserve(topo.name)
     (results_root() / "vm").mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,14 @@ def _run(path: str, *args: str) -> str:
     return proc.stdout
 
 
+def qemu_version(binary: str = QEMU) -> str:
+    """The first line of `--version`, for records; "" when there is no such binary."""
+    try:
+        return probe(binary).banner
+    except ConfigError:
+        return ""
+
+
 @functools.cache
 def probe(binary: str = QEMU) -> QemuBinary:
     """The binary on PATH (or a path), probed once per process."""

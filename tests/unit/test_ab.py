@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from testbed.ab.compare import compare, render_markdown, render_text
-from testbed.ab.results import load_results
 from testbed.cli import main
 from testbed.errors import ConfigError
+from testbed.runs.results import load_results
 
 AB = Path(__file__).resolve().parent.parent / "logs" / "ab"
 EVERY_PAIR = "tests/vm/test_p2p.py::test_every_pair_matches_the_oracle[two-switch]"

@@ -16,9 +16,9 @@ import pytest
 from lxml import etree
 
 from testbed.pytest_plugin.junit import suite_properties
-from testbed.pytest_plugin.record import BootRecord, RunRecord
 from testbed.report.cells import find_cells
 from testbed.report.merge import merged_junit
+from testbed.runs.record import BootRecord, RunRecord
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "junit-xunit2.xsd"
 CELLS = Path(__file__).resolve().parent.parent / "logs" / "cells"
@@ -76,7 +76,7 @@ def test_pytests_file_with_the_plugin_is_xunit2_with_suite_properties(tmp_path: 
         textwrap.dedent(
             """
             import pytest
-            from testbed.pytest_plugin.record import BootRecord
+            from testbed.runs.record import BootRecord
             from testbed.pytest_plugin.state import state_of
 
             def pytest_sessionstart(session):

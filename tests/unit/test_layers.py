@@ -14,7 +14,7 @@ LAYERS: list[set[str]] = [
     {"errors", "paths", "hashing", "inventory", "timeouts", "debian_mirror", "located", "children"},
     {"topology"},
     {"render", "logs", "kernel", "image", "guest", "coverage"},
-    {"vm", "probe"},
+    {"vm", "probe", "runs"},
     {"guestvm"},
     {"kselftest"},
     {"pytest_plugin"},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from testbed.ab.results import RunResults, SplatSeen
 from testbed.mutate import report
 from testbed.mutate.judge import Status, judge
+from testbed.runs.results import RunResults, SplatSeen
 
 
 def _run(outcomes: dict[str, str], splats: tuple[SplatSeen, ...] = ()) -> RunResults:

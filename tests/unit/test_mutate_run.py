@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from testbed.ab.results import RunResults
 from testbed.coverage.scope import load_scope
 from testbed.errors import ConfigError
 from testbed.mutate import run
 from testbed.mutate.equivalents import Equivalent
 from testbed.mutate.judge import Status
+from testbed.runs.results import RunResults
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mutate"
 DMABUF = "drivers/vfio/pci/vfio_pci_dmabuf.c"

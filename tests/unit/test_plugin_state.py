@@ -8,9 +8,9 @@ from pathlib import Path
 from testbed.logs import scan_text
 from testbed.logs.known import find_known, load_known
 from testbed.pytest_plugin.pool import FreshWait, fresh_summary
-from testbed.pytest_plugin.record import SplatRecord
 from testbed.pytest_plugin.report import CensusRow, Row
 from testbed.pytest_plugin.state import KnownSeen, Stray, TestbedState
+from testbed.runs.record import SplatRecord
 
 LOGS = Path(__file__).resolve().parent.parent / "logs"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from testbed.logs import scan_text
-from testbed.pytest_plugin.record import RunRecord, SplatRecord
+from testbed.runs.record import RunRecord, SplatRecord
 
 from .test_splat import LOGS
 
@@ -66,7 +66,7 @@ def test_a_pass_without_lock_checking_is_not_a_plain_pass():
 
 
 def test_xdist_group_suffix_is_not_part_of_a_test():
-    from testbed.pytest_plugin.record import plain
+    from testbed.runs.record import plain
 
     assert plain("t.py::a[two-switch]@two-switch") == "t.py::a[two-switch]"
     assert plain("t.py::a[kselftest-vfio_x@nvme0-case]@kselftest") == "t.py::a[kselftest-vfio_x@nvme0-case]"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..pytest_plugin.record import RUN_FILE
+from .record import RUN_FILE
 
 VerdictKey = tuple[str, str, str, str]  # topology, provider, client, direction
 CensusKey = tuple[str, str, str, str]  # topology, part, provider, client

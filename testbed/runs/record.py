@@ -12,11 +12,10 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..guestvm.fingerprint import digest_of, qemu_version
-from ..guestvm.fingerprint import load as load_fingerprint
 from ..kernel.artifact import read_manifest
 from ..logs.known import KnownSplat
 from ..logs.splat import Splat
+from ..vm.qemu import qemu_version
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,7 @@ class RunRecord:
         fingerprint: Path | None = None,
         kernel_config: str | None = None,
         results: Path | None = None,
+        fingerprint_digest: str | None = None,
     ) -> None:
         """One VM's boot; `fingerprint` is recorded relative to `results` (run.json's directory)
         when it lies there, so the record resolves wherever the results are copied."""
@@ -112,12 +112,11 @@ class RunRecord:
                 "source": manifest.source,
             }
             kernel["base_fixes"] = [{"name": a.get("name"), "why": a.get("why")} for a in manifest.applied_fixes]
-        fp = digest = None
+        fp = None
         if fingerprint is not None:
-            digest = digest_of(load_fingerprint(fingerprint))
             inside = results is not None and fingerprint.is_relative_to(results)
             fp = str(fingerprint.relative_to(results) if inside and results else fingerprint)
-        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp, kernel_config, digest))
+        self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp, kernel_config, fingerprint_digest))
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
