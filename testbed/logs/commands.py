@@ -30,7 +30,7 @@ class Finding:
         return {
             "log": str(self.log),
             "lines": [self.splat.first_line, self.splat.last_line],
-            "kind": self.splat.kind,
+            "kind": str(self.splat.kind),
             "signature": self.splat.signature,
             "title": self.splat.title,
             "known": self.known.where if self.known else None,

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .kinds import SplatKind
 from .signature import SKIP_FRAMES, SUFFIX_RE, call_trace
 from .splat import EXCERPT_LINES, Splat
 
@@ -68,5 +69,5 @@ def parse_kmemleak(text: str) -> list[Splat]:
         )
         signature = "kmemleak: unreferenced object" + (f" in {where}" if where else "")
         excerpt = "\n".join(block[:EXCERPT_LINES])
-        splats.append(Splat("kmemleak", title, start + 1, end, excerpt, body, signature))
+        splats.append(Splat(SplatKind.KMEMLEAK, title, start + 1, end, excerpt, body, signature))
     return splats

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from ..located import Located, Problem, ProblemsError, format_path, load_entry_list
 from ..paths import KNOWN_SPLATS_FILE
+from .kinds import SplatKind
 from .signature import call_trace, lock_chain
-from .splat import HEADERS, Splat, scan_lines
+from .splat import Splat, scan_lines
 
-KINDS = tuple(dict.fromkeys(kind for kind, _ in HEADERS))
+KINDS = tuple(kind.value for kind in SplatKind)
 FIELDS = {"kind", "signature", "chain", "stack", "kernel", "why"}
 OPTIONAL = {"chain", "stack"}
 RELEASE_RE = re.compile(r"Linux version (\S+)")

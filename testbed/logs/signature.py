@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from .kinds import SplatKind
 from .printk import strip_prefix
 
 FUNC = r"[A-Za-z_][\w.]*"
@@ -174,18 +175,22 @@ def lock_chain(body: str) -> tuple[str, ...]:
     return tuple(locks)
 
 
-def where(kind: str, title: str, body: str) -> str:
+def where(kind: SplatKind, title: str, body: str) -> str:
     """The function the report points at, without a compiler suffix (.isra.0, .cold)."""
     return SUFFIX_RE.sub("", _where(kind, title, body))
 
 
-def _where(kind: str, title: str, body: str) -> str:
+def _where(kind: SplatKind, title: str, body: str) -> str:
     for pattern in (rf"(?:^| )(?P<func>{FUNC})\+0x", rf" in (?P<func>{FUNC})$"):
         match = re.search(pattern, title)
-        if match and kind in {"kasan", "kfence", "kmsan", "kcsan", "warning"} and not SKIP_FRAMES.search(match["func"]):
+        if (
+            match
+            and kind in {SplatKind.KASAN, SplatKind.KFENCE, SplatKind.KMSAN, SplatKind.KCSAN, SplatKind.WARNING}
+            and not SKIP_FRAMES.search(match["func"])
+        ):
             return match["func"]
     lines = _lines(body)
-    if kind == "lockdep":
+    if kind == SplatKind.LOCKDEP:
         for i, line in enumerate(lines):
             if LOCK_ACQUIRE_RE.search(line) and i + 1 < len(lines):
                 match = LOCK_AT_RE.search(lines[i + 1])
@@ -195,7 +200,7 @@ def _where(kind: str, title: str, body: str) -> str:
         held = next((m for m in map(LOCK_AT_RE.search, lines) if m and not SKIP_FRAMES.search(m["func"])), None)
         if held and not any(LOCK_ACQUIRE_RE.search(line) for line in lines):
             return held["func"]
-    if kind in {"gpf", "oops", "bug", "kernel-bug", "panic"}:
+    if kind in {SplatKind.GPF, SplatKind.OOPS, SplatKind.BUG, SplatKind.KERNEL_BUG, SplatKind.PANIC}:
         for line in lines:
             match = RIP_RE.match(line)
             if match and not SKIP_FRAMES.search(match["func"]):
@@ -203,39 +208,39 @@ def _where(kind: str, title: str, body: str) -> str:
     return next((f for f in call_trace(body) if not SKIP_FRAMES.search(f)), "")
 
 
-def access(kind: str, title: str, body: str) -> str:
+def access(kind: SplatKind, title: str, body: str) -> str:
     """Read or Write, for the memory-safety reports that say."""
-    if kind == "kasan":
+    if kind == SplatKind.KASAN:
         for line in _lines(body)[:6]:
             match = ACCESS_RE.match(line)
             if match:
                 return match["access"]
-    if kind == "kfence":
+    if kind == SplatKind.KFENCE:
         match = KFENCE_ACCESS_RE.search(title)
         if match:
             return match["access"].capitalize()
     return ""
 
 
-def _what(kind: str, title: str) -> str:
+def _what(kind: SplatKind, title: str) -> str:
     """The title's own words, before its location."""
-    if kind in {"kasan", "kfence", "kmsan", "kcsan"}:
+    if kind in {SplatKind.KASAN, SplatKind.KFENCE, SplatKind.KMSAN, SplatKind.KCSAN}:
         return re.split(r" (?:in|at) ", title, maxsplit=1)[0].replace(" read", "").replace(" write", "")
-    if kind == "warning":
+    if kind == SplatKind.WARNING:
         return ""
-    if kind == "gpf":
+    if kind == SplatKind.GPF:
         return "general protection fault"
-    if kind == "kernel-bug":
+    if kind == SplatKind.KERNEL_BUG:
         return "kernel BUG"
-    if kind == "hung-task":
+    if kind == SplatKind.HUNG_TASK:
         return "task hung" + (" in I/O wait" if "I/O wait" in title else "")
-    if kind == "soft-lockup":
+    if kind == SplatKind.SOFT_LOCKUP:
         return "soft lockup"
-    if kind == "rcu-stall":
+    if kind == SplatKind.RCU_STALL:
         return "rcu " + ("expedited " if "expedited" in title else "") + "stall"
-    if kind == "slub":  # "kmalloc-8 (Tainted: G B ): Object already free"
+    if kind == SplatKind.SLUB:  # "kmalloc-8 (Tainted: G B ): Object already free"
         return re.sub(r" \((?:Not tainted|Tainted:[^)]*)\)", "", title)
-    if kind == "odebug":
+    if kind == SplatKind.ODEBUG:
         match = re.match(r"(?P<op>[\w ]+?) (?:\(.*?\) )?object:? .*object type: (?P<type>\S+)", title)
         return f"{match['op']} {match['type']}" if match else title
     return title
@@ -259,16 +264,16 @@ PREFIXES = {
 }
 
 
-def signature(kind: str, title: str, body: str) -> str:
+def signature(kind: SplatKind, title: str, body: str) -> str:
     """kind + what + where: e.g. "KASAN: slab-use-after-free Read in pci_p2pdma_map_type"."""
     what = normalise(_what(kind, title))
-    if kind in {"kasan", "kfence"}:
+    if kind in {SplatKind.KASAN, SplatKind.KFENCE}:
         what = " ".join(filter(None, (what, access(kind, title, body))))
     place = where(kind, title, body)
     text = PREFIXES.get(kind, "") + what
     if place and not text.endswith(f" {place}"):
         text += f" in {place}"
-    if kind == "lockdep":
+    if kind == SplatKind.LOCKDEP:
         chain = lock_chain(body)
         if chain:
             text += f" [{' -> '.join(chain)}]"

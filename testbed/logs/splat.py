@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .kinds import SplatKind
 from .printk import PREFIX_RE, strip_prefix
 from .windows import MARKER_RE
 
@@ -25,10 +26,11 @@ __all__ = [
     "strip_prefix",
 ]
 
+
 # (kind, pattern). Order matters: specific before generic (lockdep reports are WARNINGs), and
 # the generic BUG:/WARNING:/INFO: patterns last, so a format nobody listed is still a splat.
-HEADERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (k, re.compile(p))
+HEADERS: tuple[tuple[SplatKind, re.Pattern[str]], ...] = tuple(
+    (SplatKind(k), re.compile(p))
     for k, p in (
         ("kasan", r"^BUG: KASAN: (?P<title>.+)"),
         ("kfence", r"^BUG: KFENCE: (?P<title>.+)"),
@@ -93,19 +95,19 @@ FAULTING_BUG_RE = re.compile(
 CONTINUATION_WINDOW = 40
 # Reports printed as the message of a WARN()/BUG(): the "WARNING: lib/debugobjects.c:..." or
 # "kernel BUG at lib/list_debug.c:..." line right after them is the same splat, not another.
-WARN_MESSAGES = {"odebug", "refcount", "dma-api", "list-corruption"}
-WARN_BODIES = {"warning", "kernel-bug"}
+WARN_MESSAGES = {SplatKind.ODEBUG, SplatKind.REFCOUNT, SplatKind.DMA_API, SplatKind.LIST_CORRUPTION}
+WARN_BODIES = {SplatKind.WARNING, SplatKind.KERNEL_BUG}
 FOLLOW_UP_LINES = 3
 END_RE = re.compile(r"^---\[ end (?:trace [0-9a-f]+|Kernel panic.*) \]---")
 FRAME_RE = re.compile(r"^={40,}$")
-FRAMED = {"kasan", "kfence", "kmsan", "kcsan", "ubsan"}
+FRAMED = {SplatKind.KASAN, SplatKind.KFENCE, SplatKind.KMSAN, SplatKind.KCSAN, SplatKind.UBSAN}
 MAX_LINES = 150
 EXCERPT_LINES = 40
 
 
 @dataclass(frozen=True)
 class Splat:
-    kind: str
+    kind: SplatKind
     title: str
     first_line: int  # 1-based, in the scanned file
     last_line: int
@@ -119,7 +121,7 @@ class SplatGroup:
     """Every report with one signature: a hung task reported six times is one entry, count 6."""
 
     signature: str
-    kind: str
+    kind: SplatKind
     count: int
     first: Splat
 
@@ -132,7 +134,7 @@ def group(splats: list[Splat]) -> list[SplatGroup]:
     return [SplatGroup(sig, found[0].kind, len(found), found[0]) for sig, found in by_sig.items()]
 
 
-def classify(text: str) -> tuple[str, str] | None:
+def classify(text: str) -> tuple[SplatKind, str] | None:
     for kind, pattern in HEADERS:
         match = pattern.match(text)
         if match:
@@ -140,18 +142,18 @@ def classify(text: str) -> tuple[str, str] | None:
     return None
 
 
-def joins(kind: str, title: str, current_kind: str, current_title: str, distance: int) -> bool:
+def joins(kind: SplatKind, title: str, current_kind: SplatKind, current_title: str, distance: int) -> bool:
     """Does a header of `kind` belong to the open report before it (`distance` lines in)?"""
     if distance > CONTINUATION_WINDOW or kind == current_kind:
         return False
-    if kind in {"oops", "gpf"}:
-        return current_kind in {"kasan", "kfence", "kernel-bug", "list-corruption"} or (
-            current_kind == "bug" and bool(FAULTING_BUG_RE.search(current_title))
+    if kind in {SplatKind.OOPS, SplatKind.GPF}:
+        return current_kind in {SplatKind.KASAN, SplatKind.KFENCE, SplatKind.KERNEL_BUG, SplatKind.LIST_CORRUPTION} or (
+            current_kind == SplatKind.BUG and bool(FAULTING_BUG_RE.search(current_title))
         )
-    if kind == "panic":  # the panic a fatal report (or panic_on_warn) ends in
-        return current_kind not in {"lockdep", "odebug", "lockdep-off", "kmemleak"}
-    if kind == "lockdep-off":
-        return current_kind in {"lockdep", "bug", "hung-task"}
+    if kind == SplatKind.PANIC:  # the panic a fatal report (or panic_on_warn) ends in
+        return current_kind not in {SplatKind.LOCKDEP, SplatKind.ODEBUG, SplatKind.LOCKDEP_OFF, SplatKind.KMEMLEAK}
+    if kind == SplatKind.LOCKDEP_OFF:
+        return current_kind in {SplatKind.LOCKDEP, SplatKind.BUG, SplatKind.HUNG_TASK}
     if kind in WARN_BODIES and current_kind in WARN_MESSAGES:
         return distance <= FOLLOW_UP_LINES
     return False
@@ -159,7 +161,7 @@ def joins(kind: str, title: str, current_kind: str, current_title: str, distance
 
 @dataclass
 class _Open:
-    kind: str
+    kind: SplatKind
     title: str
     start: int  # index in the scanned lines
 
@@ -204,7 +206,7 @@ def scan_lines(lines: list[str], first_line: int = 1) -> list[Splat]:
                 continue
             if (
                 current is None
-                and kind in {"panic", "oops", "gpf"}
+                and kind in {SplatKind.PANIC, SplatKind.OOPS, SplatKind.GPF}
                 and splats
                 and i + first_line - splats[-1].last_line <= FOLLOW_UP_LINES
                 and joins(kind, title, splats[-1].kind, splats[-1].title, 0)

@@ -112,8 +112,6 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("coverage"):
         kernel = _coverage_kernel(kernel)
-    if kernel.base_fixes is False:
-        os.environ["TESTBED_BASE_FIXES"] = "0"  # every kernel build of this run (workers inherit it)
     if hasattr(config, "workerinput"):  # an xdist worker: the controller chose the run's directory
         results = Path(config.workerinput["testbed_results"])
     else:

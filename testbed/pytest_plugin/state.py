@@ -35,7 +35,7 @@ class KnownSeen:
     @classmethod
     def of(cls, where: str, console: Path, splat: Splat, entry: KnownSplat) -> KnownSeen:
         return cls(
-            where, str(console), splat.first_line, splat.kind, splat.signature, entry.where, entry.kind, entry.why
+            where, str(console), splat.first_line, str(splat.kind), splat.signature, entry.where, entry.kind, entry.why
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..logs.kinds import SplatKind
 from ..logs.kmemleak import KmemleakScan
 from ..logs.known import KnownSplat, console_splats, find_known, kernel_release
 from ..logs.splat import Splat
@@ -23,7 +24,7 @@ class StraySplat:
 
 def _part_of_a_stall(splat: Splat) -> bool:
     """An RCU stall report, or the NMI backtrace's "handler took too long" it brings along."""
-    return splat.kind == "rcu-stall" or splat.signature.startswith("INFO: NMI handler")
+    return splat.kind == SplatKind.RCU_STALL or splat.signature.startswith("INFO: NMI handler")
 
 
 def judge_outside_windows(
@@ -41,7 +42,7 @@ def judge_outside_windows(
     for splat, entry in console_splats(lines, known, outside_windows(lines)):
         if boot_stalled and _part_of_a_stall(splat):
             continue
-        if leaks is not None and splat.kind == "kmemleak" and splat.first_line > leaks.console_mark:
+        if leaks is not None and splat.kind == SplatKind.KMEMLEAK and splat.first_line > leaks.console_mark:
             continue  # the scan's "N new suspected memory leaks": each leak is reported below
         strays.append(StraySplat(vm, console_log, splat, entry))
     if leaks is not None:

@@ -42,7 +42,9 @@ class SplatRecord:
 
     @classmethod
     def of(cls, splat: Splat, where: str, known: KnownSplat | None, console: Path) -> SplatRecord:
-        return cls(splat.signature, splat.kind, where, known.where if known else None, f"{console}:{splat.first_line}")
+        return cls(
+            splat.signature, str(splat.kind), where, known.where if known else None, f"{console}:{splat.first_line}"
+        )
 
 
 @dataclass(frozen=True)

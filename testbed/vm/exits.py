@@ -17,14 +17,30 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 # QEMU 7.2 softmmu/runstate.c qemu_kill_report(), for SIGTERM, SIGINT, SIGHUP
 _QEMU_KILL_REPORT = re.compile(r"terminating on signal \d+(?: from pid \d+ \(.*\))?")
+
+
+class StopStage(str, Enum):
+    """How a QEMU ended, as far as our teardown goes: on its own, or at which of our steps."""
+
+    EXITED = "exited"  # before any step of ours
+    QUIT = "quit"
+    SIGTERM = "sigterm"
+    SIGKILL = "sigkill"
+    SURVIVED = "survived"  # every step done, still alive
+
+    def __str__(self) -> str:  # reports print the word
+        return self.value
+
+
 STAGE_WORDS = {
-    "quit": "our QMP quit",
-    "sigterm": "our SIGTERM to its process group",
-    "sigkill": "our SIGKILL to its process group",
+    StopStage.QUIT: "our QMP quit",
+    StopStage.SIGTERM: "our SIGTERM to its process group",
+    StopStage.SIGKILL: "our SIGKILL to its process group",
 }
 
 
@@ -111,7 +127,7 @@ class QemuExit:
     core_dumped: bool
     started: float  # time.time()
     ended: float
-    stage: str | None  # our teardown stage under way when it ended; None: nobody here asked
+    stage: StopStage | None  # our teardown step under way when it ended; None: nobody here asked
     forker: str  # the thread that forked it
     forker_alive: bool
     pdeathsig: int
@@ -143,7 +159,7 @@ class QemuExit:
     def who(self) -> str:
         sig = self.signal
         if self.stage is not None:
-            return f"during the testbed's teardown, after {STAGE_WORDS.get(self.stage, self.stage)}"
+            return f"during the testbed's teardown, after {STAGE_WORDS.get(self.stage, str(self.stage))}"
         if self.sent_by_us is not None:
             return f"sent by this testbed process at {clock(self.sent_by_us.at)}: {self.sent_by_us.by}"
         if self.qemu_said:

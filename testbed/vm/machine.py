@@ -17,7 +17,7 @@ from ..render.argv import inherited_monitor_args
 from ..render.runtime import Runtime
 from ..timeouts import Deadline, Timeouts
 from . import console, registry
-from .exits import QemuExit
+from .exits import QemuExit, StopStage
 from .process import QemuProcess, StopReport
 from .qmp import QMP, RunState
 from .usernet import host_port_for
@@ -161,7 +161,7 @@ class Machine:
         else:
             registry.unreserve(self.name)  # the name launch reserved, if QEMU never registered
         self.runtime.qmp_socket.unlink(missing_ok=True)
-        if self.stop_report.stage == "survived":
+        if self.stop_report.stage is StopStage.SURVIVED:
             raise InfraError(
                 f"QEMU pid {self.process.pid} survived SIGKILL (stuck in the kernel?); console: {self.console_log}"
             )

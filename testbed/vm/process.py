@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import InfraError
-from .exits import QemuExit, note_sent, oom_kill_counter, qemu_kill_report, read_oom_kills, sent_to
+from .exits import QemuExit, StopStage, note_sent, oom_kill_counter, qemu_kill_report, read_oom_kills, sent_to
 from .launcher import LAUNCHER
 
 log = logging.getLogger(__name__)  # DEBUG: each teardown stage
@@ -43,7 +43,7 @@ def _die_with_parent(parent_pid: int) -> None:
 class StopReport:
     """How the process ended: the stage that ended it and its exit status."""
 
-    stage: str  # "exited" | "quit" | "sigterm" | "sigkill" | "survived"
+    stage: StopStage
     returncode: int | None
 
 
@@ -79,7 +79,7 @@ class QemuProcess:
         self._gone = threading.Event()  # set once `exit` is known and on_exit has run
         self._reap_lock = threading.RLock()  # a signal to the group never races the reap
         self._reaped = False
-        self._stage: str | None = None  # the teardown stage under way: an end from now on is ours
+        self._stage: StopStage | None = None  # the teardown stage under way: an end from now on is ours
         self._forker: threading.Thread | None = None
         self._started_at = 0.0
         self._oom_counter: Path | None = None
@@ -115,7 +115,7 @@ class QemuProcess:
 
     def _abandon(self) -> None:
         """Its starter was interrupted (Ctrl-C) while QEMU started: it goes at once."""
-        self._stage = "sigkill"
+        self._stage = StopStage.SIGKILL
         self._kill_group(signal.SIGKILL, f"the interrupted start of QEMU pid {self.pid}")
 
     @property
@@ -178,7 +178,7 @@ class QemuProcess:
         finally:
             self._gone.set()
 
-    def _exit_record(self, info: os.waitid_result | None, ended: float, stage: str | None) -> QemuExit:
+    def _exit_record(self, info: os.waitid_result | None, ended: float, stage: StopStage | None) -> QemuExit:
         returncode, dumped = None, False
         if info is not None:
             killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
@@ -214,19 +214,19 @@ class QemuProcess:
         Each stage gets its own deadline; a failing stage just moves on to the next one.
         """
         if self._popen is None:
-            return StopReport("exited", None)
+            return StopReport(StopStage.EXITED, None)
         if self._gone.is_set() or self._ended_unseen():
-            return StopReport("exited", self.wait(5.0))
-        stages = [("sigterm", term_timeout), ("sigkill", kill_timeout)]
+            return StopReport(StopStage.EXITED, self.wait(5.0))
+        stages = [(StopStage.SIGTERM, term_timeout), (StopStage.SIGKILL, kill_timeout)]
         if quit_fn is not None:
-            stages.insert(0, ("quit", quit_timeout))
+            stages.insert(0, (StopStage.QUIT, quit_timeout))
         for stage, timeout in stages:
             self._stage = stage
             try:
-                if stage == "quit" and quit_fn is not None:
+                if stage is StopStage.QUIT and quit_fn is not None:
                     quit_fn()
                 else:
-                    sig = signal.SIGTERM if stage == "sigterm" else signal.SIGKILL
+                    sig = signal.SIGTERM if stage is StopStage.SIGTERM else signal.SIGKILL
                     self._kill_group(sig, f"the teardown of QEMU pid {self.pid} ({stage})")
             except Exception:  # a dead monitor must not stop the next stage
                 pass
@@ -240,7 +240,7 @@ class QemuProcess:
             )
             if code is not None:
                 return StopReport(stage, code)
-        return StopReport("survived", None)
+        return StopReport(StopStage.SURVIVED, None)
 
     def _ended_unseen(self) -> bool:
         """QEMU has ended though the watcher has not said so yet (its end is not our teardown's)."""
