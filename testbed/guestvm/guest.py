@@ -8,6 +8,7 @@ import py_compile
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..topology.model import EndpointKind
 from ..vm import Machine, hotplug
 from ..vm.hotplug import UnplugResult
 from ..vm.launch import LaunchPlan
+from . import fingerprint as fingerprints
 from .agent import Agent, Spawned
 
 if TYPE_CHECKING:
@@ -52,11 +54,28 @@ class GuestVM:
     fingerprint: Fingerprint | None = None  # what the guest saw after boot (fingerprint.json)
     model_problems: list[str] = field(default_factory=list)  # where the guest differs from the model
     model_reported: bool = False  # the first test on this VM failed with them
+    agent_ready_at: float | None = None  # time.monotonic() when boot() had the agent answering
     _release: str | None = field(default=None, init=False, repr=False)  # "" once read and absent
     _agent: Agent | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.layout = self.plan.layout  # built once, with the argv
+
+    @classmethod
+    def boot(cls, plan: LaunchPlan, machine: Machine, fingerprint: bool = True) -> GuestVM:
+        """The guest of a started `machine` brought up the one way everyone uses: SSH, the
+        agent, then (`fingerprint`) what the guest sees, checked against the model. Raises as the
+        steps do; stopping the machine on failure is the caller's (the pool judges what it left)."""
+        machine.wait_ssh()
+        vm = cls(plan.topology, plan, machine)
+        vm.install_agent()
+        vm.agent_ready_at = time.monotonic()
+        if fingerprint:
+            vm.fingerprint = fingerprints.take(vm)
+            vm.model_problems = fingerprints.model_mismatches(
+                fingerprints.load(vm.fingerprint.path), plan.topology, plan.layout
+            )
+        return vm
 
     # -- addresses ----------------------------------------------------------------------
 

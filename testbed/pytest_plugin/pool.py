@@ -13,9 +13,6 @@ from pathlib import Path
 
 from ..errors import GuestError, TestbedError
 from ..guestvm import GuestVM
-from ..guestvm.fingerprint import load as load_fingerprint
-from ..guestvm.fingerprint import model_mismatches
-from ..guestvm.fingerprint import take as take_fingerprint
 from ..kernel.request import KernelRequest
 from ..logs.kmemleak import KMEMLEAK_SCAN, KMEMLEAK_TIMEOUT_S, NO_KMEMLEAK, KmemleakScan, parse_kmemleak
 from ..logs.known import KnownSplat, console_splats
@@ -127,11 +124,7 @@ class VmPool:
         machine = plan.machine()
         machine.__enter__()
         try:
-            machine.wait_ssh()
-            vm = GuestVM(plan.topology, plan, machine)
-            vm.install_agent()
-            vm.fingerprint = take_fingerprint(vm)
-            vm.model_problems = model_mismatches(load_fingerprint(vm.fingerprint.path), plan.topology, plan.layout)
+            vm = GuestVM.boot(plan, machine)
         except BaseException as exc:
             self.release(None, machine, boot_stalled=may_retry and isinstance(exc, BootStalled))
             raise
