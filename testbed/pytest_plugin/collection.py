@@ -3,12 +3,10 @@ the order: a topology's tests one after another, on one xdist worker."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from ..errors import ConfigError
-from ..topology import load_topology
+from ..topology.load import load_topology_once
 from ..topology.model import Topology
 from ..topology.needs import Need
 from .state import state_of
@@ -17,11 +15,10 @@ from .state import state_of
 TOPOLOGY_KEY = pytest.StashKey[str]()
 
 
-@functools.cache
 def _topology(name: str) -> Topology:
     """A shipped name or a user's file, loaded once per session (problems are usage errors)."""
     try:
-        return load_topology(name)
+        return load_topology_once(name)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 

@@ -25,7 +25,7 @@ from ..kselftest.known import KnownFailure, find_failure, load_failures
 from ..kselftest.kunit import SELFTEST_APPEND, KunitRun, judge_boot, list_cases
 from ..kselftest.run import ProgramRun, run_program
 from ..logs.known import KnownSplat
-from ..topology import Topology, load_topology
+from ..topology import Topology, load_topology_once
 from ..topology.model import IommuType
 from .kernelci import kselftest_path, kunit_path
 from .pool import VmPool, VmVariant
@@ -215,7 +215,7 @@ class KselftestSession:
         if topology not in self.variants:
             config = None if self.kernel().bzimage is not None else self.kernel_config()
             append: tuple[str, ...] = SELFTEST_APPEND
-            if load_topology(topology).iommu.type is IommuType.VIRTIO:
+            if load_topology_once(topology).iommu.type is IommuType.VIRTIO:
                 append += UNSAFE_INTERRUPTS  # virtio-iommu has no MSI isolation; VFIO refuses without
             self.variants[topology] = VmVariant(config, append, KUNIT_BOOT_WORK_S)
         return self.variants[topology]

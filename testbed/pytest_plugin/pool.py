@@ -16,7 +16,7 @@ from ..guestvm import GuestVM
 from ..kernel.request import KernelRequest
 from ..logs.kmemleak import KMEMLEAK_SCAN, KMEMLEAK_TIMEOUT_S, NO_KMEMLEAK, KmemleakScan, parse_kmemleak
 from ..logs.known import KnownSplat, console_splats
-from ..topology import load_topology
+from ..topology import load_topology_once
 from ..vm import BootStalled, Machine, console
 from ..vm.launch import plan_launch
 from .strays import StraySplat, judge_outside_windows
@@ -114,7 +114,7 @@ class VmPool:
         o, k = self.options, self.options.kernel
         kernel = k.with_config(variant.kernel_config) if variant.kernel_config else k
         plan = plan_launch(
-            load_topology(topology),  # loaded once here; the plan and the VM carry the model
+            load_topology_once(topology),  # the object collection loaded; the plan and the VM carry it
             accel=o.accel,
             kernel=kernel,
             extra_append=variant.extra_append,

@@ -1,7 +1,7 @@
 """Topology: YAML model, validation, device layout and the kernel's P2P verdict oracle."""
 
 from .layout import Layout, Placement, build_layout
-from .load import load_topology, resolve, shipped_names
+from .load import load_topology, load_topology_once, resolve, shipped_names
 from .model import Endpoint, EndpointKind, MapType, Topology
 from .oracle import Verdict, check_expectations, verdicts
 from .problems import Problem, TopologyError
@@ -19,6 +19,7 @@ __all__ = [
     "build_layout",
     "check_expectations",
     "load_topology",
+    "load_topology_once",
     "resolve",
     "shipped_names",
     "verdicts",

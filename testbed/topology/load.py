@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -409,3 +410,10 @@ def iommu_variant(topo: Topology, mode: str) -> Topology:
         kernel_args=kernel_args,
         expectations=(),
     )
+
+
+@functools.cache
+def load_topology_once(name_or_path: str) -> Topology:
+    """load_topology(), once per process and name: a pytest session reads each topology when
+    it collects and boots from the same object (a file edited mid-run is not read again)."""
+    return load_topology(name_or_path)
