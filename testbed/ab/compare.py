@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..guestvm.fingerprint import differences, load
+from ..guestvm.machine_fingerprint import differences, load
 from ..runs.results import RunResults
 
 GOOD = {"passed", "xfailed", "skipped"}

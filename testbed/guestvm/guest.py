@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import GuestError, TestbedError
-from ..guest.ssh import SSH, RunResult
 from ..render import backing_files
 from ..render.qdev import endpoint_spec
 from ..timeouts import Deadline
@@ -24,13 +23,14 @@ from ..topology.model import EndpointKind
 from ..vm import Machine, hotplug
 from ..vm.hotplug import UnplugResult
 from ..vm.launch import LaunchPlan
-from . import fingerprint as fingerprints
-from .agent import Agent, Spawned
+from ..vm.ssh import SSH, RunResult
+from . import machine_fingerprint as fingerprints
+from .agent_client import Agent, Spawned
 
 if TYPE_CHECKING:
     from .fingerprint import Fingerprint
 
-AGENT_DIR = Path(__file__).resolve().parent.parent / "guest" / "agent"
+AGENT_DIR = Path(__file__).resolve().parent.parent / "in_guest"
 GUEST_AGENT_DIR = "/run/testbed/agent"
 # the guest image's agent listener, which testbed-init starts
 LISTENER = "/usr/local/sbin/testbed-agent-listen"  # guest-images/rootfs/usr/local/sbin/

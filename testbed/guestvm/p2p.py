@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..guest.agent.pattern import first_mismatch, pattern
+from ..in_guest.pattern import first_mismatch, pattern
 from ..topology.outcome import Outcome, observed_outcome
 from .guest import GuestVM
 

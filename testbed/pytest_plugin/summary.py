@@ -13,8 +13,8 @@ import pytest
 from ..coverage.runreport import report_run
 from ..coverage.scope import DEFAULT_SCOPE, load_scope
 from ..errors import TestbedError
-from ..guestvm.fingerprint import digest_of
-from ..guestvm.fingerprint import load as load_fingerprint
+from ..guestvm.machine_fingerprint import digest_of
+from ..guestvm.machine_fingerprint import load as load_fingerprint
 from ..runs.record import BootRecord, SplatRecord
 from .junit import add_suite_properties
 from .kselftest import SESSION_KEY

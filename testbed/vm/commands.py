@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..guest.ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
 from .accel import ACCELS, resolve_accel
 from .qemu import probe as probe_qemu
+from .ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
 
 if TYPE_CHECKING:
     from .launch import LaunchPlan

@@ -12,7 +12,6 @@ from types import TracebackType
 import paramiko
 
 from ..errors import GuestError, InfraError, TestbedError
-from ..guest.ssh import SSH, RunResult
 from ..render.argv import inherited_monitor_args
 from ..render.runtime import Runtime
 from ..timeouts import Deadline, Timeouts
@@ -20,6 +19,7 @@ from . import console, registry
 from .exits import QemuExit, StopStage
 from .process import QemuProcess, StopReport
 from .qmp import QMP, RunState
+from .ssh import SSH, RunResult
 from .usernet import host_port_for
 
 __all__ = ["BootStalled", "Machine", "RunResult"]

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import GuestError
-from testbed.guestvm.agent import Agent
+from testbed.guestvm.agent_client import Agent
 from testbed.guestvm.guest import AGENT_BOOTSTRAP, agent_bundle, listener_preamble
 
-AGENT = Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent" / "agent.py"
+AGENT = Path(__file__).resolve().parents[2] / "testbed" / "in_guest" / "agent.py"
 
 HELPER = """
 import json, os, signal, sys, time

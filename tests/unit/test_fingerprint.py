@@ -8,9 +8,9 @@ import struct
 import sys
 from pathlib import Path
 
-from testbed.guestvm.fingerprint import _stable, differences
+from testbed.guestvm.machine_fingerprint import _stable, differences
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "in_guest"))
 import fingerprint as guest_fingerprint  # noqa: E402
 
 REAL = Path(__file__).resolve().parent.parent / "logs" / "fingerprint" / "two-switch.json"
@@ -70,7 +70,7 @@ def test_digest_ignores_what_differs_between_two_boots():
 
 
 def test_the_model_is_checked_against_what_the_guest_saw():
-    from testbed.guestvm.fingerprint import model_mismatches
+    from testbed.guestvm.machine_fingerprint import model_mismatches
     from testbed.topology import build_layout, load_topology
 
     topo = load_topology("two-switch")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-AGENT_DIR = Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent"
+AGENT_DIR = Path(__file__).resolve().parents[2] / "testbed" / "in_guest"
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.guest.ssh import RunResult
 from testbed.guestvm.window import ExpectedMessages, WindowVerdict, begin, debug_locks, end
 from testbed.logs.known import load_known
 from testbed.timeouts import Timeouts
+from testbed.vm.ssh import RunResult
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from testbed.guest.ssh import RunResult
 from testbed.kernel.request import KernelRequest
 from testbed.logs.kmemleak import KMEMLEAK_SCAN, NO_KMEMLEAK, parse_kmemleak
 from testbed.logs.known import KnownSplat
 from testbed.pytest_plugin.pool import BootOptions, VmPool
+from testbed.vm.ssh import RunResult
 
 # The first object is recorded: /sys/kernel/debug/kmemleak of a debug-config Linux 7.2.13 guest
 # after a module leaked a 32 KiB kmalloc in its init (its init text was freed: a bare address);

@@ -15,7 +15,7 @@ import pytest
 from testbed.errors import ConfigError
 from testbed.probe.build import KMOD_DIR, kernel_tree_of, probe_key
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "guest" / "agent"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "in_guest"))
 import probe_uapi as P  # noqa: E402 - the guest's module, imported as the guest does
 
 LAYOUTS = {"census": P.CENSUS, "import": P.IMPORT, "state": P.STATE, "dma": P.DMA, "iova": P.IOVA, "watch": P.WATCH}

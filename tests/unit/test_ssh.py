@@ -5,7 +5,7 @@ import time
 import pytest
 
 from testbed.errors import InfraError
-from testbed.guest.ssh import SSH, RunResult, _command_line, ssh_client_argv
+from testbed.vm.ssh import SSH, RunResult, _command_line, ssh_client_argv
 
 
 def test_command_line_quotes_lists():
@@ -92,7 +92,7 @@ def _pub(key, path):
 def test_pinned_host_key_accepts_the_images_key_and_refuses_another(tmp_path):
     import paramiko
 
-    from testbed.guest.ssh import HOST_KEY_PUB, HostKeyMismatch, _PinnedHostKey, host_key_of
+    from testbed.vm.ssh import HOST_KEY_PUB, HostKeyMismatch, _PinnedHostKey, host_key_of
 
     guest, other = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
     login = tmp_path / "id_ed25519"
@@ -109,7 +109,7 @@ def test_pinned_host_key_accepts_the_images_key_and_refuses_another(tmp_path):
 def test_system_client_pins_through_a_known_hosts_alias(tmp_path):
     import paramiko
 
-    from testbed.guest.ssh import HOST_KEY_ALIAS, known_hosts_file
+    from testbed.vm.ssh import HOST_KEY_ALIAS, known_hosts_file
 
     key = paramiko.ECDSAKey.generate()
     (tmp_path / "img").mkdir()

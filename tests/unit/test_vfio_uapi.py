@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from testbed.guest.agent import vfio_uapi as U
+from testbed.in_guest import vfio_uapi as U
 
 # (name, hand-derived value, where it comes from)
 IOCTLS = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from testbed.errors import GuestError
-from testbed.guest.ssh import RunResult
 from testbed.timeouts import Timeouts
 from testbed.vm import hotplug
+from testbed.vm.ssh import RunResult
 
 
 class FakeQMP:

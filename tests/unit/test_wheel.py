@@ -111,8 +111,8 @@ def test_wheel_holds_package_data_and_data_files(wheel: Path) -> None:
     data = "testbed-0.1.0.data/data/share/testbed/"
     for name in probe_build.SOURCES:
         assert f"testbed/probe/kmod/{name}" in names
-    agent = sorted(p.name for p in (ROOT / "testbed" / "guest" / "agent").glob("*.py"))
-    assert agent and all(f"testbed/guest/agent/{name}" in names for name in agent)
+    agent = sorted(p.name for p in (ROOT / "testbed" / "in_guest").glob("*.py"))
+    assert agent and all(f"testbed/in_guest/{name}" in names for name in agent)
     assert not any(n.startswith("testbed/render/templates") for n in names)
     for rel in _files(ROOT / "kernel-configs"):
         assert f"{data}kernel-configs/{rel}" in names
@@ -158,7 +158,7 @@ print(json.dumps({
     assert seen["editable"] == []  # the checkout's editable finder (a .pth of our venv) never ran
     assert Path(seen["data"]) == installed_data
     assert Path(seen["results"]).resolve() == tmp_path.resolve() / "results"  # not site-packages
-    assert seen["agent"] == sorted(p.name for p in (ROOT / "testbed" / "guest" / "agent").glob("*.py"))
+    assert seen["agent"] == sorted(p.name for p in (ROOT / "testbed" / "in_guest").glob("*.py"))
     assert seen["kmod"] == hash_files(probe_build._sources())
     # contents and exec bits alike: the same recipe key, so the same cached guest image
     assert seen["recipe"] == recipe_key(load_recipe(paths.GUEST_IMAGES_DIR))

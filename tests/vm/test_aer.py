@@ -13,9 +13,9 @@ import errno
 
 import pytest
 
-from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
 from testbed.guestvm.p2p import fresh_seed, host_file_bytes, transfer
+from testbed.in_guest.pattern import pattern
 from testbed.kernel.upstream_fixes import KernelBug
 from testbed.topology.needs import UNPLUG_DURING_IO, vfio_pair
 from testbed.topology.outcome import Outcome

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
 from testbed.guestvm.p2p import REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
+from testbed.in_guest.pattern import pattern
 from testbed.topology.model import EndpointKind
 from testbed.topology.needs import (
     HOT_ADD_CMB,

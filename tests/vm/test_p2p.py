@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.guest.agent.pattern import pattern
 from testbed.guestvm.p2p import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
+from testbed.in_guest.pattern import pattern
 from testbed.topology.model import EndpointKind, IommuMode, MapType
 from testbed.topology.needs import (
     ACS_REDIR_CLEARED,

@@ -28,9 +28,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import start_background
 from testbed.guestvm.p2p import FAULT_RE, await_dma_fault, dma_fault_lines, fault_window, fresh_seed
+from testbed.in_guest.pattern import pattern
 from testbed.kernel.upstream_fixes import KernelBug
 from testbed.logs.ktap import KtapCase, KtapReport, Status, parse_ktap
 from testbed.pytest_plugin.report import CensusRow

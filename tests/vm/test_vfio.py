@@ -9,7 +9,7 @@ byte as before. A DMA that must not land leaves the file identical byte for byte
 guest logs the DMAR fault (declared with `kernel_messages.expect`).
 
 A guest session (`vfio.py serve`) keeps the fds open across host-side steps; the host sends it
-one operation at a time on its stdin, through the VM's agent (testbed.guestvm.vfio.VfioSession).
+one operation at a time on its stdin, through the VM's agent (testbed.guestvm.vfio_client.VfioSession).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import time
 
 import pytest
 
-from testbed.guest.agent.pattern import pattern
 from testbed.guestvm import GuestVM
 from testbed.guestvm.p2p import await_dma_fault, fault_window, fresh_seed
-from testbed.guestvm.vfio import VfioSession
+from testbed.guestvm.vfio_client import VfioSession
+from testbed.in_guest.pattern import pattern
 from testbed.topology.needs import vfio_pair
 from testbed.vm import hotplug
 
@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.vfio, pytest.mark.topology("vfio-dmabuf", needs=VFIO)]
 PEER_IOVA = 0x800000  # where dma-bufs are mapped (edu's dma_mask is 28 bits)
 
 
-Guest = VfioSession  # the host end of one `vfio.py serve` session (testbed/guestvm/vfio.py)
+Guest = VfioSession  # the host end of one `vfio.py serve` session (testbed/guestvm/vfio_client.py)
 
 
 def bar_bytes(vm, exporter: str) -> bytes:

@@ -1,4 +1,4 @@
-"""The host end of a `vfio.py serve` session (testbed/guest/agent/vfio.py): a VFIO exporter,
+"""The host end of a `vfio.py serve` session (testbed/in_guest/vfio.py): a VFIO exporter,
 its dma-bufs, an importer, held open across operations. Each operation is one JSON line on
 the helper's stdin and one answer, matched by its sequence number, over the VM's agent."""
 

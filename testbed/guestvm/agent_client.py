@@ -1,4 +1,4 @@
-"""The host end of the guest agent (testbed/guest/agent/agent.py): one long-lived process per
+"""The host end of the guest agent (testbed/in_guest/agent.py): one long-lived process per
 VM on one SSH channel (a direct-tcpip one to the interpreter testbed-init started), JSON
 lines tagged with request ids, answers and events matched to their requests by a reader
 thread. Calls and spawned helpers share the channel; every wait has a deadline from
