@@ -55,7 +55,7 @@ def _report_text(lines: list[str], splat: Splat) -> str:
 
 
 @dataclass(frozen=True)
-class WindowVerdict:
+class WindowFindings:
     splats: list[Splat]  # neither expected by the test nor known in the base kernel
     missing: list[str]  # expected patterns that never appeared
     lines: tuple[int, int]  # 1-based range of the window in the console log
@@ -130,7 +130,7 @@ def end(
     expected: ExpectedMessages,
     locks_before: int | None = None,
     known: tuple[KnownSplat, ...] = (),
-) -> WindowVerdict:
+) -> WindowFindings:
     text = marker("end", test_id)
     complete = True
     try:
@@ -169,4 +169,4 @@ def end(
         if required and not any(s.signature == sig and rx.search(text) for s, text in provoked)
     ]
     lost = locks_before == 1 and debug_locks(vm) == 0
-    return WindowVerdict(splats, missing, (begin_line, end_line), complete, lost, known_seen, locks_before == 0)
+    return WindowFindings(splats, missing, (begin_line, end_line), complete, lost, known_seen, locks_before == 0)

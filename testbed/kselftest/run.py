@@ -130,18 +130,18 @@ def run_program(
         },
         timeout=program.timeout_s + RUN_SLACK_S,
     )
-    verdict = kernel_window.end(vm, f"kselftest {tag}", first, kernel_window.ExpectedMessages(), locks, known)
+    findings = kernel_window.end(vm, f"kselftest {tag}", first, kernel_window.ExpectedMessages(), locks, known)
     output = dest / f"{tag.replace('/', '_')}.ktap"
     vm.machine.wait_ssh().get(out, output, timeout=vm.machine.timeouts.guest_command)
     text = output.read_text(errors="replace")
     lines = vm.machine.console_log.read_text(errors="replace").splitlines()
-    begin_line, end_line = verdict.lines
+    begin_line, end_line = findings.lines
     window = lines[begin_line : end_line - 1]
     window_log = dest / f"{tag.replace('/', '_')}.kernel.log"
     window_log.write_text("\n".join(window) + "\n")
     reports = parse_ktap(text.splitlines())
-    splats: list[tuple[Splat, KnownSplat | None]] = [(s, None) for s in verdict.splats]
-    splats += list(verdict.known)
+    splats: list[tuple[Splat, KnownSplat | None]] = [(s, None) for s in findings.splats]
+    splats += list(findings.known)
     charged = _charge(window, begin_line + 1, tag, splats)
     run = ProgramRun(
         program,
@@ -154,7 +154,7 @@ def run_program(
         window_log,
         reports[0] if reports else None,
         charged,
-        verdict.lockdep_lost,
+        findings.lockdep_lost,
     )
     log.debug("%s: exit %s in %.1fs, %s", tag, run.exit_status, run.seconds, run.counts())
     return run

@@ -36,12 +36,12 @@ class Status(Enum):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class MutantOutcome:
     status: Status
     reasons: tuple[str, ...] = ()  # what changed, for a killed mutant; why, for the others
 
 
-def judge(base: RunResults, mutant: RunResults, tests: tuple[str, ...]) -> Verdict:
+def judge(base: RunResults, mutant: RunResults, tests: tuple[str, ...]) -> MutantOutcome:
     """The mutant's run against the base run over `tests` (node ids; empty: every test the
     base run has)."""
     chosen = tests or tuple(base.outcomes)
@@ -58,4 +58,4 @@ def judge(base: RunResults, mutant: RunResults, tests: tuple[str, ...]) -> Verdi
     for signature, count in sorted(mutant.splat_counts(new_only=True).items()):
         if signature not in known_before:
             reasons.append(f"new splat ({count}x): {signature}")
-    return Verdict(Status.KILLED if reasons else Status.SURVIVED, tuple(reasons))
+    return MutantOutcome(Status.KILLED if reasons else Status.SURVIVED, tuple(reasons))

@@ -36,7 +36,7 @@ from . import report
 from .cfunc import code_mask, find_function, find_functions
 from .equivalents import Equivalent, find_equivalent
 from .generate import Mutant, mutants_of, sample, shard
-from .judge import Status, Verdict, judge
+from .judge import MutantOutcome, Status, judge
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -193,16 +193,16 @@ def test_one(
     rel = str(patch.relative_to(run_dir))
 
     def result(
-        verdict: Verdict, tests: tuple[str, ...] = (), build_s: float = 0.0, test_s: float = 0.0
+        outcome: MutantOutcome, tests: tuple[str, ...] = (), build_s: float = 0.0, test_s: float = 0.0
     ) -> report.MutantResult:
         return report.MutantResult(
             mutant.id, mutant.path, mutant.function, mutant.operator, mutant.first_line, mutant.last_line,
-            mutant.description, rel, verdict.status, verdict.reasons, tests, round(build_s, 1), round(test_s, 1),
+            mutant.description, rel, outcome.status, outcome.reasons, tests, round(build_s, 1), round(test_s, 1),
         )  # fmt: skip
 
     equivalent = find_equivalent(mutant, opts.equivalents)
     if equivalent is not None:
-        return result(Verdict(Status.EQUIVALENT, (f"{equivalent.where}: {equivalent.why}",)))
+        return result(MutantOutcome(Status.EQUIVALENT, (f"{equivalent.where}: {equivalent.why}",)))
     tests: tuple[str, ...] = ()
     if index is not None:
         first = min(statement_line or mutant.first_line, mutant.first_line)
@@ -210,12 +210,14 @@ def test_one(
         # an index written under xdist before node ids were recorded plain names "...]@group"
         tests = tuple(dict.fromkeys(t for t in map(plain, executing) if t in base.outcomes))
         if not tests:
-            return result(Verdict(Status.NOT_COVERED, ("no test of the selection executes these lines",)))
+            return result(MutantOutcome(Status.NOT_COVERED, ("no test of the selection executes these lines",)))
     start = time.monotonic()
     try:
         art = ensure_kernel(KernelRequest(opts.kernel_config, opts.ksrc, patch), progress)
     except ConfigError as exc:  # does not apply, or does not build: not a bug a test could see
-        return result(Verdict(Status.INVALID, (str(exc).splitlines()[0][:300],)), build_s=time.monotonic() - start)
+        return result(
+            MutantOutcome(Status.INVALID, (str(exc).splitlines()[0][:300],)), build_s=time.monotonic() - start
+        )
     build_s = time.monotonic() - start
     results = run_dir / "runs" / _file_name(mutant.id)
     code, test_s = run_pytest(
@@ -225,17 +227,17 @@ def test_one(
         _forget_kernel(art.bzimage.parent)
     if code is None:
         return result(
-            Verdict(Status.TIMEOUT, (f"no verdict within {opts.mutant_timeout_s:.0f} s",)), tests, build_s, test_s
+            MutantOutcome(Status.TIMEOUT, (f"no verdict within {opts.mutant_timeout_s:.0f} s",)), tests, build_s, test_s
         )
     if not (results / RUN_FILE).is_file():
         return result(
-            Verdict(Status.TIMEOUT, (f"pytest ended (exit {code}) without a run record: a crash",)),
+            MutantOutcome(Status.TIMEOUT, (f"pytest ended (exit {code}) without a run record: a crash",)),
             tests,
             build_s,
             test_s,
         )
-    verdict = judge(base, load_results(results), tests)
-    return result(verdict, tests, build_s, test_s)
+    outcome = judge(base, load_results(results), tests)
+    return result(outcome, tests, build_s, test_s)
 
 
 def _file_name(mutant_id: str) -> str:

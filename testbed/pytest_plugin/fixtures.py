@@ -213,13 +213,13 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
     first = kernel_window.begin(guest, request.node.nodeid)
     yield
     strict = request.config.getoption("strict_splats")
-    verdict = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
+    findings = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
     # after the window is judged: a guest too broken to answer must not hide its splat
     counter_problems = _take_counters(coverage, guest, request.node.nodeid)
-    request.node.stash[WINDOW_KEY] = verdict.lines
+    request.node.stash[WINDOW_KEY] = findings.lines
     state = state_of(request.config)
     state.record.vms[request.node.nodeid] = guest.machine.name
-    judged = judge_window(verdict, request.node.nodeid, guest.machine.console_log, strict)
+    judged = judge_window(findings, request.node.nodeid, guest.machine.console_log, strict)
     state.record.splats += judged.splats
     state.known_seen += judged.known_seen
     if judged.unchecked:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..guestvm.window import WindowVerdict
+from ..guestvm.window import WindowFindings
 from ..runs.record import SplatRecord
 from .state import KnownSeen
 
@@ -20,35 +20,35 @@ class Judgement:
     unchecked: str | None  # why part of the test ran without lockdep, or None
 
 
-def judge_window(verdict: WindowVerdict, nodeid: str, log: Path, strict: bool) -> Judgement:
-    """`log`: the VM's console log the verdict's line numbers point into; `strict`:
+def judge_window(findings: WindowFindings, nodeid: str, log: Path, strict: bool) -> Judgement:
+    """`log`: the VM's console log the findings' line numbers point into; `strict`:
     --strict-splats (known base-kernel splats, and a test not lock-checked, fail too)."""
     problems: list[str] = []
-    splats = [SplatRecord.of(splat, nodeid, None, log) for splat in verdict.splats]
+    splats = [SplatRecord.of(splat, nodeid, None, log) for splat in findings.splats]
     problems += [
         f"kernel splat during the test: {splat.signature} ({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}"
-        for splat in verdict.splats
+        for splat in findings.splats
     ]
-    splats += [SplatRecord.of(splat, nodeid, entry, log) for splat, entry in verdict.known]
-    known_seen = [KnownSeen.of(nodeid, log, splat, entry) for splat, entry in verdict.known]
+    splats += [SplatRecord.of(splat, nodeid, entry, log) for splat, entry in findings.known]
+    known_seen = [KnownSeen.of(nodeid, log, splat, entry) for splat, entry in findings.known]
     if strict:
         problems += [
             f"known base-kernel splat during the test ({entry.where}; failing because of --strict-splats): "
             f"{splat.signature} ({log}:{splat.first_line}-{splat.last_line})\n{splat.excerpt}"
-            for splat, entry in verdict.known
+            for splat, entry in findings.known
         ]
-    problems += [f"expected kernel message did not appear: {pattern}" for pattern in verdict.missing]
-    if verdict.lockdep_lost and (strict or not verdict.lockdep_lost_to_known):
+    problems += [f"expected kernel message did not appear: {pattern}" for pattern in findings.missing]
+    if findings.lockdep_lost and (strict or not findings.lockdep_lost_to_known):
         problems.append(
             "lockdep turned itself off during the test (debug_locks 1 -> 0): nothing after this point is lock-checked"
         )
     unchecked = None
-    if verdict.lockdep_off_at_start:
+    if findings.lockdep_off_at_start:
         unchecked = "lockdep was already off when the test began (an earlier report in this VM)"
-    elif verdict.lockdep_lost_to_known:
+    elif findings.lockdep_lost_to_known:
         unchecked = "a known base-kernel lockdep report turned lockdep off during the test"
     if unchecked and strict:
         problems.append(f"not lock-checked (failing because of --strict-splats): {unchecked}")
-    if not verdict.complete:
+    if not findings.complete:
         problems.append(f"the end marker never reached the console ({log})")
     return Judgement(tuple(problems), tuple(splats), tuple(known_seen), unchecked)

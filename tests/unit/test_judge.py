@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from testbed.guestvm.window import WindowVerdict
+from testbed.guestvm.window import WindowFindings
 from testbed.logs.known import KnownSplat
 from testbed.logs.splat import Splat
 from testbed.pytest_plugin.judge import judge_window
@@ -17,8 +17,8 @@ LOCKDEP = Splat("lockdep", "possible circular locking", 30, 60, "=====", signatu
 KNOWN = KnownSplat("lockdep", re.compile("LOCKDEP"), (), (), re.compile(""), "a base-kernel report", "known.yaml:3")
 
 
-def verdict(**kw) -> WindowVerdict:
-    return WindowVerdict(**({"splats": [], "missing": [], "lines": (1, 100), "complete": True} | kw))
+def verdict(**kw) -> WindowFindings:
+    return WindowFindings(**({"splats": [], "missing": [], "lines": (1, 100), "complete": True} | kw))
 
 
 def test_a_clean_window_fails_nothing():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.guestvm.window import ExpectedMessages, WindowVerdict, begin, debug_locks, end
+from testbed.guestvm.window import ExpectedMessages, WindowFindings, begin, debug_locks, end
 from testbed.logs.known import load_known
 from testbed.timeouts import Timeouts
 from testbed.vm.ssh import RunResult
@@ -47,7 +47,7 @@ def _judge(
     locks_after: str = "",
     known: tuple = (),
     release: str = "7.2.13-testbed",
-) -> WindowVerdict:
+) -> WindowFindings:
     log = tmp_path / "console.log"
     log.write_text(f"[ 0.0] Linux version {release} (gcc) #1 PREEMPT\n[ 0.1] boot noise\n")
     vm = FakeVM(log, between)
