@@ -4,7 +4,8 @@ the run reads one state whatever ran where."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,47 +92,74 @@ class TestbedState:
 
     def export(self) -> dict[str, Any]:
         """What a worker saw, as JSON-able data (outcomes and durations the controller has
-        from the reports themselves)."""
-        return {
-            "verdicts": [asdict(r) for r in (self.verdicts.rows if self.verdicts else [])],
-            "census": [asdict(r) for r in (self.census.rows if self.census else [])],
-            "known_seen": [asdict(k) for k in self.known_seen],
-            "unchecked": self.unchecked,
-            "splats": [asdict(s) for s in self.record.splats],
-            "boots": [asdict(b) for b in self.record.boots],
-            "vms": self.record.vms,
-            "strays": [asdict(s) for s in self.strays],
-            "boot_seconds": self.boot_seconds,
-            "fresh_waits": [asdict(w) for w in self.fresh_waits],
-            "boot_retries": self.boot_retries,
-            "kselftest_lines": self.kselftest_lines,
-            "kselftest_noted": self.kselftest_noted,
-            "not_applicable": [[t, n, why] for (t, n), why in self.not_applicable.items()],
-            "vm_tests_declared": self.vm_tests_declared,
-        }
+        from the reports themselves): every part of SHARED."""
+        return {part.name: part.export(self) for part in SHARED}
 
-    def absorb(self, part: dict[str, Any] | None) -> None:
-        """A worker's export, merged into this (the controller's) state."""
-        if not part:
+    def absorb(self, exported: dict[str, Any] | None) -> None:
+        """A worker's export, merged into this (the controller's) state, part by part."""
+        if not exported:  # a worker that crashed before its export
             return
-        if part["verdicts"]:
-            self.verdict_table().rows.extend(Row(**r) for r in part["verdicts"])
-        if part["census"]:
-            self.census_table().rows.extend(CensusRow(**r) for r in part["census"])
-        self.known_seen += [KnownSeen(**k) for k in part["known_seen"]]
-        self.unchecked += part["unchecked"]
-        self.record.unchecked += part["unchecked"]
-        self.record.splats += [SplatRecord(**s) for s in part["splats"]]
-        self.record.boots += [BootRecord(**b) for b in part["boots"]]
-        self.record.vms.update(part["vms"])
-        self.strays += [Stray(**s) for s in part["strays"]]
-        self.boot_seconds += [(name, float(s)) for name, s in part["boot_seconds"]]
-        self.fresh_waits += [FreshWait(**w) for w in part["fresh_waits"]]
-        self.boot_retries += [str(why) for why in part["boot_retries"]]
-        self.kselftest_lines += [line for line in part["kselftest_lines"] if line not in self.kselftest_lines]
-        self.kselftest_noted += [(str(a), str(b), str(c)) for a, b, c in part["kselftest_noted"]]
-        self.not_applicable.update({(str(t), str(n)): str(why) for t, n, why in part["not_applicable"]})
-        self.vm_tests_declared = self.vm_tests_declared or bool(part["vm_tests_declared"])
+        for part in SHARED:
+            part.absorb(self, exported[part.name])
+
+
+def _plain(item: Any) -> Any:
+    return asdict(item) if is_dataclass(item) and not isinstance(item, type) else item
+
+
+@dataclass(frozen=True)
+class Shared:
+    """One part of the state a worker hands to the controller: where it lives, how an item is
+    rebuilt from JSON, and how the controller merges it (extend a list, add the lines it lacks,
+    update a dict, or any of the flags)."""
+
+    name: str
+    where: Callable[[TestbedState], Any]  # the list or dict
+    item: Callable[[Any], Any] = lambda value: value
+    merge: str = "extend"  # "extend" | "unique" | "update" | "any"
+    also: Callable[[TestbedState], Any] | None = None  # a second list that gets the same items
+
+    def export(self, state: TestbedState) -> Any:
+        held = self.where(state)
+        if self.merge == "update":
+            return [[*key, value] if isinstance(key, tuple) else [key, value] for key, value in held.items()]
+        if self.merge == "any":
+            return bool(held)
+        return [_plain(item) for item in held]
+
+    def absorb(self, state: TestbedState, value: Any) -> None:
+        if self.merge == "any":
+            setattr(state, self.name, bool(getattr(state, self.name)) or bool(value))
+            return
+        if not value:
+            return
+        if self.merge == "update":
+            self.where(state).update((tuple(row[:-1]) if len(row) > 2 else row[0], self.item(row[-1])) for row in value)
+            return
+        items = [self.item(v) for v in value]
+        held = self.where(state)
+        held += [i for i in items if i not in held] if self.merge == "unique" else items
+        if self.also is not None:
+            self.also(state).extend(items)
+
+
+SHARED = (
+    Shared("verdicts", lambda s: s.verdict_table().rows, lambda r: Row(**r)),
+    Shared("census", lambda s: s.census_table().rows, lambda r: CensusRow(**r)),
+    Shared("known_seen", lambda s: s.known_seen, lambda k: KnownSeen(**k)),
+    Shared("unchecked", lambda s: s.unchecked, str, also=lambda s: s.record.unchecked),
+    Shared("splats", lambda s: s.record.splats, lambda r: SplatRecord(**r)),
+    Shared("boots", lambda s: s.record.boots, lambda b: BootRecord(**b)),
+    Shared("vms", lambda s: s.record.vms, str, merge="update"),
+    Shared("strays", lambda s: s.strays, lambda r: Stray(**r)),
+    Shared("boot_seconds", lambda s: s.boot_seconds, lambda pair: (str(pair[0]), float(pair[1]))),
+    Shared("fresh_waits", lambda s: s.fresh_waits, lambda w: FreshWait(**w)),
+    Shared("boot_retries", lambda s: s.boot_retries, str),
+    Shared("kselftest_lines", lambda s: s.kselftest_lines, str, merge="unique"),
+    Shared("kselftest_noted", lambda s: s.kselftest_noted, lambda n: (str(n[0]), str(n[1]), str(n[2]))),
+    Shared("not_applicable", lambda s: s.not_applicable, str, merge="update"),
+    Shared("vm_tests_declared", lambda s: s.vm_tests_declared, merge="any"),
+)
 
 
 STATE_KEY = pytest.StashKey[TestbedState]()
