@@ -3,7 +3,7 @@
 report), in the same words on both sides."""
 
 from .record import RUN_FILE, SCHEMA, BootRecord, RunRecord, SplatRecord, plain
-from .results import RunResults, SplatSeen, load_results
+from .results import RunResults, load_results
 
 __all__ = [
     "RUN_FILE",
@@ -12,7 +12,6 @@ __all__ = [
     "RunRecord",
     "RunResults",
     "SplatRecord",
-    "SplatSeen",
     "load_results",
     "plain",
 ]

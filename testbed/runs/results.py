@@ -8,25 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from .record import RUN_FILE
+from .record import RUN_FILE, SplatRecord
 
 VerdictKey = tuple[str, str, str, str]  # topology, provider, client, direction
 CensusKey = tuple[str, str, str, str]  # topology, part, provider, client
 
 
 @dataclass(frozen=True)
-class SplatSeen:
-    signature: str
-    kind: str
-    where: str
-    known: str | None
-
-
-@dataclass(frozen=True)
 class RunResults:
     directory: Path
     outcomes: dict[str, str]
-    splats: tuple[SplatSeen, ...]
+    splats: tuple[SplatRecord, ...]  # as run.json recorded them
     unchecked: tuple[str, ...]
     verdicts: dict[VerdictKey, tuple[str, str, str]]  # (map_type, observed, expected)
     census: dict[CensusKey, tuple[str, str]]  # (the kernel's answer, expected)
@@ -78,7 +70,10 @@ def load_results(directory: Path) -> RunResults:
     return RunResults(
         directory=directory,
         outcomes=dict(doc.get("outcomes", {})),
-        splats=tuple(SplatSeen(s["signature"], s["kind"], s["where"], s.get("known")) for s in doc.get("splats", [])),
+        splats=tuple(
+            SplatRecord(s["signature"], s["kind"], s["where"], s.get("known"), s.get("console", ""))
+            for s in doc.get("splats", [])
+        ),
         unchecked=tuple(doc.get("unchecked", [])),
         verdicts=verdicts,
         census=census,

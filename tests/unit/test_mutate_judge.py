@@ -7,14 +7,17 @@ from pathlib import Path
 
 from testbed.mutate import report
 from testbed.mutate.judge import Status, judge
-from testbed.runs.results import RunResults, SplatSeen
+from testbed.runs.record import SplatRecord
+from testbed.runs.results import RunResults
 
 
-def _run(outcomes: dict[str, str], splats: tuple[SplatSeen, ...] = ()) -> RunResults:
+def _run(outcomes: dict[str, str], splats: tuple[SplatRecord, ...] = ()) -> RunResults:
     return RunResults(Path("/r"), outcomes, splats, (), {}, {}, (), "", (), {})
 
 
-BASE = _run({"t::a": "passed", "t::b": "passed", "t::c": "xfailed"}, (SplatSeen("WARNING: old", "warn", "t::a", None),))
+BASE = _run(
+    {"t::a": "passed", "t::b": "passed", "t::c": "xfailed"}, (SplatRecord("WARNING: old", "warn", "t::a", None, ""),)
+)
 
 
 def test_nothing_changed_survives():
@@ -42,9 +45,9 @@ def test_a_test_that_did_not_run_kills():
 
 
 def test_a_new_splat_kills_an_old_one_does_not():
-    same = _run(dict(BASE.outcomes), (SplatSeen("WARNING: old", "warn", "t::b", None),))
+    same = _run(dict(BASE.outcomes), (SplatRecord("WARNING: old", "warn", "t::b", None, ""),))
     assert judge(BASE, same, ()).status is Status.SURVIVED
-    new = _run(dict(BASE.outcomes), (SplatSeen("KASAN: use-after-free in foo", "kasan", "t::a", None),))
+    new = _run(dict(BASE.outcomes), (SplatRecord("KASAN: use-after-free in foo", "kasan", "t::a", None, ""),))
     verdict = judge(BASE, new, ())
     assert verdict.status is Status.KILLED
     assert verdict.reasons == ("new splat (1x): KASAN: use-after-free in foo",)
