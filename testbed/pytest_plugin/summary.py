@@ -20,6 +20,7 @@ from .junit import add_suite_properties
 from .kselftest import SESSION_KEY
 from .pool import fresh_summary
 from .state import KnownSeen, Stray, TestbedState, state_of
+from .timing import time_lines
 
 if TYPE_CHECKING:
     from _pytest.terminal import TerminalReporter
@@ -46,6 +47,14 @@ def _boot_summary(terminalreporter: TerminalReporter, state: TestbedState) -> No
         terminalreporter.write_line(f"testbed: {fresh}")
     for why in state.boot_retries:
         terminalreporter.write_line(f"testbed: booted again after a stalled boot: {why}", yellow=True)
+
+
+def _time_summary(terminalreporter: TerminalReporter, state: TestbedState) -> None:
+    lines = time_lines(state.record.durations, state.boot_seconds, state.fresh_waits)
+    if lines:
+        terminalreporter.section("where the time went")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def _not_applicable_summary(terminalreporter: TerminalReporter, state: TestbedState, none_ran: str | None) -> None:
@@ -96,6 +105,7 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
             tsv.write_text("\n".join(rows) + "\n")
             terminalreporter.write_line(f"(every skip and known failure in {tsv})")
     _boot_summary(terminalreporter, state)
+    _time_summary(terminalreporter, state)
     strict = config.getoption("strict_splats")
     for stray in state.strays:
         if stray.known is None or strict:
