@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..topology import load_topology, shipped_names
-from ..topology.load import IOMMU_VARIANTS, iommu_modes
+from ..topology.variants import IOMMU_VARIANTS, iommu_modes
 
 # the kernel configs the nightly runs the VM suites on (selftest sets follow them): every
 # detector there, debug-full (kmemleak on); `debug` is the same build for the working loop

@@ -24,7 +24,7 @@ from testbed.matrix.plan import Plan, load_plan
 from testbed.matrix.run import prepare
 from testbed.matrix.shard import parse_shard, shards
 from testbed.topology import load_topology, shipped_names
-from testbed.topology.load import iommu_modes
+from testbed.topology.variants import iommu_modes
 
 
 def test_every_shipped_topology_and_its_iommu_variants_times_configs():

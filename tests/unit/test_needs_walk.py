@@ -17,10 +17,10 @@ import pytest
 from testbed.topology import load_topology, shipped_names
 from testbed.topology import needs as N
 from testbed.topology import reliance as R
-from testbed.topology.load import iommu_modes
 from testbed.topology.model import EndpointKind
 from testbed.topology.oracle import topology_verdicts
 from testbed.topology.outcome import Outcome
+from testbed.topology.variants import iommu_modes
 
 VM_TESTS = Path(__file__).resolve().parents[1] / "vm"
 

@@ -6,10 +6,10 @@ import pytest
 
 from testbed.errors import ConfigError
 from testbed.topology import load_topology
-from testbed.topology.load import iommu_modes
 from testbed.topology.model import IommuMode, IommuType
 from testbed.topology.oracle import check_expectations, verdicts
 from testbed.topology.problems import TopologyError
+from testbed.topology.variants import iommu_modes
 
 from .topo_helpers import BASE
 
