@@ -50,6 +50,8 @@ def _boot_summary(terminalreporter: TerminalReporter, state: TestbedState) -> No
 
 
 def _time_summary(terminalreporter: TerminalReporter, state: TestbedState) -> None:
+    if not state.boot_seconds:  # a run without VMs: its time is pytest's own summary
+        return
     lines = time_lines(state.record.durations, state.boot_seconds, state.fresh_waits)
     if lines:
         terminalreporter.section("where the time went")
