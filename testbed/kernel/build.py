@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from ..inventory import mark_used
 from ..paths import cache_dir
 from . import basefixes, extmod, kconfig, kconfig_deps, profile
 from . import patches as patchmod
+from . import seed as seedmod
 from . import source as sourcemod
 from .artifact import KernelArtifact, artifact_in, load_cached, write_manifest
 from .cachekey import KeyInputs, compiler_version
@@ -122,6 +124,15 @@ def refresh_debian_source(progress: Progress = print) -> None:
     sourcemod.debian_tree(kernel_root() / "debian", refresh=True, progress=progress)
 
 
+# "0": a series' first build compiles from nothing (bench/rebuild --check-clean compares the two)
+SEED_ENV = "TESTBED_SEED"
+
+
+def build_dir_of(srctree: Path, config_set: str) -> Path:
+    """Where `srctree` is built for `config_set` (incremental from one build to the next)."""
+    return _build_dir(kernel_root(), srctree, config_set)
+
+
 def _build_dir(root: Path, srctree: Path, config_set: str) -> Path:
     # keyed by where the source lives, not its contents: edits rebuild incrementally
     tag = short(hash_bytes(str(srctree).encode(), config_set.encode()))[:8]
@@ -212,6 +223,9 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     started = time.monotonic()
     srctree, fix_decisions = _source_tree(p, root, progress)
     builddir = _build_dir(root, srctree, p.config_set)
+    seeding = os.environ.get(SEED_ENV, "1") != "0"
+    if seeding and p.series and p.coverage is None and not (builddir / "vmlinux").exists():
+        _seed_from_base(p, root, srctree, builddir, progress)
     builddir.mkdir(parents=True, exist_ok=True)
     log = builddir / "build.log"
     log.write_text(f"# testbed kernel build {p.key}: {p.source.identity}\n")
@@ -273,6 +287,19 @@ def _provenance(p: Plan) -> dict[str, object]:
         if base:
             out["series_base_commit"] = base
     return out
+
+
+def _seed_from_base(p: Plan, root: Path, srctree: Path, builddir: Path, progress: Progress) -> None:
+    """A series' first build in this tree starts from the base build's objects (seed.py); when
+    that cannot be done, from nothing, as before."""
+    base = seedmod.find_base_build(root, p.source.path, p.config_set)
+    if base is None or base.srctree == srctree:
+        return
+    try:
+        seedmod.seed(base, srctree, builddir, progress)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        progress(f"kernel: could not start from kernel {base.key}'s objects ({exc}); building from nothing")
+        shutil.rmtree(builddir, ignore_errors=True)
 
 
 def _keep_coverage(p: Plan, srctree: Path, builddir: Path, staging: Path, progress: Progress) -> dict | None:
