@@ -18,7 +18,8 @@ what rebuilds:
   source path changes none of the bytes it writes into the kernel;
 - in the series' tree every file whose content equals the base tree's gets an old timestamp,
   older than every object; the files that differ (the series, the base fixes, anything else)
-  keep a current one, so they and what includes them rebuild.
+  keep a current one, so they and what includes them rebuild. The tree's index is refreshed
+  with the new timestamps, so the next series' checkout rewrites only what it changes.
 
 Nothing of the base build or the base tree is modified.
 """
@@ -155,6 +156,9 @@ def seed(base: BaseBuild, srctree: Path, builddir: Path, progress: Callable[[str
         link.unlink()
         link.symlink_to(srctree)
     aged = _age(srctree, changed)
+    # the series tree is ours: its index learns the new timestamps, or the next series'
+    # `git checkout -f` would take every aged file for modified and write it again (a full rebuild)
+    subprocess.run(["git", "-C", str(srctree), "update-index", "-q", "--refresh"], capture_output=True)
     progress(
         f"kernel: first build of this tree: starting from the objects of kernel {base.key} "
         f"({len(changed)} file(s) differ from its tree; {aged} kept old, {rewritten} command files "

@@ -86,4 +86,6 @@ def test_seeding_rewrites_commands_drops_path_bearing_objects_and_ages_unchanged
     assert (tree / "a.c").stat().st_mtime == seed.OLD and (tree / "include/x.h").stat().st_mtime == seed.OLD
     assert (tree / "b.c").stat().st_mtime > (out / "a.o").stat().st_mtime - 1  # the series' file: current
     assert {p.name: p.read_bytes() for p in base_build.iterdir() if p.is_file() and not p.is_symlink()} == before
+    status = subprocess.run(["git", "-C", str(tree), "diff-files", "--name-only"], capture_output=True, text=True)
+    assert status.stdout == ""  # the index knows the new timestamps: a checkout rewrites nothing
     assert "1 file(s) differ" in said[0] and "1 objects that name the old tree dropped" in said[0]
