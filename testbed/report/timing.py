@@ -34,7 +34,7 @@ def merge(old: list[dict[str, Any]], new: Iterable[dict[str, Any]]) -> list[dict
 
 
 def _order(record: dict[str, Any]) -> tuple:
-    benches = ("rebuild", "boot", "suites", "launches", "mutate")
+    benches = ("rebuild", "rebuild-first-series", "boot", "suites", "launches", "mutate")
     bench = str(record.get("bench"))
     return (
         benches.index(bench) if bench in benches else len(benches),
@@ -71,6 +71,15 @@ def _row(record: dict[str, Any]) -> str:
             f"| `{config}` kernel: cache hit / rebuild after a one-line patch to `drivers/pci/p2pdma.c` "
             f"(`bench/rebuild`; {what}, {record['compiled']} file(s) compiled) | "
             f"{record['cache_hit_ms']:.0f} ms / {record['rebuild_s']:.0f} s | {when} |"
+        )
+    if bench == "rebuild-first-series":
+        same = "identical" if record.get("same_bzimage") else "DIFFERENT"
+        clean = f"; from nothing {record['clean_s']:.0f} s, bzImage {same}" if "clean_s" in record else ""
+        return (
+            f"| `{config}` kernel: a series' first build in a new series tree, then the next series "
+            f"(`bench/rebuild --first-series`: started from the base build's objects; "
+            f"{record['first_compiled']} / {record['next_compiled']} file(s) compiled{clean}) | "
+            f"{record['first_series_s']:.0f} s / {record['next_series_s']:.0f} s | {when} |"
         )
     if bench == "boot":
         extra = f" + `{' '.join(record['append'])}`" if record.get("append") else ""
