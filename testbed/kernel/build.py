@@ -31,7 +31,7 @@ from . import seed as seedmod
 from . import source as sourcemod
 from .artifact import KernelArtifact, artifact_in, load_cached, write_manifest
 from .cachekey import KeyInputs, compiler_version
-from .configsets import COVERAGE_SETS, build_set, load_config_set
+from .configsets import COVERAGE_SETS, KERNEL_CONFIGS, build_set, load_config_set
 from .kconfig import MergedConfig
 from .lock import locked
 from .make import jobs, make_argv, run_make
@@ -291,10 +291,25 @@ def _provenance(p: Plan) -> dict[str, object]:
 
 def _seed_from_base(p: Plan, root: Path, srctree: Path, builddir: Path, progress: Progress) -> None:
     """A series' first build in this tree starts from the base build's objects (seed.py); when
-    that cannot be done, from nothing, as before."""
+    that cannot be done, from nothing, as before.
+
+    Only from Debian's source: that tree never changes, so its build directories hold objects
+    of exactly its content. A user's tree built in place may have been built at other commits
+    since (or half-built, a failure writes no manifest): no manifest can say which content its
+    build directory holds, so its series build from nothing."""
+    if p.source.kind != "debian":
+        return
     base = seedmod.find_base_build(root, p.source.path, p.config_set)
     if base is None or base.srctree == srctree:
         return
+    # seeding moves the series tree's timestamps back: the tree's build directories of the other
+    # config sets were built from other content and would miss rebuilds; they are dropped (their
+    # next build is seeded in turn)
+    for other in KERNEL_CONFIGS:
+        stale = _build_dir(root, srctree, build_set(other))
+        if stale != builddir and stale.exists():
+            progress(f"kernel: dropping {stale.name}: the series tree's timestamps change")
+            shutil.rmtree(stale)
     try:
         seedmod.seed(base, srctree, builddir, progress)
     except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:

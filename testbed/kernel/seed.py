@@ -104,6 +104,8 @@ def changed_files(base: Path, tree: Path) -> set[str]:
 def _with_paths(builddir: Path, paths: Iterable[str]) -> list[Path]:
     patterns = [arg for path in paths for arg in ("-e", path)]
     proc = subprocess.run(["grep", "-rlFZ", *patterns, "--", str(builddir)], capture_output=True)
+    if proc.returncode > 1:  # 1: nothing found; more: a file it could not read would stay stale
+        raise RuntimeError(f"grep in {builddir}: {proc.stderr.decode(errors='replace').strip()[:300]}")
     return [Path(p) for p in _split(proc.stdout)]
 
 
@@ -148,17 +150,25 @@ def seed(base: BaseBuild, srctree: Path, builddir: Path, progress: Callable[[str
     changed = changed_files(base.srctree, srctree)
     if builddir.exists():
         shutil.rmtree(builddir)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base.builddir), str(builddir)], check=True)
-    moves = {str(base.srctree): str(srctree), str(base.builddir): str(builddir)}
-    rewritten, deleted = _rewrite(builddir, _with_paths(builddir, moves), moves)
-    link = builddir / "source"
-    if link.is_symlink():
-        link.unlink()
-        link.symlink_to(srctree)
-    aged = _age(srctree, changed)
-    # the series tree is ours: its index learns the new timestamps, or the next series'
-    # `git checkout -f` would take every aged file for modified and write it again (a full rebuild)
-    subprocess.run(["git", "-C", str(srctree), "update-index", "-q", "--refresh"], capture_output=True)
+    # made under another name and renamed last: an interrupted seeding leaves no build
+    # directory that looks finished (its copied vmlinux) before the tree's timestamps are set
+    work = builddir.with_name(builddir.name + ".seeding")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        subprocess.run(["cp", "-a", "--reflink=auto", str(base.builddir), str(work)], check=True)
+        moves = {str(base.srctree): str(srctree), str(base.builddir): str(builddir)}
+        rewritten, deleted = _rewrite(work, _with_paths(work, moves), moves)
+        link = work / "source"
+        if link.is_symlink():
+            link.unlink()
+            link.symlink_to(srctree)
+        aged = _age(srctree, changed)
+        # the series tree is ours: its index learns the new timestamps, or the next series'
+        # `git checkout -f` would take every aged file for modified and write it again
+        subprocess.run(["git", "-C", str(srctree), "update-index", "-q", "--refresh"], capture_output=True)
+        work.rename(builddir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     progress(
         f"kernel: first build of this tree: starting from the objects of kernel {base.key} "
         f"({len(changed)} file(s) differ from its tree; {aged} kept old, {rewritten} command files "

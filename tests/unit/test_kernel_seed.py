@@ -89,3 +89,45 @@ def test_seeding_rewrites_commands_drops_path_bearing_objects_and_ages_unchanged
     status = subprocess.run(["git", "-C", str(tree), "diff-files", "--name-only"], capture_output=True, text=True)
     assert status.stdout == ""  # the index knows the new timestamps: a checkout rewrites nothing
     assert "1 file(s) differ" in said[0] and "1 objects that name the old tree dropped" in said[0]
+
+
+def test_an_interrupted_seeding_leaves_no_build_directory(tmp_path: Path, monkeypatch):
+    """The copy is renamed into place last: a build directory with the copied vmlinux but the
+    tree's timestamps not yet set would later skip seeding and miss rebuilds."""
+    base_tree = _repo(tmp_path / "base", {"a.c": "a"})
+    tree = _repo(tmp_path / "tree", {"a.c": "A"})
+    base_build = _build(tmp_path / "builds" / "base", base_tree)
+
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seed, "_age", interrupted)
+    out = tmp_path / "builds" / "series"
+    try:
+        seed.seed(seed.BaseBuild(base_tree, base_build, "k1"), tree, out, lambda _: None)
+    except KeyboardInterrupt:
+        pass
+    assert not out.exists() and not out.with_name("series.seeding").exists()
+
+
+def test_only_debians_tree_seeds_and_the_series_trees_other_builds_are_dropped(tmp_path: Path, monkeypatch):
+    """A user's tree built in place may hold objects of other commits; and seeding moves the
+    series tree's timestamps, so its build directories of other sets are dropped."""
+    from types import SimpleNamespace
+
+    from testbed.kernel import build
+
+    seeded: list[Path] = []
+    base = seed.BaseBuild(tmp_path / "debian", tmp_path / "builds" / "base", "k0")
+    monkeypatch.setattr(seed, "find_base_build", lambda root, source, config: base)
+    monkeypatch.setattr(seed, "seed", lambda b, srctree, builddir, progress: seeded.append(builddir))
+    series_tree = tmp_path / "trees" / "wt-1"
+    debug_dir = build._build_dir(tmp_path, series_tree, "debug")
+    debug_dir.mkdir(parents=True)
+    target = build._build_dir(tmp_path, series_tree, "default")
+    user = SimpleNamespace(source=SimpleNamespace(kind="git", path=tmp_path / "linux"), config_set="default")
+    build._seed_from_base(user, tmp_path, series_tree, target, lambda _: None)  # type: ignore[arg-type]
+    assert seeded == [] and debug_dir.exists()
+    debian = SimpleNamespace(source=SimpleNamespace(kind="debian", path=tmp_path / "debian"), config_set="default")
+    build._seed_from_base(debian, tmp_path, series_tree, target, lambda _: None)  # type: ignore[arg-type]
+    assert seeded == [target] and not debug_dir.exists()
