@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -81,7 +82,8 @@ def provenance(source: SourceTree) -> dict[str, object]:
         proc = git(source.path, *args, check=False, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
         value = proc.stdout.decode(errors="replace").strip()
         if proc.returncode == 0 and value:
-            out[name] = value
+            # a remote's URL may carry a token (https://user:token@host/...): never recorded
+            out[name] = re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", value) if name == "remote_url" else value
     return out
 
 

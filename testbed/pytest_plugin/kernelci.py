@@ -18,9 +18,14 @@ def slug(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("_")
 
 
+def _dotted(words: list[str]) -> str:
+    """Words joined by dots, those that slug to nothing left out (KCIDB's path has no empty part)."""
+    return ".".join(w for w in map(slug, words) if w)
+
+
 def kselftest_path(collection: str, program: str, case: str | None) -> str:
     words = [collection, program] + ([case] if case else [])
-    return f"kselftest.{slug(collection)}.{slug('_'.join(words))}"
+    return _dotted(["kselftest", collection, "_".join(words)])
 
 
 def kunit_path(case: str | None) -> str:
@@ -28,7 +33,7 @@ def kunit_path(case: str | None) -> str:
     if case is None:
         return "kunit.exec"
     suite, _, name = case.partition(".")
-    return ".".join(["kunit", "exec", slug(suite)] + ([slug(name)] if name else []))
+    return _dotted(["kunit", "exec", suite, name])
 
 
 def own_test_path(nodeid: str, topology: str | None = None) -> str:
@@ -40,5 +45,4 @@ def own_test_path(nodeid: str, topology: str | None = None) -> str:
     param = param.removesuffix("]").split("]@", 1)[0]
     if topology and (param == topology or param.startswith(f"{topology}-")):
         param = param[len(topology) :].lstrip("-")
-    words = ["testbed", module, *name.split("::"), *([param] if param else [])]
-    return ".".join(slug(w) for w in words)
+    return _dotted(["testbed", module, *name.split("::"), param])

@@ -119,3 +119,8 @@ def test_without_a_base_log_urls_are_file_urls(tmp_path: Path):
     doc = kcidb(find_cells([root]))
     (test,) = [t for t in doc["tests"] if t["misc"]["nodeid"] == xfailed]
     assert test["log_url"].startswith("file:///") and test["log_url"].endswith("/console.log")
+
+
+def test_a_parameter_that_slugs_to_nothing_leaves_no_empty_part():
+    assert own_test_path("tests/vm/test_p2p.py::test_x[+]") == "testbed.test_p2p.test_x"
+    assert kunit_path("suite.") == "kunit.exec.suite"
