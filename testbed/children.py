@@ -30,15 +30,24 @@ def raise_terminated(signum: int, frame: FrameType | None) -> None:
 def run_child(argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> int:
     """Run `argv` to its end and return its exit status; a SIGTERM meanwhile is forwarded to it
     and raises Terminated once it has exited."""
-    proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env) if env is not None else None)
     received: list[int] = []
+    child: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []  # arrived before the child existed
 
     def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        proc.send_signal(signum)
+        if child:
+            child[0].send_signal(signum)
+        else:
+            pending.append(signum)
 
+    # installed first: a SIGTERM while the child starts is forwarded as soon as it exists
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env) if env is not None else None)
+        child.append(proc)
+        for signum in pending:
+            proc.send_signal(signum)
         while True:
             try:
                 code = proc.wait()

@@ -4,6 +4,7 @@ the plugin objects that see every report)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -23,6 +24,8 @@ from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..vm.accel import ACCELS
 from .coverage import CoverageCollector
 from .state import STATE_KEY, TestbedState
+
+log = logging.getLogger(__name__)
 
 MARKERS = {
     "p2p": "P2P map/unmap through NVMe CMB p2pmem (boots VMs)",
@@ -138,7 +141,14 @@ def _sigterm_stops_the_session() -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # once: a SIGTERM sent to the whole process group reaches pytest twice (directly and from a
+    # parent that forwards it); a second KeyboardInterrupt would cut the teardown the first began
+    signal.signal(signal.SIGTERM, _ignore_again)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ignore_again(signum: int, frame: object) -> None:
+    log.warning("signal %d again: the run is already stopping", signum)
 
 
 def _coverage_kernel(kernel: KernelRequest) -> KernelRequest:

@@ -91,3 +91,40 @@ def test_a_sigterm_to_pytest_tears_the_session_down_and_writes_results(tmp_path:
     assert proc.wait(timeout=30) == 2  # pytest's "interrupted"
     assert (tmp_path / "torn-down").read_text() == "yes"
     assert (tmp_path / "junit.xml").is_file()
+
+
+def test_a_sigterm_to_the_whole_group_does_not_cut_the_teardown_short(tmp_path: Path):
+    """timeout(1), systemd and CI runners signal the process group: pytest gets SIGTERM twice
+    (directly, and forwarded by testbed); the second must not interrupt the teardown."""
+    (tmp_path / "test_slow.py").write_text(
+        textwrap.dedent(
+            """
+            import os, signal, time
+            from pathlib import Path
+            import pytest
+
+            @pytest.fixture(scope="session")
+            def pool():
+                yield
+                os.kill(os.getpid(), signal.SIGTERM)  # the forwarded copy, during the teardown
+                time.sleep(0.3)
+                Path("torn-down").write_text("yes")
+
+            def test_slow(pool):
+                Path("ready").write_text("yes")
+                time.sleep(60)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_slow.py"],
+        cwd=tmp_path,
+        env={**os.environ, "TESTBED_RESULTS": str(tmp_path / "results")},
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 2
+    assert (tmp_path / "torn-down").read_text() == "yes"
