@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..hashing import hash_bytes, short
 from ..inventory import mark_used
 from ..paths import cache_dir
-from . import basefixes, extmod, kconfig, kconfig_deps, profile
+from . import basefixes, extmod, kconfig, kconfig_deps, ownrepo, profile
 from . import patches as patchmod
 from . import seed as seedmod
 from . import source as sourcemod
@@ -260,7 +260,7 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
             "config_set": p.config_set,
             "inputs": asdict(p.inputs) | {"fragment": short(hash_bytes(p.inputs.fragment.encode()))},
             "source_tree": str(p.source.path),
-            "source": _provenance(p),
+            "source": _provenance(p, srctree),
             "built_in": str(srctree),
             "build_dir": str(builddir),
             "patches": [patch.name for patch in p.series],
@@ -277,15 +277,17 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     return artifact_in(final, p.key, release)
 
 
-def _provenance(p: Plan) -> dict[str, object]:
+def _provenance(p: Plan, srctree: Path) -> dict[str, object]:
     """The source's provenance and the series' own: each patch's SHA-256 (KCIDB's patchset
-    hash is computed from them) and the `base-commit:` it names, if it does."""
+    hash is computed from them) and the commit its `base-commit:` names, in full as the series
+    tree resolved it (the series was applied there, not on the source's HEAD)."""
     out = sourcemod.provenance(p.source)
     if p.series:
         out["patch_sha256"] = [hashlib.sha256(patch.content).hexdigest() for patch in p.series]
         base = next((patch.base_commit for patch in p.series if patch.base_commit), "")
-        if base:
-            out["series_base_commit"] = base
+        resolved = ownrepo.commit_of(srctree, base) if base else None
+        if resolved:
+            out["series_base_commit"] = resolved
     return out
 
 

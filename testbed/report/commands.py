@@ -76,7 +76,7 @@ def _merge(args: argparse.Namespace) -> int:
     paths = write_all(cells, args.out, lost, extra)
     if args.kcidb:
         paths["kcidb"] = args.out / "kcidb.json"
-        links = Links(args.cells[0], args.log_base)
+        links = Links(tuple(args.cells), args.log_base)
         paths["kcidb"].write_text(json.dumps(kcidb(cells, links), indent=1) + "\n")
     if args.append_summary:
         with args.append_summary.open("a") as out:

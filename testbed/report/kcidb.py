@@ -64,16 +64,19 @@ def kcidb_available() -> None:
 
 @dataclass(frozen=True)
 class Links:
-    """File URLs: `base` + the path below `root`, or a file:// URL without a base."""
+    """File URLs: `base` + the path below the root that holds the file (the cell directories
+    given to merge), or a file:// URL without a base."""
 
-    root: Path
+    root: Path | tuple[Path, ...]
     base: str | None = None
 
     def url(self, path: Path) -> str:
         path = path.resolve()
-        if self.base and path.is_relative_to(self.root.resolve()):
-            rel = path.relative_to(self.root.resolve()).as_posix()
-            return f"{self.base.rstrip('/')}/{urllib.parse.quote(rel)}"
+        roots = self.root if isinstance(self.root, tuple) else (self.root,)
+        for root in (r.resolve() for r in roots):
+            if self.base and path.is_relative_to(root):
+                rel = path.relative_to(root).as_posix()
+                return f"{self.base.rstrip('/')}/{urllib.parse.quote(rel)}"
         return path.as_uri()
 
 
@@ -94,7 +97,9 @@ def path_of(nodeid: str) -> str:
 def https_url(remote: str) -> str | None:
     """A git remote as the https URL KCIDB requires; None for a local path or an unknown form."""
     remote = remote.strip()
-    if m := re.fullmatch(r"(?:ssh://)?[\w.-]+@([\w.-]+)[:/](.+)", remote):
+    if m := re.fullmatch(r"ssh://(?:[\w.-]+@)?([\w.-]+)(?::\d+)?/(.+)", remote):
+        host, path = m.groups()  # an ssh port is not https's
+    elif m := re.fullmatch(r"[\w.-]+@([\w.-]+):(.+)", remote):
         host, path = m.groups()
     elif m := re.fullmatch(r"(?:git|https?)://([\w.-]+(?::\d+)?)/(.+)", remote):
         host, path = m.groups()
@@ -114,6 +119,10 @@ def checkout_of(kernel: dict[str, Any]) -> dict[str, Any]:
     """A checkout (without its id and origin) from a boot's kernel record."""
     source = kernel.get("source") or {}
     out: dict[str, Any] = {}
+    if source.get("kind") == "git" and source.get("series_base_commit"):
+        # the series was applied on its base-commit:, not on the tree's HEAD (nor its changes)
+        source = {k: v for k, v in source.items() if k not in ("describe", "branch", "dirty")}
+        source |= {"commit": source["series_base_commit"], "dirty": False}
     if source.get("kind") == "git" and source.get("commit"):
         url = https_url(str(source.get("remote_url") or ""))
         out["tree_name"] = tree_name(url, Path(str(kernel.get("source_tree") or "linux")).name)

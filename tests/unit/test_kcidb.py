@@ -124,3 +124,26 @@ def test_without_a_base_log_urls_are_file_urls(tmp_path: Path):
 def test_a_parameter_that_slugs_to_nothing_leaves_no_empty_part():
     assert own_test_path("tests/vm/test_p2p.py::test_x[+]") == "testbed.test_p2p.test_x"
     assert kunit_path("suite.") == "kunit.exec.suite"
+
+
+def test_an_ssh_port_is_not_part_of_the_https_url():
+    assert https_url("ssh://git@example.org:2222/linux/linux.git") == "https://example.org/linux/linux.git"
+    assert https_url("ssh://example.org/linux.git") == "https://example.org/linux.git"
+
+
+def test_a_series_on_its_base_commit_names_that_commit_not_head():
+    head, base = "1" * 40, "2" * 40
+    source = {"kind": "git", "commit": head, "describe": "v7.2-5-g111", "branch": "wip", "dirty": True}
+    got = checkout_of(
+        {"source_tree": "/x/linux", "patches": ["0001 a"], "source": source | {"series_base_commit": base}}
+    )
+    assert got["git_commit_hash"] == base and got["misc"]["dirty"] is False
+    assert "git_commit_name" not in got and "git_repository_branch" not in got
+
+
+def test_logs_under_any_of_the_merged_directories_get_the_base(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    (b / "cell" / "vm").mkdir(parents=True)
+    log = b / "cell" / "vm" / "console.log"
+    log.write_text("x")
+    assert Links((a, b), "https://ci/run").url(log) == "https://ci/run/cell/vm/console.log"
