@@ -148,14 +148,24 @@ def run_pytest(argv: list[str], results: Path, timeout: float | None, progress: 
         try:
             code: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _stop_group(proc)
             code = None
+        except BaseException:  # Ctrl-C or SIGTERM (Terminated): its own session would outlive us
+            _stop_group(proc)
+            raise
     return code, time.monotonic() - start
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the pytest's session (it tears its VMs down), SIGKILL after 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:  # the group already ended
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def base_run(opts: MutateOptions, run_dir: Path, progress: Progress) -> RunResults:
