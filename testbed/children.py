@@ -7,6 +7,7 @@ waits for the child's own teardown."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -62,3 +63,29 @@ def run_child(argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None = No
     if signal.SIGINT in received:
         raise KeyboardInterrupt()
     return code
+
+
+def run_in_session(argv: Sequence[str], cwd: Path, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `argv` in a session of its own (a tree of processes: `git bisect run` and its steps)
+    and return its status and, with `capture`, its stdout; when we are interrupted or terminated
+    meanwhile, the whole session gets SIGTERM (SIGKILL after 30 s) before we go on unwinding."""
+    out = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(list(argv), cwd=cwd, stdout=out, text=True, start_new_session=True)
+    try:
+        stdout, _ = proc.communicate()
+    except BaseException:
+        stop_session(proc)
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout or "", None)
+
+
+def stop_session(proc: subprocess.Popen[str] | subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM to the session `proc` leads (its pytest tears its VMs down), SIGKILL after `grace_s`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except ProcessLookupError:  # the session already ended
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..children import run_child
+from ..children import run_child, run_in_session
 from ..errors import ConfigError, TestbedError
 from ..kernel.patches import SERIES_WORKTREE
 from ..paths import checkout_root, results_root
@@ -107,7 +107,7 @@ def bisect(tree: Path, good: str, bad: str, pytest_args: list[str], config: str,
     path = checkout(tree, bad, WORKTREE)
     for commit, want in ((bad, BAD), (good, GOOD)):
         subprocess.run(["git", "-C", str(path), "checkout", "-q", "-f", "--detach", commit], check=True)
-        code = subprocess.run(step_cmd, cwd=path).returncode
+        code = run_in_session(step_cmd, path).returncode
         if code != want:
             side = "--bad" if want == BAD else "--good"
             what = {GOOD: "passes", BAD: "fails", SKIP: "does not build"}.get(code, f"aborted (exit {code})")
@@ -115,7 +115,7 @@ def bisect(tree: Path, good: str, bad: str, pytest_args: list[str], config: str,
     git = ["git", "-C", str(path)]
     try:
         subprocess.run([*git, "bisect", "start", bad, good], check=True, capture_output=True)
-        run = subprocess.run([*git, "bisect", "run", *step_cmd], cwd=path, capture_output=True, text=True)
+        run = run_in_session([*git, "bisect", "run", *step_cmd], path, capture=True)
         log.debug("git bisect run: %s", run.stdout)
         first = _first_bad(run.stdout)
     finally:

@@ -11,9 +11,7 @@ kernels are removed from the cache once judged: they are never asked for again.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..children import stop_session
 from ..coverage.report import Index, tests_for
 from ..coverage.runreport import load_index
 from ..coverage.scope import Scope
@@ -148,24 +147,12 @@ def run_pytest(argv: list[str], results: Path, timeout: float | None, progress: 
         try:
             code: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _stop_group(proc)
+            stop_session(proc)
             code = None
         except BaseException:  # Ctrl-C or SIGTERM (Terminated): its own session would outlive us
-            _stop_group(proc)
+            stop_session(proc)
             raise
     return code, time.monotonic() - start
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the pytest's session (it tears its VMs down), SIGKILL after 30 s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:  # the group already ended
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def base_run(opts: MutateOptions, run_dir: Path, progress: Progress) -> RunResults:

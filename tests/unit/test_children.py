@@ -128,3 +128,31 @@ def test_a_sigterm_to_the_whole_group_does_not_cut_the_teardown_short(tmp_path: 
     proc.terminate()
     assert proc.wait(timeout=30) == 2
     assert (tmp_path / "torn-down").read_text() == "yes"
+
+
+def test_a_session_of_processes_is_stopped_whole_when_we_are_terminated(tmp_path: Path):
+    """`git bisect run` and its steps, a mutant's pytest: a session of their own, so a SIGTERM
+    to testbed reaches them only because it stops the session, grandchildren included."""
+    parent = textwrap.dedent(
+        """
+        import signal, sys
+        from pathlib import Path
+        from testbed.children import Terminated, raise_terminated, run_in_session
+        signal.signal(signal.SIGTERM, raise_terminated)
+        out = Path(sys.argv[1])
+        try:
+            run_in_session(["sh", "-c", "sleep 60 & echo $! > grandchild; touch ready; wait"], out)
+        except Terminated:
+            sys.exit(143)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent, str(tmp_path)])
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "ready").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    grandchild = int((tmp_path / "grandchild").read_text())
+    proc.terminate()
+    assert proc.wait(timeout=40) == 143
+    time.sleep(0.2)
+    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
