@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -40,6 +41,22 @@ def make_argv(srctree: Path, builddir: Path, *targets: str, extra: tuple[str, ..
     return ["make", "-C", str(srctree), f"O={builddir}", *extra, *targets]
 
 
+@contextlib.contextmanager
+def _stopped_on_the_way_out(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM (Terminated) while make runs: make is ended and waited for before the
+    kernel lock is released, so no other build starts in a directory make still writes."""
+    try:
+        yield
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+
+
 def run_make(
     argv: list[str], log: Path, what: str, progress: Callable[[str], None], env: dict[str, str] | None = None
 ) -> None:
@@ -62,7 +79,7 @@ def run_make(
         except FileNotFoundError as exc:
             raise KernelBuildError(f"{argv[0]} not found: install {' '.join(BUILD_PACKAGES)}") from exc
         assert proc.stdout is not None
-        with proc:
+        with proc, _stopped_on_the_way_out(proc):
             for line in proc.stdout:
                 out.write(line)
                 tail.append(line.rstrip("\n"))

@@ -37,3 +37,25 @@ def test_argv_is_out_of_tree(tmp_path: Path):
     argv = make_argv(Path("/src"), tmp_path, "bzImage", extra=("-j3",))
     assert argv == ["make", "-C", "/src", f"O={tmp_path}", "-j3", "bzImage"]
     assert jobs() >= 2
+
+
+def test_an_interrupted_build_ends_make_before_unwinding(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM during make: make is stopped and waited for before the kernel lock
+    goes, so no other build starts in a directory make still writes."""
+    import os
+
+    import pytest
+
+    from testbed.kernel import make
+
+    monkeypatch.setattr(make, "PROGRESS_EVERY", 0)
+    script = f"echo $$ > {tmp_path}/pid; while true; do echo '  CC x.o'; sleep 0.05; done"
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make.run_make(["sh", "-c", script], tmp_path / "build.log", "make", interrupt)
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
