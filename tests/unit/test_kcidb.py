@@ -147,3 +147,15 @@ def test_logs_under_any_of_the_merged_directories_get_the_base(tmp_path: Path):
     log = b / "cell" / "vm" / "console.log"
     log.write_text("x")
     assert Links((a, b), "https://ci/run").url(log) == "https://ci/run/cell/vm/console.log"
+
+
+def test_a_relative_log_url_is_refused_by_the_schema(tmp_path: Path):
+    """KCIDB's URLs are URIs; the check is active (rfc3987, in the kcidb extra), so a base that
+    is not absolute is caught here, not by the KCIDB server."""
+    import pytest
+
+    from testbed.errors import ConfigError
+
+    root, _, _ = _cells_with_known_failure(tmp_path)
+    with pytest.raises(ConfigError, match="does not validate"):
+        kcidb(find_cells([root]), Links(root, "artifacts"))
