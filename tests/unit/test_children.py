@@ -37,14 +37,19 @@ sys.exit(0)
 """
 
 
+def _wait_ready(tmp_path: Path, proc: subprocess.Popen) -> None:
+    """Until the process under test wrote tmp_path/ready (it must not end before)."""
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+
+
 def test_sigterm_is_passed_on_and_waited_for(tmp_path: Path):
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent(CHILD))
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(child), str(tmp_path)])
-    deadline = time.monotonic() + 20
-    while not (tmp_path / "ready").exists():
-        assert time.monotonic() < deadline and parent.poll() is None
-        time.sleep(0.02)
+    _wait_ready(tmp_path, parent)
     parent.terminate()
     assert parent.wait(timeout=20) == 143
     assert (tmp_path / "torn-down").read_text() == "yes"  # before the parent ended
@@ -83,10 +88,7 @@ def test_a_sigterm_to_pytest_tears_the_session_down_and_writes_results(tmp_path:
         cwd=tmp_path,
         env={**os.environ, "TESTBED_RESULTS": str(tmp_path / "results")},
     )
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "ready").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    _wait_ready(tmp_path, proc)
     proc.terminate()
     assert proc.wait(timeout=30) == 2  # pytest's "interrupted"
     assert (tmp_path / "torn-down").read_text() == "yes"
@@ -121,10 +123,7 @@ def test_a_sigterm_to_the_whole_group_does_not_cut_the_teardown_short(tmp_path: 
         cwd=tmp_path,
         env={**os.environ, "TESTBED_RESULTS": str(tmp_path / "results")},
     )
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "ready").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    _wait_ready(tmp_path, proc)
     proc.terminate()
     assert proc.wait(timeout=30) == 2
     assert (tmp_path / "torn-down").read_text() == "yes"
@@ -147,10 +146,7 @@ def test_a_session_of_processes_is_stopped_whole_when_we_are_terminated(tmp_path
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", parent, str(tmp_path)])
-    deadline = time.monotonic() + 20
-    while not (tmp_path / "ready").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    _wait_ready(tmp_path, proc)
     grandchild = int((tmp_path / "grandchild").read_text())
     proc.terminate()
     assert proc.wait(timeout=40) == 143
