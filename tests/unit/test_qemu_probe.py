@@ -8,7 +8,7 @@ import pytest
 from testbed.errors import ConfigError
 from testbed.render import device_models
 from testbed.topology import load_topology
-from testbed.vm import launch, qemu
+from testbed.vm import launch
 from testbed.vm.qemu import QemuBinary, parse_devices, parse_version
 
 HELP = """Controller/Bridge/Hub devices:
@@ -49,10 +49,3 @@ def test_a_missing_model_is_refused_before_the_kernel_is_built(monkeypatch: pyte
     monkeypatch.setattr("testbed.kernel.ensure_kernel", no_build)
     with pytest.raises(ConfigError, match=r"two-switch needs the device model\(s\) .*x3130-upstream.*6\.0\.0"):
         launch.plan_launch("two-switch", accel="tcg")
-
-
-def test_the_hosts_qemu_is_probed_once():
-    qemu.probe.cache_clear()
-    found = qemu.probe()
-    assert found.version >= (7, 2, 0) and "edu" in found.devices
-    assert qemu.probe() is found
