@@ -34,17 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testbed",
         description="Emulated PCIe peer-to-peer DMA testbed: topologies, kernels, guest images, VMs.",
-        epilog="exit codes:\n" + "\n".join(f"  {code:<4}{meaning}" for code, meaning in _exit_table()),
+        epilog="exit codes:\n" + "\n".join(f"  {code:<4}{meaning}" for code, meaning in EXIT_CODES),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
-
-
-def _exit_table() -> tuple[tuple[int, str], ...]:
-    return tuple((code, meaning) for code, meaning in EXIT_CODES if not meaning.startswith("(also)"))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

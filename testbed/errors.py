@@ -32,13 +32,12 @@ INTERRUPTED = 130  # Ctrl-C, as a shell reports a SIGINT death
 # `testbed --help` and the README print this table
 EXIT_CODES = (
     (0, "success: the command did what it says, every result green"),
-    (1, "a verdict: tests or cells failed, new splats, a WORSE side of `ab` (the command itself worked)"),
-    (TestbedError.exit_code, "(also) an error of the testbed's own that fits no class below"),
+    (1, "a red result: tests or cells failed, new splats, a WORSE side of `ab` (the command itself worked)"),
     (
         ConfigError.exit_code,
         "bad input: option, topology, path, series; nothing was started (argparse's usage errors too)",
     ),
     (InfraError.exit_code, "the machinery failed: QEMU, a build tool, a download, a timeout; worth a retry"),
-    (GuestError.exit_code, "the guest or its kernel misbehaved outside a test's verdict"),
+    (GuestError.exit_code, "the guest or its kernel misbehaved outside what a test judges"),
     (INTERRUPTED, "interrupted (SIGINT); SIGTERM ends a command with 143 after stopping its VMs"),
 )
