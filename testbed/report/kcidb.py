@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..pytest_plugin.kernelci import own_test_path
 from .cells import CellResults
 
 ORIGIN = "p2p_testbed"  # KCIDB origins are [a-z0-9_]
@@ -67,13 +68,12 @@ class Links:
     """File URLs: `base` + the path below the root that holds the file (the cell directories
     given to merge), or a file:// URL without a base."""
 
-    root: Path | tuple[Path, ...]
+    roots: tuple[Path, ...]
     base: str | None = None
 
     def url(self, path: Path) -> str:
         path = path.resolve()
-        roots = self.root if isinstance(self.root, tuple) else (self.root,)
-        for root in (r.resolve() for r in roots):
+        for root in (r.resolve() for r in self.roots):
             if self.base and path.is_relative_to(root):
                 rel = path.relative_to(root).as_posix()
                 return f"{self.base.rstrip('/')}/{urllib.parse.quote(rel)}"
@@ -85,13 +85,9 @@ def _id(*parts: str) -> str:
 
 
 def path_of(nodeid: str) -> str:
-    """The path of a test whose run.json predates recorded paths: dot-separated words
-    ("tests/vm/test_p2p.py::t[x-y]" -> "testbed.test_p2p.t.x-y")."""
-    file, _, rest = nodeid.partition("::")
-    module = file.rsplit("/", 1)[-1].removesuffix(".py")
-    name, _, param = rest.partition("[")
-    words = ["testbed", module, name] + ([param.rstrip("]")] if param else [])
-    return ".".join(re.sub(r"[^A-Za-z0-9_\-]+", "_", w) for w in words)
+    """The path of a test whose run.json predates recorded paths (its topology unknown, so it
+    stays in the parameters): "tests/vm/test_p2p.py::t[x-y]" -> "testbed.test_p2p.t.x-y"."""
+    return own_test_path(nodeid)
 
 
 def https_url(remote: str) -> str | None:
@@ -155,24 +151,19 @@ def checkout_of(kernel: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _CellDoc:
-    """What kcidb() reads of one cell: its run.json as written, and where its VMs' logs are."""
+    """What kcidb() reads of one cell: its run record (read once, by runs/results.py), and
+    where its VMs' logs are."""
 
     cell: CellResults
-    doc: dict[str, Any]
-
-    @classmethod
-    def of(cls, cell: CellResults) -> _CellDoc:
-        return cls(cell, json.loads((cell.run.directory / "run.json").read_text()))
 
     def kernel(self) -> dict[str, Any]:
-        boots = self.doc.get("boots") or []
-        return next((b.get("kernel") for b in boots if b.get("kernel")), {}) or {}
+        return next((k for k in self.cell.run.boot_kernels if k), {})
 
     def facts(self, nodeid: str) -> dict[str, str]:
-        return dict((self.doc.get("tests") or {}).get(nodeid) or {})
+        return self.cell.run.tests.get(nodeid, {})
 
     def console(self, nodeid: str) -> Path | None:
-        vm = (self.doc.get("vms") or {}).get(nodeid)
+        vm = self.cell.run.vms.get(nodeid)
         if not vm:
             return None
         pattern = re.compile(rf"{re.escape(vm)}-\d{{8}}-\d{{6}}-")
@@ -216,13 +207,13 @@ def kcidb(cells: list[CellResults], links: Links | None = None) -> dict[str, Any
     kcidb_available()
     from kcidb_io.schema import LATEST
 
-    links = links or Links(Path("."))
+    links = links or Links(())
     checkouts: dict[str, dict[str, Any]] = {}
     builds: dict[str, dict[str, Any]] = {}
     tests: list[dict[str, Any]] = []
     issues = _Issues()
     for cell in cells:
-        got = _CellDoc.of(cell)
+        got = _CellDoc(cell)
         kernel = got.kernel()
         checkout = checkout_of(kernel)
         checkout_id = _id("checkout", json.dumps(checkout, sort_keys=True))
@@ -281,7 +272,7 @@ def _test(got: _CellDoc, nodeid: str, outcome: str, build_id: str, links: Links)
         "environment": {"comment": f"topology {topology or '-'} (cell {cell.id})", "misc": env_misc},
         "misc": {"nodeid": nodeid, "outcome": outcome},
     }
-    seconds = (got.doc.get("durations") or {}).get(nodeid)
+    seconds = cell.run.durations.get(nodeid)
     if isinstance(seconds, int | float):
         test["duration"] = float(seconds)
     console = got.console(nodeid)
@@ -294,13 +285,11 @@ def _known_splats(got: _CellDoc, build_id: str, issues: _Issues) -> None:
     """Each splat known-splats.yaml knows: an incident of its entry's issue on the test it
     happened in, or on the build when it happened outside every test."""
     ids = {nodeid: _id("test", got.cell.id, nodeid) for nodeid in got.cell.run.outcomes}
-    for splat in got.doc.get("splats") or []:
-        entry = splat.get("known")
-        if not entry:
+    for splat in got.cell.run.splats:
+        if not splat.known:
             continue
-        cause = f"known splat {splat.get('signature')} ({entry})"
+        cause = f"known splat {splat.signature} ({splat.known})"
         culprit = {"code": True, "tool": False, "harness": False}
-        where = splat.get("where", "")
-        link = {"test_id": ids[where]} if where in ids else {"build_id": build_id}
-        issues.incident(cause, f"{splat.get('kind')}: {splat.get('signature')}, known-splats.yaml entry {entry}",
+        link = {"test_id": ids[splat.where]} if splat.where in ids else {"build_id": build_id}
+        issues.incident(cause, f"{splat.kind}: {splat.signature}, known-splats.yaml entry {splat.known}",
                         culprit, **link)  # fmt: skip

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from .record import RUN_FILE, SplatRecord
@@ -26,6 +27,10 @@ class RunResults:
     qemu: str
     accel: tuple[str, ...]
     fingerprints: dict[str, Path]  # topology -> the fingerprint of its first VM
+    boot_kernels: tuple[dict[str, Any], ...] = ()  # each boot's kernel record (its manifest's fields)
+    vms: dict[str, str] = field(default_factory=dict)  # test -> the VM it ran in
+    tests: dict[str, dict[str, str]] = field(default_factory=dict)  # test -> topology, KernelCI path, xfail
+    durations: dict[str, float] = field(default_factory=dict)  # test -> seconds, all phases
 
     def splat_counts(self, new_only: bool = False) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -81,6 +86,10 @@ def load_results(directory: Path) -> RunResults:
         qemu=doc.get("qemu", ""),
         accel=tuple(dict.fromkeys(b.get("accel", "") for b in boots)),
         fingerprints=_fingerprints(directory, boots),
+        boot_kernels=tuple(b.get("kernel") or {} for b in boots),
+        vms=dict(doc.get("vms", {})),
+        tests={k: dict(v) for k, v in doc.get("tests", {}).items()},
+        durations=dict(doc.get("durations", {})),
     )
 
 

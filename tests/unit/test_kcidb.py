@@ -99,7 +99,7 @@ def _cells_with_known_failure(tmp_path: Path) -> tuple[Path, str, str]:
 
 def test_known_failures_are_fail_with_issues_and_logs_link_to_the_artifacts(tmp_path: Path):
     root, xfailed, splatted = _cells_with_known_failure(tmp_path)
-    doc = kcidb(find_cells([root]), Links(root, "https://ci.example/run/7/artifacts"))
+    doc = kcidb(find_cells([root]), Links((root,), "https://ci.example/run/7/artifacts"))
     tests = {t["misc"]["nodeid"]: t for t in doc["tests"] if t["misc"]["nodeid"] in (xfailed, splatted)}
     assert tests[xfailed]["status"] == "FAIL" and tests[xfailed]["path"] == "testbed.test_boot.x"
     assert tests[splatted]["path"] == "kunit.exec.s.c"
@@ -158,4 +158,4 @@ def test_a_relative_log_url_is_refused_by_the_schema(tmp_path: Path):
 
     root, _, _ = _cells_with_known_failure(tmp_path)
     with pytest.raises(ConfigError, match="does not validate"):
-        kcidb(find_cells([root]), Links(root, "artifacts"))
+        kcidb(find_cells([root]), Links((root,), "artifacts"))
