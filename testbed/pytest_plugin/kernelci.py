@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from ..runs.record import plain
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
@@ -39,10 +41,10 @@ def kunit_path(case: str | None) -> str:
 def own_test_path(nodeid: str, topology: str | None = None) -> str:
     """ "tests/vm/test_p2p.py::test_x[two-switch-edu0-shm0]" on two-switch ->
     "testbed.test_p2p.test_x.edu0-shm0" (the topology's part of the id dropped)."""
-    file, _, rest = nodeid.partition("::")
+    file, _, rest = plain(nodeid).partition("::")
     module = file.rsplit("/", 1)[-1].removesuffix(".py")
     name, _, param = rest.partition("[")
-    param = param.removesuffix("]").split("]@", 1)[0]
+    param = param.removesuffix("]")
     if topology and (param == topology or param.startswith(f"{topology}-")):
         param = param[len(topology) :].lstrip("-")
     return _dotted(["testbed", module, *name.split("::"), param])

@@ -194,8 +194,12 @@ class _OutcomeRecorder:
         self.state.record.outcome(
             report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"), report.duration
         )
-        facts = {"topology": getattr(report, "testbed_topology", None), "path": getattr(report, "testbed_path", None)}
-        self.state.record.describe(report.nodeid, **{k: v for k, v in facts.items() if v})
+        if report.when == "setup":
+            facts = {
+                "topology": getattr(report, "testbed_topology", None),
+                "path": getattr(report, "testbed_path", None),
+            }
+            self.state.record.describe(report.nodeid, **{k: v for k, v in facts.items() if v})
         if getattr(report, "wasxfail", None):
             self.state.record.describe(report.nodeid, xfail=str(report.wasxfail))
         if report.when == "call" and getattr(report, "testbed_topology", None):

@@ -36,10 +36,13 @@ def pytest_report_teststatus(
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
-    # every phase (a test skipped in setup has no call); report attributes cross xdist
+    # report attributes cross xdist: the setup report (every test has one, a test skipped there
+    # has no call) carries the facts for run.json, the call report what counts a VM test as run
     topology = item.stash.get(TOPOLOGY_KEY, None)
-    report.testbed_topology = topology
-    report.testbed_path = _kernelci_path(item, topology)
+    if report.when in ("setup", "call"):
+        report.testbed_topology = topology
+    if report.when == "setup":
+        report.testbed_path = _kernelci_path(item, topology)
     if report.when == "teardown" and UNCHECKED_KEY in item.stash:
         report.testbed_unchecked = item.stash[UNCHECKED_KEY]
     guest = item.stash.get(VM_KEY, None)
