@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "testbed.render.commands",
     "testbed.kernel.commands",
     "testbed.image.commands",
+    "testbed.qemu.commands",
     "testbed.vm.commands",
     "testbed.logs.commands",
     "testbed.kselftest.commands",

@@ -48,8 +48,9 @@ def debian_suites(env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
     return tuple(override) or DEFAULT_SUITES
 
 
-def sources_list(mirror: str, suites: tuple[str, ...], keyring: Path = KEYRING) -> str:
-    return "".join(f"deb [signed-by={keyring}] {mirror} {suite} main\n" for suite in suites)
+def sources_list(mirror: str, suites: tuple[str, ...], keyring: Path = KEYRING, kind: str = "deb") -> str:
+    """deb lines (binary packages) or deb-src lines (source packages, for the testbed's QEMU)."""
+    return "".join(f"{kind} [signed-by={keyring}] {mirror} {suite} main\n" for suite in suites)
 
 
 # --- private apt -------------------------------------------------------------------------------
@@ -84,10 +85,10 @@ class PrivateApt:
                 argv += ["-o", f"{key}={value}"]
         return argv
 
-    def prepare(self, mirror: str, suites: tuple[str, ...]) -> None:
+    def prepare(self, mirror: str, suites: tuple[str, ...], kind: str = "deb") -> None:
         for sub in ("sources.list.d", "preferences.d", "state/lists/partial", "cache/archives/partial", "download"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        (self.root / "sources.list").write_text(sources_list(mirror, suites))
+        (self.root / "sources.list").write_text(sources_list(mirror, suites, kind=kind))
         (self.root / "preferences").write_text("")
 
     def run(self, args: list[str], cwd: Path | None = None) -> str:

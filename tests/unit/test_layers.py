@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "testbed"
 LAYERS: list[set[str]] = [
     {"errors", "paths", "hashing", "inventory", "timeouts", "debian_mirror", "located", "children"},
     {"topology"},
-    {"render", "logs", "kernel", "image", "coverage"},
+    {"render", "logs", "kernel", "image", "coverage", "qemu"},
     {"vm", "probe", "runs"},
     {"guestvm"},
     {"kselftest"},

@@ -31,7 +31,7 @@ from testbed.probe import build as probe_build
 
 ROOT = Path(__file__).resolve().parents[2]
 # the checkout's data, as the wheel installs it under share/testbed/
-DATA = ("topologies", "kernel-configs", "guest-images", "upstream-fixes")
+DATA = ("topologies", "kernel-configs", "guest-images", "upstream-fixes", "qemu")
 DATA_FILES = (
     "known-splats.yaml",
     "known-failures.yaml",
