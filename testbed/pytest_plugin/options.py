@@ -22,6 +22,7 @@ from ..kernel.request import from_options as kernel_request
 from ..logs.known import load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..vm.accel import ACCELS
+from ..vm.qemu import QEMU_ENV, check_choice, qemu_choice, selected_binary
 from .coverage import CoverageCollector
 from .state import STATE_KEY, TestbedState
 
@@ -47,6 +48,15 @@ MARKERS = {
 }
 
 
+def _choose_qemu(option: str | None) -> None:
+    """--qemu, resolved once on the controller to a binary (a `built` QEMU is built here, not in
+    each worker) and handed to the workers and children in the environment they inherit."""
+    try:
+        os.environ[QEMU_ENV] = selected_binary(check_choice(option or qemu_choice()))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
 
@@ -63,6 +73,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     add_kernel_options(group.addoption, SUITE_SETS)
     group.addoption("--accel", choices=ACCELS, default=os.environ.get("ACCEL", "auto"))
+    group.addoption(
+        "--qemu",
+        default=None,
+        metavar="distro|built|PATH",
+        help="the QEMU the VMs run on: the host's package (distro, the default), the testbed's pinned "
+        "build with switch-local P2P routing and switch ACS (built; made if missing), or a binary "
+        f"(default: ${QEMU_ENV} or distro)",
+    )
     group.addoption(
         "--keep-vm", action="store_true", help="leave shared VMs running at the end (ssh in with `testbed ssh`)"
     )
@@ -104,6 +122,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    if not hasattr(config, "workerinput"):
+        _choose_qemu(config.getoption("qemu"))
     run = time.strftime("%Y%m%d-%H%M%S")
     try:
         known = load_known(KNOWN_SPLATS_FILE)

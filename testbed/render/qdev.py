@@ -116,6 +116,10 @@ def bridge_spec(topo: Topology, layout: Layout, p: Placement) -> DeviceSpec:
     ]
     if not sw.hotplug:
         props.append(("hotplug", "off"))
+    if sw.acs:  # QEMU's switch ports have no ACS capability unless asked (the testbed's QEMU)
+        props.append(("disable-acs", "off"))
+    if topo.peer_routing:
+        props.append(("peer-routing", "on"))
     return DeviceSpec("xio3130-downstream", tuple(props))
 
 

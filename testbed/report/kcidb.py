@@ -261,6 +261,7 @@ def _test(got: _CellDoc, nodeid: str, outcome: str, build_id: str, links: Links)
     cell, facts = got.cell, got.facts(nodeid)
     topology = facts.get("topology") or str(cell.cell.get("topology") or "")
     env_misc = {"cell": cell.id, "accel": ",".join(cell.run.accel)}
+    env_misc |= {"qemu": cell.run.qemu} if cell.run.qemu else {}
     env_misc |= {"topology": topology} if topology else {}
     env_misc |= {"iommu": str(cell.cell["iommu"])} if cell.cell.get("iommu") else {}
     test: dict[str, Any] = {

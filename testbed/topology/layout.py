@@ -68,7 +68,7 @@ class Placement:
     subordinate: int | None = None
     port_number: int | None = None  # ports: PCIe port number
     slot_number: int | None = None  # hot-plug-capable ports: the pciehp slot name
-    acs: bool = False  # has an ACS capability (only pcie-root-port in QEMU 7.2)
+    acs: bool = False  # has an ACS capability (pcie-root-port; a switch's ports with `acs: true`)
     plugged: bool = True
 
     @property
@@ -203,7 +203,8 @@ def build_layout(topo: Topology) -> Layout:
             subordinate=sec[2] if sec else None,
             port_number=port_number,
             slot_number=slot_numbers.get(ident) if hotplug_capable else None,
-            acs=kind is NodeKind.ROOT_PORT and root_ports[ident].acs,
+            acs=(kind is NodeKind.ROOT_PORT and root_ports[ident].acs)
+            or (kind is NodeKind.SWITCH_DOWN and switch_of_down[ident].acs),
             plugged=plugged,
         )
     return Layout(placements, numbering.ranges)

@@ -249,7 +249,7 @@ def _root_ports(r: Reader) -> Iterator[RootPort]:
 def _switches(r: Reader) -> Iterator[Switch]:
     for i, _ in enumerate(r.sequence(("switches",))):
         path = ("switches", i)
-        r.mapping(path, ("id", "bus", "downstream", "hotplug"), required=("id", "bus", "downstream"))
+        r.mapping(path, ("id", "bus", "downstream", "hotplug", "acs"), required=("id", "bus", "downstream"))
         ident = _ident(r, path)
         downstream = []
         raw = r.value(path + ("downstream",))
@@ -301,6 +301,7 @@ def _switches(r: Reader) -> Iterator[Switch]:
                 bus=bus,
                 downstream=tuple(downstream),
                 hotplug=r.boolean(path + ("hotplug",), True),
+                acs=r.boolean(path + ("acs",), False),
                 line=r.line(path),
             )
 

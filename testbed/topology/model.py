@@ -97,6 +97,7 @@ class Switch:
     bus: str  # a root port or a downstream port of another switch
     downstream: tuple[str, ...]
     hotplug: bool
+    acs: bool = False  # the downstream ports have an ACS capability (a QEMU with switch ACS)
     line: int = 0
 
 
@@ -155,6 +156,9 @@ class Topology:
     switches: tuple[Switch, ...]
     endpoints: tuple[Endpoint, ...]
     expectations: tuple[Expectation, ...]
+    # Not from the file: the QEMU that runs the topology routes P2P inside switches as hardware
+    # does (the testbed's built QEMU); the oracle then declares no divergence for those pairs.
+    peer_routing: bool = False
 
     def endpoint(self, id_: str) -> Endpoint:
         for ep in self.endpoints:

@@ -205,13 +205,20 @@ def calc_map_type(
 
 def _divergence(topo: Topology, verdict: Verdict) -> str | None:
     translated = topo.iommu.type is not IommuType.NONE and topo.iommu.mode is IommuMode.TRANSLATED
-    if verdict.map_type is MapType.BUS_ADDR and translated and verdict.provider != verdict.client:
-        return (
-            "QEMU does not route P2P inside switches: the client's DMA to the provider's bus "
-            f"address goes through the translating {topo.iommu.type.value} vIOMMU, which has no "
-            "mapping for it, so it faults (hardware would deliver it below the switch)"
-        )
-    return None
+    if verdict.map_type is not MapType.BUS_ADDR or not translated or verdict.provider == verdict.client:
+        return None
+    # BUS_ADDR means no ACS redirect on the path, so a routing switch keeps the request below it
+    if topo.peer_routing and verdict.common_bridge in {sw.id for sw in topo.switches}:
+        return None
+    if topo.peer_routing:
+        where = f"{verdict.common_bridge} is not a switch, so nothing routes the request below it"
+    else:
+        where = "this QEMU does not route P2P inside switches (the testbed's built QEMU does)"
+    return (
+        f"{where}: the client's DMA to the provider's bus address goes through the translating "
+        f"{topo.iommu.type.value} vIOMMU, which has no mapping for it, so it faults (hardware "
+        "would deliver it below the switch)"
+    )
 
 
 def _note(topo: Topology, verdict: Verdict) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .layout import topology_layout
-from .model import EndpointKind, IommuMode, IommuType, Topology
+from .model import EndpointKind, IommuMode, IommuType, MapType, Topology
 from .oracle import topology_verdicts, verdict
 from .outcome import Outcome, expected_outcome
 from .slots import alone_below_port as _alone
@@ -63,6 +63,18 @@ def maps(provider: str, client: str) -> Reliance:
         return verdict(topo, topology_layout(topo), roles[provider], roles[client]).p2p_allowed
 
     return Reliance(f"the kernel maps {provider}'s BAR for {client} (the oracle)", holds)
+
+
+def through_iommu(provider: str, client: str) -> Reliance:
+    """The kernel maps `provider`'s BAR for `client` through the host bridge (THRU_HOST_BRIDGE):
+    the client's DMA goes through the IOMMU, so unmapping it makes that DMA fault. A BUS_ADDR
+    pair routed inside a switch never reaches the IOMMU (the testbed's built QEMU, hardware)."""
+
+    def holds(topo: Topology, roles: RoleMap) -> bool:
+        v = verdict(topo, topology_layout(topo), roles[provider], roles[client])
+        return v.map_type is MapType.THRU_HOST_BRIDGE
+
+    return Reliance(f"the kernel maps {provider}'s BAR for {client} through the IOMMU (THRU_HOST_BRIDGE)", holds)
 
 
 def hot_pluggable(role: str) -> Reliance:

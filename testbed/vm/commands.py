@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from ..errors import ConfigError
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
 from .accel import ACCELS, resolve_accel
+from .qemu import QEMU_ENV, check_choice, selected_binary
 from .qemu import probe as probe_qemu
 from .ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
 
@@ -32,6 +34,7 @@ def _launch_options(p: argparse.ArgumentParser) -> None:
         help="accelerator (default: $ACCEL, else auto: KVM if a probe guest runs)",
     )
     add_kernel_options(p.add_argument)  # as for testbed kernel, kselftest, ab and pytest
+    add_qemu_option(p)
     p.add_argument(
         "--append", action="append", default=[], metavar="ARG", help="extra kernel command-line argument (repeatable)"
     )
@@ -60,9 +63,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssh.add_argument("name", nargs="?", metavar="NAME", help="VM name (default: the only one running)")
     ssh.set_defaults(func=cmd_ssh)
 
-    accel = sub.add_parser("accel", help="which accelerator auto picks here, and why")
+    accel = sub.add_parser("accel", help="which accelerator auto picks here, and why; the QEMU and its features")
     accel.add_argument("--accel", choices=ACCELS, default=None)
+    add_qemu_option(accel)
     accel.set_defaults(func=cmd_accel)
+
+
+def add_qemu_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--qemu",
+        type=choose_qemu,
+        default=None,
+        metavar="distro|built|PATH",
+        help="the QEMU to run: the host's (distro, the default), the testbed's build (built: switch ACS "
+        f"and P2P routed inside switches; built if missing) or a binary (default: ${QEMU_ENV} or distro)",
+    )
+
+
+def choose_qemu(value: str) -> str:
+    """--qemu: checked, resolved and put in the environment, so every probe and child agrees."""
+    os.environ[QEMU_ENV] = selected_binary(check_choice(value))
+    return value
 
 
 def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
@@ -125,7 +146,9 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 def cmd_accel(args: argparse.Namespace) -> int:
     decision = resolve_accel(args.accel)
     print(decision.reason)
-    print(f"qemu: {probe_qemu().describe()}")
+    qemu = probe_qemu()
+    print(f"qemu: {qemu.describe()}")
+    print(f"qemu features: {qemu.features.describe()}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from ..topology import Layout, Topology, build_layout, load_topology
 from . import registry
 from .accel import AccelDecision, resolve_accel
 from .machine import Machine
+from .qemu import QemuBinary
 from .qemu import probe as probe_qemu
 
 Progress = Callable[[str], None]
@@ -64,6 +66,7 @@ def plan_launch(
     missing = qemu.missing(device_models(topo, layout))
     if missing:  # before a kernel build or a boot, not as QEMU's exit
         raise ConfigError(f"{topo.name} needs the device model(s) {', '.join(missing)}, which {qemu.describe()} lacks")
+    topo = for_qemu(topo, qemu)
     decision = resolve_accel(accel)
     progress(f"accel: {decision.reason}")
     kernel = kernel or KernelRequest()
@@ -89,8 +92,28 @@ def plan_launch(
     timeouts = Timeouts.for_accel(decision.accel)
     if boot_work_s:
         timeouts = timeouts.with_boot_work(boot_work_s, decision.accel)
-    argv = render_argv(topo, runtime, layout=layout)
+    argv = render_argv(topo, runtime, qemu=qemu.path, layout=layout)
     return LaunchPlan(name, argv, runtime, image.ssh_key, timeouts, decision, run_dir, topo, layout)
+
+
+class QemuLacks(ConfigError):
+    """The topology asks for something this QEMU does not have."""
+
+
+def for_qemu(topo: Topology, qemu: QemuBinary) -> Topology:
+    """The topology as this QEMU runs it: refused when it asks for switch ACS the binary lacks;
+    marked as routing P2P inside switches when the binary does (the oracle reads it)."""
+    wanting = [sw.id for sw in topo.switches if sw.acs]
+    if wanting and not qemu.features.switch_acs:
+        line = next(sw.line for sw in topo.switches if sw.acs)
+        raise QemuLacks(
+            f"{topo.source}:{line}: switch {', '.join(wanting)} declares acs: true, but the "
+            f"xio3130-downstream of {qemu.describe()} has no ACS capability; run it on the "
+            "testbed's QEMU (--qemu built) or drop `acs`"
+        )
+    if topo.peer_routing == qemu.features.peer_routing:
+        return topo
+    return dataclasses.replace(topo, peer_routing=qemu.features.peer_routing)
 
 
 def make_backing_files(files: Iterable[BackingFile]) -> None:

@@ -9,12 +9,15 @@ and every result records the version it ran on (fingerprint, run.json, JUnit, KC
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..timeouts import Timeouts
@@ -22,6 +25,8 @@ from ..timeouts import Timeouts
 log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
+QEMU_ENV = "TESTBED_QEMU"  # distro | built | a path; `--qemu` sets it, so children and workers agree
+CHOICES = ("distro", "built")
 _VERSION = re.compile(r"version (\d+)\.(\d+)(?:\.(\d+))?")
 _DEVICE = re.compile(r'^name "([^"]+)"', re.MULTILINE)
 
@@ -38,6 +43,41 @@ class QemuBinary:
 
     def describe(self) -> str:
         return f"{self.path}: {self.banner} ({len(self.devices)} device models)"
+
+    @functools.cached_property
+    def features(self) -> QemuFeatures:
+        """What this binary's switch downstream port can do, read from its properties."""
+        props = device_properties(self.path, SWITCH_DOWNSTREAM) if SWITCH_DOWNSTREAM in self.devices else frozenset()
+        return QemuFeatures(switch_acs="disable-acs" in props, peer_routing="peer-routing" in props)
+
+
+SWITCH_DOWNSTREAM = "xio3130-downstream"
+
+
+@dataclass(frozen=True)
+class QemuFeatures:
+    """Version-dependent behaviour the rendering and the oracle follow, probed from the binary."""
+
+    switch_acs: bool = False  # xio3130-downstream can have an ACS capability (disable-acs=off)
+    peer_routing: bool = False  # xio3130-downstream routes P2P inside its switch (peer-routing=on)
+
+    def describe(self) -> str:
+        acs = "switch ACS" if self.switch_acs else "no switch ACS"
+        routing = "P2P routed inside switches" if self.peer_routing else "no P2P routing inside switches"
+        return f"{acs}, {routing}"
+
+
+_PROPERTY = re.compile(r"^\s+([A-Za-z0-9_.-]+)=<", re.MULTILINE)
+
+
+def parse_properties(help_text: str) -> frozenset[str]:
+    """Property names of `-device MODEL,help` (lines `  disable-acs=<bool>  - ... (default: true)`)."""
+    return frozenset(_PROPERTY.findall(help_text))
+
+
+@functools.cache
+def device_properties(path: str, model: str) -> frozenset[str]:
+    return parse_properties(_run(path, "-device", f"{model},help"))
 
 
 def parse_version(banner: str) -> tuple[int, int, int]:
@@ -61,17 +101,58 @@ def _run(path: str, *args: str) -> str:
     return proc.stdout
 
 
-def qemu_version(binary: str = QEMU) -> str:
-    """The first line of `--version`, for records; "" when there is no such binary."""
+def qemu_choice(env: Mapping[str, str] = os.environ) -> str:
+    """distro (the default: the host's package), built (the testbed's pinned build) or a path."""
+    return env.get(QEMU_ENV, "").strip() or "distro"
+
+
+def check_choice(choice: str) -> str:
+    """A --qemu value, refused before anything starts when it names nothing usable."""
+    if choice in CHOICES:
+        return choice
+    found = shutil.which(str(Path(choice).expanduser()))
+    if found is None:
+        raise ConfigError(f"--qemu {choice}: not 'distro', 'built' or an executable file")
+    return str(Path(found).resolve())
+
+
+def qemu_version(binary: str | None = None) -> str:
+    """The first line of `--version`, for records (fingerprint, run.json, JUnit, KCIDB), with the
+    testbed's build key and patches when it is the testbed's build; "" when there is no binary."""
     try:
-        return probe(binary).banner
+        found = probe(binary)
     except ConfigError:
         return ""
+    return found.banner + built_provenance(Path(found.path))
+
+
+def built_provenance(path: Path) -> str:
+    """` [testbed build KEY: patch, ...]` for a binary of the testbed's QEMU cache, else ""."""
+    try:
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if manifest.get("key") != path.parent.name:
+        return ""
+    names = ", ".join(str(p.get("name", "")).split(".patch")[0] for p in manifest.get("patches", []))
+    return f" [testbed build {str(manifest['key'])[:16]}: {names or 'no patches'}]"
+
+
+def selected_binary(choice: str) -> str:
+    """The path of the chosen QEMU; `built` is the testbed's build, made if the cache lacks it."""
+    if choice == "distro":
+        return QEMU
+    if choice == "built":
+        from ..qemu import ensure_qemu  # imported here: only a run on the built QEMU pays for it
+
+        return str(ensure_qemu(progress=lambda line: log.info("%s", line)).binary)
+    return check_choice(choice)
 
 
 @functools.cache
-def probe(binary: str = QEMU) -> QemuBinary:
-    """The binary on PATH (or a path), probed once per process."""
+def probe(binary: str | None = None) -> QemuBinary:
+    """The chosen binary (TESTBED_QEMU; the host's on PATH by default), probed once per process."""
+    binary = binary or selected_binary(qemu_choice())
     path = shutil.which(binary)
     if path is None:
         raise ConfigError(f"{binary} not found (`make deps` installs Debian's qemu-system-x86)")

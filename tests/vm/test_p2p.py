@@ -18,6 +18,7 @@ from testbed.topology.needs import (
     ACS_REDIR_CLEARED,
     FAULTING_PAIR,
     NVME_PAIRS,
+    ROUTED_PAIR,
     TRANSFERRING_PAIR,
     VIRTIO_BLK_CLIENT,
 )
@@ -104,6 +105,34 @@ def test_translating_viommu_bus_addr_faults(vm, roles, kernel_messages):
     assert t.result.get("ok"), f"the command should complete despite the fault: {t.describe()}"
     assert t.outcome is Outcome.DMA_FAULT, t.describe()
     assert t.host_bytes_ok is False
+
+
+ACS_CTRL_RR = 0x0004  # PCI_ACS_RR in the ACS Control register (ECAP 0x0d + 6)
+
+
+@pytest.mark.topology("switch-acs", needs=ROUTED_PAIR)
+def test_switch_routes_p2p_unless_acs_redirects(vm, roles, kernel_messages):
+    """On a QEMU that routes P2P inside switches (the testbed's): the BUS_ADDR pair's DMA is
+    delivered below the switch, past the translating vIOMMU, and the host file matches. With P2P
+    Request Redirect set on the client's downstream port the same DMA goes up to the vIOMMU,
+    which has no mapping for a bus address: it faults and no byte moves. Cleared, it lands
+    again. The kernel's mapping stays BUS_ADDR throughout: only the port's bit changes."""
+    kernel_messages.expect(r"DMAR: \[DMA (Read|Write)", "the DMA redirected to the vIOMMU by ACS RR")
+    port = vm.bdf(roles.port)
+    routed = transfer(vm, roles.provider, roles.client, "from_p2pmem", size=64 * KiB, offset=2 * MiB)
+    assert routed.outcome is Outcome.TRANSFERRED and routed.host_bytes_ok, routed.describe()
+    ctrl = int(vm.run(f"setpci -s {port} ECAP0d+6.w", check=True).stdout.strip(), 16)
+    assert not ctrl & ACS_CTRL_RR, f"the kernel left ACS redirect on {roles.port} ({port}): {ctrl:#x}"
+    vm.run(f"setpci -s {port} ECAP0d+6.w={ctrl | ACS_CTRL_RR:04x}", check=True)
+    try:
+        redirected = transfer(
+            vm, roles.provider, roles.client, "from_p2pmem", size=64 * KiB, offset=4 * MiB, expect_fault=True
+        )
+    finally:
+        vm.run(f"setpci -s {port} ECAP0d+6.w={ctrl:04x}", check=True)
+    assert redirected.outcome is Outcome.DMA_FAULT and redirected.host_bytes_ok is False, redirected.describe()
+    again = transfer(vm, roles.provider, roles.client, "from_p2pmem", size=64 * KiB, offset=6 * MiB)
+    assert again.outcome is Outcome.TRANSFERRED and again.host_bytes_ok, again.describe()
 
 
 @pytest.mark.topology("acs", needs=ACS_REDIR_CLEARED)

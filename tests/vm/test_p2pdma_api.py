@@ -57,8 +57,9 @@ PEERS = vfio_pair(bar_size=MiB)
 # importing, writing and revoking need a pair the kernel maps and QEMU delivers: on vfio-dmabuf
 # the kernel rightly refuses the pair, and a revoke test there would be a false red
 MAPPED_PEERS = vfio_pair(bar_size=MiB, lands=True)
-# and a revoke test that asserts the old address now faults needs a translating IOMMU to fault
-FAULTING_PEERS = vfio_pair(bar_size=MiB, lands=True, translating=True)
+# and a revoke test that asserts the old address now faults needs the DMA to go through a
+# translating IOMMU (THRU_HOST_BRIDGE): a BUS_ADDR pair routed inside a switch never meets it
+FAULTING_PEERS = vfio_pair(bar_size=MiB, lands=True, translating=True, via_iommu=True)
 # a reset of the exporter (VFIO_DEVICE_RESET: ivshmem has no FLR, so a bus reset; hot reset) takes
 # its slot: alone there, it takes nothing else (not the edu) and no other owner must agree
 RESETTABLE_PEERS = vfio_pair(bar_size=MiB, lands=True, alone=True)
@@ -1066,7 +1067,7 @@ def test_config_space_flr_and_d3hot_revoke(vm, roles, how):
 @pytest.mark.topology(
     "p2pdma-thru-iommu",
     "p2pdma-thru-iommu-acpi",
-    needs=vfio_pair(bar_size=MiB, hotplug=True, lands=True, translating=True),
+    needs=vfio_pair(bar_size=MiB, hotplug=True, lands=True, translating=True, via_iommu=True),
 )
 def test_revoke_by_unplug(fresh_vm, roles, kernel_messages):
     """device_del of the exporter (pciehp, or ACPI eject) while the probe holds a mapping and edu

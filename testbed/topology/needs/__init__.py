@@ -11,7 +11,15 @@ core.py holds Need and Roles; p2p.py, hotplug.py and vfio.py the needs each suit
 
 from .core import ANY, Need, Roles, written_for
 from .hotplug import HOT_ADD_CMB, HOTPLUG_CMB, HOTPLUG_CMB_AND_SURVIVOR, REPLUG_PROVIDER, UNPLUG_DURING_IO, WHOLE_SWITCH
-from .p2p import ACS_REDIR_CLEARED, CMB_NVME, FAULTING_PAIR, NVME_PAIRS, TRANSFERRING_PAIR, VIRTIO_BLK_CLIENT
+from .p2p import (
+    ACS_REDIR_CLEARED,
+    CMB_NVME,
+    FAULTING_PAIR,
+    NVME_PAIRS,
+    ROUTED_PAIR,
+    TRANSFERRING_PAIR,
+    VIRTIO_BLK_CLIENT,
+)
 from .vfio import vfio_pair
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "HOT_ADD_CMB",
     "NVME_PAIRS",
     "REPLUG_PROVIDER",
+    "ROUTED_PAIR",
     "TRANSFERRING_PAIR",
     "UNPLUG_DURING_IO",
     "VIRTIO_BLK_CLIENT",

@@ -6,10 +6,10 @@ import re
 from dataclasses import replace
 
 from .. import reliance as R
-from ..layout import Layout
-from ..model import EndpointKind, Topology
+from ..layout import Layout, topology_layout
+from ..model import EndpointKind, MapType, Topology
 from ..outcome import Outcome
-from .core import Need, _cmb_nvme, _pairs, _plugged
+from .core import Need, _cmb_nvme, _pairs, _plugged, _translating
 
 
 def _cmb(topo: Topology, layout: Layout) -> dict[str, str] | None:
@@ -112,4 +112,41 @@ VIRTIO_BLK_CLIENT = Need(
     "an NVMe with a CMB and a virtio-blk disk",
     _virtio_blk,
     (R.kind("provider", EndpointKind.NVME), R.cmb("provider"), R.kind("client", EndpointKind.VIRTIO_BLK)),
+)
+
+
+def _client_port_with_acs(topo: Topology, client: str) -> str | None:
+    layout = topology_layout(topo)
+    port = layout[client].upstream
+    return port if port is not None and layout[port].acs else None
+
+
+def _routed(topo: Topology, layout: Layout) -> dict[str, str] | None:
+    """A BUS_ADDR pair a switch routes below itself behind a translating IOMMU, the client's
+    downstream port with an ACS capability: setting its P2P Request Redirect must send the DMA
+    up to the IOMMU instead (where it faults)."""
+    if not (topo.peer_routing and _translating(topo)):
+        return None
+    for v in _pairs(topo, Outcome.TRANSFERRED):
+        port = _client_port_with_acs(topo, v.client)
+        if v.map_type is MapType.BUS_ADDR and port is not None:
+            return {"provider": v.provider, "client": v.client, "port": port}
+    return None
+
+
+ROUTED_PAIR = Need(
+    "an NVMe pair a switch routes below itself (BUS_ADDR) behind a translating IOMMU, on a QEMU that "
+    "routes P2P inside switches, the client's downstream port with an ACS capability",
+    _routed,
+    (
+        *_NVME_PAIR,
+        R.behind_iommu(translating=True),
+        R.pair_ends("provider", "client", Outcome.TRANSFERRED),
+        R.Reliance("the QEMU routes P2P inside switches", lambda t, r: t.peer_routing),
+        R.Reliance(
+            "port is the client's downstream port, with an ACS capability",
+            lambda t, r: _client_port_with_acs(t, r["client"]) == r["port"],
+            ("port",),
+        ),
+    ),
 )

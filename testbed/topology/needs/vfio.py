@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import reliance as R
 from ..layout import Layout
-from ..model import EndpointKind, HotplugMode, IommuType, Topology
+from ..model import EndpointKind, HotplugMode, IommuType, MapType, Topology
 from ..outcome import Outcome
 from ..reliance import Reliance
 from ..slots import alone_below_port, hot_pluggable
@@ -20,13 +20,16 @@ def vfio_pair(
     bar_size: int | None = None,
     iommu: bool = True,
     lands: bool = False,
+    via_iommu: bool = False,
 ) -> Need:
     """An ivshmem (the exporter, its BAR2 a host file) and an edu (the DMA engine), behind an
     IOMMU unless `iommu=False` (VFIO needs its groups); roles `exporter` and `dma`. `lands`: the
     kernel maps that BAR for that edu (the oracle's map type is BUS_ADDR or THRU_HOST_BRIDGE)
     and QEMU delivers the edu's DMA there (no declared divergence): what a test needs that
     imports, writes and then revokes; on a topology where the kernel rightly refuses the pair
-    such a test would be a false red."""
+    such a test would be a false red. `via_iommu`: the kernel maps the pair through the host bridge,
+    so the edu's DMA goes through the IOMMU and faults once unmapped (a revoke test asserts it);
+    a BUS_ADDR pair routed inside a switch bypasses the IOMMU, as on hardware."""
     behind = "a translating intel-iommu" if intel else "a translating IOMMU" if translating else "an IOMMU"
     about = []
     if bar_size is not None:
@@ -38,6 +41,7 @@ def vfio_pair(
     text = "an ivshmem" + (f" ({', '.join(about)})" if about else "") + " and an edu"
     text += f" behind {behind}" if iommu else ""
     text += ", the edu's DMA into that BAR mapped by the kernel and delivered by QEMU" if lands else ""
+    text += " through the IOMMU (THRU_HOST_BRIDGE)" if via_iommu else ""
 
     def find(topo: Topology, layout: Layout) -> dict[str, str] | None:
         if (iommu and topo.iommu.type is IommuType.NONE) or ((translating or intel) and not _translating(topo)):
@@ -58,9 +62,13 @@ def vfio_pair(
         if lands:
             delivered = {(v.provider, v.client) for v in _verdicts(topo) if v.p2p_allowed and not v.divergence}
             pairs = [p for p in pairs if p in delivered]
+        if via_iommu:
+            through = {(v.provider, v.client) for v in _verdicts(topo) if v.map_type is MapType.THRU_HOST_BRIDGE}
+            pairs = [p for p in pairs if p in through]
         return {"exporter": pairs[0][0], "dma": pairs[0][1]} if pairs else None
 
-    return Need(text, find, _vfio_relies(translating or intel, intel, hotplug, native, alone, bar_size, iommu, lands))
+    relies = _vfio_relies(translating or intel, intel, hotplug, native, alone, bar_size, iommu, lands)
+    return Need(text, find, relies + ((R.through_iommu("exporter", "dma"),) if via_iommu else ()))
 
 
 def _vfio_relies(
