@@ -11,6 +11,9 @@ CONFIG ?= default
 KSRC ?=
 PATCHES ?=
 PYTEST_ARGS ?=
+# QEMU=built: the VMs run on the testbed's own QEMU (testbed qemu build); default: the host's
+QEMU ?=
+PYTEST_QEMU := $(if $(QEMU),--qemu $(QEMU))
 # pytest-xdist workers, each topology's tests on one worker (its VMs and warm spares are shared
 # there): one per core, at most 4 (a worker holds up to four 2 GiB guests); JOBS=1: one process
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
@@ -26,12 +29,13 @@ PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATC
 # make test TOPO=mine.yaml: the suites on the topologies given (TOPO's default is make boot's)
 PYTEST_TOPO := $(if $(filter command line environment,$(origin TOPO)),$(foreach t,$(TOPO),--topology $(t)))
 
-.PHONY: help deps venv check kernel image boot run test unit vm kselftest coverage mutate ab bisect ci-rehearsal nightly bench clean-results clean-cache
+.PHONY: help deps venv check kernel image qemu boot run test unit vm kselftest coverage mutate ab bisect ci-rehearsal nightly bench clean-results clean-cache
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo
 	@echo "  variables: TOPO=$(TOPO) ACCEL=$(ACCEL) (auto|kvm|tcg) CONFIG=$(CONFIG) (default|debug|debug-full)"
+	@echo "             QEMU=built|PATH (make boot, make test: the testbed's own QEMU; default: the host's)"
 	@echo "             KSRC=/path/to/linux PATCHES=series.mbox|dir PYTEST_ARGS='-m p2p -k ...'"
 	@echo "             SUITE=iommu|vfio|kunit (make kselftest; TOPO=kselftest has one device of each kind)"
 	@echo "             BASE=REF (make ab)  GOOD=REF BAD=REF (make bisect): PYTEST_ARGS is their pytest selection"
@@ -45,7 +49,7 @@ deps: ## install missing Debian packages (as root; otherwise print the command)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,kcidb]'
+	$(VENV)/bin/pip install -q -e '.[dev,kcidb,qemu]'
 	@touch $@
 
 venv: $(VENV)/.installed ## create the Python environment
@@ -56,8 +60,12 @@ kernel: deps venv ## build (or reuse) the kernel: CONFIG=, KSRC=, PATCHES=
 image: deps venv ## build (or reuse) the guest image
 	$(TB) image build
 
+qemu: deps venv ## build (or reuse) the testbed's own QEMU (Debian's 10.0 source + qemu/patches); QEMU=built uses it
+	@scripts/install-deps qemu
+	$(TB) qemu build
+
 boot: deps venv ## boot TOPO and open a shell in the guest; leaving it shuts the VM down
-	$(TB) boot $(TOPO) --accel $(ACCEL) $(KERNEL_OPTS)
+	$(TB) boot $(TOPO) --accel $(ACCEL) $(KERNEL_OPTS) $(PYTEST_QEMU)
 
 # make check's workflow linters, from the venv ('.[dev]'). actionlint runs shellcheck on every
 # `run:` script but skips it without a word when it cannot run it: shellcheck checks the shell
@@ -83,7 +91,7 @@ test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the t
 	$(TB) kernel build $(KERNEL_OPTS)
 	$(TB) kernel build --kernel-config $(SELFTEST_CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 	$(TB) image build
-	$(PYTEST) tests -q $(PYTEST_JOBS) --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) $(PYTEST_TOPO) --junitxml=results/junit.xml $(PYTEST_ARGS)
+	$(PYTEST) tests -q $(PYTEST_JOBS) --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) $(PYTEST_QEMU) $(PYTEST_TOPO) --junitxml=results/junit.xml $(PYTEST_ARGS)
 
 kselftest: deps venv ## the tree's own selftests and KUnit suites in TOPO (SUITE=iommu|vfio|kunit)
 	$(TB) kselftest $(TOPO) $(SUITE) --accel $(ACCEL) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))

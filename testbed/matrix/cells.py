@@ -12,13 +12,16 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..topology import load_topology, shipped_names
+from ..topology import Topology, load_topology, shipped_names
 from ..topology.variants import IOMMU_VARIANTS, iommu_modes
 
 # the kernel configs the nightly runs the VM suites on (selftest sets follow them): every
 # detector there, debug-full (kmemleak on); `debug` is the same build for the working loop
 CONFIGS = ("default", "debug-full")
 ACCELS = ("kvm", "tcg")
+# the host's QEMU (7.2 on bookworm, 8.2 on Ubuntu 24.04) and the testbed's pinned build, which
+# routes P2P inside switches and gives switch ports ACS (testbed/qemu)
+QEMUS = ("distro", "built")
 DEFAULT_ESTIMATE_S = 300.0  # a cell no run has measured yet
 
 
@@ -32,18 +35,19 @@ class Preset:
     # (suite marker, config) runs on a kernel without kernel-configs/base-fixes, each test on
     # its own topologies: a base fix changes locking and could hide a deadlock a series adds
     without_base_fixes: tuple[tuple[str, str], ...] = ()
+    qemus: tuple[str, ...] = ("distro",)
 
 
 PRESETS = {
     # schedule and manual runs: every topology under every IOMMU mode it allows, both configs
-    "nightly": Preset(None, CONFIGS, True, (("hotunplug", "debug-full"),)),
+    "nightly": Preset(None, CONFIGS, True, (("hotunplug", "debug-full"),), QEMUS),
     # a push or a pull request: minutes, not hours; a switch topology and one through an IOMMU
     "fast": Preset(("two-switch", "p2pdma-thru-iommu"), ("default",), False),
 }
 
 
 EACH_OWN = "*"  # a cell's topology: every test on its own topologies (no --topology)
-OPTIONAL = ("suite", "base_fixes")  # cell fields with a default (plans written before them lack them)
+OPTIONAL = ("suite", "base_fixes", "qemu")  # cell fields with a default (plans written before them lack them)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Cell:
     estimate_s: float  # measured in earlier runs, else DEFAULT_ESTIMATE_S
     suite: str = ""  # a pytest -m marker expression; "": every VM suite
     base_fixes: bool = True  # False: the kernel built without kernel-configs/base-fixes
+    qemu: str = "distro"  # distro | built: the QEMU axis
 
     def pytest_args(self, accel: str | None = None) -> list[str]:
         """`accel`: what to pass instead of the cell's own (`testbed matrix run`: auto)."""
@@ -69,6 +74,7 @@ class Cell:
             accel or self.accel,
             *(["-m", self.suite] if self.suite else []),
             *([] if self.base_fixes else ["--no-base-fixes"]),
+            *([] if self.qemu == "distro" else ["--qemu", self.qemu]),
         ]
 
     def as_json(self) -> dict[str, object]:
@@ -85,13 +91,14 @@ def cell_from_json(doc: object, where: str) -> Cell:
     except KeyError as exc:
         raise ConfigError(f"{where}: cell {doc.get('id', '?')!r} lacks {exc.args[0]!r}") from None
     estimate = values.pop("estimate_s")
-    suite, base_fixes = doc.get("suite", ""), doc.get("base_fixes", True)
+    suite, base_fixes, qemu = doc.get("suite", ""), doc.get("base_fixes", True), doc.get("qemu", "distro")
     bad = sorted(k for k, v in values.items() if not (isinstance(v, str) and v))
     bad += [] if isinstance(suite, str) else ["suite"]
+    bad += [] if qemu in QEMUS else ["qemu"]
     bad += [] if isinstance(base_fixes, bool) else ["base_fixes"]
     if bad or isinstance(estimate, bool) or not isinstance(estimate, int | float):
         raise ConfigError(f"{where}: cell {values['id']!r}: malformed {', '.join(bad) or 'estimate_s'}")
-    return Cell(**values, estimate_s=float(estimate), suite=suite, base_fixes=base_fixes)
+    return Cell(**values, estimate_s=float(estimate), suite=suite, base_fixes=base_fixes, qemu=qemu)
 
 
 def measured(run_files: Iterable[Path]) -> dict[tuple[str, str], float]:
@@ -145,7 +152,13 @@ def cells(
     accels: Iterable[str] = ("kvm",),
     durations: dict[tuple[str, str], float] | None = None,
     iommu_variants: bool = True,
+    qemus: Iterable[str] = ("distro",),
 ) -> list[Cell]:
+    """The cells; a built-QEMU cell's id ends in -qemu-built. On the testbed's QEMU only where it
+    changes what happens: switches behind a translating IOMMU (P2P routed inside the switch
+    instead of faulting) and switch ACS, which only it has (so such a topology runs only there);
+    on the first config only, strict IOMMU flushes only (the emulation is what differs, not the
+    kernel). The rest would repeat distro cells, and GitHub runs at most 256 jobs of a matrix."""
     durations = durations or {}
     out = []
     for name in topologies or shipped_names():
@@ -153,12 +166,26 @@ def cells(
         variants = [base] + ([load_topology(f"{name}.iommu-{m}") for m in iommu_modes(base)] if iommu_variants else [])
         for topo in variants:
             iommu = topo.iommu.type.value + (f"/{topo.iommu.mode.value}" if topo.iommu.enabled else "")
-            for config in configs:
-                for accel in accels:
-                    estimate = durations.get((topo.name, config), DEFAULT_ESTIMATE_S)
-                    cell_id = f"{topo.name}-{config}-{accel}"
-                    out.append(Cell(cell_id, topo.name, config, accel, iommu, round(estimate, 1)))
+            needs_built = any(sw.acs for sw in topo.switches)
+            for qemu in qemus:
+                if (needs_built and qemu == "distro") or (qemu != "distro" and not routing_matters(topo)):
+                    continue
+                if qemu != "distro" and not needs_built and not topo.iommu.strict:
+                    continue
+                on_built = qemu != "distro" and not needs_built
+                for config in list(configs)[:1] if on_built else configs:
+                    for accel in accels:
+                        estimate = durations.get((topo.name, config), DEFAULT_ESTIMATE_S)
+                        cell_id = f"{topo.name}-{config}-{accel}" + ("" if qemu == "distro" else f"-qemu-{qemu}")
+                        out.append(Cell(cell_id, topo.name, config, accel, iommu, round(estimate, 1), qemu=qemu))
     return out
+
+
+def routing_matters(topo: Topology) -> bool:
+    """Whether the testbed's QEMU changes this topology's outcomes: switch ACS, or a switch behind
+    a translating IOMMU (its BUS_ADDR pairs land instead of faulting)."""
+    translated = topo.iommu.enabled and topo.iommu.mode.value == "translated"
+    return any(sw.acs for sw in topo.switches) or (bool(topo.switches) and translated)
 
 
 def without_base_fixes_cells(runs: Iterable[tuple[str, str]], accels: Iterable[str] = ("kvm",)) -> list[Cell]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..kernel.request import SUITE_SETS
 from ..paths import results_root
-from .cells import ACCELS, CONFIGS, PRESETS, Cell, cell_from_json, cells, measured, without_base_fixes_cells
+from .cells import ACCELS, CONFIGS, PRESETS, QEMUS, Cell, cell_from_json, cells, measured, without_base_fixes_cells
 from .plan import Plan, append_github_outputs, write_plan
 from .run import run_cell
 from .shard import parse_shard, shards
@@ -19,7 +19,7 @@ from .shard import parse_shard, shards
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "matrix",
-        help="the nightly matrix: topology x IOMMU mode x kernel config x accel cells, as text or --json, "
+        help="the nightly matrix: topology x IOMMU mode x kernel config x accel x QEMU cells, as text or --json, "
         "whole or --shard K/N; `matrix run` runs one cell",
     )
     p.add_argument("--json", action="store_true", help="one JSON document (a CI job's dynamic matrix)")
@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only these kernel config sets (repeatable; default: default, debug-full)",
     )
     p.add_argument("--accel", action="append", choices=ACCELS, help="accelerators (default: kvm)")
+    p.add_argument(
+        "--qemu",
+        action="append",
+        choices=QEMUS,
+        help="the QEMU axis (repeatable): distro (the host's) and/or built (the testbed's, `testbed qemu build`; "
+        "default: the preset's, nightly both, else distro)",
+    )
     p.add_argument(
         "--iommu",
         choices=("all", "own"),
@@ -89,6 +96,7 @@ def _selected(args: argparse.Namespace) -> list[Cell]:
         args.accel or ("kvm",),
         measured(d / "run.json" for d in dirs),
         iommu_variants=iommu == "all",
+        qemus=args.qemu or (preset.qemus if preset else ("distro",)),
     )
     if preset is not None:
         found += without_base_fixes_cells(preset.without_base_fixes, args.accel or ("kvm",))
@@ -110,9 +118,9 @@ def _matrix(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan.document(), indent=1))
         return 0
-    print(f"{'cell':40} {'iommu':20} {'estimate':>9}")
+    print(f"{'cell':52} {'iommu':20} {'qemu':7} {'estimate':>9}")
     for c in plan.cells:
-        print(f"{c.id:40} {c.iommu:20} {c.estimate_s:8.0f}s")
+        print(f"{c.id:52} {c.iommu:20} {c.qemu:7} {c.estimate_s:8.0f}s")
     print(f"{len(plan.cells)} cells, {sum(c.estimate_s for c in plan.cells) / 60:.0f} min estimated")
     return 0
 

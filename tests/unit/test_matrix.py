@@ -14,6 +14,7 @@ from testbed.matrix.cells import (
     CONFIGS,
     DEFAULT_ESTIMATE_S,
     PRESETS,
+    QEMUS,
     Cell,
     _topology_of,
     cell_from_json,
@@ -29,12 +30,13 @@ from testbed.topology.variants import iommu_modes
 
 def test_every_shipped_topology_and_its_iommu_variants_times_configs():
     found = cells(accels=("kvm", "tcg"))
-    topologies = sum(1 + len(iommu_modes(load_topology(n))) for n in shipped_names())
+    distro = [n for n in shipped_names() if not any(sw.acs for sw in load_topology(n).switches)]
+    topologies = sum(1 + len(iommu_modes(load_topology(n))) for n in distro)
     assert len(found) == topologies * 2 * 2
     assert len({c.id for c in found}) == len(found)
     variant = next(c for c in found if c.id == "two-switch.iommu-intel-pt-default-kvm")
     assert variant.iommu == "intel/passthrough" and variant.pytest_args()[3] == "two-switch.iommu-intel-pt"
-    assert len(cells(accels=("kvm",), iommu_variants=False)) == len(shipped_names()) * 2
+    assert len(cells(accels=("kvm",), iommu_variants=False)) == len(distro) * 2
     two = next(c for c in found if c.id == "two-switch-iommu-pt-debug-full-tcg")
     assert two.iommu == "intel/passthrough"
     assert two.pytest_args() == [
@@ -122,13 +124,27 @@ def test_matrix_command(capsys, tmp_path):
 def test_presets_choose_the_cells_of_a_trigger(capsys, tmp_path):
     assert main(["matrix", "--json", "--preset", "fast", "--durations", str(tmp_path)]) == 0
     fast = [c["id"] for c in json.loads(capsys.readouterr().out)["include"]]
+    args = ["--topology", "p2pdma-switch-iommu", "--iommu", "own", "--kernel-config", "default"]
+    assert main(["matrix", "--json", *args, "--qemu", "distro", "--qemu", "built", "--durations", str(tmp_path)]) == 0
+    both = [c["id"] for c in json.loads(capsys.readouterr().out)["include"]]
+    assert both == ["p2pdma-switch-iommu-default-kvm", "p2pdma-switch-iommu-default-kvm-qemu-built"]
     assert fast == ["two-switch-default-kvm", "p2pdma-thru-iommu-default-kvm"]
     assert main(["matrix", "--json", "--preset", "nightly", "--durations", str(tmp_path)]) == 0
     nightly = json.loads(capsys.readouterr().out)["include"]
     assert {c["config"] for c in nightly} == {"default", "debug-full"}
     # every topology cell, and the hot-unplug suite on debug-full without the base fixes (a base
     # fix changes locking and could hide a deadlock a series adds), each test on its own topologies
-    assert len(nightly) == len(cells()) + 1 and all(c["base_fixes"] for c in nightly[:-1])
+    assert len(nightly) == len(cells(qemus=QEMUS)) + 1 and all(c["base_fixes"] for c in nightly[:-1])
+    # the QEMU axis: the testbed's QEMU where it changes outcomes, within GitHub's 256 jobs
+    assert len(nightly) <= 256
+    built = [c for c in nightly if c.get("qemu") == "built"]
+    assert built and all(
+        c["id"].endswith("-qemu-built") and c["pytest_args"][-2:] == ["--qemu", "built"] for c in built
+    )
+    assert {c["topology"] for c in nightly if c["topology"].startswith("switch-acs")} == {
+        c["topology"] for c in built if c["topology"].startswith("switch-acs")
+    }  # switch ACS only on the QEMU that has it
+    assert "p2pdma-switch-iommu" in {c["topology"] for c in built}
     unfixed = nightly[-1]
     assert (unfixed["suite"], unfixed["config"], unfixed["base_fixes"]) == ("hotunplug", "debug-full", False)
     assert unfixed["pytest_args"] == [
