@@ -151,6 +151,7 @@ bench: deps venv ## measure boots, a kernel rebuild, every suite and concurrent 
 	$(VENV)/bin/python bench/boot --json --kernel-config debug --runs 3 >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/rebuild --json >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/rebuild --first-series --check-clean --json >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/qemu-build --json >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs 1 make-test >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) make-test >> $(BENCH_OUT)

@@ -1,6 +1,7 @@
 """`testbed ab`: the same pytest selection on the base kernel and on base + a series, compared.
 
-    testbed ab --patches SERIES [--ksrc TREE [--base REF]] -- PYTEST_ARGS
+    testbed ab --patches SERIES [--ksrc TREE [--base REF]] [--qemu Q] -- PYTEST_ARGS
+    testbed ab --qemus BASE OTHER [--ksrc TREE] -- PYTEST_ARGS
     testbed ab --compare RESULTS_A RESULTS_B
 
 Each side is a plain pytest run of this checkout's suites with its own --results-dir; the
@@ -22,6 +23,7 @@ from ..errors import ConfigError
 from ..paths import checkout_root, results_root
 from ..runs.record import RUN_FILE
 from ..runs.results import load_results
+from ..vm.qemu import check_choice
 from .compare import Comparison, compare, render_markdown, render_text
 from .worktree import checkout, require_git_tree
 
@@ -42,6 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", metavar="REF", help="the base commit in --ksrc (default: what is checked out)")
     p.add_argument("--kernel-config", default="default", metavar="SET", help="config set for both kernels")
     p.add_argument("--base-results", type=Path, metavar="DIR", help="reuse this run as the base side")
+    p.add_argument(
+        "--qemu", metavar="distro|built|PATH", help="the QEMU both sides run on (default: $TESTBED_QEMU or distro)"
+    )
+    p.add_argument(
+        "--qemus",
+        nargs=2,
+        metavar=("BASE", "OTHER"),
+        help="compare two QEMUs (distro, built or a path) on the same kernel instead of two kernels: "
+        "what the testbed's QEMU changes, e.g. --qemus distro built",
+    )
     p.add_argument("--compare", nargs=2, type=Path, metavar=("BASE", "SERIES"), help="compare two results dirs")
     p.add_argument("--out", type=Path, metavar="DIR", help="where the runs and the report go")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
@@ -54,8 +66,10 @@ def _ab(args: argparse.Namespace) -> int:
         if args.patches or args.guest_command:
             raise ConfigError("--compare takes two results directories, no --patches or pytest arguments")
         return _report(compare(load_results(args.compare[0]), load_results(args.compare[1])), out, args.json)
+    if args.qemus:
+        return _ab_qemus(args, out)
     if args.patches is None:
-        raise ConfigError("testbed ab needs --patches SERIES (or --compare BASE SERIES)")
+        raise ConfigError("testbed ab needs --patches SERIES (or --qemus BASE OTHER, or --compare BASE SERIES)")
     if not args.guest_command:
         raise ConfigError("testbed ab needs the pytest selection after --, e.g. -- -m p2p --topology two-switch")
     if not args.patches.exists():
@@ -66,7 +80,8 @@ def _ab(args: argparse.Namespace) -> int:
     if args.base:
         tree = checkout(require_git_tree(args.ksrc, "--ksrc"), args.base, "ab-base")
     kernel = ["--kernel", str(tree)] if tree else []
-    common = [*args.guest_command, "--kernel-config", args.kernel_config, *kernel]
+    qemu = ["--qemu", check_choice(args.qemu)] if args.qemu else []
+    common = [*args.guest_command, "--kernel-config", args.kernel_config, *kernel, *qemu]
     if args.base_results:
         base_dir = args.base_results.resolve()
         load_results(base_dir)  # a bad directory fails before the series is built
@@ -76,6 +91,21 @@ def _ab(args: argparse.Namespace) -> int:
     series_dir = out / "series"
     run_pytest([*common, "--patches", str(args.patches.resolve()), "--results-dir", str(series_dir)], "series")
     return _report(compare(load_results(base_dir), load_results(series_dir)), out, args.json)
+
+
+def _ab_qemus(args: argparse.Namespace, out: Path) -> int:
+    """The selection on one kernel under two QEMUs: base/ on the first, series/ on the second
+    (the report's sides), so the verdicts and outcomes the QEMU changes are listed."""
+    if args.patches or args.base or args.base_results or args.qemu:
+        raise ConfigError("--qemus compares two QEMUs on one kernel: no --patches, --base, --base-results or --qemu")
+    if not args.guest_command:
+        raise ConfigError("testbed ab needs the pytest selection after --, e.g. -- -m p2p --topology two-switch-iommu")
+    sides = [check_choice(q) for q in args.qemus]  # both checked before either side runs
+    kernel = ["--kernel", str(args.ksrc)] if args.ksrc else []
+    common = [*args.guest_command, "--kernel-config", args.kernel_config, *kernel]
+    for label, qemu, where in zip(("base", "series"), sides, (out / "base", out / "series"), strict=True):
+        run_pytest([*common, "--qemu", qemu, "--results-dir", str(where)], f"{label} (QEMU {qemu})")
+    return _report(compare(load_results(out / "base"), load_results(out / "series")), out, args.json)
 
 
 def run_pytest(argv: list[str], side: str) -> int:

@@ -48,11 +48,14 @@ MARKERS = {
 }
 
 
-def _choose_qemu(option: str | None) -> None:
+def _choose_qemu(option: str | None, patches: Path | None) -> None:
     """--qemu, resolved once on the controller to a binary (a `built` QEMU is built here, not in
     each worker) and handed to the workers and children in the environment they inherit."""
     try:
-        os.environ[QEMU_ENV] = selected_binary(check_choice(option or qemu_choice()))
+        choice = check_choice(option or qemu_choice())
+        if patches is not None and choice != "built":
+            raise ConfigError("--qemu-patches applies to the testbed's QEMU: give --qemu built too")
+        os.environ[QEMU_ENV] = selected_binary(choice, patches)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -80,6 +83,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the QEMU the VMs run on: the host's package (distro, the default), the testbed's pinned "
         "build with switch-local P2P routing and switch ACS (built; made if missing), or a binary "
         f"(default: ${QEMU_ENV} or distro)",
+    )
+    group.addoption(
+        "--qemu-patches",
+        type=Path,
+        default=None,
+        metavar="SERIES",
+        help="with --qemu built: your QEMU patches after the testbed's (a patch, an mbox or a directory "
+        "with a quilt series); part of the QEMU build's cache key",
     )
     group.addoption(
         "--keep-vm", action="store_true", help="leave shared VMs running at the end (ssh in with `testbed ssh`)"
@@ -123,7 +134,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     if not hasattr(config, "workerinput"):
-        _choose_qemu(config.getoption("qemu"))
+        _choose_qemu(config.getoption("qemu"), config.getoption("qemu_patches"))
     run = time.strftime("%Y%m%d-%H%M%S")
     try:
         known = load_known(KNOWN_SPLATS_FILE)

@@ -34,7 +34,7 @@ def merge(old: list[dict[str, Any]], new: Iterable[dict[str, Any]]) -> list[dict
 
 
 def _order(record: dict[str, Any]) -> tuple:
-    benches = ("rebuild", "rebuild-first-series", "boot", "suites", "launches", "mutate")
+    benches = ("rebuild", "rebuild-first-series", "qemu-build", "boot", "suites", "launches", "mutate")
     bench = str(record.get("bench"))
     return (
         benches.index(bench) if bench in benches else len(benches),
@@ -80,6 +80,13 @@ def _row(record: dict[str, Any]) -> str:
             f"(`bench/rebuild --first-series`: started from the base build's objects; "
             f"{record['first_compiled']} / {record['next_compiled']} file(s) compiled{clean}) | "
             f"{record['first_series_s']:.0f} s / {record['next_series_s']:.0f} s | {when} |"
+        )
+    if bench == "qemu-build":
+        return (
+            f"| the testbed's QEMU {record['version']}: a fresh build (source fetched and unpacked, configure, "
+            f"{record['fresh_compiled']} objects) / the rebuild after a one-line QEMU patch "
+            f"(`bench/qemu-build`; {record['one_line_compiled']} object(s) compiled) | "
+            f"{record['fresh_s']:.0f} s / {record['one_line_s']:.0f} s | {when} |"
         )
     if bench == "boot":
         extra = f" + `{' '.join(record['append'])}`" if record.get("append") else ""

@@ -72,24 +72,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_qemu_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--qemu",
-        type=choose_qemu,
         default=None,
         metavar="distro|built|PATH",
         help="the QEMU to run: the host's (distro, the default), the testbed's build (built: switch ACS "
         f"and P2P routed inside switches; built if missing) or a binary (default: ${QEMU_ENV} or distro)",
     )
+    p.add_argument(
+        "--qemu-patches",
+        type=Path,
+        default=None,
+        metavar="SERIES",
+        help="with --qemu built: your QEMU patches after the testbed's (a patch, an mbox or a directory)",
+    )
 
 
-def choose_qemu(value: str) -> str:
-    """--qemu: checked, resolved and put in the environment, so every probe and child agrees."""
-    os.environ[QEMU_ENV] = selected_binary(check_choice(value))
-    return value
+def choose_qemu(args: argparse.Namespace) -> None:
+    """--qemu (and --qemu-patches): checked, resolved and put in the environment, so every probe
+    and child agrees on the binary."""
+    if args.qemu_patches is not None and args.qemu != "built":
+        raise ConfigError("--qemu-patches applies to the testbed's QEMU: give --qemu built too")
+    if args.qemu:
+        os.environ[QEMU_ENV] = selected_binary(check_choice(args.qemu), args.qemu_patches)
 
 
 def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
     from .launch import plan_launch  # pulls in kernel/image/render only when launching
 
     kernel = kernel_request(lambda name: getattr(args, name))
+    choose_qemu(args)
     return plan_launch(args.topology, args.accel, kernel, tuple(args.append), paused, _progress)
 
 
@@ -146,6 +156,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 def cmd_accel(args: argparse.Namespace) -> int:
     decision = resolve_accel(args.accel)
     print(decision.reason)
+    choose_qemu(args)
     qemu = probe_qemu()
     print(f"qemu: {qemu.describe()}")
     print(f"qemu features: {qemu.features.describe()}")

@@ -138,14 +138,16 @@ def built_provenance(path: Path) -> str:
     return f" [testbed build {str(manifest['key'])[:16]}: {names or 'no patches'}]"
 
 
-def selected_binary(choice: str) -> str:
-    """The path of the chosen QEMU; `built` is the testbed's build, made if the cache lacks it."""
+def selected_binary(choice: str, patches: Path | None = None) -> str:
+    """The path of the chosen QEMU; `built` is the testbed's build (with `patches`, your QEMU
+    patches after the testbed's), made if the cache lacks it."""
     if choice == "distro":
         return QEMU
     if choice == "built":
-        from ..qemu import ensure_qemu  # imported here: only a run on the built QEMU pays for it
+        from ..qemu import ensure_qemu, read_series  # imported here: only a built-QEMU run pays for it
 
-        return str(ensure_qemu(progress=lambda line: log.info("%s", line)).binary)
+        extra = read_series(patches) if patches else ()
+        return str(ensure_qemu(extra, progress=lambda line: log.warning("%s", line)).binary)
     return check_choice(choice)
 
 

@@ -88,3 +88,17 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path, capsys):
     with pytest.raises(ConfigError, match="not valid JSON"):
         (tmp_path / "run.json").write_text("{")
         load_results(tmp_path)
+
+
+def test_ab_over_two_qemus_checks_both_before_running(tmp_path, capsys):
+    """--qemus BASE OTHER: one kernel, two QEMUs; a bad QEMU or a kernel-side option is refused
+    before either side starts (exit 2, nothing under --out)."""
+    out = tmp_path / "ab"
+    assert main(["ab", "--qemus", "distro", "/nonexistent/qemu", "--out", str(out), "--", "-m", "p2p"]) == 2
+    assert "not 'distro', 'built' or an executable" in capsys.readouterr().err
+    series = tmp_path / "s.mbox"
+    series.write_text("")
+    argv = ["ab", "--qemus", "distro", "built", "--patches", str(series), "--out", str(out), "--", "-m", "p2p"]
+    assert main(argv) == 2
+    assert "no --patches" in capsys.readouterr().err
+    assert not out.exists()
