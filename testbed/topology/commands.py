@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from .explain import disagreement_line, tree_lines, verdict_lines
 from .layout import Layout, build_layout
@@ -81,8 +82,9 @@ def _explain(args: argparse.Namespace) -> int:
         print()
         print("\n".join(tree_lines(topo, layout)))
     print()
-    for v in verdicts(topo, layout):
-        print("\n".join(verdict_lines(v)))
+    routed = verdicts(replace(topo, peer_routing=not topo.peer_routing), layout)
+    for v, other in zip(verdicts(topo, layout), routed, strict=True):
+        print("\n".join(verdict_lines(v, other)))
     disagreements = check_expectations(topo, layout)
     if disagreements:
         print()

@@ -36,10 +36,17 @@ def tree_lines(topo: Topology, layout: Layout) -> list[str]:
     return lines
 
 
-def verdict_lines(v: Verdict) -> list[str]:
+def verdict_lines(v: Verdict, routed: Verdict | None = None) -> list[str]:
+    """`routed`: the same pair on a QEMU that routes P2P inside switches (--qemu built), said
+    when its divergence differs."""
     lines = [f"{v.provider} -> {v.client}: {v.map_type.value}, distance {v.distance}", f"    why: {v.reason}"]
     if v.divergence:
         lines.append(f"    QEMU: {v.divergence}")
+    if routed is not None and routed.divergence != v.divergence:
+        lines.append(
+            "    on --qemu built: "
+            + (routed.divergence or "the switch delivers the DMA below itself, past the IOMMU: the bytes land")
+        )
     if v.note:
         lines.append(f"    note: {v.note}")
     return lines

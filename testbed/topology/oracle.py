@@ -213,7 +213,7 @@ def _divergence(topo: Topology, verdict: Verdict) -> str | None:
     if topo.peer_routing:
         where = f"{verdict.common_bridge} is not a switch, so nothing routes the request below it"
     else:
-        where = "this QEMU does not route P2P inside switches (the testbed's built QEMU does)"
+        where = "this QEMU's switches do not route P2P below themselves (the testbed's built QEMU's do)"
     return (
         f"{where}: the client's DMA to the provider's bus address goes through the translating "
         f"{topo.iommu.type.value} vIOMMU, which has no mapping for it, so it faults (hardware "
