@@ -19,8 +19,6 @@ PYTEST_QEMU := $(if $(QEMU),--qemu $(QEMU))
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 
-# the tree's own tests boot the selftest kernel that goes with CONFIG (kernel-configs/selftest.config)
-SELFTEST_CONFIG := $(if $(filter default,$(CONFIG)),selftest,$(CONFIG)-selftest)
 SUITE ?=
 
 KERNEL_OPTS := --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
@@ -89,7 +87,6 @@ unit: venv ## unit tests only (no QEMU, seconds)
 
 test: deps venv ## unit tests, the real-QEMU tree check, the VM suites and the tree's own tests (kernels + image built if missing); TOPO=FILE: on your topologies
 	$(TB) kernel build $(KERNEL_OPTS)
-	$(TB) kernel build --kernel-config $(SELFTEST_CONFIG) $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES))
 	$(TB) image build
 	$(PYTEST) tests -q $(PYTEST_JOBS) --accel $(ACCEL) --kernel-config $(CONFIG) $(PYTEST_KERNEL) $(PYTEST_QEMU) $(PYTEST_TOPO) --junitxml=results/junit.xml $(PYTEST_ARGS)
 
@@ -127,8 +124,6 @@ nightly: deps venv ## the full matrix (every topology, IOMMU modes, default and 
 	$(TB) image build
 	status=0; for config in default debug-full; do \
 	  $(TB) kernel build --kernel-config $$config $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
-	  $(TB) kernel build --kernel-config $$([ $$config = default ] && echo selftest || echo $$config-selftest) \
-	    $(if $(KSRC),--ksrc $(KSRC)) $(if $(PATCHES),--patches $(PATCHES)) && \
 	  $(PYTEST) tests -q --accel $(ACCEL) --matrix --kernel-config $$config $(PYTEST_KERNEL) \
 	    --junitxml=results/junit-nightly-$$config.xml $(PYTEST_ARGS) || status=1; \
 	done; \
@@ -143,7 +138,7 @@ nightly: deps venv ## the full matrix (every topology, IOMMU modes, default and 
 	exit $$status
 
 BENCH_OUT := results/bench/$(shell date +%Y%m%d-%H%M%S).jsonl
-bench: deps venv ## measure boots, a kernel rebuild, every suite and concurrent launches (~50 min); regenerate README's timing table
+bench: deps venv ## measure boots, kernel and QEMU rebuilds, a fresh cache to green, every suite, concurrent launches (~75 min); regenerate README's timing table
 	$(TB) kernel build --kernel-config debug
 	@mkdir -p results/bench
 	$(VENV)/bin/python bench/boot --json >> $(BENCH_OUT)
@@ -152,6 +147,7 @@ bench: deps venv ## measure boots, a kernel rebuild, every suite and concurrent 
 	$(VENV)/bin/python bench/rebuild --json >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/rebuild --first-series --check-clean --json >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/qemu-build --json >> $(BENCH_OUT)
+	$(VENV)/bin/python bench/fresh --json --jobs $(JOBS) >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs 1 make-test >> $(BENCH_OUT)
 	$(VENV)/bin/python bench/suites --json --jobs $(JOBS) make-test >> $(BENCH_OUT)

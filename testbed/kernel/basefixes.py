@@ -23,7 +23,7 @@ from ..located import Problem, ProblemsError, load_entry_list
 from ..paths import KERNEL_CONFIGS_DIR
 from . import patches as patchmod
 from .artifact import KernelArtifact, read_manifest
-from .configsets import CONFIG_SETS
+from .configsets import KERNEL_CONFIGS, build_set
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,10 @@ def _values(entry: dict, directory: Path, seen: list[BaseFix]) -> _Found:
     if any(f.name == str(entry["name"]) for f in seen):
         found.append((("name",), f"duplicate name {entry['name']!r}", ""))
     sets = entry["config_sets"]
-    if not isinstance(sets, list) or not sets or not all(s in CONFIG_SETS for s in sets):
-        found.append((("config_sets",), f"must be a list of config sets, got {sets!r}", ", ".join(sorted(CONFIG_SETS))))
+    if not isinstance(sets, list) or not sets or not all(s in KERNEL_CONFIGS for s in sets):
+        found.append(
+            (("config_sets",), f"must be a list of config sets, got {sets!r}", ", ".join(sorted(KERNEL_CONFIGS)))
+        )
     if entry["detect"] not in DETECT_RULES:
         found.append((("detect",), f"unknown rule {entry['detect']!r}", ", ".join(DETECT_RULES)))
     file = directory / str(entry["patch"])
@@ -148,7 +150,10 @@ def _fix(entry: dict, path: Path, where: str) -> BaseFix:
 
 
 def fixes_for(config_set: str, fixes: tuple[BaseFix, ...]) -> tuple[BaseFix, ...]:
-    return tuple(f for f in fixes if config_set in f.config_sets)
+    """The fixes a build of `config_set` carries; a fix may name a --kernel-config profile
+    (debug-selftest), which stands for the set it boots."""
+    build = build_set(config_set)
+    return tuple(f for f in fixes if build in {build_set(s) for s in f.config_sets})
 
 
 def fixes_hash(fixes: tuple[BaseFix, ...]) -> str:

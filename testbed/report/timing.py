@@ -34,7 +34,7 @@ def merge(old: list[dict[str, Any]], new: Iterable[dict[str, Any]]) -> list[dict
 
 
 def _order(record: dict[str, Any]) -> tuple:
-    benches = ("rebuild", "rebuild-first-series", "qemu-build", "boot", "suites", "launches", "mutate")
+    benches = ("fresh", "rebuild", "rebuild-first-series", "qemu-build", "boot", "suites", "launches", "mutate")
     bench = str(record.get("bench"))
     return (
         benches.index(bench) if bench in benches else len(benches),
@@ -80,6 +80,13 @@ def _row(record: dict[str, Any]) -> str:
             f"(`bench/rebuild --first-series`: started from the base build's objects; "
             f"{record['first_compiled']} / {record['next_compiled']} file(s) compiled{clean}) | "
             f"{record['first_series_s']:.0f} s / {record['next_series_s']:.0f} s | {when} |"
+        )
+    if bench == "fresh":
+        phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in record["phases_s"].items())
+        state = "green" if record["green"] else "NOT green"
+        return (
+            f"| a fresh cache to a {state} `make test` (`bench/fresh`, `-n {record['jobs']}`; {phases}) | "
+            f"{record['total_s'] / 60:.1f} min | {when} |"
         )
     if bench == "qemu-build":
         return (

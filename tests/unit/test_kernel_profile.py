@@ -10,7 +10,7 @@ import pytest
 from testbed.coverage.scope import load_scope
 from testbed.errors import ConfigError
 from testbed.kernel import profile
-from testbed.kernel.configsets import COVERAGE_SETS, load_config_set
+from testbed.kernel.configsets import COVERAGE_SETS, build_set, load_config_set
 
 SCOPE = """files:
   - path: drivers/pci/p2pdma.c
@@ -76,7 +76,7 @@ def test_notes_and_sources_are_kept_and_files_not_built_are_said(scope, tmp_path
 def test_the_coverage_sets_add_gcov_to_their_companions():
     for name in COVERAGE_SETS:
         assert load_config_set(name).get("CONFIG_GCOV_KERNEL").value == "y"
-    assert load_config_set("coverage-selftest").get("CONFIG_KUNIT").value == "y"
+    assert load_config_set(build_set("coverage-selftest")).get("CONFIG_KUNIT").value == "y"
     assert load_config_set("default").get("CONFIG_GCOV_KERNEL") is None
 
 

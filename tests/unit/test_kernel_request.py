@@ -56,11 +56,14 @@ def test_suite_sets_and_their_selftest_companions():
 
 
 def test_debug_full_boots_the_debug_build_with_kmemleak_on():
-    assert [(build_set(n), boot_args(n)) for n in ("default", "debug", "debug-full", "debug-full-selftest")] == [
+    names = ("default", "debug", "debug-full", "selftest", "debug-selftest", "debug-full-selftest")
+    assert [(build_set(n), boot_args(n)) for n in names] == [
         ("default", ()),
         ("debug", ("kmemleak=off",)),
         ("debug", ()),
-        ("debug-selftest", ()),
+        ("default", ()),  # one build serves the VM suites and the tree's own tests
+        ("debug", ("kmemleak=off",)),
+        ("debug", ()),
     ]
     assert _parse("--kernel-config", "debug-full").config_set == "debug-full"
     assert _parse("--no-base-fixes").base_fixes is False and _parse().base_fixes is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.kernel.configsets import load_config_set
+from testbed.kernel.configsets import build_set, load_config_set
 from testbed.paths import cache_dir
 
 FRAGMENTS = ("tools/testing/selftests/iommu/config", "drivers/dma-buf/.kunitconfig")
@@ -39,7 +39,7 @@ def test_selftest_config_covers_the_trees_own_fragment(fragment: str):
         pytest.skip("kernel source not fetched yet (testbed kernel build fetches it)")
     wanted = _options(tree / fragment)
     assert wanted, f"{fragment} lists no option"
-    merged = load_config_set("selftest")
+    merged = load_config_set(build_set("selftest"))
     for name, value in wanted.items():
         entry = merged.get(name)
         assert entry is not None and entry.value == value, (
