@@ -82,7 +82,10 @@ def _row(record: dict[str, Any]) -> str:
             f"{record['first_series_s']:.0f} s / {record['next_series_s']:.0f} s | {when} |"
         )
     if bench == "fresh":
-        phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in record["phases_s"].items())
+        steps = ("source and kernel", "image", "tests")  # figures.json keeps keys sorted
+        got = record["phases_s"]
+        names = sorted(got, key=lambda n: (steps.index(n) if n in steps else len(steps), n))
+        phases = ", ".join(f"{name} {got[name]:.0f} s" for name in names)
         state = "green" if record["green"] else "NOT green"
         return (
             f"| a fresh cache to a {state} `make test` (`bench/fresh`, `-n {record['jobs']}`; {phases}) | "
