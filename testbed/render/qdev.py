@@ -19,8 +19,25 @@ class DeviceSpec:
         """The -device argument (also what device_add takes, as a dict)."""
         return ",".join([self.driver] + [f"{k}={_escape(v)}" for k, v in self.props])
 
-    def qmp_args(self) -> dict[str, str]:
-        return {"driver": self.driver, **dict(self.props)}
+    def qmp_args(self) -> dict[str, str | int | bool]:
+        """device_add's arguments, typed: QEMU 7.2 took every value as a string as -device does,
+        newer QEMU (10.0) checks JSON types ("Parameter 'cmb_size_mb' expects uint64")."""
+        return {"driver": self.driver, **{k: qmp_value(k, v) for k, v in self.props}}
+
+
+# The properties the renderer emits, by their QEMU type (test_render checks every one is here)
+INT_PROPS = frozenset({"cmb_size_mb", "dma_mask", "chassis", "slot", "port", "bus_nr"})
+INT_PROPS |= {"bus-reserve", "io-reserve", "mem-reserve", "pref64-reserve"}
+BOOL_PROPS = frozenset({"hotplug", "disable-acs", "peer-routing", "multifunction"})
+STRING_PROPS = frozenset({"id", "bus", "addr", "serial", "drive", "memdev", "netdev", "intremap"})
+
+
+def qmp_value(prop: str, value: str) -> str | int | bool:
+    if prop in INT_PROPS:
+        return int(value, 0)
+    if prop in BOOL_PROPS:
+        return {"on": True, "off": False, "true": True, "false": False}[value]
+    return value
 
 
 @dataclass(frozen=True)

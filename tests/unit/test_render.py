@@ -116,10 +116,30 @@ def test_unplugged_endpoint_has_backend_but_no_device():
         "id": "nvme3",
         "serial": "nvme3",
         "drive": "drv-nvme3",
-        "cmb_size_mb": "64",
+        "cmb_size_mb": 64,  # typed: QEMU 10.0's device_add refuses "64" ("expects uint64")
         "bus": "rp4",
         "addr": "0x00.0",
     }
+
+
+def test_every_property_the_renderer_emits_has_a_qmp_type():
+    """device_add sends typed JSON: a property missing from the tables would go as a string and
+    a newer QEMU would refuse the hot-add (cmb_size_mb did, on the built QEMU)."""
+    import dataclasses
+
+    from testbed.render.argv import device_specs
+    from testbed.render.qdev import BOOL_PROPS, INT_PROPS, STRING_PROPS, iommu_spec
+    from testbed.topology import build_layout
+
+    for name in shipped_names():
+        topo = dataclasses.replace(load_topology(name), peer_routing=True)
+        layout = build_layout(topo)
+        specs = [*device_specs(topo, layout), *(hotplug_device(topo, ep.id) for ep in topo.endpoints)]
+        specs += [s for s in [iommu_spec(topo)] if s is not None]
+        for spec in specs:
+            unknown = {k for k, _ in spec.props} - INT_PROPS - BOOL_PROPS - STRING_PROPS
+            assert not unknown, f"{name}: {spec.driver} renders {sorted(unknown)} without a QMP type"
+            spec.qmp_args()  # every value converts
 
 
 def test_ivshmem_backend_is_a_shared_host_file():
