@@ -140,7 +140,11 @@ def test_a_fatal_error_at_the_provider_during_p2p_io(fresh_vm, roles):
         for off in range(0, STREAM_SIZE, BLOCK)
         if got[off : off + BLOCK] not in (new[off : off + BLOCK], before[off : off + BLOCK])
     ]
-    assert not wrong, f"client blocks at {wrong[:8]} hold neither the stream's bytes nor the old ones ({done})"
+    first = got[wrong[0] : wrong[0] + 16].hex() if wrong else ""
+    assert not wrong, (
+        f"{len(wrong)} client blocks, at {wrong[:8]}, hold neither the stream's bytes nor the old ones "
+        f"(the first starts {first}: 00s or ffs would be a read of the provider's BAR during its reset) ({done})"
+    )
     after = transfer(vm, roles.provider, client, "from_p2pmem", size=64 * 1024, offset=4 * MiB)
     assert after.outcome is Outcome.TRANSFERRED, f"no P2P after recovery: {after.describe()}"
     assert host_file_bytes(vm, roles.survivor, 0, STREAM_SIZE) == survivor_before
