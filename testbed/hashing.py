@@ -30,5 +30,14 @@ def hash_tree(root: Path) -> str:
     return hash_files((p for p in root.rglob("*") if p.is_file()), root)
 
 
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read in 1 MiB blocks (a .deb of the kernel source is ~160 MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def short(key: str) -> str:
     return key[:16]

@@ -7,7 +7,6 @@ from the host's own apt configuration so the testbed uses whatever mirror the ma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..debian_mirror import debian_mirror  # shared with the image build: one discovery
 from ..errors import InfraError
+from ..hashing import file_sha256
 
 PACKAGE = "linux-source-7.2"
 TARBALL = f"usr/src/{PACKAGE}.tar.xz"
@@ -148,14 +148,6 @@ def pinned_source(root: Path) -> DebianSource | None:
     return src if complete else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _run(argv: list[str], what: str) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -204,7 +196,7 @@ def fetch(root: Path, progress: Callable[[str], None] = print) -> DebianSource:
     debs = sorted(download.glob(f"{PACKAGE}_*.deb"))
     if len(debs) != 1:
         raise InfraError(f"apt-get download left {len(debs)} .deb files in {download}")
-    actual = _sha256(debs[0])
+    actual = file_sha256(debs[0])
     if sha and actual != sha:
         raise InfraError(f"{debs[0]} sha256 {actual} does not match the index's {sha}")
     progress(f"kernel: extracting {debs[0].name}")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 
 @contextmanager
-def locked(path: Path, progress: Callable[[str], None] = print) -> Iterator[None]:
+def locked(path: Path, progress: Callable[[str], None] = print, what: str = "kernel") -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"kernel: waiting for another testbed process holding {path}")
+            progress(f"{what}: waiting for another testbed process holding {path}")
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -33,13 +33,14 @@ class Patch:
     base_commit: str = ""  # the series' `base-commit:` (the same on each of its patches); "" for none
 
 
-def split_mbox(data: bytes, name: str) -> tuple[Patch, ...]:
+def split_mbox(data: bytes, name: str, option: str = "--patches") -> tuple[Patch, ...]:
     """The series of an mbox, by b4's rules (mbox.py): the newest revision, in [n/N] order,
-    without cover letter and replies."""
-    chosen = mbox.read(data, f"--patches {name}")
+    without cover letter and replies. `option`: what errors name (--qemu-patches too)."""
+    chosen = mbox.read(data, f"{option} {name}")
     if chosen.dropped:
         log.info(
-            "--patches %s: v%d, %d patch(es); left out: %s",
+            "%s %s: v%d, %d patch(es); left out: %s",
+            option,
             name,
             chosen.revision,
             len(chosen.patches),
@@ -52,34 +53,35 @@ def split_mbox(data: bytes, name: str) -> tuple[Patch, ...]:
     )
 
 
-def _from_directory(path: Path) -> tuple[Patch, ...]:
+def _from_directory(path: Path, option: str) -> tuple[Patch, ...]:
     """*.patch files in name order; cover letters, replies and files without a diff left out."""
     files = sorted(p for p in path.iterdir() if p.suffix == ".patch" and p.is_file())
     if not files:
-        raise ConfigError(f"--patches {path}: directory has no *.patch files")
+        raise ConfigError(f"{option} {path}: directory has no *.patch files")
     parsed = [(file, mbox.parse(file.read_bytes())) for file in files]
     kept = [(file, m) for file, m in parsed if not m.why_not_a_patch()]
     if not kept:
-        raise ConfigError(f"--patches {path}: no *.patch file contains a diff")
+        raise ConfigError(f"{option} {path}: no *.patch file contains a diff")
     base = mbox.base_commit([*(m for _, m in parsed if m.is_cover), kept[0][1]])
     return tuple(Patch(file.name, m.raw, m.is_mail, base) for file, m in kept)
 
 
-def discover(path: Path) -> tuple[Patch, ...]:
+def discover(path: Path, option: str = "--patches") -> tuple[Patch, ...]:
     """The series at `path`: a directory of *.patch files (name order) or one mbox/patch file
-    (gzip'ed too, as lore serves threads)."""
+    (gzip'ed too, as lore serves threads). `option` is what errors name: the QEMU build reads its
+    series (qemu/patches, --qemu-patches) with the same rules."""
     path = path.expanduser()
     if path.is_dir():
-        return _from_directory(path)
+        return _from_directory(path, option)
     if not path.is_file():
-        raise ConfigError(f"--patches {path}: no such file or directory")
+        raise ConfigError(f"{option} {path}: no such file or directory")
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
-            raise ConfigError(f"--patches {path}: a damaged gzip file ({exc})") from exc
-    return split_mbox(data, str(path))
+            raise ConfigError(f"{option} {path}: a damaged gzip file ({exc})") from exc
+    return split_mbox(data, str(path), option)
 
 
 def _hashed(patch: Patch) -> tuple[bytes, ...]:

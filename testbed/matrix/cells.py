@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..topology import Topology, load_topology, shipped_names
+from ..topology.model import IommuMode
 from ..topology.variants import IOMMU_VARIANTS, iommu_modes
 
 # the kernel configs the nightly runs the VM suites on (selftest sets follow them): every
@@ -168,12 +169,12 @@ def cells(
             iommu = topo.iommu.type.value + (f"/{topo.iommu.mode.value}" if topo.iommu.enabled else "")
             needs_built = any(sw.acs for sw in topo.switches)
             for qemu in qemus:
-                if (needs_built and qemu == "distro") or (qemu != "distro" and not routing_matters(topo)):
+                if qemu == "distro" and needs_built:
                     continue
-                if qemu != "distro" and not needs_built and not topo.iommu.strict:
+                extra = qemu != "distro" and not needs_built  # a second QEMU for a distro topology
+                if extra and not (routing_matters(topo) and topo.iommu.strict):
                     continue
-                on_built = qemu != "distro" and not needs_built
-                for config in list(configs)[:1] if on_built else configs:
+                for config in list(configs)[:1] if extra else configs:
                     for accel in accels:
                         estimate = durations.get((topo.name, config), DEFAULT_ESTIMATE_S)
                         cell_id = f"{topo.name}-{config}-{accel}" + ("" if qemu == "distro" else f"-qemu-{qemu}")
@@ -182,10 +183,9 @@ def cells(
 
 
 def routing_matters(topo: Topology) -> bool:
-    """Whether the testbed's QEMU changes this topology's outcomes: switch ACS, or a switch behind
-    a translating IOMMU (its BUS_ADDR pairs land instead of faulting)."""
-    translated = topo.iommu.enabled and topo.iommu.mode.value == "translated"
-    return any(sw.acs for sw in topo.switches) or (bool(topo.switches) and translated)
+    """Whether routing inside switches changes this topology's outcomes: a switch behind a
+    translating IOMMU (its BUS_ADDR pairs land instead of faulting)."""
+    return bool(topo.switches) and topo.iommu.enabled and topo.iommu.mode is IommuMode.TRANSLATED
 
 
 def without_base_fixes_cells(runs: Iterable[tuple[str, str]], accels: Iterable[str] = ("kvm",)) -> list[Cell]:

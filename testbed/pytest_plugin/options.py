@@ -22,7 +22,8 @@ from ..kernel.request import from_options as kernel_request
 from ..logs.known import load_known
 from ..paths import KNOWN_SPLATS_FILE, results_root
 from ..vm.accel import ACCELS
-from ..vm.qemu import QEMU_ENV, check_choice, qemu_choice, selected_binary
+from ..vm.qemu import QEMU_ENV
+from ..vm.qemu import choose as choose_qemu
 from .coverage import CoverageCollector
 from .state import STATE_KEY, TestbedState
 
@@ -52,10 +53,7 @@ def _choose_qemu(option: str | None, patches: Path | None) -> None:
     """--qemu, resolved once on the controller to a binary (a `built` QEMU is built here, not in
     each worker) and handed to the workers and children in the environment they inherit."""
     try:
-        choice = check_choice(option or qemu_choice())
-        if patches is not None and choice != "built":
-            raise ConfigError("--qemu-patches applies to the testbed's QEMU: give --qemu built too")
-        os.environ[QEMU_ENV] = selected_binary(choice, patches)
+        choose_qemu(option, patches)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -89,8 +87,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=Path,
         default=None,
         metavar="SERIES",
-        help="with --qemu built: your QEMU patches after the testbed's (a patch, an mbox or a directory "
-        "with a quilt series); part of the QEMU build's cache key",
+        help="with --qemu built: your QEMU patches after the testbed's (a patch, an mbox or a directory of "
+        "*.patch, read as --patches is); part of the QEMU build's cache key",
     )
     group.addoption(
         "--keep-vm", action="store_true", help="leave shared VMs running at the end (ssh in with `testbed ssh`)"

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import ConfigError, InfraError
 from ..hashing import hash_bytes, short
 from ..kernel.lock import locked
+from ..kernel.patches import Patch, discover
 from ..paths import cache_dir, data_root
 from .source import QemuSource, fetch, pinned_source
 
@@ -52,12 +53,6 @@ GIT = ("git", "-c", "user.name=p2p-testbed", "-c", "user.email=p2p-testbed@local
 
 
 @dataclass(frozen=True)
-class QemuPatch:
-    name: str
-    text: bytes
-
-
-@dataclass(frozen=True)
 class QemuBuild:
     key: str
     binary: Path
@@ -68,58 +63,31 @@ class QemuBuild:
         return str(self.manifest.get("version", ""))
 
 
-def testbed_series() -> tuple[QemuPatch, ...]:
-    """The patches the testbed carries (qemu/patches/series, in order)."""
-    return read_series(data_root() / "qemu" / "patches")
+def testbed_series() -> tuple[Patch, ...]:
+    """The patches the testbed carries (qemu/patches/*.patch, in name order), read as the kernel's
+    --patches are (kernel/patches.py)."""
+    return discover(data_root() / "qemu" / "patches", "qemu/patches")
 
 
-def read_series(path: Path) -> tuple[QemuPatch, ...]:
-    """A directory with a quilt `series` file (or else its *.patch in name order), or one patch
-    or mbox file (split into its messages)."""
-    if path.is_dir():
-        series = path / "series"
-        if series.is_file():
-            names = [ln.split("#", 1)[0].strip() for ln in series.read_text().splitlines()]
-            files = [path / n for n in names if n]
-        else:
-            files = sorted(path.glob("*.patch"))
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise ConfigError(f"{path}/series names missing patches: {', '.join(missing)}")
-        if not files:
-            raise ConfigError(f"{path}: no patches (a `series` file or *.patch)")
-        return tuple(QemuPatch(f.name, f.read_bytes()) for f in files)
-    if not path.is_file():
-        raise ConfigError(f"--qemu-patches {path}: no such file or directory")
-    return tuple(QemuPatch(f"{path.name}#{i}", text) for i, text in enumerate(split_mbox(path.read_bytes()), 1))
+def user_series(path: Path) -> tuple[Patch, ...]:
+    """--qemu-patches: a patch, an mbox (b4's rules) or a directory of *.patch, as --patches."""
+    return discover(path, "--qemu-patches")
 
 
-def split_mbox(data: bytes) -> list[bytes]:
-    """The messages of an mbox (each `From ` line starts one); a plain diff is one patch."""
-    parts: list[bytes] = []
-    for line in data.splitlines(keepends=True):
-        if line.startswith(b"From ") and (not parts or parts[-1].strip()):
-            parts.append(b"")
-        if not parts:
-            parts.append(b"")
-        parts[-1] += line
-    return [p for p in parts if b"\n--- " in p or p.startswith(b"--- ") or b"diff --git" in p]
-
-
-def build_key(source: QemuSource, patches: Sequence[QemuPatch]) -> str:
+def build_key(source: QemuSource, patches: Sequence[Patch]) -> str:
     manifest = json.dumps(
         {
             "format": BUILD_FORMAT,
             "source": source.identity,
             "configure": CONFIGURE_ARGS,
-            "patches": [hash_bytes(p.text) for p in patches],
+            "patches": [hash_bytes(p.content) for p in patches],
         },
         sort_keys=True,
     )
     return hash_bytes(manifest.encode())
 
 
-def _root() -> Path:
+def qemu_root() -> Path:
     return cache_dir("qemu")
 
 
@@ -138,7 +106,7 @@ def _git(repo: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes
 
 def _work_tree(source: QemuSource, progress: Callable[[str], None]) -> Path:
     """Our git repository of the pristine source (its first commit), made once per version."""
-    work = _root() / "work" / source.tree.name
+    work = qemu_root() / "work" / source.tree.name
     if (work / "src" / ".git").is_dir() and (work / ".testbed-base").exists():
         return work
     progress(f"qemu: preparing the work tree of {source.upstream}")
@@ -153,7 +121,7 @@ def _work_tree(source: QemuSource, progress: Callable[[str], None]) -> Path:
     return work
 
 
-def _apply(work: Path, patches: Sequence[QemuPatch]) -> str:
+def _apply(work: Path, patches: Sequence[Patch]) -> str:
     """A commit of the base tree with the patches, made in a scratch index; the work tree is then
     moved to it by checkout, which rewrites only the files that differ."""
     src = work / "src"
@@ -164,7 +132,7 @@ def _apply(work: Path, patches: Sequence[QemuPatch]) -> str:
         _git(src, "read-tree", base, env=env)
         for patch in patches:
             try:
-                _git(src, "apply", "--cached", "-", env=env, stdin=patch.text)
+                _git(src, "apply", "--cached", "-", env=env, stdin=patch.content)  # mail headers skipped
             except InfraError as exc:
                 raise ConfigError(f"QEMU patch {patch.name} does not apply to {src}: {exc}") from None
         tree = _git(src, "write-tree", env=env).strip()
@@ -200,7 +168,7 @@ def _run(argv: list[str], cwd: Path, what: str) -> None:
 
 
 def cached_build(key: str) -> QemuBuild | None:
-    out = _root() / "builds" / key
+    out = qemu_root() / "builds" / key
     try:
         manifest = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
@@ -210,11 +178,11 @@ def cached_build(key: str) -> QemuBuild | None:
 
 
 def ensure_qemu(
-    extra_patches: Sequence[QemuPatch] = (), progress: Callable[[str], None] = print, offline_ok: bool = True
+    extra_patches: Sequence[Patch] = (), progress: Callable[[str], None] = print, offline_ok: bool = True
 ) -> QemuBuild:
     """The built QEMU for the testbed's series (+ extra_patches), built if the cache lacks it."""
-    root = _root()
-    with locked(root / "build.lock", progress):
+    root = qemu_root()
+    with locked(root / "build.lock", progress, "qemu"):
         source = pinned_source(root) if offline_ok else None
         source = source or fetch(root, progress)
         patches = (*testbed_series(), *extra_patches)
@@ -239,7 +207,7 @@ def ensure_qemu(
             "version": source.upstream,
             "source": source.identity,
             "configure": list(CONFIGURE_ARGS),
-            "patches": [{"name": p.name, "sha256": hash_bytes(p.text)} for p in patches],
+            "patches": [{"name": p.name, "sha256": hash_bytes(p.content)} for p in patches],
             "work_commit": commit,
             "build_seconds": round(time.monotonic() - started, 1),
         }

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .build import build_key, cached_build, ensure_qemu, read_series, testbed_series
+from ..kernel.patches import Patch
+from .build import build_key, cached_build, ensure_qemu, qemu_root, testbed_series, user_series
 from .source import QEMU_SERIES, pinned_source
 
 
@@ -17,8 +18,8 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _extra(args: argparse.Namespace) -> tuple:
-    return read_series(Path(args.qemu_patches)) if args.qemu_patches else ()
+def _extra(args: argparse.Namespace) -> tuple[Patch, ...]:
+    return user_series(Path(args.qemu_patches)) if args.qemu_patches else ()
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -28,9 +29,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
-    from .build import _root
-
-    source = pinned_source(_root())
+    source = pinned_source(qemu_root())
     found = cached_build(build_key(source, (*testbed_series(), *_extra(args)))) if source else None
     if found is None:
         raise ConfigError("the testbed's QEMU for these patches is not built; run `testbed qemu build`")
@@ -55,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action.add_argument(
             "--qemu-patches",
             metavar="SERIES",
-            help="more QEMU patches after the testbed's: a patch, an mbox, or a directory with a quilt "
-            "`series` (or *.patch); part of the cache key",
+            help="more QEMU patches after the testbed's: a patch, an mbox (b4's rules, as --patches) or a "
+            "directory of *.patch; part of the cache key",
         )
         if name == "build":
             action.add_argument(

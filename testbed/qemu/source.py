@@ -9,7 +9,6 @@ one. TESTBED_QEMU_SUITES overrides the suites (space separated).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from ..debian_mirror import debian_mirror
 from ..errors import InfraError
+from ..hashing import file_sha256
 from ..kernel.debian import PrivateApt
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,6 @@ def pinned_source(root: Path) -> QemuSource | None:
     return src if (src.tree / "configure").is_file() and (src.tree / ".testbed-complete").exists() else None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()  # a .dsc is a few KiB
-
-
 def fetch(root: Path, progress: Callable[[str], None] = print) -> QemuSource:
     """Refresh the source indexes, download the pinned series' newest source package and unpack
     it (Debian's patches applied) if it is not the one unpacked already."""
@@ -119,7 +115,7 @@ def fetch(root: Path, progress: Callable[[str], None] = print) -> QemuSource:
     (dsc,) = download.glob("*.dsc") or (None,)
     if dsc is None:
         raise InfraError(f"apt-get source left no .dsc in {download}")
-    dest = root / "src" / f"{PACKAGE}_{upstream_version(version)}_{_sha256(dsc)[:12]}"
+    dest = root / "src" / f"{PACKAGE}_{upstream_version(version)}_{file_sha256(dsc)[:12]}"
     staging = dest.with_name(dest.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +129,7 @@ def fetch(root: Path, progress: Callable[[str], None] = print) -> QemuSource:
     (staging / ".testbed-complete").touch()
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
-    source = QemuSource(PACKAGE, version, _sha256(dsc), dest)
+    source = QemuSource(PACKAGE, version, file_sha256(dsc), dest)
     shutil.rmtree(download, ignore_errors=True)  # ~40 MB of tarballs: the tree is what we keep
     state = asdict(source) | {"tree": str(dest)}
     tmp = _state_file(root).with_suffix(".tmp")

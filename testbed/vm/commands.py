@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,7 +12,8 @@ from ..errors import ConfigError
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
 from .accel import ACCELS, resolve_accel
-from .qemu import QEMU_ENV, check_choice, selected_binary
+from .qemu import QEMU_ENV
+from .qemu import choose as choose_qemu
 from .qemu import probe as probe_qemu
 from .ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
 
@@ -86,20 +86,11 @@ def add_qemu_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def choose_qemu(args: argparse.Namespace) -> None:
-    """--qemu (and --qemu-patches): checked, resolved and put in the environment, so every probe
-    and child agrees on the binary."""
-    if args.qemu_patches is not None and args.qemu != "built":
-        raise ConfigError("--qemu-patches applies to the testbed's QEMU: give --qemu built too")
-    if args.qemu:
-        os.environ[QEMU_ENV] = selected_binary(check_choice(args.qemu), args.qemu_patches)
-
-
 def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
     from .launch import plan_launch  # pulls in kernel/image/render only when launching
 
     kernel = kernel_request(lambda name: getattr(args, name))
-    choose_qemu(args)
+    choose_qemu(args.qemu, args.qemu_patches)
     return plan_launch(args.topology, args.accel, kernel, tuple(args.append), paused, _progress)
 
 
@@ -156,7 +147,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 def cmd_accel(args: argparse.Namespace) -> int:
     decision = resolve_accel(args.accel)
     print(decision.reason)
-    choose_qemu(args)
+    choose_qemu(args.qemu, args.qemu_patches)
     qemu = probe_qemu()
     print(f"qemu: {qemu.describe()}")
     print(f"qemu features: {qemu.features.describe()}")

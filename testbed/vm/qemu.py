@@ -144,11 +144,22 @@ def selected_binary(choice: str, patches: Path | None = None) -> str:
     if choice == "distro":
         return QEMU
     if choice == "built":
-        from ..qemu import ensure_qemu, read_series  # imported here: only a built-QEMU run pays for it
+        from ..qemu import ensure_qemu, user_series  # imported here: only a built-QEMU run pays for it
 
-        extra = read_series(patches) if patches else ()
+        extra = user_series(patches) if patches else ()
         return str(ensure_qemu(extra, progress=lambda line: log.warning("%s", line)).binary)
     return check_choice(choice)
+
+
+def choose(option: str | None, patches: Path | None = None) -> None:
+    """--qemu (default: $TESTBED_QEMU, else distro) and --qemu-patches, checked and resolved once
+    to a binary (`built` is built here if missing) and put in the environment, so every later
+    probe, pytest worker and child agrees on it. pytest's controller and `testbed boot|run|accel`
+    call it; a bad choice is a ConfigError before anything starts."""
+    choice = check_choice(option or qemu_choice())
+    if patches is not None and choice != "built":
+        raise ConfigError("--qemu-patches applies to the testbed's QEMU: give --qemu built too")
+    os.environ[QEMU_ENV] = selected_binary(choice, patches)
 
 
 @functools.cache

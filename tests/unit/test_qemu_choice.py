@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
+from testbed.kernel.patches import Patch
 from testbed.qemu import build as qemu_build
-from testbed.qemu.build import QemuPatch, build_key, read_series, split_mbox
+from testbed.qemu.build import build_key
 from testbed.qemu.source import QemuSource, newest_in_series, upstream_version
 from testbed.topology import build_layout, load_topology
-from testbed.topology.model import MapType
+from testbed.topology.model import IommuMode, MapType
 from testbed.topology.needs import FAULTING_PAIR, vfio_pair
 from testbed.topology.oracle import verdicts
 from testbed.vm.launch import QemuLacks, for_qemu
@@ -77,7 +78,7 @@ def test_routing_removes_the_divergence_of_pairs_below_one_switch_only():
 def test_a_bus_addr_pair_without_a_switch_keeps_its_divergence_with_routing():
     # two functions of one NVMe below a root port meet at the port: no switch routes them
     topo = dataclasses.replace(load_topology("acs"), peer_routing=True)
-    topo = dataclasses.replace(topo, iommu=dataclasses.replace(topo.iommu, mode=type(topo.iommu.mode)("translated")))
+    topo = dataclasses.replace(topo, iommu=dataclasses.replace(topo.iommu, mode=IommuMode.TRANSLATED))
     by_pair = {(v.provider, v.client): v for v in verdicts(topo)}
     assert "is not a switch" in by_pair[("nvme4", "nvme5")].divergence
 
@@ -109,32 +110,38 @@ def test_the_rendering_asks_for_acs_and_routing():
     assert len(ports) == 4 and all("disable-acs=off" in p and "peer-routing=on" in p for p in ports)
 
 
-def test_series_and_mbox_are_read_in_order(tmp_path):
-    (tmp_path / "b.patch").write_text("diff --git a/x b/x\n")
-    (tmp_path / "a.patch").write_text("diff --git a/y b/y\n")
-    (tmp_path / "series").write_text("b.patch\n# a comment\na.patch\n")
-    assert [p.name for p in read_series(tmp_path)] == ["b.patch", "a.patch"]
-    (tmp_path / "series").write_text("missing.patch\n")
-    with pytest.raises(ConfigError, match="missing"):
-        read_series(tmp_path)
-    mbox = (
-        b"From 1 Mon\nSubject: one\n\n---\ndiff --git a/x b/x\n\nFrom 2 Mon\nSubject: two\n\n---\ndiff --git a/y b/y\n"
+def _mail(subject: str, body: str) -> str:
+    return f"From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\nSubject: {subject}\n\n{body}\n"
+
+
+def test_qemu_patches_are_read_by_the_kernels_rules(tmp_path):
+    """--qemu-patches is read as --patches is (kernel/patches.py, b4's rules): the cover letter
+    goes, the patches come in [n/N] order whatever the file order; errors name the option."""
+    diff = "---\n a | 1 +\n 1 file changed, 1 insertion(+)\n"
+    diff += "diff --git a/{0} b/{0}\n--- a/{0}\n+++ b/{0}\n@@ -0,0 +1 @@\n+x"
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(
+        _mail("[PATCH 0/2] cover", "two patches")
+        + _mail("[PATCH 2/2] second", diff.format("b"))
+        + _mail("[PATCH 1/2] first", diff.format("a"))
     )
-    assert len(split_mbox(mbox)) == 2
+    assert [p.name for p in qemu_build.user_series(mbox)] == ["0001 [PATCH 1/2] first", "0002 [PATCH 2/2] second"]
+    with pytest.raises(ConfigError, match=r"^--qemu-patches .*missing: no such file"):
+        qemu_build.user_series(tmp_path / "missing")
 
 
 def test_the_testbed_series_is_shipped_and_well_formed():
     patches = qemu_build.testbed_series()
     assert [p.name[:4] for p in patches] == ["0001", "0002", "0003"]
-    assert all(b"Subject: [PATCH" in p.text and b"diff --git" in p.text for p in patches)
+    assert all(p.is_mail and b"Subject: [PATCH" in p.content and b"diff --git" in p.content for p in patches)
 
 
 def test_the_build_key_follows_source_patches_and_nothing_else():
     src = QemuSource("qemu", "1:10.0.13+ds-0+deb13u1", "ab" * 32, Path("/a"))
     moved = dataclasses.replace(src, tree=Path("/elsewhere"))
-    one = (QemuPatch("x", b"diff"),)
+    one = (Patch("x", b"diff", is_mail=False),)
     assert build_key(src, one) == build_key(moved, one)  # where it is unpacked does not matter
-    assert build_key(src, one) != build_key(src, (QemuPatch("x", b"diff2"),))
+    assert build_key(src, one) != build_key(src, (Patch("x", b"diff2", is_mail=False),))
     assert build_key(src, one) != build_key(dataclasses.replace(src, version="1:10.0.14+ds-0"), one)
 
 
