@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..logs.known import KnownSplat, find_known, kernel_release
 from ..logs.splat import END_RE, MAX_LINES, Splat, scan_lines, strip_prefix
 from ..logs.windows import marker
+from ..vm.console import NumberedLines
 
 if TYPE_CHECKING:
     from .guest import GuestVM
@@ -70,29 +71,28 @@ class WindowFindings:
         return self.lockdep_lost and any(k.kind == "lockdep" for _, k in self.known)
 
 
-def debug_locks(vm: GuestVM) -> int | None:
-    """lockdep's debug_locks (1 = still checking), or None on kernels without lockdep. Lockdep
-    turns itself off after its first report or when it runs out of entries, and from then on
-    reports nothing: a test after that point would pass blind."""
-    try:
-        out = vm.machine.run("grep -s debug_locks: /proc/lockdep_stats").stdout
-    except Exception:  # the guest may be gone; the window still gets judged
-        return None
-    words = out.split()
-    return int(words[-1]) if words and words[-1].isdigit() else None
+@dataclass(frozen=True)
+class OpenWindow:
+    """A test's window once its begin marker is on the console."""
+
+    begin_line: int  # 1-based console line of the begin marker
+    debug_locks: int | None  # lockdep's debug_locks as the test began (None: no lockdep)
+
+
+POLL_S = 0.02  # the marker is on the console within ms of its write; a 0.2 s poll cost every test
 
 
 def wait_for_line(path: Path, needle: str, after_line: int, timeout: float) -> int | None:
     """1-based line number of the first line after `after_line` containing needle."""
     deadline = time.monotonic() + timeout
+    lines = NumberedLines(path)
     while True:
-        lines = path.read_text(errors="replace").splitlines()
-        for i in range(after_line, len(lines)):
-            if needle in lines[i]:
-                return i + 1
+        for number, text in lines.new():
+            if number > after_line and needle in text:
+                return number
         if time.monotonic() > deadline:
             return None
-        time.sleep(0.2)
+        time.sleep(POLL_S)
 
 
 def through_report(path: Path, end_line: int, timeout: float) -> list[str]:
@@ -114,27 +114,30 @@ def through_report(path: Path, end_line: int, timeout: float) -> list[str]:
     return [""] + after[1 : closing + 1]
 
 
-def begin(vm: GuestVM, test_id: str) -> int:
-    """Write the begin marker and return its console line."""
+def begin(vm: GuestVM, test_id: str) -> OpenWindow:
+    """Write the begin marker; its console line and lockdep's state as the test starts.
+    Lockdep turns itself off after its first report or when it runs out of entries, and from
+    then on reports nothing: a test after that point would pass blind."""
     text = marker("begin", test_id)
-    start = len(vm.machine.console_log.read_text(errors="replace").splitlines())
-    vm.kmsg(text)
+    start = NumberedLines(vm.machine.console_log).count()
+    locks = vm.mark(text)
     line = wait_for_line(vm.machine.console_log, text, start, vm.machine.timeouts.console_flush)
-    return line if line is not None else start + 1
+    return OpenWindow(line if line is not None else start + 1, locks)
 
 
 def end(
     vm: GuestVM,
     test_id: str,
-    begin_line: int,
+    opened: OpenWindow,
     expected: ExpectedMessages,
-    locks_before: int | None = None,
     known: tuple[KnownSplat, ...] = (),
 ) -> WindowFindings:
     text = marker("end", test_id)
+    begin_line, locks_before = opened.begin_line, opened.debug_locks
     complete = True
+    locks_after = None
     try:
-        vm.kmsg(text)
+        locks_after = vm.mark(text)
         end_line = wait_for_line(vm.machine.console_log, text, begin_line, vm.machine.timeouts.console_flush)
     except Exception:  # the guest may be gone; judge what reached the console
         end_line = None
@@ -168,5 +171,5 @@ def end(
         for sig, rx, why, required in expected.splats
         if required and not any(s.signature == sig and rx.search(text) for s, text in provoked)
     ]
-    lost = locks_before == 1 and debug_locks(vm) == 0
+    lost = locks_before == 1 and locks_after == 0
     return WindowFindings(splats, missing, (begin_line, end_line), complete, lost, known_seen, locks_before == 0)

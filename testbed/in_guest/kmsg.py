@@ -7,6 +7,10 @@
                                     {"ok", "line", "lines"}: blocks (select on /dev/kmsg, no
                                     polling) until a record from N on matches RE; "ok" false
                                     with "timeout" when none did within S seconds
+    kmsg.py mark '{"text": T}'      {"ok", "debug_locks"}: T written to /dev/kmsg as a record of
+                                    its own (the harness's per-test markers), then lockdep's
+                                    debug_locks (null without lockdep); in the agent's process,
+                                    so a marker costs no shell and no SSH exec
 
 A record's text is its first line (continuation lines of a multi-line record are dropped, as
 dmesg shows them indented under it anyway).
@@ -67,7 +71,29 @@ def wait(args: dict) -> dict:
         os.close(fd)
 
 
-COMMANDS = {"cursor": cursor, "since": since, "wait": wait}
+def _debug_locks():
+    """lockdep's debug_locks (1: still checking), or None on a kernel without lockdep."""
+    try:
+        with open("/proc/lockdep_stats") as stats:
+            for line in stats:
+                key, _, value = line.partition(":")
+                if key.strip() == "debug_locks":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def mark(args: dict) -> dict:
+    fd = os.open("/dev/kmsg", os.O_WRONLY)
+    try:
+        os.write(fd, args["text"].encode() + b"\n")  # one write is one record
+    finally:
+        os.close(fd)
+    return {"ok": True, "debug_locks": _debug_locks()}
+
+
+COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark}
 
 if __name__ == "__main__":
     try:

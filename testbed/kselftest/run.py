@@ -116,8 +116,7 @@ def run_program(
         what = f"hand {device} ({bdf}) to vfio-pci" if device else "reserve hugepages"
         raise GuestError(f"could not {what} for {program.id}: {ready}")
     out = f"{GUEST_DIR}/{tag.replace('/', '_')}.ktap"
-    locks = kernel_window.debug_locks(vm)
-    first = kernel_window.begin(vm, f"kselftest {tag}")
+    opened = kernel_window.begin(vm, f"kselftest {tag}")
     result = vm.agent(
         "kselftest",
         "run",
@@ -130,7 +129,7 @@ def run_program(
         },
         timeout=program.timeout_s + RUN_SLACK_S,
     )
-    findings = kernel_window.end(vm, f"kselftest {tag}", first, kernel_window.ExpectedMessages(), locks, known)
+    findings = kernel_window.end(vm, f"kselftest {tag}", opened, kernel_window.ExpectedMessages(), known)
     output = dest / f"{tag.replace('/', '_')}.ktap"
     vm.machine.wait_ssh().get(out, output, timeout=vm.machine.timeouts.guest_command)
     text = output.read_text(errors="replace")

@@ -206,14 +206,13 @@ def _kernel_window(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     guest: GuestVM = request.getfixturevalue(uses[0])
     expected: kernel_window.ExpectedMessages = request.getfixturevalue("kernel_messages")
-    locks = kernel_window.debug_locks(guest)
     coverage = state_of(request.config).coverage
     if coverage is not None:  # the counters so far are not this test's
         coverage.take(guest)
-    first = kernel_window.begin(guest, request.node.nodeid)
+    opened = kernel_window.begin(guest, request.node.nodeid)
     yield
     strict = request.config.getoption("strict_splats")
-    findings = kernel_window.end(guest, request.node.nodeid, first, expected, locks, state_of(request.config).known)
+    findings = kernel_window.end(guest, request.node.nodeid, opened, expected, state_of(request.config).known)
     # after the window is judged: a guest too broken to answer must not hide its splat
     counter_problems = _take_counters(coverage, guest, request.node.nodeid)
     request.node.stash[WINDOW_KEY] = findings.lines

@@ -61,6 +61,16 @@ def find_stall(line: str) -> bool:
     return _STALL.search(line) is not None
 
 
+def _read_from(path: Path, offset: int) -> bytes:
+    """The log's bytes from `offset` on (none while QEMU has not created it yet)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
 class ConsoleLines:
     """The complete lines the console gained since the last look (the boot wait looks every
     20 ms; reading the whole log each time took host CPU from the guest it waited for)."""
@@ -71,15 +81,36 @@ class ConsoleLines:
         self._partial = b""
 
     def new(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
+        data = _read_from(self.path, self._offset)
         self._offset += len(data)
         *lines, self._partial = (self._partial + data).split(b"\n")
         return [line.decode("utf-8", errors="replace").replace("\r", "") for line in lines]
+
+
+class NumberedLines:
+    """The console's complete lines with their 1-based numbers, read on from where the last
+    look stopped. Numbered as `str.splitlines()` of the whole log numbers them (the per-test
+    windows index the log that way): every chunk handed to splitlines() ends in a newline, so
+    no line break falls between two chunks."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._count = 0
+
+    def new(self) -> list[tuple[int, str]]:
+        data = _read_from(self.path, self._offset)
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        lines = complete.decode("utf-8", errors="replace").splitlines()
+        first = self._count + 1
+        self._count += len(lines)
+        return list(enumerate(lines, first))
+
+    def count(self) -> int:
+        """The number of complete lines in the log now."""
+        self.new()
+        return self._count
 
 
 # DEBUG_KOBJECT_RELEASE (the debug sets) delays each kobject's release: "kobject: 'x' (...):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.guestvm.window import ExpectedMessages, WindowFindings, begin, debug_locks, end
+from testbed.guestvm.window import ExpectedMessages, WindowFindings, begin, end
 from testbed.logs.known import load_known
 from testbed.timeouts import Timeouts
-from testbed.vm.ssh import RunResult
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
 
@@ -15,22 +14,25 @@ LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
 class FakeMachine:
     def __init__(self, log: Path, locks: str = ""):
         self.console_log = log
-        self.locks = locks
+        self.locks = locks  # /proc/lockdep_stats's debug_locks line, "" without lockdep
         self.timeouts = Timeouts.for_accel("kvm")
-
-    def run(self, cmd: str | list[str], timeout: float | None = None) -> RunResult:  # only the lockdep read
-        return RunResult(0, self.locks, "")
 
 
 class FakeVM:
-    """kmsg() appends to the console the way the guest's /dev/kmsg write would."""
+    """mark() appends to the console the way the guest's /dev/kmsg write would, and reads
+    debug_locks as the agent's kmsg mark does."""
 
     def __init__(self, log: Path, between: list[str], after: list[str] | None = None):
         self.machine = FakeMachine(log)
         self.between = between
         self.after = after or []  # what another CPU prints after the end marker
 
-    def kmsg(self, line: str) -> None:
+    def mark(self, line: str) -> int | None:
+        self._write(line)
+        words = self.machine.locks.split()
+        return int(words[-1]) if words else None
+
+    def _write(self, line: str) -> None:
         with open(self.machine.console_log, "a") as f:
             if "begin" in line:
                 f.write(f"[ 1.0] {line}\n")
@@ -52,10 +54,9 @@ def _judge(
     log.write_text(f"[ 0.0] Linux version {release} (gcc) #1 PREEMPT\n[ 0.1] boot noise\n")
     vm = FakeVM(log, between)
     vm.machine.locks = " debug_locks:                             1\n" if locks_after else ""
-    before = debug_locks(vm)
-    first = begin(vm, "tests/x.py::t")
+    opened = begin(vm, "tests/x.py::t")
     vm.machine.locks = locks_after
-    return end(vm, "tests/x.py::t", first, expected or ExpectedMessages(), before, tuple(known))
+    return end(vm, "tests/x.py::t", opened, expected or ExpectedMessages(), tuple(known))
 
 
 def test_lockdep_switching_itself_off_is_noticed(tmp_path):
@@ -127,8 +128,7 @@ def test_a_test_that_begins_with_lockdep_off_is_marked(tmp_path):
     log.write_text("[ 0.1] boot\n")
     vm = FakeVM(log, [])
     vm.machine.locks = " debug_locks: 0\n"
-    before = debug_locks(vm)
-    verdict = end(vm, "t", begin(vm, "t"), ExpectedMessages(), before)
+    verdict = end(vm, "t", begin(vm, "t"), ExpectedMessages())
     assert verdict.lockdep_off_at_start and not verdict.lockdep_lost
     (tmp_path / "on").mkdir()
     assert not _judge(tmp_path / "on", [], locks_after=" debug_locks: 1\n").lockdep_off_at_start
@@ -142,8 +142,8 @@ def test_a_report_the_end_marker_landed_in_is_judged_whole(tmp_path):
     log = tmp_path / "console.log"
     log.write_text("[ 0.0] Linux version 7.2.13-testbed (gcc) #1 PREEMPT\n")
     vm = FakeVM(log, real[:cut], after=real[cut + 1 :])
-    first = begin(vm, "tests/x.py::t")
-    verdict = end(vm, "tests/x.py::t", first, ExpectedMessages(), None, load_known())
+    opened = begin(vm, "tests/x.py::t")
+    verdict = end(vm, "tests/x.py::t", opened, ExpectedMessages(), load_known())
     assert verdict.splats == []
     assert [s.signature for s, _ in verdict.known] == ["ODEBUG: free active timer_list in bdev_free_inode"]
     # a report that starts after the end marker is not this test's
@@ -152,8 +152,8 @@ def test_a_report_the_end_marker_landed_in_is_judged_whole(tmp_path):
     log = later / "console.log"
     log.write_text("[ 0.0] Linux version 7.2.13-testbed (gcc) #1 PREEMPT\n")
     vm = FakeVM(log, ["[ 2.0] nothing here\n"], after=real[:cut] + real[cut + 1 :])
-    first = begin(vm, "tests/x.py::t")
-    verdict = end(vm, "tests/x.py::t", first, ExpectedMessages(), None, load_known())
+    opened = begin(vm, "tests/x.py::t")
+    verdict = end(vm, "tests/x.py::t", opened, ExpectedMessages(), load_known())
     assert verdict.splats == [] and verdict.known == []
 
 

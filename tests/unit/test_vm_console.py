@@ -32,3 +32,19 @@ def test_event_match_is_a_subset_match():
     assert matches(data, {"nested": {"a": 1}})
     assert not matches(data, {"device": "nvme0"})
     assert not matches(data, {"missing": 1})
+
+
+def test_numbered_lines_number_the_log_as_splitlines_does(tmp_path):
+    """The per-test windows index the log by str.splitlines(); read piece by piece, with a
+    line still being written and a form feed inside a line, the numbers must agree."""
+    log = tmp_path / "console.log"
+    log.write_bytes(b"[ 0.0] one\r\n[ 0.1] two \x0c page\r\n[ 0.2] half")
+    lines = console.NumberedLines(log)
+    assert lines.new() == [(1, "[ 0.0] one"), (2, "[ 0.1] two "), (3, " page")]
+    assert lines.new() == []  # the half line waits for its newline
+    with log.open("ab") as f:
+        f.write(b" done\r\n[ 0.3] testbed: begin t\r\n")
+    assert lines.new() == [(4, "[ 0.2] half done"), (5, "[ 0.3] testbed: begin t")]
+    whole = log.read_text().splitlines()
+    assert whole[3] == "[ 0.2] half done" and whole[4] == "[ 0.3] testbed: begin t"
+    assert console.NumberedLines(log).count() == len(whole)
