@@ -1,4 +1,8 @@
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,16 +76,34 @@ def test_a_dead_launchers_reservation_is_reaped():
     assert registry.reserve("topo") == "topo"
 
 
-def _reserve_many(args):
-    runtime, n = args
-    os.environ["XDG_RUNTIME_DIR"] = runtime
-    return [registry.reserve("topo") for _ in range(n)]
+# Separate interpreters, not a fork()ed pool: under xdist the worker may hold VM threads (the
+# QEMU launcher, agent readers), and a child forked from a threaded process can inherit a lock
+# mid-use; such a pool once hung a whole `make test` in Pool.terminate(). Each launcher stays
+# alive until all have reserved: a dead owner's reservations are reaped, by design.
+RESERVE_MANY = (
+    "import json, sys; from testbed.vm import registry; "
+    "print(json.dumps([registry.reserve('topo') for _ in range(25)]), flush=True); sys.stdin.read()"
+)
 
 
 def test_concurrent_launchers_never_share_a_name(tmp_path):
-    from multiprocessing import get_context
-
-    with get_context("fork").Pool(4) as pool:
-        names = pool.map(_reserve_many, [(str(tmp_path), 25)] * 4)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    root = Path(registry.__file__).resolve().parents[2]
+    launchers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESERVE_MANY],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    try:
+        names = [json.loads(launcher.stdout.readline()) for launcher in launchers]  # type: ignore[union-attr]
+    finally:
+        for launcher in launchers:
+            launcher.communicate(timeout=60)
     flat = [n for chunk in names for n in chunk]
     assert len(flat) == 100 and len(set(flat)) == 100
