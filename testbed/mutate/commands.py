@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=900.0,
         metavar="SECONDS",
-        help="one mutant's test run; past it the mutant counts as killed by timeout (default: %(default)s)",
+        help="one mutant's test run at most; its deadline is 2x what the base run spent in the same tests + 60 s "
+        "when that is shorter; past it the mutant counts as killed by timeout (default: %(default)s)",
     )
     p.add_argument(
         "--coverage-run",

@@ -41,19 +41,38 @@ class MutantOutcome:
     reasons: tuple[str, ...] = ()  # what changed, for a killed mutant; why, for the others
 
 
-def judge(base: RunResults, mutant: RunResults, tests: tuple[str, ...]) -> MutantOutcome:
-    """The mutant's run against the base run over `tests` (node ids; empty: every test the
-    base run has)."""
+# Base outcomes after which any failure of the mutant's run is a change: such a run may stop
+# at its first failure (pytest -x), and the tests it then never ran decide nothing.
+CLEAN_OUTCOMES = frozenset({"passed", "skipped", "xfailed"})
+
+
+def fails_fast(base: RunResults, tests: tuple[str, ...]) -> bool:
+    """Whether the mutant's run may stop at its first failure: the base run failed none of
+    `tests` (empty: every test the base run has)."""
     chosen = tests or tuple(base.outcomes)
-    reasons = []
+    return all(base.outcomes.get(test, "passed") in CLEAN_OUTCOMES for test in chosen)
+
+
+def judge(
+    base: RunResults, mutant: RunResults, tests: tuple[str, ...], stopped_at_first_failure: bool = False
+) -> MutantOutcome:
+    """The mutant's run against the base run over `tests` (node ids; empty: every test the
+    base run has). `stopped_at_first_failure`: the run was told to stop there (-x), so tests
+    it did not reach after a change are not reasons of their own."""
+    chosen = tests or tuple(base.outcomes)
+    reasons, not_run = [], []
     for test in chosen:
         before, after = base.outcomes.get(test), mutant.outcomes.get(test)
         if before is None:
             continue  # not in the base selection either: nothing to compare with
         if after is None:
-            reasons.append(f"{test}: {before} -> not run (the session ended early)")
+            not_run.append(f"{test}: {before} -> not run (the session ended early)")
         elif after != before:
             reasons.append(f"{test}: {before} -> {after}")
+    if stopped_at_first_failure and reasons and not_run:
+        reasons.append(f"{len(not_run)} later test(s) not run: the run stopped at its first failure (-x)")
+    else:
+        reasons += not_run
     known_before = base.splat_counts(new_only=True)
     for signature, count in sorted(mutant.splat_counts(new_only=True).items()):
         if signature not in known_before:

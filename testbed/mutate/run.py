@@ -35,7 +35,7 @@ from . import report
 from .cfunc import code_mask, find_function, find_functions
 from .equivalents import Equivalent, find_equivalent
 from .generate import Mutant, mutants_of, sample, shard
-from .judge import MutantOutcome, Status, judge
+from .judge import MutantOutcome, Status, fails_fast, judge
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -51,7 +51,12 @@ class MutateOptions:
     seed: int = 0
     shard: tuple[int, int] | None = None  # (k, n), 1-based
     budget_s: float | None = None  # no new mutant starts after this
-    mutant_timeout_s: float = 900.0  # one mutant's pytest run
+    mutant_timeout_s: float = 900.0  # one mutant's pytest run, at most
+    # ... and at most this many times what the base run spent in the same tests, plus the slack
+    # for pytest's start and a boot: a mutant that hangs a guest is killed by its deadline, not
+    # after every guest-command timeout of every test (one took 499 s where its tests took 86)
+    timeout_factor: float = 2.0
+    timeout_slack_s: float = 60.0
     coverage_run: Path | None = None  # a `pytest --coverage` results directory (its index)
     base_results: Path | None = None  # reuse this run as the base
     ksrc: Path | None = None
@@ -217,15 +222,19 @@ def test_one(
         )
     build_s = time.monotonic() - start
     results = run_dir / "runs" / _file_name(mutant.id)
+    deadline, why = mutant_deadline(opts, base, tests)
+    fail_fast = fails_fast(base, tests)
     code, test_s = run_pytest(
-        [*opts.selection, *tests, *_kernel_args(opts, patch)], results, opts.mutant_timeout_s, progress
+        [*opts.selection, *tests, *(["-x"] if fail_fast else []), *_kernel_args(opts, patch)],
+        results,
+        deadline,
+        progress,
     )
     if not opts.keep_kernels:
         _forget_kernel(art.bzimage.parent)
     if code is None:
-        return result(
-            MutantOutcome(Status.TIMEOUT, (f"no verdict within {opts.mutant_timeout_s:.0f} s",)), tests, build_s, test_s
-        )
+        timed_out = MutantOutcome(Status.TIMEOUT, (f"no verdict within {deadline:.0f} s ({why})",))
+        return result(timed_out, tests, build_s, test_s)
     if not (results / RUN_FILE).is_file():
         return result(
             MutantOutcome(Status.TIMEOUT, (f"pytest ended (exit {code}) without a run record: a crash",)),
@@ -233,8 +242,23 @@ def test_one(
             build_s,
             test_s,
         )
-    outcome = judge(base, load_results(results), tests)
+    outcome = judge(base, load_results(results), tests, stopped_at_first_failure=fail_fast)
     return result(outcome, tests, build_s, test_s)
+
+
+def mutant_deadline(opts: MutateOptions, base: RunResults, tests: tuple[str, ...]) -> tuple[float, str]:
+    """How long one mutant's pytest run may take, and why: the factor times the seconds the
+    base run spent in the same tests (every phase, boots included, as if run one by one),
+    plus the slack; never more than --mutant-timeout. A base run without durations (recorded
+    before they were) leaves the --mutant-timeout alone."""
+    spent = sum(base.durations.get(test, 0.0) for test in (tests or tuple(base.outcomes)))
+    if spent <= 0:
+        return opts.mutant_timeout_s, "--mutant-timeout"
+    scaled = opts.timeout_factor * spent + opts.timeout_slack_s
+    if scaled >= opts.mutant_timeout_s:
+        return opts.mutant_timeout_s, "--mutant-timeout"
+    factor, slack = opts.timeout_factor, opts.timeout_slack_s
+    return scaled, f"{factor:g} x the base run's {spent:.0f} s in these tests + {slack:.0f} s"
 
 
 def _file_name(mutant_id: str) -> str:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from testbed.mutate import report
-from testbed.mutate.judge import Status, judge
+from testbed.mutate.judge import Status, fails_fast, judge
 from testbed.runs.record import SplatRecord
 from testbed.runs.results import RunResults
 
@@ -89,3 +89,21 @@ def test_results_round_trip_and_the_report_lists_survivors_with_their_diff(tmp_p
     assert "| `drivers/x.c` | `f` | 0/1 (0 %) | 0 | 1 | 0 | 0 |" in text
     doc = json.loads((tmp_path / "mutants.json").read_text())
     assert doc["functions"]["drivers/x.c:g"]["percent"] == 100.0
+
+
+def test_a_run_stopped_at_its_first_failure_is_judged_by_that_failure():
+    stopped = _run({"t::a": "failed"})
+    verdict = judge(BASE, stopped, (), stopped_at_first_failure=True)
+    assert verdict.status is Status.KILLED
+    assert verdict.reasons == (
+        "t::a: passed -> failed",
+        "2 later test(s) not run: the run stopped at its first failure (-x)",
+    )
+    # a run that was not told to stop there: every missing test is a reason of its own
+    assert len(judge(BASE, stopped, ()).reasons) == 3
+
+
+def test_a_mutant_run_stops_at_its_first_failure_only_where_the_base_failed_nothing():
+    assert fails_fast(BASE, ())  # passed, passed, xfailed
+    broken = _run({"t::a": "passed", "t::b": "failed"})
+    assert not fails_fast(broken, ()) and fails_fast(broken, ("t::a",))

@@ -140,3 +140,14 @@ def test_a_judged_mutants_kernel_and_its_probe_module_leave_the_cache(tmp_path: 
     run._forget_kernel(entry)
     assert not entry.exists() and not probe.exists() and other.exists()
     run._forget_kernel(tmp_path / "elsewhere")  # outside the kernel cache: never touched
+
+
+def test_a_mutants_deadline_scales_with_what_the_base_run_spent_in_its_tests(options: run.MutateOptions):
+    timed = RunResults(
+        Path("/r"), {"t::a": "passed", "t::b": "passed"}, (), (), {}, {}, (), "", (), {}, durations={"t::a": 40.0}
+    )
+    deadline, why = run.mutant_deadline(options, timed, ("t::a", "t::b"))
+    assert deadline == 2 * 40 + 60 and why == "2 x the base run's 40 s in these tests + 60 s"
+    long = RunResults(Path("/r"), {"t::a": "passed"}, (), (), {}, {}, (), "", (), {}, durations={"t::a": 600.0})
+    assert run.mutant_deadline(options, long, ()) == (900.0, "--mutant-timeout")
+    assert run.mutant_deadline(options, BASE, ()) == (900.0, "--mutant-timeout")  # no durations recorded
