@@ -6,17 +6,19 @@ import functools
 import json
 import py_compile
 import shlex
+import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import GuestError, TestbedError
+from ..errors import GuestError, InfraError, TestbedError
 from ..render import backing_files
-from ..render.qdev import endpoint_spec
+from ..render.qdev import AGENT_PORT_ID, endpoint_spec
 from ..timeouts import Deadline
 from ..topology import Layout, Topology, Verdict, verdicts
 from ..topology.model import EndpointKind
@@ -57,6 +59,7 @@ class GuestVM:
     agent_ready_at: float | None = None  # time.monotonic() when boot() had the agent answering
     _release: str | None = field(default=None, init=False, repr=False)  # "" once read and absent
     _agent: Agent | None = field(default=None, init=False, repr=False)
+    _port_closed_at: int | None = field(default=None, init=False, repr=False)  # QMP events then
 
     def __post_init__(self) -> None:
         self.layout = self.plan.layout  # built once, with the argv
@@ -66,10 +69,13 @@ class GuestVM:
         """The guest of a started `machine` brought up the one way everyone uses: SSH, the
         agent, then (`fingerprint`) what the guest sees, checked against the model. Raises as the
         steps do; stopping the machine on failure is the caller's (the pool judges what it left)."""
-        machine.wait_ssh()
+        if plan.runtime.agent_socket is None:  # the agent only through SSH: log in first
+            machine.wait_ssh()
         vm = cls(plan.topology, plan, machine)
         vm.install_agent()
         vm.agent_ready_at = time.monotonic()
+        if machine.started_at is not None:
+            machine.ready_seconds = vm.agent_ready_at - machine.started_at
         if fingerprint:
             vm.fingerprint = fingerprints.take(vm)
             vm.model_problems = fingerprints.model_mismatches(
@@ -115,7 +121,12 @@ class GuestVM:
 
     def install_agent(self) -> None:
         """Copy the in-guest helper modules (changing one needs no image rebuild) and start the
-        agent that runs them: one process, one SSH channel, for every call of this VM."""
+        agent that runs them: one process, one channel, for every call of this VM. The channel
+        is the virtio-serial port when the launch has one (no SSH login before the agent
+        answers), else a forward through SSH."""
+        if self.plan.runtime.agent_socket is not None:
+            self._install_agent_on_port(self.plan.runtime.agent_socket)
+            return
         ssh = self.machine.wait_ssh()
         # The interpreter is testbed-init's agent listener, started while sshd was: sshd
         # connects this channel to it (no exec), it forks, and the bootstrap sent here unpacks
@@ -129,6 +140,94 @@ class GuestVM:
             self._agent.wait_ready(self.machine.timeouts.guest_command)
         except GuestError as exc:  # the session failed: the listener's log says why
             raise GuestError(f"{exc}\n{self._listener_said(ssh)}") from None
+
+    def _install_agent_on_port(self, path: Path) -> None:
+        """The agent on the virtio-serial port: the bootstrap and the helpers are written into
+        QEMU's socket at once (they wait there until the guest's listener opens the port), then
+        the boot is watched until the agent answers: a panic, a stall or QEMU's end stops the
+        wait as they stop the SSH wait. Past LISTENER_CHECK_S without an answer, SSH asks the
+        guest whether its listener still runs, so a dead one is reported with its log."""
+        self._wait_port_released()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            sock.close()
+            raise self.machine.explain(
+                InfraError(f"{self.machine.name}: cannot connect to the agent's port {path}: {exc}")
+            ) from None
+        writer, reader = sock.makefile("wb"), sock.makefile("rb")
+
+        def shutdown() -> None:
+            try:  # wakes a thread blocked in a read or a write (a close alone would not)
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def close() -> None:
+            shutdown()
+            for part in (writer, reader, sock):
+                try:
+                    part.close()
+                except OSError:
+                    pass
+
+        agent = Agent(writer, reader, self.machine.name, close)
+        # From a thread: QEMU reads the socket only while the guest holds the port open, so the
+        # write blocks until the listener opens it (a boot away), or for good if none does.
+        payload = listener_preamble(AGENT_BOOTSTRAP, [GUEST_AGENT_DIR]) + agent_bundle(sorted(AGENT_DIR.glob("*.py")))
+        failed: list[BaseException] = []
+        sender = threading.Thread(
+            target=_send_all, args=(writer, payload, failed), name=f"agent-send-{self.machine.name}", daemon=True
+        )
+        sender.start()
+        try:
+            self._wait_agent_on_port(agent)
+            sender.join(LISTENER_CHECK_S)  # it answered after reading the last byte: the write is done
+            if failed or sender.is_alive():
+                raise InfraError(f"{self.machine.name}: writing the agent's bootstrap: {failed or 'still blocked'}")
+        except BaseException:
+            shutdown()  # first: a write blocked in the sender holds the writer's lock
+            agent.close()
+            raise
+        self._agent = agent
+
+    def _wait_port_released(self) -> None:
+        """Before a new session on the port: the last one gone from the guest's end. The port
+        has one end; a session reads EOF only if the host side is still closed when it reads,
+        so a new connection made at once could be read by the old agent as its own input."""
+        if self._agent is not None:
+            self.close_agent()
+        if self._port_closed_at is None:
+            return
+        since, self._port_closed_at = self._port_closed_at, None
+        try:
+            self.machine.qmp.wait_event(
+                "VSERPORT_CHANGE", {"id": AGENT_PORT_ID, "open": False}, timeout=LISTENER_CHECK_S, since=since
+            )
+        except GuestError as exc:
+            said = self._listener_said(self.machine.wait_ssh())
+            why = f"the last agent session still holds its port: {exc}"
+            raise GuestError(f"{self.machine.name}: {why}\n{said}") from None
+
+    def _wait_agent_on_port(self, agent: Agent) -> None:
+        deadline = Deadline(self.machine.timeouts.boot_to_ssh)
+        settled = lambda: agent.ready.is_set() or agent.dead is not None  # noqa: E731
+        check = Deadline(LISTENER_CHECK_S)
+        while not self.machine.watch_boot(min(check, deadline, key=Deadline.remaining), done=settled):
+            if deadline.expired:
+                raise GuestError(
+                    f"{self.machine.name}: the guest agent did not answer on its port within "
+                    f"{self.machine.timeouts.boot_to_ssh:.0f}s\n{self._listener_said(self.machine.wait_ssh())}"
+                )
+            said = self._listener_said(self.machine.wait_ssh())
+            if "NOT RUNNING" in said:
+                raise GuestError(f"{self.machine.name}: the guest's agent listener does not answer\n{said}")
+            check = Deadline(LISTENER_CHECK_S)
+        try:
+            agent.wait_ready(0)
+        except GuestError as exc:
+            raise self.machine.explain(exc) from None
 
     def _connect_to_listener(self, ssh: SSH) -> tuple[IO[bytes], IO[bytes], Callable[[], None]]:
         """The forwarded channel to the agent listener, waiting while it still starts (a debug
@@ -172,6 +271,8 @@ class GuestVM:
 
     def close_agent(self) -> None:
         if self._agent is not None:
+            if self.plan.runtime.agent_socket is not None:  # the guest closes its end after this
+                self._port_closed_at = self.machine.qmp.event_count
             self._agent.close()
             self._agent = None
 
@@ -249,6 +350,14 @@ class GuestVM:
 
     def dmesg(self) -> str:
         return self.machine.run("dmesg").stdout
+
+
+def _send_all(writer: IO[bytes], payload: bytes, failed: list[BaseException]) -> None:
+    try:
+        writer.write(payload)
+        writer.flush()
+    except (OSError, ValueError) as exc:  # closed under it: the wait says why
+        failed.append(exc)
 
 
 # python3 -c AGENT_BOOTSTRAP DIR: stdin starts with the helpers, each as "<name> <size>\n" and

@@ -93,6 +93,16 @@ def built_patches(bzimage: Path) -> list[str] | None:
     return list(manifest.patches) if manifest is not None else None
 
 
+def built_config(bzimage: Path) -> dict[str, str] | None:
+    """The final .config of a kernel the testbed built; None for a bzImage from elsewhere."""
+    path = bzimage.parent / ".config"
+    if read_manifest(bzimage.parent) is None or not path.is_file():
+        return None
+    from .kconfig import parse_dotconfig
+
+    return parse_dotconfig(path.read_text(errors="replace"))
+
+
 def write_manifest(directory: Path, data: dict[str, Any]) -> None:
     tmp = directory / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

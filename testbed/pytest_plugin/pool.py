@@ -128,7 +128,7 @@ class VmPool:
         except BaseException as exc:
             self.release(None, machine, boot_stalled=may_retry and isinstance(exc, BootStalled))
             raise
-        self.boot_seconds.append((plan.topology.name, machine.ssh_ready_seconds or 0.0))
+        self.boot_seconds.append((plan.topology.name, machine.ready_seconds or 0.0))
         fingerprint = vm.fingerprint.path if vm.fingerprint else None
         kernel_config = variant.kernel_config or o.kernel.config_set
         self.launches.append(

@@ -41,7 +41,7 @@ def _no_vm_test_ran(config: pytest.Config) -> str | None:
 
 def _boot_summary(terminalreporter: TerminalReporter, state: TestbedState) -> None:
     for name, seconds in state.boot_seconds:
-        terminalreporter.write_line(f"testbed: booted {name} to SSH in {seconds:.1f}s")
+        terminalreporter.write_line(f"testbed: booted {name} to ready in {seconds:.1f}s")
     fresh = fresh_summary(state.fresh_waits)
     if fresh:
         terminalreporter.write_line(f"testbed: {fresh}")

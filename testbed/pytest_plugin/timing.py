@@ -1,6 +1,6 @@
 """Where a run's time went, for the end of the run: test time per test file (setup, call and
 teardown of every test, summed over the workers: a VM booted for a test counts in its setup),
-the VM boots to SSH, and the waits of destructive tests for a VM of their own."""
+the VM boots to ready (the guest agent answering), and the waits of destructive tests for a VM of their own."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def time_lines(
     boot_s = [s for _, s in boots]
     if boot_s:
         lines.append(
-            f"VM boots to SSH: {len(boot_s)}, {sum(boot_s):.0f} s in all, median {statistics.median(boot_s):.1f} s "
+            f"VM boots to ready: {len(boot_s)}, {sum(boot_s):.0f} s in all, median {statistics.median(boot_s):.1f} s "
             "(inside the tests' setup time)"
         )
     wait_s = [w.seconds for w in waits]

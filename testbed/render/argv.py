@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..topology.layout import Layout, NodeKind, build_layout
 from ..topology.model import HotplugMode, IommuMode, IommuType, Topology
-from .qdev import DeviceSpec, backend_options, bridge_spec, disk_and_net, endpoint_spec, iommu_spec
+from .qdev import DeviceSpec, agent_port, backend_options, bridge_spec, disk_and_net, endpoint_spec, iommu_spec
 from .runtime import Runtime
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -87,6 +87,9 @@ def device_models(topo: Topology, layout: Layout | None = None) -> frozenset[str
 def render_argv(topo: Topology, runtime: Runtime, qemu: str = QEMU_BINARY, layout: Layout | None = None) -> list[str]:
     layout = layout or build_layout(topo)
     backends, infra_devices = disk_and_net(runtime.disk, runtime.ssh_host_port)
+    if runtime.agent_socket is not None:
+        agent_backends, agent_devices = agent_port(runtime.agent_socket)
+        backends, infra_devices = backends + agent_backends, infra_devices + agent_devices
     devices = []
     iommu = iommu_spec(topo)
     if iommu is not None:
@@ -143,6 +146,7 @@ def preview_runtime(accel: str = "tcg", workdir: Path = Path("RUNDIR")) -> Runti
         qmp_socket=workdir / "qmp.sock",
         console_log=workdir / "console.log",
         backing_dir=workdir / "backing",
+        agent_socket=workdir / "agent.sock",
     )
 
 

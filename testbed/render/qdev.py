@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..topology.layout import DISK_SLOT, IOMMU_SLOT, NET_SLOT, RNG_SLOT, Layout, NodeKind, Placement
+from ..topology.layout import AGENT_SLOT, DISK_SLOT, IOMMU_SLOT, NET_SLOT, RNG_SLOT, Layout, NodeKind, Placement
 from ..topology.model import ROOT_BUS, Endpoint, EndpointKind, IommuType, Topology
 from ..topology.units import MiB
 
@@ -26,10 +26,10 @@ class DeviceSpec:
 
 
 # The properties the renderer emits, by their QEMU type (test_render checks every one is here)
-INT_PROPS = frozenset({"cmb_size_mb", "dma_mask", "chassis", "slot", "port", "bus_nr"})
+INT_PROPS = frozenset({"cmb_size_mb", "dma_mask", "chassis", "slot", "port", "bus_nr", "nr"})
 INT_PROPS |= {"bus-reserve", "io-reserve", "mem-reserve", "pref64-reserve"}
 BOOL_PROPS = frozenset({"hotplug", "disable-acs", "peer-routing", "multifunction"})
-STRING_PROPS = frozenset({"id", "bus", "addr", "serial", "drive", "memdev", "netdev", "intremap"})
+STRING_PROPS = frozenset({"id", "bus", "addr", "serial", "drive", "memdev", "netdev", "intremap", "chardev", "name"})
 
 
 def qmp_value(prop: str, value: str) -> str | int | bool:
@@ -173,6 +173,33 @@ def iommu_spec(topo: Topology) -> DeviceSpec | None:
     if kind is IommuType.VIRTIO:
         return DeviceSpec("virtio-iommu-pci", (("bus", ROOT_BUS), ("addr", f"{IOMMU_SLOT:#04x}.0")))
     return None
+
+
+# The guest agent's port: testbed-agent-listen in the image opens /dev/vport*p1 named so.
+AGENT_PORT_NAME = "org.testbed.agent"
+AGENT_CHARDEV = "agent"
+AGENT_PORT_ID = "agent-port"  # QMP's VSERPORT_CHANGE names it: the guest opened or closed its end
+
+
+def agent_port(socket: Path) -> tuple[list[tuple[str, str]], list[DeviceSpec]]:
+    """A virtio-serial port for the guest agent, on a QEMU socket the harness connects to as
+    QEMU starts (wait=off: QEMU does not wait for it). Bytes written before the guest opens the
+    port wait in QEMU; a closed host side is the agent's EOF."""
+    backends = [("-chardev", f"socket,id={AGENT_CHARDEV},path={_escape(str(socket))},server=on,wait=off")]
+    devices = [
+        DeviceSpec("virtio-serial-pci", (("id", "agent-serial"), ("bus", ROOT_BUS), ("addr", f"{AGENT_SLOT:#04x}.0"))),
+        DeviceSpec(
+            "virtserialport",
+            (
+                ("id", AGENT_PORT_ID),
+                ("bus", "agent-serial.0"),
+                ("nr", "1"),
+                ("chardev", AGENT_CHARDEV),
+                ("name", AGENT_PORT_NAME),
+            ),
+        ),
+    ]
+    return backends, devices
 
 
 def disk_and_net(disk: Path, ssh_host_port: int) -> tuple[list[tuple[str, str]], list[DeviceSpec]]:

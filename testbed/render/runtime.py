@@ -23,3 +23,6 @@ class Runtime:
     extra_append: tuple[str, ...] = field(default_factory=tuple)
     ssh_host_port: int = 0
     paused: bool = False  # -S: stop before the firmware runs (tree checks)
+    # the guest agent's virtio-serial port, a QEMU socket here; None: the agent is reached
+    # through SSH (a kernel without CONFIG_VIRTIO_CONSOLE, a firmware-only run)
+    agent_socket: Path | None = None

@@ -102,13 +102,21 @@ def _row(record: dict[str, Any]) -> str:
         )
     if bench == "boot":
         extra = f" + `{' '.join(record['append'])}`" if record.get("append") else ""
-        order = ("qemu+firmware", "kernel", "init", "sshd→login", "agent")
+        order = ("qemu+firmware", "kernel", "init", "sshd→login", "agent", "init→agent")
         got = record["phases_s"]
         phases = ", ".join(f"{n} {got[n]:.2f}" for n in sorted(got, key=lambda n: order.index(n) if n in order else 9))
+        channel = {"virtio-serial": "; agent on its virtio-serial port", "ssh": "; agent through SSH"}.get(
+            record.get("agent_channel", ""), ""
+        )
+        no_port = (
+            f"; bare boot without the port {record['bare_no_port_s']:.2f} s, ratio {record['ratio_no_port']:.2f}"
+            if "bare_no_port_s" in record
+            else ""
+        )
         return (
             f"| `{config}` kernel{extra}, `{record['topology']}` (`bench/boot`, median of {record['runs']}, "
-            f"{BOOT_ORDER[record.get('order', 'alternate')]}): "
-            f"bare boot to a trivial init / launch to ready for tests (phases: {phases}) | "
+            f"{BOOT_ORDER[record.get('order', 'alternate')]}{channel}): "
+            f"bare boot to a trivial init / launch to ready for tests (phases: {phases}{no_port}) | "
             f"{record['bare_s']:.2f} s / {record['ready_s']:.2f} s (ratio {record['ratio']:.2f}) | {when} |"
         )
     if bench == "suites":

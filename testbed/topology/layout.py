@@ -23,19 +23,20 @@ class NodeKind(str, Enum):
 
 
 # Slots of pcie.0 the testbed owns: 0 is q35's host bridge, 1 holds a PCI IOMMU
-# (virtio-iommu-pci, or the function amd-iommu creates), 0x1c an entropy source (sshd would
-# otherwise wait seconds for the CRNG under TCG), 0x1d/0x1e the root disk and the NIC, 0x1f the
-# ICH9 LPC/SATA/SMBus functions q35 always has.
+# (virtio-iommu-pci, or the function amd-iommu creates), 0x1b the guest agent's virtio-serial
+# port, 0x1c an entropy source (sshd would otherwise wait seconds for the CRNG under TCG),
+# 0x1d/0x1e the root disk and the NIC, 0x1f the ICH9 LPC/SATA/SMBus functions q35 always has.
 ROOT_BUS_RESERVED = {
     0: "q35 host bridge",
     1: "IOMMU",
+    0x1B: "guest agent's virtio-serial port",
     0x1C: "entropy source",
     0x1D: "root disk",
     0x1E: "network",
     0x1F: "ICH9 LPC/SATA/SMBus",
 }
 FIRST_AUTO_SLOT = {True: 2, False: 0}  # on pcie.0 / on a pxb root bus
-RNG_SLOT, DISK_SLOT, NET_SLOT, IOMMU_SLOT = 0x1C, 0x1D, 0x1E, 0x01
+RNG_SLOT, DISK_SLOT, NET_SLOT, IOMMU_SLOT, AGENT_SLOT = 0x1C, 0x1D, 0x1E, 0x01, 0x1B
 
 Q35_HOST_BRIDGE_ID = "8086:29c0"
 DEVICE_IDS = {

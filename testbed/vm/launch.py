@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..kernel.artifact import built_config
 from ..kernel.request import KernelRequest
 from ..paths import results_root, runtime_dir
 from ..render.qdev import BackingFile
@@ -81,6 +82,7 @@ def plan_launch(
     runtime = Runtime(
         accel=decision.accel,
         kernel=bzimage,
+        agent_socket=runtime_dir() / f"{name}.agent" if has_agent_port(bzimage) else None,
         disk=disk,
         qmp_socket=runtime_dir() / f"{name}.qmp",
         console_log=run_dir / "console.log",
@@ -94,6 +96,13 @@ def plan_launch(
         timeouts = timeouts.with_boot_work(boot_work_s, decision.accel)
     argv = render_argv(topo, runtime, qemu=qemu.path, layout=layout)
     return LaunchPlan(name, argv, runtime, image.ssh_key, timeouts, decision, run_dir, topo, layout)
+
+
+def has_agent_port(bzimage: Path) -> bool:
+    """Whether the guest agent can answer on a virtio-serial port: a kernel the testbed built
+    with CONFIG_VIRTIO_CONSOLE. Any other kernel's agent is reached through SSH."""
+    config = built_config(bzimage)
+    return config is not None and config.get("CONFIG_VIRTIO_CONSOLE") == "y"
 
 
 class QemuLacks(ConfigError):

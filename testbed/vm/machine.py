@@ -6,6 +6,7 @@ import fcntl
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -87,6 +88,7 @@ class Machine:
         self.stop_report: StopReport | None = None
         self.started_at: float | None = None
         self.ssh_ready_seconds: float | None = None  # launch → first SSH login
+        self.ready_seconds: float | None = None  # launch → ready for tests (the guest agent answering)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -161,6 +163,8 @@ class Machine:
         else:
             registry.unreserve(self.name)  # the name launch reserved, if QEMU never registered
         self.runtime.qmp_socket.unlink(missing_ok=True)
+        if self.runtime.agent_socket is not None:
+            self.runtime.agent_socket.unlink(missing_ok=True)
         if self.stop_report.stage is StopStage.SURVIVED:
             raise InfraError(
                 f"QEMU pid {self.process.pid} survived SIGKILL (stuck in the kernel?); console: {self.console_log}"
@@ -213,12 +217,23 @@ class Machine:
         back-off: the login then came 1.5-4 s after sshd was up. A panic, an RCU stall under
         TCG (BootStalled) and a dead QEMU end the wait at once; a console that never says it
         leaves the SSH retries to decide."""
+        self.watch_boot(deadline, line_done=lambda line: console.SSHD_READY in line)
+
+    def watch_boot(
+        self,
+        deadline: Deadline,
+        line_done: Callable[[str], bool] = lambda _: False,
+        done: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """Watch the booting guest's console until a line satisfies `line_done` or `done()`
+        holds (True), or the deadline passes (False). A panic (GuestError), an RCU stall under
+        TCG (BootStalled) and a dead QEMU (InfraError) end the watch at once."""
         lines = console.ConsoleLines(self.console_log)
         while not deadline.expired:
             exited = self.process.poll() is not None  # before the read: its last words are read
             for line in lines.new():
-                if console.SSHD_READY in line:
-                    return
+                if line_done(line):
+                    return True
                 panic = console.find_panic(line)
                 if panic:
                     raise GuestError(
@@ -231,7 +246,10 @@ class Machine:
                     )
             if exited:
                 self._check_exited()
+            if done():
+                return True
             time.sleep(0.02)
+        return False
 
     def _check_alive(self) -> None:
         """Raise if waiting longer is pointless: the kernel panicked or QEMU is gone."""

@@ -262,18 +262,24 @@ class QMP:
         with self._cond:
             return list(self._events)
 
+    @property
+    def event_count(self) -> int:
+        """How many events came so far: a mark for wait_event(since=...)."""
+        with self._cond:
+            return len(self._events)
+
     def wait_event(
-        self, name: str, match: Mapping[str, Any] | None = None, timeout: float | None = None
+        self, name: str, match: Mapping[str, Any] | None = None, timeout: float | None = None, since: int = 0
     ) -> dict[str, Any]:
         """The first event `name` whose data contains `match` that no earlier wait_event
         returned — including events that arrived before this call (no race with the command
-        that causes them)."""
+        that causes them); `since`: only from the event_count taken then on."""
         timeout = self.event_timeout if timeout is None else timeout
         deadline = Deadline(timeout)
         with self._cond:
             while True:
                 for index, event in enumerate(self._events):
-                    if index in self._consumed or event.get("event") != name:
+                    if index < since or index in self._consumed or event.get("event") != name:
                         continue
                     if matches(event.get("data") or {}, match):
                         self._consumed.add(index)

@@ -168,3 +168,29 @@ def test_render_command_prints_shell_quoted(capsys):
     assert main(["render", "two-switch"]) == 0
     out = capsys.readouterr().out.strip()
     assert shlex.split(out) == render_argv(load_topology("two-switch"), preview_runtime())
+
+
+def test_the_agent_port_is_rendered_only_with_its_socket():
+    """A launch with an agent socket gets the virtio-serial port the guest's listener opens
+    (nr=1, the name it checks); one without (a kernel from elsewhere) gets no such device."""
+    topo = load_topology("two-switch")
+    with_port = render_argv(topo, preview_runtime())
+    assert "socket,id=agent,path=RUNDIR/agent.sock,server=on,wait=off" in with_port
+    assert "virtio-serial-pci,id=agent-serial,bus=pcie.0,addr=0x1b.0" in with_port
+    assert "virtserialport,id=agent-port,bus=agent-serial.0,nr=1,chardev=agent,name=org.testbed.agent" in with_port
+    from dataclasses import replace
+
+    without = render_argv(topo, replace(preview_runtime(), agent_socket=None))
+    assert not [a for a in without if "virtio-serial" in a or "id=agent" in a]
+
+
+def test_the_agent_slot_is_refused_to_a_topology(tmp_path):
+    from testbed.errors import ConfigError
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: t\nroot_ports:\n  - id: rp1\n    slot: 0x1b\nendpoints:\n  - id: nvme0\n    kind: nvme\n"
+        "    parent: rp1\n"
+    )
+    with pytest.raises(ConfigError, match="slot 0x1b of pcie.0 is taken by the guest agent's virtio-serial port"):
+        load_topology(path)

@@ -19,7 +19,7 @@ def test_files_longest_first_then_boots_and_waits():
     assert lines[1].endswith("tests/vm/test_p2p.py") and "57 %" in lines[1]
     assert lines[2].endswith("tests/vm/test_kselftest.py") and "2 tests" in lines[2]
     assert lines[3].endswith("1 other files") and "1.0 s" in lines[3]
-    assert lines[4].startswith("VM boots to SSH: 2, 8 s in all, median 4.0 s")
+    assert lines[4].startswith("VM boots to ready: 2, 8 s in all, median 4.0 s")
     assert lines[5] == "destructive tests waited 4 s for VMs of their own (1 tests)"
 
 

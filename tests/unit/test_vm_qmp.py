@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from testbed.errors import InfraError
+from testbed.errors import GuestError, InfraError
 from testbed.render import inherited_monitor_args
 from testbed.render.runtime import Runtime
 from testbed.timeouts import Timeouts
@@ -233,3 +233,23 @@ def test_machine_fails_at_once_with_qemus_words(tmp_path, monkeypatch):
     message = str(err.value)
     assert "hung up before its greeting" in message and "exited with status 1" in message
     assert "'nope' is not a valid device model name" in message
+
+
+def test_an_event_is_waited_for_from_a_mark_on(pair):
+    """The agent's port closing: an older VSERPORT_CHANGE of the same kind is not this one."""
+    qmp, ours, theirs = pair
+    server = threading.Thread(target=serve, args=(theirs,), daemon=True)
+    server.start()
+    qmp.connect(ours, timeout=5.0)
+    qmp.command("cont")  # RESUME 1, before the mark
+    deadline = time.monotonic() + 5.0
+    while qmp.event_count < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    mark = qmp.event_count
+    qmp.command("cont")  # RESUME 2
+    assert qmp.wait_event("RESUME", timeout=5.0, since=mark) is qmp._events[mark]
+    assert qmp.wait_event("RESUME", timeout=0.5) is qmp._events[0]  # the older one was left alone
+    with pytest.raises(GuestError, match="RESUME"):
+        qmp.wait_event("RESUME", timeout=0.2)
+    qmp.command("quit")
+    server.join(5.0)
