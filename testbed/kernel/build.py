@@ -224,7 +224,7 @@ def _build(p: Plan, root: Path, progress: Progress) -> KernelArtifact:
     srctree, fix_decisions = _source_tree(p, root, progress)
     builddir = _build_dir(root, srctree, p.config_set)
     seeding = os.environ.get(SEED_ENV, "1") != "0"
-    if seeding and p.series and p.coverage is None and not (builddir / "vmlinux").exists():
+    if seeding and p.series and p.coverage is None:
         _seed_from_base(p, root, srctree, builddir, progress)
     builddir.mkdir(parents=True, exist_ok=True)
     log = builddir / "build.log"
@@ -293,7 +293,10 @@ def _provenance(p: Plan, srctree: Path) -> dict[str, object]:
 
 def _seed_from_base(p: Plan, root: Path, srctree: Path, builddir: Path, progress: Progress) -> None:
     """A series' first build in this tree starts from the base build's objects (seed.py); when
-    that cannot be done, from nothing, as before.
+    that cannot be done, from nothing, as before. So does a later one when the base build it was
+    seeded from is not the newest any more (a config fragment or a base fix changed since): the
+    new base has caught up with the change, the series' directory would rebuild all the change
+    reaches (seen: 1543 objects in 348 s for one mutant, after one option was added).
 
     Only from Debian's source: that tree never changes, so its build directories hold objects
     of exactly its content. A user's tree built in place may have been built at other commits
@@ -304,6 +307,11 @@ def _seed_from_base(p: Plan, root: Path, srctree: Path, builddir: Path, progress
     base = seedmod.find_base_build(root, p.source.path, p.config_set)
     if base is None or base.srctree == srctree:
         return
+    if (builddir / "vmlinux").exists():
+        was = seedmod.seeded_from(builddir)
+        if was is None or was == base.key:
+            return  # kbuild rebuilds what the series changed since
+        progress(f"kernel: {builddir.name} started from kernel {was}; the base is {base.key} now: starting again")
     # seeding moves the series tree's timestamps back: the tree's build directories of the other
     # config sets were built from other content and would miss rebuilds; they are dropped (their
     # next build is seeded in turn)

@@ -70,6 +70,17 @@ def find_base_build(kernel_root: Path, source_tree: Path, config_set: str) -> Ba
     return max(found, key=lambda f: f[0])[1] if found else None
 
 
+SEEDED_FROM = ".testbed-seeded-from"  # in a seeded build directory: the base kernel's key
+
+
+def seeded_from(builddir: Path) -> str | None:
+    """The key of the base kernel a build directory was seeded from (None: not seeded)."""
+    try:
+        return (builddir / SEEDED_FROM).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _git(tree: Path, *args: str) -> bytes:
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read only: no index refresh written
     proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, env=env)
@@ -166,6 +177,7 @@ def seed(base: BaseBuild, srctree: Path, builddir: Path, progress: Callable[[str
         # the series tree is ours: its index learns the new timestamps, or the next series'
         # `git checkout -f` would take every aged file for modified and write it again
         subprocess.run(["git", "-C", str(srctree), "update-index", "-q", "--refresh"], capture_output=True)
+        (work / SEEDED_FROM).write_text(base.key + "\n")  # a newer base later: seeded again
         work.rename(builddir)
     finally:
         shutil.rmtree(work, ignore_errors=True)

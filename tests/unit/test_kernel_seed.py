@@ -74,6 +74,7 @@ def test_seeding_rewrites_commands_drops_path_bearing_objects_and_ages_unchanged
     out = tmp_path / "builds" / "series"
     said: list[str] = []
     seed.seed(seed.BaseBuild(base_tree, base_build, "k1"), tree, out, said.append)
+    assert seed.seeded_from(out) == "k1"  # a newer base later seeds it again
     assert (out / ".a.o.cmd").read_text() == f"savedcmd_a.o := gcc -I{tree}/include -c {tree}/a.c\n"
     assert (out / ".a.o.cmd").stat().st_mtime_ns == mtime  # rewritten, not touched
     assert str(base_tree) not in (out / ".a.o.d").read_text()
@@ -131,3 +132,42 @@ def test_only_debians_tree_seeds_and_the_series_trees_other_builds_are_dropped(t
     debian = SimpleNamespace(source=SimpleNamespace(kind="debian", path=tmp_path / "debian"), config_set="default")
     build._seed_from_base(debian, tmp_path, series_tree, target, lambda _: None)  # type: ignore[arg-type]
     assert seeded == [target] and not debug_dir.exists()
+
+
+def test_a_series_build_is_seeded_again_when_its_base_build_is_not_the_newest(tmp_path: Path, monkeypatch):
+    """After a config fragment changed, the base rebuilt a handful of objects; the series'
+    directory, seeded from the old base, would rebuild all the change reaches (1543 objects)."""
+    from types import SimpleNamespace
+
+    from testbed.kernel import build
+
+    seeded: list[str] = []
+    newest = {"key": "k1"}
+    monkeypatch.setattr(
+        seed,
+        "find_base_build",
+        lambda root, source, config: seed.BaseBuild(
+            tmp_path / "debian", tmp_path / "builds" / newest["key"], newest["key"]
+        ),
+    )
+
+    def fake_seed(base: seed.BaseBuild, srctree: Path, builddir: Path, progress) -> None:
+        seeded.append(base.key)
+        builddir.mkdir(parents=True, exist_ok=True)
+        (builddir / "vmlinux").write_bytes(b"\x7fELF")
+        (builddir / seed.SEEDED_FROM).write_text(base.key + "\n")
+
+    monkeypatch.setattr(seed, "seed", fake_seed)
+    series_tree = tmp_path / "trees" / "wt-1"
+    target = build._build_dir(tmp_path, series_tree, "default")
+    plan = SimpleNamespace(source=SimpleNamespace(kind="debian", path=tmp_path / "debian"), config_set="default")
+    said: list[str] = []
+    for _ in range(2):  # the first build seeds; the next builds on, incrementally
+        build._seed_from_base(plan, tmp_path, series_tree, target, said.append)  # type: ignore[arg-type]
+    assert seeded == ["k1"] and seed.seeded_from(target) == "k1"
+    newest["key"] = "k2"  # the base was rebuilt with another configuration
+    build._seed_from_base(plan, tmp_path, series_tree, target, said.append)  # type: ignore[arg-type]
+    assert seeded == ["k1", "k2"] and any("started from kernel k1; the base is k2 now" in s for s in said)
+    (target / seed.SEEDED_FROM).unlink()  # built from nothing once: kbuild decides, as before
+    build._seed_from_base(plan, tmp_path, series_tree, target, said.append)  # type: ignore[arg-type]
+    assert seeded == ["k1", "k2"]
