@@ -79,6 +79,7 @@ class OpenWindow:
     debug_locks: int | None  # lockdep's debug_locks as the test began (None: no lockdep)
 
 
+QUIET_S = 1.0  # a report cut by the end marker: the console quiet this long ends it
 POLL_S = 0.02  # the marker is on the console within ms of its write; a 0.2 s poll cost every test
 
 
@@ -98,7 +99,7 @@ def wait_for_line(path: Path, needle: str, after_line: int, timeout: float) -> i
 def through_report(path: Path, end_line: int, timeout: float) -> list[str]:
     """The console from the end marker (1-based `end_line`, blanked so the report reads on
     through it) to the end of the report it interrupted: its closing line, else what came until
-    the console stayed quiet for a second, at most MAX_LINES lines and `timeout` seconds."""
+    the console stayed quiet for QUIET_S, at most MAX_LINES lines and `timeout` seconds."""
     deadline = time.monotonic() + timeout
     seen, quiet_since = -1, time.monotonic()
     while True:
@@ -107,7 +108,7 @@ def through_report(path: Path, end_line: int, timeout: float) -> list[str]:
             break
         if len(after) != seen:
             seen, quiet_since = len(after), time.monotonic()
-        if time.monotonic() - quiet_since >= 1.0 or time.monotonic() > deadline or len(after) >= MAX_LINES:
+        if time.monotonic() - quiet_since >= QUIET_S or time.monotonic() > deadline or len(after) >= MAX_LINES:
             break
         time.sleep(0.1)
     closing = next((i for i, line in enumerate(after) if i and END_RE.match(strip_prefix(line))), len(after) - 1)

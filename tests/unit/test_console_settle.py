@@ -38,8 +38,10 @@ def test_a_console_that_never_goes_quiet_is_waited_for_at_most_max_s(tmp_path):
     log.write_text(DELAYED)
     started = time.monotonic()
 
-    def keep_printing() -> None:
-        while time.monotonic() - started < 3:
+    done = threading.Event()
+
+    def keep_printing() -> None:  # until the wait is over: it must not outlast max_s
+        while not done.is_set() and time.monotonic() - started < 3:
             with log.open("a") as f:
                 f.write("[   40.0] kobject: noise\n")
             time.sleep(0.05)
@@ -47,5 +49,6 @@ def test_a_console_that_never_goes_quiet_is_waited_for_at_most_max_s(tmp_path):
     printer = threading.Thread(target=keep_printing)
     printer.start()
     waited = settle(log, quiet_s=0.5, max_s=1.0)
+    done.set()
     printer.join()
     assert 0.9 <= waited <= 1.5

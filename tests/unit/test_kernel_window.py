@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from testbed.guestvm import window
 from testbed.guestvm.window import ExpectedMessages, WindowFindings, begin, end
 from testbed.logs.known import load_known
 from testbed.timeouts import Timeouts
 
 LOGS = Path(__file__).resolve().parent.parent / "logs" / "splats"
+
+
+@pytest.fixture(autouse=True)
+def quick_quiet(monkeypatch):
+    """Nothing prints to these consoles after the end marker: no need to wait a second for it."""
+    monkeypatch.setattr(window, "QUIET_S", 0.05)
 
 
 class FakeMachine:
