@@ -23,6 +23,7 @@ from ..timeouts import Deadline
 from ..topology import Layout, Topology, Verdict, verdicts
 from ..topology.model import EndpointKind
 from ..vm import Machine, hotplug
+from ..vm.console import ConsoleLines
 from ..vm.hotplug import UnplugResult
 from ..vm.launch import LaunchPlan
 from ..vm.ssh import SSH, RunResult
@@ -214,7 +215,10 @@ class GuestVM:
         deadline = Deadline(self.machine.timeouts.boot_to_ssh)
         settled = lambda: agent.ready.is_set() or agent.dead is not None  # noqa: E731
         check = Deadline(LISTENER_CHECK_S)
-        while not self.machine.watch_boot(min(check, deadline, key=Deadline.remaining), done=settled):
+        lines = ConsoleLines(self.machine.console_log)  # one reader for the whole wait
+        if self.agent_ready_at is not None:  # an agent again, not a boot: what was printed is judged
+            lines.new()
+        while not self.machine.watch_boot(min(check, deadline, key=Deadline.remaining), lines, done=settled):
             if deadline.expired:
                 raise GuestError(
                     f"{self.machine.name}: the guest agent did not answer on its port within "
@@ -330,9 +334,6 @@ class GuestVM:
                 f"no kernel message matching {pattern!r} within {timeout:.0f} s; logged: {out['lines'][-20:]}"
             )
         return list(out["lines"])
-
-    def kmsg(self, line: str) -> None:
-        self.mark(line)
 
     def mark(self, line: str) -> int | None:
         """Write `line` to the kernel log (a record of its own), then read lockdep's debug_locks

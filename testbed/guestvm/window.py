@@ -83,10 +83,10 @@ QUIET_S = 1.0  # a report cut by the end marker: the console quiet this long end
 POLL_S = 0.02  # the marker is on the console within ms of its write; a 0.2 s poll cost every test
 
 
-def wait_for_line(path: Path, needle: str, after_line: int, timeout: float) -> int | None:
-    """1-based line number of the first line after `after_line` containing needle."""
+def wait_for_line(lines: NumberedLines, needle: str, after_line: int, timeout: float) -> int | None:
+    """1-based line number of the first line after `after_line` containing needle, among the
+    lines `lines` has not handed out yet."""
     deadline = time.monotonic() + timeout
-    lines = NumberedLines(path)
     while True:
         for number, text in lines.new():
             if number > after_line and needle in text:
@@ -120,9 +120,10 @@ def begin(vm: GuestVM, test_id: str) -> OpenWindow:
     Lockdep turns itself off after its first report or when it runs out of entries, and from
     then on reports nothing: a test after that point would pass blind."""
     text = marker("begin", test_id)
-    start = NumberedLines(vm.machine.console_log).count()
+    lines = NumberedLines(vm.machine.console_log)
+    start = lines.count()  # the log read once: the wait goes on from there
     locks = vm.mark(text)
-    line = wait_for_line(vm.machine.console_log, text, start, vm.machine.timeouts.console_flush)
+    line = wait_for_line(lines, text, start, vm.machine.timeouts.console_flush)
     return OpenWindow(line if line is not None else start + 1, locks)
 
 
@@ -139,7 +140,9 @@ def end(
     locks_after = None
     try:
         locks_after = vm.mark(text)
-        end_line = wait_for_line(vm.machine.console_log, text, begin_line, vm.machine.timeouts.console_flush)
+        end_line = wait_for_line(
+            NumberedLines(vm.machine.console_log), text, begin_line, vm.machine.timeouts.console_flush
+        )
     except Exception:  # the guest may be gone; judge what reached the console
         end_line = None
     lines = vm.machine.console_log.read_text(errors="replace").splitlines()

@@ -254,10 +254,10 @@ def mutant_deadline(opts: MutateOptions, base: RunResults, tests: tuple[str, ...
     spent = sum(base.durations.get(test, 0.0) for test in (tests or tuple(base.outcomes)))
     if spent <= 0:
         return opts.mutant_timeout_s, "--mutant-timeout"
-    scaled = opts.timeout_factor * spent + opts.timeout_slack_s
+    factor, slack = opts.timeout_factor, opts.timeout_slack_s
+    scaled = factor * spent + slack
     if scaled >= opts.mutant_timeout_s:
         return opts.mutant_timeout_s, "--mutant-timeout"
-    factor, slack = opts.timeout_factor, opts.timeout_slack_s
     return scaled, f"{factor:g} x the base run's {spent:.0f} s in these tests + {slack:.0f} s"
 
 

@@ -217,18 +217,20 @@ class Machine:
         back-off: the login then came 1.5-4 s after sshd was up. A panic, an RCU stall under
         TCG (BootStalled) and a dead QEMU end the wait at once; a console that never says it
         leaves the SSH retries to decide."""
-        self.watch_boot(deadline, line_done=lambda line: console.SSHD_READY in line)
+        sshd_ready = lambda line: console.SSHD_READY in line  # noqa: E731
+        self.watch_boot(deadline, console.ConsoleLines(self.console_log), line_done=sshd_ready)
 
     def watch_boot(
         self,
         deadline: Deadline,
+        lines: console.ConsoleLines,
         line_done: Callable[[str], bool] = lambda _: False,
         done: Callable[[], bool] = lambda: False,
     ) -> bool:
-        """Watch the booting guest's console until a line satisfies `line_done` or `done()`
-        holds (True), or the deadline passes (False). A panic (GuestError), an RCU stall under
-        TCG (BootStalled) and a dead QEMU (InfraError) end the watch at once."""
-        lines = console.ConsoleLines(self.console_log)
+        """Watch the booting guest's console, the lines `lines` has not handed out yet, until
+        one satisfies `line_done` or `done()` holds (True), or the deadline passes (False). A
+        panic (GuestError), an RCU stall under TCG (BootStalled) and a dead QEMU (InfraError)
+        end the watch at once. A caller that watches in turns passes the same reader each time."""
         while not deadline.expired:
             exited = self.process.poll() is not None  # before the read: its last words are read
             for line in lines.new():
