@@ -106,14 +106,37 @@ class GuestVM:
         self.dirty = True
         parent = self.layout[device_id].upstream
         port = self.layout[parent].bdf if parent else None
-        return hotplug.unplug(self.machine, device_id, self.bdf(device_id), port, timeout)
+        return hotplug.unplug(self.machine, device_id, self.bdf(device_id), port, timeout, self._guest_wait())
 
     def plug(self, device_id: str, timeout: float | None = None) -> float:
         """Put an endpoint (back) into its slot and wait for its driver; seconds it took."""
         endpoint = self.topology.endpoint(device_id)
         driver = "nvme" if endpoint.kind is EndpointKind.NVME else None
         spec = endpoint_spec(self.layout, endpoint)
-        return hotplug.plug(self.machine, spec, self.bdf(device_id), driver, timeout)
+        return hotplug.plug(self.machine, spec, self.bdf(device_id), driver, timeout, self._guest_wait())
+
+    def wait_ready(self, device_id: str, timeout: float | None = None) -> None:
+        """Wait until an endpoint is bound to its driver and ready (an nvme's controller live)."""
+        driver = "nvme" if self.topology.endpoint(device_id).kind is EndpointKind.NVME else None
+        hotplug.wait_ready(self.machine, self.bdf(device_id), driver, timeout, device_id, self._guest_wait())
+
+    def lists(self, bdf: str) -> bool:
+        """Whether the guest lists the PCI function bdf now."""
+        wait = self._guest_wait() or hotplug.ssh_wait(self.machine)
+        return not wait(bdf, "gone", None, 0.0)
+
+    def _guest_wait(self) -> hotplug.GuestWait | None:
+        """A hot-plug's guest side waited for in the guest by the agent, a look every 20 ms
+        (over SSH each look is an exec, and the looks were 0.5 s apart); None without one."""
+        if self._agent is None or self._agent.dead is not None:
+            return None
+
+        def wait(bdf: str, until: str, driver: str | None, timeout: float) -> bool:
+            args = {"bdf": bdf, "until": until, "driver": driver, "timeout": timeout}
+            said = self.agent("pci", "wait", args, timeout=timeout + self.machine.timeouts.guest_command)
+            return bool(said["reached"])
+
+        return wait
 
     # -- guest --------------------------------------------------------------------------
 

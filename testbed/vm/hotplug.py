@@ -8,6 +8,7 @@ hang. Native pciehp waits 5 s after the attention button before it powers the sl
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import GuestError
@@ -18,6 +19,12 @@ PCIEHP_BUTTON_WAIT_S = 5.0  # pciehp's fixed delay after an attention button pre
 # Bound is not ready for drivers that finish probing asynchronously: nvme creates its I/O
 # queues (in the CMB, from p2pmem) in a reset work after probe returns.
 READY_CHECKS = {"nvme": "grep -qx live /sys/bus/pci/devices/{bdf}/nvme/nvme*/state"}
+SSH_POLL_S = 0.5  # each look over SSH is an exec in the guest (~0.1 s under TCG)
+
+# The guest's side of a hot-plug: (bdf, until "gone" | "ready", driver, timeout) -> reached.
+# The guest agent waits in the guest (testbed/in_guest/pci.py wait, a look every 20 ms);
+# ssh_wait() polls from here when there is no agent.
+GuestWait = Callable[[str, str, "str | None", float], bool]
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,36 @@ def guest_has(vm: Machine, bdf: str) -> bool:
     return vm.run(f"test -e /sys/bus/pci/devices/{bdf}").status == 0
 
 
-def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None, timeout: float | None = None) -> UnplugResult:
+def ssh_wait(vm: Machine) -> GuestWait:
+    """The guest's side of a hot-plug, looked at over SSH every SSH_POLL_S."""
+
+    def wait(bdf: str, until: str, driver: str | None, timeout: float) -> bool:
+        if until == "gone":
+            check = f"! test -e /sys/bus/pci/devices/{bdf}"
+        else:
+            check = f"test -e /sys/bus/pci/devices/{bdf}"
+            if driver:
+                check = f'test "$(basename "$(readlink /sys/bus/pci/devices/{bdf}/driver)")" = {driver}'
+                if driver in READY_CHECKS:
+                    check += " && " + READY_CHECKS[driver].format(bdf=bdf)
+        deadline = time.monotonic() + timeout
+        while vm.run(check).status != 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(SSH_POLL_S)
+        return True
+
+    return wait
+
+
+def unplug(
+    vm: Machine,
+    device: str,
+    bdf: str,
+    port_bdf: str | None,
+    timeout: float | None = None,
+    guest_wait: GuestWait | None = None,
+) -> UnplugResult:
     """device_del, then DEVICE_DELETED within the deadline, then the function gone in the guest."""
     timeout = (vm.timeouts.unplug if timeout is None else timeout) + PCIEHP_BUTTON_WAIT_S
     start = time.monotonic()
@@ -55,39 +91,40 @@ def unplug(vm: Machine, device: str, bdf: str, port_bdf: str | None, timeout: fl
             f"device_del {device}: no DEVICE_DELETED within {timeout:.0f}s\n{_guest_state(vm, port_bdf)}"
         ) from None
     seconds = time.monotonic() - start
-    deadline = time.monotonic() + vm.timeouts.plug
-    while guest_has(vm, bdf):
-        if time.monotonic() > deadline:
-            raise GuestError(
-                f"{device} deleted in QEMU but {bdf} still listed in the guest\n{_guest_state(vm, port_bdf)}"
-            )
-        time.sleep(0.5)
+    if not (guest_wait or ssh_wait(vm))(bdf, "gone", None, vm.timeouts.plug):
+        raise GuestError(f"{device} deleted in QEMU but {bdf} still listed in the guest\n{_guest_state(vm, port_bdf)}")
     return UnplugResult(device, seconds, event)
 
 
-def plug(vm: Machine, spec: DeviceSpec, bdf: str, driver: str | None, timeout: float | None = None) -> float:
+def plug(
+    vm: Machine,
+    spec: DeviceSpec,
+    bdf: str,
+    driver: str | None,
+    timeout: float | None = None,
+    guest_wait: GuestWait | None = None,
+) -> float:
     """device_add, then wait until the guest lists bdf (bound to `driver` and, where the driver
     has a READY_CHECKS entry, done setting up)."""
     start = time.monotonic()
     vm.qmp.command("device_add", spec.qmp_args())
-    wait_ready(vm, bdf, driver, timeout, f"device_add {spec.qmp_args().get('id')}")
+    wait_ready(vm, bdf, driver, timeout, f"device_add {spec.qmp_args().get('id')}", guest_wait)
     return time.monotonic() - start
 
 
-def wait_ready(vm: Machine, bdf: str, driver: str | None, timeout: float | None = None, what: str = "") -> None:
+def wait_ready(
+    vm: Machine,
+    bdf: str,
+    driver: str | None,
+    timeout: float | None = None,
+    what: str = "",
+    guest_wait: GuestWait | None = None,
+) -> None:
     """Wait until the guest lists bdf, bound to `driver` and ready (READY_CHECKS) if given."""
     timeout = vm.timeouts.plug if timeout is None else timeout
-    start = time.monotonic()
-    check = f"test -e /sys/bus/pci/devices/{bdf}"
-    if driver:
-        check = f'test "$(basename "$(readlink /sys/bus/pci/devices/{bdf}/driver)")" = {driver}'
-        if driver in READY_CHECKS:
-            check += " && " + READY_CHECKS[driver].format(bdf=bdf)
-    while vm.run(check).status != 0:
-        if time.monotonic() - start > timeout:
-            raise GuestError(
-                f"{what + ': ' if what else ''}{bdf} not "
-                f"{'bound to ' + driver + ' and ready' if driver else 'listed'} in the guest "
-                f"within {timeout:.0f}s\n{_guest_state(vm, None)}"
-            )
-        time.sleep(0.5)
+    if not (guest_wait or ssh_wait(vm))(bdf, "ready", driver, timeout):
+        raise GuestError(
+            f"{what + ': ' if what else ''}{bdf} not "
+            f"{'bound to ' + driver + ' and ready' if driver else 'listed'} in the guest "
+            f"within {timeout:.0f}s\n{_guest_state(vm, None)}"
+        )

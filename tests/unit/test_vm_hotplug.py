@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+from pathlib import Path
+
 import pytest
 
 from testbed.errors import GuestError
@@ -65,3 +69,70 @@ def test_a_plug_that_never_finishes_says_what_the_guest_shows(monkeypatch):
     text = str(err.value)
     assert "device_add nvme0: 0000:01:00.0 not bound to nvme and ready" in text
     assert "nvme nvme0: resetting" in text  # the dmesg tail
+
+
+# -- the guest's side, waited for in the guest (testbed/in_guest/pci.py wait) ---------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "in_guest"))
+import common  # noqa: E402  (in-guest helpers: modules of their own directory)
+import pci  # noqa: E402
+
+
+@pytest.fixture
+def sysfs(tmp_path, monkeypatch):
+    """A /sys/bus/pci/devices of our own; the driver link points into a drivers directory."""
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    monkeypatch.setattr(pci, "SYS_PCI", str(devices))
+    monkeypatch.setattr(common, "SYS_PCI", str(devices))
+    monkeypatch.setattr(pci, "WAIT_POLL_S", 0.001)
+    return devices
+
+
+def _bind(devices: Path, bdf: str, driver: str, state: str | None = None) -> None:
+    (devices / bdf).mkdir(exist_ok=True)
+    target = devices.parent / "drivers" / driver
+    target.mkdir(parents=True, exist_ok=True)
+    (devices / bdf / "driver").symlink_to(target)
+    if state is not None:
+        (devices / bdf / "nvme" / "nvme3").mkdir(parents=True)
+        (devices / bdf / "nvme" / "nvme3" / "state").write_text(state + "\n")
+
+
+def test_the_guest_side_of_a_plug_is_bound_and_for_nvme_live(sysfs):
+    bdf = "0000:01:00.0"
+    assert pci.state_of(bdf, "nvme") == "gone"
+    (sysfs / bdf).mkdir()
+    assert pci.state_of(bdf, None) == "ready"  # listed is all a driverless plug waits for
+    assert pci.state_of(bdf, "nvme") == "listed"
+    _bind(sysfs, bdf, "nvme", state="resetting")
+    assert pci.state_of(bdf, "nvme") == "listed"  # bound, its I/O queues not made yet
+    (sysfs / bdf / "nvme" / "nvme3" / "state").write_text("live\n")
+    assert pci.state_of(bdf, "nvme") == "ready"
+    _bind(sysfs, "0000:02:00.0", "vfio-pci")
+    assert pci.state_of("0000:02:00.0", "nvme") == "listed"  # bound, to another driver
+    assert pci.state_of("0000:02:00.0", "vfio-pci") == "ready"
+
+
+def test_the_guest_side_is_waited_for_until_reached_or_the_deadline(sysfs):
+    bdf = "0000:01:00.0"
+    (sysfs / bdf).mkdir()
+    threading.Timer(0.05, lambda: (sysfs / bdf).rmdir()).start()
+    gone = pci.wait({"bdf": bdf, "until": "gone", "driver": None, "timeout": 10})
+    assert gone["reached"] and gone["state"] == "gone" and 0.04 <= gone["seconds"] < 10
+    late = pci.wait({"bdf": bdf, "until": "ready", "driver": "nvme", "timeout": 0.05})
+    assert late == {"reached": False, "state": "gone", "seconds": late["seconds"]} and late["seconds"] >= 0.05
+    with pytest.raises(ValueError, match="until"):
+        pci.wait({"bdf": bdf, "until": "bound", "timeout": 1})
+
+
+def test_a_plug_waited_for_by_the_agent_needs_no_ssh():
+    vm = FakeMachine(ready_after=10**9)  # SSH would never see it ready
+    asked = []
+
+    def agent_wait(bdf, until, driver, timeout):
+        asked.append((bdf, until, driver))
+        return True
+
+    hotplug.plug(vm, Spec(), "0000:01:00.0", "nvme", timeout=60, guest_wait=agent_wait)
+    assert asked == [("0000:01:00.0", "ready", "nvme")] and vm.checks == []

@@ -39,7 +39,6 @@ from testbed.topology import shipped_names
 from testbed.topology.model import EndpointKind, HotplugMode, IommuMode, IommuType, MapType, Topology
 from testbed.topology.needs import ANY, Need, vfio_pair
 from testbed.topology.oracle import Verdict, verdict
-from testbed.vm import hotplug
 
 from .test_vfio import Guest, bar_bytes
 
@@ -312,7 +311,7 @@ class Importer:
             self.state("release")
         self.guest.quit()
         for bdf in (self.edu, self.shm):
-            if hotplug.guest_has(self.vm.machine, bdf):
+            if self.vm.lists(bdf):
                 self.vm.agent("probe", "bind", {"bdf": bdf, "driver": None})
 
 
