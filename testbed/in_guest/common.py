@@ -130,6 +130,13 @@ def kmsg_records(fd: int):
     """(seq, text) of each /dev/kmsg record readable from fd (opened O_NONBLOCK) until none is
     left; (None, None) where the ring buffer overwrote records before they were read. The text
     is the record's first line."""
+    for seq, _, text in kmsg_stamped(fd):
+        yield seq, text
+
+
+def kmsg_stamped(fd: int):
+    """(seq, microseconds, text) of each record, as kmsg_records(); the time is the record's
+    printk timestamp (None where the ring buffer overwrote records)."""
     while True:
         try:
             raw = os.read(fd, 8192).decode(errors="replace")
@@ -137,13 +144,14 @@ def kmsg_records(fd: int):
             return
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # the next read resyncs to the oldest record
-                yield None, None
+                yield None, None, None
                 continue
             raise
         head, _, text = raw.partition(";")
         fields = head.split(",")
         seq = int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None
-        yield seq, text.rstrip("\n").split("\n")[0]
+        usec = int(fields[2]) if len(fields) >= 3 and fields[2].isdigit() else None
+        yield seq, usec, text.rstrip("\n").split("\n")[0]
 
 
 def signalled() -> bool:

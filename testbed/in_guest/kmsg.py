@@ -11,6 +11,13 @@
                                     its own (the harness's per-test markers), then lockdep's
                                     debug_locks (null without lockdep); in the agent's process,
                                     so a marker costs no shell and no SSH exec
+    kmsg.py uses '{"text": T, "seconds": S, "pattern": RE, "twice": RE2}'
+                                    {"ok", "ages"}: T written as a record of its own (its printk
+                                    timestamp is the kernel's "now"), then one age (seconds before
+                                    it, oldest first) per use of a printk rate limit by the records
+                                    of the last S seconds that match RE; those matching RE2 count
+                                    twice (intel's dmar_fault() takes one more, unprinted, per
+                                    interrupt). How the harness knows a fault report has room.
 
 A record's text is its first line (continuation lines of a multi-line record are dropped, as
 dmesg shows them indented under it anyway).
@@ -23,7 +30,7 @@ import select
 import sys
 import time
 
-from common import emit, error_of, kmsg_records
+from common import emit, error_of, kmsg_records, kmsg_stamped
 
 
 def _records():
@@ -93,7 +100,33 @@ def mark(args: dict) -> dict:
     return {"ok": True, "debug_locks": _debug_locks()}
 
 
-COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark}
+def rate_limit_uses(records, now_us: int, seconds: float, pattern, twice) -> list:
+    """Ages in seconds (oldest first) of the uses of a rate limit by (usec, text) records of the
+    `seconds` up to now_us: one per record matching `pattern`, two if it also matches `twice`."""
+    ages = []
+    for usec, text in records:
+        age = (now_us - usec) / 1e6
+        if age <= seconds and pattern.search(text):  # one after now_us is a use as of now
+            ages += [max(age, 0.0)] * (2 if twice.search(text) else 1)
+    return sorted(ages, reverse=True)
+
+
+def uses(args: dict) -> dict:
+    mark({"text": args["text"]})
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        records = [(usec, text) for seq, usec, text in kmsg_stamped(fd) if seq is not None]
+    finally:
+        os.close(fd)
+    now = next((usec for usec, text in reversed(records) if text == args["text"]), None)
+    if now is None:
+        return {"ok": False, "error": "the record just written is not in the kernel log"}
+    pattern, twice = re.compile(args["pattern"]), re.compile(args["twice"])
+    return {"ok": True, "ages": rate_limit_uses(records, now, float(args["seconds"]), pattern, twice)}
+
+
+COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark, "uses": uses}
 
 if __name__ == "__main__":
     try:
