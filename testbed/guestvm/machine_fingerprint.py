@@ -68,6 +68,7 @@ def take(vm: GuestVM) -> Fingerprint:
         "host": {
             "qemu": qemu_version(),
             "accel": plan.accel.accel,
+            **({"tcg_thread": plan.runtime.tcg_thread} if plan.accel.accel == "tcg" else {}),
             "machine": _machine_option(plan.argv),
             "kernel": _kernel(plan.runtime.kernel),
         },
@@ -91,6 +92,7 @@ def _stable(doc: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k != "vm"}
     host = dict(out.get("host", {}))
     host["kernel"] = {k: v for k, v in host.get("kernel", {}).items() if k != "bzimage"}
+    host.pop("tcg_thread", None)  # how QEMU ran the vCPUs, not which machine they are
     out["host"] = host
     return out
 
@@ -103,7 +105,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What differs between two fingerprints, one line per difference, for testbed ab."""
     out: list[str] = []
     ha, hb = a.get("host", {}), b.get("host", {})
-    for key in ("qemu", "accel", "machine"):
+    for key in ("qemu", "accel", "tcg_thread", "machine"):
         if ha.get(key) != hb.get(key):
             out.append(f"host {key}: {ha.get(key)} -> {hb.get(key)}")
     ka, kb = ha.get("kernel", {}), hb.get("kernel", {})

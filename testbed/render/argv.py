@@ -49,7 +49,7 @@ def machine_option(topo: Topology, runtime: Runtime) -> str:
 
 
 def accel_option(runtime: Runtime) -> str:
-    return "tcg,thread=multi" if runtime.accel == "tcg" else runtime.accel
+    return f"tcg,thread={runtime.tcg_thread}" if runtime.accel == "tcg" else runtime.accel
 
 
 def global_options(topo: Topology) -> list[tuple[str, str]]:

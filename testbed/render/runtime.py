@@ -26,3 +26,5 @@ class Runtime:
     # the guest agent's virtio-serial port, a QEMU socket here; None: the agent is reached
     # through SSH (a kernel without CONFIG_VIRTIO_CONSOLE, a firmware-only run)
     agent_socket: Path | None = None
+    # under TCG: a host thread per vCPU ("multi") or one for all ("single"; testbed/vm/tcg_threads.py)
+    tcg_thread: str = "multi"

@@ -22,6 +22,7 @@ from .accel import AccelDecision, resolve_accel
 from .machine import Machine
 from .qemu import QemuBinary
 from .qemu import probe as probe_qemu
+from .tcg_threads import choose_tcg_threads
 
 Progress = Callable[[str], None]
 
@@ -70,6 +71,9 @@ def plan_launch(
     topo = for_qemu(topo, qemu)
     decision = resolve_accel(accel)
     progress(f"accel: {decision.reason}")
+    threads = choose_tcg_threads() if decision.accel == "tcg" else None
+    if threads is not None and threads.mode != "multi":
+        progress(f"accel: {threads.reason}")
     kernel = kernel or KernelRequest()
     bzimage = kernel.bzimage_path(progress)
     extra_append = boot_args(kernel.config_set) + extra_append  # a boot profile's switches (debug: kmemleak=off)
@@ -89,6 +93,7 @@ def plan_launch(
         backing_dir=run_dir / "backing",
         extra_append=extra_append,
         paused=paused,
+        tcg_thread=threads.mode if threads is not None else "multi",
     )
     make_backing_files(backing_files(topo, runtime.backing_dir))
     timeouts = Timeouts.for_accel(decision.accel)

@@ -66,7 +66,9 @@ def test_digest_ignores_what_differs_between_two_boots():
     b = copy.deepcopy(a)
     b["vm"] = "two-switch-2"
     b["host"]["kernel"]["bzimage"] = "/elsewhere/bzImage"
+    b["host"]["tcg_thread"] = "single"  # how QEMU ran the vCPUs: the same machine
     assert _stable(a) == _stable(b)
+    assert differences(a, b) == ["host tcg_thread: None -> single"]
 
 
 def test_the_model_is_checked_against_what_the_guest_saw():
