@@ -19,13 +19,14 @@ _MISSING_TOOLS = {
     "flex: not found": "flex",
     "bison: not found": "bison",
     "bc: not found": "bc",
+    "lz4: not found": "lz4",  # the bzImage's compression (kernel-configs/base.config)
     "openssl/": "libssl-dev",
     "gelf.h": "libelf-dev",
     "libelf.h": "libelf-dev",
     "cc: not found": "build-essential",
     "gcc: not found": "build-essential",
 }
-BUILD_PACKAGES = ("build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev")
+BUILD_PACKAGES = ("build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "lz4")
 
 
 class KernelBuildError(ConfigError):
