@@ -155,7 +155,7 @@ def test_unplug_and_replug_provider(fresh_vm, roles):
     _unplug(vm, provider)
     _plug(vm, provider)
     assert own.intact() and peer.intact(), "data written before the unplug changed on the host"
-    state = vm.agent("p2pmem", "state", vm.bdf(provider))
+    state = vm.agent("p2pmem", "state", {"bdf": vm.bdf(provider)})
     cmb = vm.topology.endpoint(provider).cmb
     assert state["published"] and state["size"] == cmb, state
     allowed = transfer(vm, provider, roles.peer, "from_p2pmem", size=64 * KiB, offset=5 * MiB)
@@ -185,7 +185,7 @@ def test_hot_add_declared_device(fresh_vm, roles):
     vm, added = fresh_vm, roles.added
     vm.dirty = True
     _plug(vm, added)
-    state = vm.agent("p2pmem", "state", vm.bdf(added))
+    state = vm.agent("p2pmem", "state", {"bdf": vm.bdf(added)})
     assert state["published"] and state["size"] == vm.topology.endpoint(added).cmb, state
     expected = expected_outcome(vm.topology, verdict(vm.topology, vm.layout, added, roles.client))
     t = transfer(vm, added, roles.client, "from_p2pmem", size=64 * KiB, expect_fault=expected is Outcome.DMA_FAULT)
@@ -206,7 +206,7 @@ def test_unplug_replug_cycles(fresh_vm, roles):
     provider = roles.provider
     bdf = vm.bdf(provider)
     vm.wait_ready(provider)  # its I/O queues take p2pmem from the CMB
-    baseline = vm.agent("p2pmem", "state", bdf)["available"]
+    baseline = vm.agent("p2pmem", "state", {"bdf": bdf})["available"]
     landed = []
     for cycle in range(20):
         t = transfer(vm, provider, provider, "from_p2pmem", size=64 * KiB, offset=cycle * MiB)
@@ -214,7 +214,7 @@ def test_unplug_replug_cycles(fresh_vm, roles):
         landed.append((cycle * MiB, t.seed))
         _unplug(vm, provider)
         _plug(vm, provider)
-        assert vm.agent("p2pmem", "state", bdf)["available"] == baseline, f"cycle {cycle}: p2pmem not whole"
+        assert vm.agent("p2pmem", "state", {"bdf": bdf})["available"] == baseline, f"cycle {cycle}: p2pmem not whole"
     changed = [
         offset for offset, seed in landed if host_file_bytes(vm, provider, offset, 64 * KiB) != pattern(seed, 64 * KiB)
     ]

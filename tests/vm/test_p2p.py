@@ -160,14 +160,14 @@ def test_unmap_returns_p2pmem(vm, roles):
     after munmap the pool is whole again: `available` equals its value before the map."""
     bdf = vm.bdf(roles.provider)
     size = 1 * MiB
-    before = vm.agent("p2pmem", "state", bdf)["available"]
+    before = vm.agent("p2pmem", "state", {"bdf": bdf})["available"]
     t = transfer(vm, roles.provider, roles.client, "from_p2pmem", size=size, offset=10 * MiB)
     assert t.outcome is Outcome.TRANSFERRED and t.host_bytes_ok, t.describe()
     assert t.result["available_before"] == before, t.result
     taken = before - t.result["available_mapped"]
     assert taken == size, f"mapping {size} B of p2pmem took {taken} B from the pool: {t.result}"
     assert t.result["available_after"] == before, t.result
-    assert vm.agent("p2pmem", "state", bdf)["available"] == before
+    assert vm.agent("p2pmem", "state", {"bdf": bdf})["available"] == before
 
 
 @pytest.mark.topology("two-switch", needs=TRANSFERRING_PAIR)
