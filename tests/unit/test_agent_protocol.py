@@ -74,6 +74,11 @@ if __name__ == "__main__":
         os.kill(os.getpid(), signal.SIGBUS)
     elif cmd == "sleep":
         time.sleep(60)
+    elif cmd == "whoami":
+        print(json.dumps({"ppid": os.getppid(), "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+                          "argv": sys.argv, "main": __name__, "file": os.path.basename(__file__)}), flush=True)
+    elif cmd == "unflushed":
+        print("no flush, no newline at the end", end="")
 """
 
 
@@ -205,6 +210,22 @@ def test_spawned_helper_events_stdin_and_exit(agent):
     hold.send({"go": 1}, timeout=10)
     assert hold.wait_event(lambda e: "got" in e, timeout=10) == {"got": {"go": 1}}
     assert hold.wait_exit(timeout=10) == 0
+
+
+def test_a_spawned_helper_is_a_fork_of_the_agent_with_only_its_own_pipes(agent):
+    """No interpreter start per helper (~0.3 s under TCG): the agent forks and runs the module
+    as __main__, and the child keeps none of the agent's descriptors (the host's channel, the
+    virtio-serial port: a helper outliving the session must not hold them open)."""
+    agent_pid = agent.call("helper", ["pid", "{}"], timeout=10)
+    who = agent.spawn("helper", ["whoami", "x y"])
+    assert who.wait_exit(timeout=10) == 0
+    (seen,) = who.lines()
+    assert seen["ppid"] == agent_pid
+    assert seen["fds"][:3] == [0, 1, 2] and len(seen["fds"]) == 4  # and the one listing /proc/self/fd
+    assert seen["argv"][1:] == ["whoami", "x y"] and seen["main"] == "__main__" and seen["file"] == "helper.py"
+    tail = agent.spawn("helper", ["unflushed"])
+    assert tail.wait_exit(timeout=10) == 0
+    assert tail.lines() == [{"text": "no flush, no newline at the end"}]
 
 
 def test_a_helper_killed_by_a_signal_does_not_take_the_agent_down(agent):
