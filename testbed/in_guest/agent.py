@@ -26,12 +26,16 @@ Requests run concurrently; the agent exits when its stdin closes.
 import importlib
 import json
 import os
-import runpy
 import signal
-import subprocess
 import sys
 import threading
-import traceback
+
+# subprocess, traceback and runpy are imported a moment after the agent has said it is ready,
+# or by the first request that needs them: ~0.1 s of a boot under TCG, and the first calls (a
+# kmsg cursor, the fingerprint: COMMANDS entries) need none of them. Not at once: an import
+# holds _import_lock, which the first call's own import waits for.
+LATER = ("subprocess", "traceback", "runpy")
+LATER_S = 1.0
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STDERR_TAIL = 4000
@@ -96,6 +100,8 @@ def call(req: dict) -> None:
 
                 send({"id": rid, "result": error_of(exc)})
             return
+        with _import_lock:
+            import subprocess
         proc = subprocess.run(_child_argv(module, argv), capture_output=True, text=True)
         result = _last_json(proc.stdout)
         if proc.returncode != 0 or result is None:
@@ -109,14 +115,20 @@ def call(req: dict) -> None:
         else:
             send({"id": rid, "result": result})
     except Exception:  # reported to the host, the agent goes on
+        with _import_lock:
+            import traceback
         send({"id": rid, "error": traceback.format_exc()[-STDERR_TAIL:], "status": -1})
 
 
 def _run_helper(path: str, argv: list, pipes: list) -> None:
     """In the forked child: the helper module as `python3 -u path argv...` would run it, on
-    the pipes (stdin, stdout, stderr); never returns."""
+    the pipes (stdin, stdout, stderr); never returns. (Not _import_lock here: the child got it
+    held, from the fork.)"""
     status = 1
     try:
+        import runpy
+        import traceback
+
         (stdin, _), (_, stdout), (_, stderr) = pipes
         os.dup2(stdin, 0)
         os.dup2(stdout, 1)
@@ -135,6 +147,8 @@ def _run_helper(path: str, argv: list, pipes: list) -> None:
         if not isinstance(exc.code, int) and exc.code is not None:
             print(exc.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001 - the helper's failure, said on its stderr
+        import traceback
+
         traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -224,6 +238,12 @@ def to_child(req: dict) -> None:
 HANDLERS = {"call": call, "spawn": spawn, "send": to_child, "kill": to_child}
 
 
+def _import_later() -> None:
+    for name in LATER:
+        with _import_lock:
+            importlib.import_module(name)
+
+
 def main() -> None:
     global _proto
     # Started from a shell's background job (init's, or the host's when `make test` runs as
@@ -242,6 +262,9 @@ def main() -> None:
     os.dup2(devnull, 0)
     sys.path.insert(0, HERE)
     send({"agent": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
+    later = threading.Timer(LATER_S, _import_later)
+    later.daemon = True
+    later.start()
     for line in requests:
         if not line.strip():
             continue
