@@ -49,7 +49,11 @@ def _diff_head(tree: Path) -> bytes:
     with tempfile.TemporaryDirectory(prefix="testbed-index-") as tmp:
         private = Path(tmp) / "index"
         if index.is_file():
-            shutil.copyfile(index, private)
+            # with the index's mtime: git trusts an entry's stat data only when the file's mtime
+            # is older than the index's, and otherwise compares contents ("racy git"). A copy
+            # dated now made a file rewritten within the same clock tick as `git add`, at the
+            # same size, look unchanged (seen under load: two trees, one identity)
+            shutil.copy2(index, private)
         env = {**os.environ, "GIT_INDEX_FILE": str(private), "GIT_OPTIONAL_LOCKS": "0"}
         return git(tree, "diff", "HEAD", "--binary", env=env).stdout
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,21 @@ def test_not_a_kernel_tree(tmp_path: Path):
 
 def test_source_tree_is_a_value():
     assert SourceTree(Path("/x"), "id", "git", "h") == SourceTree(Path("/x"), "id", "git", "h")
+
+
+def test_a_rewrite_in_the_same_clock_tick_as_the_commit_still_changes_the_identity(tree: Path):
+    """Racy git: a file rewritten at its old size within the clock tick in which `git add` wrote
+    the index has the stat data the index holds (mtimes are coarse), so only the index's own
+    mtime (not older than the entry's) tells git to compare contents; the private copy of the
+    index must keep it. Set up by hand: the tick T, and ctime out of play."""
+    git(tree, "config", "core.trustctime", "false")  # ctime cannot be set from here
+    tick = (1_700_000_000, 1_700_000_000)
+    kconfig = tree / "Kconfig"
+    os.utime(kconfig, tick)
+    git(tree, "update-index", "--refresh")  # the entry's mtime: T
+    index = tree / ".git" / "index"
+    os.utime(index, tick)  # written in the same tick
+    first = git_identity(tree)[1]
+    kconfig.write_text('mainmenu "y"\n')  # the size of 'mainmenu "x"'
+    os.utime(kconfig, tick)
+    assert git_identity(tree)[1] != first
