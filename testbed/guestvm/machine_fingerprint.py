@@ -106,8 +106,12 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     out: list[str] = []
     ha, hb = a.get("host", {}), b.get("host", {})
     for key in ("qemu", "accel", "tcg_thread", "machine"):
-        if ha.get(key) != hb.get(key):
-            out.append(f"host {key}: {ha.get(key)} -> {hb.get(key)}")
+        # a TCG fingerprint from before tcg_thread was recorded ran a thread per vCPU
+        default = "multi" if key == "tcg_thread" else None
+        va = ha.get(key, default if ha.get("accel") == "tcg" else None)
+        vb = hb.get(key, default if hb.get("accel") == "tcg" else None)
+        if va != vb:
+            out.append(f"host {key}: {va} -> {vb}")
     ka, kb = ha.get("kernel", {}), hb.get("kernel", {})
     for key in ("release", "config_set", "config_sha256", "patches", "base_fixes"):
         if ka.get(key) != kb.get(key):

@@ -74,7 +74,18 @@ def _in_process(module: str, argv: list):
         return None
     fn = table[argv[0]]
     args = json.loads(argv[1]) if len(argv) > 1 else {}
-    return lambda: fn(args)
+    if not getattr(mod, "OSERROR_IS_RESULT", False):
+        return lambda: fn(args)
+
+    def as_result():  # what the module's own CLI prints for an OSError
+        try:
+            return fn(args)
+        except OSError as exc:
+            from common import error_of
+
+            return error_of(exc)
+
+    return as_result
 
 
 def _last_json(text: str):
@@ -93,12 +104,7 @@ def call(req: dict) -> None:
     try:
         fn = _in_process(module, argv)
         if fn is not None:
-            try:
-                send({"id": rid, "result": fn()})
-            except OSError as exc:
-                from common import error_of
-
-                send({"id": rid, "result": error_of(exc)})
+            send({"id": rid, "result": fn()})
             return
         with _import_lock:
             import subprocess
@@ -114,7 +120,7 @@ def call(req: dict) -> None:
             )
         else:
             send({"id": rid, "result": result})
-    except Exception:  # reported to the host, the agent goes on
+    except BaseException:  # noqa: BLE001 - a SystemExit too: reported to the host, the agent goes on
         with _import_lock:
             import traceback
         send({"id": rid, "error": traceback.format_exc()[-STDERR_TAIL:], "status": -1})
@@ -126,9 +132,6 @@ def _run_helper(path: str, argv: list, pipes: list) -> None:
     held, from the fork.)"""
     status = 1
     try:
-        import runpy
-        import traceback
-
         (stdin, _), (_, stdout), (_, stderr) = pipes
         os.dup2(stdin, 0)
         os.dup2(stdout, 1)
@@ -139,13 +142,19 @@ def _run_helper(path: str, argv: list, pipes: list) -> None:
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        import runpy
+
         sys.argv = [path, *argv]
         runpy.run_path(path, run_name="__main__")
         status = 0
     except SystemExit as exc:  # as the interpreter would end: None 0, a message 1
-        status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-        if not isinstance(exc.code, int) and exc.code is not None:
-            print(exc.code, file=sys.stderr)
+        code = exc.code
+        status = 0 if code is None else code & 0xFF if isinstance(code, int) else 1
+        if not isinstance(code, int) and code is not None:
+            print(code, file=sys.stderr)
+    except KeyboardInterrupt:  # the interpreter dies of the SIGINT, as the host expects
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     except BaseException:  # noqa: BLE001 - the helper's failure, said on its stderr
         import traceback
 
@@ -168,7 +177,10 @@ class Forked:
         with _import_lock:
             pid = os.fork()
         if pid == 0:
-            _run_helper(os.path.join(HERE, module + ".py"), argv, pipes)
+            try:
+                _run_helper(os.path.join(HERE, module + ".py"), argv, pipes)
+            finally:
+                os._exit(1)  # whatever escaped, never back into the agent's own code
         self.pid = pid
         for fd in (pipes[0][0], pipes[1][1], pipes[2][1]):
             os.close(fd)
@@ -176,19 +188,21 @@ class Forked:
         self.stdout = os.fdopen(pipes[1][0], "r")
         self.stderr = os.fdopen(pipes[2][0], "r")
         self.returncode = None
-        self._reaped = threading.Lock()
+        self._lock = threading.Lock()  # reaping and signalling: a reaped pid may be another's
 
     def wait(self) -> int:
         """Its status as Popen gives it: the exit code, or -N when signal N killed it."""
-        with self._reaped:
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)  # ended, still a zombie to signal
+        with self._lock:
             if self.returncode is None:
                 _, status = os.waitpid(self.pid, 0)
                 self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:  # a reaped pid may be another process's by now
-            os.kill(self.pid, sig)
+        with self._lock:
+            if self.returncode is None:  # alive or a zombie: still this helper's pid
+                os.kill(self.pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -239,9 +253,16 @@ HANDLERS = {"call": call, "spawn": spawn, "send": to_child, "kill": to_child}
 
 
 def _import_later() -> None:
-    for name in LATER:
+    """The late stdlib modules, and every helper module: a command's function-level import
+    (probe's `import vfio`) is then a lookup, never an import in progress (its module lock
+    held by this thread) while a spawn forks, which would leave that lock held in the child."""
+    helpers = sorted(name[:-3] for name in os.listdir(HERE) if name.endswith(".py") and name != "agent.py")
+    for name in (*LATER, *helpers):
         with _import_lock:
-            importlib.import_module(name)
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - a helper that cannot import says so when called
+                print(f"agent: importing {name}: {exc}", file=sys.stderr)
 
 
 def main() -> None:

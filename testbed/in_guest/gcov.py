@@ -50,6 +50,8 @@ def reset(args: dict) -> dict:
     return {"ok": True, "present": present}
 
 
+# an OSError is a result, {"ok": false, "errno": ...}, as this module's CLI prints it
+OSERROR_IS_RESULT = True
 COMMANDS = {"snapshot": snapshot, "reset": reset}
 
 if __name__ == "__main__":

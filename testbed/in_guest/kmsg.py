@@ -126,6 +126,8 @@ def uses(args: dict) -> dict:
     return {"ok": True, "ages": rate_limit_uses(records, now, float(args["seconds"]), pattern, twice)}
 
 
+# an OSError is a result, {"ok": false, "errno": ...}, as this module's CLI prints it
+OSERROR_IS_RESULT = True
 COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark, "uses": uses}
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ def run(args: dict) -> dict:
     return {"ok": True, "status": status, "timed_out": timed_out, "seconds": round(time.monotonic() - start, 2)}
 
 
+# an OSError is a result, {"ok": false, "errno": ...}, as this module's CLI prints it
+OSERROR_IS_RESULT = True
 COMMANDS = {"prepare": prepare, "run": run}
 
 if __name__ == "__main__":

@@ -49,9 +49,18 @@ def state(bdf: str) -> dict:
 def map_p2pmem(bdf: str, size: int) -> mmap.mmap:
     fd = os.open(os.path.join(SYS_PCI, bdf, "p2pmem", "allocate"), os.O_RDWR)
     try:
-        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
     finally:
         os.close(fd)
+    return _not_inherited(buf)
+
+
+def _not_inherited(buf: mmap.mmap) -> mmap.mmap:
+    """A helper the agent forks while a transfer runs in it must not keep the transfer's
+    pages: p2pmem would stay taken from the pool for the helper's life, and an unplug of the
+    provider would wait for it."""
+    buf.madvise(mmap.MADV_DONTFORK)
+    return buf
 
 
 def _address_of(buf: mmap.mmap) -> int:
@@ -148,7 +157,7 @@ def _parallel_io(fd: int, buf: memoryview, offset: int, depth: int, write: bool)
 
 
 def _ram_buffer(size: int) -> mmap.mmap:
-    return mmap.mmap(-1, size)  # page aligned, as O_DIRECT wants
+    return _not_inherited(mmap.mmap(-1, size))  # page aligned, as O_DIRECT wants
 
 
 def transfer(args: dict) -> dict:
@@ -197,7 +206,7 @@ def transfer(args: dict) -> dict:
             result.update(ok=True, mismatch=first_mismatch(bytes(ram[:]), data))
             ram.close()
         else:
-            raise SystemExit(f"unknown direction {direction}")
+            raise ValueError(f"unknown direction {direction!r}")
     finally:
         view.release()
         os.close(fd)

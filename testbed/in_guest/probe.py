@@ -374,6 +374,8 @@ def watch(args: dict) -> dict:
     }
 
 
+# an OSError is a result, {"ok": false, "errno": ...}, as this module's CLI prints it
+OSERROR_IS_RESULT = True
 COMMANDS = {
     "load": load,
     "watch": watch,

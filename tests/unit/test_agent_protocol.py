@@ -41,6 +41,12 @@ def child_sigign(args):
 def env(args):
     return {"environ": dict(os.environ), "cwd": os.getcwd()}
 
+def oserror(args):
+    raise FileNotFoundError(2, "No such file or directory", "/sys/bus/pci/devices/0000:09:00.0")
+
+def exits(args):
+    raise SystemExit("a command that exits")
+
 def noisy(args):
     print("a stray print")
     return {"quiet": False}
@@ -56,6 +62,8 @@ COMMANDS = {
     "child_sigign": child_sigign,
     "boom": boom,
     "noisy": noisy,
+    "oserror": oserror,
+    "exits": exits,
     "child_reads_stdin": child_reads_stdin,
 }
 
@@ -201,6 +209,19 @@ def test_errors_keep_what_the_guest_said(agent):
         agent.call("helper", ["boom", "{}"], timeout=10)
     with pytest.raises(GuestError, match="exited 1:\nhelper failed on purpose"):
         agent.call("helper", ["fail"], timeout=10)
+
+
+def test_an_in_process_failure_is_an_error_unless_the_module_makes_oserrors_results(agent):
+    """A module's OSError is a result ({"ok": false, ...}) only where its own CLI prints it so
+    (OSERROR_IS_RESULT: kmsg, probe, gcov, kselftest); elsewhere (p2pmem, pci, fingerprint) it
+    is the error it was when the call ran as a child. A SystemExit is answered too, at once."""
+    with pytest.raises(GuestError, match="FileNotFoundError"):
+        agent.call("helper", ["oserror", "{}"], timeout=10)
+    started = time.monotonic()
+    with pytest.raises(GuestError, match="a command that exits"):
+        agent.call("helper", ["exits", "{}"], timeout=30)
+    assert time.monotonic() - started < 10
+    assert agent.call("helper", ["echo", "3"], timeout=10) == {"echo": 3}
 
 
 def test_spawned_helper_events_stdin_and_exit(agent):
