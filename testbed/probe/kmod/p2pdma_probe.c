@@ -296,6 +296,7 @@ struct probe_import {
 	u64 unmap_ns;			/* under dmabuf->resv */
 	unsigned int defer_unmap_ms;	/* 0: invalidate_mappings unmaps at once */
 	struct delayed_work unmap_work;	/* the deferred unmap */
+	u64 unmap_due_ns;		/* under dmabuf->resv: not before this */
 	u64 unbind_seq;			/* the exporter's driver starts to unbind */
 	u64 unbound_seq;		/* ... and is gone */
 	u64 removed_seq;		/* the exporter's device is deleted */
@@ -321,8 +322,21 @@ static void import_deferred_unmap(struct work_struct *work)
 {
 	struct probe_import *imp = container_of(to_delayed_work(work), struct probe_import,
 						unmap_work);
+	u64 now;
 
 	dma_resv_lock(imp->dmabuf->resv, NULL);
+	/*
+	 * The timer counted jiffies from the scheduling CPU's view of them, which lags the clock
+	 * when that CPU has not ticked for a while (a vCPU its host did not run): never unmap
+	 * sooner than asked by the clock the times are reported in.
+	 */
+	now = ktime_get_ns();
+	if (imp->sgt && now < imp->unmap_due_ns) {
+		schedule_delayed_work(&imp->unmap_work,
+				      nsecs_to_jiffies(imp->unmap_due_ns - now) + 1);
+		dma_resv_unlock(imp->dmabuf->resv);
+		return;
+	}
 	import_unmap(imp);
 	dma_resv_unlock(imp->dmabuf->resv);
 	pr_info("p2pdma_probe: %s: deferred unmap done (event %llu)\n", imp->name, imp->unmap_seq);
@@ -344,8 +358,12 @@ static void probe_invalidate_mappings(struct dma_buf_attachment *attach)
 	 * unmaps when it has stopped it, later: the deferred mode makes that wait observable.
 	 */
 	if (imp->defer_unmap_ms && imp->sgt) {
+		u64 due = ktime_get_ns() + (u64)imp->defer_unmap_ms * NSEC_PER_MSEC;
+
 		/* + 1: the current jiffy is partly gone; never unmap sooner than asked */
-		schedule_delayed_work(&imp->unmap_work, msecs_to_jiffies(imp->defer_unmap_ms) + 1);
+		if (schedule_delayed_work(&imp->unmap_work,
+					  msecs_to_jiffies(imp->defer_unmap_ms) + 1))
+			imp->unmap_due_ns = due;	/* the work waits for the resv we hold */
 		pr_info("p2pdma_probe: %s: invalidate_mappings (event %llu), unmap in %u ms\n",
 			imp->name, seq, imp->defer_unmap_ms);
 		return;
