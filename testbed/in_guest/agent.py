@@ -64,11 +64,15 @@ def _in_process(module: str, argv: list):
     """The module's COMMANDS entry for this call, or None when it must run as a child."""
     if len(argv) > 2:
         return None
-    try:
-        with _import_lock:
-            mod = importlib.import_module(module)
-    except ImportError:
-        return None
+    # a module already loaded needs no lock: a call must not wait for an import elsewhere in
+    # the agent (one held up by a stuck disk took every call down with it)
+    mod = sys.modules.get(module)
+    if mod is None or getattr(getattr(mod, "__spec__", None), "_initializing", False):
+        try:
+            with _import_lock:
+                mod = importlib.import_module(module)
+        except ImportError:
+            return None
     table = getattr(mod, "COMMANDS", None)
     if not isinstance(table, dict) or not argv or argv[0] not in table:
         return None
