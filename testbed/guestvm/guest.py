@@ -110,15 +110,20 @@ class GuestVM:
 
     def plug(self, device_id: str, timeout: float | None = None) -> float:
         """Put an endpoint (back) into its slot and wait for its driver; seconds it took."""
-        endpoint = self.topology.endpoint(device_id)
-        driver = "nvme" if endpoint.kind is EndpointKind.NVME else None
-        spec = endpoint_spec(self.layout, endpoint)
-        return hotplug.plug(self.machine, spec, self.bdf(device_id), driver, timeout, self._guest_wait())
+        spec = endpoint_spec(self.layout, self.topology.endpoint(device_id))
+        return hotplug.plug(
+            self.machine, spec, self.bdf(device_id), self._driver(device_id), timeout, self._guest_wait()
+        )
 
     def wait_ready(self, device_id: str, timeout: float | None = None) -> None:
         """Wait until an endpoint is bound to its driver and ready (an nvme's controller live)."""
-        driver = "nvme" if self.topology.endpoint(device_id).kind is EndpointKind.NVME else None
-        hotplug.wait_ready(self.machine, self.bdf(device_id), driver, timeout, device_id, self._guest_wait())
+        hotplug.wait_ready(
+            self.machine, self.bdf(device_id), self._driver(device_id), timeout, device_id, self._guest_wait()
+        )
+
+    def _driver(self, device_id: str) -> str | None:
+        """The driver a plugged endpoint must be bound to before it is ready (None: listed will do)."""
+        return "nvme" if self.topology.endpoint(device_id).kind is EndpointKind.NVME else None
 
     def lists(self, bdf: str) -> bool:
         """Whether the guest lists the PCI function bdf now."""

@@ -46,10 +46,6 @@ def _guest_state(vm: Machine, port_bdf: str | None) -> str:
     return "\n".join(parts)
 
 
-def guest_has(vm: Machine, bdf: str) -> bool:
-    return vm.run(f"test -e /sys/bus/pci/devices/{bdf}").status == 0
-
-
 def ssh_wait(vm: Machine) -> GuestWait:
     """The guest's side of a hot-plug, looked at over SSH every SSH_POLL_S."""
 
