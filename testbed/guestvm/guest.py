@@ -21,7 +21,7 @@ from ..render import backing_files
 from ..render.qdev import AGENT_PORT_ID, endpoint_spec
 from ..timeouts import Deadline
 from ..topology import Layout, Topology, Verdict, verdicts
-from ..topology.model import EndpointKind
+from ..topology.model import EndpointKind, HotplugMode
 from ..vm import Machine, hotplug
 from ..vm.console import ConsoleLines
 from ..vm.hotplug import UnplugResult
@@ -100,13 +100,16 @@ class GuestVM:
 
     # -- hotplug, by device id: the layout knows the addresses ---------------------------
 
-    def unplug(self, device_id: str, timeout: float | None = None) -> UnplugResult:
+    def unplug(self, device_id: str, timeout: float | None = None, button_timer: bool = False) -> UnplugResult:
         """Remove an endpoint the way its slot does (pciehp button, ACPI, device_del) and wait
-        until the guest has let go of it. The VM is not shared afterwards."""
+        until the guest has let go of it. The VM is not shared afterwards. A pciehp slot is
+        powered off by the guest once pciehp has taken the button press (the removal pciehp's
+        5 s timer would start, without the 5 s); `button_timer`: wait for the timer instead."""
         self.dirty = True
         parent = self.layout[device_id].upstream
         port = self.layout[parent].bdf if parent else None
-        return hotplug.unplug(self.machine, device_id, self.bdf(device_id), port, timeout, self._guest_wait())
+        confirm = None if button_timer else self._confirm_unplug()
+        return hotplug.unplug(self.machine, device_id, self.bdf(device_id), port, timeout, self._guest_wait(), confirm)
 
     def plug(self, device_id: str, timeout: float | None = None) -> float:
         """Put an endpoint (back) into its slot and wait for its driver; seconds it took."""
@@ -129,6 +132,19 @@ class GuestVM:
         """Whether the guest lists the PCI function bdf now."""
         wait = self._guest_wait() or hotplug.ssh_wait(self.machine)
         return not wait(bdf, "gone", None, 0.0)
+
+    def _confirm_unplug(self) -> hotplug.Confirm | None:
+        """The agent's confirmation of a pciehp unplug; None for ACPI hotplug (the guest ejects
+        at once) or without an agent (pciehp's timer then)."""
+        if self.topology.hotplug is not HotplugMode.NATIVE or self._agent is None or self._agent.dead is not None:
+            return None
+
+        def confirm(port: str, bdf: str, timeout: float) -> dict:
+            args = {"port": port, "bdf": bdf, "timeout": timeout}
+            said = self.agent("pci", "confirm_unplug", args, timeout=timeout + self.machine.timeouts.guest_command)
+            return dict(said)
+
+        return confirm
 
     def _guest_wait(self) -> hotplug.GuestWait | None:
         """A hot-plug's guest side waited for in the guest by the agent, a look every 20 ms

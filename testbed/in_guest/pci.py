@@ -1,16 +1,26 @@
 """`python3 pci.py devices`: every PCI function the guest sees, with driver and p2pmem state.
 `pci.py wait {"bdf", "until": "gone"|"ready", "driver", "timeout"}`: a hot-plug's guest side,
 waited for here (a look every 20 ms, no exec) rather than by the host over SSH.
+`pci.py confirm_unplug {"port", "bdf", "timeout"}`: once pciehp has taken the attention button
+of a device_del, power the slot off now rather than after the button's 5 s.
 """
 
+import errno
 import glob
 import os
+import struct
 import sys
 import time
 
 from common import SYS_PCI, driver, emit, read
 
 WAIT_POLL_S = 0.02
+SYS_SLOTS = "/sys/bus/pci/slots"
+PCI_CAPABILITY_LIST = 0x34
+PCI_CAP_ID_EXP = 0x10
+PCI_EXP_SLTCTL = 0x18
+PCI_EXP_SLTCTL_PIC = 0x0300  # power indicator control
+PCI_EXP_SLTCTL_PWR_IND_BLINK = 0x0200
 
 
 def devices() -> list:
@@ -76,10 +86,71 @@ def wait(args: dict) -> dict:
         time.sleep(WAIT_POLL_S)
 
 
-COMMANDS = {"devices": lambda _args: devices(), "wait": wait}
+def _express_cap(config: bytes):
+    """Offset of the PCI Express capability in a config header, or None."""
+    offset, seen = config[PCI_CAPABILITY_LIST] & 0xFC if len(config) > PCI_CAPABILITY_LIST else 0, set()
+    while offset and offset + 2 <= len(config) and offset not in seen:
+        seen.add(offset)
+        if config[offset] == PCI_CAP_ID_EXP:
+            return offset
+        offset = config[offset + 1] & 0xFC
+    return None
+
+
+def power_indicator(port: str):
+    """The port's Slot Control power indicator bits (PCI_EXP_SLTCTL_PIC), or None without a slot."""
+    with open(os.path.join(SYS_PCI, port, "config"), "rb") as f:
+        config = f.read(256)
+    cap = _express_cap(config)
+    if cap is None or cap + PCI_EXP_SLTCTL + 2 > len(config):
+        return None
+    (sltctl,) = struct.unpack_from("<H", config, cap + PCI_EXP_SLTCTL)
+    return sltctl & PCI_EXP_SLTCTL_PIC
+
+
+def slot_of(bdf: str):
+    """The /sys/bus/pci/slots entry whose address is bdf's bus and device, or None."""
+    address = bdf.rsplit(".", 1)[0]
+    for name in sorted(os.listdir(SYS_SLOTS)) if os.path.isdir(SYS_SLOTS) else ():
+        if read(os.path.join(SYS_SLOTS, name, "address")) == address:
+            return name
+    return None
+
+
+def confirm_unplug(args: dict) -> dict:
+    """device_del pressed the slot's attention button. Once pciehp has taken the press (it blinks
+    the power indicator in BLINKINGOFF state and arms its 5 s timer), write 0 to the slot's
+    `power`: pciehp_sysfs_disable_slot() makes the same DISABLE_SLOT request the timer would
+    (pciehp_handle_disable_request() cancels the timer), and returns once the slot is off and
+    its devices removed. {"confirmed", "slot", "blink_s", "seconds"[, "error"]}."""
+    port, bdf = args["port"], args["bdf"]
+    start = time.monotonic()
+    deadline = start + float(args["timeout"])
+    slot = slot_of(bdf)
+    if slot is None:
+        return {"confirmed": False, "slot": None, "error": f"no hotplug slot at {bdf.rsplit('.', 1)[0]}"}
+    while power_indicator(port) != PCI_EXP_SLTCTL_PWR_IND_BLINK:
+        if time.monotonic() >= deadline:
+            return {
+                "confirmed": False,
+                "slot": slot,
+                "error": f"the power indicator of {port} did not blink within {args['timeout']} s",
+            }
+        time.sleep(WAIT_POLL_S)
+    blink_s = round(time.monotonic() - start, 3)
+    try:
+        with open(os.path.join(SYS_SLOTS, slot, "power"), "w") as f:
+            f.write("0")
+    except OSError as exc:  # ENODEV: pciehp was no longer in BLINKINGOFF/ON state
+        error = f"writing 0 to slot {slot}'s power: {errno.errorcode.get(exc.errno, exc.errno)}"
+        return {"confirmed": False, "slot": slot, "blink_s": blink_s, "error": error}
+    return {"confirmed": True, "slot": slot, "blink_s": blink_s, "seconds": round(time.monotonic() - start, 3)}
+
+
+COMMANDS = {"devices": lambda _args: devices(), "wait": wait, "confirm_unplug": confirm_unplug}
 
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["devices"]:
-        sys.exit("usage: pci.py devices | wait JSON (through the agent)")
+        sys.exit("usage: pci.py devices | wait JSON | confirm_unplug JSON (through the agent)")
     emit(devices())

@@ -2,7 +2,9 @@
 
 An unplug is done when QEMU says DEVICE_DELETED *and* the guest no longer lists the function;
 one that does not finish is reported with the guest's view (slot status, dmesg tail), never a
-hang. Native pciehp waits 5 s after the attention button before it powers the slot off.
+hang. Native pciehp waits 5 s after the attention button before it powers the slot off; with
+a `confirm` (the guest agent's) the guest powers the slot off as soon as pciehp has taken the
+press, through the same DISABLE_SLOT request the 5 s timer makes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ SSH_POLL_S = 0.5  # each look over SSH is an exec in the guest (~0.1 s under TCG
 # The guest agent waits in the guest (testbed/in_guest/pci.py wait, a look every 20 ms);
 # ssh_wait() polls from here when there is no agent.
 GuestWait = Callable[[str, str, "str | None", float], bool]
+# The guest's confirmation of a pciehp unplug: (port bdf, device bdf, timeout) -> the guest's
+# answer, {"confirmed", "slot", "blink_s", "error"} (testbed/in_guest/pci.py confirm_unplug).
+Confirm = Callable[[str, str, float], dict]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class UnplugResult:
     device: str
     seconds: float  # device_del → DEVICE_DELETED
     event: dict
+    # the guest powered the slot off through sysfs once pciehp took the button press (else
+    # pciehp's 5 s timer, ACPI's eject or a plain device_del did)
+    confirmed: bool = False
 
 
 def _guest_state(vm: Machine, port_bdf: str | None) -> str:
@@ -75,11 +83,22 @@ def unplug(
     port_bdf: str | None,
     timeout: float | None = None,
     guest_wait: GuestWait | None = None,
+    confirm: Confirm | None = None,
 ) -> UnplugResult:
-    """device_del, then DEVICE_DELETED within the deadline, then the function gone in the guest."""
+    """device_del, then DEVICE_DELETED within the deadline, then the function gone in the guest.
+    `confirm` (a pciehp slot only): the guest powers the slot off once pciehp took the press."""
     timeout = (vm.timeouts.unplug if timeout is None else timeout) + PCIEHP_BUTTON_WAIT_S
     start = time.monotonic()
     vm.qmp.command("device_del", {"id": device})
+    confirmed = False
+    if confirm is not None and port_bdf is not None:
+        said = confirm(port_bdf, bdf, timeout)
+        if not said.get("confirmed"):
+            raise GuestError(
+                f"device_del {device}: the guest could not power slot {said.get('slot')} off: "
+                f"{said.get('error')}\n{_guest_state(vm, port_bdf)}"
+            )
+        confirmed = True
     try:
         event = vm.qmp.wait_event("DEVICE_DELETED", {"device": device}, timeout=timeout)
     except GuestError:
@@ -89,7 +108,7 @@ def unplug(
     seconds = time.monotonic() - start
     if not (guest_wait or ssh_wait(vm))(bdf, "gone", None, vm.timeouts.plug):
         raise GuestError(f"{device} deleted in QEMU but {bdf} still listed in the guest\n{_guest_state(vm, port_bdf)}")
-    return UnplugResult(device, seconds, event)
+    return UnplugResult(device, seconds, event, confirmed)
 
 
 def plug(

@@ -136,3 +136,86 @@ def test_a_plug_waited_for_by_the_agent_needs_no_ssh():
 
     hotplug.plug(vm, Spec(), "0000:01:00.0", "nvme", timeout=60, guest_wait=agent_wait)
     assert asked == [("0000:01:00.0", "ready", "nvme")] and vm.checks == []
+
+
+# -- a pciehp unplug confirmed by the guest (pci.py confirm_unplug) --------------------------
+
+PORT, DEVICE = "0000:00:02.0", "0000:01:00.0"
+EXP_CAP = 0x40
+
+
+def _port_config(power_indicator: int) -> bytes:
+    """A bridge's config header: a PM capability, then PCI Express with Slot Control set."""
+    config = bytearray(256)
+    config[0x34] = 0x50  # capabilities list: PM at 0x50 -> Express at 0x40
+    config[0x50:0x52] = bytes([0x01, EXP_CAP])
+    config[EXP_CAP : EXP_CAP + 2] = bytes([0x10, 0x00])
+    sltctl = 0x0400 | power_indicator | 0x00C0  # power controller, attention indicator off
+    config[EXP_CAP + 0x18 : EXP_CAP + 0x1A] = sltctl.to_bytes(2, "little")
+    return bytes(config)
+
+
+@pytest.fixture
+def slot(sysfs, tmp_path, monkeypatch):
+    """DEVICE in pciehp slot "1" of PORT; the port's power indicator on (state ON)."""
+    slots = tmp_path / "slots"
+    (slots / "1").mkdir(parents=True)
+    (slots / "1" / "address").write_text(DEVICE.rsplit(".", 1)[0] + "\n")
+    (slots / "1" / "power").write_text("1\n")
+    (slots / "7").mkdir()
+    (slots / "7" / "address").write_text("0000:05:00\n")
+    monkeypatch.setattr(pci, "SYS_SLOTS", str(slots))
+    (sysfs / PORT).mkdir()
+    (sysfs / PORT / "config").write_bytes(_port_config(0x0100))
+    return slots / "1"
+
+
+def test_the_slot_is_powered_off_only_once_pciehp_blinks(sysfs, slot):
+    assert pci.power_indicator(PORT) == 0x0100
+
+    power_before_the_blink = []
+
+    def button_taken():  # pciehp_handle_button_press(): BLINKINGOFF, indicator blinking
+        power_before_the_blink.append((slot / "power").read_text())
+        (sysfs / PORT / "config").write_bytes(_port_config(0x0200))
+
+    threading.Timer(0.05, button_taken).start()
+    said = pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 10})
+    assert said["confirmed"] and said["slot"] == "1" and said["blink_s"] >= 0.04, said
+    assert power_before_the_blink == ["1\n"], "powered off before pciehp took the press"
+    assert (slot / "power").read_text() == "0"
+
+
+def test_a_press_pciehp_never_takes_or_a_slot_that_is_not_there_is_an_answer(sysfs, slot):
+    said = pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 0.05})
+    assert not said["confirmed"] and "did not blink within 0.05 s" in said["error"], said
+    assert (slot / "power").read_text() == "1\n"
+    said = pci.confirm_unplug({"port": PORT, "bdf": "0000:09:00.0", "timeout": 10})
+    assert said == {"confirmed": False, "slot": None, "error": "no hotplug slot at 0000:09:00"}
+
+
+class UnplugQMP(FakeQMP):
+    def wait_event(self, name: str, match: dict, timeout: float) -> dict:
+        self.commands.append(("wait " + name, dict(match)))
+        return {"event": name, "data": match}
+
+
+def test_an_unplug_is_confirmed_after_device_del_and_a_refusal_is_explained():
+    vm = FakeMachine(ready_after=0)
+    vm.qmp = UnplugQMP()
+    asked = []
+
+    def confirm(port, bdf, timeout):
+        asked.append((port, bdf, list(vm.qmp.commands)))
+        return {"confirmed": True, "slot": "1", "blink_s": 0.1}
+
+    result = hotplug.unplug(vm, "nvme0", DEVICE, PORT, guest_wait=lambda *a: True, confirm=confirm)
+    assert result.confirmed and asked == [(PORT, DEVICE, [("device_del", {"id": "nvme0"})])]
+    assert vm.qmp.commands[-1] == ("wait DEVICE_DELETED", {"device": "nvme0"})
+    assert not hotplug.unplug(vm, "nvme1", DEVICE, PORT, guest_wait=lambda *a: True).confirmed
+
+    def refused(port, bdf, timeout):
+        return {"confirmed": False, "slot": "1", "error": "writing 0 to slot 1's power: ENODEV"}
+
+    with pytest.raises(GuestError, match=r"device_del nvme0: the guest could not power slot 1 off: .*ENODEV"):
+        hotplug.unplug(vm, "nvme0", DEVICE, PORT, guest_wait=lambda *a: True, confirm=refused)

@@ -3,8 +3,10 @@
 Every test runs on a VM of its own (the device tree changes) and asserts: DEVICE_DELETED
 within its deadline, the function gone from the guest, no splat in the test's console
 window (checked by the harness), and data written before the unplug intact on the host.
-`two-switch` unplugs through native pciehp (attention button, 5 s wait), `root-ports` through
-ACPI.
+`two-switch` unplugs through native pciehp: device_del presses the attention button, and the
+guest powers the slot off once pciehp has taken the press (the DISABLE_SLOT request pciehp's 5 s
+timer would make; test_unplug_idle_provider waits for the timer itself). `root-ports` unplugs
+through ACPI.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 from testbed.guestvm import start_background
 from testbed.guestvm.p2p import REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
 from testbed.in_guest.pattern import pattern
-from testbed.topology.model import EndpointKind
+from testbed.topology.model import EndpointKind, HotplugMode
 from testbed.topology.needs import (
     HOT_ADD_CMB,
     HOTPLUG_CMB,
@@ -33,8 +35,13 @@ SIGBUS = 7
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
 
-def _unplug(vm, device: str) -> hotplug.UnplugResult:
-    return vm.unplug(device)
+def _unplug(vm, device: str, button_timer: bool = False) -> hotplug.UnplugResult:
+    result = vm.unplug(device, button_timer=button_timer)
+    if vm.topology.hotplug is HotplugMode.NATIVE:
+        assert result.confirmed is not button_timer, result
+        if button_timer:
+            assert result.seconds >= hotplug.PCIEHP_BUTTON_WAIT_S, f"pciehp powered the slot off early: {result}"
+    return result
 
 
 def _plug(vm, device: str) -> float:
@@ -85,10 +92,11 @@ def _p2p_peer(vm, provider: str) -> str:
 
 @pytest.mark.topology("two-switch", "root-ports", needs=HOTPLUG_CMB_AND_SURVIVOR)
 def test_unplug_idle_provider(fresh_vm, roles):
+    """The whole attention-button road on a pciehp slot: pciehp's own 5 s timer powers it off."""
     vm, provider = fresh_vm, roles.provider
     own = Written(vm, provider, offset=1 * MiB)
     p2p = Written(vm, _p2p_peer(vm, provider), offset=2 * MiB, via_p2p_from=provider)
-    _unplug(vm, provider)
+    _unplug(vm, provider, button_timer=True)
     assert own.intact() and p2p.intact(), "data written before the unplug changed on the host"
     _still_usable(vm, roles.survivor)
 
