@@ -379,6 +379,13 @@ class GuestVM:
             )
         return list(out["lines"])
 
+    def kmemleak_scannable(self) -> bool | None:
+        """Whether kmemleak can be asked for a leak report (None: no agent to ask; over SSH that
+        costs a login, ~0.4 s, for every VM of a kernel without kmemleak)."""
+        if self._agent is None or self._agent.dead is not None:
+            return None
+        return bool(self.agent("kmsg", "kmemleak")["scan"])
+
     def mark(self, line: str) -> int | None:
         """Write `line` to the kernel log (a record of its own), then read lockdep's debug_locks
         (None on kernels without lockdep). Through the agent: an SSH exec of a shell costs

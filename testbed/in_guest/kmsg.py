@@ -18,6 +18,9 @@
                                     of the last S seconds that match RE; those matching RE2 count
                                     twice (intel's dmar_fault() takes one more, unprinted, per
                                     interrupt). How the harness knows a fault report has room.
+    kmsg.py kmemleak                {"ok", "scan"}: whether kmemleak can be asked for its report
+                                    (its debugfs file writable, not kmemleak=off): the harness's
+                                    end-of-life leak scan, skipped without an SSH login if not
 
 A record's text is its first line (continuation lines of a multi-line record are dropped, as
 dmesg shows them indented under it anyway).
@@ -127,8 +130,19 @@ def uses(args: dict) -> dict:
 
 
 # an OSError is a result, {"ok": false, "errno": ...}, as this module's CLI prints it
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+PROC_CMDLINE = "/proc/cmdline"
+
+
+def kmemleak(_args: dict) -> dict:
+    """What testbed/logs/kmemleak.py KMEMLEAK_SCAN checks before it scans, without a shell."""
+    with open(PROC_CMDLINE) as f:
+        off = "kmemleak=off" in f.read().split()
+    return {"ok": True, "scan": os.access(KMEMLEAK, os.W_OK) and not off}
+
+
 OSERROR_IS_RESULT = True
-COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark, "uses": uses}
+COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark, "uses": uses, "kmemleak": kmemleak}
 
 if __name__ == "__main__":
     try:

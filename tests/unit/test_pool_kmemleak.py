@@ -92,9 +92,13 @@ class FakeVM:
     answer: RunResult | Exception
     summary: str = ""  # what the scan prints on the console
     commands: list[str] = field(default_factory=list)
+    scannable: bool | None = None  # the agent's answer to `kmsg.py kmemleak`; None: no agent
 
     def close_agent(self) -> None:
         pass  # no agent in a fake VM
+
+    def kmemleak_scannable(self) -> bool | None:
+        return self.scannable
 
     def run(self, cmd: str, timeout: float | None = None, check: bool = False) -> RunResult:
         self.commands.append(cmd)
@@ -201,3 +205,33 @@ def test_a_dead_vm_is_not_asked(tmp_path):
     vm.machine.process.up = False
     pool.release(vm)  # type: ignore[arg-type]
     assert vm.commands == [] and pool.stray_splats == []
+
+
+@pytest.mark.parametrize("scannable", [True, False])
+def test_the_agent_says_whether_to_log_in_for_a_scan(tmp_path, scannable):
+    """A kernel without kmemleak is known from the agent: no SSH login (~0.4 s) per VM."""
+    pool = _pool([])
+    vm = _vm(tmp_path, RunResult(0, REPORT, ""), summary=SUMMARY)
+    vm.scannable = scannable
+    pool.release(vm)  # type: ignore[arg-type]
+    assert vm.commands == ([KMEMLEAK_SCAN] if scannable else []) and vm.machine.shut
+    assert len(pool.stray_splats) == (2 if scannable else 0)
+
+
+def test_the_agents_kmemleak_check_is_the_scans(tmp_path, monkeypatch):
+    """kmsg.py kmemleak answers what KMEMLEAK_SCAN's own first checks would."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "in_guest"))
+    import kmsg
+
+    debugfs, cmdline = tmp_path / "kmemleak", tmp_path / "cmdline"
+    monkeypatch.setattr(kmsg, "KMEMLEAK", str(debugfs))
+    monkeypatch.setattr(kmsg, "PROC_CMDLINE", str(cmdline))
+    cmdline.write_text("console=ttyS0 kmemleak=on\n")
+    assert kmsg.kmemleak({}) == {"ok": True, "scan": False}  # no kmemleak file: not built in
+    debugfs.write_text("")
+    assert kmsg.kmemleak({}) == {"ok": True, "scan": True}
+    cmdline.write_text("console=ttyS0 kmemleak=off quiet\n")
+    assert kmsg.kmemleak({}) == {"ok": True, "scan": False}  # built in, switched off at boot
+    assert "test -w /sys/kernel/debug/kmemleak" in KMEMLEAK_SCAN and "kmemleak=off" in KMEMLEAK_SCAN
