@@ -347,3 +347,32 @@ def test_a_session_that_fails_is_reported_at_once_with_its_traceback_in_the_log(
     assert proc.stderr is not None
     said = proc.stderr.read()
     assert "session failed:\nTraceback" in said and "ValueError" in said, said
+
+
+def test_request_threads_are_kept_for_later_requests_and_never_waited_for():
+    """agent.Workers: a thread done with its request takes the next (a thread start costs
+    ~1-3 ms under TCG, and every request had one); a request that blocks does not hold up
+    the next, which gets a thread of its own."""
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "in_guest"))
+    import agent as guest_agent
+
+    workers = guest_agent.Workers()
+    ran: list[str] = []
+    done = threading.Semaphore(0)
+
+    def record(n: int) -> None:
+        ran.append(threading.current_thread().name)  # "Thread-N": never reused, unlike an ident
+        done.release()
+
+    for n in range(50):
+        workers.submit(record, n)
+        assert done.acquire(timeout=10)
+    assert len(set(ran)) <= 2, f"{len(set(ran))} threads for 50 requests one after the other"
+
+    release = threading.Event()
+    workers.submit(lambda _: release.wait(10), None)
+    workers.submit(record, 50)
+    assert done.acquire(timeout=10), "a request waited for a blocked one"
+    release.set()
