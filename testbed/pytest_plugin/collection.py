@@ -3,6 +3,7 @@ the order: a topology's tests one after another, on one xdist worker."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -107,8 +108,10 @@ def _not_selected(item: pytest.Item) -> bool:
     return "topology_case" in params and params["topology_case"] is None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Deselect first; order last, after pytest's own reordering by the session-scoped topology
+    parameter (which would undo an order made before it)."""
     placeholders = [i for i in items if _not_selected(i)]
     if placeholders:
         config.hook.pytest_deselected(items=placeholders)
@@ -120,6 +123,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
+    yield
     items[:] = group_by_topology(items)
     for item in items:
         topology = _topology_of(item)
@@ -133,12 +137,15 @@ def _topology_of(item: pytest.Item) -> str | None:
 
 
 def group_by_topology(items: list[pytest.Item]) -> list[pytest.Item]:
-    """The VM tests of one topology run one after another (in their collected order), so the
-    pool's shared VMs are not evicted and rebooted between test files; other items keep their place."""
+    """The VM tests of one topology run one after another, so the pool's shared VMs are not
+    evicted and rebooted between test files; other items keep their place. Within a topology
+    the tests that take a VM of their own (fresh_vm) come last, each group in its collected
+    order: the first one's VM boots as a warm spare beside the shared tests, not in its setup."""
     first: dict[str, int] = {}
     keys = []
     for index, item in enumerate(items):
         topology = _topology_of(item)
         keys.append(index if topology is None else first.setdefault(topology, index))
-    order = sorted(range(len(items)), key=lambda i: (keys[i], i))
+    fresh = [_topology_of(item) is not None and "fresh_vm" in getattr(item, "fixturenames", ()) for item in items]
+    order = sorted(range(len(items)), key=lambda i: (keys[i], fresh[i], i))
     return [items[i] for i in order]

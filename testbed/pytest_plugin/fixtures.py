@@ -117,6 +117,9 @@ def vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: s
     """The shared VM of this test's topology (booted once per session and topology)."""
     guest = _boot_or_fail(lambda: testbed_pool.shared_vm(testbed_topology))
     request.node.stash[VM_KEY] = guest
+    if not request.config.getoption("no_spare_vms") and _fresh_follows(request.node, testbed_topology):
+        # the first destructive test of the topology (they run after its shared ones) finds it booted
+        testbed_pool.prefetch_spare(testbed_topology)
     return guest
 
 
@@ -130,16 +133,25 @@ def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topol
     testbed_pool.release(guest)
 
 
+# per session: (nodeid -> index in the run's order, topology -> index of its last fresh_vm test)
+LAST_FRESH_KEY = pytest.StashKey[tuple[dict[str, int], dict[str | None, int]]]()
+
+
 def _fresh_follows(item: pytest.Item, topology: str) -> bool:
     """Another test that takes a fresh VM of this topology comes later in this process (under
     xdist --dist loadgroup a topology's tests all run on one worker, in collection order)."""
-    items = item.session.items
-    try:
-        index = items.index(item)
-    except ValueError:
-        return False
-    later = items[index + 1 :]
-    return any("fresh_vm" in getattr(i, "fixturenames", ()) and _topology_of(i) == topology for i in later)
+    session = item.session
+    if LAST_FRESH_KEY not in session.stash:  # once: every shared-VM test asks
+        where: dict[str, int] = {}
+        last_fresh: dict[str | None, int] = {}
+        for index, i in enumerate(session.items):
+            where[i.nodeid] = index
+            if "fresh_vm" in getattr(i, "fixturenames", ()):
+                last_fresh[_topology_of(i)] = index
+        session.stash[LAST_FRESH_KEY] = (where, last_fresh)
+    where, last_fresh = session.stash[LAST_FRESH_KEY]
+    at = where.get(item.nodeid)
+    return at is not None and at < last_fresh.get(topology, -1)
 
 
 @pytest.fixture(scope="session")

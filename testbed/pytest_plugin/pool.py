@@ -150,8 +150,15 @@ class VmPool:
             vm = self.boot(topology, variant)
         self.fresh_waits.append(FreshWait(topology, time.monotonic() - start, how))
         if spare_next:
-            self.spares[key] = self._spare_thread.submit(self.boot, topology, variant)
+            self.prefetch_spare(topology, variant)
         return vm
+
+    def prefetch_spare(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> None:
+        """Boot the warm spare the next destructive test of `topology` will take, now, unless
+        one is booted or booting: its boot runs beside the tests before it, not in its setup."""
+        key = (topology, variant)
+        if key not in self.spares:
+            self.spares[key] = self._spare_thread.submit(self.boot, topology, variant)
 
     def _take_spare(self, spare: Future[GuestVM]) -> tuple[GuestVM | None, str]:
         """The spare, if it booted cleanly: QEMU alive, no splat on its console so far (a known

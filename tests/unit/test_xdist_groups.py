@@ -14,6 +14,14 @@ SUITE = """\
 import pytest
 from testbed.topology.needs import ANY
 
+@pytest.fixture
+def fresh_vm():  # stands in for the plugin's: no VM boots here, the order is what is looked at
+    pytest.skip("a destructive test's place in the order")
+
+@pytest.mark.topology("two-switch", "acs", "root-ports", needs=ANY)
+def test_destructive(testbed_topology, fresh_vm):
+    pass
+
 @pytest.mark.topology("two-switch", "acs", "root-ports", needs=ANY)
 @pytest.mark.parametrize("n", range(4))
 def test_grouped(testbed_topology, n):
@@ -35,3 +43,8 @@ def test_a_topologys_tests_run_on_one_worker(tmp_path: Path):
     assert sorted(workers) == ["acs", "root-ports", "two-switch"], proc.stdout
     split = {t: w for t, w in workers.items() if len(w) > 1}
     assert not split, f"topology groups split across workers: {split}"
+    # collected first, run last in its topology: its VM boots as a spare beside the others
+    ran = re.findall(r"(?:PASSED|SKIPPED) .*::(test_\w+)\[([a-z-]+?)(?:-\d)?\]", proc.stdout)
+    for topology in workers:
+        order = [name for name, t in ran if t == topology]
+        assert order == ["test_grouped"] * 4 + ["test_destructive"], (topology, order)
