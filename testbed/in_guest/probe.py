@@ -313,17 +313,28 @@ def iova(args: dict) -> dict:
 
 
 def dmaloop(args: dict) -> dict:
-    """edu writes `addr` again and again until the `stop` file appears: a mapping in use."""
+    """edu writes `addr` again and again until signalled: a mapping in use. With {"id": import,
+    "after_revoke": N} it stops by itself after N DMAs issued once that import was revoked (its
+    invalidate_seq set): each of those is blocked and reported as a vIOMMU fault, and more would
+    only use up the fault log's rate limit for the DMA the test checks next."""
     import pattern as pat
 
-    count, errors, started = 0, {}, time.monotonic()
+    watched, enough = args.get("id"), args.get("after_revoke", 0)
+    count, errors, started, after = 0, {}, time.monotonic(), None
     emit({"looping": True})
     while not signalled() and time.monotonic() - started < args.get("limit", 120):
+        if watched and after is None and state(P.P2PDMA_PROBE_STATE, watched, "dmaloop", quiet=True)["invalidate_seq"]:
+            after = 0
         err = dma(args["client"], args["addr"], pat.pattern(count + 1, args.get("size", 256)), "dmaloop", verify=False)
         count += 1
         if err:
             errors[str(err)] = errors.get(str(err), 0) + 1
-    return {"ok": True, "dmas": count, "errors": errors, "seconds": round(time.monotonic() - started, 1)}
+        if after is not None:
+            after += 1
+            if after >= enough:
+                break
+    seconds = round(time.monotonic() - started, 1)
+    return {"ok": True, "dmas": count, "errors": errors, "after_revoke": after, "seconds": seconds}
 
 
 def remaploop(args: dict) -> dict:
