@@ -40,6 +40,9 @@ LISTENER = "/usr/local/sbin/testbed-agent-listen"  # guest-images/rootfs/usr/loc
 LISTENER_LOG = "/var/log/testbed-agent-listen.log"
 AGENT_PORT = 5171
 LISTENER_CHECK_S = 5.0  # refused this long: is it still starting, or did it die?
+# refused this long, a look: a listener that said it listens and is gone died (no 5 s wait)
+LISTENER_FIRST_CHECK_S = 0.5
+LISTENING = "listening on 127.0.0.1:"  # what the listener logs once it listens
 # The listener's pid, if it runs. Its forked sessions keep its command line but lead sessions
 # of their own (pid = sid), and outlive it as children of init; the pattern's first character
 # is bracketed so that it does not match this command line itself.
@@ -190,8 +193,9 @@ class GuestVM:
         """The agent on the virtio-serial port: the bootstrap and the helpers are written into
         QEMU's socket at once (they wait there until the guest's listener opens the port), then
         the boot is watched until the agent answers: a panic, a stall or QEMU's end stops the
-        wait as they stop the SSH wait. Past LISTENER_CHECK_S without an answer, SSH asks the
-        guest whether its listener still runs, so a dead one is reported with its log."""
+        wait as they stop the SSH wait. Past LISTENER_CHECK_S without an answer (an agent
+        installed again: LISTENER_FIRST_CHECK_S), SSH asks the guest whether its listener still
+        runs, so a dead one is reported with its log."""
         self._wait_port_released()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -258,9 +262,12 @@ class GuestVM:
     def _wait_agent_on_port(self, agent: Agent) -> None:
         deadline = Deadline(self.machine.timeouts.boot_to_ssh)
         settled = lambda: agent.ready.is_set() or agent.dead is not None  # noqa: E731
-        check = Deadline(LISTENER_CHECK_S)
+        # at a boot the listener is a boot away, and a look is an SSH login: the long wait first
+        again = self.agent_ready_at is not None
+        looked_after = LISTENER_FIRST_CHECK_S if again else LISTENER_CHECK_S
+        check = Deadline(looked_after)
         lines = ConsoleLines(self.machine.console_log)  # one reader for the whole wait
-        if self.agent_ready_at is not None:  # an agent again, not a boot: what was printed is judged
+        if again:  # an agent again, not a boot: what was printed is judged
             lines.new()
         while not self.machine.watch_boot(min(check, deadline, key=Deadline.remaining), lines, done=settled):
             if deadline.expired:
@@ -269,9 +276,10 @@ class GuestVM:
                     f"{self.machine.timeouts.boot_to_ssh:.0f}s\n{self._listener_said(self.machine.wait_ssh())}"
                 )
             said = self._listener_said(self.machine.wait_ssh())
-            if "NOT RUNNING" in said:
+            if _listener_gone(said, looked_after):
                 raise GuestError(f"{self.machine.name}: the guest's agent listener does not answer\n{said}")
-            check = Deadline(LISTENER_CHECK_S)
+            looked_after = LISTENER_CHECK_S
+            check = Deadline(looked_after)
         try:
             agent.wait_ready(0)
         except GuestError as exc:
@@ -279,14 +287,18 @@ class GuestVM:
 
     def _connect_to_listener(self, ssh: SSH) -> tuple[IO[bytes], IO[bytes], Callable[[], None]]:
         """The forwarded channel to the agent listener, waiting while it still starts (a debug
-        kernel can log sshd ready first); if it died, a GuestError with what it logged."""
+        kernel can log sshd ready first); if it died, a GuestError with what it logged: after
+        the first short look if it had said it listens, else after LISTENER_CHECK_S."""
         deadline = Deadline(self.machine.timeouts.guest_command)
+        refused_for = LISTENER_FIRST_CHECK_S
         while True:
             try:
-                return ssh.forward(AGENT_PORT, min(LISTENER_CHECK_S, max(deadline.remaining(), 0.0)))
+                return ssh.forward(AGENT_PORT, min(refused_for, max(deadline.remaining(), 0.0)))
             except GuestError as exc:
                 said = self._listener_said(ssh)
-                if "NOT RUNNING" in said or deadline.expired:
+                gone = _listener_gone(said, refused_for)
+                refused_for = LISTENER_CHECK_S
+                if gone or deadline.expired:
                     raise GuestError(
                         f"{self.machine.name}: the guest's agent listener does not answer: {exc}\n{said}"
                     ) from None
@@ -450,6 +462,13 @@ def listener_preamble(source: str, args: list[str]) -> bytes:
         raise ValueError(f"listener arguments must be single words: {args!r}")
     data = source.encode()
     return " ".join([str(len(data)), *args]).encode() + b"\n" + data
+
+
+def _listener_gone(said: str, looked_after: float) -> bool:
+    """Whether the listener died, from its log and ps (GuestVM._listener_said) after it did not
+    answer for `looked_after` seconds: gone, and it had said it listens or had the long wait to
+    start (else it may not have been started yet)."""
+    return "NOT RUNNING" in said and (LISTENING in said or looked_after >= LISTENER_CHECK_S)
 
 
 def agent_bundle(paths: list[Path]) -> bytes:

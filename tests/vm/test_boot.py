@@ -86,7 +86,7 @@ def test_the_agent_runs_in_the_interpreter_init_started(vm):
 def test_a_dead_agent_listener_is_reported_with_its_log(fresh_vm):
     """The agent installed again gets a session of its own. With the listener gone (its
     running session lives on), installing fails after one check, not the command deadline,
-    with the listener's log."""
+    with the listener's log (which says it had been listening: no 5 s wait for a start)."""
     vm = fresh_vm
     vm.close_agent()
     vm.install_agent()
