@@ -3,6 +3,7 @@ PDEATHSIG, the port-0 SSH forward readback, and the accelerator probe."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -66,9 +67,9 @@ def env(tmp_path, monkeypatch, require_qemu):
     return require_qemu, rt
 
 
-def make(env, name="t") -> Machine:
+def make(env, name="t", timeouts: Timeouts | None = None) -> Machine:
     qemu, rt = env
-    return Machine(bare_argv(qemu, rt), rt, Path("/nonexistent-key"), Timeouts.for_accel("tcg"), name)
+    return Machine(bare_argv(qemu, rt), rt, Path("/nonexistent-key"), timeouts or Timeouts.for_accel("tcg"), name)
 
 
 def test_own_process_group_qmp_and_clean_quit(env):
@@ -150,7 +151,8 @@ def test_staged_teardown_escalates_when_quit_is_ignored(env):
 
 
 def test_sigkill_stage_for_a_stopped_qemu(env):
-    vm = make(env)
+    # the stages, not their deadlines, are what is looked at: SIGTERM's 5 s would be waited out
+    vm = make(env, timeouts=dataclasses.replace(Timeouts.for_accel("tcg"), terminate=0.5))
     with vm:
         pid = vm.process.pid
         vm.qmp.close()
