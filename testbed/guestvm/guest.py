@@ -39,6 +39,8 @@ GUEST_AGENT_DIR = "/run/testbed/agent"
 LISTENER = "/usr/local/sbin/testbed-agent-listen"  # guest-images/rootfs/usr/local/sbin/
 LISTENER_LOG = "/var/log/testbed-agent-listen.log"
 AGENT_PORT = 5171
+KMEMLEAK_ASK_S = 10.0  # the agent's answer whether kmemleak can scan (in its process: instant)
+CONFIRM_MARGIN_S = 30.0  # past the guest's own deadline for a pciehp unplug's confirmation
 LISTENER_CHECK_S = 5.0  # refused this long: is it still starting, or did it die?
 # refused this long, a look: a listener that said it listens and is gone died (no 5 s wait)
 LISTENER_FIRST_CHECK_S = 0.5
@@ -144,7 +146,8 @@ class GuestVM:
 
         def confirm(port: str, bdf: str, timeout: float) -> dict:
             args = {"port": port, "bdf": bdf, "timeout": timeout}
-            said = self.agent("pci", "confirm_unplug", args, timeout=timeout + self.machine.timeouts.guest_command)
+            # the guest answers by `timeout` whatever the removal does (a blocked write included)
+            said = self.agent("pci", "confirm_unplug", args, timeout=timeout + CONFIRM_MARGIN_S)
             return dict(said)
 
         return confirm
@@ -396,7 +399,9 @@ class GuestVM:
         costs a login, ~0.4 s, for every VM of a kernel without kmemleak)."""
         if self._agent is None or self._agent.dead is not None:
             return None
-        return bool(self.agent("kmsg", "kmemleak")["scan"])
+        # not the guest command deadline (minutes under TCG): a stuck guest is asked over SSH next
+        said = self.agent("kmsg", "kmemleak", timeout=KMEMLEAK_ASK_S)
+        return bool(said.get("scan")) if said.get("ok") else None
 
     def mark(self, line: str) -> int | None:
         """Write `line` to the kernel log (a record of its own), then read lockdep's debug_locks

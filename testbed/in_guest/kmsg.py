@@ -129,7 +129,6 @@ def uses(args: dict) -> dict:
     return {"ok": True, "ages": rate_limit_uses(records, now, float(args["seconds"]), pattern, twice)}
 
 
-# an OSError is a result, {"ok": false, "errno": ...}, as this module's CLI prints it
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 PROC_CMDLINE = "/proc/cmdline"
 
@@ -141,6 +140,7 @@ def kmemleak(_args: dict) -> dict:
     return {"ok": True, "scan": os.access(KMEMLEAK, os.W_OK) and not off}
 
 
+# an OSError is a result, {"ok": false, "errno": ...}, as this module's CLI prints it
 OSERROR_IS_RESULT = True
 COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark, "uses": uses, "kmemleak": kmemleak}
 

@@ -10,6 +10,7 @@ import glob
 import os
 import struct
 import sys
+import threading
 import time
 
 from common import SYS_PCI, driver, emit, read
@@ -109,12 +110,23 @@ def power_indicator(port: str):
 
 
 def slot_of(bdf: str):
-    """The /sys/bus/pci/slots entry whose address is bdf's bus and device, or None."""
+    """The /sys/bus/pci/slots entry with a `power` file whose address is bdf's bus and device,
+    or None."""
     address = bdf.rsplit(".", 1)[0]
     for name in sorted(os.listdir(SYS_SLOTS)) if os.path.isdir(SYS_SLOTS) else ():
-        if read(os.path.join(SYS_SLOTS, name, "address")) == address:
+        slot = os.path.join(SYS_SLOTS, name)
+        if read(os.path.join(slot, "address")) == address and os.path.exists(os.path.join(slot, "power")):
             return name
     return None
+
+
+def _power_off(path: str, done: dict) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write("0")
+    except OSError as exc:
+        done["errno"] = exc.errno
+    done["finished"] = True
 
 
 def confirm_unplug(args: dict) -> dict:
@@ -122,29 +134,44 @@ def confirm_unplug(args: dict) -> dict:
     the power indicator in BLINKINGOFF state and arms its 5 s timer), write 0 to the slot's
     `power`: pciehp_sysfs_disable_slot() makes the same DISABLE_SLOT request the timer would
     (pciehp_handle_disable_request() cancels the timer), and returns once the slot is off and
-    its devices removed. {"confirmed", "slot", "blink_s", "seconds"[, "error"]}."""
+    its devices removed. By the deadline at the latest: {"how", "slot", "blink_s", "seconds"}
+    with how: "confirmed" (written; "blocked": the removal it started still runs, as a vfio-pci
+    remove waits for user space), "timer" (pciehp's own request came first: the indicator went
+    off, or the write got ENODEV), "gone" (the function went without a blink), "no slot",
+    "no blink" or "error" (with "error")."""
     port, bdf = args["port"], args["bdf"]
     start = time.monotonic()
     deadline = start + float(args["timeout"])
     slot = slot_of(bdf)
+    answer = {"slot": slot, "blink_s": None, "seconds": None}
     if slot is None:
-        return {"confirmed": False, "slot": None, "error": f"no hotplug slot at {bdf.rsplit('.', 1)[0]}"}
-    while power_indicator(port) != PCI_EXP_SLTCTL_PWR_IND_BLINK:
+        return {**answer, "how": "no slot", "error": f"no hotplug slot with a power file at {bdf.rsplit('.', 1)[0]}"}
+    while True:
+        if not os.path.exists(os.path.join(SYS_PCI, bdf)):
+            return {**answer, "how": "gone"}
+        indicator = power_indicator(port)
+        if indicator == PCI_EXP_SLTCTL_PWR_IND_BLINK:
+            break
+        if indicator == PCI_EXP_SLTCTL_PIC:  # off: pciehp (its timer) powered the slot off already
+            return {**answer, "how": "timer"}
         if time.monotonic() >= deadline:
-            return {
-                "confirmed": False,
-                "slot": slot,
-                "error": f"the power indicator of {port} did not blink within {args['timeout']} s",
-            }
+            error = f"the power indicator of {port} did not blink within {args['timeout']} s ({indicator})"
+            return {**answer, "how": "no blink", "error": error}
         time.sleep(WAIT_POLL_S)
-    blink_s = round(time.monotonic() - start, 3)
-    try:
-        with open(os.path.join(SYS_SLOTS, slot, "power"), "w") as f:
-            f.write("0")
-    except OSError as exc:  # ENODEV: pciehp was no longer in BLINKINGOFF/ON state
-        error = f"writing 0 to slot {slot}'s power: {errno.errorcode.get(exc.errno, exc.errno)}"
-        return {"confirmed": False, "slot": slot, "blink_s": blink_s, "error": error}
-    return {"confirmed": True, "slot": slot, "blink_s": blink_s, "seconds": round(time.monotonic() - start, 3)}
+    answer["blink_s"] = round(time.monotonic() - start, 3)
+    done: dict = {}
+    writer = threading.Thread(target=_power_off, args=(os.path.join(SYS_SLOTS, slot, "power"), done), daemon=True)
+    writer.start()
+    writer.join(max(deadline - time.monotonic(), 0.0))
+    answer["seconds"] = round(time.monotonic() - start, 3)
+    if not done.get("finished"):
+        return {**answer, "how": "confirmed", "blocked": True}
+    if done.get("errno") == errno.ENODEV:  # pciehp's own request was under way (POWEROFF state)
+        return {**answer, "how": "timer"}
+    if done.get("errno"):
+        error = f"writing 0 to slot {slot}'s power: {errno.errorcode.get(done['errno'], done['errno'])}"
+        return {**answer, "how": "error", "error": error}
+    return {**answer, "how": "confirmed"}
 
 
 COMMANDS = {"devices": lambda _args: devices(), "wait": wait, "confirm_unplug": confirm_unplug}

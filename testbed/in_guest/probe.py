@@ -314,12 +314,12 @@ def iova(args: dict) -> dict:
 
 def dmaloop(args: dict) -> dict:
     """edu writes `addr` again and again until signalled: a mapping in use. With {"id": import,
-    "after_revoke": N} it stops by itself after N DMAs issued once that import was revoked (its
-    invalidate_seq set): each of those is blocked and reported as a vIOMMU fault, and more would
-    only use up the fault log's rate limit for the DMA the test checks next."""
+    "after_revoke": N (default 1)} it stops by itself after N DMAs issued once that import was
+    revoked (its invalidate_seq set): each of those is blocked and reported as a vIOMMU fault,
+    and more would only use up the fault log's rate limit for the DMA the test checks next."""
     import pattern as pat
 
-    watched, enough = args.get("id"), args.get("after_revoke", 0)
+    watched, enough = args.get("id"), max(int(args.get("after_revoke", 1)), 1)
     count, errors, started, after = 0, {}, time.monotonic(), None
     emit({"looping": True})
     while not signalled() and time.monotonic() - started < args.get("limit", 120):

@@ -1,5 +1,6 @@
 """Booted VMs shared across tests: one per topology, rebooted only when a test dirtied it; and
-fresh VMs for destructive tests, the next one booted as a warm spare while the current test runs."""
+fresh VMs for destructive tests, each booted as a warm spare while the tests before it run (the
+shared ones of its topology, or the destructive one before it)."""
 
 from __future__ import annotations
 

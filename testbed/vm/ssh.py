@@ -318,8 +318,7 @@ class SSH:
                     raise InfraError(f"ssh :{self.port}: sshd refused a channel to 127.0.0.1:{port}: {exc}") from None
                 if deadline.expired:  # "Connect failed": nothing listens (yet)
                     raise GuestError(
-                        f"ssh :{self.port}: nothing listens on the guest's 127.0.0.1:{port} "
-                        f"after {timeout:.0f}s ({exc})"
+                        f"ssh :{self.port}: nothing listens on the guest's 127.0.0.1:{port} after {timeout:g}s ({exc})"
                     ) from None
                 time.sleep(0.02)
             except (paramiko.SSHException, EOFError, OSError) as exc:  # the connection itself broke

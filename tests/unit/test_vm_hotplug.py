@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import threading
 from pathlib import Path
@@ -164,34 +165,72 @@ def slot(sysfs, tmp_path, monkeypatch):
     (slots / "1" / "power").write_text("1\n")
     (slots / "7").mkdir()
     (slots / "7" / "address").write_text("0000:05:00\n")
+    (slots / "0-1").mkdir()  # a slot of the same address without a power file: not pciehp's
+    (slots / "0-1" / "address").write_text(DEVICE.rsplit(".", 1)[0] + "\n")
     monkeypatch.setattr(pci, "SYS_SLOTS", str(slots))
     (sysfs / PORT).mkdir()
     (sysfs / PORT / "config").write_bytes(_port_config(0x0100))
+    (sysfs / DEVICE).mkdir()
     return slots / "1"
+
+
+def _later(seconds: float, fn) -> None:
+    timer = threading.Timer(seconds, fn)
+    timer.daemon = True
+    timer.start()
 
 
 def test_the_slot_is_powered_off_only_once_pciehp_blinks(sysfs, slot):
     assert pci.power_indicator(PORT) == 0x0100
-
     power_before_the_blink = []
 
     def button_taken():  # pciehp_handle_button_press(): BLINKINGOFF, indicator blinking
         power_before_the_blink.append((slot / "power").read_text())
         (sysfs / PORT / "config").write_bytes(_port_config(0x0200))
 
-    threading.Timer(0.05, button_taken).start()
+    _later(0.05, button_taken)
     said = pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 10})
-    assert said["confirmed"] and said["slot"] == "1" and said["blink_s"] >= 0.04, said
+    assert said["how"] == "confirmed" and said["slot"] == "1" and said["blink_s"] >= 0.04, said
     assert power_before_the_blink == ["1\n"], "powered off before pciehp took the press"
     assert (slot / "power").read_text() == "0"
 
 
+def test_pciehp_coming_first_is_an_answer_not_a_wait(sysfs, slot, monkeypatch):
+    """Its timer powered the slot off (indicator off), or its request was under way when the
+    write came (ENODEV), or the function went: each answered at once, the power left alone."""
+    (sysfs / PORT / "config").write_bytes(_port_config(0x0300))
+    said = pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 10})
+    assert said["how"] == "timer" and said["blink_s"] is None, said
+    (sysfs / DEVICE).rmdir()
+    assert pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 10})["how"] == "gone"
+    assert (slot / "power").read_text() == "1\n"
+    (sysfs / DEVICE).mkdir()
+    (sysfs / PORT / "config").write_bytes(_port_config(0x0200))
+
+    def enodev(path: str, done: dict) -> None:  # pciehp_sysfs_disable_slot() in POWEROFF state
+        done.update(errno=errno.ENODEV, finished=True)
+
+    monkeypatch.setattr(pci, "_power_off", enodev)
+    assert pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 10})["how"] == "timer"
+
+
+def test_a_removal_that_blocks_is_answered_by_the_deadline(sysfs, slot, monkeypatch):
+    """A vfio-pci remove waits for user space to close the device: the write blocks, the
+    answer comes by the deadline all the same, and the host's DEVICE_DELETED wait says more."""
+    (sysfs / PORT / "config").write_bytes(_port_config(0x0200))
+    release = threading.Event()
+    monkeypatch.setattr(pci, "_power_off", lambda path, done: release.wait(10))
+    said = pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 0.1})
+    release.set()
+    assert said["how"] == "confirmed" and said["blocked"] and 0.1 <= said["seconds"] < 5, said
+
+
 def test_a_press_pciehp_never_takes_or_a_slot_that_is_not_there_is_an_answer(sysfs, slot):
     said = pci.confirm_unplug({"port": PORT, "bdf": DEVICE, "timeout": 0.05})
-    assert not said["confirmed"] and "did not blink within 0.05 s" in said["error"], said
+    assert said["how"] == "no blink" and "did not blink within 0.05 s" in said["error"], said
     assert (slot / "power").read_text() == "1\n"
     said = pci.confirm_unplug({"port": PORT, "bdf": "0000:09:00.0", "timeout": 10})
-    assert said == {"confirmed": False, "slot": None, "error": "no hotplug slot at 0000:09:00"}
+    assert said["how"] == "no slot" and said["error"] == "no hotplug slot with a power file at 0000:09:00", said
 
 
 class UnplugQMP(FakeQMP):
@@ -207,15 +246,21 @@ def test_an_unplug_is_confirmed_after_device_del_and_a_refusal_is_explained():
 
     def confirm(port, bdf, timeout):
         asked.append((port, bdf, list(vm.qmp.commands)))
-        return {"confirmed": True, "slot": "1", "blink_s": 0.1}
+        return {"how": "confirmed", "slot": "1", "blink_s": 0.1}
 
     result = hotplug.unplug(vm, "nvme0", DEVICE, PORT, guest_wait=lambda *a: True, confirm=confirm)
     assert result.confirmed and asked == [(PORT, DEVICE, [("device_del", {"id": "nvme0"})])]
     assert vm.qmp.commands[-1] == ("wait DEVICE_DELETED", {"device": "nvme0"})
-    assert not hotplug.unplug(vm, "nvme1", DEVICE, PORT, guest_wait=lambda *a: True).confirmed
+    assert hotplug.unplug(vm, "nvme1", DEVICE, PORT, guest_wait=lambda *a: True).how == ""
+
+    def timer_first(port, bdf, timeout):
+        return {"how": "timer", "slot": "1"}
+
+    late = hotplug.unplug(vm, "nvme0", DEVICE, PORT, guest_wait=lambda *a: True, confirm=timer_first)
+    assert late.how == "timer" and not late.confirmed  # the unplug went on, pciehp's way
 
     def refused(port, bdf, timeout):
-        return {"confirmed": False, "slot": "1", "error": "writing 0 to slot 1's power: ENODEV"}
+        return {"how": "error", "slot": "1", "error": "writing 0 to slot 1's power: EIO"}
 
-    with pytest.raises(GuestError, match=r"device_del nvme0: the guest could not power slot 1 off: .*ENODEV"):
+    with pytest.raises(GuestError, match=r"device_del nvme0: the guest could not power slot 1 off \(error\): .*EIO"):
         hotplug.unplug(vm, "nvme0", DEVICE, PORT, guest_wait=lambda *a: True, confirm=refused)

@@ -22,6 +22,13 @@ def fresh_vm():  # stands in for the plugin's: no VM boots here, the order is wh
 def test_destructive(testbed_topology, fresh_vm):
     pass
 
+def _cases(topo, config):
+    return [("x", 1), ("y", 2)]
+
+@pytest.mark.topology("two-switch", "acs", "root-ports", needs=ANY, cases=_cases)
+def test_cased(testbed_topology, topology_case):  # its topology parameter is function-scoped
+    pass
+
 @pytest.mark.topology("two-switch", "acs", "root-ports", needs=ANY)
 @pytest.mark.parametrize("n", range(4))
 def test_grouped(testbed_topology, n):
@@ -44,7 +51,10 @@ def test_a_topologys_tests_run_on_one_worker(tmp_path: Path):
     split = {t: w for t, w in workers.items() if len(w) > 1}
     assert not split, f"topology groups split across workers: {split}"
     # collected first, run last in its topology: its VM boots as a spare beside the others
-    ran = re.findall(r"(?:PASSED|SKIPPED) .*::(test_\w+)\[([a-z-]+?)(?:-\d)?\]", proc.stdout)
+    # (pytest's own reordering by the session-scoped parameter puts the cased tests, whose
+    # topology parameter is function-scoped, after the others: the order is made after it)
+    ran = re.findall(r"(?:PASSED|SKIPPED) .*::(test_\w+)\[([a-z-]+?)(?:-\d|-x|-y)?\]", proc.stdout)
     for topology in workers:
         order = [name for name, t in ran if t == topology]
-        assert order == ["test_grouped"] * 4 + ["test_destructive"], (topology, order)
+        assert sorted(order[:-1]) == ["test_cased"] * 2 + ["test_grouped"] * 4, (topology, order)
+        assert order[-1] == "test_destructive", (topology, order)

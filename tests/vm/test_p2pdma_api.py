@@ -1081,7 +1081,8 @@ def test_revoke_by_unplug(fresh_vm, roles, kernel_messages):
     imp = Importer(vm, roles, req=True, close_on_req=True)
     try:
         vm.dirty = True
-        # edu keeps writing the mapped address while the exporter goes: the use must end cleanly.
+        # edu writes the mapped address again and again while the exporter goes, up to the
+        # revoke and once past it (that DMA must fault): the use must end cleanly.
         # Not under ACPI hotplug: there QEMU 7.2 once aborted in msix_table_mmio_write()
         # (hw/pci/msix.c:218 assertion) during the eject with the loop running.
         loop = None

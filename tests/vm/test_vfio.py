@@ -357,8 +357,7 @@ def test_unplug_exporter_while_imported(fresh_vm, roles, kernel_messages):
     with Guest(vm, roles.exporter, roles.dma, req=True, close_on_req=True) as g:
         buf = _mapped(vm, g)
         before = bar_bytes(vm, g.exporter)
-        result = vm.unplug(roles.exporter)
-        assert result.confirmed, result
+        vm.unplug(roles.exporter)
         _closed_on_request_and_revoked(vm, g, buf, before)
 
 
