@@ -9,13 +9,14 @@ notes kept with the kernel (`<cache entry>/coverage/gcno/`) pair with them by pa
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GuestError
 from ..kernel.artifact import read_manifest
-from .guest import GuestVM
+from .guest import GUEST_AGENT_DIR, GuestVM
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,22 @@ def coverage_manifest(bzimage: Path | None) -> dict | None:
     return manifest.coverage if manifest is not None else None
 
 
+def _snapshot(guest: GuestVM) -> dict:
+    """gcov.py snapshot through the agent; over SSH if a test stopped the agent (the helper
+    modules stay where the agent unpacked them), so its counters are still read."""
+    if guest.agent_running:
+        return dict(guest.agent("gcov", "snapshot"))
+    said = guest.run(f"python3 {GUEST_AGENT_DIR}/gcov.py snapshot", check=True)
+    lines = said.stdout.strip().splitlines()
+    if not lines:
+        raise GuestError(f"{guest.machine.name}: gcov.py snapshot over SSH printed nothing: {said.stderr[-500:]}")
+    return dict(json.loads(lines[-1]))
+
+
 def take(guest: GuestVM, directory: Path, gcov_root: str) -> Snapshot | None:
     """The counters since the last snapshot (or boot) into `directory`, then zeroed in the
     guest. None when the guest's kernel has no gcov."""
-    answer = guest.agent("gcov", "snapshot")
+    answer = _snapshot(guest)
     if not answer.get("ok"):
         raise GuestError(f"{guest.machine.name}: reading the gcov counters failed: {answer}")
     if not answer.get("present"):

@@ -141,7 +141,7 @@ class GuestVM:
     def _confirm_unplug(self) -> hotplug.Confirm | None:
         """The agent's confirmation of a pciehp unplug; None for ACPI hotplug (the guest ejects
         at once) or without an agent (pciehp's timer then)."""
-        if self.topology.hotplug is not HotplugMode.NATIVE or self._agent is None or self._agent.dead is not None:
+        if self.topology.hotplug is not HotplugMode.NATIVE or not self.agent_running:
             return None
 
         def confirm(port: str, bdf: str, timeout: float) -> dict:
@@ -155,7 +155,7 @@ class GuestVM:
     def _guest_wait(self) -> hotplug.GuestWait | None:
         """A hot-plug's guest side waited for in the guest by the agent, a look every 20 ms
         (over SSH each look is an exec, and the looks were 0.5 s apart); None without one."""
-        if self._agent is None or self._agent.dead is not None:
+        if not self.agent_running:
             return None
 
         def wait(bdf: str, until: str, driver: str | None, timeout: float) -> bool:
@@ -394,10 +394,15 @@ class GuestVM:
             )
         return list(out["lines"])
 
+    @property
+    def agent_running(self) -> bool:
+        """Whether this VM's agent answers (a test may have stopped it)."""
+        return self._agent is not None and self._agent.dead is None
+
     def kmemleak_scannable(self) -> bool | None:
         """Whether kmemleak can be asked for a leak report (None: no agent to ask; over SSH that
         costs a login, ~0.4 s, for every VM of a kernel without kmemleak)."""
-        if self._agent is None or self._agent.dead is not None:
+        if not self.agent_running:
             return None
         # not the guest command deadline (minutes under TCG): a stuck guest is asked over SSH next
         said = self.agent("kmsg", "kmemleak", timeout=KMEMLEAK_ASK_S)
@@ -408,7 +413,7 @@ class GuestVM:
         (None on kernels without lockdep). Through the agent: an SSH exec of a shell costs
         ~0.1 s under TCG, and every VM test writes two markers. Over SSH if the agent is gone
         (a test may have stopped it), so a window still closes."""
-        if self._agent is not None and self._agent.dead is None:
+        if self.agent_running:
             out = self.agent("kmsg", "mark", {"text": line})
             return out.get("debug_locks")
         said = self.machine.run(
