@@ -16,10 +16,11 @@ QEMU ?=
 PYTEST_QEMU := $(if $(QEMU),--qemu $(QEMU))
 # pytest-xdist workers, each topology's tests on one worker (its VMs and warm spares are shared
 # there): one per core, at most 4 (a worker holds up to four 2 GiB guests); JOBS=1: one process.
-# One more worker than cores was faster on 2 cores (192 s against 207 s: a worker's guest often
-# waits, and the extra one fills the idle core) but starves vCPUs: in 6 runs it broke two
-# timing assumptions (a KUnit kthread not started within 50 ms, a jiffies-based delay short
-# by 3 ms), so the verdict would be less trustworthy, not only faster. JOBS=3 asks for it.
+# One more worker than cores was faster on 2 cores (192 s against 207 s, before pciehp unplugs
+# were confirmed from the guest: a worker's guest often waited, and the extra one filled the
+# idle core) but starves vCPUs: in 6 runs it broke two timing assumptions (a KUnit kthread not
+# started within 50 ms, a jiffies-based delay short by 3 ms), so the verdict would be less
+# trustworthy, not only faster. JOBS=3 asks for it.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 
