@@ -44,7 +44,7 @@ CONFIRM_MARGIN_S = 30.0  # past the guest's own deadline for a pciehp unplug's c
 LISTENER_CHECK_S = 5.0  # refused this long: is it still starting, or did it die?
 # refused this long, a look: a listener that said it listens and is gone died (no 5 s wait)
 LISTENER_FIRST_CHECK_S = 0.5
-LISTENING = "listening on 127.0.0.1:"  # what the listener logs once it listens
+LISTENING = "listening on 127.0.0.1:"  # what the listener logs once it listens (LISTENER's log())
 # The listener's pid, if it runs. Its forked sessions keep its command line but lead sessions
 # of their own (pid = sid), and outlive it as children of init; the pattern's first character
 # is bracketed so that it does not match this command line itself.

@@ -148,7 +148,7 @@ def _parallel_io(fd: int, buf: memoryview, offset: int, depth: int, write: bool)
             errors.append(OSError(exc.errno, exc.strerror))  # without the frame that held the view
 
     chunks = list(_chunks(len(buf), depth))
-    if len(chunks) == 1:  # one I/O in flight: this thread's (a thread start is ~1 ms under TCG)
+    if len(chunks) == 1:  # one I/O in flight: this thread's (a thread's start and join: ~3 ms under TCG)
         one(*chunks[0])
     else:
         threads = [threading.Thread(target=one, args=c) for c in chunks]
