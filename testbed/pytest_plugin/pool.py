@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from ..vm.launch import plan_launch
 from .strays import StraySplat, judge_outside_windows
 
 MAX_SHARED = 2  # 24 GiB hosts and 2 GiB guests: keep memory for a fresh VM (and its spare) beside them
+# How long a destructive test waits for a spare still booting before it boots its own: a boot
+# takes seconds, and a spare whose guest stopped answering would keep it for the boot deadline
+# (minutes). At least this, or 5 times the slowest boot this process has seen (debug kernels).
+SPARE_PATIENCE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class FreshWait:
 
     topology: str
     seconds: float
-    how: str  # "spare" | "booted" | "spare failed" | "spare rejected"
+    how: str  # "spare" | "booted" | "spare failed" | "spare rejected" | "spare stuck"
 
 
 def fresh_summary(waits: list[FreshWait]) -> str | None:
@@ -165,8 +170,13 @@ class VmPool:
         """The spare, if it booted cleanly: QEMU alive, no splat on its console so far (a known
         one is fine), the guest the model describes. Otherwise it is released (its splat is
         reported as outside any test) and (None, why) sends the caller to a boot of its own."""
+        patience = max([SPARE_PATIENCE_S] + [5 * seconds for _, seconds in self.boot_seconds])
         try:
-            vm = spare.result()
+            vm = spare.result(timeout=patience)
+        except FutureTimeout:
+            self.progress(f"spare VM still booting after {patience:.0f} s; booting one now (the spare goes when done)")
+            spare.add_done_callback(self._release_late_spare)
+            return None, "spare stuck"
         except TestbedError as exc:
             self.progress(f"spare VM did not boot ({exc}); booting one now")
             return None, "spare failed"
@@ -185,6 +195,12 @@ class VmPool:
         self.progress(f"spare VM {vm.machine.name} not handed over: {why}; booting one now")
         self.release(vm)
         return None, "spare rejected"
+
+    def _release_late_spare(self, spare: Future[GuestVM]) -> None:
+        """A spare given up on, once its boot ends: released if it came up (a failed boot
+        released its machine itself), so its console is judged like any other's."""
+        if spare.exception() is None:
+            self.release(spare.result())
 
     def shared_vm(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         key = (topology, variant)

@@ -68,3 +68,30 @@ def test_without_a_spare_a_destructive_test_boots_its_own(tmp_path):
     assert vm.machine.name.startswith("two-switch") and [w.how for w in pool.fresh_waits] == ["booted"]
     assert [topology for topology, _variant in pool.spares] == ["acs"]
     pool._spare_thread.shutdown()
+
+
+def test_a_spare_whose_boot_hangs_is_given_up_on_and_released_when_it_ends(tmp_path, monkeypatch):
+    """A guest that stops answering during a spare's boot (seen once: the agent never came,
+    and the destructive test waited the whole 180 s boot deadline): the test boots its own
+    VM after SPARE_PATIENCE_S, and the spare is released once its boot does end."""
+    from testbed.pytest_plugin import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "SPARE_PATIENCE_S", 0.05)
+    booted: list[str] = []
+    pool = _pool(tmp_path, booted)
+    fast_boot = pool.boot
+    hung = threading.Event()
+
+    def hanging_spare(topology, variant=None):
+        hung.wait(10)
+        return fast_boot(topology, variant)
+
+    released: list[str] = []
+    pool.release = lambda vm, *a, **k: released.append(vm.machine.name)  # type: ignore[method-assign]
+    pool.spares[("two-switch", pool_module.DEFAULT_VARIANT)] = pool._spare_thread.submit(hanging_spare, "two-switch")
+    vm = pool.fresh("two-switch", spare_next=False)
+    assert [w.how for w in pool.fresh_waits] == ["spare stuck"] and pool.fresh_waits[0].seconds < 5
+    assert vm.machine.name == "two-switch-1" and released == []
+    hung.set()
+    pool._spare_thread.shutdown()  # the boot ends; its VM goes
+    assert released == ["two-switch-2"]
