@@ -26,11 +26,12 @@ done; the agent exits when its stdin closes.
 
 import _queue
 import importlib
-import json
 import os
 import signal
 import sys
 import threading
+
+import jsonlite
 
 # subprocess, traceback and runpy are imported a moment after the agent has said it is ready,
 # or by the first request that needs them: ~0.1 s of a boot under TCG, and the first calls (a
@@ -80,7 +81,7 @@ class Workers:
 
 
 def send(obj) -> None:
-    line = json.dumps(obj) + "\n"
+    line = jsonlite.dumps(obj) + "\n"
     with _out_lock:
         _proto.write(line)
         _proto.flush()
@@ -107,7 +108,7 @@ def _in_process(module: str, argv: list):
     if not isinstance(table, dict) or not argv or argv[0] not in table:
         return None
     fn = table[argv[0]]
-    args = json.loads(argv[1]) if len(argv) > 1 else {}
+    args = jsonlite.loads(argv[1]) if len(argv) > 1 else {}
     if not getattr(mod, "OSERROR_IS_RESULT", False):
         return lambda: fn(args)
 
@@ -127,7 +128,7 @@ def _last_json(text: str):
         line = line.strip()
         if line:
             try:
-                return json.loads(line)
+                return jsonlite.loads(line)
             except ValueError:
                 return None
     return None
@@ -254,7 +255,7 @@ def spawn(req: dict) -> None:
     for line in proc.stdout:
         line = line.rstrip("\n")
         try:
-            event = json.loads(line)
+            event = jsonlite.loads(line)
         except ValueError:
             event = {"text": line}
         send({"id": rid, "event": event})
@@ -274,7 +275,7 @@ def to_child(req: dict) -> None:
         return
     try:
         if req["op"] == "send":
-            proc.stdin.write(json.dumps(req.get("line", {})) + "\n")
+            proc.stdin.write(jsonlite.dumps(req.get("line", {})) + "\n")
             proc.stdin.flush()
         else:
             proc.send_signal(req.get("signal", signal.SIGTERM))
@@ -325,7 +326,7 @@ def main() -> None:
         if not line.strip():
             continue
         try:
-            req = json.loads(line)
+            req = jsonlite.loads(line)
             handler = HANDLERS[req["op"]]
         except (ValueError, KeyError) as exc:
             send({"id": None, "error": f"bad request {line.strip()[:200]!r}: {exc}", "status": -1})

@@ -1,19 +1,20 @@
 """Shared bits of the in-guest helpers: JSON output, errno names, sysfs reads."""
 
 import errno
-import json
 import os
 import re
 import select
 import sys
 import time
 
+import jsonlite
+
 SYS_PCI = "/sys/bus/pci/devices"
 NAMESPACE_RE = re.compile(r"^nvme\d+n\d+$")
 
 
 def emit(obj) -> None:
-    json.dump(obj, sys.stdout)
+    jsonlite.dump(obj, sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()
 

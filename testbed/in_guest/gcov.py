@@ -11,10 +11,10 @@ so zeroing is part of the same call: nothing runs in between but this agent.
 """
 
 import base64
-import json
 import os
 import sys
 
+import jsonlite
 from common import emit, error_of, write
 
 GCOV = "/sys/kernel/debug/gcov"
@@ -56,6 +56,6 @@ COMMANDS = {"snapshot": snapshot, "reset": reset}
 
 if __name__ == "__main__":
     try:
-        emit(COMMANDS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
+        emit(COMMANDS[sys.argv[1]](jsonlite.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
     except OSError as exc:
         emit(error_of(exc))

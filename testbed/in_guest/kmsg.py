@@ -26,13 +26,13 @@ A record's text is its first line (continuation lines of a multi-line record are
 dmesg shows them indented under it anyway).
 """
 
-import json
 import os
 import re
 import select
 import sys
 import time
 
+import jsonlite
 from common import emit, error_of, kmsg_records, kmsg_stamped
 
 
@@ -146,6 +146,6 @@ COMMANDS = {"cursor": cursor, "since": since, "wait": wait, "mark": mark, "uses"
 
 if __name__ == "__main__":
     try:
-        emit(COMMANDS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
+        emit(COMMANDS[sys.argv[1]](jsonlite.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
     except OSError as exc:
         emit(error_of(exc))

@@ -11,7 +11,6 @@ The program gets its own process group and is killed after `timeout` seconds.
 Prints {"ok", "status", "timed_out", "seconds"}.
 """
 
-import json
 import os
 import re
 import selectors
@@ -20,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import jsonlite
 from common import bind_driver, emit, error_of, write
 
 KMSG_MAX = 900  # /dev/kmsg refuses a record longer than ~1000 bytes
@@ -111,6 +111,6 @@ COMMANDS = {"prepare": prepare, "run": run}
 
 if __name__ == "__main__":
     try:
-        emit(COMMANDS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
+        emit(COMMANDS[sys.argv[1]](jsonlite.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
     except OSError as exc:
         emit(error_of(exc))

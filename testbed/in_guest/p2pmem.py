@@ -21,13 +21,13 @@ mapped (the mmap allocates from the pool), so a caller can tell the mapping took
 """
 
 import ctypes
-import json
 import mmap
 import os
 import struct
 import sys
 import threading
 
+import jsonlite
 from common import SYS_PCI, block_device, emit, error_of, read, signalled, wait_signal
 from pattern import first_mismatch, pattern, poison
 
@@ -325,7 +325,7 @@ COMMANDS = {
 
 
 def main() -> None:
-    command, arg = sys.argv[1], json.loads(sys.argv[2])
+    command, arg = sys.argv[1], jsonlite.loads(sys.argv[2])
     if command in COMMANDS:
         emit(COMMANDS[command](arg))
     elif command == "hold":

@@ -18,11 +18,11 @@ Long-lived imports (held mappings, revoke) go through `vfio.py serve` (op probe_
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import sys
 import time
 
+import jsonlite
 import probe_uapi as P
 from common import BIND_TIMEOUT_S, bind_driver, emit, error_of, kmsg_records, signalled
 from common import driver as _driver
@@ -401,6 +401,6 @@ COMMANDS = {
 
 if __name__ == "__main__":
     try:
-        emit(COMMANDS[sys.argv[1]](json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
+        emit(COMMANDS[sys.argv[1]](jsonlite.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))
     except OSError as exc:
         emit(error_of(exc))

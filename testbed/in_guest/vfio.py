@@ -48,7 +48,6 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
 """
 
 import errno
-import json
 import mmap
 import os
 import select
@@ -56,6 +55,7 @@ import struct
 import sys
 import time
 
+import jsonlite
 import vfio_uapi as U
 from common import SYS_PCI, emit, error_of, read
 from edu import BUFFER_SIZE, DmaTimeout, Edu
@@ -411,7 +411,7 @@ def serve_stdin(args: dict) -> None:
                 if b"\n" not in pending:
                     continue
             line, pending = pending.split(b"\n", 1)
-            cmd = json.loads(line)
+            cmd = jsonlite.loads(line)
             if "signal" in cmd:
                 continue  # a Background.signal(): nothing to do for a session
             seq += 1
@@ -433,7 +433,7 @@ def serve(args: dict) -> None:
 
 
 def main() -> None:
-    command, arg = sys.argv[1], json.loads(sys.argv[2])
+    command, arg = sys.argv[1], jsonlite.loads(sys.argv[2])
     if command == "bind":
         emit(bind(arg))
     elif command == "serve":

@@ -20,6 +20,8 @@ from testbed.guestvm.agent_client import Agent
 from testbed.guestvm.guest import AGENT_BOOTSTRAP, agent_bundle, listener_preamble
 
 AGENT = Path(__file__).resolve().parents[2] / "testbed" / "in_guest" / "agent.py"
+# the agent and what it imports at its start
+AGENT_CORE = [AGENT, AGENT.parent / "common.py", AGENT.parent / "jsonlite.py"]
 
 HELPER = """
 import json, os, signal, sys, time
@@ -284,7 +286,7 @@ def test_the_listener_serves_one_session_per_connection(tmp_path):
     sources = tmp_path / "sources"
     sources.mkdir()
     (sources / "helper.py").write_text(HELPER)
-    bundle = agent_bundle([AGENT, sources / "helper.py"])
+    bundle = agent_bundle([*AGENT_CORE, sources / "helper.py"])
     proc, port = _listener()
     try:
         pids = []
@@ -308,7 +310,7 @@ def test_a_listener_session_has_a_login_environment_not_inits(tmp_path):
     (sources / "helper.py").write_text(HELPER)
     proc, port = _listener()
     try:
-        writer, reader, close = _connect(port, tmp_path / "agent", agent_bundle([AGENT, sources / "helper.py"]))
+        writer, reader, close = _connect(port, tmp_path / "agent", agent_bundle([*AGENT_CORE, sources / "helper.py"]))
         a = Agent(writer, reader, "session", close)
         a.wait_ready(10)
         got = a.call("helper", ["env", "{}"], timeout=10)
