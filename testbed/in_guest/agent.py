@@ -25,31 +25,38 @@ done; the agent exits when its stdin closes.
 """
 
 import _queue
-import importlib
+import _signal
+import _thread
 import os
-import signal
 import sys
-import threading
+import time
 
+import common
 import jsonlite
 
-# subprocess, traceback and runpy are imported a moment after the agent has said it is ready,
-# or by the first request that needs them: ~0.1 s of a boot under TCG, and the first calls (a
-# kmsg cursor, the fingerprint: COMMANDS entries) need none of them. Not at once: an import
-# holds _import_lock, which the first call's own import waits for.
-LATER = ("subprocess", "traceback", "runpy")
+# The agent's start imports built-in modules only (and _json): json, signal, threading and
+# importlib cost ~0.3 s of a boot under TCG, most of it the enum, re and functools they import,
+# nothing the agent needs before its first answers. threading, subprocess, traceback and runpy
+# are imported by the main thread a moment after the agent has said it is ready, or by the
+# first request that needs them; the first calls (a kmsg cursor, the fingerprint: COMMANDS
+# entries) need none of them. Not at once: an import holds _import_lock, which a call's own
+# import waits for. (threading takes the thread that first imports it for the main thread: a
+# helper importing it sooner makes that worker the one, which nothing here asks about, and a
+# forked helper's threading starts from its own thread.)
+LATER = ("threading", "subprocess", "traceback", "runpy")
 LATER_S = 1.0
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STDERR_TAIL = 4000
 
-_out_lock = threading.Lock()
+_out_lock = _thread.allocate_lock()
 _proto = sys.stdout  # the host's end; main() moves it off fd 1 so a stray print cannot corrupt it
 _children = {}  # request id -> Forked
-_children_lock = threading.Lock()
+_children_lock = _thread.allocate_lock()
 # Held while this process imports a helper module and while it forks: a fork taken while
 # another thread imports would leave that module's import lock held in the child for good.
-_import_lock = threading.Lock()
+_import_lock = _thread.allocate_lock()
+common.IMPORT_GUARD = _import_lock  # what the helpers import late, they import under it
 
 
 class Workers:
@@ -58,7 +65,7 @@ class Workers:
     waits for the next. A request never waits for a busy one: with none idle, one more starts."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._idle = 0
         self._work = _queue.SimpleQueue()
 
@@ -68,7 +75,7 @@ class Workers:
             if not start:
                 self._idle -= 1  # one waiting thread will take it
         if start:
-            threading.Thread(target=self._run, args=(fn, arg), daemon=True).start()
+            _thread.start_new_thread(self._run, (fn, arg))  # a daemon: the agent's end ends it
         else:
             self._work.put((fn, arg))
 
@@ -101,7 +108,8 @@ def _in_process(module: str, argv: list):
     if mod is None or getattr(getattr(mod, "__spec__", None), "_initializing", False):
         try:
             with _import_lock:
-                mod = importlib.import_module(module)
+                __import__(module)
+                mod = sys.modules[module]
         except ImportError:
             return None
     table = getattr(mod, "COMMANDS", None)
@@ -176,7 +184,7 @@ def _run_helper(path: str, argv: list, pipes: list) -> None:
         sys.stdin = open(0, closefd=False)
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         import runpy
 
         sys.argv = [path, *argv]
@@ -188,8 +196,8 @@ def _run_helper(path: str, argv: list, pipes: list) -> None:
         if not isinstance(code, int) and code is not None:
             print(code, file=sys.stderr)
     except KeyboardInterrupt:  # the interpreter dies of the SIGINT, as the host expects
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
     except BaseException:  # noqa: BLE001 - the helper's failure, said on its stderr
         import traceback
 
@@ -223,7 +231,7 @@ class Forked:
         self.stdout = os.fdopen(pipes[1][0], "r")
         self.stderr = os.fdopen(pipes[2][0], "r")
         self.returncode = None
-        self._lock = threading.Lock()  # reaping and signalling: a reaped pid may be another's
+        self._lock = _thread.allocate_lock()  # reaping and signalling: a reaped pid may be another's
 
     def wait(self) -> int:
         """Its status as Popen gives it: the exit code, or -N when signal N killed it."""
@@ -240,7 +248,7 @@ class Forked:
                 os.kill(self.pid, sig)
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        self.send_signal(_signal.SIGKILL)
 
 
 def spawn(req: dict) -> None:
@@ -249,9 +257,16 @@ def spawn(req: dict) -> None:
     with _children_lock:
         _children[rid] = proc
     send({"id": rid, "started": proc.pid})
-    err = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
-    reader.start()
+    err, stderr_read = [], _thread.allocate_lock()
+    stderr_read.acquire()  # released once its stderr is read to the end
+
+    def read_stderr() -> None:
+        try:
+            err.append(proc.stderr.read())
+        finally:
+            stderr_read.release()
+
+    _thread.start_new_thread(read_stderr, ())
     for line in proc.stdout:
         line = line.rstrip("\n")
         try:
@@ -260,7 +275,7 @@ def spawn(req: dict) -> None:
             event = {"text": line}
         send({"id": rid, "event": event})
     status = proc.wait()
-    reader.join(5)
+    stderr_read.acquire(timeout=5)
     with _children_lock:
         _children.pop(rid, None)
     # a helper killed by signal N exits like a shell reports it: 128+N
@@ -278,7 +293,7 @@ def to_child(req: dict) -> None:
             proc.stdin.write(jsonlite.dumps(req.get("line", {})) + "\n")
             proc.stdin.flush()
         else:
-            proc.send_signal(req.get("signal", signal.SIGTERM))
+            proc.send_signal(req.get("signal", _signal.SIGTERM))
         send({"id": req["id"], "result": True})
     except OSError as exc:  # it exited meanwhile
         send({"id": req["id"], "error": str(exc), "status": -1})
@@ -295,9 +310,28 @@ def _import_later() -> None:
     for name in (*LATER, *helpers):
         with _import_lock:
             try:
-                importlib.import_module(name)
+                __import__(name)
             except Exception as exc:  # noqa: BLE001 - a helper that cannot import says so when called
                 print(f"agent: importing {name}: {exc}", file=sys.stderr)
+
+
+def serve(requests, served) -> None:
+    """The requests, each handed to a worker, until the host closes its end; then `served`
+    is released."""
+    try:
+        workers = Workers()
+        for line in requests:
+            if not line.strip():
+                continue
+            try:
+                req = jsonlite.loads(line)
+                handler = HANDLERS[req["op"]]
+            except (ValueError, KeyError) as exc:
+                send({"id": None, "error": f"bad request {line.strip()[:200]!r}: {exc}", "status": -1})
+                continue
+            workers.submit(handler, req)
+    finally:
+        served.release()
 
 
 def main() -> None:
@@ -305,8 +339,8 @@ def main() -> None:
     # Started from a shell's background job (init's, or the host's when `make test` runs as
     # one), SIGINT and SIGQUIT arrive ignored, and an ignored disposition survives exec: a
     # handler of our own does not, so every helper starts with the defaults (as under sshd)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    _signal.signal(_signal.SIGQUIT, _signal.SIG_DFL)
     # the protocol moves to private descriptors (os.dup's are not inherited): a program an
     # in-process command runs reads /dev/null, not the host's requests, and what it or the
     # command prints goes to stderr, not into the answers
@@ -318,23 +352,36 @@ def main() -> None:
     os.dup2(devnull, 0)
     sys.path.insert(0, HERE)
     send({"agent": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
-    later = threading.Timer(LATER_S, _import_later)
-    later.daemon = True
-    later.start()
-    workers = Workers()
-    for line in requests:
-        if not line.strip():
-            continue
-        try:
-            req = jsonlite.loads(line)
-            handler = HANDLERS[req["op"]]
-        except (ValueError, KeyError) as exc:
-            send({"id": None, "error": f"bad request {line.strip()[:200]!r}: {exc}", "status": -1})
-            continue
-        workers.submit(handler, req)
+    # on the guest's clock, beside the listener's own lines in its log (a boot's timeline)
+    print(f"agent: ready ({time.clock_gettime(time.CLOCK_BOOTTIME):.2f} s)", file=sys.stderr, flush=True)
+    # the requests on a thread of their own: this one imports LATER while they are served
+    served = _thread.allocate_lock()
+    served.acquire()
+    _thread.start_new_thread(serve, (requests, served))
+    try:
+        if not served.acquire(timeout=LATER_S):
+            _import_later()
+            served.acquire()
+    except KeyboardInterrupt:  # the agent dies of the SIGINT, as the host expects
+        _end()
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
+    _end()
+    os._exit(0)
+
+
+def _end() -> None:
+    """Before the agent's end: its helpers killed, its answers flushed. It ends with os._exit,
+    without the interpreter's finalization, which would wait for every thread threading counts
+    as a non-daemon one: a worker that imported threading first is one (see LATER)."""
     with _children_lock:
         for proc in _children.values():
             proc.kill()
+    for stream in (_proto, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the host's end is gone, or the stream closed
+            pass
 
 
 if __name__ == "__main__":

@@ -27,13 +27,12 @@ dmesg shows them indented under it anyway).
 """
 
 import os
-import re
 import select
 import sys
 import time
 
 import jsonlite
-from common import emit, error_of, kmsg_records, kmsg_stamped
+from common import emit, error_of, kmsg_records, kmsg_stamped, late_import
 
 
 def _records():
@@ -61,7 +60,7 @@ def since(args: dict) -> dict:
 
 
 def wait(args: dict) -> dict:
-    seq, pattern = int(args["seq"]), re.compile(args["pattern"])
+    seq, pattern = int(args["seq"]), late_import("re").compile(args["pattern"])
     deadline = time.monotonic() + float(args.get("timeout", 30))
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     seen = []
@@ -125,6 +124,7 @@ def uses(args: dict) -> dict:
     now = next((usec for usec, text in reversed(records) if text == args["text"]), None)
     if now is None:
         return {"ok": False, "error": "the record just written is not in the kernel log"}
+    re = late_import("re")
     pattern, twice = re.compile(args["pattern"]), re.compile(args["twice"])
     return {"ok": True, "ages": rate_limit_uses(records, now, float(args["seconds"]), pattern, twice)}
 
