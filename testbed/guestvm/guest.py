@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 AGENT_DIR = Path(__file__).resolve().parent.parent / "in_guest"
 GUEST_AGENT_DIR = "/run/testbed/agent"
 # the guest image's agent listener, which testbed-init starts
-LISTENER = "/usr/local/sbin/testbed-agent-listen"  # guest-images/rootfs/usr/local/sbin/
+LISTENER = "/usr/local/sbin/testbed-agent-listen"  # guest-images/rootfs/: a stub of usr/local/lib/testbed/
 LISTENER_LOG = "/var/log/testbed-agent-listen.log"
 AGENT_PORT = 5171
 KMEMLEAK_ASK_S = 10.0  # the agent's answer whether kmemleak can scan (in its process: instant)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..hashing import hash_bytes, hash_tree
+from ..hashing import hash_bytes, hash_files
 from ..paths import GUEST_IMAGES_DIR
 
 RECIPE_FILE = "recipe.toml"
@@ -16,7 +16,7 @@ PACKAGES_FILE = "packages.txt"
 ROOTFS_DIR = "rootfs"  # copied over the bootstrapped tree, file by file
 
 # Bump when the build steps change what ends up in the image (the recipe files cannot say).
-BUILD_SCHEMA = 1
+BUILD_SCHEMA = 2  # 2: the rootfs's Python modules byte-compiled
 
 FORMATS = ("qcow2", "raw")
 _SIZE = re.compile(r"^[1-9][0-9]*[MG]$")
@@ -108,12 +108,20 @@ def load_recipe(directory: Path = GUEST_IMAGES_DIR) -> Recipe:
     return parse_recipe(data, directory, packages)
 
 
+BYTECODE_DIR = "__pycache__"
+
+
+def recipe_files(directory: Path) -> list[Path]:
+    """The recipe's files: everything under its directory but Python's bytecode caches, which a
+    run of the listener from a checkout or pip's install of the data writes beside a module (the
+    image build compiles its own)."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and BYTECODE_DIR not in p.parts)
+
+
 def _modes(directory: Path) -> bytes:
-    # hash_tree sees contents only; an executable bit decides whether the init can run.
+    # the hash sees contents only; an executable bit decides whether the init can run.
     lines = sorted(
-        f"{p.relative_to(directory)} {'x' if p.stat().st_mode & 0o111 else '-'}"
-        for p in directory.rglob("*")
-        if p.is_file()
+        f"{p.relative_to(directory)} {'x' if p.stat().st_mode & 0o111 else '-'}" for p in recipe_files(directory)
     )
     return "\n".join(lines).encode()
 
@@ -129,6 +137,6 @@ def recipe_key(recipe: Recipe) -> str:
         str(BUILD_SCHEMA).encode(),
         recipe.suite.encode(),
         recipe.architecture.encode(),
-        hash_tree(recipe.directory).encode(),
+        hash_files(recipe_files(recipe.directory), recipe.directory).encode(),
         _modes(recipe.directory),
     )

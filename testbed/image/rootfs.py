@@ -58,10 +58,11 @@ def install_file(root: Path, path: str, data: bytes, mode: int) -> Path:
 def install_tree(source: Path, root: Path) -> list[str]:
     """Copy every file under `source` to the same guest path: 0755 if executable, else 0644.
 
-    Directories that already exist keep their modes (/root is 0700, /tmp 1777).
+    Directories that already exist keep their modes (/root is 0700, /tmp 1777). Python's
+    bytecode caches are not copied (the build compiles the guest's own).
     """
     installed = []
-    for src in sorted(p for p in source.rglob("*") if p.is_file()):
+    for src in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         rel = "/" + src.relative_to(source).as_posix()
         mode = 0o755 if src.stat().st_mode & 0o111 else 0o644
         install_file(root, rel, src.read_bytes(), mode)

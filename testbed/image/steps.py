@@ -37,6 +37,16 @@ def mmdebstrap_argv(recipe: Recipe, mirror: str, rootdir: Path) -> list[str]:
     return argv
 
 
+def compile_argv(rootdir: Path, directory: str) -> list[str]:
+    """Byte-compile the .py files of a guest directory with the guest's own Python (its
+    version, its magic number), as checked-hash .pyc: a source that differs from the one
+    compiled is compiled again, never trusted by its timestamp."""
+    return [
+        "chroot", str(rootdir),
+        "/usr/bin/python3", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash", directory,
+    ]  # fmt: skip
+
+
 def ssh_keygen_argv(key_path: Path, comment: str) -> list[str]:
     """A passphrase-less ed25519 key pair at key_path (+ .pub)."""
     return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key_path)]

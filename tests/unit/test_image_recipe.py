@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.image.recipe import load_recipe, parse_packages, recipe_key
+from testbed.image.recipe import load_recipe, parse_packages, recipe_files, recipe_key
 from testbed.paths import GUEST_IMAGES_DIR
 
 RECIPE = """\
@@ -136,3 +136,15 @@ def test_mirror_is_not_a_key_input(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     first = recipe_key(load_recipe(d))
     monkeypatch.setenv("TESTBED_DEBIAN_MIRROR", "http://two.example/debian")
     assert recipe_key(load_recipe(d)) == first
+
+
+def test_bytecode_caches_are_not_part_of_the_recipe(tmp_path: Path) -> None:
+    """A listener run from a checkout, or pip installing the data, writes __pycache__ beside a
+    rootfs module: the same recipe, the same image (the build compiles the guest's own)."""
+    d = _recipe_dir(tmp_path)
+    before = recipe_key(load_recipe(d))
+    cache = d / "rootfs/usr/local/lib/testbed/__pycache__"
+    cache.mkdir(parents=True)
+    (cache / "agent_listen.cpython-311.pyc").write_bytes(b"\xa7\r\r\n")
+    assert recipe_key(load_recipe(d)) == before
+    assert all("__pycache__" not in p.parts for p in recipe_files(d))

@@ -18,6 +18,7 @@ from testbed.image.rootfs import (
     mounts_under,
 )
 from testbed.image.steps import (
+    compile_argv,
     convert_argv,
     mke2fs_argv,
     mmdebstrap_argv,
@@ -126,6 +127,25 @@ def test_install_replaces_links_and_never_writes_outside(tmp_path: Path) -> None
     assert not conf.is_symlink() and conf.read_text() == "nameserver 10.0.2.3\n"
     assert (conf.stat().st_mode & 0o777) == 0o644
     assert (root / "etc/real-resolv").read_text() == "old\n"
+
+
+def test_install_tree_leaves_bytecode_caches_behind(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    src = tmp_path / "rootfs"
+    (src / "usr/local/lib/testbed/__pycache__").mkdir(parents=True)
+    (src / "usr/local/lib/testbed/agent_listen.py").write_text("def main(): pass\n")
+    (src / "usr/local/lib/testbed/__pycache__/agent_listen.cpython-312.pyc").write_bytes(b"\xcb\r\r\n")
+    assert install_tree(src, root) == ["/usr/local/lib/testbed/agent_listen.py"]
+
+
+def test_compile_argv_runs_the_guests_python_in_the_tree() -> None:
+    """The guest's Python (its magic number, not the host's), checked-hash: a .pyc that no
+    longer matches its source is compiled again, whatever the file times say."""
+    argv = compile_argv(Path("/work/rootfs"), "/usr/local/lib/testbed")
+    assert argv[:3] == ["chroot", "/work/rootfs", "/usr/bin/python3"]
+    assert argv[3:5] == ["-m", "compileall"]
+    assert argv[argv.index("--invalidation-mode") + 1] == "checked-hash"
+    assert argv[-1] == "/usr/local/lib/testbed"
 
 
 def test_install_file_creates_parents(tmp_path: Path) -> None:

@@ -66,8 +66,13 @@ def _run(argv: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -
 
 
 def _files(root: Path) -> dict[str, bool]:
-    """Relative path -> executable, for every file under root."""
-    return {p.relative_to(root).as_posix(): bool(p.stat().st_mode & 0o111) for p in root.rglob("*") if p.is_file()}
+    """Relative path -> executable, for every file under root but bytecode (pip compiles the
+    data's .py files as it installs them)."""
+    return {
+        p.relative_to(root).as_posix(): bool(p.stat().st_mode & 0o111)
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def _not_copied(directory: str, names: list[str]) -> set[str]:
