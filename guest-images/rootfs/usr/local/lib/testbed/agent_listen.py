@@ -211,12 +211,15 @@ class Port:
 
     def ready(self):
         """Whether a session should start: the harness's bytes wait. A port whose host side is
-        not connected polls as hung up: looked at again after HOST_AWAY_S, still open (closing
-        and reopening it would tell QEMU the guest left, each time)."""
+        not connected polls as hung up (and readable: a read would say end of file, as a
+        session that started on it did under `testbed boot`): looked at again after
+        HOST_AWAY_S, still open (closing and reopening it would tell QEMU the guest left, each
+        time)."""
         events = select.poll()
         events.register(self.fd, select.POLLIN)
         revents = events.poll(0)
-        if revents and revents[0][1] & select.POLLIN:
+        flags = revents[0][1] if revents else 0
+        if flags & select.POLLIN and not flags & select.POLLHUP:
             os.set_blocking(self.fd, True)
             return True
         self.retry_at = time.monotonic() + HOST_AWAY_S
