@@ -31,6 +31,19 @@ def test_a_new_figure_replaces_the_one_it_measures_again():
     assert [r["kernel_config"] for r in merged] == ["debug", "default"]
 
 
+def test_rows_say_their_machine_when_the_table_has_several():
+    one = timing.render([{**BOOT, "machine": "2 cores (A)", "measured_on": "2026-12-01"}])
+    assert "Measured on: 2 cores (A)." in one and "| 2026-12-01 |" in one
+    two = timing.render(
+        [
+            {**BOOT, "machine": "2 cores (A)", "measured_on": "2026-12-01"},
+            {**BOOT, "kernel_config": "debug", "machine": "2 cores (B)", "measured_on": "2026-12-02"},
+        ]
+    )
+    assert "Measured on: (a) 2 cores (A); (b) 2 cores (B)." in two
+    assert "| 2026-12-01 (a) |" in two and "| 2026-12-02 (b) |" in two
+
+
 def test_bench_output_lines_are_read_and_other_lines_ignored():
     text = 'run 1: bare 1.4 s\n{"bench": "suites", "suite": "unit", "jobs": 1}\n{"not": "a figure"}\n'
     assert timing.read_lines(text) == [{"bench": "suites", "suite": "unit", "jobs": 1}]
