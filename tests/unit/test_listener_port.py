@@ -43,3 +43,17 @@ def test_no_session_while_the_host_side_is_away(port):
 def test_no_session_while_nothing_waits(port):
     port, _ = port
     assert not port.ready()
+
+
+def test_the_warm_up_goes_on_while_the_host_side_is_away(port):
+    """Under `testbed boot` nobody is on the port's socket: the listener warms up (and does
+    not log that a session came)."""
+    port, host = port
+    host.close()
+    assert agent_listen.warm_up([port.fd]) == "warmed up"
+
+
+def test_the_warm_up_stops_for_a_waiting_session(port):
+    port, host = port
+    host.sendall(b"1 x\n")
+    assert agent_listen.warm_up([port.fd]) == f"a session came before {agent_listen.WARM_UP[0]}"

@@ -146,10 +146,19 @@ def warm_up(fds):
     """Import WARM_UP until a connection or the port's bytes wait: the session then imports
     the rest itself."""
     for name in WARM_UP:
-        if fds and select.select(fds, [], [], 0)[0]:
+        if fds and session_waits(fds):
             return f"a session came before {name}"
         __import__(name)
     return "warmed up"
+
+
+def session_waits(fds):
+    """Whether a connection or the harness's bytes wait on one of `fds`: readable and not hung
+    up (a port whose host side is away polls as both)."""
+    events = select.poll()
+    for fd in fds:
+        events.register(fd, select.POLLIN)
+    return any(flags & select.POLLIN and not flags & select.POLLHUP for _, flags in events.poll(0))
 
 
 def fork_session(fd, close):
