@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -44,7 +43,6 @@ INIT = "/sbin/testbed-init"
 # Python modules of the recipe's rootfs/ (the agent's listener), byte-compiled in the image: a
 # boot would otherwise compile them on its way to the agent's first answer (~0.08 s under TCG).
 GUEST_PY_LIB = "/usr/local/lib/testbed"
-DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}  # platform.machine() -> dpkg's name
 
 # Host tool → the Debian package that provides it, for the error message.
 TOOLS = {
@@ -187,16 +185,11 @@ def _run(argv: list[str], step: str, log: TextIO, log_path: Path) -> None:
         raise InfraError(f"{step} failed (exit {code}); build log: {log_path}")
 
 
-def _customize(
-    root: Path, recipe: Recipe, work: Path, out: Path, run: Callable[[list[str], str], None], progress: Progress
-) -> None:
+def _customize(root: Path, recipe: Recipe, work: Path, out: Path, run: Callable[[list[str], str], None]) -> None:
     rootfs.install_tree(recipe.rootfs, root)
     rootfs.install_symlink(root, "/etc/mtab", "../proc/self/mounts")
-    if rootfs.inside(root, GUEST_PY_LIB).is_dir():
-        if DEBIAN_ARCH.get(platform.machine()) == recipe.architecture:
-            run(compile_argv(root, GUEST_PY_LIB), "compile")
-        else:  # the guest's Python cannot run here: the guest compiles them at each start
-            progress(f"image: {GUEST_PY_LIB} not byte-compiled ({recipe.architecture} image on {platform.machine()})")
+    if rootfs.inside(root, GUEST_PY_LIB).is_dir():  # the guest's python3 in its tree, as mmdebstrap ran its scripts
+        run(compile_argv(root, GUEST_PY_LIB), "compile")
     # Host keys: one ed25519 key made here, so sshd starts at once and the harness can pin it.
     rootfs.remove_matching(root, "/etc/ssh", "ssh_host_*")
     run(ssh_keygen_argv(work / HOST_KEY, "testbed-guest-host"), "keygen")
@@ -242,7 +235,7 @@ def _build(recipe: Recipe, key: str, mirror: str, cache: Path, progress: Progres
             stage(1, f"mmdebstrap {recipe.suite} {recipe.variant} from {mirror}")
             run(mmdebstrap_argv(recipe, mirror, root), "bootstrap")
             stage(2, "installing rootfs/, init, sshd config and SSH keys")
-            _customize(root, recipe, work, out, run, progress)
+            _customize(root, recipe, work, out, run)
             stage(3, f"mke2fs -d: {recipe.size} ext4")
             run(mke2fs_argv(root, raw, recipe.size), "mke2fs")
             _remove_tree(root)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from ..errors import InfraError
+from .recipe import recipe_files
 
 _MAX_HOPS = 40  # as the kernel's ELOOP limit
 
@@ -59,10 +60,10 @@ def install_tree(source: Path, root: Path) -> list[str]:
     """Copy every file under `source` to the same guest path: 0755 if executable, else 0644.
 
     Directories that already exist keep their modes (/root is 0700, /tmp 1777). Python's
-    bytecode caches are not copied (the build compiles the guest's own).
+    bytecode caches are not recipe files (recipe_files): the build compiles the guest's own.
     """
     installed = []
-    for src in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for src in recipe_files(source):
         rel = "/" + src.relative_to(source).as_posix()
         mode = 0o755 if src.stat().st_mode & 0o111 else 0o644
         install_file(root, rel, src.read_bytes(), mode)

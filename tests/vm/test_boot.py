@@ -80,6 +80,9 @@ def test_the_agent_runs_in_the_interpreter_init_started(vm):
     assert sessions, f"no agent session forked by the listener:\n{procs}"
     assert not [p for p in procs if "python3" in p[2] and " -c " in p[2]], "an agent started by exec is running"
     assert vm.agent("kmsg", "cursor")["next"] > 0
+    # the listener's module comes as bytecode the image build compiled (a boot does not compile it)
+    cached = vm.run("ls /usr/local/lib/testbed/__pycache__", check=True).stdout.split()
+    assert any(name.startswith("agent_listen.cpython-") and name.endswith(".pyc") for name in cached), cached
 
 
 @pytest.mark.topology("two-switch", needs=ANY)
