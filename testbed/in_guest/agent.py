@@ -104,14 +104,10 @@ def _in_process(module: str, argv: list):
         return None
     # a module already loaded needs no lock: a call must not wait for an import elsewhere in
     # the agent (one held up by a stuck disk took every call down with it)
-    mod = sys.modules.get(module)
-    if mod is None or getattr(getattr(mod, "__spec__", None), "_initializing", False):
-        try:
-            with _import_lock:
-                __import__(module)
-                mod = sys.modules[module]
-        except ImportError:
-            return None
+    try:
+        mod = common.late_import(module)  # under _import_lock unless loaded
+    except ImportError:
+        return None
     table = getattr(mod, "COMMANDS", None)
     if not isinstance(table, dict) or not argv or argv[0] not in table:
         return None
@@ -308,11 +304,10 @@ def _import_later() -> None:
     held by this thread) while a spawn forks, which would leave that lock held in the child."""
     helpers = sorted(name[:-3] for name in os.listdir(HERE) if name.endswith(".py") and name != "agent.py")
     for name in (*LATER, *helpers):
-        with _import_lock:
-            try:
-                __import__(name)
-            except Exception as exc:  # noqa: BLE001 - a helper that cannot import says so when called
-                print(f"agent: importing {name}: {exc}", file=sys.stderr)
+        try:
+            common.late_import(name)
+        except Exception as exc:  # noqa: BLE001 - a helper that cannot import says so when called
+            print(f"agent: importing {name}: {exc}", file=sys.stderr)
 
 
 def serve(requests, served) -> None:

@@ -224,11 +224,7 @@ class Port:
         session that started on it did under `testbed boot`): looked at again after
         HOST_AWAY_S, still open (closing and reopening it would tell QEMU the guest left, each
         time)."""
-        events = select.poll()
-        events.register(self.fd, select.POLLIN)
-        revents = events.poll(0)
-        flags = revents[0][1] if revents else 0
-        if flags & select.POLLIN and not flags & select.POLLHUP:
+        if session_waits([self.fd]):
             os.set_blocking(self.fd, True)
             return True
         self.retry_at = time.monotonic() + HOST_AWAY_S
