@@ -115,12 +115,14 @@ def _as_a_background_job() -> None:
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
 
-def _listener() -> tuple[subprocess.Popen, int]:
+def _listener(tmp_path: Path) -> tuple[subprocess.Popen, int]:
     """The image's testbed-agent-listen (testbed-init starts it in the guest) on a free port,
-    with what the kernel puts in init's environment."""
+    with what the kernel puts in init's environment, and init's word that it has mounted."""
     init_env = {**os.environ, "HOME": "/", "TERM": "linux", "no_timer_check": "1"}
+    mounted = tmp_path / "testbed-init.mounted"
+    mounted.touch()
     proc = subprocess.Popen(
-        [sys.executable, "-u", str(LISTENER), "--port", "0"],
+        [sys.executable, "-u", str(LISTENER), "--port", "0", "--mounted", str(mounted)],
         stderr=subprocess.PIPE,
         text=True,
         env=init_env,
@@ -154,7 +156,7 @@ def _connect(port: int, where: Path, bundle: bytes):
 def _start_by_listener(tmp_path: Path, bundle: bytes):
     """As the guest starts it: a connection to the listener gets a forked session that runs
     the bootstrap sent ahead of the bundle."""
-    proc, port = _listener()
+    proc, port = _listener(tmp_path)
     return (proc, *_connect(port, tmp_path / "agent", bundle))
 
 
@@ -287,7 +289,7 @@ def test_the_listener_serves_one_session_per_connection(tmp_path):
     sources.mkdir()
     (sources / "helper.py").write_text(HELPER)
     bundle = agent_bundle([*AGENT_CORE, sources / "helper.py"])
-    proc, port = _listener()
+    proc, port = _listener(tmp_path)
     try:
         pids = []
         for n in range(2):
@@ -308,7 +310,7 @@ def test_a_listener_session_has_a_login_environment_not_inits(tmp_path):
     sources = tmp_path / "sources"
     sources.mkdir()
     (sources / "helper.py").write_text(HELPER)
-    proc, port = _listener()
+    proc, port = _listener(tmp_path)
     try:
         writer, reader, close = _connect(port, tmp_path / "agent", agent_bundle([*AGENT_CORE, sources / "helper.py"]))
         a = Agent(writer, reader, "session", close)
@@ -332,7 +334,7 @@ def test_helpers_get_sigint_and_sigquit_back(agent):
 
 
 def test_a_session_that_fails_is_reported_at_once_with_its_traceback_in_the_log(tmp_path):
-    proc, port = _listener()
+    proc, port = _listener(tmp_path)
     try:
         conn = socket.create_connection(("127.0.0.1", port), timeout=10)
         conn.settimeout(None)

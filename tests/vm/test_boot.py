@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 
 from testbed.errors import GuestError
 from testbed.guestvm import lspci
-from testbed.guestvm.guest import LISTENER, LISTENER_CHECK_S, LISTENER_PS
+from testbed.guestvm.guest import LISTENER, LISTENER_CHECK_S, LISTENER_LOG, LISTENER_PS
 from testbed.guestvm.p2p import NVME_TOPOLOGIES
 from testbed.topology.layout import NodeKind
 from testbed.topology.needs import ANY, CMB_NVME
@@ -83,6 +84,27 @@ def test_the_agent_runs_in_the_interpreter_init_started(vm):
     # the listener's module comes as bytecode the image build compiled (a boot does not compile it)
     cached = vm.run("ls /usr/local/lib/testbed/__pycache__", check=True).stdout.split()
     assert any(name.startswith("agent_listen.cpython-") and name.endswith(".pyc") for name in cached), cached
+
+
+MOUNTED = "/run/testbed-init.mounted"  # guest-images/rootfs/usr/local/lib/testbed/agent_listen.py
+
+
+@pytest.mark.topology("two-switch", needs=ANY)
+def test_an_agent_session_waits_for_init_mounts(fresh_vm):
+    """The listener starts before init mounts /etc/fstab and a session can come at once: one
+    that wrote the helpers under /run before its tmpfs was mounted lost them under it (a CI run
+    did). A session waits for init's word that the filesystems are mounted."""
+    vm = fresh_vm
+    vm.close_agent()
+    # init's word taken back, and given again 3 s on (longer than the install needs to begin)
+    vm.run(f"rm {MOUNTED} && {{ (sleep 3; : > {MOUNTED}) > /dev/null 2>&1 < /dev/null & }}", check=True)
+    started = time.monotonic()
+    vm.install_agent()
+    assert time.monotonic() - started >= 1.0  # the SSH command did not wait for the marker
+    assert vm.agent("kmsg", "cursor")["next"] > 0
+    said = vm.run(f"cat {LISTENER_LOG}", check=True).stdout
+    waited = re.findall(r"the session waited ([0-9.]+) s for init's mounts", said)
+    assert waited and float(waited[-1]) >= 0.5, said
 
 
 @pytest.mark.topology("two-switch", needs=ANY)

@@ -1,4 +1,4 @@
-"""testbed-agent-listen [--port N] (/usr/local/sbin/, which runs this module's main()): started
+"""testbed-agent-listen [--port N] [--mounted PATH] (/usr/local/sbin/, which runs this module's main()): started
 by testbed-init, so that the harness's guest agent is an interpreter already running, not one an
 SSH exec starts after login.
 
@@ -42,6 +42,11 @@ PORT_NAME = "org.testbed.agent"  # testbed/render/qdev.py AGENT_PORT_NAME
 # boot; past this the kernel has none (no CONFIG_VIRTIO_CONSOLE, or no port on the command line).
 PORT_WAIT_S = 5.0
 HOST_AWAY_S = 0.1  # the harness has not connected to the port's socket: look again after this
+# testbed-init writes this once /etc/fstab is mounted. This process starts before that, and a
+# session can come as early as the port appears: what it wrote under /run before the tmpfs was
+# mounted there would vanish under it (the agent's helpers did, in CI).
+MOUNTED = "/run/testbed-init.mounted"
+MOUNT_WAIT_S = 60.0
 
 
 def log(text):
@@ -102,8 +107,24 @@ def read_exactly(fd, size):
     return bytes(out)
 
 
-def session(fd):
-    """In the forked child: become `python3 -c SOURCE ARG...` on the connection's descriptor."""
+def wait_for_mounts(path=MOUNTED, wait_s=MOUNT_WAIT_S):
+    """Until init has mounted the filesystems (~0.2 s after it started this, under TCG); said in
+    the log if a session had to wait."""
+    started = time.monotonic()
+    waited = False
+    while not os.path.exists(path):
+        if time.monotonic() - started > wait_s:
+            raise SystemExit(f"testbed-init has not mounted the filesystems after {wait_s:.0f} s (no {path})")
+        time.sleep(0.01)
+        waited = True
+    if waited:
+        log(f"the session waited {time.monotonic() - started:.2f} s for init's mounts")
+
+
+def session(fd, mounted):
+    """In the forked child: become `python3 -c SOURCE ARG...` on the connection's descriptor,
+    once init has mounted what the agent uses (/run, /proc, /sys, /tmp): `mounted` exists."""
+    wait_for_mounts(mounted)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # the agent waits for its helpers
     # A background job of init's shell starts with SIGINT and SIGQUIT ignored, and ignored
     # signals outlive exec: the helpers and the programs they run get them back, as under sshd.
@@ -161,7 +182,7 @@ def session_waits(fds):
     return any(flags & select.POLLIN and not flags & select.POLLHUP for _, flags in events.poll(0))
 
 
-def fork_session(fd, close):
+def fork_session(fd, close, mounted):
     """A child that runs one session on `fd`, having closed the descriptors in `close` (a
     session must not hold the port open: it has one end, and the next session reopens it);
     its pid."""
@@ -172,7 +193,7 @@ def fork_session(fd, close):
     try:
         for other in close:
             os.close(other)
-        session(fd)
+        session(fd, mounted)
     except SystemExit as exc:  # as the interpreter would end: None 0, a message 1
         status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         if not isinstance(exc.code, int) and exc.code is not None:
@@ -230,9 +251,9 @@ class Port:
         self.retry_at = time.monotonic() + HOST_AWAY_S
         return False
 
-    def hand_over(self, close):
+    def hand_over(self, close, mounted):
         """The session gets the port; its end (the harness closed its side) closes it."""
-        self.child = fork_session(self.fd, close)
+        self.child = fork_session(self.fd, close, mounted)
         os.close(self.fd)
         self.fd = None
 
@@ -241,8 +262,16 @@ class Port:
             self.child = None
 
 
+def options(argv):
+    """--port N and --mounted PATH (the unit tests run this on the host), with their defaults."""
+    given = dict(zip(argv[::2], argv[1::2], strict=False))  # an odd one out is caught below
+    if len(argv) % 2 or set(given) - {"--port", "--mounted"}:
+        raise SystemExit(f"usage: testbed-agent-listen [--port N] [--mounted PATH] (got {argv})")
+    return int(given.get("--port", PORT)), given.get("--mounted", MOUNTED)
+
+
 def main():
-    port_number = int(sys.argv[2]) if sys.argv[1:2] == ["--port"] else PORT
+    port_number, mounted = options(sys.argv[1:])
     port = Port()
     tcp = None
     tcp_deadline = time.monotonic() + BIND_WAIT_S
@@ -278,7 +307,7 @@ def main():
             port.reaped(pid)
         if tcp is not None and tcp in readable:
             fd, _ = tcp._accept()  # _socket's accept: the new connection's descriptor
-            fork_session(fd, [tcp.fileno()] + ([port.fd] if port.fd is not None else []))
+            fork_session(fd, [tcp.fileno()] + ([port.fd] if port.fd is not None else []), mounted)
             os.close(fd)
         if port_fd is not None and port_fd in readable and port.ready():
-            port.hand_over([tcp.fileno()] if tcp is not None else [])
+            port.hand_over([tcp.fileno()] if tcp is not None else [], mounted)
