@@ -108,6 +108,24 @@ def test_an_agent_session_waits_for_init_mounts(fresh_vm):
 
 
 @pytest.mark.topology("two-switch", needs=ANY)
+def test_an_agent_session_that_dies_is_reported_at_once(fresh_vm):
+    """A session that fails before the agent answers closes the guest's end of the port (the
+    listener lives on): reported when QEMU says so, with the listener's log, not after the boot
+    deadline; the next install works."""
+    vm = fresh_vm
+    vm.close_agent()
+    vm.run("rm -rf /run/testbed/agent && touch /run/testbed/agent", check=True)  # no helpers' dir
+    started = time.monotonic()
+    with pytest.raises(GuestError, match=r"(?s)session ended before the agent answered.*session failed"):
+        vm.install_agent()
+    took = time.monotonic() - started
+    assert took < LISTENER_CHECK_S + 10 < vm.machine.timeouts.boot_to_ssh, took
+    vm.run("rm /run/testbed/agent", check=True)
+    vm.install_agent()
+    assert vm.agent("kmsg", "cursor")["next"] > 0
+
+
+@pytest.mark.topology("two-switch", needs=ANY)
 def test_a_dead_agent_listener_is_reported_with_its_log(fresh_vm):
     """The agent installed again gets a session of its own. With the listener gone (its
     running session lives on), installing fails after one check, not the command deadline,
