@@ -133,9 +133,14 @@ class Agent:
                     log.debug("%s: agent printed %r", self.name, raw[:200])
                     continue
                 self._dispatch(msg)
-            self.dead = "the agent's channel closed"
+            self._die("the agent's channel closed")
         except Exception as exc:  # the channel broke; every waiter is told
-            self.dead = f"the agent's channel broke: {exc}"
+            self._die(f"the agent's channel broke: {exc}")
+
+    def _die(self, why: str) -> None:
+        """The agent is gone (the first reason stands): every waiter is told."""
+        if self.dead is None:
+            self.dead = why
         self._settled.set()
         with self._lock:
             pending = list(self._pending.values())
@@ -147,6 +152,9 @@ class Agent:
                 s._cond.notify_all()
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("agent") == "failed":  # the listener's word for a session that died
+            self._die(f"its session failed in the guest:\n{msg.get('error', '')}".rstrip())
+            return
         if "agent" in msg:
             self.ready.set()
             self._settled.set()

@@ -264,13 +264,7 @@ class GuestVM:
 
     def _wait_agent_on_port(self, agent: Agent) -> None:
         deadline = Deadline(self.machine.timeouts.boot_to_ssh)
-        # The guest closing its end before the agent answered means the session died there
-        # (the port's socket stays connected): said at once, with the listener's log.
-        since = self.machine.qmp.event_count
-        session_ended = lambda: self.machine.qmp.seen(  # noqa: E731
-            "VSERPORT_CHANGE", {"id": AGENT_PORT_ID, "open": False}, since=since
-        )
-        settled = lambda: agent.ready.is_set() or agent.dead is not None or session_ended()  # noqa: E731
+        settled = lambda: agent.ready.is_set() or agent.dead is not None  # noqa: E731
         # at a boot the listener is a boot away, and a look is an SSH login: the long wait first
         again = self.agent_ready_at is not None
         looked_after = LISTENER_FIRST_CHECK_S if again else LISTENER_CHECK_S
@@ -289,11 +283,6 @@ class GuestVM:
                 raise GuestError(f"{self.machine.name}: the guest's agent listener does not answer\n{said}")
             looked_after = LISTENER_CHECK_S
             check = Deadline(looked_after)
-        if not agent.ready.is_set() and agent.dead is None:  # settled by the session's end
-            raise GuestError(
-                f"{self.machine.name}: the guest's agent session ended before the agent answered "
-                f"(the guest closed its port)\n{self._listener_said(self.machine.wait_ssh())}"
-            )
         try:
             agent.wait_ready(0)
         except GuestError as exc:

@@ -268,14 +268,6 @@ class QMP:
         with self._cond:
             return len(self._events)
 
-    def seen(self, name: str, match: Mapping[str, Any] | None = None, since: int = 0) -> bool:
-        """Whether an event `name` whose data contains `match` came at or after the event_count
-        `since`; a look, not a wait: it consumes nothing a wait_event would return."""
-        with self._cond:
-            return any(
-                event.get("event") == name and matches(event.get("data") or {}, match) for event in self._events[since:]
-            )
-
     def wait_event(
         self, name: str, match: Mapping[str, Any] | None = None, timeout: float | None = None, since: int = 0
     ) -> dict[str, Any]:

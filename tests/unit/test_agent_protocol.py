@@ -341,7 +341,10 @@ def test_a_session_that_fails_is_reported_at_once_with_its_traceback_in_the_log(
         conn.sendall(b"not-a-size /tmp/x\n")
         a = Agent(conn.makefile("wb"), conn.makefile("rb"), "session", conn.close)
         started = time.monotonic()
-        with pytest.raises(GuestError, match="did not start: the agent's channel closed"):
+        # the session's last word, before its connection closes
+        with pytest.raises(
+            GuestError, match=r"(?s)did not start: its session failed in the guest:\nTraceback.*ValueError"
+        ):
             a.wait_ready(30)
         assert time.monotonic() - started < 5
         a.close()
@@ -351,6 +354,23 @@ def test_a_session_that_fails_is_reported_at_once_with_its_traceback_in_the_log(
     assert proc.stderr is not None
     said = proc.stderr.read()
     assert "session failed:\nTraceback" in said and "ValueError" in said, said
+
+
+def test_a_failed_session_is_heard_on_a_channel_that_stays_open():
+    """On the port the host's socket stays connected after the guest's session died: the
+    listener's last word is what ends the wait, and waiting requests are told too."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as reader, os.fdopen(os.dup(write_end), "wb") as unused_writer:
+        a = Agent(unused_writer, reader, "port")
+        os.write(write_end, b'{"agent": "failed", "error": "Traceback ...\\nOSError: gone\\n"}\n')
+        started = time.monotonic()
+        with pytest.raises(
+            GuestError, match=r"did not start: its session failed in the guest:\nTraceback ...\nOSError: gone$"
+        ):
+            a.wait_ready(30)
+        assert time.monotonic() - started < 5
+        assert a.dead is not None and not a.ready.is_set()
+        os.close(write_end)
 
 
 def test_request_threads_are_kept_for_later_requests_and_never_waited_for():

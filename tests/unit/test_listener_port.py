@@ -5,6 +5,7 @@ readable only."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from pathlib import Path
@@ -57,3 +58,11 @@ def test_the_warm_up_stops_for_a_waiting_session(port):
     port, host = port
     host.sendall(b"1 x\n")
     assert agent_listen.warm_up([port.fd]) == f"a session came before {agent_listen.WARM_UP[0]}"
+
+
+def test_a_failed_sessions_last_word_is_a_protocol_line(capfd):
+    said = 'Traceback (most recent call last):\n  "x" \u00e9\nValueError: no\n'
+    agent_listen.tell_harness(said)
+    out = capfd.readouterr().out
+    assert out.endswith("\n") and out.count("\n") == 1
+    assert json.loads(out) == {"agent": "failed", "error": said}

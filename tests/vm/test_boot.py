@@ -109,14 +109,15 @@ def test_an_agent_session_waits_for_init_mounts(fresh_vm):
 
 @pytest.mark.topology("two-switch", needs=ANY)
 def test_an_agent_session_that_dies_is_reported_at_once(fresh_vm):
-    """A session that fails before the agent answers closes the guest's end of the port (the
-    listener lives on): reported when QEMU says so, with the listener's log, not after the boot
-    deadline; the next install works."""
+    """A session that fails before the agent answers leaves its listener running and, on the
+    port, the host's socket connected: its last word on the connection says why, so the
+    install fails at once with the guest's traceback, not after the boot deadline; the next
+    install works."""
     vm = fresh_vm
     vm.close_agent()
     vm.run("rm -rf /run/testbed/agent && touch /run/testbed/agent", check=True)  # no helpers' dir
     started = time.monotonic()
-    with pytest.raises(GuestError, match=r"(?s)session ended before the agent answered.*session failed"):
+    with pytest.raises(GuestError, match=r"(?s)did not start: its session failed in the guest.*NotADirectoryError"):
         vm.install_agent()
     took = time.monotonic() - started
     assert took < LISTENER_CHECK_S + 10 < vm.machine.timeouts.boot_to_ssh, took

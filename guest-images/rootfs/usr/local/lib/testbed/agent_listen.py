@@ -124,6 +124,9 @@ def wait_for_mounts(path=MOUNTED, wait_s=MOUNT_WAIT_S):
 def session(fd, mounted):
     """In the forked child: become `python3 -c SOURCE ARG...` on the connection's descriptor,
     once init has mounted what the agent uses (/run, /proc, /sys, /tmp): `mounted` exists."""
+    os.dup2(fd, 0)
+    os.dup2(fd, 1)  # first: a failure from here on is told on the connection (tell_harness)
+    os.close(fd)
     wait_for_mounts(mounted)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # the agent waits for its helpers
     # A background job of init's shell starts with SIGINT and SIGQUIT ignored, and ignored
@@ -131,9 +134,6 @@ def session(fd, mounted):
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.signal(_signal.SIGQUIT, _signal.SIG_DFL)
     os.setsid()
-    os.dup2(fd, 0)
-    os.dup2(fd, 1)
-    os.close(fd)
     size, *args = read_line(0).split(" ")
     source = read_exactly(0, int(size))
     # The environment of a root SSH login, not init's (the kernel hands init HOME=/, TERM=linux
@@ -182,6 +182,20 @@ def session_waits(fds):
     return any(flags & select.POLLIN and not flags & select.POLLHUP for _, flags in events.poll(0))
 
 
+def tell_harness(error):
+    """A failed session's last word on its connection (descriptor 1), in the agent's protocol:
+    the harness hears of it at once. On the port it would not hear otherwise: the port's socket
+    stays connected, and QEMU sends at most one VSERPORT_CHANGE a second, so the session's
+    close and the listener's reopening reach QMP as a single "open"."""
+    import _json
+
+    line = '{"agent": "failed", "error": ' + _json.encode_basestring_ascii(error) + "}\n"
+    try:
+        os.write(1, line.encode())
+    except OSError:
+        pass  # the harness is gone: the log has it
+
+
 def fork_session(fd, close, mounted):
     """A child that runs one session on `fd`, having closed the descriptors in `close` (a
     session must not hold the port open: it has one end, and the next session reopens it);
@@ -198,10 +212,14 @@ def fork_session(fd, close, mounted):
         status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         if not isinstance(exc.code, int) and exc.code is not None:
             print(exc.code, file=sys.stderr)
+        if status:
+            tell_harness(str(exc.code))
     except BaseException:  # noqa: BLE001 - said in the log, the listener goes on
         import traceback
 
-        log(f"session failed:\n{traceback.format_exc()}")
+        said = traceback.format_exc()
+        log(f"session failed:\n{said}")
+        tell_harness(said)
         status = 1
     finally:
         os._exit(status)
