@@ -31,11 +31,23 @@ class Timeouts:
     unplug: float = 15.0  # device_del → DEVICE_DELETED, on top of pciehp's fixed 5 s button wait
     plug: float = 15.0  # device_add → the guest bound a driver to it
     console_flush: float = 10.0  # a line written to /dev/kmsg → in the serial console log
+    # the kernel silent this long before init: hung (under TCG a boot now and then loses a wakeup
+    # between vCPUs: stop_machine at the clocksource switch never ends); a normal gap is < 2 s
+    boot_silence: float = 5.0
     # host-paced
     host_tool: float = 30.0  # qemu --version, qemu-img create, a compiler probe
     ssh_channel: float = 30.0  # open one more channel on a live SSH connection
 
-    GUEST_PACED = ("boot_to_ssh", "guest_command", "event", "ssh_attempt", "unplug", "plug", "console_flush")
+    GUEST_PACED = (
+        "boot_to_ssh",
+        "guest_command",
+        "event",
+        "ssh_attempt",
+        "unplug",
+        "plug",
+        "console_flush",
+        "boot_silence",
+    )
 
     @classmethod
     def for_accel(cls, accel: str, scale: float | None = None) -> Timeouts:

@@ -22,6 +22,10 @@ SSHD_READY = "testbed-init: sshd ready"  # guest-images/rootfs/sbin/testbed-init
 # a vCPU that stops taking timer interrupts ("Possible timer handling issue on cpu=1"); the
 # boot then waits out every deadline (NVMe admin commands time out one a minute).
 _STALL = re.compile(r"rcu: INFO: rcu_\w+ (?:self-)?detected stalls?")
+_INIT_RUN = re.compile(r"Run \S+ as init process")  # init/main.c, the kernel's last boot step
+# A KTAP line (KUnit at boot): a test may run silently for seconds after one (test_wait_forward
+# ran 9 s under TCG), so early-boot silence after it is not a stall.
+_KTAP = re.compile(r"^(?:\[\s*\d+\.\d+\])?\s*(?:K?TAP version \d+|1\.\.\d+|(?:not )?ok \d+|# )")
 
 
 @dataclass(frozen=True)
@@ -73,18 +77,35 @@ def _read_from(path: Path, offset: int) -> bytes:
 
 class ConsoleLines:
     """The complete lines the console gained since the last look (the boot wait looks every
-    20 ms; reading the whole log each time took host CPU from the guest it waited for)."""
+    20 ms; reading the whole log each time took host CPU from the guest it waited for), and
+    how long the kernel has said nothing before running init."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
         self._partial = b""
+        self._last_at = time.monotonic()
+        self._last_line: str | None = None  # none yet
+        self.init_started = False
 
     def new(self) -> list[str]:
         data = _read_from(self.path, self._offset)
         self._offset += len(data)
         *lines, self._partial = (self._partial + data).split(b"\n")
-        return [line.decode("utf-8", errors="replace").replace("\r", "") for line in lines]
+        text = [line.decode("utf-8", errors="replace").replace("\r", "") for line in lines]
+        if text:
+            self._last_at = time.monotonic()
+            self._last_line = text[-1]
+            self.init_started = self.init_started or any(_INIT_RUN.search(line) for line in text)
+        return text
+
+    def early_boot_silence(self, at_least: float) -> str | None:
+        """If the kernel, not yet at init, has said nothing more for `at_least` seconds (and its
+        last line is no KUnit test's): that line; else None. A console still empty is left to
+        the deadlines (a kernel of the user's may print nothing on ttyS0 and boot fine)."""
+        if self._last_line is None or self.init_started or _KTAP.match(self._last_line):
+            return None
+        return self._last_line if time.monotonic() - self._last_at >= at_least else None
 
 
 class NumberedLines:

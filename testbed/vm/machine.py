@@ -34,8 +34,9 @@ SHUTDOWN_EVENT_WAIT_S = 0.5  # for QMP to read QEMU's last words (SHUTDOWN) afte
 
 
 class BootStalled(InfraError):
-    """The guest stalled while booting (an RCU stall before sshd came up): under TCG, a vCPU
-    starved of host CPU. The pool boots such a VM once more and says so."""
+    """The guest stalled while booting, under TCG: an RCU stall before sshd came up (a vCPU
+    starved of host CPU), or a kernel silent before init (a lost wakeup between vCPUs). The
+    pool boots such a VM once more and says so."""
 
 
 def _monitor_socketpair() -> tuple[socket.socket, socket.socket]:
@@ -229,8 +230,9 @@ class Machine:
     ) -> bool:
         """Watch the booting guest's console, the lines `lines` has not handed out yet, until
         one satisfies `line_done` or `done()` holds (True), or the deadline passes (False). A
-        panic (GuestError), an RCU stall under TCG (BootStalled) and a dead QEMU (InfraError)
-        end the watch at once. A caller that watches in turns passes the same reader each time."""
+        panic (GuestError), a dead QEMU (InfraError), and under TCG an RCU stall or a kernel
+        silent for timeouts.boot_silence before init (BootStalled) end the watch at once. A
+        caller that watches in turns passes the same reader each time."""
         while not deadline.expired:
             exited = self.process.poll() is not None  # before the read: its last words are read
             for line in lines.new():
@@ -248,6 +250,13 @@ class Machine:
                     )
             if exited:
                 self._check_exited()
+            silent_after = lines.early_boot_silence(self.timeouts.boot_silence)
+            if silent_after is not None and self.runtime.accel == "tcg":
+                raise BootStalled(
+                    f"{self.name}: the guest stalled while booting (no console line for "
+                    f"{self.timeouts.boot_silence:.0f} s before init, after {silent_after.strip()!r}); under TCG "
+                    f"a boot now and then loses a wakeup between vCPUs\n{console.describe(self.console_log)}"
+                )
             if done():
                 return True
             time.sleep(0.02)

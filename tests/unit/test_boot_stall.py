@@ -1,7 +1,8 @@
-"""A boot that stalls (an RCU stall before sshd is up: under TCG, a vCPU starved of host CPU
-stops taking timer interrupts) ends the boot wait at once, and the pool boots it once more:
-tested on a recorded console (tests/logs/real/tcg-boot-rcu-stall.log, one of four 2-vCPU
-guests booting at once on 2 host cores)."""
+"""A boot that stalls ends the boot wait at once, and the pool boots it once more: an RCU stall
+before sshd is up (under TCG, a vCPU starved of host CPU stops taking timer interrupts;
+tests/logs/real/tcg-boot-rcu-stall.log, one of four 2-vCPU guests booting at once on 2 host
+cores), or a kernel silent before init (tests/logs/real/tcg-boot-clocksource-hang.log: a make
+test boot under intel-iommu whose stop_machine at the clocksource switch never ended)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import pytest
 from testbed.errors import GuestError, InfraError
 from testbed.kernel.request import KernelRequest
 from testbed.pytest_plugin.pool import BootOptions, VmPool
-from testbed.timeouts import Deadline
+from testbed.timeouts import Deadline, Timeouts
 from testbed.vm import BootStalled, Machine, console
 
 LOGS = Path(__file__).resolve().parent.parent / "logs"
 STALLED = LOGS / "real" / "tcg-boot-rcu-stall.log"
+HUNG = LOGS / "real" / "tcg-boot-clocksource-hang.log"
+KUNIT_SILENT = LOGS / "real" / "tcg-boot-kunit-silent-test.log"  # test_wait_backward runs 9 s
 CLEAN = LOGS / "clean" / "real-two-switch-p2p.log"
 
 
@@ -53,7 +56,9 @@ class Process:
         return "qemu said nothing"
 
 
-def _waiting_machine(tmp_path: Path, text: str, status: int | None = None, accel: str = "tcg") -> Machine:
+def _waiting_machine(
+    tmp_path: Path, text: str, status: int | None = None, accel: str = "tcg", boot_silence: float = 30.0
+) -> Machine:
     """A Machine in its boot wait, its console recorded: only what the wait reads is set."""
     machine = Machine.__new__(Machine)
     machine.name = "two-switch-3"
@@ -62,6 +67,7 @@ def _waiting_machine(tmp_path: Path, text: str, status: int | None = None, accel
     machine.qemu_log = tmp_path / "qemu.log"
     machine.process = Process(status)  # type: ignore[assignment]
     machine.runtime = SimpleNamespace(accel=accel)  # type: ignore[assignment]
+    machine.timeouts = Timeouts(boot_silence=boot_silence)
     return machine
 
 
@@ -77,6 +83,66 @@ def test_under_kvm_a_stall_is_the_kernels_and_the_wait_goes_on(tmp_path):
     started = time.monotonic()
     machine._wait_sshd_listening(Deadline(0.5))  # returns at its deadline: the SSH retries decide
     assert time.monotonic() - started >= 0.5
+
+
+def test_a_kernel_silent_before_init_ends_the_wait(tmp_path):
+    """The recorded hang's last line is "vgaarb: loaded" (next: the clocksource switch); it
+    said nothing more for 4 minutes, until the run gave up on it."""
+    machine = _waiting_machine(tmp_path, HUNG.read_text(errors="replace"), boot_silence=0.3)
+    started = time.monotonic()
+    with pytest.raises(
+        BootStalled, match=r"stalled while booting \(no console line for 0 s before init, after '\[ +1\.021354\] vgaarb"
+    ):
+        machine._wait_sshd_listening(Deadline(30))
+    assert 0.3 <= time.monotonic() - started < 5
+
+
+def test_silence_in_a_kunit_test_before_init_is_not_a_stall(tmp_path):
+    machine = _waiting_machine(tmp_path, KUNIT_SILENT.read_text(errors="replace"), boot_silence=0.1)
+    machine._wait_sshd_listening(Deadline(0.5))  # returns at its deadline: no stall
+
+
+def test_silence_after_init_started_is_not_judged_here(tmp_path):
+    """Past init, a quiet console is normal (the SSH wait and the agent decide)."""
+    machine = _waiting_machine(tmp_path, CLEAN.read_text(errors="replace").split("testbed-init: sshd ready")[0])
+    machine.timeouts = Timeouts(boot_silence=0.1)
+    machine._wait_sshd_listening(Deadline(0.5))
+
+
+def test_under_kvm_early_silence_is_left_to_the_deadlines(tmp_path):
+    machine = _waiting_machine(tmp_path, HUNG.read_text(errors="replace"), accel="kvm", boot_silence=0.1)
+    machine._wait_sshd_listening(Deadline(0.5))
+
+
+def test_the_silence_is_counted_from_the_last_line(tmp_path):
+    log = tmp_path / "console.log"
+    lines = console.ConsoleLines(log)
+    time.sleep(0.25)
+    assert lines.early_boot_silence(0.2) is None  # nothing on the console yet: not judged
+    log.write_text("[    1.0] vgaarb: loaded\n")
+    assert lines.new() == ["[    1.0] vgaarb: loaded"]
+    assert lines.early_boot_silence(0.2) is None
+    time.sleep(0.25)
+    assert lines.early_boot_silence(0.2) == "[    1.0] vgaarb: loaded"
+    with log.open("a") as f:
+        f.write("[    1.3] Run /sbin/testbed-init as init process\n")
+    lines.new()
+    time.sleep(0.25)
+    assert lines.early_boot_silence(0.2) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[    9.518460]     ok 9 test_wait_forward", "[    1.0] KTAP version 1", "    # Subtest: hw_breakpoint",
+     "[    2.0]     not ok 3 test_x # SKIP", "[    2.0]     1..11"],
+)  # fmt: skip
+def test_ktap_lines_are_known(line, tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text(line + "\n")
+    lines = console.ConsoleLines(log)
+    lines.new()
+    time.sleep(0.15)
+    assert lines.early_boot_silence(0.1) is None
 
 
 def test_sshd_ready_and_a_panic_still_decide_the_wait(tmp_path):
