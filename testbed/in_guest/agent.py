@@ -2,8 +2,10 @@
 
 One long-lived process per VM on one SSH channel (forwarded to the guest image's
 testbed-agent-listen, which runs it in a forked child; or `python3 -c BOOTSTRAP` on a pipe).
-The host writes JSON lines on its stdin, it answers with JSON lines on stdout, each tagged with
-the request's id:
+Its first line says it runs, {"agent": "ready", "pid": N, "python": "3.11.2"}; a session the
+listener could not bring that far ends with the listener's {"agent": "failed", "error": "..."}
+instead. Then the host writes JSON lines on its stdin, it answers with JSON lines on stdout, each
+tagged with the request's id:
 
   {"id": 1, "op": "call", "module": "kmsg", "argv": ["cursor"]}
       -> {"id": 1, "result": {...}}            or {"id": 1, "error": "...", "status": N}
