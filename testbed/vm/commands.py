@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,7 @@ from .ssh import SSH, host_key_of, known_hosts_file, ssh_client_argv
 
 if TYPE_CHECKING:
     from .launch import LaunchPlan
+    from .machine import Machine
 
 
 def _progress(message: str) -> None:
@@ -94,14 +97,41 @@ def _plan(args: argparse.Namespace, paused: bool = False) -> LaunchPlan:
     return plan_launch(args.topology, args.accel, kernel, tuple(args.append), paused, _progress)
 
 
+def _say_launched(vm: Machine, plan: LaunchPlan) -> None:
+    _progress(f"{vm.name}: QEMU pid {vm.process.pid}, QMP {plan.runtime.qmp_socket}, console {vm.console_log}")
+
+
+@contextlib.contextmanager
+def _guest_up(args: argparse.Namespace, plan: LaunchPlan) -> Iterator[tuple[Machine, SSH]]:
+    """The launched guest with SSH up. A boot that stalled (BootStalled: under TCG a vCPU
+    starved of host CPU, or a boot that lost a wakeup) is launched once more, as the test pool
+    does, and said; a second stall is the error."""
+    from .machine import BootStalled  # with the launch's modules, not for every testbed command
+
+    for attempt in (1, 2):
+        with plan.machine() as vm:
+            _say_launched(vm, plan)
+            _progress(f"waiting for SSH on port {vm.ssh_port} (up to {vm.timeouts.boot_to_ssh:.0f}s)")
+            try:
+                ssh = vm.wait_ssh()
+            except BootStalled as exc:
+                if attempt == 2:
+                    raise
+                _progress(f"{str(exc).splitlines()[0]}; booting it once more")
+            else:
+                yield vm, ssh
+                return
+        plan = _plan(args)
+
+
 def cmd_boot(args: argparse.Namespace) -> int:
     plan = _plan(args, paused=args.paused)
     if args.dry_run:
         print(shlex.join(plan.argv))
         return 0
-    with plan.machine() as vm:
-        _progress(f"{vm.name}: QEMU pid {vm.process.pid}, QMP {plan.runtime.qmp_socket}, console {vm.console_log}")
-        if args.paused:
+    if args.paused:
+        with plan.machine() as vm:
+            _say_launched(vm, plan)
             _progress(
                 f"paused before the firmware; resume with QMP cont on "
                 f"{plan.runtime.qmp_socket}, then: testbed ssh {vm.name}"
@@ -109,8 +139,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
             _progress("press Enter to shut the VM down")
             sys.stdin.readline()
             return 0
-        _progress(f"waiting for SSH on port {vm.ssh_port} (up to {vm.timeouts.boot_to_ssh:.0f}s)")
-        ssh = vm.wait_ssh()
+    with _guest_up(args, plan) as (vm, ssh):
         _progress(
             f"guest up in {vm.ssh_ready_seconds:.1f}s; from another terminal: "
             f"{shlex.join(ssh_client_argv(ssh.port, ssh.key, known_hosts=_known_hosts(ssh.key)))}  "
@@ -125,9 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = list(getattr(args, "guest_command", []))
     if not cmd:
         raise ConfigError("testbed run: give the guest command after --, e.g. testbed run two-switch -- lspci -tv")
-    plan = _plan(args)
-    with plan.machine() as vm:
-        vm.wait_ssh()
+    with _guest_up(args, _plan(args)) as (vm, _):
         _progress(f"guest up in {vm.ssh_ready_seconds:.1f}s; running: {shlex.join(cmd)}")
         # one argument is taken as a shell line ("dmesg | grep p2p"), several as argv
         result = vm.run(cmd[0] if len(cmd) == 1 else cmd, timeout=args.timeout)
