@@ -22,6 +22,11 @@ class InfraError(TestbedError):
     exit_code = 3
 
 
+class GuestHung(InfraError):
+    """The guest stopped running (its vCPUs idle for good while QEMU runs): a wait for it is
+    cut short instead of running to its deadline."""
+
+
 class GuestError(TestbedError):
     """The guest or its kernel misbehaved: that is the thing under test. Never retried."""
 

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..errors import GuestError, InfraError
+from ..errors import GuestError, GuestHung, InfraError
 from ..timeouts import Deadline
 
 log = logging.getLogger(__name__)  # DEBUG: every request and its answer, with seconds
+HUNG_LOOK_S = 10.0  # a wait for an answer asks this often whether the guest still runs
 
 
 @dataclass
@@ -100,8 +101,16 @@ class Spawned:
 class Agent:
     """Speaks to `agent.py` over `writer`/`reader` (a paramiko channel's files, or a pipe)."""
 
-    def __init__(self, writer: IO[bytes], reader: IO[bytes], name: str, on_close: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        writer: IO[bytes],
+        reader: IO[bytes],
+        name: str,
+        on_close: Callable[[], None] | None = None,
+        hung: Callable[[], str | None] = lambda: None,
+    ):
         self.name = name
+        self._hung = hung  # why the guest is taken for stopped (Machine.hung), looked at in long waits
         self._writer = writer
         self._reader = reader
         self._on_close = on_close
@@ -192,8 +201,13 @@ class Agent:
         started = time.monotonic()
         try:
             self._send({**req, "id": rid})
-            if not pending.done.wait(timeout):
-                raise GuestError(f"{self.name}: no answer to {_describe(req)} within {timeout:.0f}s")
+            deadline = Deadline(timeout)
+            while not pending.done.wait(min(HUNG_LOOK_S, deadline.remaining())):
+                if deadline.expired:
+                    raise GuestError(f"{self.name}: no answer to {_describe(req)} within {timeout:.0f}s")
+                why = self._hung()
+                if why is not None:
+                    raise GuestHung(f"no answer to {_describe(req)} after {timeout - deadline.remaining():.0f}s: {why}")
         finally:
             with self._lock:
                 self._pending.pop(rid, None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import GuestError, InfraError, TestbedError
+from ..errors import GuestError, GuestHung, InfraError, TestbedError
 from ..render import backing_files
 from ..render.qdev import AGENT_PORT_ID, endpoint_spec
 from ..timeouts import Deadline
@@ -187,7 +187,7 @@ class GuestVM:
         writer.write(listener_preamble(AGENT_BOOTSTRAP, [GUEST_AGENT_DIR]))
         writer.write(agent_bundle(sorted(AGENT_DIR.glob("*.py"))))
         writer.flush()
-        self._agent = Agent(writer, reader, self.machine.name, close)
+        self._agent = Agent(writer, reader, self.machine.name, close, hung=self.machine.hung)
         try:
             self._agent.wait_ready(self.machine.timeouts.guest_command)
         except GuestError as exc:  # the session failed: the listener's log says why
@@ -225,7 +225,7 @@ class GuestVM:
                 except OSError:
                     pass
 
-        agent = Agent(writer, reader, self.machine.name, close)
+        agent = Agent(writer, reader, self.machine.name, close, hung=self.machine.hung)
         # From a thread: QEMU reads the socket only while the guest holds the port open, so the
         # write blocks until the listener opens it (a boot away), or for good if none does.
         payload = listener_preamble(AGENT_BOOTSTRAP, [GUEST_AGENT_DIR]) + agent_bundle(sorted(AGENT_DIR.glob("*.py")))
@@ -325,6 +325,8 @@ class GuestVM:
         try:
             return self.channel.call(module, words, self.machine.timeouts.guest_command if timeout is None else timeout)
         except TestbedError as exc:  # a closed channel: say why, if QEMU is what ended
+            if isinstance(exc, GuestHung):
+                self.dirty = True  # the pool boots another for the tests after this one
             raise self.machine.explain(exc) from None
 
     def spawn(self, module: str, *args: Any) -> Spawned:

@@ -18,6 +18,7 @@ from ..render.runtime import Runtime
 from ..timeouts import Deadline, Timeouts
 from . import console, registry
 from .exits import QemuExit, StopStage
+from .liveness import GUEST_STILL_S, VcpuClock, vcpu_time_ns
 from .process import QemuProcess, StopReport
 from .qmp import QMP, RunState
 from .ssh import SSH, RunResult
@@ -90,6 +91,7 @@ class Machine:
         self.started_at: float | None = None
         self.ssh_ready_seconds: float | None = None  # launch → first SSH login
         self.ready_seconds: float | None = None  # launch → ready for tests (the guest agent answering)
+        self._vcpu_clock: VcpuClock | None = None  # hung()'s looks
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -288,6 +290,27 @@ class Machine:
             if explained is exc:
                 raise
             raise explained from exc
+
+    def hung(self) -> str | None:
+        """Why the guest is taken for stopped, if it is: under TCG, no vCPU has run for
+        GUEST_STILL_S (counted from the first look) while QEMU says the guest runs; else None.
+        A look costs a read of /proc per vCPU (and QMP once, and when it looks stopped)."""
+        if self.runtime.accel != "tcg":
+            return None
+        try:
+            if self._vcpu_clock is None:
+                tids = tuple(int(cpu["thread-id"]) for cpu in self.qmp.command("query-cpus-fast"))
+                pid = self.process.pid
+                self._vcpu_clock = VcpuClock(lambda: vcpu_time_ns(pid, tids))
+            still = self._vcpu_clock.still_for()
+            if still is None or still < GUEST_STILL_S or self.qmp.run_state() is not RunState.RUNNING:
+                return None
+        except (TestbedError, KeyError, TypeError, ValueError):  # no answer is no verdict
+            return None
+        return (
+            f"{self.name}: the guest has stopped: no vCPU has run for {still:.0f} s while QEMU says it runs "
+            f"(under TCG a guest has been seen to lose its wakeups for good)\n{console.describe(self.console_log)}"
+        )
 
     # -- QEMU's end -----------------------------------------------------------------------
 
