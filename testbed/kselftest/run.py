@@ -49,6 +49,7 @@ class ProgramRun:
     report: KtapReport | None
     splats: tuple[ChargedSplat, ...]
     lockdep_lost: bool = False
+    console_log: Path | None = None  # the console of the VM it ran in (line numbers of its splats)
 
     @property
     def id(self) -> str:
@@ -154,6 +155,7 @@ def run_program(
         reports[0] if reports else None,
         charged,
         findings.lockdep_lost,
+        vm.machine.console_log,
     )
     log.debug("%s: exit %s in %.1fs, %s", tag, run.exit_status, run.seconds, run.counts())
     return run

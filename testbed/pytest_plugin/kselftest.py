@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ..errors import TestbedError
+from ..errors import GuestHung, TestbedError
 from ..guestvm import GuestVM
 from ..kernel.request import KernelRequest, selftest_set
 from ..kselftest.build import SelftestBuild, ensure_selftests
@@ -91,6 +91,7 @@ class KselftestSession:
     variants: dict[str, VmVariant] = field(default_factory=dict)
     noted: list[Noted] = field(default_factory=list)
     ran: dict[tuple[str, str], int] = field(default_factory=dict)  # (topology, suite) -> cases run
+    reruns: list[str] = field(default_factory=list)  # programs run again after their guest stopped
 
     # -- which kernel ----------------------------------------------------------------------
 
@@ -228,17 +229,30 @@ class KselftestSession:
         device: str | None,
         results: Path,
         known_splats: tuple[KnownSplat, ...],
+        pool: VmPool | None = None,
     ) -> ProgramRun:
+        """The program's run on `device`, made once. A guest that stopped under it (GuestHung:
+        under TCG, a lost wakeup) says nothing about the program: with `pool`, it runs once
+        more on a fresh VM (the stopped one is dirty, so the pool boots another), and the
+        session's summary lists it."""
         key = (topology, program.id, device)
         if key in self.broken:  # one error per run, not one per case
             pytest.fail(f"{program.id} could not run: {self.broken[key]}", pytrace=False)
         if key not in self.runs:
             dest = results / "kselftest" / vm.topology.name
             try:
-                self.runs[key] = run_program(vm, self.build(lambda _: None), program, device, dest, known_splats)
+                try:
+                    run = run_program(vm, self.build(lambda _: None), program, device, dest, known_splats)
+                except GuestHung as exc:
+                    if pool is None:
+                        raise
+                    self.reruns.append(f"{program.id} on {topology}: {str(exc).splitlines()[0]}")
+                    fresh = self.vm(pool, topology)
+                    run = run_program(fresh, self.build(lambda _: None), program, device, dest, known_splats)
             except TestbedError as exc:
                 self.broken[key] = exc
                 raise
+            self.runs[key] = run
         return self.runs[key]
 
     def kunit(self, vm: GuestVM, topology: str, known_splats: tuple[KnownSplat, ...]) -> KunitRun:
@@ -278,6 +292,9 @@ class KselftestSession:
 
     def summary(self) -> list[str]:
         lines = []
+        if self.reruns:
+            lines.append(f"{len(self.reruns)} program(s) run again on a fresh VM after their guest stopped (TCG):")
+            lines += [f"  {rerun}" for rerun in self.reruns]
         suites = {p.suite for p in self.programs()}
         fixes = [f for f in self._build.fixes if f.suite in suites] if self._build is not None else []
         if fixes:

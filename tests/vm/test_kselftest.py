@@ -21,6 +21,7 @@ Raw KTAP and the kernel log of each run are kept under results/pytest/<run>/ksel
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -70,15 +71,17 @@ def judge_case(
     device_kind: str | None,
     splats: list,
     where: str,
+    console_log: Path | None = None,
 ) -> None:
-    """Pass, skip with the test's reason, expected failure from known-failures.yaml, or fail."""
+    """Pass, skip with the test's reason, expected failure from known-failures.yaml, or fail.
+    `console_log`: where the splats' line numbers point (the VM the program ran in)."""
     nodeid = request.node.nodeid
     if case is None:
         session.count(topology, suite, False)
         pytest.fail(f"{test}: the program listed this case but never reported it ({where})", pytrace=False)
     splat_text = "\n\n".join(
         f"kernel splat while it ran: {s.kind}: {s.title} "
-        f"({vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
+        f"({console_log or vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
         for s in splats
     )
     if case.status is Status.SKIP:
@@ -117,7 +120,9 @@ def test_selftest(
 ):
     session = kselftest_session
     vm = session.vm(testbed_pool, testbed_topology)
-    run = session.run(vm, testbed_topology, topology_case.program, topology_case.device, testbed_results, known_splats)
+    run = session.run(
+        vm, testbed_topology, topology_case.program, topology_case.device, testbed_results, known_splats, testbed_pool
+    )
     kind = vm.topology.endpoint(topology_case.device).kind.value if topology_case.device else None
     where = f"raw output {run.output}, kernel log {run.window_log}"
     suite = topology_case.program.suite
@@ -134,6 +139,7 @@ def test_selftest(
             kind,
             [s.splat for s in run.new_splats(topology_case.case)],
             where,
+            run.console_log,
         )
         return
     judge_run(request, session, testbed_topology, vm, run, topology_case, kind, where)
@@ -151,7 +157,7 @@ def run_problems(
         problems.append(f"{run.id} ended with status {run.exit_status} (killed by a signal?)")
     problems += [
         f"kernel splat during {run.id}, between cases: {s.splat.kind}: {s.splat.title} "
-        f"({vm.machine.console_log}:{s.splat.first_line}-{s.splat.last_line})\n{s.splat.excerpt}"
+        f"({run.console_log or vm.machine.console_log}:{s.splat.first_line}-{s.splat.last_line})\n{s.splat.excerpt}"
         for s in run.new_splats()
         if s.case is None
     ]
@@ -244,7 +250,8 @@ def test_relay_matches_a_run_by_hand(
     session = kselftest_session
     program = topology_case
     vm = session.vm(testbed_pool, testbed_topology)
-    run = session.run(vm, testbed_topology, program, None, testbed_results, known_splats)
+    run = session.run(vm, testbed_topology, program, None, testbed_results, known_splats, testbed_pool)
+    vm = session.vm(testbed_pool, testbed_topology)  # the VM it ran in, if its first one stopped
     remote = f"/run/testbed/kselftest/{program.suite}/{program.name}"
     by_hand = vm.run(f"cd /run/testbed/kselftest && {remote}", timeout=program.timeout_s)
     reports = parse_ktap(by_hand.stdout.splitlines())
