@@ -292,11 +292,9 @@ class Machine:
             raise explained from exc
 
     def hung(self) -> str | None:
-        """Why the guest is taken for stopped, if it is: under TCG, no vCPU has run for
-        GUEST_STILL_S (counted from the first look) while QEMU says the guest runs; else None.
-        A look costs a read of /proc per vCPU (and QMP once, and when it looks stopped)."""
-        if self.runtime.accel != "tcg":
-            return None
+        """Why the guest is taken for stopped, if it is: no vCPU has run for GUEST_STILL_S
+        (counted from the first look) while QEMU says the guest runs; else None. A look costs a
+        read of /proc per vCPU (and QMP once, and when it looks stopped)."""
         try:
             if self._vcpu_clock is None:
                 tids = tuple(int(cpu["thread-id"]) for cpu in self.qmp.command("query-cpus-fast"))
