@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)  # a QEMU that ended unasked (pytest shows the
 # A broken SSH or QMP connection is often seen a moment before QEMU's exit status: how long an
 # error met talking to the guest waits for it, to say why QEMU ended (or that it still runs).
 GONE_GRACE_S = 1.0
+HUNG_QMP_S = 5.0  # hung()'s QMP questions: a look must not hold up the wait it is part of
 SHUTDOWN_EVENT_WAIT_S = 0.5  # for QMP to read QEMU's last words (SHUTDOWN) after its exit
 
 
@@ -297,11 +298,12 @@ class Machine:
         read of /proc per vCPU (and QMP once, and when it looks stopped)."""
         try:
             if self._vcpu_clock is None:
-                tids = tuple(int(cpu["thread-id"]) for cpu in self.qmp.command("query-cpus-fast"))
+                cpus = self.qmp.command("query-cpus-fast", timeout=HUNG_QMP_S)
+                tids = tuple(int(cpu["thread-id"]) for cpu in cpus)
                 pid = self.process.pid
                 self._vcpu_clock = VcpuClock(lambda: vcpu_time_ns(pid, tids))
             still = self._vcpu_clock.still_for()
-            if still is None or still < GUEST_STILL_S or self.qmp.run_state() is not RunState.RUNNING:
+            if still is None or still < GUEST_STILL_S or self.qmp.run_state(HUNG_QMP_S) is not RunState.RUNNING:
                 return None
         except (TestbedError, KeyError, TypeError, ValueError):  # no answer is no verdict
             return None
