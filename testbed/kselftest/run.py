@@ -48,8 +48,8 @@ class ProgramRun:
     window_log: Path  # the kernel log while it ran
     report: KtapReport | None
     splats: tuple[ChargedSplat, ...]
+    console_log: Path  # the console of the VM it ran in (its splats' line numbers point there)
     lockdep_lost: bool = False
-    console_log: Path | None = None  # the console of the VM it ran in (line numbers of its splats)
 
     @property
     def id(self) -> str:
@@ -154,8 +154,8 @@ def run_program(
         window_log,
         reports[0] if reports else None,
         charged,
-        findings.lockdep_lost,
         vm.machine.console_log,
+        findings.lockdep_lost,
     )
     log.debug("%s: exit %s in %.1fs, %s", tag, run.exit_status, run.seconds, run.counts())
     return run

@@ -293,7 +293,7 @@ class KselftestSession:
     def summary(self) -> list[str]:
         lines = []
         if self.reruns:
-            lines.append(f"{len(self.reruns)} program(s) run again on a fresh VM after their guest stopped (TCG):")
+            lines.append(f"{len(self.reruns)} program(s) run again on a fresh VM after their guest stopped:")
             lines += [f"  {rerun}" for rerun in self.reruns]
         suites = {p.suite for p in self.programs()}
         fixes = [f for f in self._build.fixes if f.suite in suites] if self._build is not None else []

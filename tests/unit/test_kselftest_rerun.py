@@ -45,7 +45,7 @@ def test_the_program_runs_once_more_on_a_fresh_vm_and_the_summary_says_so(monkey
     assert run == "the run on kselftest-2" and ran_on == ["kselftest", "kselftest-2"]
     assert session.run(_vm("kselftest-2"), "kselftest", PROGRAM, "shm0", tmp_path, ()) == run  # once per run
     assert session.summary()[:2] == [
-        "1 program(s) run again on a fresh VM after their guest stopped (TCG):",
+        "1 program(s) run again on a fresh VM after their guest stopped:",
         f"  {PROGRAM.id} on kselftest: {STOPPED.splitlines()[0]}",
     ]
 

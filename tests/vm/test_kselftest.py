@@ -71,17 +71,16 @@ def judge_case(
     device_kind: str | None,
     splats: list,
     where: str,
-    console_log: Path | None = None,
+    console_log: Path,
 ) -> None:
     """Pass, skip with the test's reason, expected failure from known-failures.yaml, or fail.
-    `console_log`: where the splats' line numbers point (the VM the program ran in)."""
+    `console_log`: where the splats' line numbers point (the VM the program or KUnit ran in)."""
     nodeid = request.node.nodeid
     if case is None:
         session.count(topology, suite, False)
         pytest.fail(f"{test}: the program listed this case but never reported it ({where})", pytrace=False)
     splat_text = "\n\n".join(
-        f"kernel splat while it ran: {s.kind}: {s.title} "
-        f"({console_log or vm.machine.console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
+        f"kernel splat while it ran: {s.kind}: {s.title} ({console_log}:{s.first_line}-{s.last_line})\n{s.excerpt}"
         for s in splats
     )
     if case.status is Status.SKIP:
@@ -157,7 +156,7 @@ def run_problems(
         problems.append(f"{run.id} ended with status {run.exit_status} (killed by a signal?)")
     problems += [
         f"kernel splat during {run.id}, between cases: {s.splat.kind}: {s.splat.title} "
-        f"({run.console_log or vm.machine.console_log}:{s.splat.first_line}-{s.splat.last_line})\n{s.splat.excerpt}"
+        f"({run.console_log}:{s.splat.first_line}-{s.splat.last_line})\n{s.splat.excerpt}"
         for s in run.new_splats()
         if s.case is None
     ]
@@ -234,6 +233,7 @@ def test_kunit(request, testbed_pool, testbed_topology, topology_case: KunitCase
         None,
         run.new_splats(topology_case.case),
         where,
+        vm.machine.console_log,  # KUnit ran while this VM booted
     )
 
 
