@@ -130,12 +130,14 @@ def import_once(
     importer: str = "revocable",
     dma_bits: int = 0,
     fail_nth: int = 0,
+    sg_pick: tuple[int, ...] = (),
 ) -> dict:
     """`importer`: revocable (a dynamic peer2peer importer with invalidate_mappings), no-p2p
     (without allow_peer2peer) or not-revocable (without invalidate_mappings). `dma_bits`: the
     client (an edu of the probe's) maps with its DMA mask narrowed to that many bits (a held
     import's later remaps use the module's mask). `fail_nth`: the kernel fails the call's nth
-    slab or page allocation (ioctl_failing_nth)."""
+    slab or page allocation (ioctl_failing_nth). `sg_pick`: the indices of the mapping's
+    entries to report (at most MAX_SG; none: the first MAX_SG)."""
     kind = {"revocable": 0, "no-p2p": P.IMPORT_NO_P2P, "not-revocable": P.IMPORT_NO_INVALIDATE}[importer]
     given = {
         "fd": fd,
@@ -147,6 +149,8 @@ def import_once(
         "offset": offset,
         "name": name.encode(),
         "dma_bits": dma_bits,
+        "sg_picked": len(sg_pick),
+        **{f"sg_pick[{i}]": index for i, index in enumerate(sg_pick)},
     }
     values = P.pack("import", given)
     if fail_nth:
@@ -154,7 +158,7 @@ def import_once(
     else:
         raw, error, injected = ioctl(P.P2PDMA_PROBE_IMPORT, P.IMPORT, values), 0, False
     out = P.unpack("import", raw)
-    entries = [{part: out[f"sg[{i}].{part}"] for part in ("addr", "len", "phys")} for i in range(out["sg_count"])]
+    entries = [{part: out[f"sg[{i}].{part}"] for part in P.SG_PARTS} for i in range(out["sg_count"])]
     return {
         "id": out["id"],
         "attach_error": out["attach_error"],
@@ -168,7 +172,7 @@ def import_once(
         "bus_addr": out["bus_addr"],
         "phys_addr": out["phys_addr"],
         "iova_phys": out["iova_phys"],
-        "entries": entries,  # the first MAX_SG of the mapping's nents
+        "entries": entries,  # those sg_pick names (or the first MAX_SG), each with its index
         "ioctl_error": error,  # with fail_nth: the ioctl itself failed (-errno)
         "injected": injected,  # with fail_nth: the nth allocation was reached and failed
     }

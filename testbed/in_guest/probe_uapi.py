@@ -6,6 +6,7 @@ padding): tests/unit/test_probe.py compiles the header and checks every size and
 import struct
 
 MAX_SG = 8  # P2PDMA_PROBE_MAX_SG
+SG_PARTS = ("index", "addr", "len", "phys")  # struct p2pdma_probe_sg
 
 # (field, format) in header order: the unit test checks every offset against the C compiler
 FIELDS = {
@@ -33,9 +34,10 @@ FIELDS = {
         ("map_type_name", "32s"),
         ("branch_observed", "I"),
         ("dma_bits", "I"),
+        ("sg_picked", "I"),
+        *((f"sg_pick[{i}]", "I") for i in range(MAX_SG)),
         ("sg_count", "I"),
-        ("pad", "I"),
-        *((f"sg[{i}].{part}", "Q") for i in range(MAX_SG) for part in ("addr", "len", "phys")),
+        *((f"sg[{i}].{part}", "Q") for i in range(MAX_SG) for part in SG_PARTS),
     ),
     "state": (
         ("id", "I"),

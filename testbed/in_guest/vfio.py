@@ -39,9 +39,10 @@ Commands ({"op": NAME, ...}; every answer has "ok", failed ioctls give "errno"/"
     probe_import {"buf": K, "client": BDF, "provider": BDF, "bar": B, "offset": O, "name": S,
                   "hold": bool, "defer_unmap_ms": N,   the probe module imports the dma-buf for
                   "importer": "revocable"|"no-p2p"|"not-revocable",   client (N: it unmaps N ms
-                  "dma_bits": B, "fail_nth": F}   after invalidate_mappings; B: the client's
-                                                  DMA mask narrowed for this map; F: the
-                                                  kernel fails the import's Fth allocation)
+                  "dma_bits": B, "fail_nth": F,   after invalidate_mappings; B: the client's
+                  "sg_pick": [I, ...]}            DMA mask narrowed for this map; F: the
+                                                  kernel fails the import's Fth allocation;
+                                                  I: the entries reported, default the first 8)
     probe_state  {"id": N, "what": "state"|"remap"|"release"}   a held import of the probe
     probe_dma    {"client": BDF, "addr": X, "seed": S, "size": N}  the probe's edu writes addr
     quit      {}
@@ -145,6 +146,7 @@ class Session:
                 importer=a.get("importer", "revocable"),
                 dma_bits=a.get("dma_bits", 0),
                 fail_nth=a.get("fail_nth", 0),
+                sg_pick=tuple(a.get("sg_pick", ())),
             ),
         }
 

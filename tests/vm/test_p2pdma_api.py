@@ -255,6 +255,7 @@ class Importer:
         check: bool = True,
         dma_bits: int = 0,
         noiommu: bool = False,
+        sg_pick: tuple[int, ...] = (),
     ):
         self.vm, self.roles = vm, roles
         self.edu, self.shm = vm.bdf(roles.dma), vm.bdf(roles.exporter)
@@ -274,6 +275,7 @@ class Importer:
             hold=True,
             defer_unmap_ms=defer_unmap_ms,
             dma_bits=dma_bits,
+            sg_pick=list(sg_pick),
         )
 
     def dma(self, addr: int, name: str, faults: bool = False) -> tuple[bytes, bytes, bytes]:
@@ -618,23 +620,26 @@ def _lands_range_by_range(imp: Importer, at: list[tuple[int, int, int]]) -> None
         )
 
 
-def _entries_are_the_ranges(got: dict, ranges, base: int, why: str) -> list[tuple[int, int, int]]:
-    """One scatterlist entry per range, in order, each of its range's length (the probe reports
-    the first MAX_SG of them); `base`: the BAR's address the entries must carry (bus or CPU
-    physical), 0: any address (an IOVA). (DMA address, BAR offset, size) of every range."""
-    assert got["nents"] == len(ranges) and len(got["entries"]) == min(len(ranges), PROBE_MAX_SG), f"{why}: {got}"
-    at = []
-    for i, (start, size) in enumerate(ranges):
-        entry = got["entries"][i] if i < len(got["entries"]) else {"addr": base + start, "len": size}
+def _entries_are_the_ranges(got: dict, ranges, base: int, why: str, picked=None) -> dict[int, tuple[int, int, int]]:
+    """One scatterlist entry per range, in order, each of its range's length, as the probe
+    reported the entries `picked` (the import's sg_pick; None: the first PROBE_MAX_SG); `base`:
+    the BAR's address the entries must carry (bus or CPU physical), 0: any address (an IOVA).
+    (DMA address, BAR offset, size) of each reported entry, by its index in the mapping."""
+    wanted = list(range(min(len(ranges), PROBE_MAX_SG))) if picked is None else list(picked)
+    assert got["nents"] == len(ranges), f"{why}: {got['nents']} entries for {len(ranges)} ranges: {got}"
+    assert [entry["index"] for entry in got["entries"]] == wanted, f"{why}: the probe reported other entries: {got}"
+    at = {}
+    for entry in got["entries"]:
+        start, size = ranges[entry["index"]]
         assert entry["len"] == size, f"the entry of the range at {start:#x}: {entry}"
         if base:
             assert entry["addr"] == base + start, f"the range at {start:#x} is not at {base + start:#x}: {entry}"
-        at.append((entry["addr"], start, size))
+        at[entry["index"]] = (entry["addr"], start, size)
     return at
 
 
 MULTI_RANGE_TOPOLOGIES = ("p2pdma-thru-virtio-iommu", "p2pdma-host-bridges", "p2pdma-switch")
-PROBE_MAX_SG = 8  # the entries the probe reports one by one
+PROBE_MAX_SG = 8  # the entries the probe reports one by one (the first ones, or those picked)
 # every page of the 1 MiB BAR a range of its own: 256 entries, past the 128 one scatterlist chunk
 # holds (SG_MAX_SINGLE_ALLOC on x86-64), so sg_alloc_table() chains; DMA into the ranges on
 # both sides of the link and at the ends
@@ -656,7 +661,7 @@ def test_a_multi_range_export_maps_range_by_range(vm, roles, kernel_bug, layout)
     want = expected_branch(vm.topology, oracle(vm, roles.exporter, roles.dma))
     if want == "iova":
         kernel_bug(vm, MULTI_RANGE_LINKED_AT_ZERO)
-    imp = Importer(vm, roles, ranges=ranges, check=False)
+    imp = Importer(vm, roles, ranges=ranges, check=False, sg_pick=checked)
     try:
         got = imp.imp
         assert got.get("map_error") == 0, f"map_dma_buf of a {len(ranges)}-range export failed: {got}"
@@ -667,7 +672,7 @@ def test_a_multi_range_export_maps_range_by_range(vm, roles, kernel_bug, layout)
             at = [(got["dma_addr"] + o, start, size) for o, (start, size) in zip(offsets, ranges, strict=True)]
         else:
             base = got["bus_addr"] if want == "bus_addr" else got["phys_addr"]
-            at = _entries_are_the_ranges(got, ranges, base, f"{want}: one entry per range")
+            at = _entries_are_the_ranges(got, ranges, base, f"{want}: one entry per range", checked)
         _lands_range_by_range(imp, [at[i] for i in checked])
     finally:
         imp.close()
@@ -699,7 +704,7 @@ def test_a_too_small_iova_space_maps_range_by_range(vm, roles):
         for (start, _), entry in zip(FITS_ONE_BY_ONE, got["entries"], strict=True):
             assert entry["addr"] + entry["len"] <= 1 << SMALL_IOVA_BITS, f"an IOVA beyond the mask: {entry}"
             assert entry["phys"] == got["phys_addr"] + start, f"the domain does not map {entry} to its range"
-        _lands_range_by_range(imp, at)
+        _lands_range_by_range(imp, list(at.values()))
     finally:
         imp.close()
 

@@ -674,7 +674,7 @@ static void import_report(struct p2pdma_probe_import *arg, const char *wrong)
 	pr_info("# import: dma_addr=%#llx dma_len=%#llx bus_addr=%#llx phys_addr=%#llx iova_phys=%#llx\n",
 		arg->dma_addr, arg->dma_len, arg->bus_addr, arg->phys_addr, arg->iova_phys);
 	for (i = 0; i < arg->sg_count; i++)
-		pr_info("# import: sg[%u] addr=%#llx len=%#llx phys=%#llx\n", i,
+		pr_info("# import: sg[%llu] addr=%#llx len=%#llx phys=%#llx\n", arg->sg[i].index,
 			arg->sg[i].addr, arg->sg[i].len, arg->sg[i].phys);
 	if (wrong) {
 		pr_info("# import: %s\n", wrong);
@@ -682,6 +682,19 @@ static void import_report(struct p2pdma_probe_import *arg, const char *wrong)
 	} else {
 		pr_info("ok 1 %s\n", arg->name);
 	}
+}
+
+/* Whether the caller asked to see the mapping's DMA entry @index in sg[] */
+static bool sg_picked(const struct p2pdma_probe_import *arg, u64 index)
+{
+	u32 i;
+
+	if (!arg->sg_picked)
+		return index < P2PDMA_PROBE_MAX_SG;
+	for (i = 0; i < arg->sg_picked; i++)
+		if (arg->sg_pick[i] == index)
+			return true;
+	return false;
 }
 
 struct probe_edu;
@@ -703,7 +716,7 @@ static int probe_import(struct p2pdma_probe_import *arg, struct pci_dev *client)
 	memset(&arg->sg_count, 0, sizeof(*arg) - offsetof(struct p2pdma_probe_import, sg_count));
 	if (arg->bar >= PCI_STD_NUM_BARS || arg->flags & ~(P2PDMA_PROBE_IMPORT_HOLD |
 	    P2PDMA_PROBE_IMPORT_NO_P2P | P2PDMA_PROBE_IMPORT_NO_INVALIDATE) ||
-	    arg->defer_unmap_ms > PROBE_MAX_DEFER_MS)
+	    arg->defer_unmap_ms > PROBE_MAX_DEFER_MS || arg->sg_picked > P2PDMA_PROBE_MAX_SG)
 		return -EINVAL;
 	/* an importer that cannot be revoked must never hold a mapping of this module's */
 	if (arg->flags & (P2PDMA_PROBE_IMPORT_NO_P2P | P2PDMA_PROBE_IMPORT_NO_INVALIDATE) &&
@@ -770,10 +783,11 @@ static int probe_import(struct p2pdma_probe_import *arg, struct pci_dev *client)
 		arg->dma_addr = sg_dma_address(imp->sgt->sgl);
 		for_each_sgtable_dma_sg(imp->sgt, sg, i) {
 			arg->dma_len += sg_dma_len(sg);
-			if (i < P2PDMA_PROBE_MAX_SG) {
-				arg->sg[i].addr = sg_dma_address(sg);
-				arg->sg[i].len = sg_dma_len(sg);
-				arg->sg_count = i + 1;
+			if (arg->sg_count < P2PDMA_PROBE_MAX_SG && sg_picked(arg, i)) {
+				arg->sg[arg->sg_count].index = i;
+				arg->sg[arg->sg_count].addr = sg_dma_address(sg);
+				arg->sg[arg->sg_count].len = sg_dma_len(sg);
+				arg->sg_count++;
 			}
 		}
 		arg->nents = imp->sgt->nents;

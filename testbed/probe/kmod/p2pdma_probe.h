@@ -50,6 +50,7 @@ struct p2pdma_probe_census {
 
 /* One entry of the client's mapping */
 struct p2pdma_probe_sg {
+	__u64 index;		/* its place among the mapping's DMA entries, from 0 */
 	__u64 addr;		/* sg_dma_address() */
 	__u64 len;		/* sg_dma_len() */
 	__u64 phys;		/* what the client's IOMMU domain maps addr to (0: none) */
@@ -84,8 +85,11 @@ struct p2pdma_probe_import {
 				 * (12..64; 0: the module's edu_dma_bits); a held import's
 				 * later remaps use the module's mask
 				 */
-	__u32 sg_count;		/* out: entries in sg[]: the first P2PDMA_PROBE_MAX_SG of nents */
-	__u32 pad;
+	__u32 sg_picked;	/* in: how many of sg_pick[] to report (at most
+				 * P2PDMA_PROBE_MAX_SG); 0: the first P2PDMA_PROBE_MAX_SG
+				 */
+	__u32 sg_pick[P2PDMA_PROBE_MAX_SG];	/* in: the indices of the entries to report */
+	__u32 sg_count;		/* out: entries in sg[], in the mapping's order */
 	struct p2pdma_probe_sg sg[P2PDMA_PROBE_MAX_SG];	/* out */
 };
 
