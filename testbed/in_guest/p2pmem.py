@@ -292,7 +292,9 @@ def hold(args: dict) -> None:
 
 
 def stream(args: dict) -> None:
-    """Back-to-back P2P writes with I/O in flight until told to stop or an I/O fails."""
+    """Back-to-back P2P writes with I/O in flight until told to stop or an I/O fails; says
+    "streaming" once the first round has landed, so that what the host does next happens
+    during P2P I/O, not before any."""
     provider, client, size = args["provider"], args["client"], args["size"]
     fd = os.open(block_device(client), os.O_RDWR | os.O_DIRECT)
     buf = map_p2pmem(provider, size)
@@ -304,6 +306,8 @@ def stream(args: dict) -> None:
             while not signalled():
                 _parallel_io(fd, view, 0, args.get("depth", 4), write=True)
                 done += 1
+                if done == 1:
+                    emit({"streaming": True})
     except OSError as exc:
         error = error_of(exc)
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from ..errors import ConfigError
 from ..paths import UPSTREAM_FIXES_DIR
@@ -60,3 +61,23 @@ def expectation(bug: KernelBug, release: str, patches: list[str] | None) -> Expe
         return Expectation(False, False, "")
     reason = f"kernel bug: {bug.why} (candidate fix: upstream-fixes/{bug.fix})"
     return Expectation(True, patches == [], reason)
+
+
+class KnownKernelBug(AssertionError):
+    """An assertion that found a known kernel bug: the one failure its expected-failure mark
+    takes (any other failure of the case stays a failure)."""
+
+
+@dataclass(frozen=True)
+class BugSite:
+    """`with site:` around the assertions that find the bug: where it is expected, their
+    failure becomes KnownKernelBug; elsewhere (fixed, another release) they fail as written."""
+
+    expected: Expectation
+
+    def __enter__(self) -> BugSite:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.expected.xfail and isinstance(exc, AssertionError) and not isinstance(exc, KnownKernelBug):
+            raise KnownKernelBug(f"{self.expected.reason}\n{exc}") from exc

@@ -14,7 +14,7 @@ from ..errors import TestbedError
 from ..guestvm import GuestVM
 from ..guestvm import window as kernel_window
 from ..kernel.artifact import built_patches
-from ..kernel.upstream_fixes import KernelBug, expectation
+from ..kernel.upstream_fixes import BugSite, KernelBug, KnownKernelBug, expectation
 from ..logs.known import KnownSplat
 from ..runs.record import plain
 from ..topology.needs import Roles
@@ -185,20 +185,23 @@ def census_table(request: pytest.FixtureRequest) -> CensusTable:
 
 
 @pytest.fixture
-def kernel_bug(request: pytest.FixtureRequest) -> Callable[[GuestVM, KernelBug], None]:
-    """`kernel_bug(vm, KNOWN_BUG)` at the start of a case that found a kernel bug: an expected
-    failure where the bug is (testbed/kernel/upstream_fixes.py), strict on the base kernel; the
-    report the bug leaves, if it has one, is expected there and tolerated where it may be."""
+def kernel_bug(request: pytest.FixtureRequest) -> Callable[[GuestVM, KernelBug], BugSite]:
+    """`site = kernel_bug(vm, KNOWN_BUG)` at the start of a case that found a kernel bug, and
+    `with site:` around the assertions that find it: an expected failure where the bug is
+    (testbed/kernel/upstream_fixes.py), strict on the base kernel, taken only from those
+    assertions (KnownKernelBug): any other failure of the case stays red. The report the bug
+    leaves, if it has one, is expected there and tolerated where it may be."""
     messages: kernel_window.ExpectedMessages = request.getfixturevalue("kernel_messages")
 
-    def mark(vm: GuestVM, bug: KernelBug) -> None:
+    def mark(vm: GuestVM, bug: KernelBug) -> BugSite:
         kernel = vm.plan.runtime.kernel
         patches = built_patches(kernel) if kernel is not None else None
         want = expectation(bug, vm.kernel_release() or "", patches)
         if want.xfail:
-            request.applymarker(pytest.mark.xfail(strict=want.strict, reason=want.reason))
+            request.applymarker(pytest.mark.xfail(strict=want.strict, reason=want.reason, raises=KnownKernelBug))
             if bug.splat is not None:
                 messages.expect_splat(*bug.splat, want.reason, required=want.strict)
+        return BugSite(want)
 
     return mark
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
 from testbed.errors import ConfigError
 from testbed.kernel.artifact import built_patches
-from testbed.kernel.upstream_fixes import KernelBug, expectation
+from testbed.kernel.upstream_fixes import BugSite, KernelBug, KnownKernelBug, expectation
 from testbed.paths import UPSTREAM_FIXES_DIR
 
 from .test_needs_walk import VM_TESTS
@@ -69,3 +71,71 @@ def test_every_known_bug_of_the_suites_has_its_fix_in_the_tree():
         assert bug.subject
     shipped = {p.name for p in UPSTREAM_FIXES_DIR.glob("*.patch")}
     assert shipped <= {b.fix for b in bugs}, "a candidate fix no case reproduces"
+
+
+EXPECTED = expectation(BUG, "7.2.13-testbed", [])  # the base kernel: the bug is there
+FIXED = expectation(BUG, "7.2.13-testbed", [BUG.fix])
+
+
+def test_an_assertion_at_the_bug_site_is_the_known_bug_where_it_is_expected():
+    with pytest.raises(KnownKernelBug, match="stays revoked") as caught:
+        with BugSite(EXPECTED):
+            raise AssertionError("remap: -ENODEV")
+    assert "remap: -ENODEV" in str(caught.value)
+
+
+def test_an_assertion_at_the_bug_site_stays_itself_where_the_bug_is_fixed():
+    with pytest.raises(AssertionError) as caught:
+        with BugSite(FIXED):
+            raise AssertionError("remap: -ENODEV")
+    assert not isinstance(caught.value, KnownKernelBug)
+
+
+def test_other_errors_pass_through_the_bug_site():
+    with pytest.raises(TimeoutError):
+        with BugSite(EXPECTED):
+            raise TimeoutError("the guest did not answer")
+    with BugSite(EXPECTED):
+        pass  # the bug did not show: the strict mark makes the pass red
+
+
+# what the kernel_bug fixture's mark does with the site, run by pytest itself
+XFAIL_MODULE = """
+import pytest
+from testbed.kernel.upstream_fixes import BugSite, KnownKernelBug, expectation, KernelBug
+
+BUG = KernelBug({fix!r}, r"7\\.2\\.", "stays revoked")
+SITE = BugSite(expectation(BUG, "7.2.13-testbed", []))
+MARK = pytest.mark.xfail(strict=True, reason="kernel bug", raises=KnownKernelBug)
+
+
+@MARK
+def test_the_bug_shows():
+    with SITE:
+        assert False, "still revoked"
+
+
+@MARK
+def test_something_else_breaks_first():
+    assert False, "the exporter never suspended"
+
+
+@MARK
+def test_the_bug_does_not_show():
+    with SITE:
+        pass
+"""
+
+
+def test_the_mark_takes_only_the_bug_sites_failure(tmp_path):
+    (tmp_path / "test_marked.py").write_text(XFAIL_MODULE.format(fix=BUG.fix))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:testbed", "-rA", "-q", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    out = run.stdout
+    assert "XFAIL test_marked.py::test_the_bug_shows" in out, out
+    assert "FAILED test_marked.py::test_something_else_breaks_first" in out, out
+    assert "FAILED test_marked.py::test_the_bug_does_not_show" in out and "XPASS(strict)" in out, out

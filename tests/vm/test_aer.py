@@ -65,17 +65,18 @@ def test_a_fatal_error_below_the_exporter_revokes_for_the_reset(fresh_vm, roles,
     re-initialising its device after an error does; then a new map works and edu's DMA through
     it lands (host file)."""
     vm = fresh_vm
-    kernel_bug(vm, AER_RESET_KEEPS_IMPORT)
+    bug = kernel_bug(vm, AER_RESET_KEEPS_IMPORT)
     imp = Importer(vm, roles)
     try:
         _dma_lands(imp, imp.imp["dma_addr"], "before_fatal_error")
         lines = inject(vm, roles.exporter, "MALF_TLP")
         assert any(LINK_RESET in line for line in lines), f"a fatal error reset no link: {lines}"
         st = imp.state()
-        assert st["invalidations"] >= 1 and not st["mapped"], (
-            f"the link below the exporter was reset while the importer still mapped its BAR "
-            f"(invalidate_mappings never ran): {st}"
-        )
+        with bug:
+            assert st["invalidations"] >= 1 and not st["mapped"], (
+                f"the link below the exporter was reset while the importer still mapped its BAR "
+                f"(invalidate_mappings never ran): {st}"
+            )
         early = imp.state("remap")
         assert early["error"] == -errno.ENODEV, f"mapped while the BAR does not decode after recovery: {early}"
         imp.guest.ok("command", set=PCI_COMMAND_MEMORY)
@@ -127,12 +128,13 @@ def test_a_fatal_error_at_the_provider_during_p2p_io(fresh_vm, roles):
         "stream",
         {"provider": vm.bdf(roles.provider), "client": vm.bdf(client), "size": STREAM_SIZE, "seed": seed, "depth": 4},
     )
-    io.wait_started("started")
+    io.wait_started("streaming")  # a first round landed: the error comes during P2P I/O
     lines = inject(vm, roles.provider, "MALF_TLP")
     assert any(LINK_RESET in line for line in lines), f"a fatal error reset no link: {lines}"
     io.signal()
     assert io.wait_exit() == 0, f"the stream did not end cleanly: {io.lines()}"
     done = io.lines()[-1]
+    assert done.get("transfers", 0) > 0, f"the stream made no transfer: {io.lines()}"
     got = host_file_bytes(vm, client, 0, STREAM_SIZE)
     new, before = pattern(seed, STREAM_SIZE), pattern(old_seed, STREAM_SIZE)
     wrong = [

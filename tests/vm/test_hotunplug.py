@@ -141,7 +141,7 @@ def test_unplug_during_p2p_io(fresh_vm, roles, victim):
             "depth": 4,
         },
     )
-    io.wait_started("started")
+    io.wait_started("streaming")  # a first round landed: the unplug comes during P2P I/O
     _unplug(vm, roles[victim])
     io.signal()
     status = io.wait_exit()

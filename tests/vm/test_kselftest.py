@@ -258,7 +258,10 @@ def test_relay_matches_a_run_by_hand(
     assert reports, f"{remote} printed no KTAP when run by hand:\n{by_hand.stdout[-2000:]}"
     hand = {c.name: c.status for c in reports[0].cases}
     harness = {c.name: c.status for c in run.report.cases} if run.report else {}
-    assert len(hand) == len(session.listed(program) or hand)
+    listed = session.listed(program)
+    assert listed, f"{program.id}: the harness listed none of its cases on the host"
+    assert len(hand) == len(listed), f"a run by hand reported {len(hand)} cases, the host's listing {len(listed)}"
+    assert harness, f"the harness's run of {program.id} reported no case"
     differ = sorted(n for n in hand.keys() | harness.keys() if hand.get(n) != harness.get(n))
     assert not differ, f"{len(differ)} case(s) differ between the harness and a run by hand: {differ[:10]}"
 
