@@ -48,6 +48,15 @@ def _sleeping_thread() -> tuple[threading.Thread, threading.Event, int]:
     thread = threading.Thread(target=sleep, daemon=True)
     thread.start()
     started.wait(5)
+    # until it is asleep: on a busy host it may run its last steps into stop.wait() late, and
+    # CPU time it gets after a test's first look is a vCPU that ran
+    spent, deadline = None, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = vcpu_time_ns(os.getpid(), (tid[0],))
+        if now == spent:
+            break
+        spent = now
+        time.sleep(0.05)
     return thread, stop, tid[0]
 
 

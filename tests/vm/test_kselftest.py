@@ -167,13 +167,16 @@ def run_problems(
         missing = [c for c in listed if run.case(c) is None]
         if missing and not problems:
             problems.append(f"{len(missing)} listed case(s) never reported, first {missing[0]} ({where})")
-    elif run.report is not None:  # a program pytest could not list: its cases are judged here
-        for case in run.report.cases:
-            if case.status in (Status.FAIL, Status.ERROR):
-                test = f"{run.program.id}:{case.name}"
-                if session.known_failure(test, kind, vm.kernel_release(), "\n".join(case.log)) is None:
-                    problems.append(f"{case.name} failed\n{case_text(case)}")
-            session.count(topology, run.program.suite, case.status in (Status.PASS, Status.FAIL))
+    # the cases no test item stands for (a program pytest could not list, or a case the listing
+    # lacked) are judged here
+    unlisted = [c for c in run.report.cases if listed is None or c.name not in listed] if run.report else []
+    for case in unlisted:
+        if case.status in (Status.FAIL, Status.ERROR):
+            test = f"{run.program.id}:{case.name}"
+            if session.known_failure(test, kind, vm.kernel_release(), "\n".join(case.log)) is None:
+                lacking = "" if listed is None else " (a case the host's listing lacks)"
+                problems.append(f"{case.name} failed{lacking}\n{case_text(case)}")
+        session.count(topology, run.program.suite, case.status in (Status.PASS, Status.FAIL))
     return problems
 
 

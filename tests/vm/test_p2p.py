@@ -52,7 +52,9 @@ def _nvme_pairs(vm):
 def test_every_pair_matches_the_oracle(vm, verdict_table):
     """Both directions of every pair; a wrong declared expectation or oracle fails loudly."""
     wrong = []
-    for v in _nvme_pairs(vm):
+    pairs = list(_nvme_pairs(vm))
+    assert pairs, f"{vm.topology.name}: no plugged NVMe provider with a block-device client"
+    for v in pairs:
         expected = expected_outcome(vm.topology, v)
         for direction in ("to_p2pmem", "from_p2pmem"):
             t = transfer(
