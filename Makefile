@@ -32,7 +32,7 @@ PYTEST_KERNEL := $(if $(KSRC),--kernel $(KSRC)) $(if $(PATCHES),--patches $(PATC
 # make test TOPO=mine.yaml: the suites on the topologies given (TOPO's default is make boot's)
 PYTEST_TOPO := $(if $(filter command line environment,$(origin TOPO)),$(foreach t,$(TOPO),--topology $(t)))
 
-.PHONY: help deps venv check kernel image qemu boot run test unit vm kselftest coverage mutate ab bisect ci-rehearsal nightly bench clean-results clean-cache
+.PHONY: help deps venv check kernel image qemu boot test unit kselftest coverage mutate ab bisect ci-rehearsal nightly bench clean-results clean-cache
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -78,7 +78,7 @@ WORKFLOWS := $(wildcard .github/workflows/*.yml)
 # bench/ and scripts/ hold extensionless scripts: each by its interpreter line
 SHELL_SCRIPTS := $(shell grep -lE '^\#!/bin/(ba)?sh' scripts/* bench/*)
 PY_SCRIPTS := $(shell grep -l '^\#!/usr/bin/env python3' scripts/* bench/*)
-check: venv ## lint (ruff), formatting (ruff format --check), types (mypy) of the package, tests, bench/ and scripts/; workflows (actionlint + shellcheck, zizmor); CI runs it first
+check: venv ## lint (ruff) and formatting (ruff format --check) of the package, tests, bench/ and scripts/, types (mypy) of the package, bench/ and scripts/; workflows (actionlint + shellcheck, zizmor); CI runs it first
 	$(VENV)/bin/ruff check testbed tests $(PY_SCRIPTS)
 	$(VENV)/bin/ruff format --check testbed tests $(PY_SCRIPTS)
 	$(VENV)/bin/mypy
@@ -108,7 +108,7 @@ coverage: deps venv ## kernel coverage of coverage-scope.yaml by the suites SUIT
 
 mutate: deps venv ## mutation testing of the scope's functions against SUITES= (MUTATE_ARGS='--function NAME --sample N')
 	$(TB) image build
-	$(TB) mutate $(MUTATE_ARGS) $(if $(KSRC),--ksrc $(KSRC)) -- -m "$(SUITES)" $(PYTEST_TOPO) $(PYTEST_ARGS)
+	$(TB) mutate $(MUTATE_ARGS) --kernel-config $(CONFIG) $(if $(KSRC),--ksrc $(KSRC)) -- -m "$(SUITES)" $(PYTEST_TOPO) $(PYTEST_ARGS)
 
 # ab and bisect: PYTEST_ARGS is the selection as everywhere (ARGS, its old name, still works)
 SELECTION := $(or $(PYTEST_ARGS),$(ARGS),-m p2p --topology $(TOPO))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("testbed: terminated", file=sys.stderr)
         return Terminated.exit_code
+    except BrokenPipeError:
+        # the reader went (`testbed coverage scope | head`): as a shell tool does, quietly; the
+        # interpreter's own flush of stdout at exit would raise again, so it goes to /dev/null
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

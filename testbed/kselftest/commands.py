@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..children import run_child
+from ..errors import ConfigError
 from ..kernel.request import SUITE_SETS
 from ..kernel.request import add_options as add_kernel_options
 from ..kernel.request import from_options as kernel_request
@@ -33,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("suites", nargs="*", metavar="SUITE", help=f"suites to run: {', '.join(SUITE_NAMES)} (default: all)")
     add_kernel_options(p.add_argument, SUITE_SETS)  # the selftest fragment goes on top of the set
     p.add_argument("--accel", choices=ACCELS, default=os.environ.get("ACCEL", "auto"))
-    p.add_argument("--nightly", action="store_true", help="include the slow programs (iommufd_fail_nth, ...)")
+    p.add_argument(
+        "--nightly", action="store_true", help="include the nightly-only programs (vfio_pci_device_init_perf_test)"
+    )
     p.add_argument("--list", action="store_true", help="list the cases that would run, run nothing")
     p.set_defaults(func=cmd_kselftest)
 
@@ -41,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def pytest_argv(args: argparse.Namespace) -> list[str]:
     unknown = [s for s in args.suites if s not in SUITE_NAMES]
     if unknown:
-        raise SystemExit(f"testbed kselftest: unknown suite {', '.join(unknown)}; allowed: {', '.join(SUITE_NAMES)}")
+        raise ConfigError(f"testbed kselftest: unknown suite {', '.join(unknown)}; allowed: {', '.join(SUITE_NAMES)}")
     argv = [
         sys.executable,
         "-m",
@@ -66,6 +69,8 @@ def pytest_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--patches", str(kernel.patches)]
     if kernel.base_fixes is False:
         argv.append("--no-base-fixes")
+    if kernel.coverage_scope is not None:
+        argv += ["--coverage-scope", str(kernel.coverage_scope)]
     if args.nightly:
         argv.append("--matrix")
     argv += ["--collect-only", "-q"] if args.list else ["-q"]

@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the mutated lines, with --coverage-run), and report which mutants no test noticed.",
     )
     p.add_argument(
-        "--scope", type=Path, default=DEFAULT_SCOPE, metavar="FILE", help="coverage scope (default: %(default)s)"
+        "--coverage-scope",
+        "--scope",
+        dest="scope",
+        type=Path,
+        default=DEFAULT_SCOPE,
+        metavar="FILE",
+        help="coverage scope (default: %(default)s)",
     )
     p.add_argument("--function", action="append", default=[], metavar="NAME", help="only this function (repeatable)")
     p.add_argument(

@@ -152,3 +152,19 @@ def test_a_session_of_processes_is_stopped_whole_when_we_are_terminated(tmp_path
     assert proc.wait(timeout=40) == 143
     time.sleep(0.2)
     assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`testbed coverage scope | head -1` when head has gone before the output comes: exit 141
+    (SIGPIPE, as a shell tool's) without a traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "coverage", "scope"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the interpreter has started: its first write finds no reader
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err

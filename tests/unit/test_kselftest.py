@@ -152,8 +152,10 @@ def test_kselftest_command_is_a_front_door_to_pytest(tmp_path):
     assert argv[argv.index("--kernel") + 1] == str(tmp_path) and str(series) in argv
     with pytest.raises(ConfigError, match="--patches .*missing.mbox: no such file"):
         pytest_argv(parse_args(["kselftest", "kselftest", "--patches", str(tmp_path / "missing.mbox")]))
-    with pytest.raises(SystemExit, match="unknown suite net; allowed: iommu, vfio, kunit"):
+    with pytest.raises(ConfigError, match="unknown suite net; allowed: iommu, vfio, kunit"):  # exit 2
         pytest_argv(parse_args(["kselftest", "kselftest", "net"]))
+    scoped = pytest_argv(parse_args(["kselftest", "kselftest", "--coverage-scope", "coverage-scope.yaml"]))
+    assert scoped[scoped.index("--coverage-scope") + 1] == "coverage-scope.yaml"
 
 
 def test_every_iommu_pt_failure_of_the_recorded_boot_is_declared_and_dma_buf_is_not():
