@@ -21,13 +21,14 @@ from ..guestvm import GuestVM
 from ..kernel.request import KernelRequest, selftest_set
 from ..kselftest.build import SelftestBuild, ensure_selftests
 from ..kselftest.catalog import Program, programs, selftest_devices
-from ..kselftest.known import KnownFailure, find_failure, load_failures
+from ..kselftest.known import KnownFailure, find_failure, load_failures, load_skips
 from ..kselftest.kunit import SELFTEST_APPEND, KunitRun, judge_boot, list_cases
 from ..kselftest.run import ProgramRun, run_program
 from ..logs.known import KnownSplat
 from ..topology import Topology, load_topology_once
 from ..topology.model import IommuType
 from .kernelci import kselftest_path, kunit_path
+from .options import in_ci
 from .pool import VmPool, VmVariant
 from .state import state_of
 
@@ -74,7 +75,7 @@ class KunitCase:
 @dataclass
 class Noted:
     nodeid: str
-    what: str  # "skip" | "known"
+    what: str  # "skip" (declared) | "undeclared skip" | "known"
     reason: str
 
 
@@ -82,6 +83,7 @@ class Noted:
 class KselftestSession:
     config: pytest.Config
     known: tuple[KnownFailure, ...]
+    known_skips: tuple[KnownFailure, ...]
     _bzimage: Path | None = None
     _build: SelftestBuild | None = None
     runs: dict[tuple[str, str, str | None], ProgramRun] = field(default_factory=dict)
@@ -268,6 +270,21 @@ class KselftestSession:
     ) -> KnownFailure | None:
         return find_failure(self.known, test, device_kind, release, output)
 
+    def skipped(self, nodeid: str, test: str, device_kind: str | None, release: str | None, reason: str) -> str | None:
+        """A case that skipped itself: noted, declared or not (known-skips.yaml); what fails it
+        (an undeclared skip under CI), or None."""
+        declared = find_failure(self.known_skips, test, device_kind, release, reason)
+        if declared is not None:
+            self.note(nodeid, "skip", reason)
+            return None
+        self.note(nodeid, "undeclared skip", reason)
+        if not in_ci():
+            return None
+        return (
+            f"{test} skipped itself ({reason}), and known-skips.yaml declares no such skip: under CI a "
+            "case that stops running must not pass unnoticed; declare it there with why if it cannot run here"
+        )
+
     def listed(self, program: Program) -> tuple[str, ...] | None:
         """The cases collected for program (None: it cannot list them on the host)."""
         return self._build.cases(program) if self._build is not None else None
@@ -311,11 +328,20 @@ class KselftestSession:
                 lines += [f"         {nodeid}" for nodeid in nodeids[:3]]
                 if len(nodeids) > 3:
                     lines.append(f"         ... and {len(nodeids) - 3} more")
+        undeclared = self._grouped("undeclared skip")
+        if undeclared:
+            lines.append(
+                f"{sum(map(len, undeclared.values()))} case(s) skipped themselves with a reason "
+                "known-skips.yaml does not declare (failures under CI):"
+            )
+            for reason, nodeids in undeclared.items():
+                lines.append(f"  {len(nodeids):4d} x {reason}")
+                lines += [f"         {nodeid}" for nodeid in nodeids[:3]]
         skips = self._grouped("skip")
         if skips:
             lines.append(
                 f"{sum(map(len, skips.values()))} case(s) skipped themselves; what QEMU or this "
-                "guest could not give them, in the tests' own words:"
+                "guest could not give them, in the tests' own words (declared in known-skips.yaml):"
             )
             for reason, nodeids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
                 lines.append(f"  {len(nodeids):4d} x {reason}")
@@ -329,5 +355,5 @@ def session_of(config: pytest.Config) -> KselftestSession:
     """The session's state, made at first use (collection of the first kselftest item)."""
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
-        session = config.stash[SESSION_KEY] = KselftestSession(config, load_failures())
+        session = config.stash[SESSION_KEY] = KselftestSession(config, load_failures(), load_skips())
     return session

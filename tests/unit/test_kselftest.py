@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from testbed.errors import ConfigError
 from testbed.kselftest.catalog import programs, selftest_devices
 from testbed.kselftest.fixes import FIXES, fixes_for
-from testbed.kselftest.known import KnownFailuresError, find_failure, load_failures
+from testbed.kselftest.known import KnownFailuresError, KnownSkipsError, find_failure, load_failures, load_skips
 from testbed.kselftest.listing import case_names, parse_listing
 from testbed.kselftest.run import _charge
 from testbed.logs.splat import scan_lines
@@ -92,6 +93,62 @@ def test_known_failures_file_errors_name_the_line(tmp_path: Path):
         load_failures(path)
     text = str(err.value)
     assert "known.yaml:" in text and "unknown key" in text and "not a valid regex" in text and "missing 'why'" in text
+
+
+# each skip of a green make test (kselftest-known.tsv), as (test, device kind, reason)
+SEEN_SKIPS = (
+    ("iommu/iommufd:iommufd_viommu.no_viommu.hw_queue", None, "Skipping test for variant no_viommu"),
+    ("vfio/vfio_pci_device_test:vfio_pci_irq_test.msi.enable_trigger_disable", "nvme", "MSI: not supported"),
+    ("vfio/vfio_pci_device_test:vfio_pci_irq_test.msix.enable_trigger_disable", "edu", "MSI-x: not supported"),
+    (
+        "vfio/vfio_dma_mapping_test:vfio_dma_mapping_test.iommufd_anonymous_hugetlb_1gb.dma_map_unmap",
+        "edu",
+        "mmap() failed: Invalid argument (22)",
+    ),
+    ("vfio/vfio_pci_driver_test:run", "nvme", "No driver found for device 0000:01:00.0"),
+    ("vfio/vfio_pci_sriov_uapi_test:run", "ivshmem", "SR-IOV may not be supported by the PF: 0000:02:00.0"),
+)
+
+
+@pytest.mark.parametrize(("test", "device", "reason"), SEEN_SKIPS)
+def test_every_skip_seen_here_is_declared(test, device, reason):
+    assert find_failure(load_skips(), test, device, "7.2.13-testbed", reason) is not None
+
+
+def test_a_declared_skip_matches_narrowly():
+    skips = load_skips()
+    msi = "vfio/vfio_pci_device_test:vfio_pci_irq_test.msi.enable_trigger_disable"
+    assert find_failure(skips, msi, "edu", "7.2.13-testbed", "MSI: not supported") is None  # edu has MSI
+    assert find_failure(skips, msi, "nvme", "7.3.0", "MSI: not supported") is not None  # any release
+    driver = "vfio/vfio_pci_driver_test:run"
+    assert find_failure(skips, driver, "nvme", "7.2.13", "No IOMMU group for 0000:01:00.0") is None  # another reason
+
+
+def test_an_undeclared_skip_fails_under_ci_and_is_listed(monkeypatch):
+    from testbed.pytest_plugin.kselftest import KselftestSession
+
+    options = {"selftest_suite": [], "matrix": False}
+    config = SimpleNamespace(getoption=options.__getitem__)
+    session = KselftestSession(config=config, known=(), known_skips=load_skips())  # type: ignore[arg-type]
+    monkeypatch.setenv("CI", "true")
+    assert session.skipped("n1", *SEEN_SKIPS[1][:2], "7.2.13", SEEN_SKIPS[1][2]) is None
+    said = session.skipped("n2", "vfio/vfio_pci_device_test:vfio_pci_device_test.reset", "nvme", "7.2.13", "no FLR")
+    assert said is not None and "known-skips.yaml declares no such skip" in said
+    monkeypatch.delenv("CI")
+    assert session.skipped("n3", "iommu/iommufd:x.y", None, "7.2.13", "no mock domain") is None  # listed only
+    summary = "\n".join(session.summary())
+    assert "2 case(s) skipped themselves with a reason known-skips.yaml does not declare" in summary
+    assert "1 case(s) skipped themselves; what QEMU or this guest could not give them" in summary
+
+
+def test_known_skips_file_errors_name_the_line(tmp_path: Path):
+    path = tmp_path / "skips.yaml"
+    path.write_text("known:\n  - test: 'x:*'\n    output: 'y'\n    reason: ''\n")
+    with pytest.raises(KnownSkipsError) as err:
+        load_skips(path)
+    text = str(err.value)
+    assert "skips.yaml:" in text and "unknown key" in text and "must match the case's own reason" in text
+    assert "missing 'why'" in text and "missing 'kernel'" not in text  # a skip may be any release's
 
 
 def test_splats_are_charged_to_the_case_whose_run_line_came_last():

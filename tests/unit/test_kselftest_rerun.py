@@ -22,7 +22,7 @@ def _vm(name: str) -> SimpleNamespace:
 
 def _session(monkeypatch, stops: int) -> tuple[KselftestSession, list[str]]:
     """A session whose program runs stop `stops` times first; the VM names each run used."""
-    session = KselftestSession(config=None, known=())  # type: ignore[arg-type]
+    session = KselftestSession(config=None, known=(), known_skips=())  # type: ignore[arg-type]
     fresh = iter([_vm("kselftest-2"), _vm("kselftest-3")])
     monkeypatch.setattr(session, "build", lambda progress: "build")
     monkeypatch.setattr(session, "vm", lambda pool, topology: next(fresh))

@@ -88,7 +88,9 @@ def judge_case(
         if splats:
             pytest.fail(splat_text, pytrace=False)
         reason = case.directive.removeprefix("SKIP").strip() or "(the test gave no reason)"
-        session.note(nodeid, "skip", reason)
+        undeclared = session.skipped(nodeid, test, device_kind, vm.kernel_release(), reason)
+        if undeclared:
+            pytest.fail(f"{undeclared} ({where})", pytrace=False)
         pytest.skip(reason)
     session.count(topology, suite, True)
     if case.status is Status.PASS:
@@ -199,7 +201,9 @@ def judge_run(
     if run.exit_status == 4:  # KSFT_SKIP before the harness started: the program says why
         first = text.splitlines()[0] if text else "exit status 4 (KSFT_SKIP), no reason printed"
         reason = re.sub(r"^1\.\.0\s*#\s*SKIP\s*", "", first)  # "1..0 # SKIP why": the plan says it
-        session.note(request.node.nodeid, "skip", reason)
+        undeclared = session.skipped(request.node.nodeid, topology_case.test, kind, vm.kernel_release(), reason)
+        if undeclared:
+            pytest.fail(f"{undeclared} ({where})", pytrace=False)
         pytest.skip(reason)
     known = session.known_failure(topology_case.test, kind, vm.kernel_release(), text)
     if known is not None:
