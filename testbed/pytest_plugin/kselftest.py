@@ -317,26 +317,14 @@ class KselftestSession:
         if fixes:
             lines.append("build fixes applied to the tree's selftests (the tree itself is not edited):")
             lines += [f"  {fix.name}: {fix.why}" for fix in fixes]
-        known = self._grouped("known")
-        if known:
-            lines.append(
-                f"{sum(map(len, known.values()))} known failure(s) of the base tree "
-                "(known-failures.yaml; xfail, every one in kselftest-known.tsv):"
-            )
-            for reason, nodeids in known.items():
-                lines.append(f"  {len(nodeids):4d} x {reason}")
-                lines += [f"         {nodeid}" for nodeid in nodeids[:3]]
-                if len(nodeids) > 3:
-                    lines.append(f"         ... and {len(nodeids) - 3} more")
-        undeclared = self._grouped("undeclared skip")
-        if undeclared:
-            lines.append(
-                f"{sum(map(len, undeclared.values()))} case(s) skipped themselves with a reason "
-                "known-skips.yaml does not declare (failures under CI):"
-            )
-            for reason, nodeids in undeclared.items():
-                lines.append(f"  {len(nodeids):4d} x {reason}")
-                lines += [f"         {nodeid}" for nodeid in nodeids[:3]]
+        lines += _with_examples(
+            self._grouped("known"),
+            "known failure(s) of the base tree (known-failures.yaml; xfail, every one in kselftest-known.tsv):",
+        )
+        lines += _with_examples(
+            self._grouped("undeclared skip"),
+            "case(s) skipped themselves with a reason known-skips.yaml does not declare (failures under CI):",
+        )
         skips = self._grouped("skip")
         if skips:
             lines.append(
@@ -346,6 +334,19 @@ class KselftestSession:
             for reason, nodeids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
                 lines.append(f"  {len(nodeids):4d} x {reason}")
         return lines
+
+
+def _with_examples(groups: dict[str, list[str]], header: str, shown: int = 3) -> list[str]:
+    """`groups` (reason -> node ids) under "N <header>", each reason with its first node ids."""
+    if not groups:
+        return []
+    lines = [f"{sum(map(len, groups.values()))} {header}"]
+    for reason, nodeids in groups.items():
+        lines.append(f"  {len(nodeids):4d} x {reason}")
+        lines += [f"         {nodeid}" for nodeid in nodeids[:shown]]
+        if len(nodeids) > shown:
+            lines.append(f"         ... and {len(nodeids) - shown} more")
+    return lines
 
 
 SESSION_KEY = pytest.StashKey[KselftestSession]()
