@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -80,12 +81,33 @@ def run_in_session(argv: Sequence[str], cwd: Path, capture: bool = False) -> sub
 
 
 def stop_session(proc: subprocess.Popen[str] | subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    """SIGTERM to the session `proc` leads (its pytest tears its VMs down), SIGKILL after `grace_s`."""
+    """SIGTERM to the session `proc` leads (its pytest tears its VMs down), SIGKILL after `grace_s`
+    to what is left of it; returns once the leader and the rest of its process group are gone
+    (a grandchild may take its SIGTERM later than the leader on a busy host)."""
+    deadline = time.monotonic() + grace_s
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace_s)
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:  # the session already ended
         pass
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live process of the group is left (/proc; an exited one its parent has not
+    reaped yet does not count: under an init that never reaps, it would stay forever)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # after the command's closing parenthesis: state, ppid, pgrp, ...
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False

@@ -149,8 +149,7 @@ def test_a_session_of_processes_is_stopped_whole_when_we_are_terminated(tmp_path
     _wait_ready(tmp_path, proc)
     grandchild = int((tmp_path / "grandchild").read_text())
     proc.terminate()
-    assert proc.wait(timeout=40) == 143
-    time.sleep(0.2)
+    assert proc.wait(timeout=40) == 143  # stop_session returned: the whole group is gone
     assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
 
 
@@ -168,3 +167,38 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141, err
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err
+
+
+def test_a_group_of_unreaped_exits_only_is_not_alive():
+    """stop_session waits for a group's live processes; an exited one whose parent never reaps
+    it (an init that does not) must not keep it waiting."""
+    from testbed.children import _group_alive
+
+    keeper = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.setpgid(0, 0)\n"
+            "    os._exit(0)\n"
+            "print(pid, flush=True)\n"
+            "time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert keeper.stdout is not None
+        zombie = int(keeper.stdout.readline())
+        deadline = time.monotonic() + 10
+        while "Z" not in Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1].split()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert not _group_alive(zombie)
+        assert _group_alive(keeper.pid)  # the keeper's own session and group: it sleeps
+    finally:
+        keeper.kill()
+        keeper.wait()
