@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import re
-import time
 
 import pytest
 
@@ -380,9 +379,9 @@ def test_guest_remove_of_exporter_while_imported(fresh_vm, roles, kernel_message
         buf = _mapped(vm, g)
         before = bar_bytes(vm, g.exporter)
         vm.dirty = True
-        start = time.monotonic()
+        # blocks until the session closes the fd it was asked for: a removal that waits for
+        # good fails the command's timeout
         r = vm.run(f"echo 1 > /sys/bus/pci/devices/{bdf}/remove", timeout=60)
         assert r.status == 0, r.stderr
         assert not vm.lists(bdf)
         _closed_on_request_and_revoked(vm, g, buf, before)
-        assert time.monotonic() - start < 60
