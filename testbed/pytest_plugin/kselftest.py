@@ -294,20 +294,9 @@ class KselftestSession:
 
     # -- end of run -------------------------------------------------------------------------
 
-    def write_tsv(self, path: Path) -> None:
-        rows = ["test\toutcome\treason"] + [f"{n.nodeid}\t{n.what}\t{n.reason}" for n in self.noted]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(rows) + "\n")
-
-    def _grouped(self, what: str) -> dict[str, list[str]]:
-        """Node ids noted as `what`, grouped by reason (first seen first)."""
-        groups: dict[str, list[str]] = {}
-        for n in self.noted:
-            if n.what == what:
-                groups.setdefault(n.reason, []).append(n.nodeid)
-        return groups
-
     def summary(self) -> list[str]:
+        """This process's part of the end of the run: programs run again, build fixes. What the
+        cases noted is summed up over every worker (noted_summary)."""
         lines = []
         if self.reruns:
             lines.append(f"{len(self.reruns)} program(s) run again on a fresh VM after their guest stopped:")
@@ -317,23 +306,37 @@ class KselftestSession:
         if fixes:
             lines.append("build fixes applied to the tree's selftests (the tree itself is not edited):")
             lines += [f"  {fix.name}: {fix.why}" for fix in fixes]
-        lines += _with_examples(
-            self._grouped("known"),
-            "known failure(s) of the base tree (known-failures.yaml; xfail, every one in kselftest-known.tsv):",
-        )
-        lines += _with_examples(
-            self._grouped("undeclared skip"),
-            "case(s) skipped themselves with a reason known-skips.yaml does not declare (failures under CI):",
-        )
-        skips = self._grouped("skip")
-        if skips:
-            lines.append(
-                f"{sum(map(len, skips.values()))} case(s) skipped themselves; what QEMU or this "
-                "guest could not give them, in the tests' own words (declared in known-skips.yaml):"
-            )
-            for reason, nodeids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
-                lines.append(f"  {len(nodeids):4d} x {reason}")
         return lines
+
+
+def noted_summary(noted: list[tuple[str, str, str]]) -> list[str]:
+    """Known failures, undeclared and declared skips, from every worker's (nodeid, what, reason)."""
+    lines = _with_examples(
+        _grouped(noted, "known"),
+        "known failure(s) of the base tree (known-failures.yaml; xfail, every one in kselftest-known.tsv):",
+    )
+    lines += _with_examples(
+        _grouped(noted, "undeclared skip"),
+        "case(s) skipped themselves with a reason known-skips.yaml does not declare (failures under CI):",
+    )
+    skips = _grouped(noted, "skip")
+    if skips:
+        lines.append(
+            f"{sum(map(len, skips.values()))} case(s) skipped themselves; what QEMU or this "
+            "guest could not give them, in the tests' own words (declared in known-skips.yaml):"
+        )
+        for reason, nodeids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"  {len(nodeids):4d} x {reason}")
+    return lines
+
+
+def _grouped(noted: list[tuple[str, str, str]], what: str) -> dict[str, list[str]]:
+    """Node ids noted as `what`, grouped by reason (first seen first)."""
+    groups: dict[str, list[str]] = {}
+    for nodeid, kind, reason in noted:
+        if kind == what:
+            groups.setdefault(reason, []).append(nodeid)
+    return groups
 
 
 def _with_examples(groups: dict[str, list[str]], header: str, shown: int = 3) -> list[str]:

@@ -17,7 +17,7 @@ from ..guestvm.machine_fingerprint import digest_of
 from ..guestvm.machine_fingerprint import load as load_fingerprint
 from ..runs.record import BootRecord, SplatRecord
 from .junit import add_suite_properties
-from .kselftest import SESSION_KEY
+from .kselftest import SESSION_KEY, noted_summary
 from .pool import fresh_summary
 from .state import KnownSeen, Stray, TestbedState, state_of
 from .timing import time_lines
@@ -96,9 +96,10 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
         for line in census.disagreements():
             terminalreporter.write_line(line, red=True)
         terminalreporter.write_line(f"(every pair in {path})")
-    if state.kselftest_lines:
+    selftest_lines = state.kselftest_lines + noted_summary(state.kselftest_noted)
+    if selftest_lines:
         terminalreporter.section("the tree's own tests: skips, known failures, build fixes")
-        for line in state.kselftest_lines:
+        for line in selftest_lines:
             terminalreporter.write_line(line)
         if state.kselftest_noted:
             tsv = state.results / "kselftest-known.tsv"
