@@ -401,6 +401,41 @@ def test_revoke(vm, roles, how, kernel_messages):
         imp.close()
 
 
+BUFINFO = "/sys/kernel/debug/dma_buf/bufinfo"
+VFIO_EXPORTER = "vfio_pci_core"  # the exp_name of VFIO's dma-bufs (its module's KBUILD_MODNAME)
+
+
+def _vfio_dma_bufs(vm) -> set[str]:
+    """The inode numbers of the dma-bufs VFIO exported that still exist (debugfs bufinfo: size,
+    flags, mode, file count, exp_name, ino, name per object)."""
+    text = vm.run(f"cat {BUFINFO}", check=True).stdout
+    rows = [line.split("\t") for line in text.splitlines()]
+    return {row[5] for row in rows if len(row) >= 6 and row[4].strip() == VFIO_EXPORTER}
+
+
+@pytest.mark.parametrize("first", ["exporter", "importer"])
+@pytest.mark.topology("p2pdma-thru-iommu", needs=MAPPED_PEERS)
+def test_an_export_is_released_once_everyone_has_let_go(vm, roles, first):
+    """The dma-buf goes away (its release runs, debugfs no longer lists it) once the exporter's
+    device fd, the importer and the dma-buf fd are all closed, whichever goes first. Closing the
+    exporter first runs vfio_pci_dma_buf_cleanup() on a dma-buf still in use: it takes the file
+    (get_file_active()) to revoke and detach it and must put it back, or the dma-buf, its
+    ranges and its hold on the VFIO device's registration stay for good (a mutant without that
+    fput() survived every other test)."""
+    before = _vfio_dma_bufs(vm)
+    imp = Importer(vm, roles)
+    try:
+        exported = _vfio_dma_bufs(vm) - before
+        assert len(exported) == 1, f"debugfs lists {len(exported)} new VFIO dma-buf(s), not the one exported"
+        if first == "exporter":
+            imp.guest.ok("close_exporter")  # the device fd: vfio_pci_dma_buf_cleanup()
+            _revoked(imp)
+    finally:
+        imp.close()  # the import released, the session (and its dma-buf fd) gone
+    left = _vfio_dma_bufs(vm) & exported
+    assert not left, f"the dma-buf (inode {', '.join(sorted(left))}) outlived everyone who held it ({BUFINFO})"
+
+
 def _lazy_pair(topo: Topology, layout) -> dict[str, str] | None:
     return FAULTING_PEERS.find(topo, layout) if not topo.iommu.strict else None
 
