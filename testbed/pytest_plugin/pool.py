@@ -99,6 +99,7 @@ class VmPool:
         # called with each VM before it shuts down, while its guest still answers (coverage)
         self.before_shutdown: Callable[[GuestVM], None] | None = None
         self.boot_retries: list[str] = []  # boots that stalled and were tried again: why
+        self.leaks_unchecked: list[str] = []  # VMs of a kmemleak kernel shut down without their scan: why
 
     def boot(self, topology: str, variant: VmVariant = DEFAULT_VARIANT) -> GuestVM:
         """A fresh VM of `topology`, booted the session's way unless `variant` says otherwise.
@@ -261,13 +262,13 @@ class VmPool:
         try:
             result = vm.run(KMEMLEAK_SCAN, timeout=KMEMLEAK_TIMEOUT_S)
         except (TestbedError, OSError) as exc:  # a guest that cannot answer any more
-            self.progress(f"kmemleak: no leak check of {vm.machine.name}: {exc}")
+            self._leaks_unchecked(vm, str(exc))
             return None
         if result.status == NO_KMEMLEAK:
             return None
         if result.status != 0:
             # kmemleak disabled itself (its log says why) or debugfs is missing: say so, loudly
-            self.progress(f"kmemleak: no leak check of {vm.machine.name}: {result.stderr.strip() or result.status}")
+            self._leaks_unchecked(vm, result.stderr.strip() or f"the scan exited {result.status}")
             return None
         report = vm.machine.console_log.parent / "kmemleak.txt"
         report.write_text(result.stdout)
@@ -279,6 +280,11 @@ class VmPool:
             for line in splat.excerpt.splitlines():
                 self.progress(f"  {line}")
         return KmemleakScan(report, mark, tuple(splats))
+
+    def _leaks_unchecked(self, vm: GuestVM, why: str) -> None:
+        """A VM whose leaks nobody checked: said now and listed at the end of the run."""
+        self.progress(f"kmemleak: no leak check of {vm.machine.name}: {why}")
+        self.leaks_unchecked.append(f"{vm.machine.name}: {' '.join(why.split())[:300]}")
 
     def close(self) -> None:
         while self.shared:

@@ -75,6 +75,7 @@ class TestbedState:
     boot_seconds: list[tuple[str, float]] = field(default_factory=list)
     fresh_waits: list[FreshWait] = field(default_factory=list)  # destructive tests' waits for their VM
     boot_retries: list[str] = field(default_factory=list)  # boots that stalled and were tried again
+    leaks_unchecked: list[str] = field(default_factory=list)  # VMs shut down without a kmemleak scan: why
     kselftest_lines: list[str] = field(default_factory=list)  # the tree's own tests' end-of-run notes
     kselftest_noted: list[tuple[str, str, str]] = field(default_factory=list)  # (test, what, reason)
     coverage: CoverageCollector | None = None  # --coverage: this process's gcov snapshots
@@ -155,6 +156,7 @@ SHARED = (
     Shared("boot_seconds", lambda s: s.boot_seconds, lambda pair: (str(pair[0]), float(pair[1]))),
     Shared("fresh_waits", lambda s: s.fresh_waits, lambda w: FreshWait(**w)),
     Shared("boot_retries", lambda s: s.boot_retries, str),
+    Shared("leaks_unchecked", lambda s: s.leaks_unchecked, str),
     Shared("kselftest_lines", lambda s: s.kselftest_lines, str, merge="unique"),
     Shared("kselftest_noted", lambda s: s.kselftest_noted, lambda n: (str(n[0]), str(n[1]), str(n[2]))),
     Shared("not_applicable", lambda s: s.not_applicable, str, merge="update"),

@@ -47,6 +47,8 @@ def _boot_summary(terminalreporter: TerminalReporter, state: TestbedState) -> No
         terminalreporter.write_line(f"testbed: {fresh}")
     for why in state.boot_retries:
         terminalreporter.write_line(f"testbed: booted again after a stalled boot: {why}", yellow=True)
+    for why in state.leaks_unchecked:
+        terminalreporter.write_line(f"testbed: NOT LEAK-CHECKED, a VM of a kmemleak kernel: {why}", yellow=True)
 
 
 def _time_summary(terminalreporter: TerminalReporter, state: TestbedState) -> None:
@@ -243,6 +245,7 @@ def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:
     state.boot_seconds += pool.boot_seconds
     state.fresh_waits += pool.fresh_waits
     state.boot_retries += pool.boot_retries
+    state.leaks_unchecked += pool.leaks_unchecked
     for s in pool.stray_splats:
         where = f"outside any test in {s.vm}"
         state.strays.append(

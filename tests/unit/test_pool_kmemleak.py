@@ -184,8 +184,9 @@ def test_nothing_without_a_working_kmemleak(tmp_path, answer):
     assert not (tmp_path / "kmemleak.txt").exists()
     if answer.status != NO_KMEMLEAK:  # a kmemleak that switched itself off is said, not hidden
         assert messages == [f"kmemleak: no leak check of two-switch-1: {answer.stderr}"]
+        assert pool.leaks_unchecked == [f"two-switch-1: {answer.stderr}"]  # and listed at the end
     else:
-        assert messages == []
+        assert messages == [] and pool.leaks_unchecked == []  # a kernel without kmemleak
 
 
 def test_a_guest_that_cannot_answer_is_still_shut_down(tmp_path):
@@ -197,6 +198,7 @@ def test_a_guest_that_cannot_answer_is_still_shut_down(tmp_path):
     pool.release(vm)  # type: ignore[arg-type]
     assert vm.machine.shut and pool.stray_splats == []
     assert messages == ["kmemleak: no leak check of two-switch-1: guest command did not finish within 120s"]
+    assert pool.leaks_unchecked == ["two-switch-1: guest command did not finish within 120s"]
 
 
 def test_a_dead_vm_is_not_asked(tmp_path):
