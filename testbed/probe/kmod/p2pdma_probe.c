@@ -75,6 +75,7 @@ MODULE_PARM_DESC(edu_dma_bits, "DMA mask width of the edu devices (their dma_mas
 
 struct probe_observation {
 	struct task_struct *task;	/* the ioctl being watched; others are ignored */
+	const void *want;		/* the client it asks about; calls for others are ignored */
 	const void *client;
 	int map_type;
 	unsigned int hits;
@@ -102,6 +103,7 @@ struct probe_watch {
 };
 
 static DEFINE_RAW_SPINLOCK(observe_lock);
+static DEFINE_MUTEX(observe_mutex);	/* one observed call at a time: observed is global */
 static struct probe_observation observed;
 static struct probe_watch watched;
 static struct pci_dev *watch_client;	/* the watch's reference, under probe_mutex */
@@ -119,7 +121,9 @@ static int map_type_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct probe_call *call = (struct probe_call *)ri->data;
 
 	call->client = (const void *)regs_get_kernel_argument(regs, 1);
-	call->observe = READ_ONCE(observed.task) == current;
+	/* an interrupt taken in the observed task maps for another device: not counted */
+	call->observe = READ_ONCE(observed.task) == current &&
+			call->client == READ_ONCE(observed.want);
 	/* pci_p2pdma_map_type() takes a struct device, calc_map_type_and_dist() a pci_dev */
 	call->watch = get_kretprobe(ri) == &map_type_probe && call->client &&
 		      READ_ONCE(watched.client) == call->client;
@@ -197,7 +201,7 @@ static int branch_call_hit(struct kprobe *p, struct pt_regs *regs)
 	bool link = p == &iova_link_probe;
 	const void *dev = (const void *)regs_get_kernel_argument(regs, 0);
 	u64 phys = regs_get_kernel_argument(regs, link ? 2 : 1);
-	bool mine = READ_ONCE(observed.task) == current;
+	bool mine = READ_ONCE(observed.task) == current && dev == READ_ONCE(observed.want);
 	unsigned long flags;
 
 	if (!mine && READ_ONCE(watched.client) != dev)
@@ -222,12 +226,19 @@ static int branch_call_hit(struct kprobe *p, struct pt_regs *regs)
 static bool map_type_probed, calc_probed, iova_link_probed, phys_map_probed;
 static const char *calc_symbol;
 
-static void observe_begin(void)
+/*
+ * What the kernel does for @want (the client as the probed calls take it: a struct device for
+ * pci_p2pdma_map_type(), dma_iova_link() and dma_map_phys(), a pci_dev for
+ * calc_map_type_and_dist()) in this task, until observe_end()
+ */
+static void observe_begin(const void *want)
 {
 	unsigned long flags;
 
+	mutex_lock(&observe_mutex);
 	raw_spin_lock_irqsave(&observe_lock, flags);
 	observed.task = current;
+	observed.want = want;
 	observed.client = NULL;
 	observed.map_type = -1;
 	observed.hits = 0;
@@ -248,7 +259,9 @@ static struct probe_seen observe_end(const void *client)
 	seen.iova_links = observed.iova_links;
 	seen.phys_maps = observed.phys_maps;
 	observed.task = NULL;
+	observed.want = NULL;
 	raw_spin_unlock_irqrestore(&observe_lock, flags);
+	mutex_unlock(&observe_mutex);
 	return seen;
 }
 
@@ -506,7 +519,7 @@ static int probe_census(struct p2pdma_probe_census *arg)
 			u32 type;
 			int dist;
 
-			observe_begin();
+			observe_begin(devs[j]);
 			dist = pci_p2pdma_distance_many(devs[i], &client, 1, false);
 			type = observe_end(devs[j]).map_type;
 			pr_info("# census: provider=%s client=%s distance=%d map_type=%s\n",
@@ -596,16 +609,20 @@ static const char *classify(struct p2pdma_probe_import *arg, const struct probe_
 
 static void import_free(struct probe_import *imp)
 {
-	/* before the resv lock: the deferred unmap takes it */
-	cancel_delayed_work_sync(&imp->unmap_work);
 	if (imp->attach) {
 		dma_resv_lock(imp->dmabuf->resv, NULL);
+		imp->defer_unmap_ms = 0;	/* an invalidate from now on queues no work */
 		if (imp->sgt)
 			dma_buf_unmap_attachment(imp->attach, imp->sgt, DMA_BIDIRECTIONAL);
 		imp->sgt = NULL;
 		dma_resv_unlock(imp->dmabuf->resv);
-		dma_buf_detach(imp->dmabuf, imp->attach);
+		dma_buf_detach(imp->dmabuf, imp->attach);	/* no invalidate after this */
 	}
+	/*
+	 * Last, and not under the resv lock (the work takes it): before the detach an invalidate
+	 * could queue the work again after a cancel, and it would run on a freed import
+	 */
+	cancel_delayed_work_sync(&imp->unmap_work);
 	if (imp->dmabuf)
 		dma_buf_put(imp->dmabuf);
 	pci_dev_put(imp->client);
@@ -699,6 +716,8 @@ static bool sg_picked(const struct p2pdma_probe_import *arg, u64 index)
 
 struct probe_edu;
 static struct probe_edu *edu_find(const char *name);
+static int edu_hold(const char *name, struct probe_edu **held);
+static void edu_unhold(struct probe_edu *edu);
 
 /* Under probe_mutex and @client's device lock, with a driver bound to @client */
 static int probe_import(struct p2pdma_probe_import *arg, struct pci_dev *client)
@@ -771,7 +790,7 @@ static int probe_import(struct p2pdma_probe_import *arg, struct pci_dev *client)
 	}
 
 	dma_resv_lock(imp->dmabuf->resv, NULL);
-	observe_begin();
+	observe_begin(&imp->client->dev);
 	imp->sgt = dma_buf_map_attachment(imp->attach, DMA_BIDIRECTIONAL);
 	seen = observe_end(&imp->client->dev);
 	arg->map_type = seen.map_type;
@@ -851,11 +870,15 @@ static int probe_state(struct p2pdma_probe_state *arg, unsigned int cmd)
 	struct sg_table *sgt;
 
 	case_name_clean(arg->name, sizeof(arg->name));
+	arg->error = 0;
 	if (!imp)
 		return -ENOENT;
 	if (cmd == P2PDMA_PROBE_REMAP) {
+		struct probe_edu *edu;
+
+		if (edu_hold(pci_name(imp->client), &edu))
+			return -EBUSY;
 		dma_resv_lock(imp->dmabuf->resv, NULL);
-		arg->error = 0;
 		if (!imp->sgt) {
 			sgt = dma_buf_map_attachment(imp->attach, DMA_BIDIRECTIONAL);
 			if (IS_ERR(sgt)) {
@@ -866,6 +889,7 @@ static int probe_state(struct p2pdma_probe_state *arg, unsigned int cmd)
 			}
 		}
 		dma_resv_unlock(imp->dmabuf->resv);
+		edu_unhold(edu);
 		if (!arg->quiet)
 			pr_info("# %s: remap of import %u: %d\n", arg->name, imp->id, arg->error);
 	}
@@ -912,6 +936,27 @@ static struct probe_edu *edu_claim(const char *name)
 	if (!mutex_trylock(&edu->lock))
 		return ERR_PTR(-EBUSY);
 	return edu;
+}
+
+/*
+ * Under probe_mutex: when @name is an edu of this module, its lock for a map (*held: the edu,
+ * else NULL), so that an IOVA run does not narrow its DMA mask meanwhile; -EBUSY while one runs
+ */
+static int edu_hold(const char *name, struct probe_edu **held)
+{
+	struct probe_edu *edu = edu_find(name);
+
+	*held = NULL;
+	if (edu && !mutex_trylock(&edu->lock))
+		return -EBUSY;
+	*held = edu;
+	return 0;
+}
+
+static void edu_unhold(struct probe_edu *edu)
+{
+	if (edu)
+		mutex_unlock(&edu->lock);
 }
 
 static int edu_run(struct probe_edu *edu, u64 src, u64 dst, u32 count, u32 cmd)
@@ -1122,7 +1167,7 @@ static void iova_decide(struct iova_suite *s, struct p2pdma_probe_iova *arg,
 	struct device *dev = &client->dev;
 	int dist;
 
-	observe_begin();
+	observe_begin(client);
 	dist = pci_p2pdma_distance_many(peer, &dev, 1, false);
 	arg->map_type = observe_end(client).map_type;
 	strscpy(arg->map_type_name, map_type_name(arg->map_type), sizeof(arg->map_type_name));
@@ -1255,7 +1300,7 @@ static void iova_repeat(struct iova_suite *s, struct probe_edu *edu, u32 repeats
 
 	/* a narrowed mask leaves LEAK_MASK_BITS of IOVA, far less than the cycles need */
 	ret = dma_set_mask(dev, DMA_BIT_MASK(LEAK_MASK_BITS));
-	for (i = 0; !ret && i < repeats; i++) {
+	for (i = 0; !ret && i < repeats && !fatal_signal_pending(current); i++) {
 		/* one page allocated, one linked: destroy frees exactly what was allocated */
 		if (!dma_iova_try_alloc(dev, &state, 0, PAGE_SIZE)) {
 			usleep_range(20000, 30000);	/* let a lazy flush queue give IOVAs back */
@@ -1270,7 +1315,8 @@ static void iova_repeat(struct iova_suite *s, struct probe_edu *edu, u32 repeats
 	dma_set_mask(dev, DMA_BIT_MASK(edu_dma_bits));
 	pr_info("# %u of %u alloc/link/destroy cycles in %u bits of IOVA (%u after a flush): %d\n",
 		i, repeats, LEAK_MASK_BITS, retried, ret);
-	iova_case(s, i == repeats && !ret, "repeat_no_leak", NULL);
+	iova_case(s, i == repeats && !ret, "repeat_no_leak",
+		  repeats ? NULL : "no cycles asked for");
 }
 
 /* The MMIO page linked alone at the start of a fresh IOVA, as map_dma_buf does */
@@ -1356,10 +1402,16 @@ static void iova_translated(struct iova_suite *s, struct probe_edu *edu,
 	iova_case(s, !ret, "dma_after_unlink_issued", mmio_linked ? NULL : unlinked);
 
 	/* after an unlink the rest is unlinked too, then the whole space is freed */
-	dma_iova_unlink(dev, state, 0, PAGE_SIZE, dir, 0);
-	dma_iova_free(dev, state);
-	iova_case(s, !iommu_iova_to_phys(domain, state->addr), "translation_gone_after_free",
-		  NULL);
+	if (s->stuck) {
+		/* edu may still write through it: a leaked IOVA beats a write into its next user */
+		iova_case(s, false, "translation_gone_after_free",
+			  "an edu DMA timed out: its IOVA is kept");
+	} else {
+		dma_iova_unlink(dev, state, 0, PAGE_SIZE, dir, 0);
+		dma_iova_free(dev, state);
+		iova_case(s, !iommu_iova_to_phys(domain, state->addr),
+			  "translation_gone_after_free", NULL);
+	}
 
 	iova_repeat(s, edu, arg->repeats, ram_phys);
 	iova_mmio_alone(s, dev, domain, bar_phys);
@@ -1378,6 +1430,11 @@ static int iova_run(struct probe_edu *edu, struct p2pdma_probe_iova *arg, struct
 	u8 *ram;
 	int ret;
 
+	/* every out field from zero: a path that sets none must not hand back the caller's */
+	arg->used_iova = 0;
+	arg->failed = 0;
+	arg->iova = 0;
+	arg->map_type = P2PDMA_PROBE_MAP_UNOBSERVED;
 	page = alloc_page(GFP_KERNEL | __GFP_ZERO);
 	if (!page)
 		return -ENOMEM;
@@ -1439,6 +1496,8 @@ static int probe_iova(struct p2pdma_probe_iova *arg)
 	peer = probe_pci_get(arg->provider);
 	if (!peer)
 		ret = -ENODEV;
+	else if (peer == edu->pdev)
+		ret = -EINVAL;	/* its DMA into its own registers */
 	else if (arg->bar < PCI_STD_NUM_BARS && PAGE_ALIGNED(arg->offset) && arg->len &&
 		 arg->len <= EDU_MAX_TRANSFER && arg->repeats <= 100000 &&
 		 (pci_resource_flags(peer, arg->bar) & IORESOURCE_MEM) &&
@@ -1460,8 +1519,13 @@ static int probe_import_masked(struct p2pdma_probe_import *arg, struct pci_dev *
 	struct probe_edu *edu;
 	int ret;
 
-	if (!arg->dma_bits)
-		return probe_import(arg, client);
+	if (!arg->dma_bits) {
+		if (edu_hold(arg->client, &edu))
+			return -EBUSY;
+		ret = probe_import(arg, client);
+		edu_unhold(edu);
+		return ret;
+	}
 	if (arg->dma_bits < 12 || arg->dma_bits > 64)
 		return -EINVAL;
 	edu = edu_claim(arg->client);
@@ -1502,8 +1566,8 @@ static int probe_import_owned(struct p2pdma_probe_import *arg)
 	drv = client->dev.driver;
 	if (!drv)
 		ret = -ENXIO;	/* nobody owns its DMA: bind it (edu, ivshmem: to this module) */
-	else if (!strcmp(drv->name, "vfio-pci"))
-		ret = -EBUSY;
+	else if (to_pci_driver(drv)->driver_managed_dma)
+		ret = -EBUSY;	/* vfio-pci and its kind: userspace owns its DMA */
 	else if (mutex_lock_interruptible(&probe_mutex))
 		ret = -EINTR;
 	if (!ret) {
@@ -1725,7 +1789,7 @@ static void __exit probe_exit(void)
 			import_free(imp);
 	}
 	if (watch_client) {
-		struct p2pdma_probe_watch last = {};
+		struct p2pdma_probe_watch last = { .name = "watch_stopped_at_unload" };
 
 		watch_stop(&last);
 	}
