@@ -24,6 +24,7 @@ from ..coverage.report import Index, tests_for
 from ..coverage.runreport import load_index
 from ..coverage.scope import Scope
 from ..errors import ConfigError, InfraError
+from ..hashing import hash_files
 from ..kernel.build import ensure_kernel, kernel_root
 from ..kernel.request import KernelRequest
 from ..kernel.source import debian_tree
@@ -276,6 +277,34 @@ def _forget_kernel(entry: Path) -> None:
     shutil.rmtree(entry, ignore_errors=True)
 
 
+# What decides a test's outcome besides the kernel: the suites, the harness (the probe module's
+# source with it), the guest image's recipe, the declarations the plugin reads.
+HARNESS_PARTS = ("tests", "testbed", "guest-images", "topologies", "known-splats.yaml", "known-failures.yaml",
+                 "known-skips.yaml")  # fmt: skip
+
+
+def harness_key(root: Path) -> str:
+    """A hash of the testbed's own files under `root` (HARNESS_PARTS; bytecode caches left out)."""
+    files: list[Path] = []
+    for part in HARNESS_PARTS:
+        where = root / part
+        found = [where] if where.is_file() else sorted(where.rglob("*")) if where.is_dir() else []
+        files += [f for f in found if f.is_file() and "__pycache__" not in f.parts]
+    return hash_files(files, root)
+
+
+def check_harness(root: Path, key: str) -> None:
+    """An InfraError when the testbed's own files changed since the base run: the mutants after it
+    would be judged against a base run of other code (an edit whose probe did not build "killed"
+    every mutant after it)."""
+    if harness_key(root) != key:
+        raise InfraError(
+            f"the testbed's own files ({', '.join(HARNESS_PARTS)}) changed during the mutation run: the "
+            "mutants after this point would be judged against a base run of other code; the results so "
+            "far are kept, run it again to go on (a new base run)"
+        )
+
+
 def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[report.MutantResult]:
     mutants = all_mutants(opts, progress)
     progress(f"mutate: {len(mutants)} mutant(s) of {len({(m.path, m.function) for m in mutants})} function(s)")
@@ -285,6 +314,7 @@ def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[repor
     tree = source_root(opts.ksrc, progress)
     texts = {path: source_text(tree, path) for path in {m.path for m in mutants}}
     code = {path: code_mask(text).splitlines() for path, text in texts.items()}
+    harness = harness_key(checkout_root())  # before the base run: what it ran on
     base = base_run(opts, run_dir, progress)
     start = time.monotonic()
     results = []
@@ -298,6 +328,7 @@ def mutate(opts: MutateOptions, run_dir: Path, progress: Progress) -> list[repor
                 mutant.description, "", Status.NOT_RUN, ("the --budget ran out",),
             )  # fmt: skip
         else:
+            check_harness(checkout_root(), harness)
             progress(f"mutate: [{n}/{len(mutants)}] {mutant.id}: {mutant.description}")
             first = statement_start(code[mutant.path], mutant.first_line)
             if index is not None:

@@ -151,3 +151,27 @@ def test_a_mutants_deadline_scales_with_what_the_base_run_spent_in_its_tests(opt
     long = RunResults(Path("/r"), {"t::a": "passed"}, (), (), {}, {}, (), "", (), {}, durations={"t::a": 600.0})
     assert run.mutant_deadline(options, long, ()) == (900.0, "--mutant-timeout")
     assert run.mutant_deadline(options, BASE, ()) == (900.0, "--mutant-timeout")  # no durations recorded
+
+
+def test_a_harness_that_changes_during_the_run_stops_it(tmp_path: Path):
+    """A probe edit that no longer built made every later mutant's tests fail: each was counted
+    killed. The run stops instead, once the testbed's own files differ from the base run's."""
+    from testbed.errors import InfraError
+
+    (tmp_path / "testbed" / "probe").mkdir(parents=True)
+    (tmp_path / "tests").mkdir()
+    probe = tmp_path / "testbed" / "probe" / "p2pdma_probe.c"
+    probe.write_text("int x;\n")
+    (tmp_path / "known-skips.yaml").write_text("known: []\n")
+    key = run.harness_key(tmp_path)
+    run.check_harness(tmp_path, key)  # unchanged
+    (tmp_path / "tests" / "__pycache__").mkdir()
+    (tmp_path / "tests" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    run.check_harness(tmp_path, key)  # bytecode written by the runs themselves
+    probe.write_text("int x\n")
+    with pytest.raises(InfraError, match="changed during the mutation run"):
+        run.check_harness(tmp_path, key)
+    probe.write_text("int x;\n")
+    (tmp_path / "known-skips.yaml").write_text("known: [{}]\n")
+    with pytest.raises(InfraError, match="changed during the mutation run"):
+        run.check_harness(tmp_path, key)
