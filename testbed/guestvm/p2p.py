@@ -16,8 +16,11 @@ from ..topology.outcome import Outcome, observed_outcome
 from .guest import GuestVM
 
 # A fresh seed for every transfer: the P2P pool hands the same CMB addresses out again, so a
-# repeated pattern could make a transfer that moved nothing look right.
-_seeds = itertools.count(random.SystemRandom().randrange(1 << 40))
+# repeated pattern could make a transfer that moved nothing look right. A helper that writes
+# many patterns takes seed, seed + 1, ... (the cycles test: 1000): seeds are this far apart.
+SEED_STRIDE = 1 << 20
+_seeds = itertools.count(random.SystemRandom().randrange(1 << 40) * SEED_STRIDE, SEED_STRIDE)
+BLOCK = 4096  # the unit a partly landed transfer is counted in
 # every shipped topology with an NVMe CMB besides two-switch (the P2P and tree suites' matrix)
 NVME_TOPOLOGIES = (
     "single-switch",
@@ -31,6 +34,12 @@ NVME_TOPOLOGIES = (
 )
 FAULT_RE = re.compile(r"DMAR: \[DMA (?:Read|Write)|virtio_iommu.*fault|AMD-Vi: .*(?:IO_PAGE_FAULT|Event logged)")
 REFUSED_TEXT = "cannot be used for peer-to-peer DMA"
+
+
+def refuses(line: str, provider_bdf: str, client_bdf: str) -> bool:
+    """Whether a kernel log line is calc_map_type_and_dist()'s refusal of this pair: the client
+    warns and names the provider ("... as the client and provider (0000:01:00.0) do not ...")."""
+    return REFUSED_TEXT in line and client_bdf in line and f"({provider_bdf})" in line
 
 
 def fresh_seed() -> int:
@@ -49,11 +58,12 @@ class Transfer:
     fault_lines: tuple[str, ...]
     refused_lines: tuple[str, ...]
     host_where: str = ""  # what the host read: the backing file or the CMB's physical range
+    host_blocks_landed: int = 0  # blocks of the poisoned destination that hold the pattern
 
     @property
     def outcome(self) -> Outcome:
         bytes_ok = self.guest_bytes_ok and self.host_bytes_ok is not False
-        return observed_outcome(self.result, bytes_ok, bool(self.fault_lines))
+        return observed_outcome(self.result, bytes_ok, bool(self.fault_lines), self.host_blocks_landed)
 
     def describe(self) -> str:
         host = {None: "n/a", True: "match", False: "MISMATCH"}[self.host_bytes_ok]
@@ -261,16 +271,20 @@ def transfer(
     new = vm.kmsg_since(cursor)
     client_bus = vm.bdf(client)[5:]  # "04:00.0" as DMAR prints it
     faults = tuple(line for line in new if FAULT_RE.search(line) and (client_bus in line or "virtio_iommu" in line))
-    refused = tuple(line for line in new if REFUSED_TEXT in line)
+    refused = tuple(line for line in new if refuses(line, vm.bdf(provider), vm.bdf(client)))
     guest_ok = bool(result.get("ok")) and result.get("mismatch") == -1
-    host_ok, where = None, ""
+    host_ok, where, landed = None, "", 0
+    want = pattern(seed, size)
+    got: bytes | None = None
     if result.get("ok") and direction == "from_p2pmem":
         got = host_file_bytes(vm, client, offset, size)
-        host_ok = first_mismatch(got, pattern(seed, size)) == -1
         where = f"{client} backing file @{offset:#x}"
     elif result.get("ok") and direction == "to_p2pmem":
         # the helper poisoned the buffer before the peer's DMA: only the DMA can have put the
         # pattern there, and nothing allocates from the pool between the helper's exit and now
         got, where = host_cmb_bytes(vm, provider, result["cmb"])
-        host_ok = first_mismatch(got, pattern(seed, size)) == -1
-    return Transfer(direction, size, offset, seed, result, guest_ok, host_ok, faults, refused, where)
+    if got is not None:
+        got = got[:size]
+        host_ok = first_mismatch(got, want) == -1
+        landed = sum(got[i : i + BLOCK] == want[i : i + BLOCK] for i in range(0, size, BLOCK))
+    return Transfer(direction, size, offset, seed, result, guest_ok, host_ok, faults, refused, where, landed)

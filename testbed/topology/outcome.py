@@ -20,6 +20,7 @@ class Outcome(str, Enum):
     EINVAL = "EINVAL"  # plus "cannot be used for peer-to-peer DMA" in dmesg
     EREMOTEIO = "EREMOTEIO"
     DMA_FAULT = "dma-fault"  # the command completed, the vIOMMU faulted, the data never moved
+    PARTIAL = "partial"  # completed with a fault logged, yet part of the data moved: never expected
     CORRUPTED = "corrupted"  # completed, no fault logged, wrong bytes: never expected
     OTHER_ERROR = "other-error"
 
@@ -34,8 +35,10 @@ def expected_outcome(topo: Topology, verdict: Verdict) -> Outcome:
     return Outcome.TRANSFERRED
 
 
-def observed_outcome(result: dict, bytes_ok: bool, fault_logged: bool) -> Outcome:
-    """From the guest helper's JSON, the byte checks (guest and host) and the fault log."""
+def observed_outcome(result: dict, bytes_ok: bool, fault_logged: bool, blocks_landed: int = 0) -> Outcome:
+    """From the guest helper's JSON, the byte checks (guest and host), the fault log and how
+    many blocks of the (poisoned) destination hold the pattern on the host: a fault with some
+    blocks landed is one chunk mapped right and another wrong, not the declared divergence."""
     if not result.get("ok"):
         code = result.get("errno")
         if code == errno.EINVAL:
@@ -45,4 +48,6 @@ def observed_outcome(result: dict, bytes_ok: bool, fault_logged: bool) -> Outcom
         return Outcome.OTHER_ERROR
     if bytes_ok:
         return Outcome.TRANSFERRED
-    return Outcome.DMA_FAULT if fault_logged else Outcome.CORRUPTED
+    if not fault_logged:
+        return Outcome.CORRUPTED
+    return Outcome.PARTIAL if blocks_landed else Outcome.DMA_FAULT

@@ -266,3 +266,26 @@ def test_observed_outcomes():
     assert observed_outcome({"ok": False, "errno": 22}, False, False) is Outcome.EINVAL
     assert observed_outcome({"ok": False, "errno": 121}, False, False) is Outcome.EREMOTEIO
     assert observed_outcome({"ok": False, "errno": 5}, False, False) is Outcome.OTHER_ERROR
+    # a fault logged while some blocks of the poisoned destination got the pattern: one chunk
+    # mapped right, another wrong; never the declared divergence (nothing moves)
+    assert observed_outcome({"ok": True}, False, True, blocks_landed=1) is Outcome.PARTIAL
+    assert observed_outcome({"ok": True}, False, True, blocks_landed=0) is Outcome.DMA_FAULT
+
+
+def test_a_refusal_line_is_the_pairs_own():
+    from testbed.guestvm.p2p import refuses
+
+    line = (
+        "[    7.1] nvme 0000:04:00.0: cannot be used for peer-to-peer DMA as the client and provider "
+        "(0000:02:00.0) do not share an upstream bridge or whitelisted host bridge"
+    )
+    assert refuses(line, "0000:02:00.0", "0000:04:00.0")
+    assert not refuses(line, "0000:03:00.0", "0000:04:00.0")  # another provider's refusal
+    assert not refuses(line, "0000:02:00.0", "0000:05:00.0")
+
+
+def test_seeds_leave_room_for_the_patterns_a_helper_derives():
+    from testbed.guestvm.p2p import SEED_STRIDE, fresh_seed
+
+    first, second = fresh_seed(), fresh_seed()
+    assert second - first == SEED_STRIDE >= 1000  # the cycles test writes seed .. seed + 999

@@ -128,6 +128,7 @@ def test_unplug_during_p2p_io(fresh_vm, roles, victim):
     vm = fresh_vm
     survivor = roles.survivor
     before = Written(vm, survivor, offset=4 * MiB)
+    seed = fresh_seed()
     io = start_background(
         vm,
         "stream",
@@ -137,11 +138,14 @@ def test_unplug_during_p2p_io(fresh_vm, roles, victim):
             "provider": vm.bdf(roles.provider),
             "client": vm.bdf(roles.client),
             "size": 256 * KiB,
-            "seed": fresh_seed(),
+            "seed": seed,
             "depth": 4,
         },
     )
-    io.wait_started("streaming")  # a first round landed: the unplug comes during P2P I/O
+    io.wait_started("streaming")  # a first round completed in the guest ...
+    # ... and landed: every round writes the same bytes, so the host may read while it streams
+    landed = host_file_bytes(vm, roles.client, 0, 256 * KiB) == pattern(seed, 256 * KiB)
+    assert landed, "the stream's P2P writes did not land"
     _unplug(vm, roles[victim])
     io.signal()
     status = io.wait_exit()

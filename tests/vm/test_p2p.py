@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.guestvm.p2p import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, transfer
+from testbed.guestvm.p2p import NVME_TOPOLOGIES, REFUSED_TEXT, fresh_seed, host_file_bytes, refuses, transfer
 from testbed.in_guest.pattern import pattern
 from testbed.topology.model import EndpointKind, IommuMode, MapType
 from testbed.topology.needs import (
@@ -80,8 +80,7 @@ def test_every_pair_matches_the_oracle(vm, verdict_table):
 
 def _already_refused(vm, v) -> bool:
     """The kernel caches a pair's map type while the provider is bound, and warns only once."""
-    client = vm.bdf(v.client)
-    return any(REFUSED_TEXT in line and client in line for line in vm.dmesg().splitlines())
+    return any(refuses(line, vm.bdf(v.provider), vm.bdf(v.client)) for line in vm.dmesg().splitlines())
 
 
 @pytest.mark.topology("two-switch", matrix=("single-switch", "two-switch-iommu-pt", "amd-zen"), needs=TRANSFERRING_PAIR)
