@@ -269,22 +269,45 @@ def transfer(
         },
     )
     new = vm.kmsg_since(cursor)
-    client_bus = vm.bdf(client)[5:]  # "04:00.0" as DMAR prints it
-    faults = tuple(line for line in new if FAULT_RE.search(line) and (client_bus in line or "virtio_iommu" in line))
     refused = tuple(line for line in new if refuses(line, vm.bdf(provider), vm.bdf(client)))
     guest_ok = bool(result.get("ok")) and result.get("mismatch") == -1
     host_ok, where, landed = None, "", 0
     want = pattern(seed, size)
     got: bytes | None = None
-    if result.get("ok") and direction == "from_p2pmem":
+    cmb = result.get("cmb") or {}
+    if result.get("ok") and "error" in cmb:
+        host_ok, where = False, str(cmb["error"])  # not P2P at all: the buffer is not in the CMB
+    elif result.get("ok") and direction == "from_p2pmem":
         got = host_file_bytes(vm, client, offset, size)
         where = f"{client} backing file @{offset:#x}"
     elif result.get("ok") and direction == "to_p2pmem":
         # the helper poisoned the buffer before the peer's DMA: only the DMA can have put the
         # pattern there, and nothing allocates from the pool between the helper's exit and now
-        got, where = host_cmb_bytes(vm, provider, result["cmb"])
+        got, where = host_cmb_bytes(vm, provider, cmb)
     if got is not None:
         got = got[:size]
         host_ok = first_mismatch(got, want) == -1
         landed = sum(got[i : i + BLOCK] == want[i : i + BLOCK] for i in range(0, size, BLOCK))
+    faults = _cmb_faults(vm, cursor, new, client, cmb, wait=result.get("ok") and not (guest_ok and host_ok))
     return Transfer(direction, size, offset, seed, result, guest_ok, host_ok, faults, refused, where, landed)
+
+
+def _cmb_faults(vm: GuestVM, cursor: int, lines: list[str], client: str, cmb: dict, wait: bool) -> tuple[str, ...]:
+    """The vIOMMU fault lines of this transfer: the client's DMA at the CMB buffer's bus address
+    (the address a BUS_ADDR mapping hands it; bus and CPU physical are equal on q35). When the
+    bytes are wrong the fault may still be on its way (an interrupt after the command completed):
+    looked for again until FAULT_LOG_WAIT_S."""
+    bdf = vm.bdf(client)
+    extents = [(cmb["bar_start"] + off, length) for off, length in cmb.get("extents", [])] if "bar_start" in cmb else []
+
+    def found(new: list[str]) -> tuple[str, ...]:
+        return tuple(
+            dict.fromkeys(line for addr, length in extents for line in dma_fault_lines(new, bdf, addr, length))
+        )
+
+    faults = found(lines)
+    deadline = time.monotonic() + FAULT_LOG_WAIT_S
+    while wait and extents and not faults and time.monotonic() < deadline:
+        time.sleep(0.5)
+        faults = found(vm.kmsg_since(cursor))
+    return faults
