@@ -52,9 +52,19 @@ def fault_re(vm, dma: str, iova: int) -> str:
     )
 
 
+def poison_bar(vm, exporter: str, offset: int, want: bytes) -> None:
+    """The target written with the pattern's complement from the host (the BAR is a shared
+    memory-backend file): a DMA that never arrived cannot leave a byte that happens to match
+    (a 1-byte pattern would, once in 256)."""
+    with open(vm.backing_file(exporter), "r+b") as f:
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in want))
+
+
 def dma_lands(vm, g: Guest, iova: int, bar_offset: int, size: int) -> None:
     """A fresh pattern DMAed to iova lands at bar_offset, and no other byte of the BAR changes."""
     seed = fresh_seed()
+    poison_bar(vm, g.exporter, bar_offset, pattern(seed, size))
     before = bar_bytes(vm, g.exporter)
     g.ok("dma", iova=iova, size=size, seed=seed)
     after = bar_bytes(vm, g.exporter)

@@ -1241,7 +1241,10 @@ static void iova_fallback(struct iova_suite *s, struct probe_edu *edu,
 		  bar_phys + PAGE_SIZE - 1 > limit ? high : NULL);
 	arg->iova = mmio_ok ? mmio_dma : 0;
 
-	ret = mmio_ok ? edu_write_to(edu, mmio_dma, arg->len) : -EINVAL;
+	/* the pattern loaded again: the RAM leg may not have run (its page above the limit) */
+	ret = mmio_ok ? edu_load(edu, arg->pattern, arg->len) : -EINVAL;
+	if (!ret)
+		ret = edu_write_to(edu, mmio_dma, arg->len);
 	if (ret == -ETIMEDOUT)
 		s->stuck = true;
 	iova_case(s, !ret, "fallback_dma_to_peer_issued", mmio_ok ? NULL : "no MMIO mapping");
