@@ -113,6 +113,11 @@ SKIP_FRAMES = re.compile(
     )
 )
 NUMBERS = (
+    # "scheduling while atomic: kworker/0:1/123/0x00000002": a comm may hold '/' and ':'
+    (re.compile(r"(?<=scheduling while atomic: )\S+/\d+/0x[0-9a-f]+"), ""),
+    (re.compile(r"\bcpu \d+\b"), "cpu N"),  # "hard LOCKUP on cpu 1"
+    (re.compile(r"(?<=kmemleak: )\d+ (?=new suspected)"), ""),  # the periodic scan's count
+    (re.compile(r" ?\[size=\d+ bytes\]"), ""),  # DMA-API's mapping size
     (re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[[\w-]+\])?"), ""),  # function offsets, module
     (re.compile(r"\b(?:0x)?[0-9a-f]{8,}\b"), "ADDR"),  # pointers and hashed pointers
     (re.compile(r"\[(?:[\w/.:-]+):\d+\]"), "[TASK]"),  # "[python3:300]"

@@ -102,3 +102,52 @@ def test_ab_over_two_qemus_checks_both_before_running(tmp_path, capsys):
     assert main(argv) == 2
     assert "no --patches" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _outcomes(tmp_path: Path, name: str, outcomes: dict[str, str]) -> Path:
+    side = tmp_path / name
+    shutil.copytree(AB / "base", side)
+    doc = json.loads((side / "run.json").read_text())
+    doc["outcomes"] = outcomes
+    (side / "run.json").write_text(json.dumps(doc))
+    return side
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "worse"),
+    [
+        ("passed", None, True),  # gone from the series' run: a KUnit suite it dropped
+        ("passed", "skipped", True),  # it no longer checks anything
+        ("passed", "failed", True),
+        ("skipped", "error", True),
+        ("xfailed", "xpassed", False),  # a known bug the series fixed
+        ("passed", "xfailed", False),  # listed: some known failures come and go on the base itself
+        ("failed", "passed", False),
+        ("skipped", None, False),
+        (None, "passed", False),
+    ],
+)
+def test_what_counts_as_worse(tmp_path, before, after, worse):
+    base = {"t::a": "passed", **({"t::x": before} if before else {})}
+    series = {"t::a": "passed", **({"t::x": after} if after else {})}
+    c = compare(
+        load_results(_outcomes(tmp_path, "b", base)),
+        load_results(_outcomes(tmp_path, "s", series)),
+    )
+    assert [t.worse for t in c.tests] == [worse]
+    assert bool(c.worse()) is worse
+
+
+def test_a_splat_the_base_printed_too_is_more_often_not_new(tmp_path):
+    more = tmp_path / "more"
+    shutil.copytree(AB / "adds-warning", more)
+    doc = json.loads((more / "run.json").read_text())
+    doc["splats"] = doc["splats"] * 2
+    doc["outcomes"][EVERY_PAIR] = "passed"
+    (more / "run.json").write_text(json.dumps(doc))
+    c = compare(load_results(AB / "adds-warning"), load_results(more))
+    (s,) = c.splats
+    assert (s.before, s.after, s.new, s.worse) == (1, 2, False, False) and c.worse() == []
+    assert any("more often" in line for line in render_text(c))
+    gone = compare(load_results(AB / "adds-warning"), load_results(AB / "base"))
+    assert [s.known for s in gone.splats] == [False]  # unknown on the base: not "known" once gone

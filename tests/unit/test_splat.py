@@ -179,3 +179,26 @@ def test_real_debug_logs(name):
 def test_dma_api_banner_is_not_a_splat():
     text = "[ 0.5] DMA-API: preallocated 65536 debug entries\n[ 0.5] DMA-API: debugging enabled by kernel config\n"
     assert scan_text(text) == []
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("scheduling while atomic: kworker/0:1/123/0x00000002", "scheduling while atomic: kworker/1:2/4567/0x00000003"),
+        ("scheduling while atomic: irq/24-nvme0q1/812/0x00000002", "scheduling while atomic: python3/99/0x00000001"),
+        ("Watchdog detected hard LOCKUP on cpu 1", "Watchdog detected hard LOCKUP on cpu 0"),
+        ("kmemleak: 3 new suspected memory leaks", "kmemleak: 12 new suspected memory leaks"),
+        (
+            "DMA-API: nvme 0000:01:00.0: device driver tries to free DMA memory it has not allocated "
+            "[device address=0x00000000fe000000] [size=4096 bytes]",
+            "DMA-API: nvme 0000:01:00.0: device driver tries to free DMA memory it has not allocated "
+            "[device address=0x00000000fe001000] [size=512 bytes]",
+        ),
+    ],
+)
+def test_titles_that_differ_only_run_to_run_normalise_alike(one, other):
+    """A comm with '/' or ':', a pid, a CPU, a leak count, a mapping's size: the same bug in two
+    runs (testbed ab compares by signature) must not read as one gone and one new."""
+    from testbed.logs.signature import normalise
+
+    assert normalise(one) == normalise(other)
