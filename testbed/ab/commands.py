@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..children import run_child
-from ..errors import ConfigError
+from ..errors import ConfigError, InfraError
 from ..paths import checkout_root, results_root
 from ..runs.record import RUN_FILE
 from ..runs.results import load_results
@@ -114,8 +114,10 @@ def run_pytest(argv: list[str], side: str) -> int:
     print(f"testbed ab: {side}: {' '.join(command)}", flush=True)
     code = run_child(command, checkout_root())
     results = Path(argv[argv.index("--results-dir") + 1])
+    if code in (4, 5):  # pytest's usage error, or nothing collected: the selection
+        raise ConfigError(f"the {side} run did not start (pytest exit {code}: the selection); see its output above")
     if code not in (0, 1) or not (results / RUN_FILE).is_file():
-        raise ConfigError(f"the {side} run did not complete (pytest exit {code}); see its output above")
+        raise InfraError(f"the {side} run did not complete (pytest exit {code}); see its output above")
     return code
 
 
@@ -129,4 +131,6 @@ def _report(c: Comparison, out: Path, as_json: bool) -> int:
         for line in render_text(c):
             print(line)
         print(f"(report: {out / 'report.md'}, JSON: {out / 'comparison.json'})")
-    return 1 if c.worse() else 0
+    if c.worse():
+        return 1
+    return InfraError.exit_code if c.inconclusive() else 0

@@ -23,11 +23,16 @@ class TestChange:
     nodeid: str
     before: str | None  # None: not run on that side
     after: str | None
+    # why a side's outcome is not the kernel's: the machinery (InfraError) or the input
+    # (ConfigError) failed it; such a change is inconclusive, never worse
+    infra: str | None = None
 
     @property
     def worse(self) -> bool:
         """Red where the base was not, or a base pass that no longer checks anything. An
         unexpected pass (xfailed -> xpassed) is a known bug the series fixed: better."""
+        if self.infra:
+            return False
         if self.after in BAD:
             return self.before not in BAD
         return self.before == "passed" and self.after in STOPPED
@@ -82,6 +87,12 @@ class Comparison:
     unchecked: tuple[str, ...] = ()  # tests the series ran without lock checking, the base with
     fingerprints: tuple[str, ...] = field(default=())  # "topology: what differs" between the machines
 
+    def inconclusive(self) -> list[str]:
+        """Changes the machinery or the input made, not the kernel: no verdict on them."""
+        return [
+            f"{t.nodeid}: {t.before or 'not run'} -> {t.after or 'not run'} ({t.infra})" for t in self.tests if t.infra
+        ]
+
     def worse(self) -> list[str]:
         """Why the series made things worse (empty: it did not)."""
         out = [f"{t.nodeid}: {t.before or 'not run'} -> {t.after or 'not run'}" for t in self.tests if t.worse]
@@ -95,8 +106,18 @@ class Comparison:
     def as_json(self) -> dict[str, object]:
         doc = asdict(self)
         doc["worse"] = self.worse()
+        doc["inconclusive"] = self.inconclusive()
         doc["changed"] = self.changed()
         return doc
+
+
+def _infra(base: RunResults, series: RunResults, nodeid: str) -> str | None:
+    said = [
+        f"{side}: {why}"
+        for side, run in (("base", base), ("series", series))
+        if (why := run.tests.get(nodeid, {}).get("infra"))
+    ]
+    return "; ".join(said) or None
 
 
 def _machine(r: RunResults) -> str:
@@ -105,7 +126,7 @@ def _machine(r: RunResults) -> str:
 
 def compare(base: RunResults, series: RunResults) -> Comparison:
     tests = tuple(
-        TestChange(nodeid, base.outcomes.get(nodeid), series.outcomes.get(nodeid))
+        TestChange(nodeid, base.outcomes.get(nodeid), series.outcomes.get(nodeid), _infra(base, series, nodeid))
         for nodeid in sorted(set(base.outcomes) | set(series.outcomes))
         if base.outcomes.get(nodeid) != series.outcomes.get(nodeid)
     )
@@ -177,7 +198,7 @@ def render_text(c: Comparison) -> list[str]:
         if changes:
             lines.append(f"{title} that changed outcome ({len(changes)}):")
             for t in changes:
-                mark = "  WORSE" if t.worse else ""
+                mark = "  WORSE" if t.worse else f"  INCONCLUSIVE ({t.infra})" if t.infra else ""
                 lines.append(f"  {t.before or 'not run':>8} -> {t.after or 'not run':<8} {t.nodeid}{mark}")
     for rows, title in ((c.verdicts, "P2P verdicts that changed"), (c.census, "probe census answers that changed")):
         if rows:
@@ -190,13 +211,16 @@ def render_text(c: Comparison) -> list[str]:
             lines.append(f"  {s.before:3d} -> {s.after:<3d} {s.signature}{tag}")
     for nodeid in c.unchecked:
         lines.append(f"not lock-checked with the series: {nodeid}")
-    worse = c.worse()
+    worse, inconclusive = c.worse(), c.inconclusive()
     if worse:
         lines.append(f"verdict: the series made {len(worse)} thing(s) worse")
-    elif c.changed():
-        lines.append("verdict: changed, nothing worse")
-    else:
-        lines.append("verdict: no change")
+    if inconclusive:
+        lines.append(
+            f"verdict: inconclusive for {len(inconclusive)} test(s): the machinery or the input failed "
+            "them on a side, not the kernel (run again; exit 3 when nothing else is worse)"
+        )
+    if not (worse or inconclusive):
+        lines.append("verdict: changed, nothing worse" if c.changed() else "verdict: no change")
     return lines
 
 
@@ -212,6 +236,10 @@ def render_markdown(c: Comparison) -> str:
         else ("**Changed, nothing worse.**" if c.changed() else "**No change.**")
     )
     out += [f"- {w}" for w in worse]
+    inconclusive = c.inconclusive()
+    if inconclusive:
+        out += ["", f"**Inconclusive for {len(inconclusive)} test(s)** (the machinery or the input failed them):"]
+        out += [f"- {i}" for i in inconclusive]
     if c.fingerprints:
         out += ["", "## Fingerprints that differ", ""] + [f"- {line}" for line in c.fingerprints]
     if c.tests:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ..errors import TestbedError
+from ..errors import ConfigError, InfraError, TestbedError
 from ..guestvm import GuestVM
 from ..guestvm import window as kernel_window
 from ..kernel.artifact import built_patches
@@ -28,6 +28,18 @@ from .report import CensusTable, VerdictTable
 from .state import state_of
 
 VM_KEY = pytest.StashKey[GuestVM]()  # per item: the VM the test used, for its artifacts
+
+
+# per item: why it failed for the machinery or the input, not the kernel (run.json, testbed ab)
+INFRA_KEY = pytest.StashKey[str]()
+
+
+def not_the_kernels(exc: BaseException) -> str | None:
+    """What an exception says when it is the machinery's (InfraError) or the input's
+    (ConfigError: a series that does not apply or build), not a verdict on the kernel."""
+    if isinstance(exc, (InfraError, ConfigError)):
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    return None
 
 
 UNCHECKED_KEY = pytest.StashKey[str]()  # per item: why part of it ran without lockdep
@@ -95,12 +107,15 @@ def testbed_pool(request: pytest.FixtureRequest) -> Iterator[VmPool]:
     pool.close()
 
 
-def _boot_or_fail(fn: Callable[[], GuestVM]) -> GuestVM:
+def _boot_or_fail(node: pytest.Item, fn: Callable[[], GuestVM]) -> GuestVM:
     """A VM that cannot boot is an error of the run, never a silent skip; one whose guest
     differs from what the oracle assumed fails its first test with both values."""
     try:
         guest = fn()
     except TestbedError as exc:
+        why = not_the_kernels(exc)
+        if why is not None:
+            node.stash[INFRA_KEY] = why
         pytest.fail(f"VM could not boot: {exc}", pytrace=False)
     if guest.model_problems and not guest.model_reported:
         guest.model_reported = True
@@ -115,7 +130,7 @@ def _boot_or_fail(fn: Callable[[], GuestVM]) -> GuestVM:
 @pytest.fixture
 def vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: str) -> GuestVM:
     """The shared VM of this test's topology (booted once per session and topology)."""
-    guest = _boot_or_fail(lambda: testbed_pool.shared_vm(testbed_topology))
+    guest = _boot_or_fail(request.node, lambda: testbed_pool.shared_vm(testbed_topology))
     request.node.stash[VM_KEY] = guest
     if not request.config.getoption("no_spare_vms") and _fresh_follows(request.node, testbed_topology):
         # the first destructive test of the topology (they run after its shared ones) finds it booted
@@ -127,7 +142,7 @@ def vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: s
 def fresh_vm(request: pytest.FixtureRequest, testbed_pool: VmPool, testbed_topology: str) -> Iterator[GuestVM]:
     """A VM of its own, for tests that destroy state (unplug, reset); shut down afterwards."""
     spare_next = not request.config.getoption("no_spare_vms") and _fresh_follows(request.node, testbed_topology)
-    guest = _boot_or_fail(lambda: testbed_pool.fresh(testbed_topology, spare_next))
+    guest = _boot_or_fail(request.node, lambda: testbed_pool.fresh(testbed_topology, spare_next))
     request.node.stash[VM_KEY] = guest
     yield guest
     testbed_pool.release(guest)

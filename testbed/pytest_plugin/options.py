@@ -231,5 +231,7 @@ class _OutcomeRecorder:
             self.state.record.describe(report.nodeid, **{k: v for k, v in facts.items() if v})
         if getattr(report, "wasxfail", None):
             self.state.record.describe(report.nodeid, xfail=str(report.wasxfail))
+        if getattr(report, "testbed_infra", None):
+            self.state.record.describe(report.nodeid, infra=str(report.testbed_infra))
         if report.when == "call" and getattr(report, "testbed_topology", None):
             self.state.vm_tests_run += 1

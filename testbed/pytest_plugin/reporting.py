@@ -10,7 +10,7 @@ import pytest
 
 from . import artifacts
 from .collection import TOPOLOGY_KEY
-from .fixtures import UNCHECKED_KEY, VM_KEY, WINDOW_KEY
+from .fixtures import INFRA_KEY, UNCHECKED_KEY, VM_KEY, WINDOW_KEY, not_the_kernels
 from .kernelci import own_test_path
 from .state import state_of
 
@@ -45,6 +45,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.testbed_path = _kernelci_path(item, topology)
     if report.when == "teardown" and UNCHECKED_KEY in item.stash:
         report.testbed_unchecked = item.stash[UNCHECKED_KEY]
+    if report.failed:  # the machinery's or the input's failure, not the kernel's (testbed ab)
+        infra = item.stash.get(INFRA_KEY, None) or (not_the_kernels(call.excinfo.value) if call.excinfo else None)
+        if infra:
+            report.testbed_infra = infra
     guest = item.stash.get(VM_KEY, None)
     if not report.failed or guest is None or report.when == "setup" and call.excinfo is None:
         return

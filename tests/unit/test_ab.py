@@ -151,3 +151,19 @@ def test_a_splat_the_base_printed_too_is_more_often_not_new(tmp_path):
     assert any("more often" in line for line in render_text(c))
     gone = compare(load_results(AB / "adds-warning"), load_results(AB / "base"))
     assert [s.known for s in gone.splats] == [False]  # unknown on the base: not "known" once gone
+
+
+def test_a_change_the_machinery_made_is_inconclusive_not_worse(tmp_path, capsys):
+    """A base VM that did not boot (an InfraError) hid every regression of its tests; a
+    series-side one blamed the series. Either side's machinery failure makes the change
+    inconclusive: listed, exit 3 when nothing else is worse."""
+    base = _outcomes(tmp_path, "b", {"t::a": "passed", "t::x": "error"})
+    doc = json.loads((base / "run.json").read_text())
+    doc["tests"] = {"t::x": {"infra": "InfraError: QEMU exited during boot"}}
+    (base / "run.json").write_text(json.dumps(doc))
+    series = _outcomes(tmp_path, "s", {"t::a": "passed", "t::x": "failed"})
+    c = compare(load_results(base), load_results(series))
+    assert c.worse() == [] and c.inconclusive() == ["t::x: error -> failed (base: InfraError: QEMU exited during boot)"]
+    assert any("INCONCLUSIVE" in line for line in render_text(c))
+    assert main(["ab", "--compare", str(base), str(series), "--out", str(tmp_path / "out")]) == 3
+    assert "inconclusive for 1 test(s)" in capsys.readouterr().out

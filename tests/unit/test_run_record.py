@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from testbed.logs import scan_text
 from testbed.runs.record import RunRecord, SplatRecord
@@ -72,3 +74,41 @@ def test_xdist_group_suffix_is_not_part_of_a_test():
     assert plain("t.py::a[kselftest-vfio_x@nvme0-case]@kselftest") == "t.py::a[kselftest-vfio_x@nvme0-case]"
     assert plain("t.py::a[kselftest-vfio_x@nvme0-case]") == "t.py::a[kselftest-vfio_x@nvme0-case]"
     assert plain("t.py::plain") == "t.py::plain"
+
+
+INFRA_TESTS = """
+from testbed.errors import GuestError, InfraError
+
+
+def test_machinery():
+    raise InfraError("QEMU exited during boot")
+
+
+def test_kernel():
+    raise GuestError("the guest said no")
+
+
+def test_assertion():
+    assert False
+"""
+
+
+def test_a_failure_of_the_machinery_is_recorded_as_such(tmp_path):
+    """run.json says which failures were the machinery's (testbed ab calls them inconclusive);
+    a guest's or an assertion's failure is the kernel's verdict."""
+    (tmp_path / "test_x.py").write_text(INFRA_TESTS)
+    results = tmp_path / "results"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--results-dir", str(results), "test_x.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+    )
+    doc = json.loads((results / "run.json").read_text())
+    assert set(doc["outcomes"].values()) == {"failed"}
+    infra = {nodeid: facts.get("infra") for nodeid, facts in doc["tests"].items()}
+    assert infra == {
+        "test_x.py::test_machinery": "InfraError: QEMU exited during boot",
+        "test_x.py::test_kernel": None,
+        "test_x.py::test_assertion": None,
+    }
