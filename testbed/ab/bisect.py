@@ -174,6 +174,13 @@ def step(out: Path, config: str, pytest_args: list[str]) -> int:
     run = load_results(results)
     failed = tuple(n for n, o in run.outcomes.items() if o in ("failed", "error"))
     splats = tuple(dict.fromkeys(s.signature for s in run.splats if s.known is None))
+    # failed only for the machinery (a QEMU that died, a guest that stopped): no verdict on this
+    # commit, as a build failure is none; a real failure beside them still makes it bad
+    machinery = [n for n in failed if run.tests.get(n, {}).get("infra")]
+    if failed and len(machinery) == len(failed) and not splats:
+        print(f"testbed bisect: {commit[:12]} failed only for the machinery, skipped: {machinery[:3]}", flush=True)
+        record("skip", failed)
+        return SKIP
     record("bad" if code else "good", failed, splats)
     return BAD if code else GOOD
 

@@ -4,6 +4,7 @@ before anything builds."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from testbed.ab.bisect import BisectResult, Step, _first_bad, read_steps
 from testbed.cli import main
@@ -51,3 +52,34 @@ def test_refusals_before_anything_builds(tmp_path, capsys):
     assert "'nope' is not a commit" in capsys.readouterr().err
     assert main(["bisect", "--ksrc", str(tmp_path), "--good", "a", "--bad", "b", "--", "-m", "p2p"]) == 2
     assert "not the top of a git repository" in capsys.readouterr().err
+
+
+def _step_with(tmp_path, monkeypatch, outcomes: dict[str, str], tests: dict[str, dict[str, str]]) -> int:
+    """One bisect step at a commit of a tiny tree, its pytest run replaced by a run.json."""
+    import testbed.kernel
+    from testbed.ab import bisect
+
+    tmp_path.mkdir()
+    tree = tiny_kernel(tmp_path / "tree")
+    monkeypatch.chdir(tree)
+    monkeypatch.setattr(testbed.kernel, "ensure_kernel", lambda *a, **k: None)
+
+    def pytest_run(argv, cwd):
+        results = Path(argv[argv.index("--results-dir") + 1])
+        results.mkdir(parents=True)
+        (results / "run.json").write_text(json.dumps({"outcomes": outcomes, "tests": tests}))
+        return 1 if any(o in ("failed", "error") for o in outcomes.values()) else 0
+
+    monkeypatch.setattr(bisect, "run_child", pytest_run)
+    out = tmp_path / "out"
+    out.mkdir()
+    return bisect.step(out, "default", ["-m", "p2p"])
+
+
+def test_a_step_that_failed_only_for_the_machinery_is_skipped(tmp_path, monkeypatch):
+    from testbed.ab.bisect import BAD, SKIP
+
+    machinery = {"t::x": {"infra": "InfraError: QEMU exited during boot"}}
+    assert _step_with(tmp_path / "1", monkeypatch, {"t::x": "error", "t::y": "passed"}, machinery) == SKIP
+    both = {"t::x": "error", "t::y": "failed"}  # a real failure beside it: the commit is bad
+    assert _step_with(tmp_path / "2", monkeypatch, both, machinery) == BAD
