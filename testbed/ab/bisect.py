@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..children import run_child, run_in_session
-from ..errors import ConfigError, TestbedError
+from ..errors import ConfigError, InfraError, TestbedError
 from ..kernel.patches import SERIES_WORKTREE
 from ..paths import checkout_root, results_root
 from ..runs.record import RUN_FILE
@@ -53,9 +54,14 @@ class Step:
 class BisectResult:
     first_bad: Step | None
     steps: tuple[Step, ...]
+    # git's "the first bad commit could be any of": skipped commits left it undecided
+    candidates: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         out = [f"  {s.commit[:12]} {s.verdict:4s} {s.seconds:5.0f}s  {s.subject}" for s in self.steps]
+        if self.first_bad is None and self.candidates:
+            out.append(f"the first bad commit is one of {len(self.candidates)} (skipped steps left it open):")
+            return [*out, *(f"  {c}" for c in self.candidates)]
         if self.first_bad is None:
             return [*out, "no first bad commit found (see the steps above)"]
         b = self.first_bad
@@ -95,6 +101,7 @@ def _bisect(args: argparse.Namespace) -> int:
     for line in result.lines():
         print(line)
     report: dict[str, object] = {"first_bad": asdict(result.first_bad) if result.first_bad else None}
+    report["candidates"] = list(result.candidates)
     report["steps"] = [asdict(s) for s in result.steps]
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"(steps and report: {out})")
@@ -110,6 +117,12 @@ def bisect(tree: Path, good: str, bad: str, pytest_args: list[str], config: str,
         code = run_in_session(step_cmd, path).returncode
         if code != want:
             side = "--bad" if want == BAD else "--good"
+            steps = read_steps(out)
+            if code == SKIP and steps and steps[-1].failed:  # built, but only the machinery failed
+                raise InfraError(
+                    f"{side} {commit[:12]}: only the machinery failed there ({', '.join(steps[-1].failed[:3])}); "
+                    "run it again"
+                )
             what = {GOOD: "passes", BAD: "fails", SKIP: "does not build"}.get(code, f"aborted (exit {code})")
             raise ConfigError(f"{side} {commit[:12]}: the selection {what} there; nothing to bisect")
     git = ["git", "-C", str(path)]
@@ -118,11 +131,12 @@ def bisect(tree: Path, good: str, bad: str, pytest_args: list[str], config: str,
         run = run_in_session([*git, "bisect", "run", *step_cmd], path, capture=True)
         log.debug("git bisect run: %s", run.stdout)
         first = _first_bad(run.stdout)
+        candidates = _candidates(run.stdout)
     finally:
         subprocess.run([*git, "bisect", "reset", "--quiet"], check=False, capture_output=True)
     steps = read_steps(out)
     first_bad = next((s for s in reversed(steps) if s.commit == first), None) if first else None
-    return BisectResult(first_bad, tuple(steps))
+    return BisectResult(first_bad, tuple(steps), candidates)
 
 
 def _first_bad(output: str) -> str | None:
@@ -130,6 +144,25 @@ def _first_bad(output: str) -> str | None:
         if line.endswith(" is the first bad commit"):
             return line.split()[0]
     return None
+
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}\b")
+
+
+def _candidates(output: str) -> tuple[str, ...]:
+    """The commits git names after "The first bad commit could be any of:" (only skipped commits
+    were left), or ()."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if "first bad commit could be any of" in line), None)
+    if start is None:
+        return ()
+    found = []
+    for line in lines[start + 1 :]:
+        m = SHA_RE.match(line.strip())
+        if m is None:
+            break
+        found.append(m.group(0))
+    return tuple(found)
 
 
 def read_steps(out: Path) -> list[Step]:

@@ -83,3 +83,27 @@ def test_a_step_that_failed_only_for_the_machinery_is_skipped(tmp_path, monkeypa
     assert _step_with(tmp_path / "1", monkeypatch, {"t::x": "error", "t::y": "passed"}, machinery) == SKIP
     both = {"t::x": "error", "t::y": "failed"}  # a real failure beside it: the commit is bad
     assert _step_with(tmp_path / "2", monkeypatch, both, machinery) == BAD
+
+
+ONLY_SKIPPED = """Bisecting: 1 revision left to test after this (roughly 1 step)
+There are only 'skip'ped commits left to test.
+The first bad commit could be any of:
+1111111111111111111111111111111111111111
+2222222222222222222222222222222222222222
+We cannot bisect more!
+bisect run cannot continue any more
+"""
+
+
+def test_commits_left_open_by_skipped_steps_are_reported():
+    from testbed.ab.bisect import _candidates
+
+    assert _first_bad(ONLY_SKIPPED) is None
+    assert _candidates(ONLY_SKIPPED) == ("1" * 40, "2" * 40)
+    assert _candidates(GIT_OUTPUT) == ()
+    result = BisectResult(None, (), _candidates(ONLY_SKIPPED))
+    assert result.lines() == [
+        "the first bad commit is one of 2 (skipped steps left it open):",
+        "  " + "1" * 40,
+        "  " + "2" * 40,
+    ]
