@@ -20,12 +20,14 @@ from pathlib import Path
 
 from ..children import run_child
 from ..errors import ConfigError, InfraError
+from ..kernel.patches import discover
+from ..kernel.source import is_git_toplevel
 from ..paths import checkout_root, results_root
 from ..runs.record import RUN_FILE
 from ..runs.results import load_results
 from ..vm.qemu import check_choice
 from .compare import Comparison, compare, render_markdown, render_text
-from .worktree import checkout, require_git_tree
+from .worktree import checkout, commit_in, require_git_tree, resolve
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,9 @@ def _ab(args: argparse.Namespace) -> int:
     if args.base and args.ksrc is None:
         raise ConfigError("--base REF needs --ksrc TREE (a git tree holding REF)")
     tree = args.ksrc
-    if args.base:
-        tree = checkout(require_git_tree(args.ksrc, "--ksrc"), args.base, "ab-base")
+    base = _base_side(args)
+    if base:
+        tree = checkout(require_git_tree(args.ksrc, "--ksrc"), base, "ab-base")
     kernel = ["--kernel", str(tree)] if tree else []
     qemu = ["--qemu", check_choice(args.qemu)] if args.qemu else []
     common = [*args.guest_command, "--kernel-config", args.kernel_config, *kernel, *qemu]
@@ -106,6 +109,33 @@ def _ab_qemus(args: argparse.Namespace, out: Path) -> int:
     for label, qemu, where in zip(("base", "series"), sides, (out / "base", out / "series"), strict=True):
         run_pytest([*common, "--qemu", qemu, "--results-dir", str(where)], f"{label} (QEMU {qemu})")
     return _report(compare(load_results(out / "base"), load_results(out / "series")), out, args.json)
+
+
+def _base_side(args: argparse.Namespace) -> str | None:
+    """The commit the base side builds (None: --ksrc as it is, or Debian's source). A series
+    with a base-commit: line is applied there, so the base side is built there too: otherwise
+    every commit between it and the tree's HEAD (and any uncommitted change, carried only onto
+    HEAD) would be counted as the series'."""
+    series = discover(args.patches)
+    wanted = series[0].base_commit if series else ""
+    if not wanted or args.ksrc is None or not is_git_toplevel(args.ksrc.expanduser().resolve()):
+        return args.base
+    tree = args.ksrc.expanduser().resolve()
+    found = commit_in(tree, wanted)
+    if found is None:  # the series side says so, with what to do, before building anything
+        return args.base
+    if args.base is None:
+        head = resolve(tree, "HEAD")
+        if head != found:
+            print(f"testbed ab: the series applies on its base-commit {found[:12]}, not on HEAD ({head[:12]}): "
+                  "the base side is built there too", flush=True)  # fmt: skip
+        return found if head != found else None
+    if resolve(tree, args.base) != found:
+        raise ConfigError(
+            f"--base {args.base} is not the series' base-commit {found[:12]}, on which the series side is "
+            f"built: the two sides would differ by more than the series; pass --base {found[:12]} (or none)"
+        )
+    return args.base
 
 
 def run_pytest(argv: list[str], side: str) -> int:

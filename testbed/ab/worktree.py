@@ -24,10 +24,16 @@ def require_git_tree(tree: Path, what: str) -> Path:
 
 
 def resolve(tree: Path, ref: str) -> str:
-    proc = ownrepo.read(tree, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
-    if proc.returncode != 0:
+    found = commit_in(tree, ref)
+    if found is None:
         raise ConfigError(f"{ref!r} is not a commit in {tree}")
-    return proc.stdout.decode().strip()
+    return found
+
+
+def commit_in(tree: Path, ref: str) -> str | None:
+    """The full id of commit `ref` in the user's `tree` (read only), or None."""
+    proc = ownrepo.read(tree, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+    return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
 
 def checkout(tree: Path, ref: str, purpose: str) -> Path:

@@ -167,3 +167,32 @@ def test_a_change_the_machinery_made_is_inconclusive_not_worse(tmp_path, capsys)
     assert any("INCONCLUSIVE" in line for line in render_text(c))
     assert main(["ab", "--compare", str(base), str(series), "--out", str(tmp_path / "out")]) == 3
     assert "inconclusive for 1 test(s)" in capsys.readouterr().out
+
+
+def test_the_base_side_is_built_where_the_series_applies(tmp_path, monkeypatch, capsys):
+    """A series with a base-commit: line is applied there; the base side must be built there too,
+    or every commit between it and HEAD would count as the series'."""
+    from types import SimpleNamespace
+
+    from testbed.ab import commands
+
+    from .git_repos import git, tiny_kernel
+
+    tree = tiny_kernel(tmp_path / "tree")
+    first = git(tree, "rev-parse", "HEAD").strip()
+    (tree / "later.c").write_text("int later;\n")
+    git(tree, "add", "later.c")
+    git(tree, "commit", "-q", "-m", "a commit after the series' base")
+    head = git(tree, "rev-parse", "HEAD").strip()
+
+    def args(base: str | None, base_commit: str) -> SimpleNamespace:
+        monkeypatch.setattr(commands, "discover", lambda path: (SimpleNamespace(base_commit=base_commit),))
+        return SimpleNamespace(patches=tmp_path / "s.mbox", ksrc=tree, base=base)
+
+    assert commands._base_side(args(None, first)) == first  # HEAD is later: built at the base-commit
+    assert "not on HEAD" in capsys.readouterr().out
+    assert commands._base_side(args(None, head)) is None  # the tree as it is
+    assert commands._base_side(args(None, "")) is None  # no base-commit: HEAD, as the series side
+    assert commands._base_side(args(first[:12], first)) == first[:12]
+    with pytest.raises(ConfigError, match="is not the series' base-commit"):
+        commands._base_side(args(head, first))
