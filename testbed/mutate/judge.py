@@ -4,7 +4,9 @@ Killed: a test that ran on the mutant changed outcome against the base run (a pa
 or errors, a failure that passes, a strict xfail that passes), a test the base ran did not run
 at all (the session died: a panic or a hang ends the run early), or a new splat signature
 appeared (`testbed ab`'s comparison: by signature, new against the base). Survived: nothing
-changed. The other states are decided before any test runs: invalid (does not build or apply),
+changed; a change the machinery made (run.json's infra: a QEMU that died, a guest that stopped)
+kills nothing, and a run with only those is invalid, not counted. The other states are decided
+before any test runs: invalid (does not build or apply),
 not covered (no selected test executes its lines), timeout (the deadline ended the run).
 """
 
@@ -60,7 +62,7 @@ def judge(
     base run has). `stopped_at_first_failure`: the run was told to stop there (-x), so tests
     it did not reach after a change are not reasons of their own."""
     chosen = tests or tuple(base.outcomes)
-    reasons, not_run = [], []
+    reasons, not_run, machinery = [], [], []
     for test in chosen:
         before, after = base.outcomes.get(test), mutant.outcomes.get(test)
         if before is None:
@@ -68,7 +70,11 @@ def judge(
         if after is None:
             not_run.append(f"{test}: {before} -> not run (the session ended early)")
         elif after != before:
-            reasons.append(f"{test}: {before} -> {after}")
+            infra = mutant.tests.get(test, {}).get("infra")  # the machinery's failure (run.json)
+            if infra:
+                machinery.append(f"{test}: {before} -> {after} ({infra})")
+            else:
+                reasons.append(f"{test}: {before} -> {after}")
     if stopped_at_first_failure and reasons and not_run:
         reasons.append(f"{len(not_run)} later test(s) not run: the run stopped at its first failure (-x)")
     else:
@@ -77,4 +83,6 @@ def judge(
     for signature, count in sorted(mutant.splat_counts(new_only=True).items()):
         if signature not in known_before:
             reasons.append(f"new splat ({count}x): {signature}")
+    if not reasons and machinery:  # no verdict on the mutant: not counted, as one that does not build
+        return MutantOutcome(Status.INVALID, (f"the machinery failed, not the mutant: {machinery[0]}", *machinery[1:]))
     return MutantOutcome(Status.KILLED if reasons else Status.SURVIVED, tuple(reasons))

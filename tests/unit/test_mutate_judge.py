@@ -107,3 +107,18 @@ def test_a_mutant_run_stops_at_its_first_failure_only_where_the_base_failed_noth
     assert fails_fast(BASE, ())  # passed, passed, xfailed
     broken = _run({"t::a": "passed", "t::b": "failed"})
     assert not fails_fast(broken, ()) and fails_fast(broken, ("t::a",))
+
+
+def test_a_failure_of_the_machinery_kills_nothing():
+    """A mutant whose test failed because QEMU died (run.json's infra) was counted killed."""
+    from dataclasses import replace
+
+    machinery = {"t::a": {"infra": "InfraError: QEMU exited during boot"}}
+    only = replace(_run({"t::a": "error", "t::b": "passed", "t::c": "xfailed"}), tests=machinery)
+    verdict = judge(BASE, only, ())
+    assert verdict.status is Status.INVALID and not verdict.status.counted
+    assert verdict.reasons == (
+        "the machinery failed, not the mutant: t::a: passed -> error (InfraError: QEMU exited during boot)",
+    )
+    beside = replace(_run({"t::a": "error", "t::b": "failed", "t::c": "xfailed"}), tests=machinery)
+    assert judge(BASE, beside, ()).reasons == ("t::b: passed -> failed",)  # a real kill beside it
