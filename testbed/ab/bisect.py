@@ -214,8 +214,14 @@ def step(out: Path, config: str, pytest_args: list[str]) -> int:
         print(f"testbed bisect: {commit[:12]} failed only for the machinery, skipped: {machinery[:3]}", flush=True)
         record("skip", failed)
         return SKIP
-    record("bad" if code else "good", failed, splats)
-    return BAD if code else GOOD
+    bad = bool(code)
+    ends = read_steps(out)[:2]  # --bad, then --good: checked first, judged by any failure
+    if len(ends) == 2 and ends[0].verdict == "bad":
+        # between them, the failure being bisected: a test that fails at --bad, or a splat it
+        # printed; another failure at one commit (fixed again before --bad) is not this one
+        bad = any(t in ends[0].failed for t in failed) or any(s in ends[0].new_splats for s in splats)
+    record("bad" if bad else "good", failed, splats)
+    return BAD if bad else GOOD
 
 
 def _git_out(tree: Path, *args: str) -> str:

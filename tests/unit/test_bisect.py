@@ -4,6 +4,7 @@ before anything builds."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from testbed.ab.bisect import BisectResult, Step, _first_bad, read_steps
@@ -54,7 +55,9 @@ def test_refusals_before_anything_builds(tmp_path, capsys):
     assert "not the top of a git repository" in capsys.readouterr().err
 
 
-def _step_with(tmp_path, monkeypatch, outcomes: dict[str, str], tests: dict[str, dict[str, str]]) -> int:
+def _step_with(
+    tmp_path, monkeypatch, outcomes: dict[str, str], tests: dict[str, dict[str, str]], ends: tuple = ()
+) -> int:
     """One bisect step at a commit of a tiny tree, its pytest run replaced by a run.json."""
     import testbed.kernel
     from testbed.ab import bisect
@@ -73,6 +76,8 @@ def _step_with(tmp_path, monkeypatch, outcomes: dict[str, str], tests: dict[str,
     monkeypatch.setattr(bisect, "run_child", pytest_run)
     out = tmp_path / "out"
     out.mkdir()
+    if ends:  # the --bad and --good steps, checked before git bisect runs
+        (out / bisect.STEPS_FILE).write_text("".join(json.dumps(asdict(e)) + "\n" for e in ends))
     return bisect.step(out, "default", ["-m", "p2p"])
 
 
@@ -107,3 +112,19 @@ def test_commits_left_open_by_skipped_steps_are_reported():
         "  " + "1" * 40,
         "  " + "2" * 40,
     ]
+
+
+def test_between_the_ends_a_step_is_bad_for_the_failure_being_bisected(tmp_path, monkeypatch):
+    """Another test failing at one commit in the range (broken there, fixed again before --bad)
+    is not the failure being bisected: bisect on what fails at --bad, as a developer does."""
+    from testbed.ab.bisect import BAD, GOOD
+
+    ends = (
+        Step("b" * 40, "the bad end", "bad", ("t::x",), ("WARNING in foo",), "/r/0", 1.0),
+        Step("g" * 40, "the good end", "good", (), (), "/r/1", 1.0),
+    )
+    other = {"t::x": "passed", "t::y": "failed"}
+    assert _step_with(tmp_path / "1", monkeypatch, other, {}, ends) == GOOD
+    same = {"t::x": "failed", "t::y": "passed"}
+    assert _step_with(tmp_path / "2", monkeypatch, same, {}, ends) == BAD
+    assert _step_with(tmp_path / "3", monkeypatch, other, {}) == BAD  # an end: any failure
