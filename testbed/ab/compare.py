@@ -86,6 +86,8 @@ class Comparison:
     splats: tuple[SplatChange, ...] = ()
     unchecked: tuple[str, ...] = ()  # tests the series ran without lock checking, the base with
     fingerprints: tuple[str, ...] = field(default=())  # "topology: what differs" between the machines
+    # how the two runs are not of one selection and kernel config: then a change may be neither's
+    not_alike: tuple[str, ...] = ()
 
     def inconclusive(self) -> list[str]:
         """Changes the machinery or the input made, not the kernel: no verdict on them."""
@@ -170,6 +172,14 @@ def compare(base: RunResults, series: RunResults) -> Comparison:
         for topology in sorted(set(base.fingerprints) & set(series.fingerprints))
         for line in differences(load(base.fingerprints[topology]), load(series.fingerprints[topology]))
     )
+    not_alike = []
+    if base.selection and series.selection and base.selection != series.selection:
+        not_alike.append(f"pytest selection: {' '.join(base.selection)} | {' '.join(series.selection)}")
+    configs = [
+        sorted({str(k.get("config_set")) for k in r.boot_kernels if k.get("config_set")}) for r in (base, series)
+    ]
+    if all(configs) and configs[0] != configs[1]:
+        not_alike.append(f"kernel config: {', '.join(configs[0])} | {', '.join(configs[1])}")
     return Comparison(
         str(base.directory),
         str(series.directory),
@@ -182,17 +192,25 @@ def compare(base: RunResults, series: RunResults) -> Comparison:
         splats,
         unchecked,
         fingerprints,
+        tuple(not_alike),
     )
 
 
-def render_text(c: Comparison) -> list[str]:
+def _header(c: Comparison) -> list[str]:
+    """The two runs: their kernels, and how their machines and selections differ."""
     lines = [f"base:   {c.base}", *(f"        {k}" for k in c.base_kernels or ("(no VM booted)",))]
     lines += [f"series: {c.series}", *(f"        {k}" for k in c.series_kernels or ("(no VM booted)",))]
     if c.machine[0] != c.machine[1]:
         lines.append(f"machine differs: {c.machine[0]} | {c.machine[1]}")
+    lines += [f"NOT ONE SELECTION, a change may be neither kernel's: {line}" for line in c.not_alike]
     if c.fingerprints:
         lines.append("fingerprints (what the guests saw) differ:")
         lines += [f"  {line}" for line in c.fingerprints]
+    return lines
+
+
+def render_text(c: Comparison) -> list[str]:
+    lines = _header(c)
     for group, title in (("suite", "tests"), ("kselftest", "kselftest/KUnit cases"), ("probe", "probe cases")):
         changes = [t for t in c.tests if t.group == group]
         if changes:
@@ -229,6 +247,7 @@ def render_markdown(c: Comparison) -> str:
     out.append(f"| base | `{c.base}` | {'<br>'.join(c.base_kernels)} |")
     out.append(f"| series | `{c.series}` | {'<br>'.join(c.series_kernels)} |")
     out += ["", f"Machine: {c.machine[0]}" + ("" if c.machine[0] == c.machine[1] else f" / {c.machine[1]}"), ""]
+    out += [f"**Not one selection** (a change may be neither kernel's): {line}" for line in c.not_alike]
     worse = c.worse()
     out.append(
         f"**The series made {len(worse)} thing(s) worse.**"

@@ -215,6 +215,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _no_vm_test_ran(config) and session.exitstatus in (0, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.record.outcomes and not config.getoption("collectonly"):
+        state.record.select(config.invocation_params.args)
         state.record.write(state.results)
     add_suite_properties(config, state.record)
     if state.coverage is not None and state.vm_tests_run and not _coverage_report(state):

@@ -31,6 +31,7 @@ class RunResults:
     vms: dict[str, str] = field(default_factory=dict)  # test -> the VM it ran in
     tests: dict[str, dict[str, str]] = field(default_factory=dict)  # test -> topology, KernelCI path, xfail
     durations: dict[str, float] = field(default_factory=dict)  # test -> seconds, all phases
+    selection: tuple[str, ...] = ()  # pytest's arguments but each side's own (empty: not recorded)
 
     def splat_counts(self, new_only: bool = False) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -90,6 +91,7 @@ def load_results(directory: Path) -> RunResults:
         vms=dict(doc.get("vms", {})),
         tests={k: dict(v) for k, v in doc.get("tests", {}).items()},
         durations=dict(doc.get("durations", {})),
+        selection=tuple(doc.get("selection", [])),
     )
 
 

@@ -196,3 +196,26 @@ def test_the_base_side_is_built_where_the_series_applies(tmp_path, monkeypatch, 
     assert commands._base_side(args(first[:12], first)) == first[:12]
     with pytest.raises(ConfigError, match="is not the series' base-commit"):
         commands._base_side(args(head, first))
+
+
+def test_two_runs_of_different_selections_are_said_to_be(tmp_path):
+    """--compare and --base-results take runs made elsewhere: a test 'gone' because the other run
+    never selected it would read as the series' doing."""
+    from testbed.runs.record import selection
+
+    argv = ["-m", "p2p", "--topology", "two-switch", "--results-dir", "/r/b", "--patches=/s.mbox", "--no-base-fixes"]
+    assert selection(argv) == ["-m", "p2p", "--topology", "two-switch"]
+    assert selection(["--kernel", "/linux", "-k", "every_pair"]) == ["-k", "every_pair"]
+
+    def side(name: str, chosen: list[str]) -> Path:
+        path = _outcomes(tmp_path, name, {"t::a": "passed"})
+        doc = json.loads((path / "run.json").read_text())
+        doc["selection"] = chosen
+        (path / "run.json").write_text(json.dumps(doc))
+        return path
+
+    same = compare(load_results(side("b", ["-m", "p2p"])), load_results(side("s", ["-m", "p2p"])))
+    assert same.not_alike == ()
+    other = compare(load_results(side("b2", ["-m", "p2p"])), load_results(side("s2", ["-m", "vfio"])))
+    assert other.not_alike == ("pytest selection: -m p2p | -m vfio",)
+    assert any(line.startswith("NOT ONE SELECTION") for line in render_text(other))
