@@ -215,7 +215,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _no_vm_test_ran(config) and session.exitstatus in (0, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.record.outcomes and not config.getoption("collectonly"):
-        state.record.select(config.invocation_params.args)
+        state.record.selection = _selection(config)
         state.record.write(state.results)
     add_suite_properties(config, state.record)
     if state.coverage is not None and state.vm_tests_run and not _coverage_report(state):
@@ -232,6 +232,20 @@ def _coverage_report(state: TestbedState) -> bool:
         state.coverage_lines = [f"kernel coverage: no report: {exc}"]
         return False
     return True
+
+
+def _selection(config: pytest.Config) -> list[str]:
+    """What chose the run's tests, as pytest parsed it: the paths or node ids, -k, -m and the
+    testbed's options that select (not the results dir, kernel, patches or QEMU, which each side
+    of a comparison sets for itself, nor -n, -x, -p)."""
+    out = [str(arg) for arg in config.args]
+    for flag, dest in (("-k", "keyword"), ("-m", "markexpr")):
+        if config.getoption(dest):
+            out += [flag, str(config.getoption(dest))]
+    for name in ("topology", "selftest_suite"):
+        for value in config.getoption(name) or []:
+            out += [f"--{name.replace('_', '-')}", str(value)]
+    return out + (["--matrix"] if config.getoption("matrix") else [])
 
 
 def _collect(state: TestbedState, config: pytest.Config, strict: bool) -> None:

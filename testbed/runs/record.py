@@ -60,29 +60,6 @@ class BootRecord:
     fingerprint_digest: str | None = None  # equal digests, equal machines
 
 
-# what differs between the two sides of one comparison by design: options with the value each
-# side takes, and flags
-SIDE_OPTIONS = ("--results-dir", "--patches", "--kernel", "--ksrc", "--junitxml", "--qemu", "--qemu-patches")
-SIDE_FLAGS = ("--no-base-fixes",)
-
-
-def selection(args: list[str] | tuple[str, ...]) -> list[str]:
-    """pytest's arguments without the options each side of a comparison sets for itself."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in SIDE_FLAGS:
-            continue
-        if name in SIDE_OPTIONS:
-            skip = "=" not in arg
-            continue
-        out.append(arg)
-    return out
-
-
 @dataclass
 class RunRecord:
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -93,7 +70,8 @@ class RunRecord:
     durations: dict[str, float] = field(default_factory=dict)  # test -> seconds, all phases
     # test -> its facts for reports: "topology", "path" (KernelCI's), "xfail" (the reason)
     tests: dict[str, dict[str, str]] = field(default_factory=dict)
-    selection: list[str] = field(default_factory=list)  # pytest's arguments but each side's own
+    # what chose the tests (paths, -k, -m, --topology, ...): testbed ab checks two runs share it
+    selection: list[str] = field(default_factory=list)
 
     def describe(self, nodeid: str, **facts: str) -> None:
         self.tests.setdefault(nodeid, {}).update(facts)
@@ -143,10 +121,6 @@ class RunRecord:
             inside = results is not None and fingerprint.is_relative_to(results)
             fp = str(fingerprint.relative_to(results) if inside and results else fingerprint)
         self.boots.append(BootRecord(topology, vm, str(bzimage), kernel, accel, fp, kernel_config, fingerprint_digest))
-
-    def select(self, args: list[str] | tuple[str, ...]) -> None:
-        """The run's pytest selection, from its arguments (testbed ab checks two runs share it)."""
-        self.selection = selection(args)
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

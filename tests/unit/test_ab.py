@@ -201,11 +201,6 @@ def test_the_base_side_is_built_where_the_series_applies(tmp_path, monkeypatch, 
 def test_two_runs_of_different_selections_are_said_to_be(tmp_path):
     """--compare and --base-results take runs made elsewhere: a test 'gone' because the other run
     never selected it would read as the series' doing."""
-    from testbed.runs.record import selection
-
-    argv = ["-m", "p2p", "--topology", "two-switch", "--results-dir", "/r/b", "--patches=/s.mbox", "--no-base-fixes"]
-    assert selection(argv) == ["-m", "p2p", "--topology", "two-switch"]
-    assert selection(["--kernel", "/linux", "-k", "every_pair"]) == ["-k", "every_pair"]
 
     def side(name: str, chosen: list[str]) -> Path:
         path = _outcomes(tmp_path, name, {"t::a": "passed"})

@@ -99,12 +99,25 @@ def test_a_failure_of_the_machinery_is_recorded_as_such(tmp_path):
     (tmp_path / "test_x.py").write_text(INFRA_TESTS)
     results = tmp_path / "results"
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--results-dir", str(results), "test_x.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--results-dir",
+            str(results),
+            "-k",
+            "not nothing",
+            "test_x.py",
+        ],  # fmt: skip
         cwd=tmp_path,
         capture_output=True,
         check=False,
     )
     doc = json.loads((results / "run.json").read_text())
+    assert doc["selection"] == ["test_x.py", "-k", "not nothing"]  # what chose the tests, no more
     assert set(doc["outcomes"].values()) == {"failed"}
     infra = {nodeid: facts.get("infra") for nodeid, facts in doc["tests"].items()}
     assert infra == {
