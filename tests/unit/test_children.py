@@ -129,6 +129,14 @@ def test_a_sigterm_to_the_whole_group_does_not_cut_the_teardown_short(tmp_path: 
     assert (tmp_path / "torn-down").read_text() == "yes"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command (state first, start time at index 19), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def test_a_session_of_processes_is_stopped_whole_when_we_are_terminated(tmp_path: Path):
     """`git bisect run` and its steps, a mutant's pytest: a session of their own, so a SIGTERM
     to testbed reaches them only because it stops the session, grandchildren included."""
@@ -148,9 +156,11 @@ def test_a_session_of_processes_is_stopped_whole_when_we_are_terminated(tmp_path
     proc = subprocess.Popen([sys.executable, "-c", parent, str(tmp_path)])
     _wait_ready(tmp_path, proc)
     grandchild = int((tmp_path / "grandchild").read_text())
+    born = _stat(grandchild)[19]  # its start time: a busy host (pid_max 32768) reuses pids fast
     proc.terminate()
     assert proc.wait(timeout=40) == 143  # stop_session returned: the whole group is gone
-    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+    after = _stat(grandchild)
+    assert after is None or after[19] != born or after[0] == "Z", f"the grandchild still runs: {after}"
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly():
