@@ -254,13 +254,14 @@ def transfer(
     if expect_fault:
         fault_window(vm)
     seed = fresh_seed()
+    provider_bdf, client_bdf = vm.bdf(provider), vm.bdf(client)
     cursor = vm.kmsg_cursor()
     result = vm.agent(
         "p2pmem",
         "transfer",
         {
-            "provider": vm.bdf(provider),
-            "client": vm.bdf(client),
+            "provider": provider_bdf,
+            "client": client_bdf,
             "direction": direction,
             "size": size,
             "offset": offset,
@@ -269,7 +270,7 @@ def transfer(
         },
     )
     new = vm.kmsg_since(cursor)
-    refused = tuple(line for line in new if refuses(line, vm.bdf(provider), vm.bdf(client)))
+    refused = tuple(line for line in new if refuses(line, provider_bdf, client_bdf))
     guest_ok = bool(result.get("ok")) and result.get("mismatch") == -1
     host_ok, where, landed = None, "", 0
     want = pattern(seed, size)
@@ -288,16 +289,15 @@ def transfer(
         got = got[:size]
         host_ok = first_mismatch(got, want) == -1
         landed = sum(got[i : i + BLOCK] == want[i : i + BLOCK] for i in range(0, size, BLOCK))
-    faults = _cmb_faults(vm, cursor, new, client, cmb, wait=result.get("ok") and not (guest_ok and host_ok))
+    faults = _cmb_faults(vm, cursor, new, client_bdf, cmb, wait=bool(result.get("ok")) and not (guest_ok and host_ok))
     return Transfer(direction, size, offset, seed, result, guest_ok, host_ok, faults, refused, where, landed)
 
 
-def _cmb_faults(vm: GuestVM, cursor: int, lines: list[str], client: str, cmb: dict, wait: bool) -> tuple[str, ...]:
+def _cmb_faults(vm: GuestVM, cursor: int, lines: list[str], bdf: str, cmb: dict, wait: bool) -> tuple[str, ...]:
     """The vIOMMU fault lines of this transfer: the client's DMA at the CMB buffer's bus address
     (the address a BUS_ADDR mapping hands it; bus and CPU physical are equal on q35). When the
     bytes are wrong the fault may still be on its way (an interrupt after the command completed):
-    looked for again until FAULT_LOG_WAIT_S."""
-    bdf = vm.bdf(client)
+    looked for again until FAULT_LOG_WAIT_S. `bdf`: the client's."""
     extents = [(cmb["bar_start"] + off, length) for off, length in cmb.get("extents", [])] if "bar_start" in cmb else []
 
     def found(new: list[str]) -> tuple[str, ...]:

@@ -37,9 +37,10 @@ INFRA_KEY = pytest.StashKey[str]()
 def not_the_kernels(exc: BaseException) -> str | None:
     """What an exception says when it is the machinery's (InfraError) or the input's
     (ConfigError: a series that does not apply or build), not a verdict on the kernel."""
-    if isinstance(exc, (InfraError, ConfigError)):
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-    return None
+    if not isinstance(exc, (InfraError, ConfigError)):
+        return None
+    first = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:300]}"
 
 
 UNCHECKED_KEY = pytest.StashKey[str]()  # per item: why part of it ran without lockdep

@@ -86,13 +86,35 @@ def test_shipped_known_failures_load_and_match_narrowly():
     assert find_failure(known, test, "ivshmem", "7.2.13-testbed", "iommu.c:448: Assertion Failure") is None
 
 
-def test_known_failures_file_errors_name_the_line(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("load", "error", "text", "said", "not_said"),
+    [
+        (
+            load_failures,
+            KnownFailuresError,
+            "known:\n  - test: 'x:*'\n    kernel: '7\\.2'\n    output: '('\n    colour: red\n",
+            ("unknown key", "not a valid regex", "missing 'why'"),
+            (),
+        ),
+        (
+            load_skips,
+            KnownSkipsError,
+            "known:\n  - test: 'x:*'\n    output: 'y'\n    reason: ''\n",
+            ("unknown key", "must match the case's own reason", "missing 'why'"),
+            ("missing 'kernel'",),  # a skip may be any release's
+        ),
+    ],
+    ids=["known-failures", "known-skips"],
+)
+def test_declaration_file_errors_name_the_line(tmp_path: Path, load, error, text, said, not_said):
     path = tmp_path / "known.yaml"
-    path.write_text("known:\n  - test: 'x:*'\n    kernel: '7\\.2'\n    output: '('\n    colour: red\n")
-    with pytest.raises(KnownFailuresError) as err:
-        load_failures(path)
-    text = str(err.value)
-    assert "known.yaml:" in text and "unknown key" in text and "not a valid regex" in text and "missing 'why'" in text
+    path.write_text(text)
+    with pytest.raises(error) as err:
+        load(path)
+    message = str(err.value)
+    assert "known.yaml:" in message
+    assert all(s in message for s in said), message
+    assert not any(s in message for s in not_said), message
 
 
 # each skip of a green make test (kselftest-known.tsv), as (test, device kind, reason)
@@ -139,16 +161,6 @@ def test_an_undeclared_skip_fails_under_ci_and_is_listed(monkeypatch):
     summary = "\n".join(noted_summary([(n.nodeid, n.what, n.reason) for n in session.noted]))
     assert "2 case(s) skipped themselves with a reason known-skips.yaml does not declare" in summary
     assert "1 case(s) skipped themselves; what QEMU or this guest could not give them" in summary
-
-
-def test_known_skips_file_errors_name_the_line(tmp_path: Path):
-    path = tmp_path / "skips.yaml"
-    path.write_text("known:\n  - test: 'x:*'\n    output: 'y'\n    reason: ''\n")
-    with pytest.raises(KnownSkipsError) as err:
-        load_skips(path)
-    text = str(err.value)
-    assert "skips.yaml:" in text and "unknown key" in text and "must match the case's own reason" in text
-    assert "missing 'why'" in text and "missing 'kernel'" not in text  # a skip may be any release's
 
 
 def test_splats_are_charged_to_the_case_whose_run_line_came_last():
